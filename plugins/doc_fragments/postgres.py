@@ -1,0 +1,56 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    DOCUMENTATION = r"""
+options:
+  login_host:
+    description:
+      - Host of the PostgreSQL server, or the directory of its Unix socket.
+    type: str
+    default: localhost
+    aliases: [host]
+  port:
+    description:
+      - Port of the PostgreSQL server.
+    type: int
+    default: 5432
+    aliases: [login_port]
+  login_user:
+    description:
+      - Role to connect as.
+    type: str
+    default: postgres
+  login_password:
+    description:
+      - Password of O(login_user). If not given, the E(PGPASSWORD) environment variable is used,
+        then libpq's own C(~/.pgpass).
+      - Passed to client tools through a private 0600 pgpass file, never on their command line.
+    type: str
+  ssl_mode:
+    description:
+      - libpq C(sslmode) for the connection.
+    type: str
+    default: prefer
+    choices: [allow, disable, prefer, require, verify-ca, verify-full]
+  connect_timeout:
+    description:
+      - Seconds to wait for a connection.
+    type: int
+    default: 10
+  pg_bin_dir:
+    description:
+      - Directory of the PostgreSQL client tools (C(pg_dump), C(pg_restore)).
+      - By default the tools matching the server's major version are used
+        (C(/usr/lib/postgresql/<major>/bin) on Debian), else those on E(PATH).
+    type: path
+requirements:
+  - psycopg >= 3 (Python library on the managed host)
+  - PostgreSQL client tools of the server's major version or newer
+"""

@@ -1,0 +1,71 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    DOCUMENTATION = r"""
+options:
+  storage_url:
+    description:
+      - Where backups live. C(file:///absolute/path) for a directory (atomic writes, files 0600,
+        directories 0700) or C(s3://bucket/prefix) for Amazon S3 and S3-compatible stores.
+      - The layout under it is documented in C(docs/storage-layout.md).
+    type: str
+    required: true
+  endpoint_url:
+    description:
+      - Endpoint of an S3-compatible store, for example C(https://s3.example.internal).
+      - Falls back to E(AWS_ENDPOINT_URL_S3), then E(AWS_ENDPOINT_URL).
+    type: str
+  region:
+    description:
+      - S3 region. Falls back to E(AWS_REGION), then E(AWS_DEFAULT_REGION).
+    type: str
+  access_key:
+    description:
+      - S3 access key id. Falls back to E(AWS_ACCESS_KEY_ID), then the AWS profile/instance chain.
+    type: str
+    aliases: [aws_access_key]
+  secret_key:
+    description:
+      - S3 secret access key. Falls back to E(AWS_SECRET_ACCESS_KEY).
+    type: str
+    aliases: [aws_secret_key]
+  session_token:
+    description:
+      - S3 session token for temporary credentials. Falls back to E(AWS_SESSION_TOKEN).
+    type: str
+  profile:
+    description:
+      - Named AWS profile to take credentials from. Falls back to E(AWS_PROFILE).
+    type: str
+  ca_bundle:
+    description:
+      - CA bundle to validate the S3 endpoint's certificate. Falls back to E(AWS_CA_BUNDLE).
+    type: path
+  validate_certs:
+    description:
+      - Whether to validate the S3 endpoint's TLS certificate. Only turn this off for tests.
+    type: bool
+    default: true
+requirements:
+  - boto3 (Python library on the managed host) for C(s3://) storage
+"""
+
+    METRICS = r"""
+options:
+  metrics_dir:
+    description:
+      - Directory of node_exporter's textfile collector. When set, the job's metrics are written
+        atomically to C(drkit_<job_name>.prom) there. Metric names are in C(docs/metrics.md).
+    type: path
+  job_name:
+    description:
+      - Name of the job in metrics (label C(drkit_job)) and the metrics file name.
+    type: str
+"""

@@ -1,0 +1,352 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Logical PostgreSQL backups with pg_dump.
+
+One REPEATABLE READ transaction exports its snapshot; pg_dump runs with
+``--snapshot`` so the dump and the per-table row counts recorded in the
+manifest describe the very same instant.  pg_dump compression is off and the
+pipeline compresses with zstd.
+
+* format=custom: ``pg_dump -Fc -Z0`` streams straight into storage.
+* format=directory: ``pg_dump -Fd -Z0 -j N`` must write a directory (a tool
+  that forces a local copy); it is then streamed into storage as one tar.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import fnmatch
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import threading
+
+from . import manifest as mf
+from .backup import BackupSession, record_failure
+from .errors import ConfigError, DrkitError, IntegrityError, SourceError
+from .pipeline import BackgroundReader, LocalRunner, ProcessFeeder
+from .postgres import (ToolEnv, check_tool_result, conn_params, connect, find_tool, server_facts,
+                       tool_version)
+from .storage import open_storage, storage_options
+
+KIND = "pg_logical"
+FORMATS = ("custom", "directory")
+ARTIFACT = {"custom": "database.pgdump.zst", "directory": "database.dir.tar.zst"}
+
+TABLES_SQL = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def _as_list(value, name):
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError("%s must be a list of names or patterns" % name)
+    return list(value)
+
+
+def validate(params):
+    if not params.get("database"):
+        raise ConfigError("database is required", "Name the database to back up")
+    fmt = params.get("format") or "custom"
+    if fmt not in FORMATS:
+        raise ConfigError("format must be one of %s, got %r" % (", ".join(FORMATS), fmt))
+    jobs = int(params.get("jobs") or 1)
+    if jobs < 1:
+        raise ConfigError("jobs must be at least 1, got %r" % jobs)
+    if jobs > 1 and fmt != "directory":
+        raise ConfigError("jobs > 1 needs format: directory",
+                          "pg_dump dumps in parallel only to the directory format")
+    level = int(params.get("compression_level") or 3)
+    if not 1 <= level <= 19:
+        raise ConfigError("compression_level must be between 1 and 19, got %r" % level)
+    filters = dict((k, _as_list(params.get(k), k))
+                   for k in ("schemas", "exclude_schemas", "tables", "exclude_tables"))
+    return fmt, jobs, level, filters
+
+
+def dump_filter_args(filters):
+    args = []
+    for s in filters["schemas"]:
+        args += ["--schema", s]
+    for s in filters["exclude_schemas"]:
+        args += ["--exclude-schema", s]
+    for t in filters["tables"]:
+        args += ["--table", t]
+    for t in filters["exclude_tables"]:
+        args += ["--exclude-table", t]
+    return args
+
+
+def table_selected(schema, table, filters):
+    """Mirror of pg_dump's -n/-N/-t/-T selection for plain names and shell
+    wildcards ('*', '?'); unqualified table patterns match any schema."""
+    def match(patterns, name):
+        return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    def match_table(patterns):
+        return any(fnmatch.fnmatchcase("%s.%s" % (schema, table), p) if "." in p
+                   else fnmatch.fnmatchcase(table, p) for p in patterns)
+
+    if filters["tables"]:
+        if not match_table(filters["tables"]):
+            return False
+    elif filters["schemas"] and not match(filters["schemas"], schema):
+        return False
+    if match(filters["exclude_schemas"], schema) and not filters["tables"]:
+        return False
+    if match_table(filters["exclude_tables"]):
+        return False
+    return True
+
+
+class RowCounter(threading.Thread):
+    """Counts rows of every dumped table inside the exporting transaction,
+    i.e. in pg_dump's own snapshot, while pg_dump runs."""
+
+    def __init__(self, conn, tables):
+        super(RowCounter, self).__init__()
+        self.daemon = True
+        self.conn = conn
+        self.tables = tables
+        self.counts = {}
+        self.error = None
+
+    def run(self):
+        try:
+            from psycopg import sql  # pylint: disable=import-outside-toplevel
+            with self.conn.cursor() as cur:
+                for schema, table in self.tables:
+                    cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+                        sql.Identifier(schema), sql.Identifier(table)))
+                    self.counts["%s.%s" % (schema, table)] = cur.fetchone()[0]
+        except Exception as e:  # pylint: disable=broad-except
+            self.error = e
+
+
+def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
+    """Engine entry point. Returns (changed, result dict)."""
+    runner = runner or LocalRunner()
+    progress = progress or (lambda msg: None)
+    fmt, jobs, level, filters = validate(params)
+    cp = conn_params(params)
+    database = params["database"]
+    storage = open_storage(params.get("storage_url"), **storage_options(params))
+    metrics_dir = params.get("metrics_dir")
+    job = params.get("job_name") or "pg_%s" % database
+    compression = {"algorithm": "zstd", "level": level, "threads": int(params.get("compression_threads") or 0)}
+    row_counts = params.get("row_counts", True) is not False
+
+    if check_mode:
+        conn = connect(cp, database)
+        try:
+            facts = server_facts(conn)
+        finally:
+            conn.close()
+        find_tool("pg_dump", facts["server_version_num"], params.get("pg_bin_dir"))
+        storage.exists(mf.manifest_key(mf.new_backup_id(KIND)))  # reachability, read-only
+        return True, {"changed": True, "backup_id": None, "storage": storage.describe(),
+                      "msg": "Would back up database %s (PostgreSQL %s) in %s format to %s" % (
+                          database, facts["server_version"], fmt, storage.describe())}
+
+    try:
+        storage.check_writable()
+        conn = connect(cp, database)
+    except DrkitError:
+        record_failure(metrics_dir, job, KIND)
+        raise
+    work_dir = None
+    try:
+        facts = server_facts(conn)
+        conn.rollback()
+        pg_dump = find_tool("pg_dump", facts["server_version_num"], params.get("pg_bin_dir"))
+        pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
+        source = {"type": "postgresql", "host": cp["login_host"], "port": cp["port"],
+                  "database": database, "server_version": facts["server_version"],
+                  "server_version_num": facts["server_version_num"], "client_host": socket.gethostname()}
+        tools = {"pg_dump": tool_version(runner, pg_dump), "pg_restore": tool_version(runner, pg_restore)}
+        options = {"format": fmt, "jobs": jobs, "row_counts": row_counts}
+        options.update(dict((k, v) for k, v in filters.items() if v))
+        session = BackupSession(storage, KIND, source, tools=tools, compression=compression,
+                                options=options, labels=params.get("labels"), metrics_dir=metrics_dir,
+                                job=job, progress=progress)
+        with session:
+            with conn.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cur.execute("SELECT pg_export_snapshot(), now()")
+                snapshot, snap_time = cur.fetchone()
+                cur.execute(TABLES_SQL)
+                tables = [(s, t) for s, t in cur.fetchall() if table_selected(s, t, filters)]
+            counter = RowCounter(conn, tables) if row_counts else None
+            if counter:
+                counter.start()
+            name = ARTIFACT[fmt]
+            with ToolEnv(cp, database) as tenv:
+                argv = [pg_dump, "--no-password", "--snapshot=%s" % snapshot, "--compress=0"]
+                argv += dump_filter_args(filters)
+                if fmt == "custom":
+                    progress("pg_dump -Fc of %s streaming to %s" % (database, storage.describe()))
+                    argv += ["--format=custom"]
+                    handle = runner.spawn(argv, env=tenv.env)
+                    with handle:
+                        def finished():
+                            check_tool_result("pg_dump", handle.wait(), handle.stderr_text(),
+                                              "dumping database %s" % database)
+                        session.store_stream(name, handle.stdout, before_commit=finished,
+                                             content="pg_dump custom archive")
+                else:
+                    work_dir = tempfile.mkdtemp(prefix="drkit-dump-", dir=params.get("work_dir") or None)
+                    out_dir = os.path.join(work_dir, "dump")
+                    argv += ["--format=directory", "--jobs=%d" % jobs, "--file=%s" % out_dir]
+                    progress("pg_dump -Fd -j %d of %s into %s" % (jobs, database, work_dir))
+                    rc, _out, err = runner.run(argv, env=tenv.env)
+                    check_tool_result("pg_dump", rc, err, "dumping database %s" % database)
+                    progress("streaming the dump directory to %s" % storage.describe())
+                    _store_directory(session, name, out_dir)
+                    shutil.rmtree(work_dir, ignore_errors=True)
+                    work_dir = None
+            if counter:
+                counter.join()
+                if counter.error:
+                    raise SourceError("Counting rows in pg_dump's snapshot failed: %s" % counter.error,
+                                      "Set row_counts: false to skip counting on huge tables")
+            conn.rollback()
+            progress("re-reading %s and checking its structure" % name)
+            toc_entries = _check_artifact(session, name, fmt, pg_restore, runner)
+            data = {"snapshot_time": mf.isoformat(snap_time), "toc_entries": toc_entries,
+                    "tables": len(tables)}
+            if counter:
+                data["row_counts"] = counter.counts
+            session.commit(data)
+        result = session.result()
+        result["msg"] = "Backed up %s to %s as %s" % (database, storage.describe(), session.backup_id)
+        return True, result
+    except DrkitError:
+        record_failure(metrics_dir, job, KIND)
+        raise
+    finally:
+        try:
+            conn.close()
+        except Exception:  # pylint: disable=broad-except
+            pass
+        if work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _store_directory(session, name, directory):
+    writer, sink = session.open_sink(name)
+    try:
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for entry in sorted(os.listdir(directory)):
+                tar.add(os.path.join(directory, entry), arcname="dump/" + entry, recursive=False)
+        session.finish_sink(name, writer, sink, content="pg_dump directory archive (tar)")
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _check_artifact(session, name, fmt, pg_restore, runner):
+    """Re-read the stored object (size + sha256) and run pg_restore --list on
+    the decompressed stream. Returns the number of TOC entries."""
+    if fmt == "custom":
+        handle = runner.spawn([pg_restore, "--list"], stdin=True)
+        with handle:
+            reader = BackgroundReader(handle.stdout)
+            reader.start()
+            feeder = ProcessFeeder(handle)
+            try:
+                session.reread(name, consumer=feeder)
+            finally:
+                feeder.close()
+            rc = handle.wait(600)
+            reader.join()
+            if rc != 0:
+                raise IntegrityError("pg_restore --list rejected the stored %s: %s" % (
+                    name, handle.stderr_text().strip()[-1000:]),
+                    "The dump is not a readable archive; nothing was recorded as a backup")
+            listing = reader.data.decode("utf-8", "replace")
+    else:
+        tmp = tempfile.mkdtemp(prefix="drkit-toc-")
+        try:
+            extractor = _TocExtractor(os.path.join(tmp, "dump"))
+            extractor.start()
+            try:
+                session.reread(name, consumer=extractor.feed)
+            finally:
+                extractor.close()
+            extractor.join()
+            if extractor.error or not os.path.exists(os.path.join(tmp, "dump", "toc.dat")):
+                raise IntegrityError("The stored %s holds no readable toc.dat (%s)" % (name, extractor.error),
+                                     "The dump is not a readable archive; nothing was recorded as a backup")
+            rc, out, err = runner.run([pg_restore, "--list", os.path.join(tmp, "dump")], timeout=600)
+            if rc != 0:
+                raise IntegrityError("pg_restore --list rejected the stored %s: %s" % (name, err.strip()[-1000:]))
+            listing = out.decode("utf-8", "replace")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    entries = [line for line in listing.splitlines() if line and not line.startswith(";")]
+    if not entries:
+        raise IntegrityError("pg_restore --list found no entries in the stored %s" % name)
+    return len(entries)
+
+
+class _TocExtractor(threading.Thread):
+    """Reads a tar stream from a pipe and extracts only toc.dat."""
+
+    def __init__(self, out_dir):
+        super(_TocExtractor, self).__init__()
+        self.daemon = True
+        self.out_dir = out_dir
+        r, w = os.pipe()
+        self._r = os.fdopen(r, "rb")
+        self._w = os.fdopen(w, "wb")
+        self.error = None
+        self._open = True
+
+    def feed(self, data):
+        if not self._open:
+            return False
+        try:
+            self._w.write(data)
+        except (BrokenPipeError, OSError, ValueError):
+            self._open = False
+            return False
+        return True
+
+    def close(self):
+        if self._open:
+            self._open = False
+            try:
+                self._w.close()
+            except OSError:
+                pass
+
+    def run(self):
+        try:
+            os.makedirs(self.out_dir, 0o700)
+            with tarfile.open(fileobj=self._r, mode="r|") as tar:
+                for member in tar:
+                    if member.name == "dump/toc.dat" and member.isfile():
+                        src = tar.extractfile(member)
+                        with open(os.path.join(self.out_dir, "toc.dat"), "wb") as out:
+                            shutil.copyfileobj(src, out)
+                        break
+        except Exception as e:  # pylint: disable=broad-except
+            self.error = e
+        finally:
+            self._r.close()  # the feeder then stops: no need to read the rest
+

@@ -1,0 +1,417 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The streaming data path.
+
+    producer (process stdout, file, tar stream...)
+      -> transforms (zstd compression, later age encryption)
+      -> digest (sha256 + byte count of what is stored)
+      -> storage writer
+
+Only one chunk (about 1 MiB) plus the compressor's window and the storage
+writer's in-flight parts is ever held in memory.
+
+Producers run behind a small runner interface (``LocalRunner.spawn``) so that
+a runner which executes inside a container (``docker exec`` through the
+Docker API) can replace it without touching the rest of the pipeline.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import os
+import subprocess
+import tempfile
+import threading
+
+from .errors import ConfigError, IntegrityError, ToolError
+
+CHUNK = 1 << 20
+STDERR_LIMIT = 64 << 10
+
+
+def _zstd():
+    try:
+        import zstandard  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise ConfigError("Compression needs the Python library zstandard",
+                          "Install it (pip install zstandard) in the Python that runs drkit")
+    return zstandard
+
+
+# --------------------------------------------------------------------------
+# Runners and process handles
+
+
+class ProcessHandle(object):
+    """A running producer/consumer process. ``stdout``/``stdin`` are binary
+    file objects (or None); stderr is collected to a temp file so a chatty
+    tool can never block on a full pipe."""
+
+    def __init__(self, argv, popen, stderr_file):
+        self.argv = list(argv)
+        self.name = os.path.basename(argv[0])
+        self._p = popen
+        self._stderr = stderr_file
+        self.stdout = popen.stdout
+        self.stdin = popen.stdin
+        self.pid = popen.pid
+
+    def poll(self):
+        return self._p.poll()
+
+    def wait(self, timeout=None):
+        try:
+            return self._p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise ToolError("%s did not finish within %s s" % (self.name, timeout))
+
+    @property
+    def returncode(self):
+        return self._p.returncode
+
+    def stderr_text(self):
+        try:
+            self._stderr.flush()
+            self._stderr.seek(0)
+            data = self._stderr.read(STDERR_LIMIT)
+        except (OSError, ValueError):
+            return ""
+        return data.decode("utf-8", "replace")
+
+    def terminate(self):
+        if self._p.poll() is None:
+            try:
+                self._p.terminate()
+                self._p.wait(10)
+            except subprocess.TimeoutExpired:
+                self._p.kill()
+                self._p.wait()
+            except OSError:
+                pass
+
+    def close(self):
+        self.terminate()
+        for f in (self._p.stdout, self._p.stdin):
+            if f is not None:
+                try:
+                    f.close()
+                except (OSError, ValueError):
+                    pass
+        try:
+            self._stderr.close()
+        except (OSError, ValueError):
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def _grow_pipe(fileobj):
+    # A 1 MiB pipe halves the number of syscalls/wakeups on a fast producer.
+    try:
+        import fcntl  # pylint: disable=import-outside-toplevel
+        fcntl.fcntl(fileobj.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ
+    except (ImportError, OSError, ValueError, AttributeError):
+        pass
+
+
+class LocalRunner(object):
+    """Runs tools as local processes, always from an argument list."""
+
+    description = "local"
+
+    def spawn(self, argv, env=None, stdin=False, stdout=True, cwd=None):
+        stderr_file = tempfile.TemporaryFile(prefix="drkit-stderr-")
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        try:
+            p = subprocess.Popen(
+                list(argv), env=full_env, cwd=cwd, close_fds=True,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+                stderr=stderr_file)
+        except OSError as e:
+            stderr_file.close()
+            raise ToolError("Could not start %s: %s" % (argv[0], e.strerror or e),
+                            "Install it or set the path to its binaries (pg_bin_dir / PATH)")
+        if stdout:
+            _grow_pipe(p.stdout)
+        if stdin:
+            _grow_pipe(p.stdin)
+        return ProcessHandle(argv, p, stderr_file)
+
+    def run(self, argv, env=None, input_data=None, timeout=None, cwd=None):
+        """Run to completion; returns (returncode, stdout bytes, stderr text)."""
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        try:
+            p = subprocess.run(list(argv), env=full_env, input=input_data, cwd=cwd,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=timeout, close_fds=True, check=False)
+        except OSError as e:
+            raise ToolError("Could not start %s: %s" % (argv[0], e.strerror or e),
+                            "Install it or set the path to its binaries (pg_bin_dir / PATH)")
+        except subprocess.TimeoutExpired:
+            raise ToolError("%s did not finish within %s s" % (os.path.basename(argv[0]), timeout))
+        return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------
+# Transforms: update(bytes) -> bytes, finish() -> bytes
+
+
+class ZstdCompress(object):
+    name = "zstd"
+
+    def __init__(self, level=3, threads=0):
+        zstd = _zstd()
+        if not 1 <= int(level) <= 19:
+            raise ConfigError("compression_level must be between 1 and 19, got %r" % level)
+        self.level = int(level)
+        self.threads = int(threads)
+        params = zstd.ZstdCompressionParameters.from_level(self.level, threads=self.threads)
+        self._c = zstd.ZstdCompressor(compression_params=params).compressobj()
+
+    def update(self, data):
+        return self._c.compress(data)
+
+    def finish(self):
+        return self._c.flush()
+
+    def describe(self):
+        return {"algorithm": "zstd", "level": self.level}
+
+
+class ZstdDecompress(object):
+    name = "zstd"
+
+    def __init__(self):
+        zstd = _zstd()
+        self._d = zstd.ZstdDecompressor().decompressobj()
+        self._eof_seen = False
+
+    def update(self, data):
+        try:
+            return self._d.decompress(data)
+        except Exception as e:  # pylint: disable=broad-except
+            raise IntegrityError("The stored data is not a valid zstd stream: %s" % e,
+                                 "The object is corrupt; use another backup")
+
+    def finish(self):
+        return b""
+
+
+def compressor_for(compression):
+    """compression: dict(algorithm, level, threads) or None/'none'."""
+    if not compression or compression.get("algorithm", "zstd") == "none":
+        return None
+    if compression.get("algorithm", "zstd") != "zstd":
+        raise ConfigError("Unsupported compression %r" % compression.get("algorithm"),
+                          "Use zstd or none")
+    return ZstdCompress(compression.get("level", 3), compression.get("threads", 0))
+
+
+def decompressor_for(description):
+    if not description or description.get("algorithm") in (None, "none"):
+        return None
+    if description["algorithm"] == "zstd":
+        return ZstdDecompress()
+    raise IntegrityError("Unknown compression %r in manifest" % description["algorithm"],
+                         "This backup was written by a newer drkit; upgrade drkit")
+
+
+# --------------------------------------------------------------------------
+# The sink side: transforms -> digest -> writer
+
+
+class Digest(object):
+    def __init__(self):
+        self._h = hashlib.sha256()
+        self.size = 0
+
+    def update(self, data):
+        self._h.update(data)
+        self.size += len(data)
+
+    def hexdigest(self):
+        return self._h.hexdigest()
+
+
+class PipelineSink(object):
+    """A binary file-like object: bytes written to it flow through the
+    transforms into the storage writer.  ``result()`` after ``close()``."""
+
+    def __init__(self, writer, transforms=()):
+        self._writer = writer
+        self._transforms = [t for t in transforms if t is not None]
+        self.raw = _Counter()
+        self.stored = Digest()
+        self.closed = False
+
+    def _emit(self, data):
+        if data:
+            self.stored.update(data)
+            self._writer.write(data)
+
+    def write(self, data):
+        n = len(data)
+        self.raw.update(data)
+        for t in self._transforms:
+            data = t.update(data)
+            if not data:
+                return n
+        self._emit(data)
+        return n
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        # Each transform's tail goes through the transforms after it.
+        for i, t in enumerate(self._transforms):
+            tail = t.finish()
+            for later in self._transforms[i + 1:]:
+                if not tail:
+                    break
+                tail = later.update(tail)
+            self._emit(tail)
+
+    def flush(self):
+        pass
+
+    def writable(self):
+        return True
+
+    def result(self):
+        return {"raw_size": self.raw.size, "size": self.stored.size,
+                "sha256": self.stored.hexdigest()}
+
+
+class _Counter(object):
+    def __init__(self):
+        self.size = 0
+
+    def update(self, data):
+        self.size += len(data)
+
+
+def pump(fileobj, sink, chunk=CHUNK):
+    """Copy a binary stream into the sink in chunks; returns bytes copied."""
+    total = 0
+    fd = None
+    try:
+        fd = fileobj.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    while True:
+        data = os.read(fd, chunk) if fd is not None else fileobj.read(chunk)
+        if not data:
+            return total
+        sink.write(data)
+        total += len(data)
+
+
+# --------------------------------------------------------------------------
+# Reading back
+
+
+def read_stored(storage, key, expected_size=None, expected_sha256=None, transforms=(), consumer=None):
+    """Stream an object back from storage, checking its sha256 and size.
+
+    Each raw chunk goes through ``transforms`` (decryption, decompression)
+    and then to ``consumer(bytes)`` (e.g. pg_restore's stdin).  A consumer may
+    return False to say it wants no more data; hashing goes on to the end.
+    Raises IntegrityError naming the object and what differed."""
+    digest = Digest()
+    transforms = [t for t in transforms if t is not None]
+    wants = consumer is not None
+    for chunk in storage.iter_read(key):
+        digest.update(chunk)
+        if wants:
+            data = chunk
+            for t in transforms:
+                data = t.update(data)
+            if data and consumer(data) is False:
+                wants = False
+    if wants:
+        tail = b""
+        for t in transforms:
+            tail = t.update(tail) if tail else b""
+            tail += t.finish()
+        if tail:
+            consumer(tail)
+    problems = []
+    if expected_size is not None and digest.size != expected_size:
+        problems.append("size %d bytes, manifest says %d" % (digest.size, expected_size))
+    if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
+        problems.append("sha256 %s, manifest says %s" % (digest.hexdigest(), expected_sha256))
+    if problems:
+        raise IntegrityError("Stored object %s in %s does not match its manifest: %s" % (
+            key, storage.describe(), "; ".join(problems)),
+            "The object is corrupt or was modified; do not restore from it, use another backup")
+    return {"size": digest.size, "sha256": digest.hexdigest()}
+
+
+class ProcessFeeder(object):
+    """consumer() that writes into a process's stdin and stops quietly when
+    the process closes it (pg_restore --list stops after the TOC)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.open = True
+        self.fed = 0
+
+    def __call__(self, data):
+        if not self.open:
+            return False
+        try:
+            self.handle.stdin.write(data)
+            self.fed += len(data)
+        except (BrokenPipeError, ValueError, OSError):
+            self.open = False
+            return False
+        return True
+
+    def close(self):
+        if self.open:
+            try:
+                self.handle.stdin.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+            self.open = False
+
+
+class BackgroundReader(threading.Thread):
+    """Drains a process's stdout into a bounded buffer, for short outputs such
+    as ``pg_restore --list`` run while we feed its stdin."""
+
+    def __init__(self, fileobj, limit=64 << 20):
+        super(BackgroundReader, self).__init__()
+        self.daemon = True
+        self._f = fileobj
+        self._limit = limit
+        self.data = bytearray()
+        self.truncated = False
+
+    def run(self):
+        while True:
+            try:
+                chunk = self._f.read(CHUNK)
+            except (OSError, ValueError):
+                return
+            if not chunk:
+                return
+            room = self._limit - len(self.data)
+            if room > 0:
+                self.data += chunk[:room]
+            if len(chunk) > room:
+                self.truncated = True
