@@ -134,6 +134,18 @@ def cmd_pg_backup(args, params):
                              progress=_progress(args.quiet))
 
 
+def cmd_verify(args, params):
+    from .pg_verify import pg_verify  # pylint: disable=import-outside-toplevel
+    if params.get("checks_file"):
+        params["checks"] = load_config(params["checks_file"]).get("checks", [])
+    return pg_verify(params, progress=_progress(args.quiet))
+
+
+def cmd_restore(args, params):
+    from .pg_restore import pg_restore_backup  # pylint: disable=import-outside-toplevel
+    return pg_restore_backup(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+
+
 def cmd_list(args, params):
     from .backup_info import backup_info  # pylint: disable=import-outside-toplevel
     return backup_info(params)
@@ -182,6 +194,39 @@ def build_parser():
     p.add_argument("--work-dir", dest="work_dir")
     p.add_argument("--check", action="store_true", default=None, help="say what would be done, write nothing")
     p.set_defaults(func=cmd_pg_backup)
+
+    p = sub.add_parser("verify", help="verify a PostgreSQL backup (checksum, structure or test-restore)")
+    _add_common(p)
+    _add_pg(p)
+    _add_storage(p)
+    p.add_argument("--backup-id", dest="backup_id", help="an id, or latest (default)")
+    p.add_argument("--level", choices=["checksum", "structure", "restore"])
+    p.add_argument("--jobs", "-j", type=int)
+    p.add_argument("--source-database", dest="source_database", help="latest backup of this database")
+    p.add_argument("--checks-file", dest="checks_file", help="YAML file with a 'checks' list of SQL checks")
+    p.add_argument("--metrics-dir", dest="metrics_dir")
+    p.add_argument("--job-name", dest="job_name")
+    p.add_argument("--work-dir", dest="work_dir")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("restore", help="restore a PostgreSQL logical backup into a database")
+    _add_common(p)
+    _add_pg(p)
+    _add_storage(p)
+    p.add_argument("--backup-id", dest="backup_id", help="an id, or latest (default)")
+    p.add_argument("--before", help="newest backup finished at or before this time (ISO 8601)")
+    p.add_argument("--source-database", dest="source_database", help="only backups of this database")
+    p.add_argument("--target-database", dest="target_database")
+    p.add_argument("--force", action="store_true", default=None,
+                   help="replace a non-empty target (restored copy is swapped in)")
+    p.add_argument("--keep-old", dest="keep_old", action="store_true", default=None)
+    p.add_argument("--jobs", "-j", type=int)
+    p.add_argument("--no-owner", dest="no_owner", action="store_true", default=None)
+    p.add_argument("--no-privileges", dest="no_privileges", action="store_true", default=None)
+    p.add_argument("--role")
+    p.add_argument("--work-dir", dest="work_dir")
+    p.add_argument("--check", action="store_true", default=None, help="say what would be done, change nothing")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("list", help="list complete backups, newest first")
     _add_common(p)

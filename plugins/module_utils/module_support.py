@@ -74,7 +74,8 @@ def run_engine(module, func, *args, **kwargs):
     try:
         changed, result = func(*args, **kwargs)
     except DrkitError as e:
-        module.fail_json(msg=to_native(e), error=type(e).__name__, **e.details)
+        details = dict((k, v) for k, v in e.details.items() if k not in ("msg", "failed", "changed"))
+        module.fail_json(msg=to_native(e), error=type(e).__name__, **details)
     except KeyboardInterrupt:
         module.fail_json(msg="Interrupted; nothing was recorded as a backup for this run")
     except Exception as e:  # pylint: disable=broad-except

@@ -226,7 +226,8 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
                                       "Set row_counts: false to skip counting on huge tables")
             conn.rollback()
             progress("re-reading %s and checking its structure" % name)
-            toc_entries = _check_artifact(session, name, fmt, pg_restore, runner)
+            toc_entries = list_archive(runner, pg_restore, fmt, name,
+                                       lambda consumer: session.reread(name, consumer=consumer))
             data = {"snapshot_time": mf.isoformat(snap_time), "toc_entries": toc_entries,
                     "tables": len(tables)}
             if counter:
@@ -259,9 +260,10 @@ def _store_directory(session, name, directory):
         raise
 
 
-def _check_artifact(session, name, fmt, pg_restore, runner):
-    """Re-read the stored object (size + sha256) and run pg_restore --list on
-    the decompressed stream. Returns the number of TOC entries."""
+def list_archive(runner, pg_restore, fmt, name, reread):
+    """Structure check: ``reread(consumer)`` reads the stored object back
+    (checking size and sha256) and hands the decompressed stream to consumer;
+    pg_restore --list runs on it. Returns the number of TOC entries."""
     if fmt == "custom":
         handle = runner.spawn([pg_restore, "--list"], stdin=True)
         with handle:
@@ -269,7 +271,7 @@ def _check_artifact(session, name, fmt, pg_restore, runner):
             reader.start()
             feeder = ProcessFeeder(handle)
             try:
-                session.reread(name, consumer=feeder)
+                reread(feeder)
             finally:
                 feeder.close()
             rc = handle.wait(600)
@@ -285,7 +287,7 @@ def _check_artifact(session, name, fmt, pg_restore, runner):
             extractor = _TocExtractor(os.path.join(tmp, "dump"))
             extractor.start()
             try:
-                session.reread(name, consumer=extractor.feed)
+                reread(extractor.feed)
             finally:
                 extractor.close()
             extractor.join()

@@ -1,0 +1,424 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restoring logical backups: the real recovery path, and the engine of the
+test-restore that pg_verify does.
+
+A restore always goes into a NEW database under a temporary name, and only a
+complete, checked restore is renamed into place.  So a failed restore never
+damages the target, and ``force`` means "swap the restored copy in" (the old
+database is renamed away and dropped after the swap unless keep_old is set).
+
+Data path: the stored artifact is read once; while it is read its sha256 is
+checked and it is decompressed either straight into ``pg_restore``'s stdin
+(jobs=1, no local copy) or into a local file/directory in ``work_dir``
+(jobs>1: parallel pg_restore needs a seekable archive).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import binascii
+import os
+import shutil
+import signal
+import tarfile
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+
+from . import manifest as mf
+from .errors import ConfigError, DrkitError, IntegrityError, SafetyError, ToolError
+from .pipeline import LocalRunner, ProcessFeeder, decompressor_for, read_stored
+from .postgres import ToolEnv, conn_params, connect, find_tool, server_facts, stderr_errors
+from .storage import open_storage, storage_options
+
+MAX_IDENT = 63
+
+
+class Terminated(DrkitError):
+    exit_code = 143
+
+
+@contextmanager
+def signals_raise():
+    """Turn SIGTERM/SIGHUP into an exception while a scratch object exists,
+    so ``finally`` blocks drop it even when the job is stopped."""
+    def handler(signum, _frame):
+        raise Terminated("Stopped by signal %d" % signum, "Scratch objects were cleaned up")
+
+    old = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            old[sig] = signal.signal(sig, handler)
+    except ValueError:  # not in the main thread: leave signals alone
+        old = {}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def unique_name(prefix):
+    suffix = "%s_%d_%s" % (time.strftime("%Y%m%d%H%M%S", time.gmtime()), os.getpid(),
+                           binascii.hexlify(os.urandom(3)).decode("ascii"))
+    return ("%s_%s" % (prefix[:MAX_IDENT - len(suffix) - 1], suffix))[:MAX_IDENT]
+
+
+def _ident(name):
+    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    return sql.Identifier(name)
+
+
+def database_exists(conn, name):
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return cur.fetchone() is not None
+
+
+def create_database(conn, name, owner=None, template="template0"):
+    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(_ident(name), _ident(template))
+    if owner:
+        stmt = stmt + sql.SQL(" OWNER {}").format(_ident(owner))
+    with conn.cursor() as cur:
+        cur.execute(stmt)
+
+
+def drop_database(conn, name):
+    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(_ident(name)))
+
+
+def user_object_count(cp, dbname):
+    """Relations, functions and types outside the system schemas: what makes
+    a database 'non-empty'."""
+    conn = connect(cp, dbname, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("""
+                SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                          AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%')
+                     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
+                     + (SELECT count(*) FROM pg_namespace
+                        WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public')
+                          AND nspname NOT LIKE 'pg\\_%%')""")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def count_rows(cp, dbname, tables):
+    """Exact row counts for 'schema.table' names; a missing table counts as None."""
+    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    out = {}
+    conn = connect(cp, dbname, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT n.nspname || '.' || c.relname FROM pg_class c "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')")
+            present = set(r[0] for r in cur.fetchall())
+            for name in sorted(tables):
+                if name not in present:
+                    out[name] = None
+                    continue
+                schema, table = name.split(".", 1)
+                cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(_ident(schema), _ident(table)))
+                out[name] = cur.fetchone()[0]
+    finally:
+        conn.close()
+    return out
+
+
+def compare_counts(expected, actual):
+    """Per-table comparison rows and the list of mismatches."""
+    rows, problems = [], []
+    for name in sorted(expected):
+        got = actual.get(name)
+        ok = got == expected[name]
+        rows.append({"table": name, "expected": expected[name], "actual": got, "ok": ok})
+        if not ok:
+            problems.append("%s: expected %s rows, restored %s" % (
+                name, expected[name], "no table" if got is None else got))
+    return rows, problems
+
+
+class ArtifactFetch(object):
+    """Reads the dump artifact of a pg_logical backup once, checking size and
+    sha256, and lands it where pg_restore can read it."""
+
+    def __init__(self, storage, manifest, work_dir=None):
+        self.storage = storage
+        self.manifest = manifest
+        self.fmt = manifest.get("options", {}).get("format", "custom")
+        names = [a["name"] for a in manifest["artifacts"]]
+        if not names:
+            raise IntegrityError("Backup %s lists no artifacts" % manifest.backup_id)
+        self.artifact = manifest["artifacts"][0]
+        self.key = mf.artifact_key(manifest.backup_id, self.artifact["name"])
+        self.work_dir = work_dir
+        self.tmp = None
+        self.seconds = 0.0
+
+    def _transforms(self):
+        if self.artifact.get("compressed", True):
+            return [decompressor_for(self.manifest.get("compression"))]
+        return []
+
+    def check_only(self, consumer=None):
+        t0 = time.time()
+        if self.storage.stat(self.key) is None:
+            raise IntegrityError("Artifact %s of backup %s is missing from %s" % (
+                self.artifact["name"], self.manifest.backup_id, self.storage.describe()),
+                "The backup is damaged; use another backup")
+        res = read_stored(self.storage, self.key, self.artifact["size"], self.artifact["sha256"],
+                          transforms=self._transforms() if consumer else (), consumer=consumer)
+        self.seconds = time.time() - t0
+        return res
+
+    def to_local(self):
+        """Custom format -> <tmp>/database.pgdump; directory format -> <tmp>/dump/.
+        Returns the path to give pg_restore."""
+        self.tmp = tempfile.mkdtemp(prefix="drkit-restore-", dir=self.work_dir)
+        if self.fmt == "custom":
+            path = os.path.join(self.tmp, "database.pgdump")
+            with open(path, "wb") as out:
+                self.check_only(consumer=out.write)
+            return path
+        extractor = TarExtractor(self.tmp)
+        extractor.start()
+        try:
+            self.check_only(consumer=extractor.feed)
+        finally:
+            extractor.close()
+            extractor.join()
+        if extractor.error:
+            raise IntegrityError("Cannot unpack %s: %s" % (self.artifact["name"], extractor.error),
+                                 "The backup is damaged; use another backup")
+        path = os.path.join(self.tmp, "dump")
+        if not os.path.isfile(os.path.join(path, "toc.dat")):
+            raise IntegrityError("%s holds no dump/toc.dat" % self.artifact["name"])
+        return path
+
+    def cleanup(self):
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+class TarExtractor(threading.Thread):
+    """Unpacks a tar stream written to feed() into a directory, refusing
+    anything but plain files under dump/."""
+
+    def __init__(self, out_dir):
+        super(TarExtractor, self).__init__()
+        self.daemon = True
+        self.out_dir = out_dir
+        r, w = os.pipe()
+        self._r = os.fdopen(r, "rb")
+        self._w = os.fdopen(w, "wb")
+        self.error = None
+
+    def feed(self, data):
+        self._w.write(data)
+
+    def close(self):
+        try:
+            self._w.close()
+        except OSError:
+            pass
+
+    def run(self):
+        try:
+            with tarfile.open(fileobj=self._r, mode="r|") as tar:
+                for member in tar:
+                    parts = member.name.split("/")
+                    if (not member.isfile() or len(parts) != 2 or parts[0] != "dump"
+                            or parts[1] in ("", ".", "..")):
+                        raise IntegrityError("Unexpected member %r in dump archive" % member.name)
+                    target_dir = os.path.join(self.out_dir, "dump")
+                    if not os.path.isdir(target_dir):
+                        os.mkdir(target_dir, 0o700)
+                    src = tar.extractfile(member)
+                    with open(os.path.join(target_dir, parts[1]), "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+        except Exception as e:  # pylint: disable=broad-except
+            self.error = e
+            # Drain so the writer side never blocks on a full pipe.
+            try:
+                while self._r.read(1 << 20):
+                    pass
+            except (OSError, ValueError):
+                pass
+        finally:
+            self._r.close()
+
+
+def restore_argv(pg_restore, dbname, jobs, params, source=None):
+    argv = [pg_restore, "--no-password", "--dbname", dbname, "--exit-on-error"]
+    if jobs > 1:
+        argv += ["--jobs", str(jobs)]
+    if params.get("no_owner"):
+        argv.append("--no-owner")
+    if params.get("no_privileges"):
+        argv.append("--no-privileges")
+    if params.get("role"):
+        argv += ["--role", params["role"]]
+    if source:
+        argv.append(source)
+    return argv
+
+
+def run_pg_restore(runner, cp, fetch, pg_restore, dbname, jobs, params, progress):
+    """Restore the fetched artifact into dbname. Returns timings."""
+    timings = {}
+    with ToolEnv(cp, dbname) as tenv:
+        if jobs <= 1 and fetch.fmt == "custom":
+            # Stream: storage -> sha256 -> zstd -> pg_restore stdin, no local copy.
+            progress("streaming %s into pg_restore (database %s)" % (fetch.artifact["name"], dbname))
+            t0 = time.time()
+            handle = runner.spawn(restore_argv(pg_restore, dbname, 1, params), env=tenv.env,
+                                  stdin=True, stdout=False)
+            with handle:
+                feeder = ProcessFeeder(handle)
+                try:
+                    fetch.check_only(consumer=feeder)
+                finally:
+                    feeder.close()
+                rc = handle.wait()
+                err = handle.stderr_text()
+            timings["download_seconds"] = round(fetch.seconds, 3)
+            timings["restore_seconds"] = round(time.time() - t0, 3)
+        else:
+            progress("downloading %s (%d bytes) to %s" % (fetch.artifact["name"], fetch.artifact["size"],
+                                                          fetch.work_dir or tempfile.gettempdir()))
+            source = fetch.to_local()
+            timings["download_seconds"] = round(fetch.seconds, 3)
+            progress("pg_restore -j %d into database %s" % (jobs, dbname))
+            t0 = time.time()
+            rc, _out, err = runner.run(restore_argv(pg_restore, dbname, jobs, params, source), env=tenv.env)
+            timings["restore_seconds"] = round(time.time() - t0, 3)
+    errors = stderr_errors(err)
+    if rc != 0 or errors:
+        raise ToolError("pg_restore into %s failed (exit code %s): %s" % (
+            dbname, rc, "; ".join(errors[:5]) or err.strip()[-1500:]),
+            "If roles are missing on this server, set no_owner/no_privileges or create the roles first")
+    return timings
+
+
+def resolve_logical(storage, params):
+    entry = mf.resolve(storage, params.get("backup_id") or "latest", before=params.get("before"),
+                       database=params.get("source_database"))
+    kind = entry.manifest["kind"]
+    if kind != "pg_logical":
+        raise ConfigError("Backup %s is a %s backup" % (entry.backup_id, kind),
+                          "pg_restore restores logical backups; use pg_pitr for physical ones")
+    return entry
+
+
+def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
+    """Restore a logical backup into target_database. Returns (changed, result)."""
+    runner = runner or LocalRunner()
+    progress = progress or (lambda msg: None)
+    target = params.get("target_database")
+    if not target:
+        raise ConfigError("target_database is required", "Name the database to restore into")
+    if len(target) > MAX_IDENT:
+        raise ConfigError("target_database %r is longer than 63 bytes" % target)
+    jobs = int(params.get("jobs") or 1)
+    if jobs < 1:
+        raise ConfigError("jobs must be at least 1")
+    force = bool(params.get("force"))
+    cp = conn_params(params)
+    storage = open_storage(params.get("storage_url"), **storage_options(params))
+    entry = resolve_logical(storage, params)
+    manifest = entry.manifest
+    maintenance_db = params.get("maintenance_db") or "postgres"
+
+    conn = connect(cp, maintenance_db, autocommit=True)
+    try:
+        facts = server_facts(conn)
+        exists = database_exists(conn, target)
+    finally:
+        conn.close()
+    non_empty = exists and user_object_count(cp, target) > 0
+    if non_empty and not force:
+        raise SafetyError("Database %s exists and is not empty; refusing to restore over it" % target,
+                          "Nothing was changed. Set force: true to restore into a new copy and swap it in, "
+                          "or choose another target_database")
+    plan = {"backup_id": entry.backup_id, "target_database": target, "target_exists": exists,
+            "target_non_empty": non_empty, "swap": exists, "backup_finished_at": manifest["finished_at"],
+            "source": manifest["source"]}
+    if check_mode:
+        plan["msg"] = "Would restore %s into %s%s" % (
+            entry.backup_id, target, " (replacing the existing database)" if exists else "")
+        return True, plan
+
+    pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
+    staging = unique_name("%s__drkit_restore" % target)
+    old_name = None
+    t0 = time.time()
+    fetch = ArtifactFetch(storage, manifest, params.get("work_dir"))
+    with signals_raise():
+        conn = connect(cp, maintenance_db, autocommit=True)
+        try:
+            create_database(conn, staging, owner=params.get("owner"))
+            try:
+                timings = run_pg_restore(runner, cp, fetch, pg_restore, staging, jobs, params, progress)
+                expected = manifest.get("data", {}).get("row_counts") or {}
+                rows, problems = [], []
+                if expected and params.get("check_row_counts", True):
+                    t1 = time.time()
+                    rows, problems = compare_counts(expected, count_rows(cp, staging, expected))
+                    timings["check_seconds"] = round(time.time() - t1, 3)
+                    if problems:
+                        raise IntegrityError("Restored data differs from the backup's manifest: %s" % (
+                            "; ".join(problems[:10])), "The target was not touched")
+                if exists:
+                    old_name = unique_name("%s__drkit_old" % target)
+                    progress("swapping %s into place (old copy: %s)" % (staging, old_name))
+                    _swap(conn, target, staging, old_name)
+                    if not params.get("keep_old"):
+                        drop_database(conn, old_name)
+                        old_name = None
+                else:
+                    _rename(conn, staging, target)
+                staging = None
+            finally:
+                if staging:
+                    drop_database(conn, staging)
+        finally:
+            fetch.cleanup()
+            conn.close()
+    duration = round(time.time() - t0, 3)
+    plan.update({"duration": duration, "timings": timings, "tables": rows, "verified": bool(rows),
+                 "old_database": old_name,
+                 "msg": "Restored %s into %s in %.1f s" % (entry.backup_id, target, duration)})
+    return True, plan
+
+
+def _rename(conn, old, new):
+    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(old), _ident(new)))
+
+
+def _swap(conn, target, staging, old_name):
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()", (target,))
+    _rename(conn, target, old_name)
+    try:
+        _rename(conn, staging, target)
+    except Exception:
+        _rename(conn, old_name, target)
+        raise
+

@@ -1,0 +1,190 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: pg_restore
+short_description: Restore a PostgreSQL logical backup into a database
+version_added: 0.1.0
+description:
+  - Restores a chosen backup (V(latest), an id, or the newest finished at or before O(before)) into
+    O(target_database), with parallel O(jobs).
+  - The restore always goes into a new database under a temporary name; the stored dump's size and
+    SHA-256 are checked while it is read, and every table's row count is compared with the manifest.
+    Only a complete, checked restore is renamed to O(target_database). A failed restore never touches
+    the target.
+  - If O(target_database) exists and holds any user objects, the module refuses unless O(force=true).
+    With O(force=true) the restored copy is swapped in (sessions on the old database are terminated,
+    the old database is renamed away and dropped, or kept with O(keep_old=true)).
+  - An existing empty database is replaced without O(force).
+author:
+  - drkit.backup contributors
+extends_documentation_fragment:
+  - drkit.backup.postgres
+  - drkit.backup.storage
+attributes:
+  check_mode:
+    support: full
+    description: Resolves the backup, inspects the target and reports what would be restored.
+  diff_mode:
+    support: none
+options:
+  backup_id:
+    description:
+      - The backup to restore, or V(latest).
+    type: str
+    default: latest
+  before:
+    description:
+      - With O(backup_id=latest), restore the newest backup finished at or before this time (ISO 8601).
+    type: str
+  source_database:
+    description:
+      - With O(backup_id=latest), only consider backups of this database.
+    type: str
+  target_database:
+    description:
+      - Database to restore into.
+    type: str
+    required: true
+  force:
+    description:
+      - Replace a non-empty O(target_database) by swapping the restored copy in.
+    type: bool
+    default: false
+  keep_old:
+    description:
+      - With O(force=true), keep the replaced database under a C(<target>__drkit_old_*) name instead of dropping it.
+    type: bool
+    default: false
+  jobs:
+    description:
+      - Parallel C(pg_restore) jobs. With 1 the dump streams from storage into C(pg_restore) with no local
+        copy; with more it is first decompressed into O(work_dir) (parallel restore needs a seekable file).
+    type: int
+    default: 1
+  no_owner:
+    description:
+      - C(pg_restore --no-owner) - do not set object owners.
+    type: bool
+    default: false
+  no_privileges:
+    description:
+      - C(pg_restore --no-privileges) - do not restore GRANTs.
+    type: bool
+    default: false
+  role:
+    description:
+      - C(pg_restore --role) - role to restore as.
+    type: str
+  owner:
+    description:
+      - Owner of the new database.
+    type: str
+  check_row_counts:
+    description:
+      - Compare every table's row count with the manifest before putting the database in place.
+    type: bool
+    default: true
+  maintenance_db:
+    description:
+      - Database to connect to for creating, renaming and dropping databases.
+    type: str
+    default: postgres
+  work_dir:
+    description:
+      - Local directory for the decompressed dump when O(jobs) > 1 or the dump is in directory format.
+    type: path
+seealso:
+  - module: drkit.backup.pg_backup
+  - module: drkit.backup.pg_verify
+"""
+
+EXAMPLES = r"""
+- name: Restore last night's backup into a new database
+  drkit.backup.pg_restore:
+    storage_url: s3://prod-backups/postgresql
+    source_database: agentic_platform
+    before: "2026-11-25T06:00:00Z"
+    target_database: agentic_platform_restored
+    jobs: 4
+
+- name: Replace the production database with the latest backup (disaster recovery)
+  drkit.backup.pg_restore:
+    storage_url: s3://prod-backups/postgresql
+    target_database: agentic_platform
+    force: true
+    keep_old: true
+"""
+
+RETURN = r"""
+backup_id:
+  description: The backup restored.
+  returned: always
+  type: str
+target_database:
+  description: The database restored into.
+  returned: always
+  type: str
+target_exists:
+  description: Whether the target existed before.
+  returned: always
+  type: bool
+duration:
+  description: Seconds from start to the database in place.
+  returned: success and not check mode
+  type: float
+timings:
+  description: Seconds spent downloading, restoring and checking.
+  returned: success and not check mode
+  type: dict
+tables:
+  description: Per-table row count comparison with the manifest.
+  returned: success and not check mode
+  type: list
+  elements: dict
+old_database:
+  description: Name of the kept old database with O(keep_old=true), else null.
+  returned: success and not check mode
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ..module_utils.module_support import (check_libraries, postgres_argument_spec, run_engine,
+                                           storage_argument_spec)
+from ..module_utils.pg_restore import pg_restore_backup
+
+
+def main():
+    argument_spec = postgres_argument_spec()
+    argument_spec.update(storage_argument_spec())
+    argument_spec.update(
+        backup_id=dict(type="str", default="latest"),
+        before=dict(type="str"),
+        source_database=dict(type="str"),
+        target_database=dict(type="str", required=True),
+        force=dict(type="bool", default=False),
+        keep_old=dict(type="bool", default=False),
+        jobs=dict(type="int", default=1),
+        no_owner=dict(type="bool", default=False),
+        no_privileges=dict(type="bool", default=False),
+        role=dict(type="str"),
+        owner=dict(type="str"),
+        check_row_counts=dict(type="bool", default=True),
+        maintenance_db=dict(type="str", default="postgres"),
+        work_dir=dict(type="path"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    check_libraries(module, [("psycopg", "psycopg"), ("zstandard", "zstandard")])
+    run_engine(module, pg_restore_backup, module.params, check_mode=module.check_mode)
+
+
+if __name__ == "__main__":
+    main()
