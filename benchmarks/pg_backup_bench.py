@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+"""Benchmark of the logical backup and restore paths on the sample dataset.
+
+Prints one table (wall time, peak RSS, stored size) for:
+  (a) pg_dump -Fc -f file           (default compression: what the audit runs today)
+  (b) pg_dump -Fc -Z0 -f file       (the floor: dumping alone)
+  (c) drkit pg-backup -> directory  (verification included)
+  (d) drkit pg-backup -> SeaweedFS  (verification included)
+and for restores of the same backup:
+  (e) pg_restore -j N of a local dump file (raw)
+  (f) drkit restore -j N from SeaweedFS (download + restore + row-count check)
+  (g) drkit verify --level restore from SeaweedFS
+
+Peak RSS is that of the measured process itself (our Python process, or
+pg_dump/pg_restore), from wait4(); child tools are not added in.
+
+Usage: .venv/bin/python benchmarks/pg_backup_bench.py [--scale 1.0] [--jobs 2] [--keep]
+Not a test: numbers only, no assertions.
+"""
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def load_engine():
+    path = os.path.join(ROOT, "plugins", "module_utils")
+    spec = importlib.util.spec_from_file_location("drkit_engine", os.path.join(path, "__init__.py"),
+                                                  submodule_search_locations=[path])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["drkit_engine"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_measured(argv, env=None, stdout=subprocess.DEVNULL):
+    """Run argv; returns (seconds, peak RSS in MiB of that process, returncode)."""
+    full = dict(os.environ)
+    full.update(env or {})
+    t0 = time.time()
+    p = subprocess.Popen(argv, env=full, stdout=stdout, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err = p.stderr.read().decode("utf-8", "replace")
+    p.stderr.close()
+    secs = time.time() - t0
+    if p.returncode != 0:
+        raise SystemExit("%s failed (%s): %s" % (argv[0], p.returncode, err[-2000:]))
+    return secs, usage.ru_maxrss / 1024.0, p.returncode
+
+
+def dir_size(path):
+    total = 0
+    for dp, _dn, fns in os.walk(path):
+        for f in fns:
+            total += os.path.getsize(os.path.join(dp, f))
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+
+    eng = load_engine()
+    from drkit_engine import sandbox, sample_data  # noqa: E402
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from support.seaweedfs import SeaweedS3  # noqa: E402
+
+    work = tempfile.mkdtemp(prefix="drkit-bench-")
+    os.chmod(work, 0o755)
+    pg = sandbox.ScratchPostgres(os.path.join(work, "pg"))
+    s3 = SeaweedS3(os.path.join(work, "s3"))
+    rows = []
+    try:
+        pg.start()
+        s3.start()
+        s3.create_bucket("bench")
+        t0 = time.time()
+        info = sample_data.generate(pg.conninfo("postgres"), scale=args.scale, seed=42, database="agentic_platform",
+                                    progress=lambda m: sys.stderr.write("  %s\n" % m))
+        sys.stderr.write("sample dataset: %.0f MB in %.1f s\n" % (info["size_bytes"] / 1e6, time.time() - t0))
+        bindir = pg.bin_dir
+        env = dict(pg.env("agentic_platform"))
+        s3env = dict(env)
+        s3env.update(s3.env())
+        drkit = [sys.executable, os.path.join(ROOT, "bin", "drkit")]
+        login = ["--host", pg.host, "--port", str(pg.port), "--user", pg.superuser]
+        # Warm the cache so the first case is not penalised.
+        subprocess.run([os.path.join(bindir, "psql"), "-qAtc",
+                        "SELECT count(*) FROM mcp_documents.api_requests"], env=dict(os.environ, **env),
+                       check=True, stdout=subprocess.DEVNULL)
+
+        f_a = os.path.join(work, "a.pgdump")
+        s, r, _ = run_measured([os.path.join(bindir, "pg_dump"), "-Fc", "-f", f_a, "agentic_platform"], env)
+        rows.append(("(a) pg_dump -Fc -f file", s, r, os.path.getsize(f_a)))
+        os.unlink(f_a)
+
+        f_b = os.path.join(work, "b.pgdump")
+        s, r, _ = run_measured([os.path.join(bindir, "pg_dump"), "-Fc", "-Z0", "-f", f_b, "agentic_platform"], env)
+        rows.append(("(b) pg_dump -Fc -Z0 -f file", s, r, os.path.getsize(f_b)))
+
+        store = os.path.join(work, "store")
+        s, r, _ = run_measured(drkit + ["pg-backup", "-q", "-d", "agentic_platform", "--storage-url",
+                                        "file://" + store] + login, env)
+        rows.append(("(c) drkit pg-backup -> directory", s, r, dir_size(store)))
+
+        s, r, _ = run_measured(drkit + ["pg-backup", "-q", "-d", "agentic_platform", "--storage-url",
+                                        "s3://bench/pg"] + login, s3env)
+        cli = s3.client()
+        size_d = sum(o["Size"] for o in cli.list_objects_v2(Bucket="bench", Prefix="pg/").get("Contents", []))
+        rows.append(("(d) drkit pg-backup -> SeaweedFS", s, r, size_d))
+
+        # Restores of the same dump: raw pg_restore -j of the local file vs drkit.
+        psql = [os.path.join(bindir, "psql"), "-qAt", "-d", "postgres", "-c"]
+        subprocess.run(psql + ["CREATE DATABASE raw_restore TEMPLATE template0"], env=dict(os.environ, **env),
+                       check=True)
+        s, r, _ = run_measured([os.path.join(bindir, "pg_restore"), "-j", str(args.jobs), "-d", "raw_restore",
+                                f_b], env)
+        rows.append(("(e) pg_restore -j%d local file (raw)" % args.jobs, s, r, None))
+        raw_restore = s
+        s, r, _ = run_measured(drkit + ["restore", "-q", "--storage-url", "s3://bench/pg", "--target-database",
+                                        "drkit_restore", "-j", str(args.jobs), "--work-dir", work] + login, s3env)
+        rows.append(("(f) drkit restore -j%d from SeaweedFS" % args.jobs, s, r, None))
+        drkit_restore = s
+        s, r, _ = run_measured(drkit + ["restore", "-q", "--storage-url", "s3://bench/pg", "--target-database",
+                                        "drkit_restore1", "-j", "1"] + login, s3env)
+        rows.append(("(f1) drkit restore -j1 streamed", s, r, None))
+        s, r, _ = run_measured(drkit + ["verify", "-q", "--level", "restore", "--storage-url", "s3://bench/pg",
+                                        "-j", str(args.jobs), "--work-dir", work] + login, s3env)
+        rows.append(("(g) drkit verify --level restore -j%d" % args.jobs, s, r, None))
+    finally:
+        s3.stop()
+        pg.destroy()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    a = rows[0]
+    b = rows[1]
+    print()
+    print("sample dataset: scale %.2f, database %.0f MB, %d CPUs" % (args.scale, info["size_bytes"] / 1e6,
+                                                                   os.cpu_count()))
+    print("| case | wall s | peak RSS MiB | stored MB | vs (a) | vs (b) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, s, r, size in rows:
+        print("| %s | %.2f | %.0f | %s | %s | %s |" % (
+            name, s, r, "%.1f" % (size / 1e6) if size else "-",
+            "%.2fx" % (s / a[1]) if size else "-", "%.2fx" % (s / b[1]) if size else "-"))
+    print()
+    print("restore overhead: drkit restore -j%d / raw pg_restore -j%d = %.2fx" % (
+        args.jobs, args.jobs, drkit_restore / raw_restore))
+
+
+if __name__ == "__main__":
+    main()

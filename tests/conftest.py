@@ -1,0 +1,214 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Test harness: the collection on sys.path the Ansible way, and real
+services (PostgreSQL, Redis, SeaweedFS S3) on loopback as fixtures.
+
+Import the engine as Ansible would::
+
+    from ansible_collections.drkit.backup.plugins.module_utils import storage
+
+Fixtures (all services bind 127.0.0.1 on free ports, in their own
+directories below one scratch root that is removed at the end of the session;
+set DRKIT_KEEP_SCRATCH=1 to keep it for a post-mortem):
+
+session  pg            started ScratchPostgres (PostgreSQL 15, or
+                       $DRKIT_TEST_PG_VERSION), superuser ``postgres`` with a
+                       random password: .host .port .superuser .password
+                       .conninfo() .env() .psql() .data_dir .bin_dir ...
+session  s3            started SeaweedS3: .endpoint_url .access_key
+                       .secret_key .region .client() .create_bucket() .env()
+session  redis_server  started ScratchRedis with a random password: .host
+                       .port .password .dir .client() .cli()
+session  scratch_root  pathlib.Path of the session's scratch root (0711,
+                       traversable by the ``postgres`` OS user)
+function bucket        name of a fresh bucket on ``s3`` (emptied and deleted after)
+function pg_database   name of a fresh database on ``pg`` (dropped after)
+function scratch_dir   pathlib.Path of a fresh directory the ``postgres`` OS user
+                       can reach (pytest's tmp_path cannot be: it is below a
+                       0700 directory); use it as ScratchPostgres base_dir
+function tmp_storage_url  ``file://`` URL of an existing empty 0700 directory under tmp_path
+function ansible_env   environment for running ansible-playbook/ansible-doc
+                       against this checkout (collections path, interpreter, temp dirs)
+
+Tests that use a service fixture, and everything under tests/integration,
+get the ``integration`` marker automatically.
+"""
+
+import os
+import secrets
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+BUILD_COLLECTIONS = REPO_ROOT / "build" / "collections"
+COLLECTION_LINK = BUILD_COLLECTIONS / "ansible_collections" / "drkit" / "backup"
+
+SERVICE_FIXTURES = {"pg", "s3", "redis_server", "bucket", "pg_database"}
+
+
+def _ensure_collection_link():
+    """build/collections/ansible_collections/drkit/backup -> the repo root
+    (relative link, so the checkout can move). build/ is gitignored."""
+    COLLECTION_LINK.parent.mkdir(parents=True, exist_ok=True)
+    target = os.path.relpath(REPO_ROOT, COLLECTION_LINK.parent)
+    if COLLECTION_LINK.is_symlink():
+        if os.readlink(str(COLLECTION_LINK)) == target:
+            return
+        COLLECTION_LINK.unlink()
+    elif COLLECTION_LINK.exists():
+        raise RuntimeError("%s exists and is not a symlink to the checkout; remove build/ and retry"
+                           % COLLECTION_LINK)
+    try:
+        os.symlink(target, str(COLLECTION_LINK))
+    except FileExistsError:  # a parallel run made it
+        pass
+
+
+_ensure_collection_link()
+sys.path.insert(0, str(BUILD_COLLECTIONS))
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(1, str(TESTS_DIR))  # for ``support``
+_prev = os.environ.get("ANSIBLE_COLLECTIONS_PATH")
+os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(BUILD_COLLECTIONS) + (":" + _prev if _prev else "")
+
+from ansible_collections.drkit.backup.plugins.module_utils import sandbox  # noqa: E402
+from support.seaweedfs import SeaweedS3  # noqa: E402
+
+PG_VERSION = os.environ.get("DRKIT_TEST_PG_VERSION", "15")
+
+
+def pytest_report_header(config):
+    try:
+        bindir = sandbox.find_pg_bindir(PG_VERSION)
+    except Exception as exc:  # noqa: BLE001 - header only
+        bindir = "NOT FOUND (%s)" % exc
+    return ["drkit: collection at %s" % COLLECTION_LINK, "drkit: PostgreSQL bin dir %s" % bindir]
+
+
+def pytest_collection_modifyitems(config, items):
+    integration_dir = TESTS_DIR / "integration"
+    for item in items:
+        path = Path(str(getattr(item, "path", None) or item.fspath))
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())) or integration_dir in path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+# --------------------------------------------------------------------------
+# scratch space
+
+
+@pytest.fixture(scope="session")
+def scratch_root():
+    root = Path(sandbox.make_scratch_dir(prefix="drkit-test-"))
+    try:
+        yield root
+    finally:
+        if os.environ.get("DRKIT_KEEP_SCRATCH") != "1":
+            shutil.rmtree(str(root), ignore_errors=True)
+
+
+@pytest.fixture
+def scratch_dir(scratch_root):
+    path = Path(sandbox.make_scratch_dir(prefix="t-", parent=str(scratch_root)))
+    try:
+        yield path
+    finally:
+        if os.environ.get("DRKIT_KEEP_SCRATCH") != "1":
+            shutil.rmtree(str(path), ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_storage_url(tmp_path):
+    path = tmp_path / "storage"
+    path.mkdir(mode=0o700)
+    return "file://" + str(path)
+
+
+# --------------------------------------------------------------------------
+# services
+
+
+@pytest.fixture(scope="session")
+def pg(scratch_root):
+    server = sandbox.ScratchPostgres(str(scratch_root / "pg"), superuser="postgres",
+                                     password=secrets.token_urlsafe(16),
+                                     bin_dir=sandbox.find_pg_bindir(PG_VERSION))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_database(pg):
+    name = "t_%s" % uuid.uuid4().hex[:12]
+    pg.psql('CREATE DATABASE "%s"' % name)
+    try:
+        yield name
+    finally:
+        if pg.is_running():
+            pg.psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+
+
+@pytest.fixture(scope="session")
+def s3(scratch_root):
+    server = SeaweedS3(str(scratch_root / "s3"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def bucket(s3):
+    name = "drkit-test-%s" % uuid.uuid4().hex[:12]
+    s3.create_bucket(name)
+    try:
+        yield name
+    finally:
+        if s3.is_running():
+            try:
+                s3.delete_bucket(name)
+            except Exception:  # noqa: BLE001 - the test may have deleted it
+                pass
+
+
+@pytest.fixture(scope="session")
+def redis_server(scratch_root):
+    server = sandbox.ScratchRedis(str(scratch_root / "redis"), password=secrets.token_urlsafe(16))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+# --------------------------------------------------------------------------
+# Ansible
+
+
+@pytest.fixture
+def ansible_env(tmp_path):
+    """Environment for subprocess.run(["ansible-playbook", ...], env=...)."""
+    env = dict(os.environ)
+    bindir = os.path.dirname(sys.executable)
+    env.update({
+        "ANSIBLE_COLLECTIONS_PATH": os.environ["ANSIBLE_COLLECTIONS_PATH"],
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local"),
+        "ANSIBLE_REMOTE_TEMP": str(tmp_path / "ansible-remote"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "ANSIBLE_HOST_KEY_CHECKING": "0",
+        "ANSIBLE_STDOUT_CALLBACK": "default",
+        "PATH": bindir + os.pathsep + env.get("PATH", ""),
+    })
+    return env
