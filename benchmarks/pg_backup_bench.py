@@ -73,7 +73,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
 
-    eng = load_engine()
+    load_engine()
     from drkit_engine import sandbox, sample_data  # noqa: E402
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from support.seaweedfs import SeaweedS3  # noqa: E402
