@@ -36,12 +36,18 @@ HELP = {
     "drkit_rotate_last_status": ("gauge", "1 if the last rotation succeeded, 0 if it failed."),
     "drkit_rotate_deleted_backups": ("gauge", "Backups deleted by the last rotation."),
     "drkit_rotate_kept_backups": ("gauge", "Backups kept by the last rotation."),
+    "drkit_dr_rehearsal_last_attempt_timestamp_seconds": ("gauge", "Unix time the last DR rehearsal finished."),
+    "drkit_dr_rehearsal_last_success_timestamp_seconds": ("gauge", "Unix time the last passing DR rehearsal finished."),
+    "drkit_dr_rehearsal_last_status": ("gauge", "1 if the last DR rehearsal passed, 0 if it failed."),
+    "drkit_dr_rehearsal_rto_seconds": ("gauge", "Measured RTO of the last DR rehearsal."),
+    "drkit_dr_rehearsal_rpo_seconds": ("gauge", "Achieved RPO (backup age at restore) of the last DR rehearsal."),
     "drkit_wal_push_last_success_timestamp_seconds": ("gauge", "Unix time a WAL file was last archived."),
     "drkit_wal_push_failures_total": ("counter", "WAL archive attempts that failed."),
 }
 
 JOB_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-_LINE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
+# Label values are quoted and may hold '}' or escaped quotes.
+_LINE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?\s+(\S+)$')
 
 
 def _escape(value):
@@ -98,13 +104,13 @@ def update_textfile(directory, job, values, labels=None):
             value = current.get((name, lbl), 0.0) + value
         current[(name, lbl)] = float(value)
     lines = []
-    for name in sorted(set(n for n, _ in current)):
+    for name in sorted(set(key[0] for key in current)):
         kind, text = HELP.get(name, ("gauge", name))
         lines.append("# HELP %s %s" % (name, text))
         lines.append("# TYPE %s %s" % (name, kind))
-        for (n, l), v in sorted(current.items()):
+        for (n, series), v in sorted(current.items()):
             if n == name:
-                lines.append("%s%s %s" % (n, l, _fmt(v)))
+                lines.append("%s%s %s" % (n, series, _fmt(v)))
     _atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
     return path
 

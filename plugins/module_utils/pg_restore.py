@@ -297,6 +297,7 @@ def run_pg_restore(runner, cp, fetch, pg_restore, dbname, jobs, params, progress
                 err = handle.stderr_text()
             timings["download_seconds"] = round(fetch.seconds, 3)
             timings["restore_seconds"] = round(time.time() - t0, 3)
+            timings["streamed"] = True
         else:
             progress("downloading %s (%d bytes) to %s" % (fetch.artifact["name"], fetch.artifact["size"],
                                                           fetch.work_dir or tempfile.gettempdir()))
@@ -306,6 +307,7 @@ def run_pg_restore(runner, cp, fetch, pg_restore, dbname, jobs, params, progress
             t0 = time.time()
             rc, _out, err = runner.run(restore_argv(pg_restore, dbname, jobs, params, source), env=tenv.env)
             timings["restore_seconds"] = round(time.time() - t0, 3)
+            timings["streamed"] = False
     errors = stderr_errors(err)
     if rc != 0 or errors:
         raise ToolError("pg_restore into %s failed (exit code %s): %s" % (
@@ -421,4 +423,3 @@ def _swap(conn, target, staging, old_name):
     except Exception:
         _rename(conn, old_name, target)
         raise
-

@@ -1,0 +1,124 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: dr_report
+short_description: Write the DR rehearsal report (JSON, Markdown, HTML with a timeline) and its metrics
+version_added: 0.1.0
+description:
+  - Turns the registered results of a rehearsal's backup and restore-level verification steps into a
+    report - C(report.json), C(report.md), C(report.html) and C(timeline.svg) in O(report_dir) - with
+    the measured RTO (download + restore + checks) and the achieved RPO (age of the backup when the
+    restore started) per component and for the whole platform.
+  - With O(metrics_dir), writes C(drkit_dr_rehearsal_*) metrics so an alert fires when rehearsals fail
+    or stop running.
+  - Used by C(playbooks/dr_rehearsal.yml); usually run with C(delegate_to: localhost).
+author:
+  - drkit.backup contributors
+extends_documentation_fragment:
+  - drkit.backup.storage.metrics
+attributes:
+  check_mode:
+    support: full
+    description: Builds the report and returns it without writing files or metrics.
+  diff_mode:
+    support: none
+options:
+  components:
+    description:
+      - One entry per restored component, each a mapping with C(name), C(verification) (the registered
+        result of M(drkit.backup.pg_verify) or M(drkit.backup.redis_verify) at restore level) and optionally
+        C(backup) (the registered result of the backup step when the rehearsal took a fresh backup).
+    type: list
+    elements: dict
+    required: true
+  report_dir:
+    description:
+      - Directory to write the report files into (created if missing).
+    type: path
+    required: true
+  title:
+    description:
+      - Title of the report.
+    type: str
+    default: DR rehearsal
+  started_at:
+    description:
+      - When the rehearsal started (ISO 8601); defaults to the first step's start.
+    type: str
+  storage:
+    description:
+      - Storage URL shown in the report (no secrets).
+    type: str
+seealso:
+  - module: drkit.backup.pg_verify
+"""
+
+EXAMPLES = r"""
+- name: Write the rehearsal report on the controller
+  drkit.backup.dr_report:
+    components:
+      - name: postgresql
+        backup: "{{ pg_backup_result }}"
+        verification: "{{ pg_verify_result }}"
+    report_dir: "{{ playbook_dir }}/../reports/{{ inventory_hostname }}"
+    metrics_dir: /var/lib/node_exporter/textfile_collector
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+passed:
+  description: Whether every component passed.
+  returned: always
+  type: bool
+rto_seconds:
+  description: Measured RTO of the whole platform (sum over components).
+  returned: always
+  type: float
+rpo_seconds:
+  description: Achieved RPO (the oldest backup's age at restore time).
+  returned: always
+  type: float
+summary:
+  description: A few lines to print.
+  returned: always
+  type: list
+  elements: str
+report:
+  description: The full report as written to C(report.json).
+  returned: always
+  type: dict
+paths:
+  description: Files written, by name.
+  returned: when not check mode
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ..module_utils.dr_report import write_report
+from ..module_utils.module_support import metrics_argument_spec, run_engine
+
+
+def main():
+    argument_spec = metrics_argument_spec()
+    argument_spec.update(
+        components=dict(type="list", elements="dict", required=True),
+        report_dir=dict(type="path", required=True),
+        title=dict(type="str", default="DR rehearsal"),
+        started_at=dict(type="str"),
+        storage=dict(type="str"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    run_engine(module, write_report, module.params, check_mode=module.check_mode)
+
+
+if __name__ == "__main__":
+    main()
