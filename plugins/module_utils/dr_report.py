@@ -149,8 +149,8 @@ def timeline_svg(report, width=900):
     ends = [mf.parse_time(r[1]["end"]).timestamp() for r in rows]
     t0, t1 = min(starts), max(ends)
     span = max(t1 - t0, 0.001)
-    left, right, bar, gap = 200, 90, 22, 8
-    height = 40 + len(rows) * (bar + gap) + 30
+    left, right, bar_h, gap = 200, 90, 22, 8
+    height = 40 + len(rows) * (bar_h + gap) + 30
     usable = width - left - right
     out = ["<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d' font-family='sans-serif' "
            "font-size='12'>" % (width, height),
@@ -159,14 +159,14 @@ def timeline_svg(report, width=900):
     for i, (name, st) in enumerate(rows):
         s = mf.parse_time(st["start"]).timestamp()
         e = mf.parse_time(st["end"]).timestamp()
-        y = 40 + i * (bar + gap)
+        y = 40 + i * (bar_h + gap)
         x = left + usable * (s - t0) / span
         w = max(usable * (e - s) / span, 2)
         out.append("<text x='10' y='%d'>%s: %s</text>" % (y + 15, _esc(name), st["step"]))
         out.append("<rect x='%.1f' y='%d' width='%.1f' height='%d' fill='%s' rx='3'/>" % (
-            x, y, w, bar, COLORS.get(st["step"], "#999")))
+            x, y, w, bar_h, COLORS.get(st["step"], "#999")))
         out.append("<text x='%.1f' y='%d'>%s</text>" % (x + w + 4, y + 15, _fmt_s(e - s)))
-    axis_y = 40 + len(rows) * (bar + gap) + 5
+    axis_y = 40 + len(rows) * (bar_h + gap) + 5
     out.append("<line x1='%d' y1='%d' x2='%d' y2='%d' stroke='#333'/>" % (left, axis_y, left + usable, axis_y))
     for k in range(5):
         x = left + usable * k / 4.0
@@ -180,19 +180,26 @@ def _esc(text):
             .replace("'", "&#39;").replace('"', "&quot;"))
 
 
+def _md(text):
+    """Text for a Markdown cell/line: table and check names come from the
+    database, so no raw HTML, no '|' that would split a table cell, no newline."""
+    return (str(text).replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;")
+            .replace(">", "&gt;").replace("|", "\\|").replace("\r", " ").replace("\n", " "))
+
+
 def markdown(report):
-    lines = ["# %s: %s" % (report["title"], "PASSED" if report["passed"] else "FAILED"), "",
+    lines = ["# %s: %s" % (_md(report["title"]), "PASSED" if report["passed"] else "FAILED"), "",
              "| | |", "|---|---|",
-             "| Host | %s |" % report["host"],
-             "| Storage | %s |" % (report.get("storage") or "-"),
-             "| Started | %s |" % report["started_at"],
+             "| Host | %s |" % _md(report["host"]),
+             "| Storage | %s |" % _md(report.get("storage") or "-"),
+             "| Started | %s |" % _md(report["started_at"]),
              "| Finished | %s |" % report["finished_at"],
              "| **Measured RTO** (download + restore + checks) | **%s** |" % _fmt_s(report["rto_seconds"]),
              "| **Achieved RPO** (backup age at restore) | **%s** |" % _fmt_s(report["rpo_seconds"]),
              "", "![timeline](timeline.svg)", ""]
     for c in report["components"]:
-        lines += ["## %s (%s): %s" % (c["name"], c["kind"] or "?", "passed" if c["passed"] else "FAILED"), "",
-                  "| | |", "|---|---|",
+        lines += ["## %s (%s): %s" % (_md(c["name"]), _md(c["kind"] or "?"), "passed" if c["passed"] else "FAILED"),
+                  "", "| | |", "|---|---|",
                   "| Backup | `%s`%s |" % (c["backup_id"], " (taken by this rehearsal)" if c["fresh_backup"] else ""),
                   "| Stored size | %s (raw %s) |" % (_fmt_bytes(c["backup_size"]), _fmt_bytes(c["backup_raw_size"])),
                   "| Backup duration | %s |" % (_fmt_s(c["backup_duration"]) if c["backup_duration"] else "-"),
@@ -204,17 +211,17 @@ def markdown(report):
                   "| Tables matching | %d / %d (%d rows) |" % (c["tables_ok"], len(c["tables"]), c["rows_restored"]),
                   ""]
         if c["findings"]:
-            lines += ["**Findings**", ""] + ["- %s" % f for f in c["findings"]] + [""]
+            lines += ["**Findings**", ""] + ["- %s" % _md(f) for f in c["findings"]] + [""]
         if c["checks"]:
             lines += ["| Check | Value | OK |", "|---|---|---|"]
-            lines += ["| %s | %s | %s |" % (k["name"], k.get("value", k.get("error")), "yes" if k["ok"] else "**no**")
-                      for k in c["checks"]]
+            lines += ["| %s | %s | %s |" % (_md(k["name"]), _md(k.get("value", k.get("error"))),
+                                            "yes" if k["ok"] else "**no**") for k in c["checks"]]
             lines.append("")
         if c["tables"]:
             key = "keys" if c["kind"] and c["kind"].startswith("redis") else "rows"
             lines += ["<details><summary>Per-table comparison</summary>", "",
                       "| Table | Expected %s | Restored %s | OK |" % (key, key), "|---|---:|---:|---|"]
-            lines += ["| %s | %s | %s | %s |" % (t.get("table"), t.get("expected"), t.get("actual"),
+            lines += ["| %s | %s | %s | %s |" % (_md(t.get("table")), t.get("expected"), t.get("actual"),
                                                  "yes" if t.get("ok") else "**no**") for t in c["tables"]]
             lines += ["", "</details>", ""]
     return "\n".join(lines) + "\n"
@@ -231,7 +238,8 @@ def html(report, svg):
             "<p class='big'>Measured RTO <b>%s</b> &middot; achieved RPO <b>%s</b></p>" % (
                 _fmt_s(report["rto_seconds"]), _fmt_s(report["rpo_seconds"])),
             "<p>%s &middot; %s &middot; %s to %s</p>" % (
-                _esc(report["host"]), _esc(report.get("storage") or ""), report["started_at"], report["finished_at"]),
+                _esc(report["host"]), _esc(report.get("storage") or ""), _esc(report["started_at"]),
+                _esc(report["finished_at"])),
             svg]
     for c in report["components"]:
         body.append("<h2>%s (%s): <span class='%s'>%s</span></h2>" % (
@@ -248,6 +256,13 @@ def html(report, svg):
         body.append("</table>")
         for f in c["findings"]:
             body.append("<p class='fail'>%s</p>" % _esc(f))
+        if c["checks"]:
+            body.append("<table><tr><th>Check</th><th>Value</th><th>OK</th></tr>")
+            for k in c["checks"]:
+                body.append("<tr><td>%s</td><td>%s</td><td class='%s'>%s</td></tr>" % (
+                    _esc(k["name"]), _esc(k.get("value", k.get("error"))), "pass" if k["ok"] else "fail",
+                    "yes" if k["ok"] else "no"))
+            body.append("</table>")
         if c["tables"]:
             body.append("<details><summary>Per-table comparison</summary><table><tr><th>Table</th>"
                         "<th>Expected</th><th>Restored</th><th>OK</th></tr>")
@@ -262,7 +277,7 @@ def html(report, svg):
 
 def summary_lines(report):
     out = ["DR rehearsal %s: RTO %s, RPO %s" % ("PASSED" if report["passed"] else "FAILED",
-                                                 _fmt_s(report["rto_seconds"]), _fmt_s(report["rpo_seconds"]))]
+                                                _fmt_s(report["rto_seconds"]), _fmt_s(report["rpo_seconds"]))]
     for c in report["components"]:
         out.append("  %-10s %-6s backup %s (%s) restore %s, %d/%d tables match%s" % (
             c["name"], "ok" if c["passed"] else "FAILED", c["backup_id"], _fmt_bytes(c["backup_size"]),

@@ -233,24 +233,32 @@ def source_key(source):
     return ":".join(parts)
 
 
-def scan(storage):
-    """Group every object under backups/ by backup id: {id: [keys]}."""
+def scan_objects(storage):
+    """Group every object under backups/ by backup id: {id: [ObjectInfo]}
+    (with sizes and mtimes, for rotation)."""
     groups = {}
     for info in storage.list(BACKUPS + "/"):
         rest = info.key[len(BACKUPS) + 1:]
         if "/" not in rest:
             continue
         bid = rest.split("/", 1)[0]
-        groups.setdefault(bid, []).append(info.key)
+        groups.setdefault(bid, []).append(info)
     return groups
 
 
-def list_backups(storage, kind=None, source=None, database=None, strict=True, workers=16):
+def scan(storage):
+    """Group every object under backups/ by backup id: {id: [keys]}."""
+    return dict((bid, [i.key for i in infos]) for bid, infos in scan_objects(storage).items())
+
+
+def list_backups(storage, kind=None, source=None, database=None, strict=True, workers=16, groups=None):
     """Complete backups, newest first by the finish time in their manifest.
 
     Returns (entries, problems). With strict=True an unreadable or invalid
-    manifest raises; otherwise it is reported in problems and skipped."""
-    groups = scan(storage)
+    manifest raises; otherwise it is reported in problems and skipped.
+    ``groups`` is a scan() result to reuse instead of listing again."""
+    if groups is None:
+        groups = scan(storage)
     complete = [(bid, keys) for bid, keys in groups.items()
                 if (backup_prefix(bid) + MANIFEST) in keys and ID_RE.match(bid)]
 
@@ -294,10 +302,17 @@ def resolve(storage, backup_id="latest", kind=None, before=None, database=None, 
             raise ConfigError("Backup %s is a %s backup, not %s" % (backup_id, manifest["kind"], kind))
         keys = [i.key for i in storage.list(backup_prefix(backup_id))]
         return BackupEntry(manifest, keys)
-    entries, _ = list_backups(storage, kind=kind, database=database, source=source, strict=False)
+    entries, problems = list_backups(storage, kind=kind, database=database, source=source, strict=False)
     if before is not None:
         limit = parse_time(before)
         entries = [e for e in entries if e.finished <= limit]
+    # A newer backup whose manifest cannot be read must not be skipped in
+    # silence: 'latest' would quietly mean an older backup.
+    newest_ok = entries[0].backup_id if entries else ""
+    broken = sorted(p for p in problems if p.split(":", 1)[0] > newest_ok)
+    if broken and before is None:
+        raise IntegrityError("The newest backup's manifest cannot be read: %s" % broken[-1],
+                             "Investigate it, or name an older backup_id explicitly")
     if not entries:
         what = "%s backup" % kind if kind else "backup"
         if before is not None:

@@ -62,10 +62,16 @@ def signals_raise():
             signal.signal(sig, h)
 
 
-def unique_name(prefix):
+def unique_name(prefix, marker=""):
+    """<prefix><marker>_<UTC time>_<pid>_<random>, at most 63 BYTES:
+    PostgreSQL silently cuts longer names, which would cut off the random
+    part (two names collide) and the marker. The prefix is shortened first,
+    on a character boundary."""
     suffix = "%s_%d_%s" % (time.strftime("%Y%m%d%H%M%S", time.gmtime()), os.getpid(),
                            binascii.hexlify(os.urandom(3)).decode("ascii"))
-    return ("%s_%s" % (prefix[:MAX_IDENT - len(suffix) - 1], suffix))[:MAX_IDENT]
+    budget = MAX_IDENT - len(("%s_%s" % (marker, suffix)).encode("utf-8"))
+    prefix = prefix.encode("utf-8")[:max(budget, 0)].decode("utf-8", "ignore")
+    return "%s%s_%s" % (prefix, marker, suffix)
 
 
 def _ident(name):
@@ -123,14 +129,18 @@ def count_rows(cp, dbname, tables):
     conn = connect(cp, dbname, autocommit=True)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT n.nspname || '.' || c.relname FROM pg_class c "
+            cur.execute("SELECT n.nspname, c.relname FROM pg_class c "
                         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')")
-            present = set(r[0] for r in cur.fetchall())
+            # Keys are "schema.table" and either part may hold a dot: look
+            # the parts up in the catalog rather than splitting the key.
+            present = {}
+            for schema, table in cur.fetchall():
+                present.setdefault("%s.%s" % (schema, table), (schema, table))
             for name in sorted(tables):
                 if name not in present:
                     out[name] = None
                     continue
-                schema, table = name.split(".", 1)
+                schema, table = present[name]
                 cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(_ident(schema), _ident(table)))
                 out[name] = cur.fetchone()[0]
     finally:
@@ -333,8 +343,9 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
     target = params.get("target_database")
     if not target:
         raise ConfigError("target_database is required", "Name the database to restore into")
-    if len(target) > MAX_IDENT:
-        raise ConfigError("target_database %r is longer than 63 bytes" % target)
+    if len(target.encode("utf-8")) > MAX_IDENT:
+        raise ConfigError("target_database %r is longer than 63 bytes" % target,
+                          "PostgreSQL would cut the name; choose a shorter one")
     jobs = int(params.get("jobs") or 1)
     if jobs < 1:
         raise ConfigError("jobs must be at least 1")
@@ -365,7 +376,7 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
         return True, plan
 
     pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
-    staging = unique_name("%s__drkit_restore" % target)
+    staging = unique_name(target, "__drkit_restore")
     old_name = None
     t0 = time.time()
     fetch = ArtifactFetch(storage, manifest, params.get("work_dir"))
@@ -385,7 +396,7 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
                         raise IntegrityError("Restored data differs from the backup's manifest: %s" % (
                             "; ".join(problems[:10])), "The target was not touched")
                 if exists:
-                    old_name = unique_name("%s__drkit_old" % target)
+                    old_name = unique_name(target, "__drkit_old")
                     progress("swapping %s into place (old copy: %s)" % (staging, old_name))
                     _swap(conn, target, staging, old_name)
                     if not params.get("keep_old"):

@@ -1,0 +1,272 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""playbooks/dr_rehearsal.yml end to end through ansible-playbook:
+
+* the README's way, ``ansible-playbook drkit.backup.dr_rehearsal`` on
+  localhost with the embedded defaults (a pg_sandbox PostgreSQL with the
+  sample dataset, backups in a local directory);
+* against an inventory host (the ``pg`` fixture, dr_rehearsal_sandbox=false)
+  with S3 storage on SeaweedFS, then again on a corrupted latest backup,
+  which must fail and say so in its report and metrics."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from helpers import (PlaybookRun, _ansible_bin, ansible_environment, drop_database, list_keys,
+                     make_sample_database)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_rehearsal(tmp_path, extra_vars, inventory=None, env=None, playbook="drkit.backup.dr_rehearsal"):
+    """ansible-playbook on the rehearsal playbook; extra vars through a 0600
+    file (they may hold a password). Without ``inventory`` it runs on the
+    implicit localhost, like the README's command."""
+    work = Path(tempfile.mkdtemp(prefix="play-", dir=str(tmp_path)))
+    vars_file = work / "vars.json"
+    fd = os.open(str(vars_file), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(extra_vars, fh)
+    argv = [_ansible_bin("ansible-playbook"), "-e", "@%s" % vars_file]
+    if inventory:
+        argv += ["-i", str(inventory)]
+    argv.append(playbook)
+    e = ansible_environment(str(work), env)
+    e["DRKIT_TEST_RESULTS_FILE"] = str(work / "results.json")
+    proc = subprocess.run(argv, cwd=str(work), env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=600, check=False)
+    data = {}
+    if (work / "results.json").exists():
+        data = json.loads((work / "results.json").read_text())
+    return PlaybookRun(proc.returncode, proc.stdout.decode("utf-8", "replace"),
+                       proc.stderr.decode("utf-8", "replace"), data, playbook)
+
+
+def read_metrics(metrics_dir):
+    out = {}
+    for name in sorted(os.listdir(str(metrics_dir))):
+        if name.endswith(".prom"):
+            out[name] = (Path(str(metrics_dir)) / name).read_text()
+    return out
+
+
+def metric_value(text, name):
+    """Value of the (single) series of ``name`` in a .prom file's text."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(name + "{") or line.startswith(name + " ")]
+    assert len(values) == 1, (name, text)
+    return values[0]
+
+
+def check_report_files(report_dir):
+    report = json.loads((report_dir / "report.json").read_text())
+    md = (report_dir / "report.md").read_text()
+    page = (report_dir / "report.html").read_text()
+    svg = (report_dir / "timeline.svg").read_text()
+    root = ET.fromstring(svg)  # well-formed SVG
+    assert root.tag.endswith("svg")
+    assert page.startswith("<!doctype html>") and "<svg" in page
+    return report, md, page, svg
+
+
+def assert_good_report(report, md, page, storage_keys, sample_tables):
+    assert report["passed"] is True
+    assert report["rto_seconds"] > 0 and report["rpo_seconds"] >= 0
+    (comp,) = report["components"]
+    assert comp["passed"] is True and comp["kind"] == "pg_logical" and comp["level"] == "restore"
+    assert comp["fresh_backup"] is True
+    # the report names a backup that really is in storage, verified by this run
+    assert "backups/%s/manifest.json" % comp["backup_id"] in storage_keys
+    assert comp["record_key"] in storage_keys
+    assert comp["backup_size"] > 0 and comp["backup_raw_size"] > comp["backup_size"]
+    t = comp["timings"]
+    assert t["restore_seconds"] > 0 and t["check_seconds"] >= 0
+    assert comp["rto_seconds"] == pytest.approx(report["rto_seconds"])
+    # RTO is made of the measured step times
+    expected_rto = (t["restore_seconds"] if t["streamed"] else t["download_seconds"] + t["restore_seconds"])
+    assert comp["rto_seconds"] == pytest.approx(expected_rto + t["check_seconds"], abs=0.002)
+    # a fresh backup is seconds old, not hours
+    assert 0 <= comp["rpo_seconds"] < 300
+    assert len(comp["tables"]) == sample_tables and comp["tables_ok"] == sample_tables
+    assert all(x["ok"] and x["expected"] == x["actual"] for x in comp["tables"])
+    assert comp["rows_restored"] > 0
+    assert [c["ok"] for c in comp["checks"]] == [True]
+    assert [s["step"] for s in comp["steps"]] == ["backup", "download", "restore", "verify"]
+    assert md.startswith("# DR rehearsal of ") and ": PASSED" in md.splitlines()[0]
+    assert comp["backup_id"] in md and comp["backup_id"] in page and "PASSED" in page
+    return comp
+
+
+# --------------------------------------------------------------------------
+# the README's command: localhost, sandbox PostgreSQL, local directory
+
+
+def test_rehearsal_on_localhost_with_sandbox(scratch_dir, tmp_path):
+    work_dir = scratch_dir / "rehearsal"  # the postgres OS user must reach it
+    report_dir = tmp_path / "report"
+    metrics_dir = tmp_path / "metrics"
+    run = run_rehearsal(tmp_path, {
+        "dr_rehearsal_work_dir": str(work_dir),
+        "dr_rehearsal_sample_scale": 0.005,
+        "dr_rehearsal_report_dir": str(report_dir),
+        "dr_rehearsal_metrics_dir": str(metrics_dir),
+    })
+    assert run.rc == 0, run.describe()
+    sandbox = run.result("Start the sandbox PostgreSQL with the sample dataset")
+    assert sandbox["changed"] is True and sandbox["login_host"] == "127.0.0.1"
+    n_tables = sandbox["sample"]["tables"]
+    assert n_tables >= 30
+
+    report, md, page, _svg = check_report_files(report_dir)
+    storage_url = "file://%s/backups" % work_dir
+    keys = list_keys(storage_url)
+    comp = assert_good_report(report, md, page, keys, n_tables)
+    assert comp["timings"]["streamed"] is True
+    assert report["storage"] == storage_url
+    # the summary was shown, with the report's path
+    shown = run.result("Show the result")["msg"]
+    assert shown[0].startswith("DR rehearsal PASSED: RTO ") and shown[-1] == "Report: %s" % (report_dir / "report.html")
+
+    prom = read_metrics(metrics_dir)
+    rehearsal = prom["drkit_dr_rehearsal_localhost.prom"]
+    assert metric_value(rehearsal, "drkit_dr_rehearsal_last_status") == 1
+    assert metric_value(rehearsal, "drkit_dr_rehearsal_rto_seconds") == pytest.approx(report["rto_seconds"])
+    assert metric_value(rehearsal, "drkit_dr_rehearsal_rpo_seconds") == pytest.approx(report["rpo_seconds"])
+    assert metric_value(rehearsal, "drkit_dr_rehearsal_last_success_timestamp_seconds") > 0
+    verify = [t for t in prom.values() if "drkit_verify_last_status" in t]
+    assert verify and metric_value(verify[0], "drkit_verify_last_status") == 1
+    assert metric_value(verify[0], "drkit_restore_duration_seconds") == pytest.approx(
+        comp["timings"]["restore_seconds"])
+
+    # the sandbox was stopped and removed; the backups stay
+    assert not (work_dir / "sandbox").exists()
+    assert run.result("Remove the sandbox")["changed"] is True
+    assert "backups/%s/manifest.json" % comp["backup_id"] in keys
+
+
+# --------------------------------------------------------------------------
+# an inventory host: the pg fixture, S3 storage
+
+
+@pytest.fixture
+def rehearsal_dbs(pg):
+    """Two sample databases: one per inventory host."""
+    names = ["rh_%s" % uuid.uuid4().hex[:8] for _ in range(2)]
+    try:
+        dbs = [(n, make_sample_database(pg, n, scale=0.005, seed=17 + i)) for i, n in enumerate(names)]
+        # the sample's row counts depend on the scale only: tell the two apart
+        pg.psql("CREATE TABLE public.only_in_two AS SELECT generate_series(1, 7) AS id", dbname=names[1])
+        dbs[1][1]["public.only_in_two"] = 7
+        yield dbs
+    finally:
+        for n in names:
+            drop_database(pg, n)
+
+
+def scratch_left(pg):
+    return [d for d in pg.psql("SELECT datname FROM pg_database").splitlines() if d.startswith("drkit_verify")]
+
+
+def test_rehearsal_against_inventory_hosts_then_corrupted_latest(pg, s3, bucket, rehearsal_dbs, tmp_path):
+    """Two inventory hosts (both the ``pg`` fixture, one database each, set
+    as host vars in the inventory) rehearse in one run; S3 options come
+    from the AWS environment, as documented. Then host 2's latest backup is
+    corrupted and the rehearsal rerun without fresh backups: host 1 passes,
+    host 2 fails, each in its own report and metrics."""
+    (db1, counts1), (db2, counts2) = rehearsal_dbs
+    storage_url = "s3://%s/postgresql" % bucket
+    metrics_dir = tmp_path / "metrics"
+    reports = {"dbhost1": tmp_path / "report-1", "dbhost2": tmp_path / "report-2"}
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"databases": {
+        "hosts": {"dbhost1": {"dr_rehearsal_database": db1, "dr_rehearsal_report_dir": str(reports["dbhost1"])},
+                  "dbhost2": {"dr_rehearsal_database": db2, "dr_rehearsal_report_dir": str(reports["dbhost2"])}},
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                 "dr_rehearsal_sandbox": False, "dr_rehearsal_storage_url": storage_url,
+                 "dr_rehearsal_format": "directory", "dr_rehearsal_jobs": 2,
+                 "dr_rehearsal_metrics_dir": str(metrics_dir),
+                 "dr_rehearsal_checks": [{"name": "agents present",
+                                          "sql": "SELECT count(*) FROM mcp_documents.agents", "min": 1}]}}}))
+    # the connection always as extra vars: never the machine's own :5432
+    extra = {"dr_rehearsal_hosts": "databases", "dr_rehearsal_login_host": pg.host,
+             "dr_rehearsal_login_port": pg.port, "dr_rehearsal_login_user": pg.superuser,
+             "dr_rehearsal_login_password": pg.password, "dr_rehearsal_work_dir": str(tmp_path / "unused")}
+    env = s3.env()
+    run = run_rehearsal(tmp_path, extra, inventory=inventory, env=env)
+    assert run.rc == 0, run.describe()
+    assert pg.password not in run.text and s3.secret_key not in run.text
+    assert sorted(e["host"] for e in run.entries("Take a fresh backup")) == ["dbhost1", "dbhost2"]
+    assert set(e["status"] for e in run.entries("Start the sandbox PostgreSQL with the sample dataset")) == {"skipped"}
+    keys = list_keys(storage_url, s3)
+    bids = {}
+    for host, db, counts in (("dbhost1", db1, counts1), ("dbhost2", db2, counts2)):
+        report, md, page, _svg = check_report_files(reports[host])
+        comp = assert_good_report(report, md, page, keys, len(counts))
+        assert report["title"] == "DR rehearsal of %s" % host
+        # each host restored its own database's backup
+        assert dict((t["table"], t["actual"]) for t in comp["tables"]) == counts
+        (taken,) = [e["result"] for e in run.entries("Take a fresh backup") if e["host"] == host]
+        assert comp["backup_id"] == taken["backup_id"] and taken["manifest"]["source"]["database"] == db
+        # directory format with two jobs: downloaded and unpacked, then restored in parallel
+        assert comp["timings"]["streamed"] is False and comp["timings"]["download_seconds"] > 0
+        bids[host] = comp["backup_id"]
+    assert counts1 != counts2 and bids["dbhost1"] != bids["dbhost2"]
+    assert scratch_left(pg) == []
+    prom = read_metrics(metrics_dir)
+    for host in ("dbhost1", "dbhost2"):
+        assert metric_value(prom["drkit_dr_rehearsal_%s.prom" % host], "drkit_dr_rehearsal_last_status") == 1
+
+    # corrupt host 2's latest backup and rehearse without fresh backups
+    bid = bids["dbhost2"]
+    (art,) = [k for k in keys if k.startswith("backups/%s/database." % bid)]
+    client = s3.client()
+    prefix = urlsplit(storage_url).path.strip("/")
+    data = client.get_object(Bucket=bucket, Key="%s/%s" % (prefix, art))["Body"].read()
+    i = len(data) // 3
+    client.put_object(Bucket=bucket, Key="%s/%s" % (prefix, art),
+                      Body=data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+    run = run_rehearsal(tmp_path, dict(extra, dr_rehearsal_take_backup=False), inventory=inventory, env=env)
+    assert run.rc != 0, run.describe()
+    assert set(e["status"] for e in run.entries("Take a fresh backup")) == {"skipped"}
+    verify = dict((e["host"], e["status"]) for e in
+                  run.entries("Restore into a scratch database and verify every table"))
+    assert verify == {"dbhost1": "ok", "dbhost2": "failed"}, run.describe()
+    gate = dict((e["host"], e) for e in run.entries("Fail when the rehearsal failed"))
+    assert gate["dbhost1"]["status"] == "ok" and gate["dbhost2"]["status"] == "failed"
+    fail_msg = gate["dbhost2"]["result"]["msg"]
+    assert "The DR rehearsal FAILED" in fail_msg and art.split("/")[-1] in fail_msg, fail_msg
+
+    report, md, page, _svg = check_report_files(reports["dbhost1"])
+    assert report["passed"] is True and report["components"][0]["fresh_backup"] is False
+    assert report["components"][0]["backup_id"] == bids["dbhost1"]
+    report, md, page, _svg = check_report_files(reports["dbhost2"])
+    assert report["passed"] is False
+    (comp,) = report["components"]
+    assert comp["backup_id"] == bid and comp["fresh_backup"] is False and comp["passed"] is False
+    assert any("Stored object %s" % art in f and "does not match its manifest" in f for f in comp["findings"])
+    assert md.splitlines()[0].endswith(": FAILED") and "does not match its manifest" in md
+    assert "FAILED" in page
+    # the failed verification is recorded next to the manifest
+    recs = [k for k in list_keys(storage_url, s3) if k.startswith("backups/%s/verify-" % bid)]
+    results = sorted(json.loads(client.get_object(Bucket=bucket, Key="%s/%s" % (prefix, k))["Body"].read())["result"]
+                     for k in recs)
+    assert results == ["fail", "pass"]
+    # the alert fires for host 2 only; its last success is still the first run's
+    prom = read_metrics(metrics_dir)
+    assert metric_value(prom["drkit_dr_rehearsal_dbhost1.prom"], "drkit_dr_rehearsal_last_status") == 1
+    bad = prom["drkit_dr_rehearsal_dbhost2.prom"]
+    assert metric_value(bad, "drkit_dr_rehearsal_last_status") == 0
+    assert (metric_value(bad, "drkit_dr_rehearsal_last_attempt_timestamp_seconds")
+            > metric_value(bad, "drkit_dr_rehearsal_last_success_timestamp_seconds"))
+    verify_status = dict((name, metric_value(text, "drkit_verify_last_status")) for name, text in prom.items()
+                         if "drkit_verify_last_status" in text)
+    assert verify_status == {"drkit_pg_%s.prom" % db1: 1, "drkit_pg_%s.prom" % db2: 0}
+    assert scratch_left(pg) == []

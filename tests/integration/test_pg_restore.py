@@ -1,0 +1,335 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""drkit.backup.pg_restore against real PostgreSQL 15 and SeaweedFS S3 on
+loopback (tests/conftest.py).
+
+A restore over a non-empty database without force is refused and changes
+nothing (content checksums before/after); force swaps the restored copy in,
+keep_old keeps the old one; a backup taken under a write load restores to
+exactly the manifest's row counts; ``before`` picks the newest backup at or
+before a time; jobs=2 works for both dump formats; a failed restore leaves
+no staging database and the target as it was."""
+
+import json
+import os
+import threading
+import time
+import uuid
+
+import pytest
+from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils import sample_data
+from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, IntegrityError, NotFoundError
+from ansible_collections.drkit.backup.plugins.module_utils.pg_physical import pg_backup
+from ansible_collections.drkit.backup.plugins.module_utils.pg_restore import pg_restore_backup
+from helpers import (drop_database, file_root, make_sample_database, pg_module_args, run_playbook, s3_module_args,
+                     table_row_counts, task)
+
+PG_RESTORE = "drkit.backup.pg_restore"
+
+# A small database with awkward identifiers: mixed case, spaces, a dot in a
+# table name and in a schema name (manifest keys are "schema.table").
+TINY_SQL = """
+CREATE SCHEMA "Sales";
+CREATE TABLE "Sales"."Order Items" (id int PRIMARY KEY, what text);
+CREATE TABLE public."a.b" (id int);
+CREATE SCHEMA "dot.schema";
+CREATE TABLE "dot.schema".t (id int);
+CREATE TABLE public.plain (id serial PRIMARY KEY, v text);
+INSERT INTO "Sales"."Order Items" SELECT g, 'item ' || g FROM generate_series(1, 37) g;
+INSERT INTO public."a.b" SELECT g FROM generate_series(1, 5) g;
+INSERT INTO "dot.schema".t SELECT g FROM generate_series(1, 3) g;
+INSERT INTO public.plain (v) SELECT 'v' || g FROM generate_series(1, %d) g;
+"""
+
+
+def engine_params(pg, url, s3=None, **extra):
+    params = pg_module_args(pg, None)
+    params.pop("database")
+    params["storage_url"] = url
+    if url.startswith("s3://"):
+        params.update(s3_module_args(s3))
+    params.update(extra)
+    return params
+
+
+def take_backup(pg, db, url, s3=None, **extra):
+    return pg_backup(engine_params(pg, url, s3, database=db, **extra))[1]
+
+
+def databases(pg):
+    return set(line for line in pg.psql("SELECT datname FROM pg_database").splitlines() if line)
+
+
+def staging_leftovers(pg):
+    return sorted(d for d in databases(pg) if "__drkit_restore_" in d)
+
+
+def content_checksum(pg, dbname):
+    """md5 over every user table's rows (sorted), plus the list of tables:
+    changes if anything in the database's data or table set changes."""
+    tables = pg.psql(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1",
+        dbname=dbname).splitlines()
+    parts = []
+    for t in tables:
+        parts.append(t + "=" + pg.psql("SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) "
+                                       "FROM %s x" % t, dbname=dbname).strip())
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def tiny_db(pg):
+    name = "tiny_%s" % uuid.uuid4().hex[:8]
+    pg.psql('CREATE DATABASE "%s"' % name)
+    pg.psql(TINY_SQL % 11, dbname=name)
+    try:
+        yield name
+    finally:
+        drop_database(pg, name)
+
+
+@pytest.fixture
+def cleanup(pg):
+    """Databases a test creates by restoring; dropped afterwards."""
+    names = []
+    yield names
+    for n in names:
+        drop_database(pg, n)
+    for n in databases(pg):
+        if any(n.startswith(p + "__drkit_") for p in names):
+            drop_database(pg, n)
+
+
+# --------------------------------------------------------------------------
+# refuse / check mode / force / keep_old, through Ansible
+
+
+def test_refuse_check_mode_force_and_keep_old(pg, s3, bucket, tiny_db, pg_database, cleanup):
+    url = "s3://%s/pg" % bucket
+    bak = take_backup(pg, tiny_db, url, s3)
+    expected = bak["manifest"]["data"]["row_counts"]
+    assert expected == {"Sales.Order Items": 37, "public.a.b": 5, "dot.schema.t": 3, "public.plain": 11}
+
+    # the target: a non-empty database with other content
+    target = pg_database
+    cleanup.append(target)
+    pg.psql("CREATE TABLE precious (id int PRIMARY KEY, note text); "
+            "INSERT INTO precious SELECT g, md5(g::text) FROM generate_series(1, 50) g", dbname=target)
+    before_sum = content_checksum(pg, target)
+    before_dbs = databases(pg)
+    fresh = "fresh_%s" % uuid.uuid4().hex[:8]
+    cleanup.append(fresh)
+
+    args = engine_params(pg, url, s3, target_database=target)
+    args.update(login_password="{{ pg_password }}", secret_key="{{ s3_secret }}")
+    secrets = {"pg_password": pg.password, "s3_secret": s3.secret_key}
+    run = run_playbook([
+        task(PG_RESTORE, name="refused", _ignore_errors=True, **args),
+        task(PG_RESTORE, name="refused in check mode", _check_mode=True, _ignore_errors=True, **args),
+        task(PG_RESTORE, name="force in check mode", _check_mode=True, **dict(args, force=True)),
+        task(PG_RESTORE, name="new in check mode", _check_mode=True, **dict(args, target_database=fresh)),
+    ], extra_vars=secrets)
+    assert pg.password not in run.text and s3.secret_key not in run.text
+    for name in ("refused", "refused in check mode"):
+        assert run.failed(name), run.describe()
+        msg = run.result(name)["msg"]
+        assert "Database %s exists and is not empty; refusing to restore over it" % target in msg, msg
+        assert "Nothing was changed" in msg and "force: true" in msg
+    res = run.result("force in check mode")
+    assert res["changed"] is True and res["target_non_empty"] is True and res["backup_id"] == bak["backup_id"]
+    assert "replacing the existing database" in res["msg"]
+    res = run.result("new in check mode")
+    assert res["target_exists"] is False and "Would restore %s into %s" % (bak["backup_id"], fresh) in res["msg"]
+    # nothing touched: same content, no new database (no staging copy, no 'fresh')
+    assert content_checksum(pg, target) == before_sum
+    assert databases(pg) == before_dbs
+
+    run = run_playbook([
+        task(PG_RESTORE, name="force keep_old", **dict(args, force=True, keep_old=True)),
+        task(PG_RESTORE, name="force again", **dict(args, force=True)),
+    ], extra_vars=secrets)
+    assert run.rc == 0, run.describe()
+    kept = run.result("force keep_old")
+    assert kept["changed"] is True and kept["verified"] is True
+    assert kept["old_database"].startswith(target + "__drkit_old_")
+    cleanup.append(kept["old_database"])
+    assert sorted((t["table"], t["actual"]) for t in kept["tables"]) == sorted(expected.items())
+    again = run.result("force again")
+    assert again["old_database"] is None
+    # the target now holds the backup, with quoted identifiers intact
+    assert table_row_counts(pg, target) == expected
+    # the old copy was kept, untouched
+    assert content_checksum(pg, kept["old_database"]) == before_sum
+    # the second swap dropped what it replaced; no staging copy anywhere
+    assert databases(pg) - before_dbs == set([kept["old_database"]])
+    assert staging_leftovers(pg) == []
+
+
+def test_empty_existing_target_is_replaced_without_force(pg, tmp_storage_url, tiny_db, pg_database):
+    bak = take_backup(pg, tiny_db, tmp_storage_url)
+    _changed, res = pg_restore_backup(engine_params(pg, tmp_storage_url, target_database=pg_database))
+    assert res["target_exists"] is True and res["target_non_empty"] is False and res["old_database"] is None
+    assert table_row_counts(pg, pg_database) == bak["manifest"]["data"]["row_counts"]
+    assert staging_leftovers(pg) == [] and not [d for d in databases(pg) if "__drkit_old" in d]
+
+
+# --------------------------------------------------------------------------
+# consistency under a write load
+
+
+@pytest.fixture
+def loaded_db(pg):
+    name = "wl_%s" % uuid.uuid4().hex[:8]
+    counts = make_sample_database(pg, name, scale=0.005, seed=31)
+    try:
+        yield name, counts
+    finally:
+        drop_database(pg, name)
+
+
+def test_backup_under_write_load_restores_exact_manifest_counts(pg, tmp_path, tmp_storage_url, loaded_db, cleanup):
+    db, initial = loaded_db
+    stop = threading.Event()
+    load = {}
+
+    def run_load():
+        load["stats"] = sample_data.write_load(pg.conninfo("postgres"), db, stop_event=stop, seed=3)
+
+    thread = threading.Thread(target=run_load)
+    thread.start()
+    try:
+        time.sleep(1.0)  # the load is well under way when pg_dump takes its snapshot
+        bak = take_backup(pg, db, tmp_storage_url)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert load["stats"]["transactions"] > 10 and load["stats"]["inserts"] > 0, load
+    recorded = bak["manifest"]["data"]["row_counts"]
+    live = table_row_counts(pg, db)
+    # the load ran before the snapshot and after it
+    assert recorded != initial
+    assert live != recorded
+
+    target = "wl_restored_%s" % uuid.uuid4().hex[:8]
+    cleanup.append(target)
+    work = tmp_path / "work"
+    work.mkdir()
+    # jobs=2 on a custom-format dump: decompressed to work_dir first
+    _changed, res = pg_restore_backup(engine_params(pg, tmp_storage_url, target_database=target, jobs=2,
+                                                    work_dir=str(work)))
+    assert res["timings"]["streamed"] is False and res["verified"] is True
+    assert table_row_counts(pg, target) == recorded
+    assert list(work.iterdir()) == []
+
+
+# --------------------------------------------------------------------------
+# before, directory format, failures
+
+
+def test_before_selects_newest_backup_at_or_before(pg, tmp_path, tiny_db, cleanup):
+    url = "file://%s/store" % tmp_path
+    first = take_backup(pg, tiny_db, url, format="directory", jobs=2)
+    pg.psql("INSERT INTO public.plain (v) SELECT 'w' || g FROM generate_series(1, 20) g", dbname=tiny_db)
+    second = take_backup(pg, tiny_db, url, format="directory", jobs=2)
+    assert first["manifest"]["data"]["row_counts"]["public.plain"] == 11
+    assert second["manifest"]["data"]["row_counts"]["public.plain"] == 31
+    t_first = first["manifest"]["finished_at"]
+    t_second = second["manifest"]["finished_at"]
+    assert t_first < t_second
+
+    cases = [(t_first, first), (mf.isoformat(mf.parse_time(t_second) - (mf.parse_time(t_second) -
+                                                                     mf.parse_time(t_first)) / 2), first),
+             (t_second, second), ("2999-01-01T00:00:00Z", second)]
+    for before, want in cases:
+        target = "bf_%s" % uuid.uuid4().hex[:8]
+        cleanup.append(target)
+        _changed, res = pg_restore_backup(engine_params(pg, url, target_database=target, before=before,
+                                                        jobs=2, work_dir=str(tmp_path)))
+        assert res["backup_id"] == want["backup_id"], before
+        assert res["timings"]["streamed"] is False
+        assert table_row_counts(pg, target) == want["manifest"]["data"]["row_counts"]
+    with pytest.raises(NotFoundError) as ei:
+        pg_restore_backup(engine_params(pg, url, target_database="never_%s" % uuid.uuid4().hex[:6],
+                                        before="2000-01-01T00:00:00Z"))
+    assert "finished at or before 2000-01-01T00:00:00Z" in str(ei.value)
+    # the directory dumps were unpacked below work_dir and removed again
+    assert [p.name for p in tmp_path.iterdir()] == ["store"]
+
+
+def test_failed_restore_leaves_no_staging_and_target_untouched(pg, tmp_storage_url, tiny_db, pg_database):
+    bak = take_backup(pg, tiny_db, tmp_storage_url)
+    bid = bak["backup_id"]
+    key = file_root(tmp_storage_url) / mf.manifest_key(bid)
+    man = json.loads(key.read_text())
+    man["data"]["row_counts"]["public.plain"] = 12
+    key.write_text(json.dumps(man))
+    pg.psql("CREATE TABLE keep_me (id int); INSERT INTO keep_me VALUES (1), (2)", dbname=pg_database)
+    before_sum = content_checksum(pg, pg_database)
+    before_dbs = databases(pg)
+    with pytest.raises(IntegrityError) as ei:
+        pg_restore_backup(engine_params(pg, tmp_storage_url, target_database=pg_database, force=True))
+    msg = str(ei.value)
+    assert "public.plain: expected 12 rows, restored 11" in msg and "target was not touched" in msg, msg
+    assert content_checksum(pg, pg_database) == before_sum
+    assert databases(pg) == before_dbs and staging_leftovers(pg) == []
+
+    # a damaged artifact: refused while streaming, nothing left either
+    man["data"]["row_counts"]["public.plain"] = 11
+    key.write_text(json.dumps(man))
+    art = file_root(tmp_storage_url) / mf.artifact_key(bid, "database.pgdump.zst")
+    data = art.read_bytes()
+    art.write_bytes(data[:-200])
+    with pytest.raises(IntegrityError) as ei:
+        pg_restore_backup(engine_params(pg, tmp_storage_url, target_database=pg_database, force=True))
+    assert "size %d bytes, manifest says %d" % (len(data) - 200, len(data)) in str(ei.value)
+    assert content_checksum(pg, pg_database) == before_sum
+    assert databases(pg) == before_dbs and staging_leftovers(pg) == []
+
+
+def test_cli_restore(pg, tmp_path, tmp_storage_url, tiny_db, cleanup):
+    """`drkit restore` runs the same engine; the password comes from the
+    environment, never a flag."""
+    from helpers import run_drkit
+
+    bak = take_backup(pg, tiny_db, tmp_storage_url)
+    target = "cli_%s" % uuid.uuid4().hex[:8]
+    cleanup.append(target)
+    base = ["restore", "--storage-url", tmp_storage_url, "--host", pg.host, "--port", str(pg.port),
+            "--user", pg.superuser, "--target-database", target, "--json"]
+    env = {"PGPASSWORD": pg.password}
+    proc = run_drkit(base + ["--check"], env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["target_exists"] is False and target not in databases(pg)
+    proc = run_drkit(base, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["backup_id"] == bak["backup_id"] and out["duration"] > 0
+    assert table_row_counts(pg, target) == bak["manifest"]["data"]["row_counts"]
+    proc = run_drkit(base, env=env)  # now non-empty: refused, exit code 10
+    assert proc.returncode == 10 and "refusing to restore over it" in proc.stderr, proc.stderr
+    assert pg.password not in proc.stdout + proc.stderr
+    assert os.environ.get("PGPASSWORD") != pg.password  # the test did not leak it into its own env
+
+
+def test_long_non_ascii_target_names(pg, tmp_storage_url, tiny_db, cleanup):
+    """PostgreSQL cuts names at 63 BYTES: the staging and old-copy names
+    must fit in bytes, or their random parts are cut and they collide."""
+    bak = take_backup(pg, tiny_db, tmp_storage_url)
+    target = "é" * 31  # 62 bytes
+    cleanup.append(target)
+    pg_restore_backup(engine_params(pg, tmp_storage_url, target_database=target))
+    _changed, res = pg_restore_backup(engine_params(pg, tmp_storage_url, target_database=target, force=True,
+                                                    keep_old=True))
+    old = res["old_database"]
+    cleanup.append(old)
+    assert "__drkit_old_" in old and len(old.encode("utf-8")) <= 63 and old.startswith("é")
+    assert old in databases(pg)  # the name PostgreSQL stored is the name reported
+    assert table_row_counts(pg, target) == table_row_counts(pg, old) == bak["manifest"]["data"]["row_counts"]
+    assert staging_leftovers(pg) == []
+    with pytest.raises(ConfigError, match="longer than 63 bytes"):
+        pg_restore_backup(engine_params(pg, tmp_storage_url, target_database="é" * 32))
