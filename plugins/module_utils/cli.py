@@ -77,7 +77,9 @@ def load_config(path):
 
 
 def merged(args, defaults=None):
-    """config file < environment fallbacks < flags."""
+    """Precedence: flags > config file > environment fallbacks (the env fills
+    only what neither flags nor the config file set, like env_fallback in
+    the modules)."""
     params = dict(defaults or {})
     params.update(load_config(getattr(args, "config", None)))
     for key, names in ENV_FALLBACKS.items():
@@ -126,19 +128,37 @@ def _add_common(p):
 
 
 def cmd_pg_backup(args, params):
-    from .pg_logical import pg_backup_logical  # pylint: disable=import-outside-toplevel
-    mode = params.get("mode") or "logical"
-    if mode != "logical":
-        raise ConfigError("mode %r is not available yet" % mode, "Use mode: logical")
-    return pg_backup_logical(params, check_mode=bool(params.get("check")),
-                             progress=_progress(args.quiet))
+    from .pg_physical import pg_backup  # pylint: disable=import-outside-toplevel
+    return pg_backup(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+
+
+def cmd_wal_push(args, params):
+    from .wal import wal_push  # pylint: disable=import-outside-toplevel
+    return wal_push(params, args.wal_path, args.wal_name, progress=_progress(args.quiet))
+
+
+def cmd_wal_fetch(args, params):
+    from .wal import wal_fetch  # pylint: disable=import-outside-toplevel
+    return wal_fetch(params, args.wal_name, args.wal_path)
+
+
+def cmd_pitr(args, params):
+    from .pg_pitr import pg_pitr  # pylint: disable=import-outside-toplevel
+    settings = dict(params.get("settings") or {})
+    for item in params.pop("settings_list", None) or []:
+        if "=" not in item:
+            raise ConfigError("--set needs NAME=VALUE, got %r" % item)
+        k, v = item.split("=", 1)
+        settings[k.strip()] = v
+    params["settings"] = settings
+    return pg_pitr(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
 
 
 def cmd_verify(args, params):
     from .pg_verify import pg_verify  # pylint: disable=import-outside-toplevel
     if params.get("checks_file"):
         params["checks"] = load_config(params["checks_file"]).get("checks", [])
-    return pg_verify(params, progress=_progress(args.quiet))
+    return pg_verify(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
 
 
 def cmd_restore(args, params):
@@ -151,7 +171,56 @@ def cmd_list(args, params):
     return backup_info(params)
 
 
+def cmd_rotate(args, params):
+    from .rotate import format_report, rotate  # pylint: disable=import-outside-toplevel
+    check = bool(params.get("dry_run") or params.get("check"))
+    changed, result = rotate(params, check_mode=check, progress=_progress(args.quiet))
+    if not args.json:
+        sys.stdout.write(format_report(result))
+    return changed, result
+
+
+def _redis_params(args, params):
+    # login_password for Redis comes from the config file or REDISCLI_AUTH, never PGPASSWORD
+    params["login_password"] = load_config(getattr(args, "config", None)).get("login_password")
+    return params
+
+
+def cmd_redis_snapshot(args, params):
+    from .redis_backup import redis_snapshot  # pylint: disable=import-outside-toplevel
+    return redis_snapshot(_redis_params(args, params), check_mode=bool(params.get("check")),
+                          progress=_progress(args.quiet))
+
+
+def cmd_redis_verify(args, params):
+    from .redis_restore import redis_verify  # pylint: disable=import-outside-toplevel
+    return redis_verify(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+
+
+def cmd_redis_restore(args, params):
+    import shlex  # pylint: disable=import-outside-toplevel
+    from .redis_restore import redis_restore  # pylint: disable=import-outside-toplevel
+    if isinstance(params.get("start_command"), str):
+        params["start_command"] = shlex.split(params["start_command"])
+    return redis_restore(_redis_params(args, params), check_mode=bool(params.get("check")),
+                         progress=_progress(args.quiet))
+
+
+def _add_redis(p):
+    p.add_argument("--host", dest="login_host")
+    p.add_argument("--port", dest="login_port", type=int)
+    p.add_argument("--user", dest="login_user", help="ACL user (password: REDISCLI_AUTH or the config file)")
+    p.add_argument("--tls", action="store_const", const=True)
+    p.add_argument("--tls-ca-cert", dest="tls_ca_cert")
+    p.add_argument("--tls-cert", dest="tls_cert")
+    p.add_argument("--tls-key", dest="tls_key")
+    p.add_argument("--no-tls-validate-certs", dest="tls_validate_certs", action="store_const", const=False)
+    p.add_argument("--connect-timeout", dest="connect_timeout", type=float)
+
+
 def _print_result(args, result):
+    if getattr(args, "silent_success", False) and not args.json and not getattr(args, "verbose", False):
+        return  # wal-push/wal-fetch run per WAL file: keep the server log quiet
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
         return
@@ -171,7 +240,8 @@ def _print_result(args, result):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="drkit", description="drkit.backup: verified backups for PostgreSQL and Redis")
+    parser = argparse.ArgumentParser(prog="drkit",
+                                     description="drkit.backup: verified backups for PostgreSQL and Redis")
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("pg-backup", help="back up a PostgreSQL database (pg_dump)")
@@ -179,7 +249,10 @@ def build_parser():
     _add_pg(p)
     _add_storage(p)
     p.add_argument("--database", "-d")
-    p.add_argument("--mode", choices=["logical"])
+    p.add_argument("--mode", choices=["logical", "physical"])
+    p.add_argument("--wal-wait-timeout", dest="wal_wait_timeout", type=float,
+                   help="physical: seconds to wait for the backup's WAL to reach the archive (default 300)")
+    p.add_argument("--checkpoint", choices=["fast", "spread"], help="physical: pg_basebackup --checkpoint")
     p.add_argument("--format", choices=["custom", "directory"])
     p.add_argument("--jobs", "-j", type=int)
     p.add_argument("--compression-level", dest="compression_level", type=int)
@@ -202,11 +275,13 @@ def build_parser():
     p.add_argument("--backup-id", dest="backup_id", help="an id, or latest (default)")
     p.add_argument("--level", choices=["checksum", "structure", "restore"])
     p.add_argument("--jobs", "-j", type=int)
+    p.add_argument("--before", help="newest backup finished at or before this time (ISO 8601)")
     p.add_argument("--source-database", dest="source_database", help="latest backup of this database")
     p.add_argument("--checks-file", dest="checks_file", help="YAML file with a 'checks' list of SQL checks")
     p.add_argument("--metrics-dir", dest="metrics_dir")
     p.add_argument("--job-name", dest="job_name")
     p.add_argument("--work-dir", dest="work_dir")
+    p.add_argument("--check", action="store_true", default=None, help="say what would be verified, change nothing")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("restore", help="restore a PostgreSQL logical backup into a database")
@@ -235,6 +310,132 @@ def build_parser():
     p.add_argument("--database", "-d")
     p.add_argument("--source")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("rotate", help="delete old backups by a keep-last/daily/weekly/monthly/yearly policy")
+    _add_common(p)
+    _add_storage(p)
+    p.add_argument("--keep-last", dest="keep_last", type=int, metavar="N")
+    p.add_argument("--keep-daily", dest="keep_daily", type=int, metavar="N")
+    p.add_argument("--keep-weekly", dest="keep_weekly", type=int, metavar="N")
+    p.add_argument("--keep-monthly", dest="keep_monthly", type=int, metavar="N")
+    p.add_argument("--keep-yearly", dest="keep_yearly", type=int, metavar="N")
+    p.add_argument("--keep-within", dest="keep_within", metavar="DURATION", help="e.g. 2d, 12h, 1w, 1m, 1y")
+    p.add_argument("--timezone", help="IANA zone for day/week/month/year boundaries (default UTC)")
+    p.add_argument("--group-by", dest="group_by", action="append", choices=["kind", "source", "database", "none"])
+    p.add_argument("--kind")
+    p.add_argument("--database", "-d")
+    p.add_argument("--source")
+    p.add_argument("--incomplete-grace", dest="incomplete_grace", metavar="DURATION", help="default 1d")
+    p.add_argument("--no-prune-wal", dest="prune_wal", action="store_const", const=False)
+    p.add_argument("--metrics-dir", dest="metrics_dir")
+    p.add_argument("--job-name", dest="job_name")
+    p.add_argument("--dry-run", "--check", dest="dry_run", action="store_true", default=None,
+                   help="print the plan with reasons, delete nothing")
+    p.set_defaults(func=cmd_rotate)
+
+    # archive_command / restore_command: positional %p %f / %f %p as PostgreSQL passes them.
+    p = sub.add_parser("wal-push", help="archive_command: store one WAL file (%%p %%f) in the archive")
+    _add_common(p)
+    _add_storage(p)
+    p.add_argument("--compression-level", dest="compression_level", type=int)
+    p.add_argument("--spool-dir", dest="spool_dir",
+                   help="enables read-ahead: markers of WAL files pushed ahead are kept here")
+    p.add_argument("--read-ahead", dest="read_ahead", type=int,
+                   help="also push up to N further .ready segments in parallel (needs --spool-dir)")
+    p.add_argument("--metrics-dir", dest="metrics_dir")
+    p.add_argument("--job-name", dest="job_name")
+    p.add_argument("--verbose", "-v", action="store_true", help="print a line per file on success")
+    p.add_argument("wal_path", metavar="PATH", help="%%p: path of the file, relative to the data directory")
+    p.add_argument("wal_name", metavar="NAME", help="%%f: its file name")
+    p.set_defaults(func=cmd_wal_push, silent_success=True)
+
+    p = sub.add_parser("wal-fetch", help="restore_command: fetch one WAL file (%%f %%p); exit 1 if not archived")
+    _add_common(p)
+    _add_storage(p)
+    p.add_argument("--verbose", "-v", action="store_true", help="print a line per file on success")
+    p.add_argument("wal_name", metavar="NAME", help="%%f: the file name PostgreSQL asks for")
+    p.add_argument("wal_path", metavar="PATH", help="%%p: where to write it")
+    p.set_defaults(func=cmd_wal_fetch, silent_success=True)
+
+    p = sub.add_parser("pitr", help="point-in-time recovery: restore a physical backup into a new data directory")
+    _add_common(p)
+    _add_storage(p)
+    p.add_argument("--backup-id", dest="backup_id", help="default: the newest base backup that can reach the target")
+    p.add_argument("--target", choices=["latest", "immediate", "time", "xid", "lsn", "name"])
+    p.add_argument("--target-value", dest="target_value", help="the time, xid, LSN or restore point name")
+    p.add_argument("--exclusive", dest="target_inclusive", action="store_const", const=False,
+                   help="stop just before the target instead of just after it")
+    p.add_argument("--data-directory", dest="data_directory", help="new, empty (or absent) directory")
+    p.add_argument("--port", type=int, help="port of the recovered server")
+    p.add_argument("--no-start", dest="start", action="store_const", const=False,
+                   help="only restore and configure; start it yourself later")
+    p.add_argument("--os-user", dest="os_user", help="owner of the restored cluster (default: postgres as root)")
+    p.add_argument("--pg-bin-dir", dest="pg_bin_dir")
+    p.add_argument("--drkit-command", dest="drkit_command",
+                   help="how the server's OS user runs drkit in restore_command")
+    p.add_argument("--wal-config", dest="wal_config",
+                   help="drkit config file (0600, readable by the server's OS user) for restore_command")
+    p.add_argument("--set", dest="settings_list", action="append", metavar="NAME=VALUE",
+                   help="extra setting for the recovered server (postgresql.auto.conf); repeatable")
+    p.add_argument("--timeout", type=float, help="seconds to wait for recovery to finish (default 3600)")
+    p.add_argument("--check", action="store_true", default=None, help="say what would be done, change nothing")
+    p.set_defaults(func=cmd_pitr)
+
+    p = sub.add_parser("redis-snapshot", help="back up Redis (BGSAVE rdb, remote RDB over SYNC, or AOF)")
+    _add_common(p)
+    _add_redis(p)
+    _add_storage(p)
+    p.add_argument("--mode", choices=["rdb", "remote", "aof"])
+    p.add_argument("--timeout", type=float, help="seconds to wait for the save (default 600)")
+    p.add_argument("--no-pause-writes", dest="pause_writes", action="store_const", const=False,
+                   help="remote/aof: do not pause writes (key counts become approximate)")
+    p.add_argument("--pause-timeout", dest="pause_timeout", type=int, help="longest write pause, ms (default 2000)")
+    p.add_argument("--compression-level", dest="compression_level", type=int)
+    p.add_argument("--compression-threads", dest="compression_threads", type=int)
+    p.add_argument("--work-dir", dest="work_dir")
+    p.add_argument("--redis-bin-dir", dest="redis_bin_dir")
+    p.add_argument("--metrics-dir", dest="metrics_dir")
+    p.add_argument("--job-name", dest="job_name")
+    p.add_argument("--check", action="store_true", default=None, help="say what would be done, write nothing")
+    p.set_defaults(func=cmd_redis_snapshot)
+
+    p = sub.add_parser("redis-verify", help="verify a Redis backup (checksum, structure or load into a scratch server)")
+    _add_common(p)
+    _add_storage(p)
+    p.add_argument("--backup-id", dest="backup_id", help="default: latest")
+    p.add_argument("--before", help="newest Redis backup finished at or before this time")
+    p.add_argument("--source", help="only backups of this source (redis:<host>:<port>)")
+    p.add_argument("--level", choices=["checksum", "structure", "restore"])
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--work-dir", dest="work_dir")
+    p.add_argument("--redis-bin-dir", dest="redis_bin_dir")
+    p.add_argument("--metrics-dir", dest="metrics_dir")
+    p.add_argument("--job-name", dest="job_name")
+    p.add_argument("--check", action="store_true", default=None, help="say what would be done, write nothing")
+    p.set_defaults(func=cmd_redis_verify)
+
+    p = sub.add_parser("redis-restore", help="place a Redis backup into a stopped instance's data directory")
+    _add_common(p)
+    _add_redis(p)
+    _add_storage(p)
+    p.add_argument("--backup-id", dest="backup_id", help="default: latest")
+    p.add_argument("--before")
+    p.add_argument("--source")
+    p.add_argument("--data-dir", dest="data_dir")
+    p.add_argument("--redis-conf", dest="redis_conf", help="read dir, dbfilename, appendonly... from it")
+    p.add_argument("--appendonly", dest="appendonly", action="store_const", const=True)
+    p.add_argument("--no-appendonly", dest="appendonly", action="store_const", const=False)
+    p.add_argument("--dbfilename")
+    p.add_argument("--appenddirname")
+    p.add_argument("--appendfilename")
+    p.add_argument("--force", action="store_const", const=True, help="move existing data aside and restore")
+    p.add_argument("--owner")
+    p.add_argument("--group")
+    p.add_argument("--start-command", dest="start_command", help="command that starts the instance (no shell)")
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--redis-bin-dir", dest="redis_bin_dir")
+    p.add_argument("--check", action="store_true", default=None, help="say what would be done, write nothing")
+    p.set_defaults(func=cmd_redis_restore)
     return parser
 
 
@@ -250,7 +451,7 @@ def main(argv=None):
         params = merged(args)
         _changed, result = args.func(args, params)
     except DrkitError as e:
-        sys.stderr.write("drkit %s: error: %s\n" % (args.command, e))
+        sys.stderr.write("drkit %s: %s: %s\n" % (args.command, getattr(e, "label", "error"), e))
         return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("drkit %s: interrupted\n" % args.command)

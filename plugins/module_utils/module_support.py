@@ -50,6 +50,22 @@ def storage_argument_spec():
     )
 
 
+def redis_argument_spec():
+    """Connection options of the Redis modules (doc fragment drkit.backup.redis)."""
+    return dict(
+        login_host=dict(type="str", default="localhost"),
+        login_port=dict(type="int", default=6379),
+        login_user=dict(type="str"),
+        login_password=dict(type="str", no_log=True, fallback=(env_fallback, ["REDISCLI_AUTH"])),
+        tls=dict(type="bool", default=False),
+        tls_ca_cert=dict(type="path"),
+        tls_cert=dict(type="path"),
+        tls_key=dict(type="path", no_log=False),
+        tls_validate_certs=dict(type="bool", default=True),
+        connect_timeout=dict(type="int", default=10),
+    )
+
+
 def metrics_argument_spec():
     return dict(
         metrics_dir=dict(type="path"),

@@ -1,0 +1,215 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: redis_restore
+short_description: Put a Redis backup into a stopped instance's data directory, the way it will load
+version_added: 0.1.0
+description:
+  - Fetches a Redis backup (checking size and SHA-256), checks it with C(redis-check-rdb) /
+    C(redis-check-aof) and places it into the data directory of a B(stopped) instance.
+  - Handles the AOF trap. With C(appendonly yes), Redis loads only the AOF at start-up and ignores a
+    dropped-in C(dump.rdb); with no AOF at all it starts B(empty) and writes an empty AOF that wins from
+    then on. So the files placed match the target's AOF setting. An RDB backup for an AOF instance
+    is turned into a multi-part AOF directory (a scratch C(redis-server) on 127.0.0.1 loads the RDB and
+    writes the AOF), and an AOF backup for an instance without AOF into a C(dump.rdb). The key counts
+    of the conversion are checked against the manifest.
+  - What was in the way (C(dump.rdb), the AOF directory) is moved aside to C(<name>.drkit-<time>), never
+    deleted, and only with O(force=true). If anything fails, it is put back.
+  - Refuses while a C(redis-server) runs in the data directory.
+  - With O(start_command), starts the instance, waits until it has loaded the data and compares its
+    key counts per database with the manifest (through the C(login_*) options). Otherwise the result
+    says what to start.
+author:
+  - drkit.backup contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - drkit.backup.redis
+  - drkit.backup.storage
+attributes:
+  check_mode:
+    support: full
+    description: Resolves the backup, checks the target and returns the plan; writes nothing.
+  diff_mode:
+    support: none
+    description: Returns no diff.
+options:
+  backup_id:
+    description:
+      - Id of the backup, or V(latest) for the newest complete Redis backup.
+    type: str
+    default: latest
+  before:
+    description:
+      - With O(backup_id=latest), the newest Redis backup finished at or before this time (ISO 8601).
+    type: str
+  source:
+    description:
+      - With O(backup_id=latest), only backups of this source (C(redis:<host>:<port>)).
+    type: str
+  data_dir:
+    description:
+      - The stopped instance's data directory (its C(dir)). Defaults to C(dir) in O(redis_conf).
+    type: path
+  redis_conf:
+    description:
+      - The instance's C(redis.conf); C(dir), C(dbfilename), C(appendonly), C(appenddirname) and
+        C(appendfilename) are read from it (C(include) files are not followed).
+    type: path
+  appendonly:
+    description:
+      - Whether the instance runs with AOF. Default - from O(redis_conf), else V(true) when the data
+        directory holds an AOF directory.
+    type: bool
+  dbfilename:
+    description:
+      - The instance's C(dbfilename). Default - from O(redis_conf), else C(dump.rdb).
+    type: str
+  appenddirname:
+    description:
+      - The instance's C(appenddirname). Default - from O(redis_conf), else C(appendonlydir).
+    type: str
+  appendfilename:
+    description:
+      - The instance's C(appendfilename). Default - from O(redis_conf), else C(appendonly.aof).
+    type: str
+  force:
+    description:
+      - Replace existing data. It is moved aside (C(<name>.drkit-<time>)), not deleted.
+    type: bool
+    default: false
+  owner:
+    description:
+      - Owner of the placed files. Default - the owner of O(data_dir).
+    type: str
+  group:
+    description:
+      - Group of the placed files. Default - the group of O(data_dir).
+    type: str
+  start_command:
+    description:
+      - Command (argument list, no shell) that starts the instance afterwards, e.g.
+        C([systemctl, start, redis-server]) or C([docker, start, agentic-redis]). The key counts are then
+        checked through the C(login_*) options.
+    type: list
+    elements: str
+  timeout:
+    description:
+      - Seconds for conversions and for the started instance to load its data.
+    type: int
+    default: 600
+  redis_bin_dir:
+    description:
+      - Directory holding C(redis-check-rdb) / C(redis-check-aof).
+    type: path
+requirements:
+  - redis-server and redis-tools on the host (checks, and the scratch server for conversions)
+seealso:
+  - module: drkit.backup.redis_snapshot
+  - module: drkit.backup.redis_verify
+"""
+
+EXAMPLES = r"""
+- name: Stop Redis
+  ansible.builtin.systemd_service:
+    name: redis-server
+    state: stopped
+
+- name: Restore the newest Redis backup and start it again
+  drkit.backup.redis_restore:
+    storage_url: s3://prod-backups/redis
+    redis_conf: /etc/redis/redis.conf
+    force: true
+    start_command: [systemctl, start, redis-server]
+    login_password: "{{ vault_redis_password }}"
+  become: true
+"""
+
+RETURN = r"""
+backup_id:
+  description: The backup restored.
+  returned: always
+  type: str
+kind:
+  description: C(redis_rdb) or C(redis_aof).
+  returned: always
+  type: str
+appendonly:
+  description: Whether the target was taken to run with AOF.
+  returned: always
+  type: bool
+conversion:
+  description: C(rdb->aof), C(aof->rdb), C(aof->rdb->aof) or null.
+  returned: always
+  type: str
+plan:
+  description: What is (or would be) done.
+  returned: always
+  type: list
+  elements: str
+placed:
+  description: Files and directories placed.
+  returned: success and not check mode
+  type: list
+  elements: str
+moved_aside:
+  description: Where the previous data went.
+  returned: success and not check mode
+  type: list
+  elements: str
+started:
+  description: Whether the instance was started.
+  returned: success and not check mode
+  type: bool
+keyspace:
+  description: Per database, expected and loaded key counts (with O(start_command)).
+  returned: when started
+  type: list
+  elements: dict
+msg:
+  description: Summary, with the next step when the instance was not started.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ..module_utils.module_support import (check_libraries, redis_argument_spec, run_engine,
+                                           storage_argument_spec)
+from ..module_utils.redis_restore import redis_restore
+
+
+def main():
+    argument_spec = redis_argument_spec()
+    argument_spec.update(storage_argument_spec())
+    argument_spec.update(
+        backup_id=dict(type="str", default="latest"),
+        before=dict(type="str"),
+        source=dict(type="str"),
+        data_dir=dict(type="path"),
+        redis_conf=dict(type="path"),
+        appendonly=dict(type="bool"),
+        dbfilename=dict(type="str"),
+        appenddirname=dict(type="str"),
+        appendfilename=dict(type="str"),
+        force=dict(type="bool", default=False),
+        owner=dict(type="str"),
+        group=dict(type="str"),
+        start_command=dict(type="list", elements="str"),
+        timeout=dict(type="int", default=600),
+        redis_bin_dir=dict(type="path"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_one_of=[("data_dir", "redis_conf")])
+    check_libraries(module, [("zstandard", "zstandard")])
+    run_engine(module, redis_restore, module.params, check_mode=module.check_mode)
+
+
+if __name__ == "__main__":
+    main()

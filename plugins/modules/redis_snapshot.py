@@ -1,0 +1,222 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: redis_snapshot
+short_description: Verified Redis backups (RDB or AOF) to a directory or S3
+version_added: 0.1.0
+description:
+  - Backs up a Redis server through the drkit pipeline (zstd, SHA-256, C(file://) or C(s3://)
+    storage, read back and checked, manifest written last). Any failure fails the task and
+    leaves no backup behind.
+  - O(mode=rdb) (default) runs C(BGSAVE) with C(INFO) pipelined in front of it, so the key counts
+    per database recorded in the manifest are those of the very fork that writes the RDB. It copes
+    with a save or AOF rewrite already running (waits for it, then saves), polls until
+    C(rdb_bgsave_in_progress:0), requires C(rdb_last_bgsave_status:ok), then reads
+    C(dir)/C(dbfilename) through a descriptor opened at once (a later save renames a new file
+    over the name and cannot change ours) and streams it to storage through C(redis-check-rdb).
+    Needs read access to the server's data directory on the host the module runs on.
+  - O(mode=remote) fetches a fresh RDB over the replication protocol (C(SYNC), as
+    C(redis-cli --rdb) does) and streams it without a local copy. For servers whose data directory
+    is out of reach (another host, a container). The server writes its RDB file as for any
+    disk-based replica sync.
+  - O(mode=aof) backs up the Redis 7 multi-part AOF directory by the documented procedure -
+    C(auto-aof-rewrite-percentage 0), wait until no rewrite runs, pin the files listed in the AOF
+    manifest, put the setting back whatever happens, copy, check with C(redis-check-aof), store as one tar.
+  - O(mode=remote) and O(mode=aof) pause client writes for a few milliseconds
+    (C(CLIENT PAUSE WRITE), never longer than O(pause_timeout)) while the fork starts or the AOF file
+    sizes are taken, so the manifest's key counts are exact. Without it they are marked approximate.
+author:
+  - drkit.backup contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - drkit.backup.redis
+  - drkit.backup.storage
+  - drkit.backup.storage.metrics
+attributes:
+  check_mode:
+    support: full
+    description: Connects, checks what the mode needs (data directory, AOF files, storage) read-only
+      and reports what would be done. No BGSAVE, no CONFIG SET, nothing written.
+  diff_mode:
+    support: none
+    description: Returns no diff.
+options:
+  mode:
+    description:
+      - V(rdb), V(remote) or V(aof), see the description.
+    type: str
+    default: rdb
+    choices: [rdb, remote, aof]
+  timeout:
+    description:
+      - Seconds to wait for the server's background work (a running save or rewrite, our C(BGSAVE),
+        the start of the transfer). The task fails with a clear message after that; nothing is stored.
+    type: int
+    default: 600
+  pause_writes:
+    description:
+      - For O(mode=remote) and O(mode=aof), pause client writes (C(CLIENT PAUSE ... WRITE)) while the
+        fork starts / the AOF files are pinned, so the key counts are exact. Needs the C(client)
+        permission for the user.
+    type: bool
+    default: true
+  pause_timeout:
+    description:
+      - Longest write pause in milliseconds; Redis lifts the pause by itself after this time even if
+        the task dies.
+    type: int
+    default: 2000
+  compression_level:
+    description:
+      - zstd level, 1 (fastest) to 19 (smallest).
+    type: int
+    default: 3
+  compression_threads:
+    description:
+      - zstd worker threads; C(0) compresses in the calling thread.
+    type: int
+    default: 0
+  work_dir:
+    description:
+      - Where O(mode=aof) copies the AOF files before checking and storing them (needs their size in
+        free space). Defaults to the system temp directory.
+    type: path
+  redis_bin_dir:
+    description:
+      - Directory holding C(redis-check-rdb) / C(redis-check-aof). By default they are looked up on
+        E(PATH) and in C(/usr/bin); when only C(redis-server) exists it is used under the right name.
+    type: path
+  labels:
+    description:
+      - Free-form labels recorded in the manifest.
+    type: dict
+notes:
+  - ACL permissions the user needs - rdb mode C(+info +bgsave +config|get); remote mode
+    C(+info +sync +replconf +client|pause +client|unpause); aof mode C(+info +config|get +config|set
+    +client|pause +client|unpause).
+  - Key counts per database come from C(INFO keyspace). Keys with a TTL may expire before a restore
+    loads them, so verification accepts between C(keys - expires) and C(keys).
+seealso:
+  - module: drkit.backup.redis_verify
+  - module: drkit.backup.redis_restore
+  - module: drkit.backup.redis_persistence
+"""
+
+EXAMPLES = r"""
+- name: RDB snapshot of the local Redis to S3-compatible storage
+  drkit.backup.redis_snapshot:
+    login_port: 6379
+    login_password: "{{ vault_redis_password }}"
+    storage_url: s3://prod-backups/redis
+    endpoint_url: https://s3.example.internal
+    metrics_dir: /var/lib/node_exporter/textfile_collector
+  become: true
+  become_user: redis
+
+- name: Redis in a container (data directory out of reach) over the replication protocol
+  drkit.backup.redis_snapshot:
+    mode: remote
+    login_host: 127.0.0.1
+    login_port: 6380
+    storage_url: file:///var/backups/drkit
+
+- name: AOF backup of a Redis 7 server with TLS and an ACL user
+  drkit.backup.redis_snapshot:
+    mode: aof
+    login_user: backup
+    login_password: "{{ vault_redis_backup_password }}"
+    tls: true
+    tls_ca_cert: /etc/redis/tls/ca.crt
+    storage_url: file:///var/backups/drkit
+"""
+
+RETURN = r"""
+backup_id:
+  description: Id of the new backup.
+  returned: success and not check mode
+  type: str
+  sample: 20261125T211500Z-redis-rdb-3fa9c1
+mode:
+  description: The mode used.
+  returned: always
+  type: str
+manifest:
+  description: The manifest written to storage; C(data) holds the key counts, RDB or AOF facts.
+  returned: success and not check mode
+  type: dict
+manifest_key:
+  description: Key of the manifest under the storage root.
+  returned: success and not check mode
+  type: str
+key_counts:
+  description: Keys and keys with a TTL per database at the snapshot (C(INFO keyspace)).
+  returned: success and not check mode
+  type: dict
+  sample: {"db0": {"keys": 1000000, "expires": 120}}
+key_counts_exact:
+  description: Whether the key counts are those of the snapshot itself (see O(pause_writes)).
+  returned: success and not check mode
+  type: bool
+notes:
+  description: Things worth knowing about this run (waited for another save, counts approximate...).
+  returned: success and not check mode
+  type: list
+  elements: str
+size:
+  description: Stored (compressed) size in bytes.
+  returned: success and not check mode
+  type: int
+sha256:
+  description: SHA-256 of the stored artifact.
+  returned: success and not check mode
+  type: str
+duration:
+  description: Seconds from start to manifest written.
+  returned: success and not check mode
+  type: float
+storage:
+  description: The storage, as a URL without secrets.
+  returned: always
+  type: str
+msg:
+  description: What was done (or would be done in check mode).
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ..module_utils.module_support import (check_libraries, metrics_argument_spec, redis_argument_spec,
+                                           run_engine, storage_argument_spec)
+from ..module_utils.redis_backup import redis_snapshot
+
+
+def main():
+    argument_spec = redis_argument_spec()
+    argument_spec.update(storage_argument_spec())
+    argument_spec.update(metrics_argument_spec())
+    argument_spec.update(
+        mode=dict(type="str", default="rdb", choices=["rdb", "remote", "aof"]),
+        timeout=dict(type="int", default=600),
+        pause_writes=dict(type="bool", default=True),
+        pause_timeout=dict(type="int", default=2000),
+        compression_level=dict(type="int", default=3),
+        compression_threads=dict(type="int", default=0),
+        work_dir=dict(type="path"),
+        redis_bin_dir=dict(type="path"),
+        labels=dict(type="dict"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    check_libraries(module, [("zstandard", "zstandard")])
+    run_engine(module, redis_snapshot, module.params, check_mode=module.check_mode)
+
+
+if __name__ == "__main__":
+    main()
