@@ -43,6 +43,15 @@ def component_summary(comp):
         raise ConfigError("Component %s has no verification result" % name,
                           "Pass the registered result of the restore-level verify step")
     bak = comp.get("backup") or {}
+    if bak.get("failed") or ver.get("skipped"):
+        # The chain broke before a restore could be measured: a failed
+        # component with the reason, not a missing report.
+        reason = ("backup failed: %s" % bak.get("msg", "no message")) if bak.get("failed") else \
+            "verification did not run"
+        return {"name": name, "kind": comp.get("kind"), "backup_id": bak.get("backup_id"), "fresh_backup": False,
+                "backup_size": None, "backup_raw_size": None, "backup_duration": None, "rpo_seconds": 0.0,
+                "rto_seconds": 0.0, "timings": {}, "passed": False, "level": None, "findings": [reason],
+                "tables": [], "tables_ok": 0, "rows_restored": 0, "checks": [], "record_key": None, "steps": []}
     manifest = bak.get("manifest") or {}
     timings = ver.get("timings") or {}
     download = _num(timings.get("download_seconds"))
@@ -68,6 +77,9 @@ def component_summary(comp):
             t += restore
         steps.append({"step": "verify", "start": _iso(t), "end": _iso(t + check)})
     tables = ver.get("tables") or []
+    if not tables and ver.get("keyspace"):
+        # Redis: one row per database, key counts instead of row counts.
+        tables = [dict(row, table=str(row.get("db"))) for row in ver["keyspace"]]
     return {
         "name": name,
         "kind": manifest.get("kind") or comp.get("kind"),
@@ -279,9 +291,10 @@ def summary_lines(report):
     out = ["DR rehearsal %s: RTO %s, RPO %s" % ("PASSED" if report["passed"] else "FAILED",
                                                 _fmt_s(report["rto_seconds"]), _fmt_s(report["rpo_seconds"]))]
     for c in report["components"]:
-        out.append("  %-10s %-6s backup %s (%s) restore %s, %d/%d tables match%s" % (
+        unit = "databases' key counts" if (c["kind"] or "").startswith("redis") else "tables"
+        out.append("  %-10s %-6s backup %s (%s) restore %s, %d/%d %s match%s" % (
             c["name"], "ok" if c["passed"] else "FAILED", c["backup_id"], _fmt_bytes(c["backup_size"]),
-            _fmt_s(c["timings"].get("restore_seconds")), c["tables_ok"], len(c["tables"]),
+            _fmt_s(c["timings"].get("restore_seconds")), c["tables_ok"], len(c["tables"]), unit,
             "" if c["passed"] else ": " + "; ".join(c["findings"][:3])))
     return out
 

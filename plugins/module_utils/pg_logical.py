@@ -74,6 +74,9 @@ def validate(params):
     level = int(params.get("compression_level") or 3)
     if not 1 <= level <= 19:
         raise ConfigError("compression_level must be between 1 and 19, got %r" % level)
+    if fmt == "directory" and params.get("work_dir") and not os.path.isdir(params["work_dir"]):
+        raise ConfigError("work_dir %s is not a directory" % params["work_dir"],
+                          "Create it (it needs room for the uncompressed dump) or leave work_dir unset")
     filters = dict((k, _as_list(params.get(k), k))
                    for k in ("schemas", "exclude_schemas", "tables", "exclude_tables"))
     return fmt, jobs, level, filters
@@ -158,7 +161,12 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
         finally:
             conn.close()
         find_tool("pg_dump", facts["server_version_num"], params.get("pg_bin_dir"))
-        storage.exists(mf.manifest_key(mf.new_backup_id(KIND)))  # reachability, read-only
+        if storage.scheme == "s3":
+            # HEAD bucket: read-only. A HEAD of a key in a missing bucket is a
+            # plain 404 and would pass for "no such backup yet".
+            storage.check_writable()
+        else:
+            storage.exists(mf.manifest_key(mf.new_backup_id(KIND)))  # readable, creates nothing
         return True, {"changed": True, "backup_id": None, "storage": storage.describe(),
                       "msg": "Would back up database %s (PostgreSQL %s) in %s format to %s" % (
                           database, facts["server_version"], fmt, storage.describe())}
@@ -209,7 +217,13 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
                         session.store_stream(name, handle.stdout, before_commit=finished,
                                              content="pg_dump custom archive")
                 else:
-                    work_dir = tempfile.mkdtemp(prefix="drkit-dump-", dir=params.get("work_dir") or None)
+                    try:
+                        work_dir = tempfile.mkdtemp(prefix="drkit-dump-", dir=params.get("work_dir") or None)
+                    except OSError as e:
+                        raise ConfigError("Cannot create a work directory in %s: %s" % (
+                            params.get("work_dir") or tempfile.gettempdir(), e.strerror or e),
+                            "Point work_dir at an existing, writable directory with room for the "
+                            "uncompressed dump")
                     out_dir = os.path.join(work_dir, "dump")
                     argv += ["--format=directory", "--jobs=%d" % jobs, "--file=%s" % out_dir]
                     progress("pg_dump -Fd -j %d of %s into %s" % (jobs, database, work_dir))
@@ -351,4 +365,3 @@ class _TocExtractor(threading.Thread):
             self.error = e
         finally:
             self._r.close()  # the feeder then stops: no need to read the rest
-

@@ -19,6 +19,8 @@ from .errors import ConfigError
 
 STATE = "sandbox.json"
 PASSFILE = "pgpass"
+REDIS_STATE = "redis.json"
+REDIS_PASSFILE = "redis-password"
 
 
 def _load_state(base_dir):
@@ -72,6 +74,7 @@ def pg_sandbox(params, check_mode=False, progress=None):
             return False, {"msg": "No sandbox in %s" % base_dir}
         if check_mode:
             return True, {"msg": "Would stop and remove the sandbox in %s" % base_dir}
+        _redis_stop(base_dir)
         if saved and os.path.exists(os.path.join(base_dir, "data", "PG_VERSION")):
             _server(base_dir, saved).destroy()
         shutil.rmtree(base_dir, ignore_errors=True)
@@ -119,8 +122,106 @@ def pg_sandbox(params, check_mode=False, progress=None):
                                           seed=int(params.get("sample_seed") or 42),
                                           database=params["sample_database"], progress=progress)
             changed = True
-    return changed, {"login_host": server.host, "port": server.port, "login_user": server.superuser,
+    redis = None
+    if params.get("redis_keys"):
+        redis_changed, redis = _redis_started(base_dir, int(params["redis_keys"]), check_mode, progress)
+        changed = changed or redis_changed
+    return changed, {"login_host": server.host, "port": server.port, "login_user": server.superuser, "redis": redis,
                      "passfile": passfile, "data_directory": server.data_dir, "base_dir": base_dir,
                      "sample": {"database": sample["database"], "size_bytes": sample.get("size_bytes"),
                                 "tables": len(sample.get("tables", {}))} if sample else None,
                      "msg": "Sandbox PostgreSQL on %s:%s" % (server.host, server.port)}
+
+
+# --------------------------------------------------------------------------
+# Redis beside it (the platform runs both)
+
+
+def _redis_cp(state):
+    return {"login_host": sandbox.LOOPBACK, "login_port": state["port"], "login_password": state["password"]}
+
+
+def _redis_alive(state):
+    from . import redis_client  # pylint: disable=import-outside-toplevel
+    try:
+        with redis_client.connect(redis_client.conn_params(_redis_cp(state))) as client:
+            return client.call("PING") in ("PONG", b"PONG")
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+def _redis_started(base_dir, keys, check_mode, progress):
+    from . import redis_client  # pylint: disable=import-outside-toplevel
+    rdir = os.path.join(base_dir, "redis")
+    state = None
+    try:
+        with open(os.path.join(base_dir, REDIS_STATE)) as fh:
+            state = json.load(fh)
+    except (IOError, OSError, ValueError):
+        state = None
+    if state and _redis_alive(state):
+        changed = False
+    else:
+        if check_mode:
+            return True, None
+        if not os.path.isdir(rdir):
+            os.makedirs(rdir, 0o700)
+        import secrets  # pylint: disable=import-outside-toplevel
+        password = (state or {}).get("password") or secrets.token_urlsafe(18)
+        progress("starting a sandbox Redis (AOF on) in %s" % rdir)
+        server = sandbox.ScratchRedis(rdir, port=(state or {}).get("port"), password=password, appendonly=True)
+        server.start()
+        server.detach()
+        state = {"port": server.port, "password": password}
+        _save_json(os.path.join(base_dir, REDIS_STATE), state)
+        changed = True
+    with redis_client.connect(redis_client.conn_params(_redis_cp(state))) as client:
+        have = int(client.call("DBSIZE"))
+        if have < keys and not check_mode:
+            progress("loading %d sample keys into Redis" % (keys - have))
+            batch = []
+            for i in range(have, keys):
+                # Session-cache shaped values, a third with a TTL like real sessions.
+                value = '{"agent": %d, "ctx": "x%05d"}' % (i % 977, i % 99991)
+                cmd = ("SET", "session:%08d" % i, value)
+                batch.append(cmd + ("EX", "86400") if i % 3 == 0 else cmd)
+                if len(batch) >= 1000:
+                    client.pipeline(batch)
+                    batch = []
+            if batch:
+                client.pipeline(batch)
+            changed = True
+    passfile = os.path.join(base_dir, REDIS_PASSFILE)
+    fd = os.open(passfile + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(state["password"])
+    os.rename(passfile + ".tmp", passfile)
+    return changed, {"login_host": sandbox.LOOPBACK, "login_port": state["port"], "password_file": passfile,
+                     "data_directory": rdir}
+
+
+def _redis_stop(base_dir):
+    from . import redis_client  # pylint: disable=import-outside-toplevel
+    try:
+        with open(os.path.join(base_dir, REDIS_STATE)) as fh:
+            state = json.load(fh)
+    except (IOError, OSError, ValueError):
+        return
+    if not _redis_alive(state):
+        return
+    try:
+        with redis_client.connect(redis_client.conn_params(_redis_cp(state))) as client:
+            client.send(("SHUTDOWN", "NOSAVE"))
+    except Exception:  # pylint: disable=broad-except
+        pass  # the connection drops when the server exits
+    import time  # pylint: disable=import-outside-toplevel
+    deadline = time.time() + 10
+    while _redis_alive(state) and time.time() < deadline:
+        time.sleep(0.1)
+
+
+def _save_json(path, data):
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.rename(path + ".tmp", path)

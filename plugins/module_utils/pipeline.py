@@ -197,9 +197,10 @@ class ZstdDecompress(object):
     def __init__(self):
         zstd = _zstd()
         self._d = zstd.ZstdDecompressor().decompressobj()
-        self._eof_seen = False
+        self._fed = False
 
     def update(self, data):
+        self._fed = self._fed or bool(data)
         try:
             return self._d.decompress(data)
         except Exception as e:  # pylint: disable=broad-except
@@ -207,6 +208,11 @@ class ZstdDecompress(object):
                                  "The object is corrupt; use another backup")
 
     def finish(self):
+        # A truncated object decompresses without error up to the cut: only
+        # the missing end-of-frame tells.
+        if self._fed and not getattr(self._d, "eof", True):
+            raise IntegrityError("The stored data ends in the middle of its zstd stream",
+                                 "The object is truncated; use another backup")
         return b""
 
 
@@ -334,19 +340,29 @@ def read_stored(storage, key, expected_size=None, expected_sha256=None, transfor
     digest = Digest()
     transforms = [t for t in transforms if t is not None]
     wants = consumer is not None
+    transform_error = None
     for chunk in storage.iter_read(key):
         digest.update(chunk)
         if wants:
-            data = chunk
-            for t in transforms:
-                data = t.update(data)
+            try:
+                data = chunk
+                for t in transforms:
+                    data = t.update(data)
+            except IntegrityError as e:
+                # Keep hashing to the end: the report below then names the
+                # object and says whether it differs from its manifest.
+                transform_error, wants = e, False
+                continue
             if data and consumer(data) is False:
                 wants = False
     if wants:
-        tail = b""
-        for t in transforms:
-            tail = t.update(tail) if tail else b""
-            tail += t.finish()
+        try:
+            tail = b""
+            for t in transforms:
+                tail = t.update(tail) if tail else b""
+                tail += t.finish()
+        except IntegrityError as e:
+            transform_error, tail = e, b""
         if tail:
             consumer(tail)
     problems = []
@@ -358,6 +374,9 @@ def read_stored(storage, key, expected_size=None, expected_sha256=None, transfor
         raise IntegrityError("Stored object %s in %s does not match its manifest: %s" % (
             key, storage.describe(), "; ".join(problems)),
             "The object is corrupt or was modified; do not restore from it, use another backup")
+    if transform_error is not None:
+        raise IntegrityError("Stored object %s in %s cannot be decoded: %s" % (
+            key, storage.describe(), transform_error.message), transform_error.hint)
     return {"size": digest.size, "sha256": digest.hexdigest()}
 
 

@@ -68,7 +68,9 @@ def connect(cp, dbname, autocommit=False):
 
 
 def connection_error(cp, dbname, exc):
-    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+    # libpq's first line holds the cause ("... failed: Connection refused");
+    # the last one is often only a hint ("Is the server running ...?").
+    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else repr(exc)
     full = str(exc)
     where = describe(cp, dbname)
     if "password authentication failed" in full or "no password supplied" in full:
@@ -110,7 +112,7 @@ def find_tool(name, server_version_num=None, bin_dir=None):
         if os.access(c, os.X_OK):
             return c
     newest = sorted(glob.glob("/usr/lib/postgresql/*/bin/" + name),
-                    key=lambda p: _major_from_path(p), reverse=True)
+                    key=_major_from_path, reverse=True)
     found = shutil.which(name)
     if newest and (not found or server_version_num):
         path = newest[0]

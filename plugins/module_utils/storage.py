@@ -158,12 +158,16 @@ class _FileWriter(ObjectWriter):
         self._final = backend._path(key)
         self._key = key
         directory = os.path.dirname(self._final)
-        backend._makedirs(directory)
         self._tmp = os.path.join(directory, "%s%s" % (TEMP_MARKER, uuid.uuid4().hex))
-        try:
-            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as e:
-            raise _file_error("create a temporary file in %s" % directory, e)
+        for attempt in (1, 2):
+            backend._makedirs(directory)
+            try:
+                fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                break
+            except OSError as e:
+                # ENOENT: another writer's abort pruned the fresh directory; once more.
+                if e.errno != errno.ENOENT or attempt == 2:
+                    raise _file_error("create a temporary file in %s" % directory, e)
         self._fh = os.fdopen(fd, "wb", 0)
 
     def write(self, data):
@@ -199,6 +203,8 @@ class _FileWriter(ObjectWriter):
             os.unlink(self._tmp)
         except OSError:
             pass
+        # No empty backups/<id>/ directory left behind by a failed run.
+        self._backend._prune_empty(os.path.dirname(self._final))
 
 
 def _fsync_dir(path):
@@ -385,7 +391,7 @@ MAX_PARTS = 10000
 
 
 def part_size_for(part_number, base=MIN_PART):
-    """Part size grows with the part number so that 10,000 parts reach > 1 TB
+    """Part size grows with the part number so that 10,000 parts reach ~480 GiB
     while small streams keep small, memory-friendly parts."""
     return base << min(max(part_number - 1, 0) // 2000, 5)
 
@@ -611,8 +617,7 @@ class S3Storage(Storage):
 
     def _iter_body(self, key, body, chunk_size):
         try:
-            for chunk in body.iter_chunks(chunk_size):
-                yield chunk
+            yield from body.iter_chunks(chunk_size)
         except Exception as e:  # pylint: disable=broad-except
             raise self._error("read %s" % key, e)
         finally:

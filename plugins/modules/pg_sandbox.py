@@ -20,13 +20,14 @@ description:
     C(mcp_contexts), C(mcp_documents)) into O(sample_database).
   - Never touches the machine's own PostgreSQL service. Used by C(playbooks/dr_rehearsal.yml) on localhost.
 author:
-  - drkit.backup contributors
+  - drkit.backup contributors (!UNKNOWN)
 attributes:
   check_mode:
     support: full
     description: Reports what would be started or removed.
   diff_mode:
     support: none
+    description: Returns no diff.
 options:
   state:
     description:
@@ -57,6 +58,12 @@ options:
       - Seed of the sample dataset generator.
     type: int
     default: 42
+  redis_keys:
+    description:
+      - Also start a sandbox Redis (AOF on, password in a 0600 file) beside it in O(base_dir)/redis and fill it
+        up to this many session-shaped keys. V(0) starts no Redis.
+    type: int
+    default: 0
 requirements:
   - PostgreSQL server binaries (Debian package postgresql)
   - psycopg >= 3
@@ -108,6 +115,10 @@ data_directory:
   description: The sandbox's data directory.
   returned: state is started
   type: str
+redis:
+  description: The sandbox Redis (login_host, login_port, password_file, data_directory), or null.
+  returned: state is started
+  type: dict
 sample:
   description: What was loaded (database, size_bytes, tables) when the sample dataset was created by this run.
   returned: state is started
@@ -129,6 +140,7 @@ def main():
             sample_database=dict(type="str"),
             sample_scale=dict(type="float", default=0.01),
             sample_seed=dict(type="int", default=42),
+            redis_keys=dict(type="int", default=0),
         ),
         supports_check_mode=True,
     )

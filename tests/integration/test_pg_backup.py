@@ -1,0 +1,506 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""drkit.backup.pg_backup through Ansible for real: a PostgreSQL 15 cluster
+and SeaweedFS S3 on loopback (tests/conftest.py).
+
+Every successful backup is restored BY HAND here (hashlib, zstandard,
+pg_restore into a new database), never through the engine, and each
+table's row count is compared with the manifest and with the source.
+Every failure must leave no manifest, no artifact and no open multipart
+upload."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+from ansible_collections.drkit.backup.plugins.module_utils import sandbox
+from helpers import (BUILD_COLLECTIONS, DRKIT, ansible_environment, drop_database, fetch_artifact, file_root,
+                     find_children, list_keys, make_sample_database, open_multipart_uploads, pg_module_args,
+                     read_proc, restore_by_hand, run_playbook, s3_module_args, table_row_counts, task)
+
+ID_RE = re.compile(r"^\d{8}T\d{6}Z-pg-logical-[0-9a-f]{6}$")
+PG_BACKUP = "drkit.backup.pg_backup"
+
+
+@pytest.fixture(scope="module")
+def source_db(pg):
+    """The sample dataset (agentic_platform shape) at a small scale; read-only
+    for every test of this module."""
+    name = "src_%s" % uuid.uuid4().hex[:8]
+    counts = make_sample_database(pg, name, scale=0.005, seed=11)
+    assert len(counts) >= 30 and sum(counts.values()) > 0
+    try:
+        yield name, counts
+    finally:
+        drop_database(pg, name)
+
+
+@pytest.fixture
+def restored(pg):
+    """Names of databases a test restores into; dropped afterwards."""
+    names = []
+    yield names
+    for n in names:
+        drop_database(pg, n)
+
+
+def storage_url_for(kind, tmp_path, bucket):
+    if kind == "file":
+        return "file://%s/backups-root" % tmp_path
+    return "s3://%s/pg/prod" % bucket
+
+
+def backup_args(pg, db, url, s3, **extra):
+    args = pg_module_args(pg, db)
+    args["storage_url"] = url
+    if url.startswith("s3://"):
+        args.update(s3_module_args(s3))
+    # secrets reach the play as extra vars, like a vault would
+    args["login_password"] = "{{ pg_password }}"
+    if "secret_key" in args:
+        args["secret_key"] = "{{ s3_secret }}"
+    args.update(extra)
+    return args
+
+
+def secrets_vars(pg, s3):
+    return {"pg_password": pg.password, "s3_secret": s3.secret_key}
+
+
+def assert_no_secret(run, pg, s3):
+    assert pg.password not in run.text
+    assert s3.secret_key not in run.text
+
+
+def assert_nothing_left(url, s3, bucket):
+    """No manifest, no artifact, no temp file, no open multipart upload."""
+    assert [k for k in list_keys(url, s3) if k.startswith("backups/")] == []
+    if url.startswith("s3://"):
+        assert open_multipart_uploads(s3, bucket) == []
+    else:
+        root = file_root(url)
+        # not even an empty backups/<id>/ directory
+        leftovers = [str(p) for p in root.rglob("*")] if root.exists() else []
+        assert leftovers == []
+
+
+def check_restore(pg, tmp_path, url, s3, result, source_counts, restored, jobs=1):
+    """Download, check, decompress and pg_restore the artifact by hand;
+    compare every table's row count with the manifest and the source."""
+    manifest = result["manifest"]
+    (artifact,) = manifest["artifacts"]
+    fmt = manifest["options"]["format"]
+    data = fetch_artifact(url, result["backup_id"], artifact, s3=s3)
+    target = "restored_%s" % uuid.uuid4().hex[:8]
+    restored.append(target)
+    work = tmp_path / target
+    work.mkdir()
+    restore_by_hand(pg, data, fmt, target, work, jobs=jobs)
+    got = table_row_counts(pg, target)
+    assert manifest["data"]["row_counts"] == source_counts
+    assert got == source_counts
+    return got
+
+
+# --------------------------------------------------------------------------
+# check mode
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_check_mode_writes_nothing(pg, s3, bucket, source_db, tmp_path, kind):
+    db, _counts = source_db
+    url = storage_url_for(kind, tmp_path, bucket)
+    run = run_playbook([task(PG_BACKUP, **backup_args(pg, db, url, s3))], extra_vars=secrets_vars(pg, s3),
+                       check=True)
+    assert run.rc == 0, run.describe()
+    res = run.result(PG_BACKUP)
+    assert res["changed"] is True and res.get("backup_id") is None
+    assert res["msg"].startswith("Would back up database %s (PostgreSQL 15" % db)
+    assert list_keys(url, s3) == []
+    if kind == "file":
+        assert not file_root(url).exists()  # not even the directory
+    else:
+        assert open_multipart_uploads(s3, bucket) == []
+    assert_no_secret(run, pg, s3)
+
+
+def test_check_mode_reports_what_would_fail(pg, s3, bucket, source_db, tmp_path):
+    """Check mode reaches the server and the storage (read-only), so it
+    fails where the real run would."""
+    db, _counts = source_db
+    url = storage_url_for("s3", tmp_path, bucket)
+    cases = {
+        "missing bucket": (dict(storage_url="s3://drkit-missing-%s/x" % uuid.uuid4().hex[:8]), "does not exist"),
+        "wrong password": (dict(login_password="wrong-%s" % uuid.uuid4().hex), "Cannot log in"),
+        "wrong s3 secret": (dict(secret_key="wrong-%s" % uuid.uuid4().hex), "access denied"),
+    }
+    tasks = []
+    for name, (override, _msg) in cases.items():
+        args = backup_args(pg, db, url, s3)
+        args.update(override)
+        tasks.append(task(PG_BACKUP, name=name, _ignore_errors=True, **args))
+    run = run_playbook(tasks, extra_vars=secrets_vars(pg, s3), check=True)
+    for name, (_override, msg) in cases.items():
+        assert run.failed(name), "%s did not fail in check mode\n%s" % (name, run.describe())
+        assert msg in run.result(name)["msg"], run.result(name)["msg"]
+    assert_nothing_left(url, s3, bucket)
+
+
+# --------------------------------------------------------------------------
+# real runs, restored by hand
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_custom_format_backup_restores_with_identical_row_counts(
+        pg, s3, bucket, source_db, tmp_path, restored, kind):
+    db, counts = source_db
+    url = storage_url_for(kind, tmp_path, bucket)
+    metrics_dir = tmp_path / "metrics"
+    args = backup_args(pg, db, url, s3, metrics_dir=str(metrics_dir), job_name="pg_src",
+                       labels={"purpose": "test"})
+    run = run_playbook([task(PG_BACKUP, name="first", **args), task(PG_BACKUP, name="second", **args)],
+                       extra_vars=secrets_vars(pg, s3))
+    assert run.rc == 0, run.describe()
+    first, second = run.result("first"), run.result("second")
+    assert_no_secret(run, pg, s3)
+
+    # results
+    for res in (first, second):
+        assert res["changed"] is True
+        assert ID_RE.match(res["backup_id"])
+        m = res["manifest"]
+        (art,) = m["artifacts"]
+        assert art["name"] == "database.pgdump.zst"
+        assert res["size"] == art["size"] > 0 and res["sha256"] == art["sha256"]
+        assert res["duration"] > 0 and res["manifest_key"] == "backups/%s/manifest.json" % res["backup_id"]
+        assert m["kind"] == "pg_logical" and m["backup_id"] == res["backup_id"]
+        assert m["source"]["database"] == db and m["source"]["port"] == pg.port
+        assert m["source"]["server_version_num"] // 10000 == 15
+        assert m["tools"]["pg_dump"].startswith("pg_dump (PostgreSQL) 15")
+        assert m["compression"] == {"algorithm": "zstd", "level": 3}
+        assert m["options"]["format"] == "custom" and m["labels"] == {"purpose": "test"}
+        assert m["data"]["toc_entries"] > len(counts)  # pg_restore --list ran on the stored object
+        assert art["raw_size"] > art["size"]  # compressed by the pipeline, not by pg_dump
+        assert m["started_at"] <= m["finished_at"]
+    # idempotence does not apply to a backup: each run makes a new one
+    assert first["backup_id"] != second["backup_id"]
+
+    # storage: exactly the two backups, manifest next to the artifact
+    keys = list_keys(url, s3)
+    assert keys == sorted("backups/%s/%s" % (r["backup_id"], n) for r in (first, second)
+                          for n in ("database.pgdump.zst", "manifest.json"))
+    if kind == "s3":
+        assert open_multipart_uploads(s3, bucket) == []
+        stored = json.loads(s3.client().get_object(Bucket=bucket, Key="pg/prod/" + first["manifest_key"])
+                            ["Body"].read())
+    else:
+        root = file_root(url)
+        for p in root.rglob("*"):
+            assert (p.stat().st_mode & 0o777) == (0o700 if p.is_dir() else 0o600), p
+        stored = json.loads((root / first["manifest_key"]).read_text())
+    assert stored == first["manifest"]
+
+    # metrics of the job
+    prom = (metrics_dir / "drkit_pg_src.prom").read_text()
+    assert re.search(r'^drkit_backup_last_status\{drkit_job="pg_src",kind="pg_logical"\} 1$', prom, re.M)
+    assert re.search(r'^drkit_backup_size_bytes\{[^}]*\} %d$' % second["size"], prom, re.M)
+
+    check_restore(pg, tmp_path, url, s3, second, counts, restored)
+
+
+def test_directory_format_with_two_jobs_restores(pg, s3, bucket, source_db, tmp_path, restored):
+    db, counts = source_db
+    url = storage_url_for("s3", tmp_path, bucket)
+    work_dir = tmp_path / "work"
+    work_dir.mkdir()
+    run = run_playbook([task(PG_BACKUP, **backup_args(pg, db, url, s3, format="directory", jobs=2,
+                                                      work_dir=str(work_dir)))],
+                       extra_vars=secrets_vars(pg, s3))
+    assert run.rc == 0, run.describe()
+    res = run.result(PG_BACKUP)
+    m = res["manifest"]
+    assert m["options"]["format"] == "directory" and m["options"]["jobs"] == 2
+    assert [a["name"] for a in m["artifacts"]] == ["database.dir.tar.zst"]
+    assert list(work_dir.iterdir()) == []  # the local dump copy was removed
+    assert open_multipart_uploads(s3, bucket) == []
+    check_restore(pg, tmp_path, url, s3, res, counts, restored, jobs=2)
+
+
+def test_schema_filter_and_no_row_counts(pg, s3, bucket, source_db, tmp_path, restored):
+    db, counts = source_db
+    url = storage_url_for("file", tmp_path, bucket)
+    run = run_playbook([
+        # mcp_documents is self-contained (only the other schemas reference it);
+        # nothing references alerts
+        task(PG_BACKUP, name="filtered", **backup_args(pg, db, url, s3, schemas=["mcp_documents"],
+                                                       exclude_tables=["mcp_documents.alerts"])),
+        task(PG_BACKUP, name="uncounted", **backup_args(pg, db, url, s3, row_counts=False)),
+    ], extra_vars=secrets_vars(pg, s3))
+    assert run.rc == 0, run.describe()
+    res = run.result("filtered")
+    expected = dict((k, v) for k, v in counts.items()
+                    if k.startswith("mcp_documents.") and k != "mcp_documents.alerts")
+    assert expected and res["manifest"]["data"]["row_counts"] == expected
+    (art,) = res["manifest"]["artifacts"]
+    target = "restored_%s" % uuid.uuid4().hex[:8]
+    restored.append(target)
+    restore_by_hand(pg, fetch_artifact(url, res["backup_id"], art), "custom", target, tmp_path)
+    assert table_row_counts(pg, target) == expected
+    uncounted = run.result("uncounted")["manifest"]
+    assert "row_counts" not in uncounted["data"] and uncounted["options"]["row_counts"] is False
+
+
+def test_password_with_pgpass_special_characters(pg, s3, bucket, source_db, tmp_path):
+    """A role whose password holds ':' and '\\' (escaped in the pgpass file)
+    can back up; the password shows nowhere."""
+    db, counts = source_db
+    role = "bk_%s" % uuid.uuid4().hex[:6]
+    password = "p:a\\ss:%s\\" % uuid.uuid4().hex[:6]
+    pg.psql("CREATE ROLE %s LOGIN SUPERUSER PASSWORD '%s'" % (role, password.replace("'", "''")))
+    try:
+        url = storage_url_for("file", tmp_path, bucket)
+        args = backup_args(pg, db, url, s3, login_user=role, login_password="{{ role_pw }}",
+                           schemas=["l02_runtime"])
+        run = run_playbook([task(PG_BACKUP, **args)], extra_vars={"role_pw": password})
+        assert run.rc == 0, run.describe()
+        res = run.result(PG_BACKUP)
+        assert res["manifest"]["data"]["row_counts"] == dict(
+            (k, v) for k, v in counts.items() if k.startswith("l02_runtime."))
+        assert password not in run.text
+    finally:
+        pg.psql("DROP ROLE %s" % role)
+
+
+# --------------------------------------------------------------------------
+# failures: a clear message, nothing that looks like a backup
+
+
+def test_failures_leave_nothing(pg, s3, bucket, source_db, tmp_path):
+    db, _counts = source_db
+    url = storage_url_for("s3", tmp_path, bucket)
+    wrong = "Wr0ng-%s" % uuid.uuid4().hex
+    dead_port = sandbox.free_port()
+    missing_bucket = "drkit-missing-%s" % uuid.uuid4().hex[:10]
+    file_url = storage_url_for("file", tmp_path, bucket)
+    cases = {
+        "wrong password": (dict(login_password="{{ wrong_pw }}"), "Cannot log in to PostgreSQL"),
+        "unreachable host": (dict(port=dead_port), "Cannot connect to PostgreSQL at %s:%d: connection failed: "
+                             "connection to server at \"%s\", port %d failed: Connection refused. Check login_host"
+                             % (pg.host, dead_port, pg.host, dead_port)),
+        "missing database": (dict(database="no_such_db"), "Database 'no_such_db' does not exist"),
+        "missing bucket": (dict(storage_url="s3://%s/x" % missing_bucket), "does not exist"),
+        "relative path": (dict(storage_url="var/backups"), "Unsupported storage_url 'var/backups'"),
+        "file host": (dict(storage_url="file://var/backups"), "names a host"),
+        "unknown scheme": (dict(storage_url="gs://bucket/x"), "Unsupported storage_url"),
+        "s3 without bucket": (dict(storage_url="s3:///prefix"), "has no bucket name"),
+        "bad format": (dict(format="tar"), "value of format must be one of"),
+        "jobs without directory": (dict(jobs=2), "jobs > 1 needs format: directory"),
+        "wrong s3 secret": (dict(secret_key="{{ wrong_pw }}"), "access denied"),
+        "missing work_dir": (dict(format="directory", work_dir=str(tmp_path / "nope")), "is not a directory"),
+    }
+    tasks = []
+    for name, (override, _msg) in cases.items():
+        args = backup_args(pg, db, url, s3)
+        args.update(override)
+        tasks.append(task(PG_BACKUP, name=name, _ignore_errors=True, **args))
+    run = run_playbook(tasks, extra_vars=dict(secrets_vars(pg, s3), wrong_pw=wrong))
+    for name, (_override, msg) in cases.items():
+        assert run.failed(name), "%s did not fail\n%s" % (name, run.describe())
+        res = run.result(name)
+        assert msg in res["msg"], "%s: %s" % (name, res["msg"])
+        assert "backup_id" not in res
+    # the messages say what to do
+    assert "login_password" in run.result("wrong password")["msg"]
+    assert "Create the bucket" in run.result("missing bucket")["msg"]
+    assert "access_key/secret_key" in run.result("wrong s3 secret")["msg"]
+    # no secret anywhere in what Ansible printed or returned
+    assert wrong not in run.text
+    assert_no_secret(run, pg, s3)
+    # and nothing stored, nothing created
+    assert_nothing_left(url, s3, bucket)
+    assert not file_root(file_url).exists()
+    assert missing_bucket not in [b["Name"] for b in s3.client().list_buckets()["Buckets"]]
+    assert not os.path.exists("var")
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A small tmpfs: writes fail with ENOSPC. Needs root (mount)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    mounted = []
+
+    def mount(size):
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d,mode=0700" % size, "tmpfs", str(mnt)],
+                       check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for m in mounted:
+        subprocess.run(["umount", str(m)], check=False)
+
+
+def test_disk_full_leaves_nothing(pg, s3, bucket, source_db, tmp_path, tiny_fs):
+    db, _counts = source_db
+    # How big is the stored backup? Take one elsewhere, then give the tmpfs half.
+    ref_url = storage_url_for("file", tmp_path, bucket)
+    run = run_playbook([task(PG_BACKUP, **backup_args(pg, db, ref_url, s3))], extra_vars=secrets_vars(pg, s3))
+    assert run.rc == 0, run.describe()
+    size = run.result(PG_BACKUP)["size"]
+    assert size > 256 << 10, "the sample is too small to fill a tmpfs meaningfully"
+    mnt = tiny_fs(max(size // 2, 128 << 10))
+
+    url = "file://%s/backups" % mnt
+    work_dir = mnt
+    run = run_playbook([
+        task(PG_BACKUP, name="storage full", _ignore_errors=True, **backup_args(pg, db, url, s3)),
+        # directory format: pg_dump itself runs out of space in work_dir
+        task(PG_BACKUP, name="work_dir full", _ignore_errors=True,
+             **backup_args(pg, db, storage_url_for("s3", tmp_path, bucket), s3, format="directory",
+                           work_dir=str(work_dir))),
+    ], extra_vars=secrets_vars(pg, s3), env={"TMPDIR": str(tmp_path)})
+    assert run.failed("storage full") and run.failed("work_dir full"), run.describe()
+    msg = run.result("storage full")["msg"]
+    assert "file system is full" in msg and "free space or point storage_url elsewhere" in msg, msg
+    msg = run.result("work_dir full")["msg"]
+    assert "pg_dump failed" in msg and "No space left on device" in msg, msg
+    # nothing left: no manifest, no artifact, no temp file, the work dir emptied
+    assert [str(p) for p in mnt.rglob("*") if p.is_file()] == []
+    assert list((mnt / "backups").rglob("*")) == []  # no empty backups/<id>/ either
+    assert_nothing_left(storage_url_for("s3", tmp_path, bucket), s3, bucket)
+
+
+# --------------------------------------------------------------------------
+# pg_dump killed midway (through the CLI, as cron would run it)
+
+
+@pytest.fixture(scope="module")
+def big_db(pg):
+    """~25 MB of incompressible bytea: the dump outlives several 8 MiB parts."""
+    name = "big_%s" % uuid.uuid4().hex[:8]
+    pg.psql('CREATE DATABASE "%s"' % name)
+    pg.psql("CREATE TABLE blobs (id int PRIMARY KEY, payload bytea);"
+            "CREATE TABLE small (id int PRIMARY KEY); INSERT INTO small SELECT generate_series(1, 10);",
+            dbname=name)
+    # Random bytes made here and COPYed in: much faster than generating them in SQL.
+    with psycopg.connect(**pg.conninfo(name)) as conn:
+        with conn.cursor().copy("COPY blobs (id, payload) FROM STDIN") as copy:
+            for i in range(100):
+                copy.write_row((i, os.urandom(256 << 10)))
+    try:
+        yield name
+    finally:
+        drop_database(pg, name)
+
+
+@pytest.mark.parametrize("kind,victim", [("s3", "pg_dump"), ("file", "pg_dump"), ("s3", "drkit")])
+def test_killed_midway(pg, s3, bucket, big_db, tmp_path, kind, victim):
+    """victim=pg_dump: SIGKILL of pg_dump mid-upload. victim=drkit: SIGTERM
+    of drkit itself (a systemd timeout): it must clean up as well."""
+    url = storage_url_for(kind, tmp_path, bucket)
+    config = {"login_host": pg.host, "port": pg.port, "login_user": pg.superuser,
+              "login_password": pg.password, "database": big_db, "storage_url": url,
+              "compression_level": 1}
+    if kind == "s3":
+        config.update(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key,
+                      region=s3.region)
+    cfg = tmp_path / "drkit.yml"
+    fd = os.open(str(cfg), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(config, fh)  # JSON is YAML
+    env = dict(os.environ)
+    env.pop("PGPASSWORD", None)
+    proc = subprocess.Popen([sys.executable, str(DRKIT), "pg-backup", "--json", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out = {}
+    reader = threading.Thread(target=lambda: out.update(zip(("stdout", "stderr"), proc.communicate())))
+    reader.start()
+    try:
+        deadline = time.time() + 60
+        pids = []
+        while not pids and time.time() < deadline and proc.poll() is None:
+            # the dumping pg_dump, not a short "pg_dump --version"
+            pids = [p for p in find_children(proc.pid, "pg_dump") if b"--snapshot=" in read_proc(p, "cmdline")]
+            time.sleep(0.005)
+        assert pids, "pg_dump never started"
+        pid = pids[0]
+        os.kill(pid, signal.SIGSTOP)
+        # the password is not in pg_dump's argv nor in its environment
+        assert pg.password.encode() not in read_proc(pid, "cmdline")
+        assert pg.password.encode() not in read_proc(pid, "environ")
+
+        def upload_in_progress():
+            if kind == "s3":
+                return bool(open_multipart_uploads(s3, bucket))
+            root = file_root(url)
+            return any(p.name.startswith(".drkit-tmp-") and p.stat().st_size > (4 << 20)
+                       for p in root.rglob("*") if p.is_file()) if root.exists() else False
+
+        # Let pg_dump run in small steps until part of the dump is stored,
+        # so the kill lands mid-upload, deterministically.
+        steps = 0
+        while not upload_in_progress():
+            assert time.time() < deadline, "no upload started"
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.03)
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(0.05)  # drkit drains the pipe
+            steps += 1
+        state = read_proc(pid, "stat").rsplit(b")", 1)[1].split()[0]
+        assert state == b"T", "pg_dump is not stopped mid-dump (state %r)" % state
+        if victim == "pg_dump":
+            os.kill(pid, signal.SIGKILL)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
+            time.sleep(0.2)
+            os.kill(pid, signal.SIGCONT)  # so it can act on drkit's SIGTERM
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join(60)
+    stderr = out["stderr"].decode()
+    if victim == "pg_dump":
+        assert proc.returncode == 6, stderr  # ToolError
+        assert "pg_dump failed while dumping database %s" % big_db in stderr
+        assert "killed by signal 9" in stderr
+    else:
+        assert proc.returncode == 143, stderr
+        assert "Interrupted by signal 15" in stderr and "Nothing was recorded as a backup" in stderr
+        assert read_proc(pid, "stat") == b""  # pg_dump was stopped and reaped, not orphaned
+    assert out["stdout"] == b""
+    assert pg.password not in stderr
+    assert_nothing_left(url, s3, bucket)
+
+
+# --------------------------------------------------------------------------
+# documentation
+
+
+@pytest.mark.parametrize("module", ["pg_backup", "backup_info"])
+def test_ansible_doc_renders(tmp_path, module):
+    env = ansible_environment(str(tmp_path))
+    p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "drkit.backup." + module],
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                       timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    assert "[WARNING]" not in p.stderr and "ERROR" not in p.stderr, p.stderr
+    text = p.stdout
+    assert str(BUILD_COLLECTIONS) in text or "drkit.backup." + module in text
+    for heading in ("OPTIONS", "EXAMPLES", "RETURN VALUES"):
+        assert heading in text, heading
+    for option in ("storage_url", "endpoint_url", "secret_key", "validate_certs"):
+        assert option in text
+    if module == "pg_backup":
+        for word in ("login_host", "login_password", "database", "format", "jobs", "backup_id", "sha256",
+                     "duration", "manifest", "check_mode"):
+            assert word in text, word

@@ -1,0 +1,312 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""pipeline.py: compression round trip, digests, read-back checks, the
+local runner and its helpers (real processes, a real file backend)."""
+
+import hashlib
+import io
+import os
+import sys
+import tracemalloc
+
+import pytest
+import zstandard
+from ansible_collections.drkit.backup.plugins.module_utils import pipeline as pl
+from ansible_collections.drkit.backup.plugins.module_utils import storage as st
+from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, IntegrityError, ToolError
+
+
+@pytest.fixture
+def fs(tmp_path):
+    return st.FileStorage(str(tmp_path / "root"))
+
+
+def sample_bytes(n=3 << 20):
+    # Mixed entropy like a dump: random runs between repetitive text.
+    out = io.BytesIO()
+    while out.tell() < n:
+        out.write(os.urandom(4096))
+        out.write(b"INSERT INTO agents VALUES (42, 'idle', '{}');\n" * 200)
+    return out.getvalue()[:n]
+
+
+def store(fs, key, data, transforms):
+    with fs.writer(key) as w:
+        sink = pl.PipelineSink(w, transforms)
+        for i in range(0, len(data), 65536):
+            sink.write(data[i:i + 65536])
+        sink.close()
+    return sink.result()
+
+
+# --------------------------------------------------------------------------
+# sink round trip
+
+
+@pytest.mark.parametrize("level,threads", [(1, 0), (3, 0), (3, 2), (19, 0)])
+def test_zstd_round_trip_and_digests(fs, level, threads):
+    data = sample_bytes(1 << 20) if level == 19 else sample_bytes()
+    res = store(fs, "k", data, [pl.ZstdCompress(level, threads)])
+    stored = fs.get_bytes("k")
+    assert res["raw_size"] == len(data)
+    assert res["size"] == len(stored) < len(data)
+    assert res["sha256"] == hashlib.sha256(stored).hexdigest()  # digest of what is stored
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(stored) == data
+    # and back through the engine's own reader
+    out = bytearray()
+    check = pl.read_stored(fs, "k", res["size"], res["sha256"], transforms=[pl.ZstdDecompress()],
+                           consumer=out.extend)
+    assert bytes(out) == data and check == {"size": res["size"], "sha256": res["sha256"]}
+
+
+def test_no_transform_stores_raw(fs):
+    data = os.urandom(200000)
+    res = store(fs, "k", data, [None])
+    assert fs.get_bytes("k") == data
+    assert res == {"raw_size": len(data), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_empty_stream(fs):
+    res = store(fs, "k", b"", [pl.ZstdCompress()])
+    assert res["raw_size"] == 0 and res["size"] > 0  # a valid empty zstd frame
+    out = bytearray()
+    pl.read_stored(fs, "k", res["size"], res["sha256"], transforms=[pl.ZstdDecompress()], consumer=out.extend)
+    assert out == b""
+
+
+def test_close_twice_emits_tail_once(fs):
+    with fs.writer("k") as w:
+        sink = pl.PipelineSink(w, [pl.ZstdCompress()])
+        sink.write(b"abc" * 1000)
+        sink.close()
+        size = sink.stored.size
+        sink.close()
+        assert sink.stored.size == size
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(fs.get_bytes("k")) == b"abc" * 1000
+
+
+def test_transforms_chain_tails(fs):
+    """A later transform (e.g. encryption) receives the compressor's tail."""
+    class Upper(object):
+        def __init__(self):
+            self.seen = bytearray()
+
+        def update(self, data):
+            self.seen += data
+            return data
+
+        def finish(self):
+            return b"<END>"
+
+    up = Upper()
+    store(fs, "k", b"hello" * 100, [pl.ZstdCompress(), up])
+    stored = fs.get_bytes("k")
+    assert stored.endswith(b"<END>")
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(bytes(up.seen)) == b"hello" * 100
+
+
+@pytest.mark.parametrize("bad", [0, 20, -1])
+def test_compression_level_range(bad):
+    with pytest.raises(ConfigError) as e:
+        pl.ZstdCompress(bad)
+    assert "between 1 and 19" in str(e.value)
+
+
+def test_compressor_for_and_decompressor_for():
+    assert pl.compressor_for(None) is None
+    assert pl.compressor_for({"algorithm": "none"}) is None
+    assert isinstance(pl.compressor_for({"algorithm": "zstd", "level": 5}), pl.ZstdCompress)
+    with pytest.raises(ConfigError):
+        pl.compressor_for({"algorithm": "gzip"})
+    assert pl.decompressor_for({"algorithm": "none"}) is None
+    assert isinstance(pl.decompressor_for({"algorithm": "zstd", "level": 3}), pl.ZstdDecompress)
+    with pytest.raises(IntegrityError) as e:
+        pl.decompressor_for({"algorithm": "lz4"})
+    assert "upgrade drkit" in str(e.value)
+
+
+# --------------------------------------------------------------------------
+# read back
+
+
+@pytest.fixture
+def stored(fs):
+    data = sample_bytes(1 << 20)
+    res = store(fs, "backups/b1/database.pgdump.zst", data, [pl.ZstdCompress()])
+    path = os.path.join(fs.root, "backups", "b1", "database.pgdump.zst")
+    return data, res, path
+
+
+@pytest.mark.parametrize("where", ["header", "middle", "end"])
+@pytest.mark.parametrize("decompress", [True, False])
+def test_read_stored_detects_flipped_byte(fs, stored, where, decompress):
+    _data, res, path = stored
+    raw = bytearray(open(path, "rb").read())
+    pos = {"header": 5, "middle": len(raw) // 2, "end": len(raw) - 3}[where]
+    raw[pos] ^= 0x01
+    with open(path, "wb") as fh:
+        fh.write(raw)
+    with pytest.raises(IntegrityError) as e:
+        pl.read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
+                       transforms=[pl.ZstdDecompress()] if decompress else [],
+                       consumer=(lambda d: None) if decompress else None)
+    msg = str(e.value)
+    assert "backups/b1/database.pgdump.zst" in msg and fs.describe() in msg
+    assert "sha256" in msg and res["sha256"] in msg
+    assert "use another backup" in msg
+
+
+def test_read_stored_detects_truncation(fs, stored):
+    _data, res, path = stored
+    with open(path, "r+b") as fh:
+        fh.truncate(res["size"] // 2)
+    with pytest.raises(IntegrityError) as e:
+        pl.read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
+                       transforms=[pl.ZstdDecompress()], consumer=lambda d: None)
+    msg = str(e.value)
+    assert "backups/b1/database.pgdump.zst" in msg
+    assert "size %d bytes, manifest says %d" % (res["size"] // 2, res["size"]) in msg
+
+
+def test_truncated_zstd_detected_even_without_expected_digest(fs, stored):
+    _data, res, path = stored
+    with open(path, "r+b") as fh:
+        fh.truncate(res["size"] - 10)
+    with pytest.raises(IntegrityError) as e:
+        pl.read_stored(fs, "backups/b1/database.pgdump.zst", transforms=[pl.ZstdDecompress()],
+                       consumer=lambda d: None)
+    assert "backups/b1/database.pgdump.zst" in str(e.value) and "truncated" in str(e.value)
+
+
+def test_read_stored_missing_object(fs):
+    from ansible_collections.drkit.backup.plugins.module_utils.errors import NotFoundError
+    with pytest.raises(NotFoundError) as e:
+        pl.read_stored(fs, "backups/nope/x", 1, "00")
+    assert "backups/nope/x" in str(e.value)
+
+
+def test_consumer_may_stop_early_but_hashing_goes_on(fs, stored):
+    data, res, path = stored
+    got = []
+
+    def consumer(chunk):
+        got.append(len(chunk))
+        return False  # like pg_restore --list closing stdin after the TOC
+
+    pl.read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
+                   transforms=[pl.ZstdDecompress()], consumer=consumer)
+    assert len(got) == 1
+    # A corruption after the point where the consumer stopped is still caught.
+    raw = bytearray(open(path, "rb").read())
+    raw[-3] ^= 0xFF
+    with open(path, "wb") as fh:
+        fh.write(raw)
+    with pytest.raises(IntegrityError):
+        pl.read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
+                       transforms=[pl.ZstdDecompress()], consumer=consumer)
+
+
+# --------------------------------------------------------------------------
+# runner, pump, feeder
+
+
+def test_spawn_streams_stdout_and_collects_stderr(fs):
+    r = pl.LocalRunner()
+    code = "import sys; sys.stdout.buffer.write(b'x' * 3000000); sys.stderr.write('warning: note\\n')"
+    with r.spawn([sys.executable, "-c", code]) as h:
+        with fs.writer("k") as w:
+            sink = pl.PipelineSink(w, [])
+            assert pl.pump(h.stdout, sink) == 3000000
+            sink.close()
+        assert h.wait(10) == 0
+        assert h.stderr_text() == "warning: note\n"
+        assert h.name == os.path.basename(sys.executable)
+    assert fs.stat("k").size == 3000000
+
+
+def test_spawn_env_is_added_not_replacing():
+    r = pl.LocalRunner()
+    rc, out, err = r.run([sys.executable, "-c", "import os; print(os.environ['DRKIT_X'], 'PATH' in os.environ)"],
+                         env={"DRKIT_X": "1"})
+    assert (rc, out, err) == (0, b"1 True\n", "")
+
+
+def test_chatty_stderr_never_blocks_and_is_bounded():
+    r = pl.LocalRunner()
+    code = "import sys; sys.stderr.write('e' * 1000000); print('done')"
+    with r.spawn([sys.executable, "-c", code]) as h:
+        assert h.stdout.read() == b"done\n"
+        assert h.wait(20) == 0
+        assert len(h.stderr_text()) == pl.STDERR_LIMIT
+
+
+def test_missing_tool_is_a_tool_error():
+    with pytest.raises(ToolError) as e:
+        pl.LocalRunner().spawn(["/nonexistent/pg_dump"])
+    assert "Could not start /nonexistent/pg_dump" in str(e.value) and "pg_bin_dir" in str(e.value)
+    with pytest.raises(ToolError):
+        pl.LocalRunner().run(["/nonexistent/pg_dump"])
+
+
+def test_run_timeout():
+    with pytest.raises(ToolError) as e:
+        pl.LocalRunner().run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.5)
+    assert "did not finish within 0.5 s" in str(e.value)
+
+
+def test_close_terminates_a_running_producer():
+    h = pl.LocalRunner().spawn([sys.executable, "-c", "import time; time.sleep(60)"])
+    h.close()
+    assert h.returncode is not None and h.returncode < 0
+
+
+def test_process_feeder_stops_quietly_when_consumer_closes_stdin():
+    r = pl.LocalRunner()
+    # Reads 10 bytes then exits: later writes hit a closed pipe.
+    h = r.spawn([sys.executable, "-c", "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read(10))"],
+                stdin=True)
+    with h:
+        reader = pl.BackgroundReader(h.stdout)
+        reader.start()
+        feeder = pl.ProcessFeeder(h)
+        results = [feeder(b"y" * 65536) for _i in range(200)]
+        feeder.close()
+        assert h.wait(10) == 0
+        reader.join(10)
+    assert results[-1] is False and feeder.open is False
+    assert bytes(reader.data) == b"y" * 10
+
+
+def test_background_reader_limit():
+    r = pl.LocalRunner()
+    with r.spawn([sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'z' * 500000)"]) as h:
+        reader = pl.BackgroundReader(h.stdout, limit=1000)
+        reader.start()
+        reader.join(10)
+        h.wait(10)
+    assert len(reader.data) == 1000 and reader.truncated
+
+
+def test_memory_stays_bounded_while_streaming():
+    """64 MiB through pump -> zstd -> writer: Python-side allocations stay
+    around one chunk, not the stream size."""
+    class NullWriter(object):
+        size = 0
+
+        def write(self, data):
+            self.size += len(data)
+
+    r = pl.LocalRunner()
+    code = "import os, sys\nfor _ in range(64): sys.stdout.buffer.write(os.urandom(1 << 16) * 16)"
+    tracemalloc.start()
+    try:
+        with r.spawn([sys.executable, "-c", code]) as h:
+            sink = pl.PipelineSink(NullWriter(), [pl.ZstdCompress(1)])
+            assert pl.pump(h.stdout, sink) == 64 << 20
+            sink.close()
+            assert h.wait(30) == 0
+        _cur, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sink.result()["raw_size"] == 64 << 20
+    assert peak < 8 << 20, "peak %d bytes" % peak
