@@ -103,20 +103,20 @@ def main():
                        check=True, stdout=subprocess.DEVNULL)
 
         f_a = os.path.join(work, "a.pgdump")
-        s, r, _ = run_measured([os.path.join(bindir, "pg_dump"), "-Fc", "-f", f_a, "agentic_platform"], env)
+        s, r, c = run_measured([os.path.join(bindir, "pg_dump"), "-Fc", "-f", f_a, "agentic_platform"], env)
         rows.append(("(a) pg_dump -Fc -f file", s, r, os.path.getsize(f_a)))
         os.unlink(f_a)
 
         f_b = os.path.join(work, "b.pgdump")
-        s, r, _ = run_measured([os.path.join(bindir, "pg_dump"), "-Fc", "-Z0", "-f", f_b, "agentic_platform"], env)
+        s, r, c = run_measured([os.path.join(bindir, "pg_dump"), "-Fc", "-Z0", "-f", f_b, "agentic_platform"], env)
         rows.append(("(b) pg_dump -Fc -Z0 -f file", s, r, os.path.getsize(f_b)))
 
         store = os.path.join(work, "store")
-        s, r, _ = run_measured(drkit + ["pg-backup", "-q", "-d", "agentic_platform", "--storage-url",
+        s, r, c = run_measured(drkit + ["pg-backup", "-q", "-d", "agentic_platform", "--storage-url",
                                         "file://" + store] + login, env)
         rows.append(("(c) drkit pg-backup -> directory", s, r, dir_size(store)))
 
-        s, r, _ = run_measured(drkit + ["pg-backup", "-q", "-d", "agentic_platform", "--storage-url",
+        s, r, c = run_measured(drkit + ["pg-backup", "-q", "-d", "agentic_platform", "--storage-url",
                                         "s3://bench/pg"] + login, s3env)
         cli = s3.client()
         size_d = sum(o["Size"] for o in cli.list_objects_v2(Bucket="bench", Prefix="pg/").get("Contents", []))
@@ -126,18 +126,18 @@ def main():
         psql = [os.path.join(bindir, "psql"), "-qAt", "-d", "postgres", "-c"]
         subprocess.run(psql + ["CREATE DATABASE raw_restore TEMPLATE template0"], env=dict(os.environ, **env),
                        check=True)
-        s, r, _ = run_measured([os.path.join(bindir, "pg_restore"), "-j", str(args.jobs), "-d", "raw_restore",
+        s, r, c = run_measured([os.path.join(bindir, "pg_restore"), "-j", str(args.jobs), "-d", "raw_restore",
                                 f_b], env)
         rows.append(("(e) pg_restore -j%d local file (raw)" % args.jobs, s, r, None))
         raw_restore = s
-        s, r, _ = run_measured(drkit + ["restore", "-q", "--storage-url", "s3://bench/pg", "--target-database",
+        s, r, c = run_measured(drkit + ["restore", "-q", "--storage-url", "s3://bench/pg", "--target-database",
                                         "drkit_restore", "-j", str(args.jobs), "--work-dir", work] + login, s3env)
         rows.append(("(f) drkit restore -j%d from SeaweedFS" % args.jobs, s, r, None))
         drkit_restore = s
-        s, r, _ = run_measured(drkit + ["restore", "-q", "--storage-url", "s3://bench/pg", "--target-database",
+        s, r, c = run_measured(drkit + ["restore", "-q", "--storage-url", "s3://bench/pg", "--target-database",
                                         "drkit_restore1", "-j", "1"] + login, s3env)
         rows.append(("(f1) drkit restore -j1 streamed", s, r, None))
-        s, r, _ = run_measured(drkit + ["verify", "-q", "--level", "restore", "--storage-url", "s3://bench/pg",
+        s, r, c = run_measured(drkit + ["verify", "-q", "--level", "restore", "--storage-url", "s3://bench/pg",
                                         "-j", str(args.jobs), "--work-dir", work] + login, s3env)
         rows.append(("(g) drkit verify --level restore -j%d" % args.jobs, s, r, None))
     finally:
@@ -149,8 +149,8 @@ def main():
     a = rows[0]
     b = rows[1]
     print()
-    print("sample dataset: scale %.2f, database %.0f MB, %d CPUs" % (args.scale, info["size_bytes"] / 1e6,
-                                                                   os.cpu_count()))
+    print("sample dataset: scale %.2f, database %.0f MB, %d CPUs"
+          % (args.scale, info["size_bytes"] / 1e6, os.cpu_count()))
     print("| case | wall s | peak RSS MiB | stored MB | vs (a) | vs (b) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, s, r, size in rows:

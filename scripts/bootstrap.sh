@@ -16,8 +16,10 @@
 set -euo pipefail
 
 # Debian packages: keep them in this one list.
-# shellcheck: for the shellcheck test of ansible-test sanity (skipped without it).
-APT_PACKAGES="postgresql postgresql-client redis-server redis-tools zstd python3 python3-venv shellcheck"
+# The shellcheck package serves the shellcheck test of ansible-test sanity (skipped without it).
+# prometheus: for promtool (alert rule tests; the service itself is never started).
+# cron: the roles' default scheduler (tests run the cron lines themselves).
+APT_PACKAGES="postgresql postgresql-client redis-server redis-tools zstd python3 python3-venv shellcheck prometheus cron"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"

@@ -147,7 +147,7 @@ class BackupSession(object):
             return False
         if not self.committed:
             try:
-                self.storage.delete([k for k in self._written])
+                self.storage.delete(list(self._written))
             except (DrkitError, StorageError, OSError):
                 pass  # Without a manifest they are ignored and rotation removes them later.
             try:

@@ -238,4 +238,3 @@ def _record_metrics(directory, job, kind, passed, duration, timings, age):
         metrics.update_textfile(directory, job, values, labels={"kind": kind})
     except DrkitError:
         pass
-

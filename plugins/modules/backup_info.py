@@ -19,7 +19,7 @@ description:
     read or is invalid is reported in RV(problems) and skipped.
   - Read-only.
 author:
-  - drkit.backup contributors
+  - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.storage
 attributes:
@@ -28,6 +28,7 @@ attributes:
     description: The module only reads.
   diff_mode:
     support: none
+    description: Returns no diff.
 options:
   kind:
     description:

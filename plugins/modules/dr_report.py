@@ -19,9 +19,9 @@ description:
     restore started) per component and for the whole platform.
   - With O(metrics_dir), writes C(drkit_dr_rehearsal_*) metrics so an alert fires when rehearsals fail
     or stop running.
-  - Used by C(playbooks/dr_rehearsal.yml); usually run with C(delegate_to: localhost).
+  - "Used by C(playbooks/dr_rehearsal.yml); usually run with C(delegate_to: localhost)."
 author:
-  - drkit.backup contributors
+  - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.storage.metrics
 attributes:
@@ -30,6 +30,7 @@ attributes:
     description: Builds the report and returns it without writing files or metrics.
   diff_mode:
     support: none
+    description: Returns no diff.
 options:
   components:
     description:

@@ -25,7 +25,7 @@ description:
   - Any failure (including a C(pg_dump) that exits 0 after printing an error) fails the task and
     removes what was written; nothing that looks like a backup is left behind.
 author:
-  - drkit.backup contributors
+  - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.postgres
   - drkit.backup.storage
@@ -36,19 +36,43 @@ attributes:
     description: Connects to the server and storage read-only and reports what would be done.
   diff_mode:
     support: none
+    description: Returns no diff.
 options:
   database:
     description:
-      - Name of the database to back up.
+      - Name of the database to back up. Required with O(mode=logical).
+      - With O(mode=physical) the whole cluster is backed up; the database is only where drkit connects
+        to read the server's settings (default C(postgres)).
     type: str
-    required: true
     aliases: [db]
   mode:
     description:
-      - C(logical) backs up with C(pg_dump).
+      - C(logical) backs up one database with C(pg_dump).
+      - C(physical) takes a base backup of the whole cluster with C(pg_basebackup) (tar format, streamed,
+        no local copy) for point-in-time recovery with M(drkit.backup.pg_pitr). The server must archive its
+        WAL with C(drkit wal-push) to the same O(storage_url) (role M(drkit.backup.postgresql_wal_archive)).
+        The backup is complete, and its manifest written, only once every WAL segment from its start to its
+        stop LSN is in the archive. The manifest records start/stop LSN, timeline, WAL segments, system
+        identifier and server version, and PostgreSQL's own C(backup_manifest) is stored beside it.
+      - With O(mode=physical), O(login_user) needs the REPLICATION attribute (and a C(replication) line in
+        C(pg_hba.conf)); user tablespaces are not supported.
     type: str
     default: logical
-    choices: [logical]
+    choices: [logical, physical]
+  wal_wait_timeout:
+    description:
+      - O(mode=physical) only. Seconds to wait, after the data has been streamed, for the backup's WAL to
+        reach the archive. When they pass, the backup fails (nothing is recorded) and the server's wait is
+        cancelled.
+    type: float
+    default: 300
+  checkpoint:
+    description:
+      - O(mode=physical) only. C(fast) starts the backup with an immediate checkpoint, C(spread) waits for a
+        spread one (less I/O, slower start).
+    type: str
+    default: fast
+    choices: [fast, spread]
   format:
     description:
       - C(custom) (C(pg_dump -Fc)) streams straight into storage.
@@ -60,7 +84,7 @@ options:
     choices: [custom, directory]
   jobs:
     description:
-      - Parallel C(pg_dump) workers. Only with O(format=directory).
+      - Parallel C(pg_dump) workers. Only with O(format=directory) (O(mode=logical)).
     type: int
     default: 1
   compression_level:
@@ -135,6 +159,14 @@ EXAMPLES = r"""
     storage_url: file:///var/backups/drkit
     metrics_dir: /var/lib/node_exporter/textfile_collector
 
+- name: Physical base backup of the whole cluster, for point-in-time recovery
+  drkit.backup.pg_backup:
+    mode: physical
+    login_user: replicator
+    login_password: "{{ vault_replicator_password }}"
+    storage_url: s3://prod-backups/pg-main
+    wal_wait_timeout: 600
+
 - name: Only the documents schema, without row counts
   drkit.backup.pg_backup:
     database: agentic_platform
@@ -150,7 +182,10 @@ backup_id:
   type: str
   sample: 20261125T211500Z-pg-logical-3fa9c1
 manifest:
-  description: The manifest written to storage (see docs/storage-layout.md).
+  description:
+    - The manifest written to storage (see docs/storage-layout.md). For O(mode=physical) its C(data)
+      holds C(start_lsn), C(stop_lsn), C(timeline), C(wal_start_segment), C(wal_stop_segment),
+      C(system_identifier), C(server_version) and more (see docs/pitr.md).
   returned: success and not check mode
   type: dict
 manifest_key:
@@ -186,7 +221,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ..module_utils.module_support import (check_libraries, metrics_argument_spec,
                                            postgres_argument_spec, run_engine, storage_argument_spec)
-from ..module_utils.pg_logical import pg_backup_logical
+from ..module_utils.pg_physical import pg_backup
 
 
 def main():
@@ -194,8 +229,10 @@ def main():
     argument_spec.update(storage_argument_spec())
     argument_spec.update(metrics_argument_spec())
     argument_spec.update(
-        database=dict(type="str", required=True, aliases=["db"]),
-        mode=dict(type="str", default="logical", choices=["logical"]),
+        database=dict(type="str", aliases=["db"]),
+        mode=dict(type="str", default="logical", choices=["logical", "physical"]),
+        wal_wait_timeout=dict(type="float", default=300),
+        checkpoint=dict(type="str", default="fast", choices=["fast", "spread"]),
         format=dict(type="str", default="custom", choices=["custom", "directory"]),
         jobs=dict(type="int", default=1),
         compression_level=dict(type="int", default=3),
@@ -208,9 +245,10 @@ def main():
         work_dir=dict(type="path"),
         labels=dict(type="dict"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_if=[("mode", "logical", ["database"])])
     check_libraries(module, [("psycopg", "psycopg"), ("zstandard", "zstandard")])
-    run_engine(module, pg_backup_logical, module.params, check_mode=module.check_mode)
+    run_engine(module, pg_backup, module.params, check_mode=module.check_mode)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ description:
     the old database is renamed away and dropped, or kept with O(keep_old=true)).
   - An existing empty database is replaced without O(force).
 author:
-  - drkit.backup contributors
+  - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.postgres
   - drkit.backup.storage
@@ -34,6 +34,7 @@ attributes:
     description: Resolves the backup, inspects the target and reports what would be restored.
   diff_mode:
     support: none
+    description: Returns no diff.
 options:
   backup_id:
     description:

@@ -25,7 +25,7 @@ description:
     the manifest itself is never rewritten) and, with O(metrics_dir), updates the job's metrics.
   - A failed verification fails the task with a message naming the artifact and what differed.
 author:
-  - drkit.backup contributors
+  - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.postgres
   - drkit.backup.storage
@@ -36,6 +36,7 @@ attributes:
     description: Resolves the backup and reports what would be verified; reads no data, writes nothing.
   diff_mode:
     support: none
+    description: Returns no diff.
 options:
   backup_id:
     description:

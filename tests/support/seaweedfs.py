@@ -96,7 +96,7 @@ def _free_ports(count, host="127.0.0.1", avoid=()):
             socks.append(s)
             ports.append(p)
         # admin: P and P + 10000, both free and not among the others
-        for _ in range(200):
+        for _dummy in range(200):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((host, 0))
             p = s.getsockname()[1]
