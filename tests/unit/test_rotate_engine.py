@@ -1,0 +1,127 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""rotate.py parts that need no storage: verification records, WAL names,
+the grace period, and check_plan on hand-made plans.  Real storage is in
+tests/integration/test_rotate.py."""
+
+import datetime as dt
+import json
+
+import pytest
+
+from ansible_collections.drkit.backup.plugins.module_utils import pg_verify
+from ansible_collections.drkit.backup.plugins.module_utils import rotate as rot
+from ansible_collections.drkit.backup.plugins.module_utils import wal
+from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, IntegrityError, SafetyError
+from ansible_collections.drkit.backup.plugins.module_utils.retention import Duration, Policy
+from ansible_collections.drkit.backup.plugins.module_utils.storage import ObjectInfo
+
+BID = "20261125T211500Z-pg-logical-3fa9c1"
+
+
+def record(**kw):
+    rec = {"format": "drkit.backup/verification", "version": 1, "backup_id": BID, "result": "pass",
+           "finished_at": "2026-11-25T22:00:00.000000Z", "level": "restore"}
+    rec.update(kw)
+    return json.dumps(rec).encode()
+
+
+def test_record_format_is_the_one_pg_verify_writes():
+    assert rot.RECORD_FORMAT == pg_verify.RECORD_FORMAT
+    key = pg_verify.record_key(BID, dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.timezone.utc))
+    assert key.startswith("backups/%s/verify-" % BID) and key.endswith(".json")
+
+
+def test_parse_record():
+    assert rot.parse_record(record(), "k", BID)["result"] == "pass"
+    assert rot.parse_record(record(result="fail"), "k", BID)["result"] == "fail"
+    for bad in (b"{", b"[]", record(format="other"), record(version=2), record(version="1"),
+                record(backup_id="20261125T211500Z-pg-logical-000000"), record(result="ok"),
+                record(finished_at="yesterday")):
+        with pytest.raises(IntegrityError):
+            rot.parse_record(bad, "k", BID)
+
+
+def test_wal_position_follows_wal_py_names():
+    assert rot.wal_position(wal.wal_key("00000001000000A0000000FF")) == (1, 0xA0000000FF)
+    assert rot.wal_position(wal.wal_key("00000002000000A000000010.partial")) == (2, 0xA000000010)
+    assert rot.wal_position(wal.wal_key("00000001000000A000000010.00000028.backup")) == (1, 0xA000000010)
+    for never in (wal.wal_key("00000002.history"), wal.SYSID_KEY, "wal/00000001/00000001000000A0000000FF",
+                  "wal/00000001/notes.txt.zst", "wal/00000001/00000001000000A0000000FF.zst.tmp"):
+        assert rot.wal_position(never) is None
+
+
+def _phys(bid, start, **kw):
+    data = {"wal_start_segment": start}
+    data.update(kw)
+    return {"kind": "pg_physical", "backup_id": bid, "data": data}
+
+
+def test_plan_wal_prune_uses_the_oldest_kept_start():
+    names = ["0000000100000001000000%02X" % n for n in range(0xF0, 0x100)] + \
+            ["00000001000000020000000%X" % n for n in range(0, 5)]
+    objs = [ObjectInfo(wal.wal_key(n), 10, 0) for n in names]
+    kept = [_phys("new", "000000010000000200000003"), _phys("old", "0000000100000001000000FE"),
+            {"kind": "pg_logical", "backup_id": "l", "data": {}}]
+    doomed, info = rot.plan_wal_prune(objs, kept)
+    assert info["needed_by"] == "old" and info["count"] == 14 and info["bytes"] == 140
+    assert [o.key for o in doomed][-1] == wal.wal_key("0000000100000001000000FD")
+    # across the log boundary: 1/FF is below 2/00
+    doomed = rot.plan_wal_prune(objs, [_phys("x", "000000010000000200000000")])[0]
+    assert wal.wal_key("0000000100000001000000FF") in [o.key for o in doomed]
+    assert wal.wal_key("000000010000000200000000") not in [o.key for o in doomed]
+
+
+@pytest.mark.parametrize("kept,why", [
+    ([], "no kept physical backup"),
+    ([{"kind": "pg_logical", "backup_id": "l", "data": {}}], "no kept physical backup"),
+    ([_phys("a", "000000010000000200000003"), _phys("b", None)], "no valid wal_start_segment"),
+    ([_phys("a", "0000000100000002000003")], "no valid wal_start_segment"),
+])
+def test_plan_wal_prune_leaves_wal_alone_when_unsure(kept, why):
+    objs = [ObjectInfo(wal.wal_key("000000010000000000000001"), 10, 0)]
+    doomed, info = rot.plan_wal_prune(objs, kept)
+    assert doomed == [] and why in info["reason"]
+
+
+def test_grace():
+    assert rot.parse_grace(None) == Duration(days=1)
+    assert rot.parse_grace("6h") == Duration(hours=6)
+    assert rot.parse_grace("1m") == Duration(months=1)
+    with pytest.raises(ConfigError, match="shorter"):
+        rot.parse_grace("0h")
+    with pytest.raises(ConfigError):
+        rot.parse_grace("30s")
+
+
+def _plan(groups, kept, delete, verified=None, pinned=(), policy=None):
+    plan = rot.Plan("file:///x", policy or Policy(last=1), ["kind", "source"],
+                    dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc), Duration(days=1))
+    plan.groups.update(groups)
+    plan.kept = [{"backup_id": b} for b in kept]
+    plan.delete = [{"backup_id": b, "_keys": []} for b in delete]
+    plan.verified.update(verified or {})
+    plan.pinned.update(pinned)
+    return plan
+
+
+def test_check_plan_accepts_a_sound_plan():
+    rot.check_plan(_plan({"g": ["c", "b", "a"], "h": ["z"]}, ["c", "a", "z"], ["b"], verified={"g": "a"}))
+
+
+@pytest.mark.parametrize("plan,match", [
+    (_plan({"g": ["c", "b", "a"]}, [], ["c", "b", "a"]), "delete all 3 backups"),
+    (_plan({"g": ["c", "b", "a"]}, ["b"], ["c", "a"]), "newest backup"),
+    (_plan({"g": ["c", "b", "a"]}, ["c"], ["b", "a"], verified={"g": "b"}), "newest verified"),
+    (_plan({"g": ["c", "b", "a"]}, ["c"], ["b", "a"], pinned={"a"}), "pinned"),
+    (_plan({"g": ["c", "b"]}, ["c", "b"], ["b"]), "both keeps and deletes"),
+    (_plan({"g": ["c", "b"]}, ["c"], ["b", "x"]), "did not list"),
+    (_plan({"g": ["c", "b"]}, ["c", "b"], [], policy=Policy()), None),
+])
+def test_check_plan_refuses(plan, match):
+    if match is None:  # the empty policy with nothing to delete is fine ...
+        rot.check_plan(plan)
+        plan.wal = {"keys": ["wal/00000001/000000010000000000000001.zst"]}  # ... but not if it deletes WAL
+        match = "policy is empty"
+    with pytest.raises(SafetyError, match=match):
+        rot.check_plan(plan)
