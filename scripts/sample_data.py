@@ -22,7 +22,7 @@ from _engine import engine_module  # noqa: E402
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--host", default=os.environ.get("PGHOST", "127.0.0.1"))
     ap.add_argument("--port", type=int, default=int(os.environ.get("PGPORT", "5432")))
     ap.add_argument("--user", default=os.environ.get("PGUSER", "postgres"))

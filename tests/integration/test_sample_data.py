@@ -143,14 +143,14 @@ def test_creates_36_tables_in_3_schemas(pg, sample):
 
 
 def test_every_table_has_rows_and_counts_match(pg, sample):
-    name, result, _ = sample
+    name, result = sample[:2]
     counts = sample_data.table_row_counts(pg.conninfo(), name)
     assert counts == result["tables"] == sample_data.row_counts(SCALE)
     assert all(n > 0 for n in counts.values()), counts
 
 
 def test_foreign_keys_indexes_and_types(pg, sample):
-    name, _, _ = sample
+    name = sample[0]
     fks = set(pg.psql("SELECT conrelid::regclass || '->' || confrelid::regclass FROM pg_constraint "
                       "WHERE contype = 'f'", dbname=name).splitlines())
     assert len(fks) >= 40
@@ -177,7 +177,7 @@ def test_foreign_keys_indexes_and_types(pg, sample):
 
 
 def test_sequences_follow_the_loaded_ids(pg, sample):
-    name, result, _ = sample
+    name, result = sample[:2]
     n = result["tables"]["mcp_documents.agents"]
     new_id = pg.psql("INSERT INTO mcp_documents.teams (name, slug) VALUES ('t', 'seq-check') RETURNING id; "
                      "DELETE FROM mcp_documents.teams WHERE slug = 'seq-check'", dbname=name)
@@ -187,7 +187,7 @@ def test_sequences_follow_the_loaded_ids(pg, sample):
 
 def test_text_compresses_like_real_data(pg, sample):
     """zstd -3 squeezes the data 2-10x: not filler, not random bytes."""
-    name, _, _ = sample
+    name = sample[0]
     conn = _connect(pg, name)
     try:
         total_raw = total_packed = 0
@@ -211,7 +211,7 @@ def test_text_compresses_like_real_data(pg, sample):
 
 
 def test_deterministic_for_a_seed(pg, sample):
-    name, result, _ = sample
+    name, result = sample[:2]
     same, other = _name("sample_same"), _name("sample_other")
     try:
         again = sample_data.generate(pg.conninfo(), scale=SCALE, seed=SEED, database=same)
@@ -232,7 +232,7 @@ def test_deterministic_for_a_seed(pg, sample):
 
 
 def test_existing_dataset_needs_replace(pg, sample):
-    name, _, _ = sample
+    name = sample[0]
     with pytest.raises(SafetyError, match="replace"):
         sample_data.generate(pg.conninfo(), scale=SCALE, seed=SEED, database=name)
 
