@@ -13,7 +13,7 @@ and for restores of the same backup:
   (g) drkit verify --level restore from SeaweedFS
 
 Peak RSS is that of the measured process itself (our Python process, or
-pg_dump/pg_restore), from wait4(); child tools are not added in.
+pg_dump/pg_restore), measured by GNU time; child tools are not added in.
 
 Usage: .venv/bin/python benchmarks/pg_backup_bench.py [--scale 1.0] [--jobs 2] [--keep]
 Not a test: numbers only, no assertions.
@@ -43,19 +43,24 @@ def load_engine():
 
 
 def run_measured(argv, env=None, stdout=subprocess.DEVNULL):
-    """Run argv; returns (seconds, peak RSS in MiB of that process, returncode)."""
+    """Run argv; returns (seconds, peak RSS in MiB of that process, returncode).
+
+    GNU time measures the peak RSS: a child forked straight from this (large)
+    Python process would be charged with our own memory at fork time."""
     full = dict(os.environ)
     full.update(env or {})
+    timer = ["/usr/bin/time", "-f", "DRKIT_MAXRSS_KB %M"] if os.access("/usr/bin/time", os.X_OK) else []
     t0 = time.time()
-    p = subprocess.Popen(argv, env=full, stdout=stdout, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    err = p.stderr.read().decode("utf-8", "replace")
-    p.stderr.close()
+    p = subprocess.run(timer + list(argv), env=full, stdout=stdout, stderr=subprocess.PIPE, check=False)
     secs = time.time() - t0
+    err = p.stderr.decode("utf-8", "replace")
     if p.returncode != 0:
         raise SystemExit("%s failed (%s): %s" % (argv[0], p.returncode, err[-2000:]))
-    return secs, usage.ru_maxrss / 1024.0, p.returncode
+    rss = float("nan")
+    for line in err.splitlines():
+        if line.startswith("DRKIT_MAXRSS_KB "):
+            rss = int(line.split()[1]) / 1024.0
+    return secs, rss, p.returncode
 
 
 def dir_size(path):
