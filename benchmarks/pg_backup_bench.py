@@ -20,6 +20,7 @@ Not a test: numbers only, no assertions.
 """
 
 import argparse
+import json
 import importlib.util
 import os
 import shutil
@@ -42,7 +43,7 @@ def load_engine():
     return mod
 
 
-def run_measured(argv, env=None, stdout=subprocess.DEVNULL):
+def run_measured(argv, env=None, stdout=subprocess.DEVNULL, want_json=False):
     """Run argv; returns (seconds, peak RSS in MiB of that process, returncode).
 
     GNU time measures the peak RSS: a child forked straight from this (large)
@@ -51,7 +52,8 @@ def run_measured(argv, env=None, stdout=subprocess.DEVNULL):
     full.update(env or {})
     timer = ["/usr/bin/time", "-f", "DRKIT_MAXRSS_KB %M"] if os.access("/usr/bin/time", os.X_OK) else []
     t0 = time.time()
-    p = subprocess.run(timer + list(argv), env=full, stdout=stdout, stderr=subprocess.PIPE, check=False)
+    p = subprocess.run(timer + list(argv), env=full, stdout=subprocess.PIPE if want_json else stdout,
+                       stderr=subprocess.PIPE, check=False)
     secs = time.time() - t0
     err = p.stderr.decode("utf-8", "replace")
     if p.returncode != 0:
@@ -60,6 +62,8 @@ def run_measured(argv, env=None, stdout=subprocess.DEVNULL):
     for line in err.splitlines():
         if line.startswith("DRKIT_MAXRSS_KB "):
             rss = int(line.split()[1]) / 1024.0
+    if want_json:
+        return secs, rss, json.loads(p.stdout.decode("utf-8"))
     return secs, rss, p.returncode
 
 
@@ -76,6 +80,8 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--restore-repeat", type=int, default=3,
+                    help="alternating raw/drkit restore pairs for the median comparison")
     args = ap.parse_args()
 
     load_engine()
@@ -135,16 +141,52 @@ def main():
                                 f_b], env)
         rows.append(("(e) pg_restore -j%d local file (raw)" % args.jobs, s, r, None))
         raw_restore = s
-        s, r, c = run_measured(drkit + ["restore", "-q", "--storage-url", "s3://bench/pg", "--target-database",
-                                        "drkit_restore", "-j", str(args.jobs), "--work-dir", work] + login, s3env)
+        # The same dump drkit stored (written by pg_dump to a pipe), restored raw.
+        f_same = os.path.join(work, "same.pgdump")
+        import zstandard  # noqa: E402
+        with open(f_same, "wb") as out:
+            body = cli.get_object(Bucket="bench", Key=[o["Key"] for o in cli.list_objects_v2(
+                Bucket="bench", Prefix="pg/").get("Contents", []) if o["Key"].endswith(".pgdump.zst")][0])["Body"]
+            zstandard.ZstdDecompressor().copy_stream(body, out)
+        subprocess.run(psql + ["CREATE DATABASE raw_restore2 TEMPLATE template0"], env=dict(os.environ, **env),
+                       check=True)
+        s, r, _rc = run_measured([os.path.join(bindir, "pg_restore"), "-j", str(args.jobs), "-d", "raw_restore2",
+                                  f_same], env)
+        rows.append(("(e2) pg_restore -j%d of drkit's dump, local (raw)" % args.jobs, s, r, None))
+        raw_same = s
+        timings = []
+        s, r, res = run_measured(drkit + ["restore", "-q", "--json", "--storage-url", "s3://bench/pg",
+                                          "--target-database", "drkit_restore", "-j", str(args.jobs),
+                                          "--work-dir", work] + login, s3env, want_json=True)
         rows.append(("(f) drkit restore -j%d from SeaweedFS" % args.jobs, s, r, None))
+        timings.append(("(f)", res["timings"]))
         drkit_restore = s
-        s, r, c = run_measured(drkit + ["restore", "-q", "--storage-url", "s3://bench/pg", "--target-database",
-                                        "drkit_restore1", "-j", "1"] + login, s3env)
+        s, r, res = run_measured(drkit + ["restore", "-q", "--json", "--storage-url", "s3://bench/pg",
+                                          "--target-database", "drkit_restore1", "-j", "1"] + login, s3env,
+                                 want_json=True)
         rows.append(("(f1) drkit restore -j1 streamed", s, r, None))
-        s, r, c = run_measured(drkit + ["verify", "-q", "--level", "restore", "--storage-url", "s3://bench/pg",
-                                        "-j", str(args.jobs), "--work-dir", work] + login, s3env)
+        timings.append(("(f1)", res["timings"]))
+        s, r, res = run_measured(drkit + ["verify", "-q", "--json", "--level", "restore", "--storage-url",
+                                          "s3://bench/pg", "-j", str(args.jobs), "--work-dir", work] + login,
+                                 s3env, want_json=True)
         rows.append(("(g) drkit verify --level restore -j%d" % args.jobs, s, r, None))
+        timings.append(("(g)", res["timings"]))
+        # Restore times swing with checkpoints and page cache: alternate raw and
+        # drkit restores of the same dump and compare medians.
+        pairs = []
+        for i in range(args.restore_repeat):
+            for name in ("rr_raw_%d" % i, "rr_drkit_%d" % i):
+                subprocess.run(psql + ["DROP DATABASE IF EXISTS %s" % name], env=dict(os.environ, **env), check=True)
+            subprocess.run(psql + ["CREATE DATABASE rr_raw_%d TEMPLATE template0" % i], env=dict(os.environ, **env),
+                           check=True)
+            t_raw = run_measured([os.path.join(bindir, "pg_restore"), "-j", str(args.jobs), "-d", "rr_raw_%d" % i,
+                                  f_same], env)[0]
+            t_drkit, _r, res = run_measured(drkit + ["restore", "-q", "--json", "--storage-url", "s3://bench/pg",
+                                                     "--target-database", "rr_drkit_%d" % i, "-j", str(args.jobs),
+                                                     "--work-dir", work] + login, s3env, want_json=True)
+            pairs.append((t_raw, t_drkit, res["timings"]))
+            for name in ("rr_raw_%d" % i, "rr_drkit_%d" % i):
+                subprocess.run(psql + ["DROP DATABASE %s" % name], env=dict(os.environ, **env), check=True)
     finally:
         s3.stop()
         pg.destroy()
@@ -163,8 +205,21 @@ def main():
             name, s, r, "%.1f" % (size / 1e6) if size else "-",
             "%.2fx" % (s / a[1]) if size else "-", "%.2fx" % (s / b[1]) if size else "-"))
     print()
-    print("restore overhead: drkit restore -j%d / raw pg_restore -j%d = %.2fx" % (
-        args.jobs, args.jobs, drkit_restore / raw_restore))
+    print("restore overhead: drkit restore -j%d / raw pg_restore -j%d of the same dump = %.2fx "
+          "(of pg_dump's own file: %.2fx)" % (args.jobs, args.jobs, drkit_restore / raw_same,
+                                               drkit_restore / raw_restore))
+    if pairs:
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        raw_m = med([p[0] for p in pairs])
+        drkit_m = med([p[1] for p in pairs])
+        pgr_m = med([p[2].get("restore_seconds", 0) for p in pairs])
+        print("median of %d alternating pairs: raw pg_restore -j%d %.2f s; drkit restore -j%d %.2f s (%.2fx), "
+              "of which pg_restore %.2f s (%.2fx)" % (len(pairs), args.jobs, raw_m, args.jobs, drkit_m,
+                                                      drkit_m / raw_m, pgr_m, pgr_m / raw_m))
+    for name, t in timings:
+        print("%s timings: download %.2f s, pg_restore %.2f s, row-count check %.2f s%s" % (
+            name, t.get("download_seconds", 0), t.get("restore_seconds", 0), t.get("check_seconds", 0),
+            " (download streamed into pg_restore)" if t.get("streamed") else ""))
 
 
 if __name__ == "__main__":

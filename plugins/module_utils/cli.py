@@ -353,6 +353,8 @@ def build_parser():
     _add_common(p)
     _add_storage(p)
     p.add_argument("--verbose", "-v", action="store_true", help="print a line per file on success")
+    p.add_argument("--prefetch", type=int, metavar="N",
+                   help="also download the next N segments in parallel into pg_wal/.drkit-prefetch")
     p.add_argument("wal_name", metavar="NAME", help="%%f: the file name PostgreSQL asks for")
     p.add_argument("wal_path", metavar="PATH", help="%%p: where to write it")
     p.set_defaults(func=cmd_wal_fetch, silent_success=True)

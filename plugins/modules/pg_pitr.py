@@ -1,0 +1,243 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: pg_pitr
+short_description: Point-in-time recovery of PostgreSQL from a physical base backup and the WAL archive
+version_added: 0.1.0
+description:
+  - Restores a physical base backup (taken by M(drkit.backup.pg_backup) with
+    O(drkit.backup.pg_backup#module:mode=physical)) into a B(new) data directory, and lets PostgreSQL
+    replay WAL from the archive (filled by C(drkit wal-push)) up to a target; then starts the server
+    on O(port) and waits for its promotion.
+  - An existing non-empty directory is refused, and a running server's directory is refused with a
+    message that says so; nothing is ever restored over a live cluster.
+  - The WAL chain in the archive is checked first. WAL missing between the base backup's start and stop
+    makes the backup unusable; with O(target=latest) any gap fails the task before anything is restored,
+    because recovery would otherwise stop silently at the gap.
+  - Writes C(recovery.signal) and, into C(postgresql.auto.conf), C(restore_command) (C(drkit wal-fetch),
+    storage credentials in a 0600 config file, never on a command line), C(recovery_target_*),
+    C(recovery_target_action=promote), C(recovery_target_timeline=latest), C(port) and
+    C(archive_mode=off) (unless O(keep_archiving)).
+  - Reads the server log while it recovers. The FATAL C(recovery ended before configured recovery target
+    was reached), any C(wal-fetch) error, or (with O(target=latest)) a stop before the end of the archive
+    fail the task. On success it reports where recovery stopped and how long restore and replay took.
+author:
+  - drkit.backup contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - drkit.backup.storage
+attributes:
+  check_mode:
+    support: full
+    description: Chooses the base backup, checks the data directory, the port and the WAL chain, and
+      reports the plan; restores nothing.
+  diff_mode:
+    support: none
+    description: Returns no diff.
+options:
+  backup_id:
+    description:
+      - The physical base backup to start from.
+      - Default is the newest one that can reach the target (for O(target=time) the newest that ended
+        before that time, for O(target=lsn) before that LSN, for O(target=xid) the newest whose next
+        transaction id at its end is not above it).
+    type: str
+  target:
+    description:
+      - C(latest) replays all archived WAL; C(immediate) stops as soon as the backup is consistent;
+        C(time), C(xid), C(lsn) and C(name) stop at O(target_value).
+    type: str
+    default: latest
+    choices: [latest, immediate, time, xid, lsn, name]
+  target_value:
+    description:
+      - For O(target=time) an ISO 8601 time (no zone means UTC), for C(xid) a transaction id, for C(lsn)
+        an LSN such as C(0/3000060), for C(name) a restore point made with C(pg_create_restore_point()).
+    type: str
+  target_inclusive:
+    description:
+      - Stop just after the target (C(true)) or just before it.
+    type: bool
+    default: true
+  data_directory:
+    description:
+      - The new data directory to restore into. It must not exist or be empty.
+    type: path
+    required: true
+  port:
+    description:
+      - Port of the recovered server (written to C(postgresql.auto.conf)). Required when O(start=true).
+    type: int
+  start:
+    description:
+      - Start the server, wait for the promotion and check the outcome. With C(false) only restore and
+        configure; start it later with C(pg_ctl).
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds to wait for recovery to finish. On timeout the server keeps running (and replaying).
+    type: float
+    default: 3600
+  settings:
+    description:
+      - Extra settings for the recovered server, written to C(postgresql.auto.conf), e.g.
+        C(unix_socket_directories), C(listen_addresses), C(shared_buffers).
+    type: dict
+  keep_archiving:
+    description:
+      - Keep the original's C(archive_mode). By default the recovered copy gets C(archive_mode=off) so it
+        never pushes its new timeline into the original's archive before someone decides it is the new
+        primary (then apply M(drkit.backup.postgresql_wal_archive) with its own storage_url).
+    type: bool
+    default: false
+  os_user:
+    description:
+      - OS user owning the restored cluster and running it. Default C(postgres) when run as root,
+        otherwise the current user.
+    type: str
+  pg_bin_dir:
+    description:
+      - Directory of C(pg_ctl) for the backup's major version. Found automatically on Debian/RHEL layouts.
+    type: path
+  drkit_command:
+    description:
+      - How the server's OS user runs drkit in C(restore_command). Default C(/usr/local/bin/drkit)
+        (the wrapper the drkit_runtime role installs) or, from a checkout, its C(bin/drkit) with the
+        current Python.
+    type: str
+  prefetch:
+    description:
+      - C(restore_command) downloads this many following WAL segments in parallel while PostgreSQL
+        replays (into C(pg_wal/.drkit-prefetch), removed after the recovery). C(0) fetches one at a time.
+    type: int
+    default: 4
+  wal_config:
+    description:
+      - An existing drkit config file (0600, readable by the server's OS user) with the storage options
+        for C(restore_command). Without it drkit writes one inside the data directory from the storage
+        options given here, and removes it after a successful recovery.
+    type: path
+notes:
+  - The target database cluster's OS user (C(postgres)) must be able to enter every parent directory of
+    O(data_directory) and run O(drkit_command).
+  - After the recovery the server keeps running, logging to C(log/drkit-pitr.log) in the data directory.
+seealso:
+  - module: drkit.backup.pg_backup
+  - name: Point-in-time recovery (docs/pitr.md)
+    description: Archive layout, the archive_command contract and the runbook.
+    link: https://github.com/drkit/backup/blob/main/docs/pitr.md
+"""
+
+EXAMPLES = r"""
+- name: Recover to just before the accidental DELETE
+  drkit.backup.pg_pitr:
+    storage_url: s3://prod-backups/pg-main
+    endpoint_url: https://s3.example.internal
+    target: time
+    target_value: "2026-11-25T14:29:00Z"
+    data_directory: /var/lib/postgresql/15/pitr
+    port: 5433
+  register: pitr
+
+- name: Plan only (check mode shows the chosen base backup and WAL range)
+  drkit.backup.pg_pitr:
+    storage_url: s3://prod-backups/pg-main
+    target: latest
+    data_directory: /var/lib/postgresql/15/restored
+    port: 5434
+  check_mode: true
+"""
+
+RETURN = r"""
+backup_id:
+  description: The base backup recovery started from.
+  returned: always
+  type: str
+  sample: 20261125T020000Z-pg-physical-3fa9c1
+target:
+  description: The recovery target kind.
+  returned: always
+  type: str
+target_value:
+  description: The target as PostgreSQL was given it.
+  returned: when a value applies
+  type: str
+recovered_to:
+  description: Where recovery stopped, from the server log.
+  returned: success and not check mode
+  type: str
+  sample: recovery stopping before commit of transaction 7781, time 2026-11-25 14:29:03.1+00
+new_timeline:
+  description: The timeline the promoted server writes on.
+  returned: success and not check mode
+  type: int
+restore_seconds:
+  description: Seconds to download and unpack the base backup.
+  returned: success and not check mode
+  type: float
+recovery_seconds:
+  description: Seconds from server start to promotion (WAL replay).
+  returned: success when started
+  type: float
+duration:
+  description: Seconds for the whole task.
+  returned: success and not check mode
+  type: float
+warnings:
+  description: WAL gaps after the base backup that do not block this target.
+  returned: always
+  type: list
+  elements: str
+log_file:
+  description: The recovered server's log.
+  returned: when started
+  type: str
+msg:
+  description: What was done (or would be done in check mode).
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ..module_utils.module_support import check_libraries, run_engine, storage_argument_spec
+from ..module_utils.pg_pitr import TARGETS, pg_pitr
+
+
+def main():
+    argument_spec = storage_argument_spec()
+    argument_spec.update(
+        backup_id=dict(type="str"),
+        target=dict(type="str", default="latest", choices=list(TARGETS)),
+        target_value=dict(type="str"),
+        target_inclusive=dict(type="bool", default=True),
+        data_directory=dict(type="path", required=True),
+        port=dict(type="int"),
+        start=dict(type="bool", default=True),
+        timeout=dict(type="float", default=3600),
+        settings=dict(type="dict"),
+        keep_archiving=dict(type="bool", default=False),
+        os_user=dict(type="str"),
+        pg_bin_dir=dict(type="path"),
+        drkit_command=dict(type="str"),
+        wal_config=dict(type="path"),
+        prefetch=dict(type="int", default=4),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_if=[("target", "time", ["target_value"]), ("target", "xid", ["target_value"]),
+                                        ("target", "lsn", ["target_value"]), ("target", "name", ["target_value"]),
+                                        ("start", True, ["port"])])
+    check_libraries(module, [("zstandard", "zstandard")])
+    run_engine(module, pg_pitr, module.params, check_mode=module.check_mode)
+
+
+if __name__ == "__main__":
+    main()

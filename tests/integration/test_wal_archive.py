@@ -1,0 +1,261 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PostgreSQL's archive_command / restore_command contract, case by case,
+through the real command line (``bin/drkit wal-push %p %f`` and
+``wal-fetch %f %p``, as the server runs them) against SeaweedFS S3 and a
+file:// archive, with real WAL segments of two real PostgreSQL 15 clusters.
+
+Exit codes checked: 0 stored / fetched; 1 wal-fetch "not in the archive";
+5 conflict (different content, another cluster); 8 integrity.
+"""
+
+import hashlib
+import os
+import shutil
+import uuid
+
+import pytest
+import zstandard
+from ansible_collections.drkit.backup.plugins.module_utils import sandbox, storage, wal
+from helpers import run_drkit
+
+
+@pytest.fixture(scope="module")
+def other_cluster(scratch_root):
+    """A second cluster: its WAL carries another system identifier."""
+    server = sandbox.ScratchPostgres(str(scratch_root / ("other-%s" % uuid.uuid4().hex[:6])), password="x")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def segments_of(server, tmp_path, count=2, tag="a"):
+    """Copies of ``count`` completed WAL segments of ``server`` (name, path)."""
+    out = []
+    for i in range(count):
+        # WAL without touching any table of the (shared) server
+        server.psql("SELECT pg_logical_emit_message(false, 'drkit-test', repeat('x', 200000))")
+        name = server.psql("SELECT pg_walfile_name(pg_switch_wal())")
+        src = os.path.join(server.data_dir, "pg_wal", name)
+        dst_dir = tmp_path / ("wal-%s-%d" % (tag, i))
+        dst_dir.mkdir()
+        dst = dst_dir / name
+        shutil.copyfile(src, str(dst))
+        out.append((name, str(dst)))
+    return out
+
+
+@pytest.fixture(params=["s3", "file"])
+def archive(request, tmp_path):
+    """(storage_url, config dict, Storage) of an empty archive."""
+    if request.param == "s3":
+        s3 = request.getfixturevalue("s3")
+        bucket = request.getfixturevalue("bucket")
+        url = "s3://%s/cluster-a" % bucket
+        cfg = {"endpoint_url": s3.endpoint_url, "access_key": s3.access_key, "secret_key": s3.secret_key,
+               "region": s3.region}
+    else:
+        url = "file://%s/archive" % tmp_path
+        cfg = {}
+    st = storage.open_storage(url, **cfg)
+    return url, cfg, st
+
+
+def push(archive, path, name, *extra):
+    url, cfg, _st = archive
+    return run_drkit(["wal-push", "--storage-url", url] + list(extra) + [path, name], config=cfg)
+
+
+def fetch(archive, name, path):
+    url, cfg, _st = archive
+    return run_drkit(["wal-fetch", "--storage-url", url, name, path], config=cfg)
+
+
+def stored_raw(st, name):
+    return zstandard.ZstdDecompressor().decompressobj().decompress(st.get_bytes(wal.wal_key(name)))
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------
+# wal-push
+
+
+def test_push_stores_a_verified_copy(pg, archive, tmp_path):
+    (name, path), = segments_of(pg, tmp_path, 1)
+    r = push(archive, path, name)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""  # quiet in the server log unless --verbose
+    st = archive[2]
+    assert wal.wal_key(name) == "wal/%s/%s.zst" % (name[:8], name)
+    with open(path, "rb") as fh:
+        assert stored_raw(st, name) == fh.read()
+    sysid = pg.psql("SELECT system_identifier FROM pg_control_system()")
+    assert st.get_bytes("wal/SYSTEM_IDENTIFIER").decode().strip() == sysid
+
+
+def test_identical_repush_succeeds_and_leaves_the_stored_copy(pg, archive, tmp_path):
+    (name, path), = segments_of(pg, tmp_path, 1)
+    st = archive[2]
+    assert push(archive, path, name).returncode == 0
+    before = st.get_bytes(wal.wal_key(name))
+    info = st.stat(wal.wal_key(name))
+    r = push(archive, path, name, "--verbose")
+    assert r.returncode == 0, r.stderr
+    assert "already archived" in r.stdout
+    assert st.get_bytes(wal.wal_key(name)) == before
+    assert st.stat(wal.wal_key(name)).mtime == info.mtime  # not uploaded again
+
+
+def test_different_content_under_an_existing_name_is_refused(pg, archive, tmp_path):
+    (name, path), = segments_of(pg, tmp_path, 1)
+    st = archive[2]
+    assert push(archive, path, name).returncode == 0
+    stored = st.get_bytes(wal.wal_key(name))
+    with open(path, "r+b") as fh:  # same header, different page content
+        fh.seek(8192 * 3 + 100)
+        fh.write(b"\xde\xad\xbe\xef" * 8)
+    r = push(archive, path, name)
+    assert r.returncode == 5, r.stderr
+    assert "different content" in r.stderr and "left untouched" in r.stderr
+    assert st.get_bytes(wal.wal_key(name)) == stored
+
+
+def test_history_files_are_never_overwritten(archive, tmp_path):
+    st = archive[2]
+    first = tmp_path / "a" / "00000002.history"
+    first.parent.mkdir()
+    first.write_text("1\t0/3000000\tbefore 2026-11-25 10:00:00+00\n")
+    assert push(archive, str(first), first.name).returncode == 0
+    assert push(archive, str(first), first.name).returncode == 0  # identical again: fine
+    second = tmp_path / "b" / "00000002.history"
+    second.parent.mkdir()
+    second.write_text("1\t0/5000000\tno recovery target specified\n")
+    r = push(archive, str(second), second.name)
+    assert r.returncode == 5, r.stderr
+    assert "timeline history file" in r.stderr
+    assert stored_raw(st, "00000002.history") == first.read_bytes()
+    assert wal.wal_key("00000002.history") == "wal/history/00000002.history.zst"
+
+
+def test_segment_of_another_cluster_is_refused(pg, other_cluster, archive, tmp_path):
+    (name, path), = segments_of(pg, tmp_path, 1, tag="mine")
+    assert push(archive, path, name).returncode == 0
+    (oname, opath), = segments_of(other_cluster, tmp_path, 1, tag="other")
+    st = archive[2]
+    had = st.stat(wal.wal_key(oname)) is not None
+    r = push(archive, opath, oname)
+    assert r.returncode == 5, r.stderr
+    other_id = other_cluster.psql("SELECT system_identifier FROM pg_control_system()")
+    assert other_id in r.stderr and "belongs to cluster" in r.stderr
+    if not had:
+        assert st.stat(wal.wal_key(oname)) is None
+    assert st.get_bytes("wal/SYSTEM_IDENTIFIER").decode().strip() != other_id
+
+
+def test_misnamed_segment_is_refused(pg, archive, tmp_path):
+    (name, path), = segments_of(pg, tmp_path, 1)
+    wrong = name[:16] + "%08X" % (int(name[16:], 16) + 7)
+    r = push(archive, path, wrong)
+    assert r.returncode == 8, r.stderr
+    assert archive[2].stat(wal.wal_key(wrong)) is None
+
+
+def test_partial_and_backup_files_round_trip(pg, archive, tmp_path):
+    (name, path), = segments_of(pg, tmp_path, 1)
+    partial = path + ".partial"
+    shutil.copyfile(path, partial)
+    backup = tmp_path / ("%s.00000028.backup" % name)
+    backup.write_text("START WAL LOCATION: 0/2000028 (file %s)\nSTOP WAL LOCATION: 0/2000100\n" % name)
+    for p, n in ((partial, name + ".partial"), (str(backup), backup.name)):
+        r = push(archive, p, n)
+        assert r.returncode == 0, r.stderr
+        assert archive[2].stat("wal/%s/%s.zst" % (name[:8], n)) is not None
+        out = tmp_path / ("fetched-" + n)
+        r = fetch(archive, n, str(out))
+        assert r.returncode == 0, r.stderr
+        with open(p, "rb") as fh:
+            assert out.read_bytes() == fh.read()
+
+
+# --------------------------------------------------------------------------
+# wal-fetch
+
+
+def test_fetch_of_a_missing_file_exits_1(archive, tmp_path):
+    target = tmp_path / "RECOVERYXLOG"
+    r = fetch(archive, "0000000100000000000000AA", str(target))
+    assert r.returncode == 1, r.stderr
+    assert "not in archive" in r.stderr
+    assert not target.exists()
+    r = fetch(archive, "00000009.history", str(target))
+    assert r.returncode == 1
+
+
+def test_fetch_writes_atomically_and_checks_what_it_reads(pg, archive, tmp_path):
+    (name, path), = segments_of(pg, tmp_path, 1)
+    assert push(archive, path, name).returncode == 0
+    out_dir = tmp_path / "pg_wal"
+    out_dir.mkdir()
+    target = out_dir / "RECOVERYXLOG"
+    r = fetch(archive, name, str(target))
+    assert r.returncode == 0, r.stderr
+    with open(path, "rb") as fh:
+        assert sha(target.read_bytes()) == sha(fh.read())
+    assert sorted(os.listdir(str(out_dir))) == ["RECOVERYXLOG"]  # no temp file left
+    # The stored copy is damaged (truncated): non-zero, and %p never appears half-written.
+    st = archive[2]
+    good = st.get_bytes(wal.wal_key(name))
+    st.put_bytes(wal.wal_key(name), good[:len(good) // 2])
+    target2 = out_dir / "RECOVERYXLOG2"
+    r = fetch(archive, name, str(target2))
+    assert r.returncode not in (0, 1), r.stderr  # an error, not "end of archive"
+    assert "truncated" in r.stderr or "corrupt" in r.stderr
+    assert not target2.exists()
+    assert sorted(os.listdir(str(out_dir))) == ["RECOVERYXLOG"]
+
+
+# --------------------------------------------------------------------------
+# read-ahead (spool): parallel pushes, same contract
+
+
+def test_read_ahead_pushes_ready_segments_and_answers_from_markers(pg, tmp_path, s3, bucket):
+    url = "s3://%s/ahead" % bucket
+    cfg = {"endpoint_url": s3.endpoint_url, "access_key": s3.access_key, "secret_key": s3.secret_key,
+           "region": s3.region}
+    segs = segments_of(pg, tmp_path, 3, tag="ahead")
+    wal_dir = tmp_path / "pg_wal"
+    (wal_dir / "archive_status").mkdir(parents=True)
+    for name, path in segs:
+        shutil.copyfile(path, str(wal_dir / name))
+        (wal_dir / "archive_status" / (name + ".ready")).write_text("")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    first = segs[0][0]
+    r = run_drkit(["wal-push", "--storage-url", url, "--spool-dir", str(spool), "--read-ahead", "4",
+                   str(wal_dir / first), first], config=cfg)
+    assert r.returncode == 0, r.stderr
+    st = storage.open_storage(url, **cfg)
+    for name, _p in segs:
+        assert st.stat(wal.wal_key(name)) is not None
+    assert sorted(os.listdir(str(spool))) == sorted(n + ".pushed" for n, _p in segs[1:])
+    # The next call is answered from the marker: no storage access at all
+    # (the endpoint given here does not exist).
+    second = segs[1][0]
+    r = run_drkit(["wal-push", "--storage-url", url, "--spool-dir", str(spool), "--verbose",
+                   str(wal_dir / second), second],
+                  config=dict(cfg, endpoint_url="http://127.0.0.1:9"))
+    assert r.returncode == 0, r.stderr
+    assert "archived ahead" in r.stdout
+    # A marker never vouches for different content: that goes through the full check.
+    third = segs[2][0]
+    with open(str(wal_dir / third), "r+b") as fh:
+        fh.seek(8192 * 2)
+        fh.write(b"\x01" * 64)
+    r = run_drkit(["wal-push", "--storage-url", url, "--spool-dir", str(spool), str(wal_dir / third), third],
+                  config=cfg)
+    assert r.returncode == 5, r.stderr

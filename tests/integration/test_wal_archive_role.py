@@ -1,0 +1,108 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Role drkit.backup.postgresql_wal_archive (and module pg_wal_archive) on a
+real PostgreSQL 15 cluster that does not archive yet: check mode changes
+nothing; the real run sets the settings, restarts through the handler (here
+a pg_ctl restart command instead of a service), proves archiving with
+pg_switch_wal() and finds the segment in SeaweedFS; a second run changes
+nothing and restarts nothing."""
+
+import os
+import shlex
+import shutil
+import sys
+import uuid
+
+import pytest
+from ansible_collections.drkit.backup.plugins.module_utils import sandbox, storage, wal
+from helpers import DRKIT, run_playbook
+
+ROLE_TASK = {"name": "apply the role", "ansible.builtin.include_role": {"name": "drkit.backup.postgresql_wal_archive"}}
+
+
+@pytest.fixture
+def plain_cluster(scratch_root):
+    base = sandbox.make_scratch_dir(prefix="walrole-", parent=str(scratch_root))
+    server = sandbox.ScratchPostgres(os.path.join(base, "pg"), password="role-pw-%s" % uuid.uuid4().hex[:6])
+    server.start()
+    try:
+        yield server
+    finally:
+        # the role restarted it with pg_ctl: stop whatever runs in its data directory
+        pid_file = os.path.join(server.data_dir, "postmaster.pid")
+        if os.path.exists(pid_file):
+            os.system("runuser -u postgres -- %s stop -D %s -m immediate -w >/dev/null 2>&1" % (
+                shlex.quote(os.path.join(server.bin_dir, "pg_ctl")), shlex.quote(server.data_dir)))
+        server.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def entries(run, name):
+    """Results of a role task (Ansible prefixes the role name)."""
+    return [r for r in run.results if r["task"].split(" : ", 1)[-1] == name]
+
+
+def role_vars(pg, s3, bucket, base):
+    # the log goes to the socket directory: the server's OS user owns it
+    restart = "runuser -u postgres -- %s restart -D %s -m fast -w -l %s" % (
+        os.path.join(pg.bin_dir, "pg_ctl"), pg.data_dir, os.path.join(pg.socket_dir, "restart.log"))
+    return {
+        "postgresql_wal_archive_storage_url": "s3://%s/role" % bucket,
+        "postgresql_wal_archive_storage_options": {"endpoint_url": s3.endpoint_url, "access_key": s3.access_key,
+                                                   "secret_key": s3.secret_key, "region": s3.region},
+        "postgresql_wal_archive_login_host": pg.host, "postgresql_wal_archive_login_port": pg.port,
+        "postgresql_wal_archive_login_password": pg.password,
+        "postgresql_wal_archive_install_runtime": False,
+        "postgresql_wal_archive_drkit_command": "%s %s" % (sys.executable, DRKIT),
+        "postgresql_wal_archive_config_file": os.path.join(base, "etc", "wal-archive.yml"),
+        "postgresql_wal_archive_restart_command": restart,
+        "postgresql_wal_archive_min_free_mb": 10,
+        "postgresql_wal_archive_timeout": 30,
+    }
+
+
+def test_role_configures_restarts_once_and_proves_archiving(plain_cluster, s3, bucket, tmp_path):
+    pg = plain_cluster
+    base = os.path.dirname(pg.base_dir)
+    variables = role_vars(pg, s3, bucket, base)
+    assert pg.psql("SHOW archive_mode") == "off"
+
+    run = run_playbook([ROLE_TASK], extra_vars=variables, check=True, tmp_dir=tmp_path)
+    assert run.rc == 0, run.describe()
+    assert pg.psql("SHOW archive_mode") == "off"  # check mode changed nothing
+    assert not os.path.exists(variables["postgresql_wal_archive_config_file"])
+
+    run = run_playbook([ROLE_TASK], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc == 0, run.describe()
+    assert s3.secret_key not in run.stdout and pg.password not in run.stdout
+    configured = entries(run, "Configure archiving with ALTER SYSTEM")[-1]["result"]
+    assert set(configured["changes"]) == {"archive_mode", "archive_command", "archive_timeout"}
+    assert configured["restart_required"] is True
+    assert configured["changed"] is True
+    assert entries(run, "Restart PostgreSQL for WAL archiving (custom command)")[-1]["result"]["changed"] is True
+    proof = entries(run, "Prove archiving works (pg_switch_wal, pg_stat_archiver, the segment in the archive)")[-1]
+    proof = proof["result"]
+    segment = proof["test"]["segment"]
+    st = storage.open_storage(variables["postgresql_wal_archive_storage_url"],
+                              **variables["postgresql_wal_archive_storage_options"])
+    assert st.stat(wal.wal_key(segment)) is not None
+    assert pg.psql("SHOW archive_mode") == "on" and pg.psql("SHOW archive_timeout") == "30s"
+    assert "wal-push --config" in pg.psql("SHOW archive_command")
+    assert variables["postgresql_wal_archive_storage_options"]["secret_key"] not in pg.psql("SHOW archive_command")
+    st_cfg = os.stat(variables["postgresql_wal_archive_config_file"])
+    assert oct(st_cfg.st_mode & 0o777) == oct(0o600)
+
+    again = run_playbook([ROLE_TASK], extra_vars=variables, tmp_dir=tmp_path)
+    assert again.rc == 0, again.describe()
+    assert entries(again, "Configure archiving with ALTER SYSTEM")[-1]["result"]["changed"] is False
+    assert entries(again, "Restart PostgreSQL for WAL archiving (custom command)") == []
+    assert not any(r["result"].get("changed") for r in again.results), again.describe()
+
+
+def test_role_preflight_refuses_a_bad_storage_url(plain_cluster, s3, bucket, tmp_path):
+    variables = role_vars(plain_cluster, s3, bucket, str(tmp_path))
+    variables["postgresql_wal_archive_storage_url"] = "ftp://nowhere"
+    run = run_playbook([ROLE_TASK], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc != 0
+    assert "must be s3://bucket/prefix or file:///absolute/path" in run.text
+    assert plain_cluster.psql("SHOW archive_mode") == "off"
