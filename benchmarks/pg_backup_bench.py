@@ -67,6 +67,10 @@ def run_measured(argv, env=None, stdout=subprocess.DEVNULL, want_json=False):
     return secs, rss, p.returncode
 
 
+def med(values):
+    return sorted(values)[len(values) // 2]
+
+
 def dir_size(path):
     total = 0
     for dp, _dn, fns in os.walk(path):
@@ -205,11 +209,10 @@ def main():
             name, s, r, "%.1f" % (size / 1e6) if size else "-",
             "%.2fx" % (s / a[1]) if size else "-", "%.2fx" % (s / b[1]) if size else "-"))
     print()
+    ratios = (drkit_restore / raw_same, drkit_restore / raw_restore)
     print("restore overhead: drkit restore -j%d / raw pg_restore -j%d of the same dump = %.2fx "
-          "(of pg_dump's own file: %.2fx)" % (args.jobs, args.jobs, drkit_restore / raw_same,
-                                               drkit_restore / raw_restore))
+          "(of pg_dump's own file: %.2fx)" % ((args.jobs, args.jobs) + ratios))
     if pairs:
-        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
         raw_m = med([p[0] for p in pairs])
         drkit_m = med([p[1] for p in pairs])
         pgr_m = med([p[2].get("restore_seconds", 0) for p in pairs])

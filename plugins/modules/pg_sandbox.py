@@ -140,7 +140,7 @@ def main():
             sample_database=dict(type="str"),
             sample_scale=dict(type="float", default=0.01),
             sample_seed=dict(type="int", default=42),
-            redis_keys=dict(type="int", default=0),
+            redis_keys=dict(type="int", default=0, no_log=False),
         ),
         supports_check_mode=True,
     )

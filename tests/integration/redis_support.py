@@ -67,7 +67,7 @@ def dump_values(server, keys, db=0):
 
 def sample_keys(n, count=200, seed=3, prefix="k"):
     rnd = random.Random(seed)
-    return ["%s:%d" % (prefix, rnd.randrange(n)) for _ in range(count)]
+    return ["%s:%d" % (prefix, rnd.randrange(n)) for _i in range(count)]
 
 
 def info(server, section):

@@ -168,7 +168,7 @@ def test_rehearsal_on_localhost_with_sandbox(scratch_dir, tmp_path):
 @pytest.fixture
 def rehearsal_dbs(pg):
     """Two sample databases: one per inventory host."""
-    names = ["rh_%s" % uuid.uuid4().hex[:8] for _ in range(2)]
+    names = ["rh_%s" % uuid.uuid4().hex[:8] for _i in range(2)]
     try:
         dbs = [(n, make_sample_database(pg, n, scale=0.005, seed=17 + i)) for i, n in enumerate(names)]
         # the sample's row counts depend on the scale only: tell the two apart

@@ -242,8 +242,8 @@ def test_before_selects_newest_backup_at_or_before(pg, tmp_path, tiny_db, cleanu
     t_second = second["manifest"]["finished_at"]
     assert t_first < t_second
 
-    cases = [(t_first, first), (mf.isoformat(mf.parse_time(t_second) - (mf.parse_time(t_second) -
-                                                                     mf.parse_time(t_first)) / 2), first),
+    midway = mf.parse_time(t_second) - (mf.parse_time(t_second) - mf.parse_time(t_first)) / 2
+    cases = [(t_first, first), (mf.isoformat(midway), first),
              (t_second, second), ("2999-01-01T00:00:00Z", second)]
     for before, want in cases:
         target = "bf_%s" % uuid.uuid4().hex[:8]

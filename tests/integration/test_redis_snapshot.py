@@ -116,7 +116,7 @@ def test_aof_backup_while_writes_continue_restores_exactly(aof_server, tmp_path,
         i = 0
         while not stop.is_set():
             p = c.pipeline(transaction=False)
-            for _ in range(50):
+            for _i in range(50):
                 p.set("live:%d" % i, "x" * (i % 50))
                 p.incr("counter")
                 if i % 7 == 0:
@@ -163,7 +163,7 @@ def test_remote_mode_with_acl_user_and_password(server, tmp_path, tmp_storage_ur
     changed, res = redis_backup.redis_snapshot(p)
     assert res["key_counts"] == {"db0": {"keys": 5000, "expires": 0}} and res["key_counts_exact"]
     assert "backup-secret-9" not in json.dumps(res)
-    restored, _ = restore_by_hand(res, tmp_storage_url, tmp_path)
+    restored = restore_by_hand(res, tmp_storage_url, tmp_path)[0]
     try:
         assert keyspace(restored) == {"db0": {"keys": 5000, "expires": 0}}
     finally:

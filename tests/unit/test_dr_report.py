@@ -166,7 +166,7 @@ def test_markdown_keeps_hostile_names_inside_their_cell():
     rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "public." in ln]
     assert len(rows) == 1
     # an unescaped '|' would add columns: table name, expected, restored, ok
-    cells = [c for c in _md_cells(rows[0])]
+    cells = list(_md_cells(rows[0]))
     assert len(cells) == 4, rows[0]
 
 
