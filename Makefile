@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTEST ?= $(VENV)/bin/pytest
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 
-.PHONY: bootstrap test unit integration lint sanity changelog demo
+.PHONY: bootstrap test unit integration molecule lint sanity changelog demo bench-pitr
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -21,6 +21,11 @@ unit:
 integration:
 	$(PYTEST) $(PYTEST_FLAGS) -m integration tests
 
+# The molecule scenarios (molecule/*/) with their services, as root: the roles
+# install for real on this machine. `make test` runs them too (tests/integration).
+molecule: bootstrap
+	$(PYTEST) $(PYTEST_FLAGS) tests/integration/test_molecule.py
+
 # ruff + ansible-lint (production profile) + antsibull-changelog lint; tools in build/venv-lint.
 lint:
 	scripts/lint.sh
@@ -35,3 +40,10 @@ changelog:
 
 demo:
 	scripts/demo.sh
+
+# drkit physical backup/PITR against pgBackRest (numbers in docs/pitr.md). pgbackrest is
+# a benchmark-only Debian package: installed here, not by bootstrap. Needs root.
+bench-pitr: bootstrap
+	@dpkg-query -W -f='$${Status}' pgbackrest 2>/dev/null | grep -q 'install ok installed' || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbackrest; }
+	$(VENV)/bin/python benchmarks/physical_vs_pgbackrest.py $(BENCH_ARGS)

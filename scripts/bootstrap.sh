@@ -18,8 +18,9 @@ set -euo pipefail
 # Debian packages: keep them in this one list.
 # The shellcheck package serves the shellcheck test of ansible-test sanity (skipped without it).
 # prometheus: for promtool (alert rule tests; the service itself is never started).
-# cron: the roles' default scheduler (tests run the cron lines themselves).
-APT_PACKAGES="postgresql postgresql-client redis-server redis-tools zstd python3 python3-venv shellcheck prometheus cron"
+# cron, logrotate: the roles' default scheduler and its log rotation (tests run
+# the cron lines themselves and check the logrotate snippet).
+APT_PACKAGES="postgresql postgresql-client redis-server redis-tools zstd python3 python3-venv shellcheck prometheus cron logrotate"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
