@@ -9,10 +9,13 @@ PYTEST_FLAGS ?= -q -p no:cacheprovider
 bootstrap:
 	scripts/bootstrap.sh
 
-# Everything, real services included (started by tests/conftest.py on loopback).
-# Any non-zero pytest exit fails the target, 5 (no tests collected) included.
+# Everything, real services included (started by tests/conftest.py on loopback),
+# then the quality gates. Any non-zero exit fails the target, pytest's 5 (no
+# tests collected) included.
 test: bootstrap
 	$(PYTEST) $(PYTEST_FLAGS) tests
+	scripts/lint.sh
+	scripts/sanity.sh
 
 # Fast tests that need no service.
 unit:
