@@ -41,14 +41,12 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
 
 from . import manifest as mf
 from . import wal
-from .backup import VERSION
 from .errors import ConfigError, DrkitError, IntegrityError, NotFoundError, SafetyError, ToolError, WaitTimeout
 from .pg_physical import ARTIFACT, KIND, PG_MANIFEST_ARTIFACT
 from .pipeline import LocalRunner, decompressor_for, read_stored
@@ -774,8 +772,8 @@ def verify_physical(params, entry, check_mode=False, runner=None, progress=None)
     """Verify a pg_physical backup at params['level'] (checksum | structure |
     restore); writes a verification record like pg_verify. Returns
     (changed, result); raises pg_verify.VerificationFailed on failure."""
-    from .pg_verify import LEVELS, RECORD_FORMAT, VerificationFailed, _record_metrics, normalise_checks, \
-        record_key, run_checks  # pylint: disable=import-outside-toplevel
+    from .pg_verify import LEVELS, finish_verification, normalise_checks, \
+        run_checks  # pylint: disable=import-outside-toplevel
     from .sandbox import ScratchPostgres, make_scratch_dir  # pylint: disable=import-outside-toplevel
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
@@ -877,28 +875,8 @@ def verify_physical(params, entry, check_mode=False, runner=None, progress=None)
         if scratch_root:
             shutil.rmtree(scratch_root, ignore_errors=True)
 
-    finished = mf.utcnow()
-    duration = round(time.time() - t0, 3)
-    age = (started - manifest.finished).total_seconds()
-    record = {
-        "format": RECORD_FORMAT, "version": 1, "backup_id": entry.backup_id, "level": level,
-        "result": "pass" if passed else "fail", "started_at": mf.isoformat(started),
-        "finished_at": mf.isoformat(finished), "duration_seconds": duration, "timings": timings,
-        "backup_age_seconds": round(age, 3), "findings": findings, "tables": [], "checks": check_results,
-        "physical": facts, "verifier": {"host": socket.gethostname(), "drkit": VERSION},
-    }
-    key = record_key(entry.backup_id, finished)
-    storage.put_bytes(key, (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
-    _record_metrics(params.get("metrics_dir"), job, manifest["kind"], passed, duration, timings, age)
-    result = dict(record)
-    result.update({"passed": passed, "record_key": key, "duration": duration,
-                   "msg": "%s %s at level %s in %.1f s" % (
-                       entry.backup_id, "passed" if passed else "FAILED", level, duration)})
-    if not passed:
-        raise VerificationFailed("Backup %s failed verification at level %s: %s" % (
-            entry.backup_id, level, "; ".join(findings[:10])),
-            "Do not rely on this backup; see the verification record %s" % key, details=result)
-    return True, result
+    return finish_verification(storage, params, entry, job, level, passed, started, t0, timings, findings,
+                               {"tables": [], "checks": check_results, "physical": facts})
 
 
 def _wait_promoted(server, timeout):

@@ -193,6 +193,15 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
         finally:
             fetch.cleanup()
 
+    return finish_verification(storage, params, entry, job, level, passed, started, t0, timings, findings,
+                               {"tables": tables, "checks": check_results, "scratch_database": scratch})
+
+
+def finish_verification(storage, params, entry, job, level, passed, started, t0, timings, findings, extra):
+    """Shared end of every verifier (logical, physical, Redis): write the
+    record next to the manifest (never rewriting it), update the metrics, and
+    return (True, result) or raise VerificationFailed carrying the result."""
+    manifest = entry.manifest
     finished = mf.utcnow()
     duration = round(time.time() - t0, 3)
     age = (started - manifest.finished).total_seconds()
@@ -200,10 +209,10 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
         "format": RECORD_FORMAT, "version": 1, "backup_id": entry.backup_id, "level": level,
         "result": "pass" if passed else "fail", "started_at": mf.isoformat(started),
         "finished_at": mf.isoformat(finished), "duration_seconds": duration, "timings": timings,
-        "backup_age_seconds": round(age, 3), "findings": findings, "tables": tables,
-        "checks": check_results, "scratch_database": scratch,
+        "backup_age_seconds": round(age, 3), "findings": findings,
         "verifier": {"host": socket.gethostname(), "drkit": VERSION},
     }
+    record.update(extra)
     key = record_key(entry.backup_id, finished)
     storage.put_bytes(key, (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
     _record_metrics(params.get("metrics_dir"), job, manifest["kind"], passed, duration, timings, age)

@@ -24,22 +24,19 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 import os
 import secrets
 import shutil
-import socket
 import tarfile
 import tempfile
 import threading
 import time
 
 from . import manifest as mf
-from .backup import VERSION
 from .errors import (ConfigError, IntegrityError, NotFoundError, SafetyError, SourceError, ToolError,
                      WaitTimeout)
 from .pg_restore import signals_raise
-from .pg_verify import RECORD_FORMAT, VerificationFailed, _record_metrics, record_key
+from .pg_verify import finish_verification
 from .pipeline import LocalRunner, decompressor_for, read_stored
 from .redis_backup import (AOF_PREFIX, RdbChecker, check_aof_dir, check_rdb_file, find_redis_tool)
 from .redis_client import RedisClient, conn_params, describe, keyspace
@@ -406,29 +403,8 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    finished = mf.utcnow()
-    duration = round(time.time() - t0, 3)
-    age = (started - manifest.finished).total_seconds()
-    record = {
-        "format": RECORD_FORMAT, "version": 1, "backup_id": entry.backup_id, "level": level,
-        "result": "pass" if passed else "fail", "started_at": mf.isoformat(started),
-        "finished_at": mf.isoformat(finished), "duration_seconds": duration, "timings": timings,
-        "backup_age_seconds": round(age, 3), "findings": findings, "keyspace": rows,
-        "key_counts_compared": how, "structure": facts,
-        "verifier": {"host": socket.gethostname(), "drkit": VERSION},
-    }
-    key = record_key(entry.backup_id, finished)
-    storage.put_bytes(key, (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
-    _record_metrics(params.get("metrics_dir"), job, manifest["kind"], passed, duration, timings, age)
-    result = dict(record)
-    result.update({"passed": passed, "record_key": key, "duration": duration,
-                   "msg": "%s %s at level %s in %.1f s" % (
-                       entry.backup_id, "passed" if passed else "FAILED", level, duration)})
-    if not passed:
-        raise VerificationFailed("Backup %s failed verification at level %s: %s" % (
-            entry.backup_id, level, "; ".join(findings[:10])),
-            "Do not rely on this backup; see the verification record %s" % key, details=result)
-    return True, result
+    return finish_verification(storage, params, entry, job, level, passed, started, t0, timings, findings,
+                               {"keyspace": rows, "key_counts_compared": how, "structure": facts})
 
 
 # --------------------------------------------------------------------------
