@@ -88,6 +88,8 @@ def run_checks(cp, dbname, checks):
                 if not any(k in c for k in ("equals", "min", "max")):
                     ok = bool(value)
                 entry["ok"] = bool(ok)
+            except DrkitError:
+                raise  # an interrupt is not a failed check
             except Exception as e:  # pylint: disable=broad-except
                 entry.update(ok=False, error=str(e).strip())
             results.append(entry)

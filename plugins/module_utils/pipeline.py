@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 
-from .errors import ConfigError, IntegrityError, ToolError
+from .errors import ConfigError, DrkitError, IntegrityError, ToolError
 
 CHUNK = 1 << 20
 STDERR_LIMIT = 64 << 10
@@ -203,6 +203,8 @@ class ZstdDecompress(object):
         self._fed = self._fed or bool(data)
         try:
             return self._d.decompress(data)
+        except DrkitError:
+            raise  # e.g. Terminated from a signal handler: an interrupt, not corruption
         except Exception as e:  # pylint: disable=broad-except
             raise IntegrityError("The stored data is not a valid zstd stream: %s" % e,
                                  "The object is corrupt; use another backup")

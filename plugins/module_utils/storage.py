@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover
     from urlparse import urlsplit  # type: ignore
     from urllib import unquote  # type: ignore
 
-from .errors import ConfigError, ConflictError, NotFoundError, StorageError
+from .errors import ConfigError, ConflictError, DrkitError, NotFoundError, StorageError
 
 ObjectInfo = namedtuple("ObjectInfo", ["key", "size", "mtime"])
 """One stored object: key relative to the root, size in bytes, mtime (epoch)."""
@@ -582,6 +582,8 @@ class S3Storage(Storage):
         return prefix
 
     def _error(self, action, exc):
+        if isinstance(exc, DrkitError):
+            return exc  # already ours, or an interrupt (Terminated): pass it on unchanged
         code = _s3_code(exc)
         where = self.describe()
         if code == "NoSuchBucket":
