@@ -28,7 +28,7 @@ import threading
 from . import manifest as mf
 from .backup import BackupSession, record_failure
 from .errors import ConfigError, DrkitError, IntegrityError, SourceError
-from .pipeline import BackgroundReader, LocalRunner, ProcessFeeder
+from .pipeline import BackgroundReader, LocalRunner, ProcessFeeder, TarStreamExtractor
 from .postgres import (ToolEnv, check_tool_result, conn_params, connect, find_tool, server_facts,
                        tool_version)
 from .storage import open_storage, storage_options
@@ -298,7 +298,8 @@ def list_archive(runner, pg_restore, fmt, name, reread):
     else:
         tmp = tempfile.mkdtemp(prefix="drkit-toc-")
         try:
-            extractor = _TocExtractor(os.path.join(tmp, "dump"))
+            # Only toc.dat is needed for --list: stop unpacking once it is out.
+            extractor = TarStreamExtractor(os.path.join(tmp, "dump"), "dump/", only=["toc.dat"])
             extractor.start()
             try:
                 reread(extractor.feed)
@@ -318,50 +319,3 @@ def list_archive(runner, pg_restore, fmt, name, reread):
     if not entries:
         raise IntegrityError("pg_restore --list found no entries in the stored %s" % name)
     return len(entries)
-
-
-class _TocExtractor(threading.Thread):
-    """Reads a tar stream from a pipe and extracts only toc.dat."""
-
-    def __init__(self, out_dir):
-        super(_TocExtractor, self).__init__()
-        self.daemon = True
-        self.out_dir = out_dir
-        r, w = os.pipe()
-        self._r = os.fdopen(r, "rb")
-        self._w = os.fdopen(w, "wb")
-        self.error = None
-        self._open = True
-
-    def feed(self, data):
-        if not self._open:
-            return False
-        try:
-            self._w.write(data)
-        except (BrokenPipeError, OSError, ValueError):
-            self._open = False
-            return False
-        return True
-
-    def close(self):
-        if self._open:
-            self._open = False
-            try:
-                self._w.close()
-            except OSError:
-                pass
-
-    def run(self):
-        try:
-            os.makedirs(self.out_dir, 0o700)
-            with tarfile.open(fileobj=self._r, mode="r|") as tar:
-                for member in tar:
-                    if member.name == "dump/toc.dat" and member.isfile():
-                        src = tar.extractfile(member)
-                        with open(os.path.join(self.out_dir, "toc.dat"), "wb") as out:
-                            shutil.copyfileobj(src, out)
-                        break
-        except Exception as e:  # pylint: disable=broad-except
-            self.error = e
-        finally:
-            self._r.close()  # the feeder then stops: no need to read the rest

@@ -23,15 +23,13 @@ import binascii
 import os
 import shutil
 import signal
-import tarfile
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 
 from . import manifest as mf
 from .errors import ConfigError, DrkitError, IntegrityError, SafetyError, ToolError
-from .pipeline import LocalRunner, ProcessFeeder, decompressor_for, read_stored
+from .pipeline import LocalRunner, ProcessFeeder, TarStreamExtractor, decompressor_for, read_stored
 from .postgres import ToolEnv, conn_params, connect, find_tool, server_facts, stderr_errors
 from .storage import open_storage, storage_options
 
@@ -203,7 +201,7 @@ class ArtifactFetch(object):
             with open(path, "wb") as out:
                 self.check_only(consumer=out.write)
             return path
-        extractor = TarExtractor(self.tmp)
+        extractor = TarStreamExtractor(os.path.join(self.tmp, "dump"), "dump/")
         extractor.start()
         try:
             self.check_only(consumer=extractor.feed)
@@ -222,54 +220,6 @@ class ArtifactFetch(object):
         if self.tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
-
-
-class TarExtractor(threading.Thread):
-    """Unpacks a tar stream written to feed() into a directory, refusing
-    anything but plain files under dump/."""
-
-    def __init__(self, out_dir):
-        super(TarExtractor, self).__init__()
-        self.daemon = True
-        self.out_dir = out_dir
-        r, w = os.pipe()
-        self._r = os.fdopen(r, "rb")
-        self._w = os.fdopen(w, "wb")
-        self.error = None
-
-    def feed(self, data):
-        self._w.write(data)
-
-    def close(self):
-        try:
-            self._w.close()
-        except OSError:
-            pass
-
-    def run(self):
-        try:
-            with tarfile.open(fileobj=self._r, mode="r|") as tar:
-                for member in tar:
-                    parts = member.name.split("/")
-                    if (not member.isfile() or len(parts) != 2 or parts[0] != "dump"
-                            or parts[1] in ("", ".", "..")):
-                        raise IntegrityError("Unexpected member %r in dump archive" % member.name)
-                    target_dir = os.path.join(self.out_dir, "dump")
-                    if not os.path.isdir(target_dir):
-                        os.mkdir(target_dir, 0o700)
-                    src = tar.extractfile(member)
-                    with open(os.path.join(target_dir, parts[1]), "wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
-        except Exception as e:  # pylint: disable=broad-except
-            self.error = e
-            # Drain so the writer side never blocks on a full pipe.
-            try:
-                while self._r.read(1 << 20):
-                    pass
-            except (OSError, ValueError):
-                pass
-        finally:
-            self._r.close()
 
 
 def restore_argv(pg_restore, dbname, jobs, params, source=None):

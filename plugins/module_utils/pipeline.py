@@ -22,7 +22,9 @@ __metaclass__ = type
 
 import hashlib
 import os
+import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 
@@ -436,3 +438,72 @@ class BackgroundReader(threading.Thread):
                 self.data += chunk[:room]
             if len(chunk) > room:
                 self.truncated = True
+
+
+class TarStreamExtractor(threading.Thread):
+    """Unpacks a tar stream written to feed() into out_dir, in a thread, so a
+    stored archive is unpacked while it is read back and hashed.
+
+    Only plain files directly under ``prefix`` are accepted; anything else
+    (links, directories, paths with '/' or '..') is an IntegrityError, so a
+    tampered archive cannot write outside out_dir. With ``only``, just those
+    names are extracted and reading stops once they are out: feed() then
+    returns False and the caller stops decompressing but goes on hashing."""
+
+    def __init__(self, out_dir, prefix, only=None):
+        super(TarStreamExtractor, self).__init__()
+        self.daemon = True
+        self.out_dir = out_dir
+        self.prefix = prefix
+        self.only = set(only) if only is not None else None
+        r, w = os.pipe()
+        self._r = os.fdopen(r, "rb")
+        self._w = os.fdopen(w, "wb")
+        self._open = True
+        self.error = None
+        self.names = []
+
+    def feed(self, data):
+        if not self._open:
+            return False
+        try:
+            self._w.write(data)
+        except (BrokenPipeError, OSError, ValueError):
+            self._open = False
+            return False
+        return True
+
+    def close(self):
+        self._open = False
+        try:
+            self._w.close()
+        except (OSError, ValueError):
+            pass
+
+    def run(self):
+        try:
+            if not os.path.isdir(self.out_dir):
+                os.makedirs(self.out_dir, 0o700)
+            with tarfile.open(fileobj=self._r, mode="r|") as tar:
+                for member in tar:
+                    name = member.name[len(self.prefix):] if member.name.startswith(self.prefix) else ""
+                    if not member.isfile() or not name or "/" in name or name in (".", ".."):
+                        raise IntegrityError("Unexpected member %r in the archive" % member.name)
+                    if self.only is not None and name not in self.only:
+                        continue
+                    fd = os.open(os.path.join(self.out_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "wb") as out:
+                        shutil.copyfileobj(tar.extractfile(member), out, CHUNK)
+                    self.names.append(name)
+                    if self.only is not None and self.only <= set(self.names):
+                        return  # the read end closes below: the feeder stops
+        except Exception as e:  # pylint: disable=broad-except
+            self.error = e
+            # Drain so the writer side never blocks on a full pipe.
+            try:
+                while self._r.read(CHUNK):
+                    pass
+            except (OSError, ValueError):
+                pass
+        finally:
+            self._r.close()

@@ -27,9 +27,7 @@ __metaclass__ = type
 import os
 import secrets
 import shutil
-import tarfile
 import tempfile
-import threading
 import time
 
 from . import manifest as mf
@@ -37,7 +35,7 @@ from .errors import (ConfigError, IntegrityError, NotFoundError, SafetyError, So
                      WaitTimeout)
 from .pg_restore import signals_raise
 from .pg_verify import finish_verification
-from .pipeline import LocalRunner, decompressor_for, read_stored
+from .pipeline import LocalRunner, TarStreamExtractor, decompressor_for, read_stored
 from .redis_backup import (AOF_PREFIX, RdbChecker, check_aof_dir, check_rdb_file, find_redis_tool)
 from .redis_client import RedisClient, conn_params, describe, keyspace
 from .storage import open_storage, storage_options
@@ -91,56 +89,6 @@ def _read(storage, manifest, art, consumer=None):
                        transforms=_transforms(manifest, art) if consumer else (), consumer=consumer)
 
 
-class AofTarExtractor(threading.Thread):
-    """Unpacks the tar of an AOF backup fed through feed() into out_dir,
-    refusing anything but plain files directly under aof/."""
-
-    def __init__(self, out_dir):
-        super(AofTarExtractor, self).__init__()
-        self.daemon = True
-        self.out_dir = out_dir
-        r, w = os.pipe()
-        self._r = os.fdopen(r, "rb")
-        self._w = os.fdopen(w, "wb")
-        self.error = None
-        self.names = []
-
-    def feed(self, data):
-        try:
-            self._w.write(data)
-        except (BrokenPipeError, OSError, ValueError):
-            return False
-        return True
-
-    def close(self):
-        try:
-            self._w.close()
-        except OSError:
-            pass
-
-    def run(self):
-        try:
-            with tarfile.open(fileobj=self._r, mode="r|") as tar:
-                for member in tar:
-                    name = member.name[len(AOF_PREFIX):] if member.name.startswith(AOF_PREFIX) else ""
-                    if not member.isfile() or not name or "/" in name or name in (".", ".."):
-                        raise IntegrityError("Unexpected member %r in the AOF archive" % member.name)
-                    src = tar.extractfile(member)
-                    fd = os.open(os.path.join(self.out_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(fd, "wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
-                    self.names.append(name)
-        except Exception as e:  # pylint: disable=broad-except
-            self.error = e
-            try:
-                while self._r.read(1 << 20):
-                    pass
-            except (OSError, ValueError):
-                pass
-        finally:
-            self._r.close()
-
-
 def fetch_backup(storage, manifest, dest_dir, aof_dirname="appendonlydir"):
     """Download the backup into dest_dir, checking size and sha256 on the way.
     Returns ('rdb', path of dump.rdb) or ('aof', path of the AOF directory)."""
@@ -153,7 +101,7 @@ def fetch_backup(storage, manifest, dest_dir, aof_dirname="appendonlydir"):
         return "rdb", path
     aofdir = os.path.join(dest_dir, aof_dirname)
     os.mkdir(aofdir, 0o700)
-    ex = AofTarExtractor(aofdir)
+    ex = TarStreamExtractor(aofdir, AOF_PREFIX)
     ex.start()
     try:
         _read(storage, manifest, art, consumer=ex.feed)

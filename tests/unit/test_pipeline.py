@@ -310,3 +310,67 @@ def test_memory_stays_bounded_while_streaming():
         tracemalloc.stop()
     assert sink.result()["raw_size"] == 64 << 20
     assert peak < 8 << 20, "peak %d bytes" % peak
+
+
+# --------------------------------------------------------------------------
+# TarStreamExtractor: one unpacker for dump directories and AOF archives
+
+
+def _tar_bytes(members):
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data, kind in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                info.type = tarfile.SYMTYPE
+                info.linkname = "/etc/passwd"
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def _run_extractor(ex, data, chunk=4096):
+    ex.start()
+    fed_all = True
+    try:
+        for i in range(0, len(data), chunk):
+            if ex.feed(data[i:i + chunk]) is False:
+                fed_all = False
+                break
+    finally:
+        ex.close()
+        ex.join(10)
+    return fed_all
+
+
+def test_tar_extractor_unpacks_plain_files_under_prefix(tmp_path):
+    data = _tar_bytes([("dump/toc.dat", b"t" * 5000, "file"), ("dump/3001.dat", b"d" * 70000, "file")])
+    ex = pl.TarStreamExtractor(str(tmp_path / "out"), "dump/")
+    assert _run_extractor(ex, data) is True
+    assert ex.error is None and ex.names == ["toc.dat", "3001.dat"]
+    assert (tmp_path / "out" / "3001.dat").read_bytes() == b"d" * 70000
+    assert oct((tmp_path / "out" / "toc.dat").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("member", [
+    ("dump/../escape", b"x", "file"), ("other/file", b"x", "file"), ("dump/sub/file", b"x", "file"),
+    ("dump/link", b"", "link"),
+])
+def test_tar_extractor_refuses_anything_but_plain_files_under_prefix(tmp_path, member):
+    data = _tar_bytes([member, ("dump/toc.dat", b"t", "file")])
+    ex = pl.TarStreamExtractor(str(tmp_path / "out"), "dump/")
+    _run_extractor(ex, data)
+    assert isinstance(ex.error, IntegrityError) and "Unexpected member" in str(ex.error)
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "out" / "link").exists()
+
+
+def test_tar_extractor_only_stops_reading_once_its_names_are_out(tmp_path):
+    big = bytes(bytearray(range(256))) * 8192  # 2 MiB after toc.dat: more than a pipe holds
+    data = _tar_bytes([("dump/toc.dat", b"toc", "file"), ("dump/4000.dat", big, "file")])
+    ex = pl.TarStreamExtractor(str(tmp_path / "out"), "dump/", only=["toc.dat"])
+    assert _run_extractor(ex, data) is False  # the feeder was told to stop
+    assert ex.error is None and ex.names == ["toc.dat"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["toc.dat"]
