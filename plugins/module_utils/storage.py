@@ -11,6 +11,8 @@ Keys are relative, '/'-separated paths under the storage root
   Files are 0600, directories 0700.
 * ``s3://bucket/prefix``: boto3; streams are uploaded as multipart uploads
   with a SHA-256 checksum per part, and a failed upload is aborted.
+  ``open_storage(..., light=True)`` (wal-push, wal-fetch) puts s3lite.py's
+  standard-library client in front of boto3 when it can.
 
 Every writer is used as ``with storage.writer(key) as w: w.write(...)``;
 leaving the block with an exception aborts the write and leaves nothing
@@ -520,6 +522,37 @@ class _S3Writer(ObjectWriter):
                 pass
 
 
+def boto3_client(endpoint_url=None, region=None, access_key=None, secret_key=None, session_token=None,
+                 profile=None, ca_bundle=None, validate_certs=True):
+    """The boto3 S3 client for these storage options (also what s3lite
+    hands the calls it does not make itself to)."""
+    try:
+        import boto3  # pylint: disable=import-outside-toplevel
+        from botocore.config import Config  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise ConfigError("s3:// storage needs the Python library boto3",
+                          "Install it (pip install boto3) in the Python that runs drkit")
+    if bool(access_key) != bool(secret_key):
+        raise ConfigError("Only one of access_key and secret_key was given",
+                          "Give both, or neither to use the AWS environment/profile chain")
+    session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+    s3cfg = {"addressing_style": "path"} if endpoint_url else {}
+    cfg = Config(s3=s3cfg, retries={"max_attempts": 5, "mode": "standard"},
+                 connect_timeout=10, read_timeout=120,
+                 request_checksum_calculation="when_required",
+                 response_checksum_validation="when_required",
+                 max_pool_connections=16)
+    verify = True
+    if ca_bundle:
+        verify = ca_bundle
+    if validate_certs is False:
+        verify = False
+    return session.client(
+        "s3", endpoint_url=endpoint_url or None, region_name=region or None,
+        aws_access_key_id=access_key or None, aws_secret_access_key=secret_key or None,
+        aws_session_token=session_token or None, verify=verify, config=cfg)
+
+
 class S3Storage(Storage):
     scheme = "s3"
 
@@ -535,31 +568,9 @@ class S3Storage(Storage):
         if client is not None:
             self.client = client
             return
-        try:
-            import boto3  # pylint: disable=import-outside-toplevel
-            from botocore.config import Config  # pylint: disable=import-outside-toplevel
-        except ImportError:
-            raise ConfigError("s3:// storage needs the Python library boto3",
-                              "Install it (pip install boto3) in the Python that runs drkit")
-        if bool(access_key) != bool(secret_key):
-            raise ConfigError("Only one of access_key and secret_key was given",
-                              "Give both, or neither to use the AWS environment/profile chain")
-        session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
-        s3cfg = {"addressing_style": "path"} if endpoint_url else {}
-        cfg = Config(s3=s3cfg, retries={"max_attempts": 5, "mode": "standard"},
-                     connect_timeout=10, read_timeout=120,
-                     request_checksum_calculation="when_required",
-                     response_checksum_validation="when_required",
-                     max_pool_connections=16)
-        verify = True
-        if ca_bundle:
-            verify = ca_bundle
-        if validate_certs is False:
-            verify = False
-        self.client = session.client(
-            "s3", endpoint_url=endpoint_url or None, region_name=region or None,
-            aws_access_key_id=access_key or None, aws_secret_access_key=secret_key or None,
-            aws_session_token=session_token or None, verify=verify, config=cfg)
+        self.client = boto3_client(endpoint_url=endpoint_url, region=region, access_key=access_key,
+                                   secret_key=secret_key, session_token=session_token, profile=profile,
+                                   ca_bundle=ca_bundle, validate_certs=validate_certs)
 
     def describe(self):
         url = "s3://%s/%s" % (self.bucket, self.prefix) if self.prefix else "s3://%s" % self.bucket
@@ -728,9 +739,14 @@ def _epoch(dt):
 
 
 def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_key=None,
-                 session_token=None, profile=None, ca_bundle=None, validate_certs=True, **_ignored):
+                 session_token=None, profile=None, ca_bundle=None, validate_certs=True, light=False,
+                 **_ignored):
     """Storage for a storage_url. S3 options fall back to the AWS environment
-    (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, ...) as boto3 does."""
+    (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, ...) as boto3 does.
+
+    ``light``: for short-lived processes (wal-push, wal-fetch), use the
+    standard-library S3 client of s3lite.py when it can stand in for boto3
+    (static credentials, no proxy, ...; see ``s3lite.lite_client_for``)."""
     if not url or not isinstance(url, str):
         raise ConfigError("storage_url is empty",
                           "Set it to file:///absolute/path or s3://bucket/prefix")
@@ -748,9 +764,15 @@ def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_ke
             raise ConfigError("s3:// storage_url must not contain credentials",
                               "Use access_key/secret_key options or AWS_* environment variables")
         endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        client = None
+        if light:
+            from .s3lite import lite_client_for  # pylint: disable=import-outside-toplevel
+            client = lite_client_for(endpoint_url=endpoint_url, region=region, access_key=access_key,
+                                     secret_key=secret_key, session_token=session_token, profile=profile,
+                                     ca_bundle=ca_bundle, validate_certs=validate_certs)
         return S3Storage(parts.netloc, unquote(parts.path), endpoint_url=endpoint_url, region=region,
                          access_key=access_key, secret_key=secret_key, session_token=session_token,
-                         profile=profile, ca_bundle=ca_bundle, validate_certs=validate_certs)
+                         profile=profile, ca_bundle=ca_bundle, validate_certs=validate_certs, client=client)
     raise ConfigError("Unsupported storage_url %r" % url,
                       "Use file:///absolute/path or s3://bucket/prefix")
 

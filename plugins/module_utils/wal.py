@@ -490,7 +490,7 @@ def wal_push(params, path, name, progress=None, storage=None):
                     return False, result
                 # Different content than what we pushed ahead: go through the full contract.
         if storage is None:
-            storage = open_storage(params.get("storage_url"), **storage_options(params))
+            storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
         level = params.get("compression_level") or 3
         ahead = []
         if spool_dir and read_ahead > 0:
@@ -619,7 +619,7 @@ def wal_fetch(params, name, path, storage=None):
             return True, {"name": name, "status": "prefetched", "seconds": round(time.time() - t0, 3),
                           "msg": "restored %s (prefetched)" % name}
     if storage is None:
-        storage = open_storage(params.get("storage_url"), **storage_options(params))
+        storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
     threads = []
     if prefetch > 0:
         seg_size = int(params.get("wal_segment_size") or DEFAULT_SEGMENT_SIZE)
