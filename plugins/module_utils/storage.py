@@ -165,6 +165,7 @@ class _FileWriter(ObjectWriter):
             backend._makedirs(directory)
             try:
                 fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                backend._give_to_owner(fd=fd)
                 break
             except OSError as e:
                 # ENOENT: another writer's abort pruned the fresh directory; once more.
@@ -236,9 +237,34 @@ class FileStorage(Storage):
             raise ConfigError("file:// storage needs an absolute path, got %r" % root,
                               "Write it as file:///absolute/path (three slashes)")
         self.root = os.path.normpath(root)
+        self._owner = None
 
     def describe(self):
         return "file://" + self.root
+
+    def _give_to_owner(self, path=None, fd=None):
+        """Run as root in a storage root that another user owns (a base
+        backup by root into the archive that postgres's archive_command
+        writes), new files and directories go to that user: a root-owned
+        0600 wal/SYSTEM_IDENTIFIER would make every later wal-push fail."""
+        if self._owner is None:
+            self._owner = ()
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                try:
+                    st = os.stat(self.root)
+                except OSError:
+                    st = None
+                if st is not None and st.st_uid != 0:
+                    self._owner = (st.st_uid, st.st_gid)
+        if not self._owner:
+            return
+        try:
+            if fd is not None:
+                os.fchown(fd, *self._owner)
+            else:
+                os.chown(path, *self._owner)
+        except OSError as e:
+            raise _file_error("hand %s to the owner of %s" % (path or "a new file", self.root), e)
 
     def _path(self, key):
         _check_key(key)
@@ -255,6 +281,9 @@ class FileStorage(Storage):
         except OSError as e:
             if e.errno != errno.EEXIST:
                 raise _file_error("create directory %s" % directory, e)
+            return
+        if directory.startswith(self.root + os.sep):
+            self._give_to_owner(path=directory)
 
     def writer(self, key):
         return _FileWriter(self, key)

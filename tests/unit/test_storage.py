@@ -81,6 +81,30 @@ def test_modes_are_0600_and_0700(fs, tmp_path):
         assert mode(os.path.join(fs.root, d)) == 0o700, d
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create files for another user")
+def test_root_writing_into_another_users_root_hands_new_files_to_that_user(tmp_path):
+    # A base backup run by root into the archive that postgres's archive_command
+    # writes: what root creates must stay readable and writable for postgres.
+    root = tmp_path / "archive"
+    root.mkdir()
+    os.chown(str(root), 12345, 23456)
+    fs = st.FileStorage(str(root))
+    fs.put_bytes("wal/SYSTEM_IDENTIFIER", b"7311")
+    with fs.writer("backups/b1/manifest.json") as w:
+        w.write(b"{}")
+    for rel in ("wal", "wal/SYSTEM_IDENTIFIER", "backups", "backups/b1", "backups/b1/manifest.json"):
+        info = os.stat(str(root / rel))
+        assert (info.st_uid, info.st_gid) == (12345, 23456), rel
+    assert mode(root / "wal" / "SYSTEM_IDENTIFIER") == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_in_its_own_root_keeps_root_ownership(fs):
+    fs.put_bytes("a/b", b"x")
+    assert os.stat(os.path.join(fs.root, "a", "b")).st_uid == 0
+    assert os.stat(os.path.join(fs.root, "a")).st_uid == 0
+
+
 def test_exception_in_block_removes_temp_and_stores_nothing(fs):
     with pytest.raises(RuntimeError):
         with fs.writer("backups/b1/data") as w:
