@@ -11,6 +11,11 @@ and for restores of the same backup:
   (e) pg_restore -j N of a local dump file (raw)
   (f) drkit restore -j N from SeaweedFS (download + restore + row-count check)
   (g) drkit verify --level restore from SeaweedFS
+then alternating restores of the same backup (medians of --restore-repeat):
+  raw      pg_restore -j N of the dump already downloaded and decompressed
+  by hand  what one does without drkit: download the stored object from
+           SeaweedFS (boto3), zstd -d, pg_restore -j N (no checks)
+  drkit    drkit restore -j N from SeaweedFS (sha256, row counts, swap-in)
 
 Peak RSS is that of the measured process itself (our Python process, or
 pg_dump/pg_restore), measured by GNU time; child tools are not added in.
@@ -79,6 +84,22 @@ def dir_size(path):
     return total
 
 
+def restore_by_hand(cli, key, work, bindir, jobs, dbname, env):
+    """Download the stored dump, zstd -d it, pg_restore -j it: the manual
+    path from the same storage, without drkit's checks. Returns seconds."""
+    zst = os.path.join(work, "hand.pgdump.zst")
+    dump = os.path.join(work, "hand.pgdump")
+    t0 = time.time()
+    cli.download_file("bench", key, zst)
+    subprocess.run(["zstd", "-q", "-d", "-f", zst, "-o", dump], check=True)
+    subprocess.run([os.path.join(bindir, "pg_restore"), "-j", str(jobs), "-d", dbname, dump],
+                   env=dict(os.environ, **env), check=True)
+    secs = time.time() - t0
+    os.unlink(zst)
+    os.unlink(dump)
+    return secs
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=float, default=1.0)
@@ -139,11 +160,18 @@ def main():
 
         # Restores of the same dump: raw pg_restore -j of the local file vs drkit.
         psql = [os.path.join(bindir, "psql"), "-qAt", "-d", "postgres", "-c"]
+
+        def drop_now(name):
+            # A restored database left behind gets autovacuumed (1 GB of new
+            # rows) while the next case runs: drop it, and checkpoint.
+            subprocess.run(psql + ["DROP DATABASE IF EXISTS %s" % name], env=dict(os.environ, **env), check=True)
+            subprocess.run(psql + ["CHECKPOINT"], env=dict(os.environ, **env), check=True)
         subprocess.run(psql + ["CREATE DATABASE raw_restore TEMPLATE template0"], env=dict(os.environ, **env),
                        check=True)
         s, r, c = run_measured([os.path.join(bindir, "pg_restore"), "-j", str(args.jobs), "-d", "raw_restore",
                                 f_b], env)
         rows.append(("(e) pg_restore -j%d local file (raw)" % args.jobs, s, r, None))
+        drop_now("raw_restore")
         raw_restore = s
         # The same dump drkit stored (written by pg_dump to a pipe), restored raw.
         f_same = os.path.join(work, "same.pgdump")
@@ -157,18 +185,21 @@ def main():
         s, r, _rc = run_measured([os.path.join(bindir, "pg_restore"), "-j", str(args.jobs), "-d", "raw_restore2",
                                   f_same], env)
         rows.append(("(e2) pg_restore -j%d of drkit's dump, local (raw)" % args.jobs, s, r, None))
+        drop_now("raw_restore2")
         raw_same = s
         timings = []
         s, r, res = run_measured(drkit + ["restore", "-q", "--json", "--storage-url", "s3://bench/pg",
                                           "--target-database", "drkit_restore", "-j", str(args.jobs),
                                           "--work-dir", work] + login, s3env, want_json=True)
         rows.append(("(f) drkit restore -j%d from SeaweedFS" % args.jobs, s, r, None))
+        drop_now("drkit_restore")
         timings.append(("(f)", res["timings"]))
         drkit_restore = s
         s, r, res = run_measured(drkit + ["restore", "-q", "--json", "--storage-url", "s3://bench/pg",
                                           "--target-database", "drkit_restore1", "-j", "1"] + login, s3env,
                                  want_json=True)
         rows.append(("(f1) drkit restore -j1 streamed", s, r, None))
+        drop_now("drkit_restore1")
         timings.append(("(f1)", res["timings"]))
         s, r, res = run_measured(drkit + ["verify", "-q", "--json", "--level", "restore", "--storage-url",
                                           "s3://bench/pg", "-j", str(args.jobs), "--work-dir", work] + login,
@@ -178,19 +209,34 @@ def main():
         # Restore times swing with checkpoints and page cache: alternate raw and
         # drkit restores of the same dump and compare medians.
         pairs = []
+        stored_key = [o["Key"] for o in cli.list_objects_v2(Bucket="bench", Prefix="pg/").get("Contents", [])
+                      if o["Key"].endswith(".pgdump.zst")][0]
+        def one(kind, i):
+            name = "rr_%s_%d" % (kind, i)
+            drop_now(name)
+            if kind == "drkit":
+                secs, _r, res = run_measured(drkit + ["restore", "-q", "--json", "--storage-url", "s3://bench/pg",
+                                                      "--target-database", name, "-j", str(args.jobs),
+                                                      "--work-dir", work] + login, s3env, want_json=True)
+                timings_i = res["timings"]
+            else:
+                subprocess.run(psql + ["CREATE DATABASE %s TEMPLATE template0" % name],
+                               env=dict(os.environ, **env), check=True)
+                timings_i = None
+                if kind == "raw":
+                    secs = run_measured([os.path.join(bindir, "pg_restore"), "-j", str(args.jobs), "-d", name,
+                                         f_same], env)[0]
+                else:
+                    secs = restore_by_hand(cli, stored_key, work, bindir, args.jobs, name, env)
+            drop_now(name)
+            return secs, timings_i
+
+        kinds = ["raw", "hand", "drkit"]
         for i in range(args.restore_repeat):
-            for name in ("rr_raw_%d" % i, "rr_drkit_%d" % i):
-                subprocess.run(psql + ["DROP DATABASE IF EXISTS %s" % name], env=dict(os.environ, **env), check=True)
-            subprocess.run(psql + ["CREATE DATABASE rr_raw_%d TEMPLATE template0" % i], env=dict(os.environ, **env),
-                           check=True)
-            t_raw = run_measured([os.path.join(bindir, "pg_restore"), "-j", str(args.jobs), "-d", "rr_raw_%d" % i,
-                                  f_same], env)[0]
-            t_drkit, _r, res = run_measured(drkit + ["restore", "-q", "--json", "--storage-url", "s3://bench/pg",
-                                                     "--target-database", "rr_drkit_%d" % i, "-j", str(args.jobs),
-                                                     "--work-dir", work] + login, s3env, want_json=True)
-            pairs.append((t_raw, t_drkit, res["timings"]))
-            for name in ("rr_raw_%d" % i, "rr_drkit_%d" % i):
-                subprocess.run(psql + ["DROP DATABASE %s" % name], env=dict(os.environ, **env), check=True)
+            got = {}
+            for kind in kinds[i % 3:] + kinds[:i % 3]:  # rotate the order from round to round
+                got[kind] = one(kind, i)
+            pairs.append((got["raw"][0], got["drkit"][0], got["drkit"][1], got["hand"][0]))
     finally:
         s3.stop()
         pg.destroy()
@@ -216,9 +262,13 @@ def main():
         raw_m = med([p[0] for p in pairs])
         drkit_m = med([p[1] for p in pairs])
         pgr_m = med([p[2].get("restore_seconds", 0) for p in pairs])
-        print("median of %d alternating pairs: raw pg_restore -j%d %.2f s; drkit restore -j%d %.2f s (%.2fx), "
-              "of which pg_restore %.2f s (%.2fx)" % (len(pairs), args.jobs, raw_m, args.jobs, drkit_m,
-                                                      drkit_m / raw_m, pgr_m, pgr_m / raw_m))
+        hand_m = med([p[3] for p in pairs])
+        print("median of %d alternating rounds: raw pg_restore -j%d %.2f s; by hand from SeaweedFS %.2f s; "
+              "drkit restore -j%d %.2f s = %.2fx raw, %.2fx by hand; drkit's pg_restore step %.2f s (%.2fx raw)"
+              % (len(pairs), args.jobs, raw_m, hand_m, args.jobs, drkit_m, drkit_m / raw_m, drkit_m / hand_m,
+                 pgr_m, pgr_m / raw_m))
+        print("rounds (raw / by hand / drkit s): %s" % "; ".join(
+            "%.2f / %.2f / %.2f" % (p[0], p[3], p[1]) for p in pairs))
     for name, t in timings:
         print("%s timings: download %.2f s, pg_restore %.2f s, row-count check %.2f s%s" % (
             name, t.get("download_seconds", 0), t.get("restore_seconds", 0), t.get("check_seconds", 0),

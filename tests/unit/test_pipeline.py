@@ -374,3 +374,54 @@ def test_tar_extractor_only_stops_reading_once_its_names_are_out(tmp_path):
     assert _run_extractor(ex, data) is False  # the feeder was told to stop
     assert ex.error is None and ex.names == ["toc.dat"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["toc.dat"]
+
+
+# --------------------------------------------------------------------------
+# ReadAhead: the reading thread behind read_stored
+
+
+def test_read_ahead_keeps_order_and_hashes_everything():
+    chunks = [os.urandom(1000 + i) for i in range(50)]
+    digest = pl.Digest()
+    ahead = pl.ReadAhead(iter(chunks), digest, depth=2)
+    assert list(ahead) == chunks
+    ahead.close()
+    whole = b"".join(chunks)
+    assert digest.size == len(whole)
+    assert digest.hexdigest() == hashlib.sha256(whole).hexdigest()
+
+
+def test_read_ahead_raises_the_readers_error_where_it_happened():
+    def source():
+        yield b"one"
+        yield b"two"
+        raise IntegrityError("storage went away after two chunks")
+
+    ahead = pl.ReadAhead(source())
+    got = []
+    with pytest.raises(IntegrityError) as e:
+        for chunk in ahead:
+            got.append(chunk)
+    ahead.close()
+    assert got == [b"one", b"two"]
+    assert "after two chunks" in str(e.value)
+
+
+def test_read_ahead_close_stops_the_reader_and_closes_the_source():
+    state = {"read": 0, "closed": False}
+
+    def source():
+        try:
+            while True:
+                state["read"] += 1
+                yield b"x" * 10
+        finally:
+            state["closed"] = True
+
+    ahead = pl.ReadAhead(source(), depth=3)
+    it = iter(ahead)
+    assert next(it) == b"x" * 10
+    ahead.close()
+    assert not ahead._thread.is_alive()
+    assert state["closed"] is True
+    assert state["read"] < 10  # it stopped a few chunks ahead, not at the end of an endless source
