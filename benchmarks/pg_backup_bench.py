@@ -211,6 +211,7 @@ def main():
         pairs = []
         stored_key = [o["Key"] for o in cli.list_objects_v2(Bucket="bench", Prefix="pg/").get("Contents", [])
                       if o["Key"].endswith(".pgdump.zst")][0]
+
         def one(kind, i):
             name = "rr_%s_%d" % (kind, i)
             drop_now(name)

@@ -70,7 +70,7 @@ class LiteS3Error(Exception):
         super(LiteS3Error, self).__init__(message)
         self.operation = operation
         self.response = {"Error": {"Code": code, "Message": message},
-                          "ResponseMetadata": {"HTTPStatusCode": status}}
+                         "ResponseMetadata": {"HTTPStatusCode": status}}
 
 
 class ClientError(LiteS3Error):

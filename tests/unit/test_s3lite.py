@@ -171,11 +171,11 @@ def test_date_parsing():
     utc = datetime.timezone.utc
     assert s3lite.parse_iso8601("2024-05-01T12:00:01.250Z") == datetime.datetime(2024, 5, 1, 12, 0, 1, 250000, utc)
     assert s3lite.parse_iso8601("2024-05-01T12:00:01Z") == datetime.datetime(2024, 5, 1, 12, 0, 1, tzinfo=utc)
-    assert s3lite.parse_iso8601("2024-05-01T14:00:01+02:00") == datetime.datetime(2024, 5, 1, 12, 0, 1,
-                                                                                 tzinfo=utc)
+    assert s3lite.parse_iso8601("2024-05-01T14:00:01+02:00") == datetime.datetime(
+        2024, 5, 1, 12, 0, 1, tzinfo=utc)
     assert s3lite.parse_iso8601("garbage") is None
-    assert s3lite.parse_http_date("Wed, 01 May 2024 12:00:01 GMT") == datetime.datetime(2024, 5, 1, 12, 0, 1,
-                                                                                         tzinfo=utc)
+    assert s3lite.parse_http_date("Wed, 01 May 2024 12:00:01 GMT") == datetime.datetime(
+        2024, 5, 1, 12, 0, 1, tzinfo=utc)
     assert s3lite.parse_http_date(None) is None
 
 
