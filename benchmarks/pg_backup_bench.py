@@ -85,19 +85,29 @@ def dir_size(path):
 
 
 def restore_by_hand(cli, key, work, bindir, jobs, dbname, env):
-    """Download the stored dump, zstd -d it, pg_restore -j it: the manual
-    path from the same storage, without drkit's checks. Returns seconds."""
+    """Download the stored dump, zstd -d it (unless pg_dump compressed it
+    itself), pg_restore -j it: the manual path from the same storage, without
+    drkit's checks. Returns seconds."""
     zst = os.path.join(work, "hand.pgdump.zst")
     dump = os.path.join(work, "hand.pgdump")
     t0 = time.time()
-    cli.download_file("bench", key, zst)
-    subprocess.run(["zstd", "-q", "-d", "-f", zst, "-o", dump], check=True)
+    if key.endswith(".zst"):
+        cli.download_file("bench", key, zst)
+        subprocess.run(["zstd", "-q", "-d", "-f", zst, "-o", dump], check=True)
+        os.unlink(zst)
+    else:
+        cli.download_file("bench", key, dump)
     subprocess.run([os.path.join(bindir, "pg_restore"), "-j", str(jobs), "-d", dbname, dump],
                    env=dict(os.environ, **env), check=True)
     secs = time.time() - t0
-    os.unlink(zst)
     os.unlink(dump)
     return secs
+
+
+def stored_dump_key(cli):
+    keys = [o["Key"] for o in cli.list_objects_v2(Bucket="bench", Prefix="pg/").get("Contents", [])
+            if o["Key"].endswith((".pgdump.zst", ".pgdump"))]
+    return sorted(keys)[-1]
 
 
 def main():
@@ -105,6 +115,8 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--pg-bin-dir", help="PostgreSQL to run and dump with (default: the system's 15); "
+                    "build/pg-18.6.0/bin (scripts/bootstrap.sh) for pg_dump's own zstd")
     ap.add_argument("--restore-repeat", type=int, default=3,
                     help="alternating raw/drkit restore pairs for the median comparison")
     args = ap.parse_args()
@@ -116,7 +128,7 @@ def main():
 
     work = tempfile.mkdtemp(prefix="drkit-bench-")
     os.chmod(work, 0o755)
-    pg = sandbox.ScratchPostgres(os.path.join(work, "pg"))
+    pg = sandbox.ScratchPostgres(os.path.join(work, "pg"), bin_dir=args.pg_bin_dir)
     s3 = SeaweedS3(os.path.join(work, "s3"))
     rows = []
     try:
@@ -128,11 +140,13 @@ def main():
                                     progress=lambda m: sys.stderr.write("  %s\n" % m))
         sys.stderr.write("sample dataset: %.0f MB in %.1f s\n" % (info["size_bytes"] / 1e6, time.time() - t0))
         bindir = pg.bin_dir
+        pg_version = subprocess.run([os.path.join(bindir, "pg_dump"), "--version"], check=True,
+                                    stdout=subprocess.PIPE).stdout.decode().strip()
         env = dict(pg.env("agentic_platform"))
         s3env = dict(env)
         s3env.update(s3.env())
         drkit = [sys.executable, os.path.join(ROOT, "bin", "drkit")]
-        login = ["--host", pg.host, "--port", str(pg.port), "--user", pg.superuser]
+        login = ["--host", pg.host, "--port", str(pg.port), "--user", pg.superuser, "--pg-bin-dir", bindir]
         # Warm the cache so the first case is not penalised.
         subprocess.run([os.path.join(bindir, "psql"), "-qAtc",
                         "SELECT count(*) FROM mcp_documents.api_requests"], env=dict(os.environ, **env),
@@ -176,10 +190,13 @@ def main():
         # The same dump drkit stored (written by pg_dump to a pipe), restored raw.
         f_same = os.path.join(work, "same.pgdump")
         import zstandard  # noqa: E402
+        stored_key = stored_dump_key(cli)
         with open(f_same, "wb") as out:
-            body = cli.get_object(Bucket="bench", Key=[o["Key"] for o in cli.list_objects_v2(
-                Bucket="bench", Prefix="pg/").get("Contents", []) if o["Key"].endswith(".pgdump.zst")][0])["Body"]
-            zstandard.ZstdDecompressor().copy_stream(body, out)
+            body = cli.get_object(Bucket="bench", Key=stored_key)["Body"]
+            if stored_key.endswith(".zst"):
+                zstandard.ZstdDecompressor().copy_stream(body, out)
+            else:
+                shutil.copyfileobj(body, out, 1 << 20)
         subprocess.run(psql + ["CREATE DATABASE raw_restore2 TEMPLATE template0"], env=dict(os.environ, **env),
                        check=True)
         s, r, _rc = run_measured([os.path.join(bindir, "pg_restore"), "-j", str(args.jobs), "-d", "raw_restore2",
@@ -209,8 +226,6 @@ def main():
         # Restore times swing with checkpoints and page cache: alternate raw and
         # drkit restores of the same dump and compare medians.
         pairs = []
-        stored_key = [o["Key"] for o in cli.list_objects_v2(Bucket="bench", Prefix="pg/").get("Contents", [])
-                      if o["Key"].endswith(".pgdump.zst")][0]
 
         def one(kind, i):
             name = "rr_%s_%d" % (kind, i)
@@ -247,8 +262,8 @@ def main():
     a = rows[0]
     b = rows[1]
     print()
-    print("sample dataset: scale %.2f, database %.0f MB, %d CPUs"
-          % (args.scale, info["size_bytes"] / 1e6, os.cpu_count()))
+    print("sample dataset: scale %.2f, database %.0f MB, %d CPUs, %s"
+          % (args.scale, info["size_bytes"] / 1e6, os.cpu_count(), pg_version))
     print("| case | wall s | peak RSS MiB | stored MB | vs (a) | vs (b) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, s, r, size in rows:

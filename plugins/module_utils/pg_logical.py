@@ -5,12 +5,18 @@
 
 One REPEATABLE READ transaction exports its snapshot; pg_dump runs with
 ``--snapshot`` so the dump and the per-table row counts recorded in the
-manifest describe the very same instant.  pg_dump compression is off and the
-pipeline compresses with zstd.
+manifest describe the very same instant.
 
-* format=custom: ``pg_dump -Fc -Z0`` streams straight into storage.
+* format=custom, pg_dump 16 or later (``compression_by: auto`` or
+  ``pg_dump``): ``pg_dump -Fc --compress=zstd:LEVEL`` streams straight into
+  storage as ``database.pgdump``, a plain pg_dump archive that any pg_restore
+  16+ reads as it is; its workers decompress in parallel during a restore,
+  and a restore downloads the compressed size instead of decompressing.
+* format=custom otherwise: ``pg_dump -Fc -Z0`` streams through drkit's zstd
+  into ``database.pgdump.zst``.
 * format=directory: ``pg_dump -Fd -Z0 -j N`` must write a directory (a tool
-  that forces a local copy); it is then streamed into storage as one tar.
+  that forces a local copy); it is then streamed into storage as one tar
+  through drkit's zstd.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -29,13 +35,15 @@ from . import manifest as mf
 from .backup import BackupSession, record_failure
 from .errors import ConfigError, DrkitError, IntegrityError, SourceError
 from .pipeline import BackgroundReader, LocalRunner, ProcessFeeder, TarStreamExtractor
-from .postgres import (ToolEnv, check_tool_result, conn_params, connect, find_tool, server_facts,
-                       tool_version)
+from .postgres import (PG_DUMP_ZSTD_MAJOR, ToolEnv, check_tool_result, conn_params, connect, find_tool,
+                       server_facts, tool_major, tool_version)
 from .storage import open_storage, storage_options
 
 KIND = "pg_logical"
 FORMATS = ("custom", "directory")
 ARTIFACT = {"custom": "database.pgdump.zst", "directory": "database.dir.tar.zst"}
+NATIVE_ARTIFACT = "database.pgdump"
+COMPRESSION_BY = ("auto", "drkit", "pg_dump")
 
 TABLES_SQL = """
 SELECT n.nspname, c.relname
@@ -77,9 +85,30 @@ def validate(params):
     if fmt == "directory" and params.get("work_dir") and not os.path.isdir(params["work_dir"]):
         raise ConfigError("work_dir %s is not a directory" % params["work_dir"],
                           "Create it (it needs room for the uncompressed dump) or leave work_dir unset")
+    by = params.get("compression_by") or "auto"
+    if by not in COMPRESSION_BY:
+        raise ConfigError("compression_by must be one of %s, got %r" % (", ".join(COMPRESSION_BY), by))
+    if by == "pg_dump" and fmt != "custom":
+        raise ConfigError("compression_by: pg_dump needs format: custom",
+                          "The directory format is compressed by drkit; use compression_by: auto")
     filters = dict((k, _as_list(params.get(k), k))
                    for k in ("schemas", "exclude_schemas", "tables", "exclude_tables"))
     return fmt, jobs, level, filters
+
+
+def dumps_natively(fmt, by, pg_dump_version):
+    """Whether pg_dump compresses the archive itself (zstd in the custom
+    format, pg_dump 16+) instead of drkit's zstd around a -Z0 dump."""
+    if fmt != "custom" or by == "drkit":
+        return False
+    if tool_major(pg_dump_version) >= PG_DUMP_ZSTD_MAJOR:
+        return True
+    if by == "pg_dump":
+        raise ConfigError("compression_by: pg_dump needs pg_dump %d or later (zstd in the custom format); "
+                          "this one is %r" % (PG_DUMP_ZSTD_MAJOR, pg_dump_version),
+                          "Use compression_by: auto (or drkit), or point pg_bin_dir at PostgreSQL %d+ "
+                          "client tools" % PG_DUMP_ZSTD_MAJOR)
+    return False
 
 
 def dump_filter_args(filters):
@@ -187,7 +216,9 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
                   "database": database, "server_version": facts["server_version"],
                   "server_version_num": facts["server_version_num"], "client_host": socket.gethostname()}
         tools = {"pg_dump": tool_version(runner, pg_dump), "pg_restore": tool_version(runner, pg_restore)}
-        options = {"format": fmt, "jobs": jobs, "row_counts": row_counts}
+        native = dumps_natively(fmt, params.get("compression_by") or "auto", tools["pg_dump"])
+        options = {"format": fmt, "jobs": jobs, "row_counts": row_counts,
+                   "compression_by": "pg_dump" if native else "drkit"}
         options.update(dict((k, v) for k, v in filters.items() if v))
         session = BackupSession(storage, KIND, source, tools=tools, compression=compression,
                                 options=options, labels=params.get("labels"), metrics_dir=metrics_dir,
@@ -202,20 +233,23 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
             counter = RowCounter(conn, tables) if row_counts else None
             if counter:
                 counter.start()
-            name = ARTIFACT[fmt]
+            name = NATIVE_ARTIFACT if native else ARTIFACT[fmt]
             with ToolEnv(cp, database) as tenv:
-                argv = [pg_dump, "--no-password", "--snapshot=%s" % snapshot, "--compress=0"]
+                argv = [pg_dump, "--no-password", "--snapshot=%s" % snapshot,
+                        "--compress=zstd:%d" % level if native else "--compress=0"]
                 argv += dump_filter_args(filters)
                 if fmt == "custom":
-                    progress("pg_dump -Fc of %s streaming to %s" % (database, storage.describe()))
+                    progress("pg_dump -Fc%s of %s streaming to %s" % (
+                        " (zstd by pg_dump)" if native else "", database, storage.describe()))
                     argv += ["--format=custom"]
                     handle = runner.spawn(argv, env=tenv.env)
                     with handle:
                         def finished():
                             check_tool_result("pg_dump", handle.wait(), handle.stderr_text(),
                                               "dumping database %s" % database)
-                        session.store_stream(name, handle.stdout, before_commit=finished,
-                                             content="pg_dump custom archive")
+                        extra = {"dump_compression": "zstd:%d" % level} if native else {}
+                        session.store_stream(name, handle.stdout, compress=not native, before_commit=finished,
+                                             content="pg_dump custom archive", **extra)
                 else:
                     try:
                         work_dir = tempfile.mkdtemp(prefix="drkit-dump-", dir=params.get("work_dir") or None)

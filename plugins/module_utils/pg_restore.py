@@ -24,13 +24,15 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 
 from . import manifest as mf
 from .errors import ConfigError, DrkitError, IntegrityError, SafetyError, ToolError
 from .pipeline import LocalRunner, ProcessFeeder, TarStreamExtractor, decompressor_for, read_stored
-from .postgres import ToolEnv, conn_params, connect, find_tool, server_facts, stderr_errors
+from .postgres import (PG_DUMP_ZSTD_MAJOR, ToolEnv, conn_params, connect, find_tool, server_facts, stderr_errors,
+                       tool_major, tool_version)
 from .storage import open_storage, storage_options
 
 MAX_IDENT = 63
@@ -120,10 +122,12 @@ def user_object_count(cp, dbname):
         conn.close()
 
 
-def count_rows(cp, dbname, tables):
-    """Exact row counts for 'schema.table' names; a missing table counts as None."""
-    from psycopg import sql  # pylint: disable=import-outside-toplevel
-    out = {}
+def count_rows(cp, dbname, tables, jobs=1):
+    """Exact row counts for 'schema.table' names; a missing table counts as None.
+
+    ``tables`` may map names to the expected counts: with ``jobs`` > 1 the
+    tables are then spread over that many connections by size (biggest
+    first onto the least loaded), as pg_restore -j spreads its work."""
     conn = connect(cp, dbname, autocommit=True)
     try:
         with conn.cursor() as cur:
@@ -134,15 +138,54 @@ def count_rows(cp, dbname, tables):
             present = {}
             for schema, table in cur.fetchall():
                 present.setdefault("%s.%s" % (schema, table), (schema, table))
-            for name in sorted(tables):
-                if name not in present:
-                    out[name] = None
-                    continue
-                schema, table = present[name]
-                cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(_ident(schema), _ident(table)))
-                out[name] = cur.fetchone()[0]
+        out = dict((name, None) for name in tables if name not in present)
+        groups = _spread([n for n in sorted(tables) if n in present], tables, jobs)
+        errors = []
+
+        def count_in_own_connection(names):
+            try:
+                own = connect(cp, dbname, autocommit=True)
+                try:
+                    out.update(_count(own, names, present))
+                finally:
+                    own.close()
+            except Exception as e:  # pylint: disable=broad-except
+                errors.append(e)  # raised by the calling thread below
+
+        threads = [threading.Thread(target=count_in_own_connection, args=(g,)) for g in groups[1:]]
+        for t in threads:
+            t.start()
+        try:
+            out.update(_count(conn, groups[0] if groups else [], present))
+        finally:
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
     finally:
         conn.close()
+    return out
+
+
+def _spread(names, weights, jobs):
+    groups = [[] for _dummy in range(max(1, min(int(jobs or 1), len(names))))]
+    loads = [0] * len(groups)
+    weight = weights.get if isinstance(weights, dict) else (lambda name: 0)
+    for name in sorted(names, key=lambda n: -(weight(n) or 0)):
+        i = loads.index(min(loads))
+        groups[i].append(name)
+        loads[i] += (weight(name) or 0) + 1
+    return groups
+
+
+def _count(conn, names, present):
+    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    out = {}
+    with conn.cursor() as cur:
+        for name in names:
+            schema, table = present[name]
+            cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(_ident(schema), _ident(table)))
+            out[name] = cur.fetchone()[0]
     return out
 
 
@@ -175,6 +218,19 @@ class ArtifactFetch(object):
         self.work_dir = work_dir
         self.tmp = None
         self.seconds = 0.0
+
+    def require_reader(self, runner, pg_restore):
+        """An archive compressed by pg_dump itself (zstd, PostgreSQL 16+)
+        can only be read by pg_restore 16+: say so before downloading."""
+        method = self.artifact.get("dump_compression")
+        if not method:
+            return
+        version = tool_version(runner, pg_restore)
+        if tool_major(version) < PG_DUMP_ZSTD_MAJOR:
+            raise ConfigError("Backup %s was compressed by pg_dump (%s); %s (%s) cannot read it" % (
+                self.manifest.backup_id, method, pg_restore, version),
+                "Use pg_restore %d or later: install that client package or set pg_bin_dir"
+                % PG_DUMP_ZSTD_MAJOR)
 
     def _transforms(self):
         if self.artifact.get("compressed", True):
@@ -301,7 +357,8 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
         raise ConfigError("jobs must be at least 1")
     force = bool(params.get("force"))
     cp = conn_params(params)
-    storage = open_storage(params.get("storage_url"), **storage_options(params))
+    # light: no boto3 import (0.2 s of every restore) when static credentials allow it
+    storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
     entry = resolve_logical(storage, params)
     manifest = entry.manifest
     maintenance_db = params.get("maintenance_db") or "postgres"
@@ -330,6 +387,7 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
     old_name = None
     t0 = time.time()
     fetch = ArtifactFetch(storage, manifest, params.get("work_dir"))
+    fetch.require_reader(runner, pg_restore)  # before any database is created
     with signals_raise():
         conn = connect(cp, maintenance_db, autocommit=True)
         try:
@@ -340,7 +398,7 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
                 rows, problems = [], []
                 if expected and params.get("check_row_counts", True):
                     t1 = time.time()
-                    rows, problems = compare_counts(expected, count_rows(cp, staging, expected))
+                    rows, problems = compare_counts(expected, count_rows(cp, staging, expected, jobs))
                     timings["check_seconds"] = round(time.time() - t1, 3)
                     if problems:
                         raise IntegrityError("Restored data differs from the backup's manifest: %s" % (

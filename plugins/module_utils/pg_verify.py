@@ -105,7 +105,7 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
     if level not in LEVELS:
         raise ConfigError("level must be one of %s, got %r" % (", ".join(LEVELS), level))
     checks = normalise_checks(params.get("checks"))
-    storage = open_storage(params.get("storage_url"), **storage_options(params))
+    storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
     entry = mf.resolve(storage, params.get("backup_id") or "latest", before=params.get("before"),
                        database=params.get("source_database"))
     manifest = entry.manifest
@@ -145,6 +145,7 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
             elif level == "structure":
                 pg_restore = find_tool("pg_restore", manifest["source"].get("server_version_num"),
                                        params.get("pg_bin_dir"))
+                fetch.require_reader(runner, pg_restore)
                 progress("checking %s and listing it with pg_restore --list" % fetch.artifact["name"])
                 t1 = time.time()
                 toc = list_archive(runner, pg_restore, fetch.fmt, fetch.artifact["name"],
@@ -160,6 +161,7 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
                 try:
                     facts = server_facts(conn)
                     pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
+                    fetch.require_reader(runner, pg_restore)
                     scratch = unique_name("drkit_verify")
                     progress("restoring %s into scratch database %s" % (entry.backup_id, scratch))
                     create_database(conn, scratch)
@@ -171,7 +173,7 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
                         expected = manifest.get("data", {}).get("row_counts")
                         t2 = time.time()
                         if expected:
-                            tables, problems = compare_counts(expected, count_rows(cp, scratch, expected))
+                            tables, problems = compare_counts(expected, count_rows(cp, scratch, expected, jobs))
                             findings.extend(problems)
                         else:
                             findings.append("the manifest holds no row counts (row_counts was off): "

@@ -132,6 +132,15 @@ def _major_from_path(path):
     return int(m.group(1)) if m else 0
 
 
+PG_DUMP_ZSTD_MAJOR = 16  # first pg_dump/pg_restore with zstd in the custom format
+
+
+def tool_major(version_text):
+    """18 from "pg_dump (PostgreSQL) 18.6" (0 when unknown)."""
+    m = re.search(r"\)\s+(\d+)", version_text or "")
+    return int(m.group(1)) if m else 0
+
+
 def tool_version(runner, path):
     rc, out, _err = runner.run([path, "--version"], timeout=30)
     text = out.decode("utf-8", "replace").strip()

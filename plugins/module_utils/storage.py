@@ -11,8 +11,9 @@ Keys are relative, '/'-separated paths under the storage root
   Files are 0600, directories 0700.
 * ``s3://bucket/prefix``: boto3; streams are uploaded as multipart uploads
   with a SHA-256 checksum per part, and a failed upload is aborted.
-  ``open_storage(..., light=True)`` (wal-push, wal-fetch) puts s3lite.py's
-  standard-library client in front of boto3 when it can.
+  ``open_storage(..., light=True)`` (wal-push, wal-fetch, pg_restore,
+  pg_verify) puts s3lite.py's standard-library client in front of boto3
+  when it can.
 
 Every writer is used as ``with storage.writer(key) as w: w.write(...)``;
 leaving the block with an exception aborts the write and leaves nothing
@@ -773,9 +774,10 @@ def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_ke
     """Storage for a storage_url. S3 options fall back to the AWS environment
     (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, ...) as boto3 does.
 
-    ``light``: for short-lived processes (wal-push, wal-fetch), use the
-    standard-library S3 client of s3lite.py when it can stand in for boto3
-    (static credentials, no proxy, ...; see ``s3lite.lite_client_for``)."""
+    ``light``: use the standard-library S3 client of s3lite.py when it can
+    stand in for boto3 (static credentials, no proxy, ...; see
+    ``s3lite.lite_client_for``): for the per-WAL-file commands and for
+    restores and verifications, where boto3's import is 0.2 s of the RTO."""
     if not url or not isinstance(url, str):
         raise ConfigError("storage_url is empty",
                           "Set it to file:///absolute/path or s3://bucket/prefix")

@@ -97,6 +97,18 @@ options:
       - zstd worker threads; C(0) compresses in the calling thread.
     type: int
     default: 0
+  compression_by:
+    description:
+      - Who compresses a O(format=custom) dump (O(mode=logical)).
+      - C(pg_dump) - C(pg_dump --compress=zstd:LEVEL) (PostgreSQL 16 and later) writes C(database.pgdump), a plain
+        pg_dump archive any C(pg_restore) 16+ reads as it is; a restore downloads the compressed size and
+        C(pg_restore -j) decompresses in its workers. Fails with an older C(pg_dump).
+      - C(drkit) - C(pg_dump -Z0) through drkit's zstd, C(database.pgdump.zst).
+      - C(auto) - C(pg_dump) when C(pg_dump) is 16 or later, else C(drkit).
+      - The directory format is always compressed by drkit.
+    type: str
+    choices: [auto, drkit, pg_dump]
+    default: auto
   schemas:
     description:
       - Only these schemas (C(pg_dump --schema)). Shell-style wildcards allowed.
@@ -237,6 +249,7 @@ def main():
         jobs=dict(type="int", default=1),
         compression_level=dict(type="int", default=3),
         compression_threads=dict(type="int", default=0),
+        compression_by=dict(type="str", default="auto", choices=["auto", "drkit", "pg_dump"]),
         schemas=dict(type="list", elements="str"),
         exclude_schemas=dict(type="list", elements="str"),
         tables=dict(type="list", elements="str"),
