@@ -117,6 +117,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--pg-bin-dir", help="PostgreSQL to run and dump with (default: the system's 15); "
                     "build/pg-18.6.0/bin (scripts/bootstrap.sh) for pg_dump's own zstd")
+    ap.add_argument("--drkit-work-dir", help="work_dir for drkit's restores (default: the benchmark's directory)")
     ap.add_argument("--restore-repeat", type=int, default=3,
                     help="alternating raw/drkit restore pairs for the median comparison")
     args = ap.parse_args()
@@ -146,7 +147,10 @@ def main():
         s3env = dict(env)
         s3env.update(s3.env())
         drkit = [sys.executable, os.path.join(ROOT, "bin", "drkit")]
-        login = ["--host", pg.host, "--port", str(pg.port), "--user", pg.superuser, "--pg-bin-dir", bindir]
+        drkit_work = args.drkit_work_dir or work
+        # The raw tools connect through the Unix socket (PGHOST in env): so does drkit,
+        # or the comparison would be TCP loopback against a socket (about 5% on a restore).
+        login = ["--host", env["PGHOST"], "--port", str(pg.port), "--user", pg.superuser, "--pg-bin-dir", bindir]
         # Warm the cache so the first case is not penalised.
         subprocess.run([os.path.join(bindir, "psql"), "-qAtc",
                         "SELECT count(*) FROM mcp_documents.api_requests"], env=dict(os.environ, **env),
@@ -207,7 +211,7 @@ def main():
         timings = []
         s, r, res = run_measured(drkit + ["restore", "-q", "--json", "--storage-url", "s3://bench/pg",
                                           "--target-database", "drkit_restore", "-j", str(args.jobs),
-                                          "--work-dir", work] + login, s3env, want_json=True)
+                                          "--work-dir", drkit_work] + login, s3env, want_json=True)
         rows.append(("(f) drkit restore -j%d from SeaweedFS" % args.jobs, s, r, None))
         drop_now("drkit_restore")
         timings.append(("(f)", res["timings"]))
@@ -219,7 +223,7 @@ def main():
         drop_now("drkit_restore1")
         timings.append(("(f1)", res["timings"]))
         s, r, res = run_measured(drkit + ["verify", "-q", "--json", "--level", "restore", "--storage-url",
-                                          "s3://bench/pg", "-j", str(args.jobs), "--work-dir", work] + login,
+                                          "s3://bench/pg", "-j", str(args.jobs), "--work-dir", drkit_work] + login,
                                  s3env, want_json=True)
         rows.append(("(g) drkit verify --level restore -j%d" % args.jobs, s, r, None))
         timings.append(("(g)", res["timings"]))
@@ -233,7 +237,7 @@ def main():
             if kind == "drkit":
                 secs, _r, res = run_measured(drkit + ["restore", "-q", "--json", "--storage-url", "s3://bench/pg",
                                                       "--target-database", name, "-j", str(args.jobs),
-                                                      "--work-dir", work] + login, s3env, want_json=True)
+                                                      "--work-dir", drkit_work] + login, s3env, want_json=True)
                 timings_i = res["timings"]
             else:
                 subprocess.run(psql + ["CREATE DATABASE %s TEMPLATE template0" % name],
