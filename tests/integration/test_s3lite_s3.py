@@ -199,3 +199,30 @@ def test_cli_push_and_fetch_without_boto3(pg, s3, bucket, tmp_path):
     assert "boto3" in imported(r.stderr)
     with open(path, "rb") as a, open(str(out / "RECOVERYXLOG3"), "rb") as b:
         assert a.read() == b.read()
+
+
+def test_cli_restore_and_verify_read_s3_without_boto3(pg, pg_database, s3, bucket):
+    # The restore path is the RTO: boto3's import (0.2 s) is not paid there either.
+    pg.psql("CREATE TABLE t AS SELECT g, md5(g::text) AS h FROM generate_series(1, 3000) g", dbname=pg_database)
+    url = "s3://%s/pg" % bucket
+    cfg = dict(s3_opts(s3), login_password=pg.password)
+    login = ["--host", pg.host, "--port", str(pg.port), "--user", pg.superuser]
+    r = run_drkit(["pg-backup", "-q", "-d", pg_database, "--storage-url", url] + login, config=cfg)
+    assert r.returncode == 0, r.stderr[-3000:]
+    env = {"PYTHONPROFILEIMPORTTIME": "1", "DRKIT_S3_CLIENT": ""}
+    for var in s3lite.PROXY_VARS:
+        env[var] = ""
+    target = pg_database + "_r"
+    try:
+        r = run_drkit(["restore", "-q", "--storage-url", url, "--target-database", target, "-j", "2"] + login,
+                      config=cfg, env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        mods = imported(r.stderr)
+        assert "psycopg" in mods and "http" in mods
+        assert "boto3" not in mods and "botocore" not in mods
+        assert pg.psql("SELECT count(*) FROM t", dbname=target) == "3000"
+    finally:
+        pg.psql('DROP DATABASE IF EXISTS "%s"' % target)
+    r = run_drkit(["verify", "-q", "--level", "restore", "--storage-url", url] + login, config=cfg, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "boto3" not in imported(r.stderr)
