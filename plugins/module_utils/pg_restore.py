@@ -156,7 +156,7 @@ def count_rows(cp, dbname, tables, jobs=1):
         for t in threads:
             t.start()
         try:
-            out.update(_count(conn, groups[0] if groups else [], present))
+            out.update(_count(conn, groups[0], present))
         finally:
             for t in threads:
                 t.join()

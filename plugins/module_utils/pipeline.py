@@ -443,7 +443,7 @@ class ReadAhead(object):
                     return
             self._put((self._END, None))
         except BaseException as e:  # pylint: disable=broad-except
-            self._put((None, e))  # raised in the reading thread
+            self._put((None, e))  # raised where the caller reads
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:

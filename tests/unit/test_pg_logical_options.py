@@ -1,0 +1,46 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""compression_by: who compresses a logical dump, decided before pg_dump runs."""
+
+import pytest
+from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError
+from ansible_collections.drkit.backup.plugins.module_utils.pg_logical import dumps_natively, validate
+from ansible_collections.drkit.backup.plugins.module_utils.postgres import tool_major
+
+PG15 = "pg_dump (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"
+PG16 = "pg_dump (PostgreSQL) 16.4"
+PG18 = "pg_dump (PostgreSQL) 18.6"
+
+
+def test_tool_major_reads_debian_and_plain_version_strings():
+    assert [tool_major(v) for v in (PG15, PG16, PG18, "unknown", "")] == [15, 16, 18, 0, 0]
+
+
+@pytest.mark.parametrize("fmt, by, version, native", [
+    ("custom", "auto", PG18, True),
+    ("custom", "auto", PG16, True),
+    ("custom", "auto", PG15, False),
+    ("custom", "auto", "unknown", False),
+    ("custom", "drkit", PG18, False),
+    ("custom", "pg_dump", PG16, True),
+    ("directory", "auto", PG18, False),
+])
+def test_who_compresses(fmt, by, version, native):
+    assert dumps_natively(fmt, by, version) is native
+
+
+def test_compression_by_pg_dump_with_an_old_pg_dump_names_the_version_and_the_way_out():
+    with pytest.raises(ConfigError) as e:
+        dumps_natively("custom", "pg_dump", PG15)
+    assert "needs pg_dump 16 or later" in e.value.message and "15.14" in e.value.message
+    assert "pg_bin_dir" in e.value.hint
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"compression_by": "gzip"}, "compression_by must be one of auto, drkit, pg_dump"),
+    ({"compression_by": "pg_dump", "format": "directory", "jobs": 2}, "compression_by: pg_dump needs format: custom"),
+])
+def test_validate_refuses_bad_compression_by(params, message):
+    with pytest.raises(ConfigError) as e:
+        validate(dict({"database": "app"}, **params))
+    assert message in e.value.message
