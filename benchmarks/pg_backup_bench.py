@@ -13,9 +13,12 @@ and for restores of the same backup:
   (g) drkit verify --level restore from SeaweedFS
 then alternating restores of the same backup (medians of --restore-repeat):
   raw      pg_restore -j N of the dump already downloaded and decompressed
+  tuned    the same with drkit's session settings for restores (PGOPTIONS:
+           maintenance_work_mem, synchronous_commit), to show what they give
   by hand  what one does without drkit: download the stored object from
            SeaweedFS (boto3), zstd -d, pg_restore -j N (no checks)
-  drkit    drkit restore -j N from SeaweedFS (sha256, row counts, swap-in)
+  drkit    drkit restore -j N from SeaweedFS (sha256, row counts, rename
+           into place)
 
 Peak RSS is that of the measured process itself (our Python process, or
 pg_dump/pg_restore), measured by GNU time; child tools are not added in.
@@ -124,6 +127,7 @@ def main():
 
     load_engine()
     from drkit_engine import sandbox, sample_data  # noqa: E402
+    from drkit_engine.pg_restore import session_options  # noqa: E402
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from support.seaweedfs import SeaweedS3  # noqa: E402
 
@@ -243,20 +247,21 @@ def main():
                 subprocess.run(psql + ["CREATE DATABASE %s TEMPLATE template0" % name],
                                env=dict(os.environ, **env), check=True)
                 timings_i = None
-                if kind == "raw":
+                if kind in ("raw", "tuned"):
                     secs = run_measured([os.path.join(bindir, "pg_restore"), "-j", str(args.jobs), "-d", name,
-                                         f_same], env)[0]
+                                         f_same], dict(env, PGOPTIONS=session_options()) if kind == "tuned" else env)[0]
                 else:
                     secs = restore_by_hand(cli, stored_key, work, bindir, args.jobs, name, env)
             drop_now(name)
             return secs, timings_i
 
-        kinds = ["raw", "hand", "drkit"]
+        kinds = ["raw", "tuned", "hand", "drkit"]
         for i in range(args.restore_repeat):
             got = {}
-            for kind in kinds[i % 3:] + kinds[:i % 3]:  # rotate the order from round to round
+            shift = i % len(kinds)
+            for kind in kinds[shift:] + kinds[:shift]:  # rotate the order from round to round
                 got[kind] = one(kind, i)
-            pairs.append((got["raw"][0], got["drkit"][0], got["drkit"][1], got["hand"][0]))
+            pairs.append((got["raw"][0], got["drkit"][0], got["drkit"][1], got["hand"][0], got["tuned"][0]))
     finally:
         s3.stop()
         pg.destroy()
@@ -283,16 +288,20 @@ def main():
         drkit_m = med([p[1] for p in pairs])
         pgr_m = med([p[2].get("restore_seconds", 0) for p in pairs])
         hand_m = med([p[3] for p in pairs])
-        print("median of %d alternating rounds: raw pg_restore -j%d %.2f s; by hand from SeaweedFS %.2f s; "
-              "drkit restore -j%d %.2f s = %.2fx raw, %.2fx by hand; drkit's pg_restore step %.2f s (%.2fx raw)"
-              % (len(pairs), args.jobs, raw_m, hand_m, args.jobs, drkit_m, drkit_m / raw_m, drkit_m / hand_m,
-                 pgr_m, pgr_m / raw_m))
-        print("rounds (raw / by hand / drkit s): %s" % "; ".join(
-            "%.2f / %.2f / %.2f" % (p[0], p[3], p[1]) for p in pairs))
-    for name, t in timings:
-        print("%s timings: download %.2f s, pg_restore %.2f s, row-count check %.2f s%s" % (
-            name, t.get("download_seconds", 0), t.get("restore_seconds", 0), t.get("check_seconds", 0),
-            " (download streamed into pg_restore)" if t.get("streamed") else ""))
+        tuned_m = med([p[4] for p in pairs])
+        print("median of %d rotated rounds: raw pg_restore -j%d %.2f s; raw with drkit's settings (%s) %.2f s; "
+              "by hand from SeaweedFS %.2f s; drkit restore -j%d %.2f s = %.2fx raw, %.2fx raw with the settings, "
+              "%.2fx by hand; drkit's pg_restore steps %.2f s (%.2fx raw)"
+              % (len(pairs), args.jobs, raw_m, session_options(), tuned_m, hand_m, args.jobs, drkit_m,
+                 drkit_m / raw_m, drkit_m / tuned_m, drkit_m / hand_m, pgr_m, pgr_m / raw_m))
+        print("rounds (raw / tuned / by hand / drkit s): %s" % "; ".join(
+            "%.2f / %.2f / %.2f / %.2f" % (p[0], p[4], p[3], p[1]) for p in pairs))
+    for name, t in timings + [("round %d" % (i + 1), p[2]) for i, p in enumerate(pairs)]:
+        print("%s timings: download %.2f s, pg_restore %.2f s (pre-data %.2f s during the download, then waited "
+              "%.2f s for it), row-count check %.2f s (%s)%s" % (
+                  name, t.get("download_seconds", 0), t.get("restore_seconds", 0), t.get("pre_data_seconds", 0),
+                  t.get("wait_seconds", 0), t.get("check_seconds", 0), t.get("row_count_method", "count"),
+                  " (download streamed into pg_restore)" if t.get("streamed") else ""))
 
 
 if __name__ == "__main__":

@@ -105,6 +105,12 @@ def _progress(quiet):
     return say
 
 
+def _add_restore_settings(p):
+    p.add_argument("--restore-setting", dest="restore_settings", action="append", metavar="NAME=VALUE",
+                   help="server setting for pg_restore's sessions (default maintenance_work_mem=256MB, "
+                        "synchronous_commit=off; NAME= leaves the server's value); repeatable")
+
+
 def _add_storage(p):
     p.add_argument("--storage-url", dest="storage_url", help="file:///abs/path or s3://bucket/prefix")
     p.add_argument("--endpoint-url", dest="endpoint_url", help="S3-compatible endpoint (or AWS_ENDPOINT_URL)")
@@ -158,11 +164,29 @@ def cmd_verify(args, params):
     from .pg_verify import pg_verify  # pylint: disable=import-outside-toplevel
     if params.get("checks_file"):
         params["checks"] = load_config(params["checks_file"]).get("checks", [])
+    _restore_settings(params)
     return pg_verify(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+
+
+def _restore_settings(params):
+    """--restore-setting NAME=VALUE flags (or a mapping in the config file) -> dict."""
+    given = params.get("restore_settings")
+    if not given or isinstance(given, dict):
+        return
+    out = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError("--restore-setting %r is not NAME=VALUE" % item,
+                              "For example --restore-setting maintenance_work_mem=1GB "
+                              "(NAME= to leave the server's value)")
+        out[name.strip()] = value.strip()
+    params["restore_settings"] = out
 
 
 def cmd_restore(args, params):
     from .pg_restore import pg_restore_backup  # pylint: disable=import-outside-toplevel
+    _restore_settings(params)
     return pg_restore_backup(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
 
 
@@ -281,6 +305,7 @@ def build_parser():
     p.add_argument("--before", help="newest backup finished at or before this time (ISO 8601)")
     p.add_argument("--source-database", dest="source_database", help="latest backup of this database")
     p.add_argument("--checks-file", dest="checks_file", help="YAML file with a 'checks' list of SQL checks")
+    _add_restore_settings(p)
     p.add_argument("--metrics-dir", dest="metrics_dir")
     p.add_argument("--job-name", dest="job_name")
     p.add_argument("--work-dir", dest="work_dir")
@@ -303,6 +328,12 @@ def build_parser():
     p.add_argument("--no-privileges", dest="no_privileges", action="store_true", default=None)
     p.add_argument("--role")
     p.add_argument("--work-dir", dest="work_dir")
+    p.add_argument("--row-count-method", dest="row_count_method", choices=["stats", "count"],
+                   help="stats: PostgreSQL's insert counters, count(*) where they differ (default); "
+                        "count: count(*) on every table")
+    p.add_argument("--no-row-counts", dest="check_row_counts", action="store_const", const=False,
+                   help="do not compare row counts with the manifest")
+    _add_restore_settings(p)
     p.add_argument("--check", action="store_true", default=None, help="say what would be done, change nothing")
     p.set_defaults(func=cmd_restore)
 

@@ -59,7 +59,17 @@ def component_summary(comp):
     check = _num(timings.get("check_seconds"))
     # With jobs=1 the download streams into the restore: they overlap.
     streamed = bool(timings.get("streamed"))
-    rto = (restore if streamed else download + restore) + check
+    # With jobs>1 on a custom dump the restore (its pre-data section) starts
+    # during the download, at this offset, and waits for the rest of it.
+    offset = timings.get("restore_offset_seconds")
+    overlapped = not streamed and offset is not None
+    restore_span = restore + _num(timings.get("wait_seconds"))
+    if streamed:
+        rto = restore + check
+    elif overlapped:
+        rto = max(download, _num(offset) + restore_span) + check
+    else:
+        rto = download + restore + check
     v_start = mf.parse_time(ver["started_at"]) if ver.get("started_at") else None
     steps = []
     if manifest.get("started_at") and manifest.get("finished_at"):
@@ -70,6 +80,11 @@ def component_summary(comp):
             steps.append({"step": "download", "start": _iso(t), "end": _iso(t + download)})
             steps.append({"step": "restore", "start": _iso(t), "end": _iso(t + restore)})
             t += restore
+        elif overlapped:
+            steps.append({"step": "download", "start": _iso(t), "end": _iso(t + download)})
+            start = t + _num(offset)
+            steps.append({"step": "restore", "start": _iso(start), "end": _iso(start + restore_span)})
+            t = max(t + download, start + restore_span)
         else:
             steps.append({"step": "download", "start": _iso(t), "end": _iso(t + download)})
             t += download

@@ -21,6 +21,7 @@ __metaclass__ = type
 
 import binascii
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -36,6 +37,16 @@ from .postgres import (PG_DUMP_ZSTD_MAJOR, ToolEnv, conn_params, connect, find_t
 from .storage import open_storage, storage_options
 
 MAX_IDENT = 63
+
+# Settings for pg_restore's own sessions (PGOPTIONS), the tuning PostgreSQL's
+# "Populating a Database" advice gives for restores. synchronous_commit off is
+# safe here: the database is renamed into place by a synchronous commit that
+# comes after every restore commit in the WAL, so it is durable before it is
+# visible under the target name.
+RESTORE_SETTINGS = {"maintenance_work_mem": "256MB", "synchronous_commit": "off"}
+ROW_COUNT_METHODS = ("stats", "count")
+_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_SETTING_VALUE = re.compile(r"^[A-Za-z0-9_.:+-]+$")
 
 
 class Terminated(DrkitError):
@@ -189,6 +200,92 @@ def _count(conn, names, present):
     return out
 
 
+def inserted_rows(cp, dbname, names, wait=5.0):
+    """Rows PostgreSQL's statistics counted into each table (with its
+    partitions or inheritance children, as count(*) sees them) since the
+    database was created: after pg_restore into a new database, what COPY
+    loaded. Only tables whose counters show inserts alone are returned; an
+    empty dict when counters are off or the loading sessions are still there."""
+    conn = connect(cp, dbname, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW track_counts")
+            if cur.fetchone()[0] != "on":
+                return {}
+            # A session flushes its counters before it leaves pg_stat_activity.
+            deadline = time.time() + wait
+            while True:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+                if cur.fetchone()[0] == 0:
+                    break
+                if time.time() > deadline:
+                    return {}
+                time.sleep(0.01)
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute("""
+                WITH RECURSIVE tree(root, rel) AS (
+                    SELECT oid, oid FROM pg_class WHERE relkind IN ('r', 'p')
+                    UNION
+                    SELECT t.root, i.inhrelid FROM tree t JOIN pg_inherits i ON i.inhparent = t.rel)
+                SELECT n.nspname, c.relname, sum(s.n_tup_ins), sum(s.n_tup_upd + s.n_tup_del), count(s.relid)
+                FROM tree t JOIN pg_class c ON c.oid = t.root JOIN pg_namespace n ON n.oid = c.relnamespace
+                LEFT JOIN pg_stat_all_tables s ON s.relid = t.rel
+                GROUP BY 1, 2""")
+            out = {}
+            for schema, table, inserted, changed, seen in cur.fetchall():
+                name = "%s.%s" % (schema, table)
+                if name in names and inserted is not None and changed == 0 and seen:
+                    out[name] = int(inserted)
+            return out
+    finally:
+        conn.close()
+
+
+def restored_counts(cp, dbname, expected, jobs=1, method="stats"):
+    """Row counts of the restored tables to compare with ``expected``.
+
+    ``count`` runs count(*) on every table. ``stats`` takes what COPY
+    inserted from PostgreSQL's counters (free, where count(*) reads every
+    page again) and runs count(*) only on tables where that differs from the
+    manifest, so a mismatch is always confirmed by a real count.
+    Returns (counts, number of tables counted with count(*))."""
+    counts = inserted_rows(cp, dbname, expected) if method == "stats" else {}
+    agreed = dict((name, n) for name, n in counts.items() if n == expected[name])
+    rest = dict((name, n) for name, n in expected.items() if name not in agreed)
+    if rest:
+        agreed.update(count_rows(cp, dbname, rest, jobs))
+    return agreed, len(rest)
+
+
+def row_count_method(params):
+    method = params.get("row_count_method") or "stats"
+    if method not in ROW_COUNT_METHODS:
+        raise ConfigError("row_count_method must be one of %s, got %r" % (", ".join(ROW_COUNT_METHODS), method),
+                          "stats (PostgreSQL's insert counters, count(*) where they differ) or count")
+    return method
+
+
+def session_options(settings=None):
+    """PGOPTIONS for pg_restore: RESTORE_SETTINGS overridden by ``settings``
+    (a value of "" or None drops that setting), after any inherited PGOPTIONS."""
+    merged = dict(RESTORE_SETTINGS)
+    merged.update(settings or {})
+    parts = []
+    for name in sorted(merged):
+        value = merged[name]
+        if value is None or value == "":
+            continue
+        value = str(value).lower() if isinstance(value, bool) else str(value)
+        if not _SETTING_NAME.match(str(name)) or not _SETTING_VALUE.match(value):
+            raise ConfigError("restore_settings: %s=%r is not a plain setting name and value" % (name, value),
+                              "Use names like maintenance_work_mem and values like 512MB or off "
+                              "(letters, digits, _ . : + - only)")
+        parts.append("-c %s=%s" % (name, value))
+    inherited = os.environ.get("PGOPTIONS", "").strip()
+    return " ".join(([inherited] if inherited else []) + parts)
+
+
 def compare_counts(expected, actual):
     """Per-table comparison rows and the list of mismatches."""
     rows, problems = [], []
@@ -202,9 +299,19 @@ def compare_counts(expected, actual):
     return rows, problems
 
 
+class _Cancelled(Exception):
+    pass
+
+
 class ArtifactFetch(object):
     """Reads the dump artifact of a pg_logical backup once, checking size and
-    sha256, and lands it where pg_restore can read it."""
+    sha256, and lands it where pg_restore can read it.
+
+    A custom-format dump can be fetched in the background (``start``) while
+    the caller connects and creates the database; ``follow`` hands the bytes
+    that have arrived so far to a consumer (pg_restore --section=pre-data
+    reads the table of contents at the head of the file), and ``wait`` gives
+    the path once the whole file is there and its sha256 checked."""
 
     def __init__(self, storage, manifest, work_dir=None):
         self.storage = storage
@@ -218,6 +325,14 @@ class ArtifactFetch(object):
         self.work_dir = work_dir
         self.tmp = None
         self.seconds = 0.0
+        self._thread = None
+        self._cond = threading.Condition()
+        self._written = 0
+        self._done = False
+        self._error = None
+        self._cancel = False
+        self._path = None
+        self.start_time = None
 
     def require_reader(self, runner, pg_restore):
         """An archive compressed by pg_dump itself (zstd, PostgreSQL 16+)
@@ -251,12 +366,10 @@ class ArtifactFetch(object):
     def to_local(self):
         """Custom format -> <tmp>/database.pgdump; directory format -> <tmp>/dump/.
         Returns the path to give pg_restore."""
-        self.tmp = tempfile.mkdtemp(prefix="drkit-restore-", dir=self.work_dir)
         if self.fmt == "custom":
-            path = os.path.join(self.tmp, "database.pgdump")
-            with open(path, "wb") as out:
-                self.check_only(consumer=out.write)
-            return path
+            self.start()
+            return self.wait()
+        self.tmp = tempfile.mkdtemp(prefix="drkit-restore-", dir=self.work_dir)
         extractor = TarStreamExtractor(os.path.join(self.tmp, "dump"), "dump/")
         extractor.start()
         try:
@@ -272,16 +385,85 @@ class ArtifactFetch(object):
             raise IntegrityError("%s holds no dump/toc.dat" % self.artifact["name"])
         return path
 
+    @property
+    def started(self):
+        return self._thread is not None
+
+    def start(self):
+        """Custom format only: download into <tmp>/database.pgdump in a thread."""
+        if self._thread is not None:
+            return
+        self.tmp = tempfile.mkdtemp(prefix="drkit-restore-", dir=self.work_dir)
+        self._path = os.path.join(self.tmp, "database.pgdump")
+        out = open(self._path, "wb")
+
+        def write(data):
+            if self._cancel:
+                raise _Cancelled()
+            out.write(data)
+            out.flush()  # follow() reads the file: what is counted must be in it
+            with self._cond:
+                self._written += len(data)
+                self._cond.notify_all()
+
+        def run():
+            try:
+                with out:
+                    self.check_only(consumer=write)
+            except BaseException as e:  # pylint: disable=broad-except
+                self._error = e  # raised by wait()
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+        self.start_time = time.time()
+        self._thread = threading.Thread(target=run, name="drkit-fetch")
+        self._thread.daemon = True  # a SIGTERM exit is not held by a stuck download
+        self._thread.start()
+
+    def follow(self, consumer, chunk=1 << 20):
+        """Hand the file's bytes to consumer(bytes) as they arrive, until it
+        returns False or the download ends (failed or not)."""
+        with open(self._path, "rb") as src:
+            while True:
+                with self._cond:
+                    while src.tell() >= self._written and not self._done:
+                        self._cond.wait(0.5)
+                    available = self._written - src.tell()
+                    if available <= 0:
+                        return
+                data = src.read(min(chunk, available))
+                if consumer(data) is False:
+                    return
+
+    def raise_failure(self):
+        """Raise the download's error if it has ended with one."""
+        with self._cond:
+            if self._done and self._error is not None:
+                raise self._error
+
+    def wait(self):
+        """The local path, once the whole artifact is there and checked."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._path
+
     def cleanup(self):
+        if self._thread is not None and self._thread.is_alive():
+            self._cancel = True
+            self._thread.join(5.0)
         if self.tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
 
 
-def restore_argv(pg_restore, dbname, jobs, params, source=None):
+def restore_argv(pg_restore, dbname, jobs, params, source=None, sections=()):
     argv = [pg_restore, "--no-password", "--dbname", dbname, "--exit-on-error"]
     if jobs > 1:
         argv += ["--jobs", str(jobs)]
+    for section in sections:
+        argv.append("--section=%s" % section)
     if params.get("no_owner"):
         argv.append("--no-owner")
     if params.get("no_privileges"):
@@ -293,27 +475,62 @@ def restore_argv(pg_restore, dbname, jobs, params, source=None):
     return argv
 
 
+def _feed(runner, argv, env, produce):
+    """Run argv with produce(consumer) writing its stdin; (rc, stderr)."""
+    handle = runner.spawn(argv, env=env, stdin=True, stdout=False)
+    with handle:
+        feeder = ProcessFeeder(handle)
+        try:
+            produce(feeder)
+        finally:
+            feeder.close()
+        rc = handle.wait()
+        return rc, handle.stderr_text()
+
+
 def run_pg_restore(runner, cp, fetch, pg_restore, dbname, jobs, params, progress):
     """Restore the fetched artifact into dbname. Returns timings."""
     timings = {}
     with ToolEnv(cp, dbname) as tenv:
+        tenv.env["PGOPTIONS"] = session_options(params.get("restore_settings"))
         if jobs <= 1 and fetch.fmt == "custom":
             # Stream: storage -> sha256 -> zstd -> pg_restore stdin, no local copy.
             progress("streaming %s into pg_restore (database %s)" % (fetch.artifact["name"], dbname))
             t0 = time.time()
-            handle = runner.spawn(restore_argv(pg_restore, dbname, 1, params), env=tenv.env,
-                                  stdin=True, stdout=False)
-            with handle:
-                feeder = ProcessFeeder(handle)
-                try:
-                    fetch.check_only(consumer=feeder)
-                finally:
-                    feeder.close()
-                rc = handle.wait()
-                err = handle.stderr_text()
+            rc, err = _feed(runner, restore_argv(pg_restore, dbname, 1, params), tenv.env,
+                            lambda feeder: fetch.check_only(consumer=feeder))
             timings["download_seconds"] = round(fetch.seconds, 3)
             timings["restore_seconds"] = round(time.time() - t0, 3)
             timings["streamed"] = True
+        elif fetch.fmt == "custom":
+            # Parallel pg_restore needs the whole file; its pre-data section
+            # (schemas, tables) needs only the table of contents at the head:
+            # restore that from the bytes that have arrived, while the rest
+            # is still downloading.
+            if not fetch.started:
+                progress("downloading %s (%d bytes) to %s" % (fetch.artifact["name"], fetch.artifact["size"],
+                                                              fetch.work_dir or tempfile.gettempdir()))
+                fetch.start()
+            progress("pg_restore --section=pre-data into database %s while the dump downloads" % dbname)
+            t0 = time.time()
+            rc, err = _feed(runner, restore_argv(pg_restore, dbname, 1, params, sections=("pre-data",)),
+                            tenv.env, fetch.follow)
+            t1 = time.time()
+            if rc != 0 or stderr_errors(err):
+                fetch.raise_failure()  # a failed download explains a failed pre-data
+            else:
+                source = fetch.wait()
+                t2 = time.time()
+                progress("pg_restore -j %d --section=data --section=post-data into database %s" % (jobs, dbname))
+                rc, _out, err = runner.run(restore_argv(pg_restore, dbname, jobs, params, source,
+                                                        sections=("data", "post-data")), env=tenv.env)
+                t3 = time.time()
+                # restore_offset_seconds: when pre-data began, counted from the download's start
+                timings.update({"pre_data_seconds": round(t1 - t0, 3), "wait_seconds": round(t2 - t1, 3),
+                                "restore_seconds": round(t1 - t0 + t3 - t2, 3),
+                                "restore_offset_seconds": round(t0 - fetch.start_time, 3)})
+            timings["download_seconds"] = round(fetch.seconds, 3)
+            timings["streamed"] = False
         else:
             progress("downloading %s (%d bytes) to %s" % (fetch.artifact["name"], fetch.artifact["size"],
                                                           fetch.work_dir or tempfile.gettempdir()))
@@ -356,6 +573,8 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
     if jobs < 1:
         raise ConfigError("jobs must be at least 1")
     force = bool(params.get("force"))
+    row_count_method(params)  # a bad value fails before anything is done
+    session_options(params.get("restore_settings"))  # a bad setting fails before anything is done
     cp = conn_params(params)
     # light: no boto3 import (0.2 s of every restore) when static credentials allow it
     storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
@@ -363,6 +582,32 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
     manifest = entry.manifest
     maintenance_db = params.get("maintenance_db") or "postgres"
 
+    if check_mode:
+        return True, _plan(cp, maintenance_db, entry, target, force, check_mode)[0]
+    fetch = ArtifactFetch(storage, manifest, params.get("work_dir"))
+    t0 = time.time()
+    with signals_raise():
+        try:
+            if jobs > 1 and fetch.fmt == "custom":
+                # Download while we connect, check the target and create the database.
+                progress("downloading %s (%d bytes) to %s" % (fetch.artifact["name"], fetch.artifact["size"],
+                                                              fetch.work_dir or tempfile.gettempdir()))
+                fetch.start()
+            plan, facts = _plan(cp, maintenance_db, entry, target, force, check_mode)
+            pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
+            fetch.require_reader(runner, pg_restore)  # before any database is created
+            timings, rows, old_name = _restore_and_swap(runner, cp, fetch, pg_restore, plan, params, progress)
+        finally:
+            fetch.cleanup()
+    duration = round(time.time() - t0, 3)
+    plan.update({"duration": duration, "timings": timings, "tables": rows, "verified": bool(rows),
+                 "old_database": old_name,
+                 "msg": "Restored %s into %s in %.1f s" % (entry.backup_id, target, duration)})
+    return True, plan
+
+
+def _plan(cp, maintenance_db, entry, target, force, check_mode):
+    """Inspect the target; refuse a non-empty one without force. (plan, facts)"""
     conn = connect(cp, maintenance_db, autocommit=True)
     try:
         facts = server_facts(conn)
@@ -374,56 +619,57 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
         raise SafetyError("Database %s exists and is not empty; refusing to restore over it" % target,
                           "Nothing was changed. Set force: true to restore into a new copy and swap it in, "
                           "or choose another target_database")
+    manifest = entry.manifest
     plan = {"backup_id": entry.backup_id, "target_database": target, "target_exists": exists,
             "target_non_empty": non_empty, "swap": exists, "backup_finished_at": manifest["finished_at"],
             "source": manifest["source"]}
     if check_mode:
         plan["msg"] = "Would restore %s into %s%s" % (
             entry.backup_id, target, " (replacing the existing database)" if exists else "")
-        return True, plan
+    return plan, facts
 
-    pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
+
+def _restore_and_swap(runner, cp, fetch, pg_restore, plan, params, progress):
+    """Restore into a staging database, check it, put it in place.
+    Returns (timings, per-table rows, name of a kept old database)."""
+    target = plan["target_database"]
+    jobs = int(params.get("jobs") or 1)
+    manifest = fetch.manifest
     staging = unique_name(target, "__drkit_restore")
     old_name = None
-    t0 = time.time()
-    fetch = ArtifactFetch(storage, manifest, params.get("work_dir"))
-    fetch.require_reader(runner, pg_restore)  # before any database is created
-    with signals_raise():
-        conn = connect(cp, maintenance_db, autocommit=True)
+    conn = connect(cp, params.get("maintenance_db") or "postgres", autocommit=True)
+    try:
+        create_database(conn, staging, owner=params.get("owner"))
         try:
-            create_database(conn, staging, owner=params.get("owner"))
-            try:
-                timings = run_pg_restore(runner, cp, fetch, pg_restore, staging, jobs, params, progress)
-                expected = manifest.get("data", {}).get("row_counts") or {}
-                rows, problems = [], []
-                if expected and params.get("check_row_counts", True):
-                    t1 = time.time()
-                    rows, problems = compare_counts(expected, count_rows(cp, staging, expected, jobs))
-                    timings["check_seconds"] = round(time.time() - t1, 3)
-                    if problems:
-                        raise IntegrityError("Restored data differs from the backup's manifest: %s" % (
-                            "; ".join(problems[:10])), "The target was not touched")
-                if exists:
-                    old_name = unique_name(target, "__drkit_old")
-                    progress("swapping %s into place (old copy: %s)" % (staging, old_name))
-                    _swap(conn, target, staging, old_name)
-                    if not params.get("keep_old"):
-                        drop_database(conn, old_name)
-                        old_name = None
-                else:
-                    _rename(conn, staging, target)
-                staging = None
-            finally:
-                if staging:
-                    drop_database(conn, staging)
+            timings = run_pg_restore(runner, cp, fetch, pg_restore, staging, jobs, params, progress)
+            expected = manifest.get("data", {}).get("row_counts") or {}
+            rows, problems = [], []
+            if expected and params.get("check_row_counts", True):
+                t1 = time.time()
+                method = row_count_method(params)
+                counts, scanned = restored_counts(cp, staging, expected, jobs, method)
+                rows, problems = compare_counts(expected, counts)
+                timings.update({"check_seconds": round(time.time() - t1, 3), "row_count_method": method,
+                                "tables_scanned": scanned})
+                if problems:
+                    raise IntegrityError("Restored data differs from the backup's manifest: %s" % (
+                        "; ".join(problems[:10])), "The target was not touched")
+            if plan["target_exists"]:
+                old_name = unique_name(target, "__drkit_old")
+                progress("swapping %s into place (old copy: %s)" % (staging, old_name))
+                _swap(conn, target, staging, old_name)
+                if not params.get("keep_old"):
+                    drop_database(conn, old_name)
+                    old_name = None
+            else:
+                _rename(conn, staging, target)
+            staging = None
         finally:
-            fetch.cleanup()
-            conn.close()
-    duration = round(time.time() - t0, 3)
-    plan.update({"duration": duration, "timings": timings, "tables": rows, "verified": bool(rows),
-                 "old_database": old_name,
-                 "msg": "Restored %s into %s in %.1f s" % (entry.backup_id, target, duration)})
-    return True, plan
+            if staging:
+                drop_database(conn, staging)
+    finally:
+        conn.close()
+    return timings, rows, old_name
 
 
 def _rename(conn, old, new):

@@ -168,7 +168,8 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
                     try:
                         jobs = int(params.get("jobs") or 1)
                         opts = {"no_owner": params.get("no_owner", True),
-                                "no_privileges": params.get("no_privileges", True)}
+                                "no_privileges": params.get("no_privileges", True),
+                                "restore_settings": params.get("restore_settings")}
                         timings.update(run_pg_restore(runner, cp, fetch, pg_restore, scratch, jobs, opts, progress))
                         expected = manifest.get("data", {}).get("row_counts")
                         t2 = time.time()

@@ -308,7 +308,8 @@ class ScratchPostgres(object):
         if password is None and initdb:
             password = secrets.token_urlsafe(18)
         self.password = password
-        self.bin_dir = bin_dir or find_pg_bindir(version)
+        # absolute: the tools run from another working directory
+        self.bin_dir = os.path.abspath(bin_dir) if bin_dir else find_pg_bindir(version)
         self.settings = dict(settings or {})
         self.data_dir = os.path.abspath(data_dir) if data_dir else os.path.join(self.base_dir, "data")
         self.socket_dir = os.path.join(self.base_dir, "run")

@@ -68,6 +68,10 @@ options:
     description:
       - Parallel C(pg_restore) jobs. With 1 the dump streams from storage into C(pg_restore) with no local
         copy; with more it is first decompressed into O(work_dir) (parallel restore needs a seekable file).
+        The download starts before the target is inspected and the database created, and the C(pre-data)
+        section (schemas, tables) is restored from the head of the file while the rest still downloads; the
+        C(data) and C(post-data) sections then run with O(jobs) once the whole file is there and its sha256
+        checked.
     type: int
     default: 1
   no_owner:
@@ -93,6 +97,25 @@ options:
       - Compare every table's row count with the manifest before putting the database in place.
     type: bool
     default: true
+  row_count_method:
+    description:
+      - How O(check_row_counts) gets the restored counts. V(stats) reads what PostgreSQL's statistics counted
+        into each table while C(pg_restore) loaded the new database (C(n_tup_ins), with partitions and
+        inheritance children; nothing to scan) and runs C(count(*)) on any table where that differs from the
+        manifest, so a mismatch is always confirmed by a real count. V(count) runs C(count(*)) on every table.
+      - M(drkit.backup.pg_verify) always counts with C(count(*)).
+    type: str
+    choices: [stats, count]
+    default: stats
+  restore_settings:
+    description:
+      - Server settings for C(pg_restore)'s own sessions (passed in C(PGOPTIONS), never in argv), merged over
+        the defaults C(maintenance_work_mem=256MB) (index builds sort in memory; up to that much per job) and
+        C(synchronous_commit=off) (restore commits do not wait for the WAL flush; the database is renamed into
+        place by a synchronous commit that follows them in the WAL, so it is durable before it is visible).
+      - Set a setting to an empty string to keep the server's value (for example O(restore_settings) with
+        C(maintenance_work_mem) set to C("")).
+    type: dict
   maintenance_db:
     description:
       - Database to connect to for creating, renaming and dropping databases.
@@ -180,6 +203,8 @@ def main():
         owner=dict(type="str"),
         check_row_counts=dict(type="bool", default=True),
         maintenance_db=dict(type="str", default="postgres"),
+        row_count_method=dict(type="str", default="stats", choices=["stats", "count"]),
+        restore_settings=dict(type="dict"),
         work_dir=dict(type="path"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -19,7 +19,8 @@ import uuid
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf
 from ansible_collections.drkit.backup.plugins.module_utils import sample_data
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, IntegrityError, NotFoundError
+from ansible_collections.drkit.backup.plugins.module_utils.errors import (ConfigError, IntegrityError, NotFoundError,
+                                                                          SafetyError, ToolError)
 from ansible_collections.drkit.backup.plugins.module_utils.pg_physical import pg_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg_restore import pg_restore_backup
 from helpers import (drop_database, file_root, make_sample_database, pg_module_args, run_playbook, s3_module_args,
@@ -333,3 +334,95 @@ def test_long_non_ascii_target_names(pg, tmp_storage_url, tiny_db, cleanup):
     assert staging_leftovers(pg) == []
     with pytest.raises(ConfigError, match="longer than 63 bytes"):
         pg_restore_backup(engine_params(pg, tmp_storage_url, target_database="é" * 32))
+
+
+# --------------------------------------------------------------------------
+# parallel restore: pre-data during the download, row counts from statistics
+
+TREE_SQL = """
+CREATE TABLE public.measure (id int, at date NOT NULL, v text) PARTITION BY RANGE (at);
+CREATE TABLE public.measure_2025 PARTITION OF public.measure
+    FOR VALUES FROM ('2025-01-01') TO ('2026-01-01') PARTITION BY HASH (id);
+CREATE TABLE public.measure_2025_a PARTITION OF public.measure_2025 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE public.measure_2025_b PARTITION OF public.measure_2025 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+CREATE TABLE public.measure_2026 PARTITION OF public.measure FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO public.measure SELECT g, DATE '2025-01-01' + g % 700, 'x' FROM generate_series(1, 500) g;
+CREATE TABLE public.animal (id int, name text);
+CREATE TABLE public.dog (barks bool) INHERITS (public.animal);
+INSERT INTO public.animal SELECT g, 'a' FROM generate_series(1, 7) g;
+INSERT INTO public.dog SELECT g, 'd', true FROM generate_series(1, 4) g;
+"""
+
+
+def test_parallel_restore_counts_from_statistics_across_partitions_and_inheritance(
+        pg, tmp_path, tmp_storage_url, tiny_db, cleanup):
+    pg.psql(TREE_SQL, dbname=tiny_db)
+    bak = take_backup(pg, tiny_db, tmp_storage_url)
+    recorded = bak["manifest"]["data"]["row_counts"]
+    # count(*) on an inheritance parent includes its children, as in the manifest
+    assert recorded["public.animal"] == 11 and recorded["public.dog"] == 4
+    assert sum(recorded["public.measure_%s" % p] for p in ("2025_a", "2025_b", "2026")) == 500
+    work = tmp_path / "work"
+    work.mkdir()
+
+    target = "st_%s" % uuid.uuid4().hex[:8]
+    cleanup.append(target)
+    _changed, res = pg_restore_backup(engine_params(pg, tmp_storage_url, target_database=target, jobs=2,
+                                                    work_dir=str(work)))
+    t = res["timings"]
+    assert t["streamed"] is False and t["row_count_method"] == "stats"
+    assert t["tables_scanned"] == 0, res["tables"]  # every table agreed with the statistics
+    assert t["pre_data_seconds"] > 0 and t["wait_seconds"] >= 0 and t["restore_seconds"] >= t["pre_data_seconds"]
+    assert res["verified"] and [r["table"] for r in res["tables"] if not r["ok"]] == []
+    assert table_row_counts(pg, target) == recorded
+    assert list(work.iterdir()) == []
+
+    target2 = "sc_%s" % uuid.uuid4().hex[:8]
+    cleanup.append(target2)
+    _changed, res = pg_restore_backup(engine_params(pg, tmp_storage_url, target_database=target2, jobs=2,
+                                                    row_count_method="count"))
+    assert res["timings"]["tables_scanned"] == len(recorded) and res["verified"]
+
+    # a manifest that disagrees: the statistics say 7+4, count(*) confirms it before refusing
+    key = file_root(tmp_storage_url) / mf.manifest_key(bak["backup_id"])
+    man = json.loads(key.read_text())
+    man["data"]["row_counts"]["public.animal"] = 12
+    key.write_text(json.dumps(man))
+    before_dbs = databases(pg)
+    with pytest.raises(IntegrityError) as ei:
+        pg_restore_backup(engine_params(pg, tmp_storage_url, target_database="never_%s" % uuid.uuid4().hex[:6],
+                                        jobs=2, work_dir=str(work)))
+    assert "public.animal: expected 12 rows, restored 11" in str(ei.value)
+    assert databases(pg) == before_dbs and staging_leftovers(pg) == [] and list(work.iterdir()) == []
+
+
+def test_restore_settings_reach_pg_restore_and_a_refusal_stops_the_download(
+        pg, tmp_path, tmp_storage_url, tiny_db, pg_database, cleanup):
+    take_backup(pg, tiny_db, tmp_storage_url)
+    work = tmp_path / "work"
+    work.mkdir()
+    before_dbs = databases(pg)
+    # a value the server refuses: it can only fail if it reached pg_restore's sessions
+    with pytest.raises(ToolError) as ei:
+        pg_restore_backup(engine_params(pg, tmp_storage_url, target_database="bad_%s" % uuid.uuid4().hex[:6],
+                                        jobs=2, work_dir=str(work), restore_settings={"work_mem": "lots"}))
+    assert 'invalid value for parameter "work_mem"' in str(ei.value), str(ei.value)
+    assert databases(pg) == before_dbs and list(work.iterdir()) == []
+    with pytest.raises(ConfigError) as ei:
+        pg_restore_backup(engine_params(pg, tmp_storage_url, target_database="x",
+                                        restore_settings={"work_mem": "1 MB"}))
+    assert "restore_settings: work_mem='1 MB'" in str(ei.value)
+
+    target = "ok_%s" % uuid.uuid4().hex[:8]
+    cleanup.append(target)
+    _changed, res = pg_restore_backup(engine_params(pg, tmp_storage_url, target_database=target, jobs=2,
+                                                    restore_settings={"maintenance_work_mem": "",
+                                                                      "work_mem": "8MB"}))
+    assert res["verified"] and table_row_counts(pg, target)["public.plain"] == 11
+
+    # a refusal (non-empty target, no force) after the download started: nothing left in work_dir
+    pg.psql("CREATE TABLE precious (id int)", dbname=pg_database)
+    with pytest.raises(SafetyError):
+        pg_restore_backup(engine_params(pg, tmp_storage_url, target_database=pg_database, jobs=2,
+                                        work_dir=str(work)))
+    assert list(work.iterdir()) == [] and staging_leftovers(pg) == []

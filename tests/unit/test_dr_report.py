@@ -68,6 +68,20 @@ def test_local_copy_rto_adds_download_restore_and_checks():
     assert steps[0][2] - steps[0][1] == pytest.approx(4.25)
 
 
+def test_overlapped_rto_starts_the_restore_during_the_download():
+    # jobs=2, custom format: pre-data began 0.3 s into a 2 s download, took
+    # 0.5 s, waited 1.2 s for the rest; the parallel sections took 9.5 s
+    v = verification(False, download=2.0, restore=10.0, check=0.5)
+    v["timings"].update({"restore_offset_seconds": 0.3, "pre_data_seconds": 0.5, "wait_seconds": 1.2})
+    c = dr.component_summary({"name": "postgresql", "verification": v, "backup": backup()})
+    assert c["rto_seconds"] == pytest.approx(0.3 + 0.5 + 1.2 + 9.5 + 0.5)  # = download + 9.5 + checks
+    steps = dict((s["step"], (ts(s["start"]), ts(s["end"]))) for s in c["steps"])
+    t0 = ts("2026-11-25T22:00:00Z")
+    assert [round(x - t0, 3) for x in steps["download"]] == [0.0, 2.0]
+    assert [round(x - t0, 3) for x in steps["restore"]] == [0.3, 11.5]
+    assert [round(x - t0, 3) for x in steps["verify"]] == [11.5, 12.0]
+
+
 def test_rpo_is_the_backup_age_and_the_component_facts():
     c = dr.component_summary({"name": "postgresql", "verification": verification(True, age=7261.5),
                               "backup": backup()})

@@ -1,0 +1,206 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The restore's background download (ArtifactFetch.start/follow/wait) on a
+real file backend, the pg_restore session settings, and the argv sections.
+
+follow() must hand over exactly the bytes of the artifact, in order, while
+they arrive; a consumer that stops early stops only itself; a damaged
+artifact fails wait() naming what differed; cleanup() cancels a running
+download and removes what it wrote."""
+
+import hashlib
+import os
+import threading
+import time
+
+import pytest
+import zstandard
+from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils import storage as st
+from ansible_collections.drkit.backup.plugins.module_utils.cli import _restore_settings
+from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, IntegrityError
+from ansible_collections.drkit.backup.plugins.module_utils.pg_restore import (RESTORE_SETTINGS, ArtifactFetch,
+                                                                              restore_argv, row_count_method,
+                                                                              session_options)
+
+BACKUP_ID = "20260101T000000Z-pg-logical-abcdef"
+
+
+def stored_backup(fs, data, compressed):
+    """A pg_logical manifest with one custom-format artifact holding data."""
+    name = "database.pgdump.zst" if compressed else "database.pgdump"
+    body = zstandard.ZstdCompressor().compress(data) if compressed else data
+    with fs.writer(mf.artifact_key(BACKUP_ID, name)) as w:
+        w.write(body)
+    man = mf.Manifest.new(BACKUP_ID, "pg_logical", mf.utcnow(), {"database": "x"},
+                          compression={"algorithm": "zstd", "level": 3} if compressed else None,
+                          options={"format": "custom"})
+    man.add_artifact(name, len(body), hashlib.sha256(body).hexdigest(), compressed=compressed)
+    return man
+
+
+@pytest.fixture
+def fs(tmp_path):
+    return st.FileStorage(str(tmp_path / "root"))
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_follow_hands_over_exactly_the_artifact_and_wait_gives_the_checked_file(fs, tmp_path, compressed):
+    data = os.urandom(3 << 20) + b"tail" * 1000
+    work = tmp_path / "work"
+    work.mkdir()
+    fetch = ArtifactFetch(fs, stored_backup(fs, data, compressed), str(work))
+    fetch.start()
+    assert fetch.started
+    got = []
+    fetch.follow(got.append, chunk=65536)
+    assert b"".join(got) == data
+    path = fetch.wait()
+    with open(path, "rb") as fh:
+        assert fh.read() == data
+    assert os.path.dirname(os.path.dirname(path)) == str(work)
+    fetch.cleanup()
+    assert list(work.iterdir()) == []
+
+
+def test_a_consumer_that_stops_early_does_not_stop_the_download(fs, tmp_path):
+    data = os.urandom(2 << 20)
+    fetch = ArtifactFetch(fs, stored_backup(fs, data, False), str(tmp_path))
+    fetch.start()
+    seen = []
+
+    def first_chunk_only(chunk):
+        seen.append(chunk)
+        return False
+
+    fetch.follow(first_chunk_only, chunk=4096)
+    assert len(seen) == 1 and seen[0] == data[:len(seen[0])]
+    with open(fetch.wait(), "rb") as fh:
+        assert fh.read() == data
+    fetch.cleanup()
+
+
+def test_a_damaged_artifact_fails_wait_and_raise_failure(fs, tmp_path):
+    data = os.urandom(1 << 20)
+    man = stored_backup(fs, data, False)
+    key = mf.artifact_key(BACKUP_ID, "database.pgdump")
+    path = os.path.join(fs.root, key)
+    with open(path, "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\xff" if data[1000:1001] != b"\xff" else b"\x00")
+    fetch = ArtifactFetch(fs, man, str(tmp_path))
+    fetch.start()
+    fetch.follow(lambda chunk: True)  # returns when the download has ended
+    with pytest.raises(IntegrityError) as ei:
+        fetch.raise_failure()
+    assert key in str(ei.value) and "sha256" in str(ei.value)
+    with pytest.raises(IntegrityError):
+        fetch.wait()
+    fetch.cleanup()
+    assert list(tmp_path.iterdir()) == [tmp_path / "root"]
+
+
+def test_raise_failure_says_nothing_while_the_download_is_good(fs, tmp_path):
+    fetch = ArtifactFetch(fs, stored_backup(fs, b"x" * 5000, False), str(tmp_path))
+    fetch.start()
+    fetch.raise_failure()  # running or finished well: no error
+    fetch.wait()
+    fetch.raise_failure()
+    fetch.cleanup()
+
+
+class SlowStorage(object):
+    """A real file backend whose reads trickle, to catch a download mid-way."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.chunks_read = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def iter_read(self, key):
+        for chunk in self.inner.iter_read(key):
+            for i in range(0, len(chunk), 16384):
+                self.chunks_read += 1
+                time.sleep(0.01)
+                yield chunk[i:i + 16384]
+
+
+def test_cleanup_cancels_a_running_download_and_removes_its_file(fs, tmp_path):
+    slow = SlowStorage(fs)
+    fetch = ArtifactFetch(slow, stored_backup(fs, os.urandom(8 << 20), False), str(tmp_path / "w"))
+    os.mkdir(str(tmp_path / "w"))
+    fetch.start()
+    while slow.chunks_read < 3:
+        time.sleep(0.01)
+    t0 = time.time()
+    fetch.cleanup()
+    assert not any(t.name == "drkit-fetch" and t.is_alive() for t in threading.enumerate())
+    assert time.time() - t0 < 4  # stopped, not read to the end (8 MiB at 16 KiB per 10 ms is 5 s)
+    assert slow.chunks_read < 8 * 64
+    assert list((tmp_path / "w").iterdir()) == []
+
+
+def test_to_local_of_a_custom_dump_is_the_background_download_waited_for(fs, tmp_path):
+    data = os.urandom(100000)
+    fetch = ArtifactFetch(fs, stored_backup(fs, data, True), str(tmp_path))
+    with open(fetch.to_local(), "rb") as fh:
+        assert fh.read() == data
+    fetch.cleanup()
+
+
+# --------------------------------------------------------------------------
+# session settings, row-count method, argv
+
+
+def test_session_options_defaults_overrides_and_removal(monkeypatch):
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    assert session_options() == " ".join("-c %s=%s" % kv for kv in sorted(RESTORE_SETTINGS.items()))
+    assert "maintenance_work_mem=256MB" in session_options() and "synchronous_commit=off" in session_options()
+    opts = session_options({"maintenance_work_mem": "1GB", "work_mem": 65536})
+    assert "-c maintenance_work_mem=1GB" in opts and "-c work_mem=65536" in opts and "256MB" not in opts
+    assert session_options({"maintenance_work_mem": "", "synchronous_commit": None}) == ""
+    assert session_options({"jit": False}).startswith("-c jit=false ")
+
+
+def test_session_options_keep_an_inherited_pgoptions_first(monkeypatch):
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=x")
+    opts = session_options({"synchronous_commit": ""})
+    assert opts == "-c search_path=x -c maintenance_work_mem=256MB"
+
+
+@pytest.mark.parametrize("settings", [{"a b": "1"}, {"work_mem": "1 MB"}, {"x": "1'; DROP"},
+                                      {"work_mem": "-c\\ fsync=off"}, {"-c": "1"}])
+def test_session_options_refuse_anything_but_plain_names_and_values(settings):
+    with pytest.raises(ConfigError) as ei:
+        session_options(settings)
+    assert "restore_settings" in str(ei.value) and "letters, digits" in str(ei.value)
+
+
+def test_row_count_method_choices():
+    assert row_count_method({}) == "stats"
+    assert row_count_method({"row_count_method": "count"}) == "count"
+    with pytest.raises(ConfigError) as ei:
+        row_count_method({"row_count_method": "guess"})
+    assert "'guess'" in str(ei.value) and "stats, count" in str(ei.value)
+
+
+def test_restore_argv_sections_come_before_the_archive():
+    argv = restore_argv("pg_restore", "db", 2, {"no_owner": True}, "/x/dump", sections=("data", "post-data"))
+    assert argv == ["pg_restore", "--no-password", "--dbname", "db", "--exit-on-error", "--jobs", "2",
+                    "--section=data", "--section=post-data", "--no-owner", "/x/dump"]
+    assert "--section=pre-data" in restore_argv("pg_restore", "db", 1, {}, sections=("pre-data",))
+    assert not any(a.startswith("--section") for a in restore_argv("pg_restore", "db", 1, {}))
+
+
+def test_cli_restore_setting_flags_become_a_mapping():
+    params = {"restore_settings": ["maintenance_work_mem=1GB", " synchronous_commit = "]}
+    _restore_settings(params)
+    assert params["restore_settings"] == {"maintenance_work_mem": "1GB", "synchronous_commit": ""}
+    params = {"restore_settings": {"a": "b"}}  # from a config file: kept as it is
+    _restore_settings(params)
+    assert params["restore_settings"] == {"a": "b"}
+    with pytest.raises(ConfigError) as ei:
+        _restore_settings({"restore_settings": ["maintenance_work_mem"]})
+    assert "NAME=VALUE" in str(ei.value)
