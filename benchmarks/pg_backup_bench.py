@@ -15,6 +15,12 @@ then alternating restores of the same backup (medians of --restore-repeat):
   raw      pg_restore -j N of the dump already downloaded and decompressed
   tuned    the same with drkit's session settings for restores (PGOPTIONS:
            maintenance_work_mem, synchronous_commit), to show what they give
+  drkit-dir  (--from-directory) drkit restore -j N of the (c) backup from
+           the file:// storage: no S3 server sharing the cores
+  after-get  (--after-get) raw again, but right after the stored object was
+           read from SeaweedFS (and thrown away, untimed): what a download
+           just before costs the restore on a machine that also runs the S3
+           server
   by hand  what one does without drkit: download the stored object from
            SeaweedFS (boto3), zstd -d, pg_restore -j N (no checks)
   drkit    drkit restore -j N from SeaweedFS (sha256, row counts, rename
@@ -121,6 +127,10 @@ def main():
     ap.add_argument("--pg-bin-dir", help="PostgreSQL to run and dump with (default: the system's 15); "
                     "build/pg-18.6.0/bin (scripts/bootstrap.sh) for pg_dump's own zstd")
     ap.add_argument("--drkit-work-dir", help="work_dir for drkit's restores (default: the benchmark's directory)")
+    ap.add_argument("--after-get", action="store_true",
+                    help="add the after-get case: raw pg_restore right after reading the object from SeaweedFS")
+    ap.add_argument("--from-directory", action="store_true",
+                    help="add the drkit-dir case: drkit restore from the file:// storage of case (c)")
     ap.add_argument("--restore-repeat", type=int, default=3,
                     help="alternating raw/drkit restore pairs for the median comparison")
     args = ap.parse_args()
@@ -236,10 +246,11 @@ def main():
         pairs = []
 
         def one(kind, i):
-            name = "rr_%s_%d" % (kind, i)
+            name = "rr_%s_%d" % (kind.replace("-", "_"), i)
             drop_now(name)
-            if kind == "drkit":
-                secs, _r, res = run_measured(drkit + ["restore", "-q", "--json", "--storage-url", "s3://bench/pg",
+            if kind in ("drkit", "drkit-dir"):
+                url = "file://" + store if kind == "drkit-dir" else "s3://bench/pg"
+                secs, _r, res = run_measured(drkit + ["restore", "-q", "--json", "--storage-url", url,
                                                       "--target-database", name, "-j", str(args.jobs),
                                                       "--work-dir", drkit_work] + login, s3env, want_json=True)
                 timings_i = res["timings"]
@@ -247,7 +258,11 @@ def main():
                 subprocess.run(psql + ["CREATE DATABASE %s TEMPLATE template0" % name],
                                env=dict(os.environ, **env), check=True)
                 timings_i = None
-                if kind in ("raw", "tuned"):
+                if kind == "after-get":
+                    body = cli.get_object(Bucket="bench", Key=stored_key)["Body"]
+                    while body.read(1 << 20):
+                        pass
+                if kind in ("raw", "tuned", "after-get"):
                     secs = run_measured([os.path.join(bindir, "pg_restore"), "-j", str(args.jobs), "-d", name,
                                          f_same], dict(env, PGOPTIONS=session_options()) if kind == "tuned" else env)[0]
                 else:
@@ -255,13 +270,16 @@ def main():
             drop_now(name)
             return secs, timings_i
 
-        kinds = ["raw", "tuned", "hand", "drkit"]
+        kinds = (["raw", "tuned", "hand", "drkit"] + (["after-get"] if args.after_get else [])
+                 + (["drkit-dir"] if args.from_directory else []))
         for i in range(args.restore_repeat):
             got = {}
             shift = i % len(kinds)
             for kind in kinds[shift:] + kinds[:shift]:  # rotate the order from round to round
                 got[kind] = one(kind, i)
-            pairs.append((got["raw"][0], got["drkit"][0], got["drkit"][1], got["hand"][0], got["tuned"][0]))
+            pairs.append((got["raw"][0], got["drkit"][0], got["drkit"][1], got["hand"][0], got["tuned"][0],
+                          got["after-get"][0] if args.after_get else None,
+                          got["drkit-dir"] if args.from_directory else None))
     finally:
         s3.stop()
         pg.destroy()
@@ -296,6 +314,16 @@ def main():
                  drkit_m / raw_m, drkit_m / tuned_m, drkit_m / hand_m, pgr_m, pgr_m / raw_m))
         print("rounds (raw / tuned / by hand / drkit s): %s" % "; ".join(
             "%.2f / %.2f / %.2f / %.2f" % (p[0], p[4], p[3], p[1]) for p in pairs))
+        if args.after_get:
+            after_m = med([p[5] for p in pairs])
+            print("raw pg_restore -j%d right after reading the object from SeaweedFS: median %.2f s (%.2fx raw); "
+                  "drkit's pg_restore steps / it = %.2fx; rounds: %s" % (
+                      args.jobs, after_m, after_m / raw_m, pgr_m / after_m,
+                      ", ".join("%.2f" % p[5] for p in pairs)))
+        if args.from_directory:
+            dir_m = med([p[6][0] for p in pairs])
+            print("drkit restore -j%d from the file:// storage: median %.2f s = %.2fx raw; rounds: %s" % (
+                args.jobs, dir_m, dir_m / raw_m, ", ".join("%.2f" % p[6][0] for p in pairs)))
     for name, t in timings + [("round %d" % (i + 1), p[2]) for i, p in enumerate(pairs)]:
         print("%s timings: download %.2f s, pg_restore %.2f s (pre-data %.2f s during the download, then waited "
               "%.2f s for it), row-count check %.2f s (%s)%s" % (
