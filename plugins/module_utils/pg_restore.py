@@ -31,7 +31,8 @@ from contextlib import contextmanager
 
 from . import manifest as mf
 from .errors import ConfigError, DrkitError, IntegrityError, SafetyError, ToolError
-from .pipeline import LocalRunner, ProcessFeeder, TarStreamExtractor, decompressor_for, read_stored
+from .pipeline import (Digest, LocalRunner, ProcessFeeder, TarStreamExtractor, check_digest, decompressor_for,
+                       read_stored)
 from .postgres import (PG_DUMP_ZSTD_MAJOR, ToolEnv, conn_params, connect, find_tool, server_facts, stderr_errors,
                        tool_major, tool_version)
 from .storage import open_storage, storage_options
@@ -329,6 +330,8 @@ class ArtifactFetch(object):
         self._cond = threading.Condition()
         self._written = 0
         self._done = False
+        self._complete = False  # every byte written (plain artifacts; sha256 may still run)
+        self._writing = True
         self._error = None
         self._cancel = False
         self._path = None
@@ -352,23 +355,53 @@ class ArtifactFetch(object):
             return [decompressor_for(self.manifest.get("compression"))]
         return []
 
-    def check_only(self, consumer=None):
-        t0 = time.time()
+    def _require_present(self):
         if self.storage.stat(self.key) is None:
             raise IntegrityError("Artifact %s of backup %s is missing from %s" % (
                 self.artifact["name"], self.manifest.backup_id, self.storage.describe()),
                 "The backup is damaged; use another backup")
+
+    def check_only(self, consumer=None):
+        t0 = time.time()
+        self._require_present()
         res = read_stored(self.storage, self.key, self.artifact["size"], self.artifact["sha256"],
                           transforms=self._transforms() if consumer else (), consumer=consumer)
         self.seconds = time.time() - t0
         return res
+
+    def _copy_hash_behind(self, write):
+        """Nothing to decode: write each chunk as it arrives and hash the file
+        in a second thread behind the writes (reading it back from the page
+        cache: memory stays flat however far behind it is), so that the file
+        is complete, and pg_restore -j can start, without waiting for sha256;
+        finish() gives the verdict, before anything is renamed into place."""
+        t0 = time.time()
+        self._require_present()
+        digest = Digest()
+        hasher = threading.Thread(target=self.follow, args=(digest.update,), name="drkit-fetch-sha256")
+        hasher.daemon = True
+        hasher.start()
+        try:
+            for chunk in self.storage.iter_read(self.key):
+                write(chunk)
+            self.seconds = time.time() - t0
+        finally:
+            self._end_writing()
+            hasher.join()
+        check_digest(self.storage, self.key, digest, self.artifact["size"], self.artifact["sha256"])
+
+    def _end_writing(self):
+        with self._cond:
+            self._writing = False
+            self._cond.notify_all()
 
     def to_local(self):
         """Custom format -> <tmp>/database.pgdump; directory format -> <tmp>/dump/.
         Returns the path to give pg_restore."""
         if self.fmt == "custom":
             self.start()
-            return self.wait()
+            self.wait()
+            return self.finish()
         self.tmp = tempfile.mkdtemp(prefix="drkit-restore-", dir=self.work_dir)
         extractor = TarStreamExtractor(os.path.join(self.tmp, "dump"), "dump/")
         extractor.start()
@@ -396,6 +429,7 @@ class ArtifactFetch(object):
         self.tmp = tempfile.mkdtemp(prefix="drkit-restore-", dir=self.work_dir)
         self._path = os.path.join(self.tmp, "database.pgdump")
         out = open(self._path, "wb")
+        plain = not self._transforms()
 
         def write(data):
             if self._cancel:
@@ -404,14 +438,20 @@ class ArtifactFetch(object):
             out.flush()  # follow() reads the file: what is counted must be in it
             with self._cond:
                 self._written += len(data)
+                if plain and self._written == self.artifact["size"]:
+                    self._complete = True
                 self._cond.notify_all()
 
         def run():
             try:
                 with out:
-                    self.check_only(consumer=write)
+                    if plain:
+                        self._copy_hash_behind(write)
+                    else:
+                        self.check_only(consumer=write)
             except BaseException as e:  # pylint: disable=broad-except
-                self._error = e  # raised by wait()
+                self._error = e  # raised by wait() or finish()
+            self._end_writing()
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
@@ -423,11 +463,11 @@ class ArtifactFetch(object):
 
     def follow(self, consumer, chunk=1 << 20):
         """Hand the file's bytes to consumer(bytes) as they arrive, until it
-        returns False or the download ends (failed or not)."""
+        returns False or the download stops writing (failed or not)."""
         with open(self._path, "rb") as src:
             while True:
                 with self._cond:
-                    while src.tell() >= self._written and not self._done:
+                    while src.tell() >= self._written and self._writing:
                         self._cond.wait(0.5)
                     available = self._written - src.tell()
                     if available <= 0:
@@ -437,13 +477,28 @@ class ArtifactFetch(object):
                     return
 
     def raise_failure(self):
-        """Raise the download's error if it has ended with one."""
+        """Raise the download's error if it has stopped writing and failed
+        (waiting for its end then); nothing while it is still writing."""
         with self._cond:
-            if self._done and self._error is not None:
+            writing = self._writing
+        if not writing:
+            self._thread.join()
+            if self._error is not None:
                 raise self._error
 
     def wait(self):
-        """The local path, once the whole artifact is there and checked."""
+        """The local path, once every byte is there. The sha256 may still be
+        being computed: finish() says whether it matched."""
+        with self._cond:
+            while not (self._complete or self._done):
+                self._cond.wait(0.5)
+            if self._done and self._error is not None:
+                raise self._error
+        return self._path
+
+    def finish(self):
+        """The local path once the whole artifact is there and its size and
+        sha256 match the manifest; raises what the download found otherwise."""
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -525,6 +580,7 @@ def run_pg_restore(runner, cp, fetch, pg_restore, dbname, jobs, params, progress
                 rc, _out, err = runner.run(restore_argv(pg_restore, dbname, jobs, params, source,
                                                         sections=("data", "post-data")), env=tenv.env)
                 t3 = time.time()
+                fetch.finish()  # a damaged artifact explains a failed restore: its error first
                 # restore_offset_seconds: when pre-data began, counted from the download's start
                 timings.update({"pre_data_seconds": round(t1 - t0, 3), "wait_seconds": round(t2 - t1, 3),
                                 "restore_seconds": round(t1 - t0 + t3 - t2, 3),

@@ -358,6 +358,15 @@ def read_stored(storage, key, expected_size=None, expected_sha256=None, transfor
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
+    check_digest(storage, key, digest, expected_size, expected_sha256)
+    if transform_error is not None:
+        raise IntegrityError("Stored object %s in %s cannot be decoded: %s" % (
+            key, storage.describe(), transform_error.message), transform_error.hint)
+    return {"size": digest.size, "sha256": digest.hexdigest()}
+
+
+def check_digest(storage, key, digest, expected_size=None, expected_sha256=None):
+    """Raise IntegrityError naming the object and what differs from its manifest."""
     problems = []
     if expected_size is not None and digest.size != expected_size:
         problems.append("size %d bytes, manifest says %d" % (digest.size, expected_size))
@@ -367,10 +376,6 @@ def read_stored(storage, key, expected_size=None, expected_sha256=None, transfor
         raise IntegrityError("Stored object %s in %s does not match its manifest: %s" % (
             key, storage.describe(), "; ".join(problems)),
             "The object is corrupt or was modified; do not restore from it, use another backup")
-    if transform_error is not None:
-        raise IntegrityError("Stored object %s in %s cannot be decoded: %s" % (
-            key, storage.describe(), transform_error.message), transform_error.hint)
-    return {"size": digest.size, "sha256": digest.hexdigest()}
 
 
 def _hashed(chunks, digest):

@@ -70,8 +70,9 @@ options:
         copy; with more it is first decompressed into O(work_dir) (parallel restore needs a seekable file).
         The download starts before the target is inspected and the database created, and the C(pre-data)
         section (schemas, tables) is restored from the head of the file while the rest still downloads; the
-        C(data) and C(post-data) sections then run with O(jobs) once the whole file is there and its sha256
-        checked.
+        C(data) and C(post-data) sections then run with O(jobs) as soon as every byte is there. The sha256 of a
+        dump compressed by pg_dump is computed beside them and must match the manifest before anything is
+        renamed into place (a drkit-compressed one is checked while it is decompressed).
     type: int
     default: 1
   no_owner:

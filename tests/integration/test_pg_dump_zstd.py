@@ -13,7 +13,7 @@ import uuid
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf
 from ansible_collections.drkit.backup.plugins.module_utils import storage as st
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError
+from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, IntegrityError
 from ansible_collections.drkit.backup.plugins.module_utils.pg_physical import pg_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg_restore import pg_restore_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg_verify import pg_verify
@@ -98,6 +98,25 @@ def test_pg_dump_compressed_backup_restores_and_verifies(pg_newer, newer_db, s3,
     for level in ("structure", "restore"):
         ok, out = pg_verify(params_for(pg_newer, url, s3, level=level, jobs=jobs))
         assert out["passed"] is True, out
+
+
+def test_a_flipped_byte_fails_the_parallel_restore_before_anything_is_put_in_place(pg_newer, newer_db, s3, bucket):
+    """jobs=2 on a plain archive: pg_restore starts once every byte is there
+    and sha256 runs behind it; the mismatch still stops the restore before
+    the rename, and no staging database is left."""
+    url = "s3://%s/pg" % bucket
+    bid = pg_backup(params_for(pg_newer, url, s3, database=newer_db))[1]["backup_id"]
+    key = "pg/" + mf.artifact_key(bid, "database.pgdump")
+    cli = s3.client()
+    body = bytearray(cli.get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0x01  # inside the data: pg_restore may well read it without complaint
+    cli.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+    target = "flip_%s" % uuid.uuid4().hex[:8]
+    before = pg_newer.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")
+    with pytest.raises(IntegrityError) as ei:
+        pg_restore_backup(params_for(pg_newer, url, s3, target_database=target, jobs=2))
+    assert "database.pgdump" in str(ei.value) and "sha256" in str(ei.value)
+    assert pg_newer.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database") == before
 
 
 def test_compression_by_drkit_keeps_the_outer_zstd(pg_newer, newer_db, s3, bucket):

@@ -56,6 +56,7 @@ def test_follow_hands_over_exactly_the_artifact_and_wait_gives_the_checked_file(
     fetch.follow(got.append, chunk=65536)
     assert b"".join(got) == data
     path = fetch.wait()
+    assert fetch.finish() == path
     with open(path, "rb") as fh:
         assert fh.read() == data
     assert os.path.dirname(os.path.dirname(path)) == str(work)
@@ -75,12 +76,12 @@ def test_a_consumer_that_stops_early_does_not_stop_the_download(fs, tmp_path):
 
     fetch.follow(first_chunk_only, chunk=4096)
     assert len(seen) == 1 and seen[0] == data[:len(seen[0])]
-    with open(fetch.wait(), "rb") as fh:
+    with open(fetch.finish(), "rb") as fh:
         assert fh.read() == data
     fetch.cleanup()
 
 
-def test_a_damaged_artifact_fails_wait_and_raise_failure(fs, tmp_path):
+def test_a_flipped_byte_fails_finish_after_the_file_is_complete(fs, tmp_path):
     data = os.urandom(1 << 20)
     man = stored_backup(fs, data, False)
     key = mf.artifact_key(BACKUP_ID, "database.pgdump")
@@ -90,21 +91,52 @@ def test_a_damaged_artifact_fails_wait_and_raise_failure(fs, tmp_path):
         fh.write(b"\xff" if data[1000:1001] != b"\xff" else b"\x00")
     fetch = ArtifactFetch(fs, man, str(tmp_path))
     fetch.start()
+    # every byte is there: pg_restore may start while sha256 runs behind...
+    assert os.path.getsize(fetch.wait()) == len(data)
+    # ...and the verdict, before anything is put in place, names the object and the digest
+    with pytest.raises(IntegrityError) as ei:
+        fetch.finish()
+    assert key in str(ei.value) and "sha256" in str(ei.value) and "size" not in str(ei.value)
+    with pytest.raises(IntegrityError):
+        fetch.raise_failure()
+    fetch.cleanup()
+    assert list(tmp_path.iterdir()) == [tmp_path / "root"]
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_truncated_artifact_fails_wait_itself(fs, tmp_path, compressed):
+    man = stored_backup(fs, os.urandom(1 << 20), compressed)
+    name = man["artifacts"][0]["name"]
+    path = os.path.join(fs.root, mf.artifact_key(BACKUP_ID, name))
+    with open(path, "r+b") as fh:
+        fh.truncate(os.path.getsize(path) - 100)
+    fetch = ArtifactFetch(fs, man, str(tmp_path))
+    fetch.start()
     fetch.follow(lambda chunk: True)  # returns when the download has ended
     with pytest.raises(IntegrityError) as ei:
         fetch.raise_failure()
-    assert key in str(ei.value) and "sha256" in str(ei.value)
+    assert "size" in str(ei.value) and name in str(ei.value)
     with pytest.raises(IntegrityError):
         fetch.wait()
     fetch.cleanup()
-    assert list(tmp_path.iterdir()) == [tmp_path / "root"]
+
+
+def test_a_missing_artifact_fails_wait(fs, tmp_path):
+    man = stored_backup(fs, b"x" * 1000, False)
+    os.unlink(os.path.join(fs.root, mf.artifact_key(BACKUP_ID, "database.pgdump")))
+    fetch = ArtifactFetch(fs, man, str(tmp_path))
+    fetch.start()
+    with pytest.raises(IntegrityError) as ei:
+        fetch.wait()
+    assert "is missing" in str(ei.value)
+    fetch.cleanup()
 
 
 def test_raise_failure_says_nothing_while_the_download_is_good(fs, tmp_path):
     fetch = ArtifactFetch(fs, stored_backup(fs, b"x" * 5000, False), str(tmp_path))
     fetch.start()
     fetch.raise_failure()  # running or finished well: no error
-    fetch.wait()
+    fetch.finish()
     fetch.raise_failure()
     fetch.cleanup()
 
