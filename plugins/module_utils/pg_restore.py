@@ -12,7 +12,11 @@ database is renamed away and dropped after the swap unless keep_old is set).
 Data path: the stored artifact is read once; while it is read its sha256 is
 checked and it is decompressed either straight into ``pg_restore``'s stdin
 (jobs=1, no local copy) or into a local file/directory in ``work_dir``
-(jobs>1: parallel pg_restore needs a seekable archive).
+(jobs>1: parallel pg_restore needs a seekable archive). A custom-format dump
+is then downloaded in the background from the start, its pre-data section
+restored from the head of the file meanwhile, and the parallel sections run
+once every byte is there; nothing is renamed into place before its sha256
+and row counts have been checked.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -311,8 +315,9 @@ class ArtifactFetch(object):
     A custom-format dump can be fetched in the background (``start``) while
     the caller connects and creates the database; ``follow`` hands the bytes
     that have arrived so far to a consumer (pg_restore --section=pre-data
-    reads the table of contents at the head of the file), and ``wait`` gives
-    the path once the whole file is there and its sha256 checked."""
+    reads the table of contents at the head of the file), ``wait`` gives the
+    path once every byte is there, and ``finish`` once its size and sha256
+    are checked too (for a plain archive the hashing runs behind the writes)."""
 
     def __init__(self, storage, manifest, work_dir=None):
         self.storage = storage
