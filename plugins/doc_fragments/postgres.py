@@ -54,3 +54,18 @@ requirements:
   - psycopg >= 3 (Python library on the managed host)
   - PostgreSQL client tools of the server's major version or newer
 """
+
+    # pg_restore's session settings: drkit.backup.postgres.restore_settings
+    RESTORE_SETTINGS = r"""
+options:
+  restore_settings:
+    description:
+      - Server settings for C(pg_restore)'s own sessions (passed in C(PGOPTIONS), never in argv), merged over
+        the defaults C(maintenance_work_mem=256MB) (index builds sort in memory; up to that much per job) and
+        C(synchronous_commit=off) (restore commits do not wait for the WAL flush; M(drkit.backup.pg_restore)
+        renames the database into place by a synchronous commit that follows them in the WAL, so it is durable
+        before it is visible).
+      - Set a setting to an empty string to keep the server's value (for example O(restore_settings) with
+        C(maintenance_work_mem) set to C("")).
+    type: dict
+"""

@@ -405,7 +405,6 @@ class ArtifactFetch(object):
         Returns the path to give pg_restore."""
         if self.fmt == "custom":
             self.start()
-            self.wait()
             return self.finish()
         self.tmp = tempfile.mkdtemp(prefix="drkit-restore-", dir=self.work_dir)
         extractor = TarStreamExtractor(os.path.join(self.tmp, "dump"), "dump/")
@@ -422,6 +421,10 @@ class ArtifactFetch(object):
         if not os.path.isfile(os.path.join(path, "toc.dat")):
             raise IntegrityError("%s holds no dump/toc.dat" % self.artifact["name"])
         return path
+
+    def describe_download(self):
+        return "downloading %s (%d bytes) to %s" % (self.artifact["name"], self.artifact["size"],
+                                                    self.work_dir or tempfile.gettempdir())
 
     @property
     def started(self):
@@ -568,8 +571,7 @@ def run_pg_restore(runner, cp, fetch, pg_restore, dbname, jobs, params, progress
             # restore that from the bytes that have arrived, while the rest
             # is still downloading.
             if not fetch.started:
-                progress("downloading %s (%d bytes) to %s" % (fetch.artifact["name"], fetch.artifact["size"],
-                                                              fetch.work_dir or tempfile.gettempdir()))
+                progress(fetch.describe_download())
                 fetch.start()
             progress("pg_restore --section=pre-data into database %s while the dump downloads" % dbname)
             t0 = time.time()
@@ -593,8 +595,7 @@ def run_pg_restore(runner, cp, fetch, pg_restore, dbname, jobs, params, progress
             timings["download_seconds"] = round(fetch.seconds, 3)
             timings["streamed"] = False
         else:
-            progress("downloading %s (%d bytes) to %s" % (fetch.artifact["name"], fetch.artifact["size"],
-                                                          fetch.work_dir or tempfile.gettempdir()))
+            progress(fetch.describe_download())
             source = fetch.to_local()
             timings["download_seconds"] = round(fetch.seconds, 3)
             progress("pg_restore -j %d into database %s" % (jobs, dbname))
@@ -651,8 +652,7 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
         try:
             if jobs > 1 and fetch.fmt == "custom":
                 # Download while we connect, check the target and create the database.
-                progress("downloading %s (%d bytes) to %s" % (fetch.artifact["name"], fetch.artifact["size"],
-                                                              fetch.work_dir or tempfile.gettempdir()))
+                progress(fetch.describe_download())
                 fetch.start()
             plan, facts = _plan(cp, maintenance_db, entry, target, force, check_mode)
             pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))

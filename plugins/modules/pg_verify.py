@@ -28,6 +28,7 @@ author:
   - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.postgres
+  - drkit.backup.postgres.restore_settings
   - drkit.backup.storage
   - drkit.backup.storage.metrics
 attributes:
@@ -85,15 +86,6 @@ options:
       - Database to connect to for creating and dropping the scratch database.
     type: str
     default: postgres
-  restore_settings:
-    description:
-      - Server settings for C(pg_restore)'s own sessions (passed in C(PGOPTIONS), never in argv), merged over
-        the defaults C(maintenance_work_mem=256MB) (index builds sort in memory; up to that much per job) and
-        C(synchronous_commit=off) (restore commits do not wait for the WAL flush; the database is renamed into
-        place by a synchronous commit that follows them in the WAL, so it is durable before it is visible).
-      - Set a setting to an empty string to keep the server's value (for example O(restore_settings) with
-        C(maintenance_work_mem) set to C("")).
-    type: dict
   work_dir:
     description:
       - Local directory for decompressed dumps when O(jobs) > 1 or the dump is in directory format.
