@@ -35,7 +35,6 @@ Not a test: numbers only, no assertions.
 
 import argparse
 import json
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -45,16 +44,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-
-def load_engine():
-    path = os.path.join(ROOT, "plugins", "module_utils")
-    spec = importlib.util.spec_from_file_location("drkit_engine", os.path.join(path, "__init__.py"),
-                                                  submodule_search_locations=[path])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["drkit_engine"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def run_measured(argv, env=None, stdout=subprocess.DEVNULL, want_json=False):
@@ -135,15 +124,18 @@ def main():
                     help="alternating raw/drkit restore pairs for the median comparison")
     args = ap.parse_args()
 
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from _engine import load_engine  # noqa: E402
     load_engine()
-    from drkit_engine import sandbox, sample_data  # noqa: E402
-    from drkit_engine.pg_restore import session_options  # noqa: E402
+    from drkit_engine.demo import sample_data  # noqa: E402
+    from drkit_engine.pg.dump import session_options  # noqa: E402
+    from drkit_engine.pg.scratch import ScratchPostgres  # noqa: E402
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from support.seaweedfs import SeaweedS3  # noqa: E402
 
     work = tempfile.mkdtemp(prefix="drkit-bench-")
     os.chmod(work, 0o755)
-    pg = sandbox.ScratchPostgres(os.path.join(work, "pg"), bin_dir=args.pg_bin_dir)
+    pg = ScratchPostgres(os.path.join(work, "pg"), bin_dir=args.pg_bin_dir)
     s3 = SeaweedS3(os.path.join(work, "s3"))
     rows = []
     try:

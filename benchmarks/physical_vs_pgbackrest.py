@@ -50,7 +50,9 @@ def ensure_collection_link():
 
 
 ensure_collection_link()
-from ansible_collections.drkit.backup.plugins.module_utils import sample_data, sandbox  # noqa: E402
+from ansible_collections.drkit.backup.plugins.module_utils.demo import sample_data
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port, make_scratch_dir
+from ansible_collections.drkit.backup.plugins.module_utils.pg.scratch import ScratchPostgres
 from support.seaweedfs import SeaweedS3  # noqa: E402
 
 PG = pwd.getpwnam("postgres")
@@ -97,7 +99,7 @@ class TlsSeaweed(SeaweedS3):
         super(TlsSeaweed, self).__init__(base_dir)
         self.cert = os.path.join(self.base_dir, "s3.crt")
         self.key = os.path.join(self.base_dir, "s3.key")
-        self.https_port = sandbox.free_port()
+        self.https_port = free_port()
 
     def start(self, timeout=60):
         os.makedirs(self.base_dir, 0o755, exist_ok=True)
@@ -174,7 +176,7 @@ def main():
     pgbr_version = subprocess.run(["pgbackrest", "version"], check=False,
                                   stdout=subprocess.PIPE).stdout.decode().strip()
 
-    root = sandbox.make_scratch_dir(prefix="drkit-bench-phys-")
+    root = make_scratch_dir(prefix="drkit-bench-phys-")
     os.chmod(root, 0o755)
     s3 = TlsSeaweed(os.path.join(root, "s3"))
     servers = []
@@ -190,7 +192,7 @@ def main():
             chown_pg(os.path.join(root, d))
         pgbr_conf = os.path.join(root, "pgbackrest.conf")
 
-        pg = sandbox.ScratchPostgres(os.path.join(root, "pg"), password="bench-pw", settings={
+        pg = ScratchPostgres(os.path.join(root, "pg"), password="bench-pw", settings={
             "wal_level": "replica", "archive_mode": "on", "archive_timeout": 60, "max_wal_size": "4GB",
             "archive_command": "pgbackrest --config=%s --stanza=bench archive-push %%p && "
                                "%s wal-push --config %s --storage-url %s %%p %%f" % (
@@ -280,8 +282,8 @@ def main():
             secs = time.time() - t0
             as_pg([os.path.join(pg.bin_dir, "pg_ctl"), "stop", "-D", data_dir, "-m", "immediate", "-w"], check=False)
             return secs
-        r_br = start_and_time(br_dir, sandbox.free_port(), "")
-        r_dk = start_and_time(dk_dir, sandbox.free_port(), "")
+        r_br = start_and_time(br_dir, free_port(), "")
+        r_dk = start_and_time(dk_dir, free_port(), "")
         rows.append(("replay to latest + promote", r_br, r_dk, None, None))
         rows.append(("PITR total (restore + replay)", rows[-2][1] + r_br, rows[-2][2] + r_dk, None, None))
 

@@ -32,16 +32,12 @@ DRKIT = os.path.join(ROOT, "bin", "drkit")
 
 
 def load_sandbox():
-    import importlib.util
 
-    path = os.path.join(ROOT, "plugins", "module_utils")
-    spec = importlib.util.spec_from_file_location("drkit_engine", os.path.join(path, "__init__.py"),
-                                                  submodule_search_locations=[path])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["drkit_engine"] = mod
-    spec.loader.exec_module(mod)
-    from drkit_engine import sandbox  # noqa: E402 pylint: disable=import-error
-    return sandbox
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from _engine import load_engine  # noqa: E402 pylint: disable=import-error
+    load_engine()
+    from drkit_engine.redis import scratch  # noqa: E402 pylint: disable=import-error
+    return scratch
 
 
 def populate(client, keys, value_size):
@@ -101,7 +97,8 @@ def main():
                                   extra_args=["--enable-debug-command", "yes"])
     server.start()
     try:
-        client = server.client()
+        import redis  # pylint: disable=import-outside-toplevel
+        client = redis.Redis(host=server.host, port=server.port, password=password, socket_timeout=300)
         t0 = time.time()
         populate(client, args.keys, args.value_size)
         client.bgrewriteaof()

@@ -36,8 +36,8 @@ sys.path.insert(0, os.path.join(REPO, "build", "collections"))
 
 from support.seaweedfs import SeaweedS3  # noqa: E402
 
-from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf  # noqa: E402
-from ansible_collections.drkit.backup.plugins.module_utils.storage import open_storage  # noqa: E402
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
 
 UTC = dt.timezone.utc
 POLICY = ["--keep-last", "3", "--keep-daily", "7", "--keep-weekly", "4", "--keep-monthly", "12",

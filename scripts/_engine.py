@@ -6,7 +6,7 @@ installed collection or Ansible::
 
     from _engine import load_engine
     load_engine()
-    from drkit_engine import sample_data
+    from drkit_engine.demo import sample_data
 
 The engine's relative imports (``from .errors import ...``) resolve inside
 that package.
@@ -39,6 +39,6 @@ def load_engine():
 
 
 def engine_module(name):
-    """``engine_module("sample_data")`` -> the drkit_engine.sample_data module."""
+    """``engine_module("demo.sample_data")`` -> the drkit_engine.demo.sample_data module."""
     load_engine()
     return importlib.import_module("%s.%s" % (PACKAGE, name))

@@ -34,8 +34,8 @@ def main(argv=None):
     ap.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     args = ap.parse_args(argv)
 
-    errors = engine_module("errors")
-    sample_data = engine_module("sample_data")
+    errors = engine_module("core.errors")
+    sample_data = engine_module("demo.sample_data")
     conninfo = {"host": args.host, "port": args.port, "user": args.user,
                 "password": os.environ.get("PGPASSWORD") or None, "dbname": args.admin_dbname}
     t0 = time.time()

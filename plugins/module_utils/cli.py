@@ -22,12 +22,12 @@ __metaclass__ = type
 import argparse
 import json
 import os
-import signal
 import stat
 import sys
 import time
 
-from .errors import ConfigError, DrkitError
+from .core.errors import ConfigError, DrkitError
+from .core.signals import signals_raise
 
 SECRET_KEYS = ("login_password", "secret_key", "session_token", "encryption_passphrase")
 ENV_FALLBACKS = {
@@ -40,17 +40,6 @@ ENV_FALLBACKS = {
     "profile": ("AWS_PROFILE",),
     "ca_bundle": ("AWS_CA_BUNDLE",),
 }
-
-
-class Interrupted(DrkitError):
-    exit_code = 143
-
-
-def _on_signal(signum, _frame):
-    # Raising from the handler unwinds through every finally/with block, so
-    # temp files are removed and partial uploads aborted.
-    raise Interrupted("Interrupted by signal %d" % signum,
-                      "Nothing was recorded as a backup for this run")
 
 
 def load_config(path):
@@ -134,22 +123,22 @@ def _add_common(p):
 
 
 def cmd_pg_backup(args, params):
-    from .pg_physical import pg_backup  # pylint: disable=import-outside-toplevel
+    from .pg.backup import pg_backup  # pylint: disable=import-outside-toplevel
     return pg_backup(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
 
 
 def cmd_wal_push(args, params):
-    from .wal import wal_push  # pylint: disable=import-outside-toplevel
+    from .pg.wal_archive import wal_push  # pylint: disable=import-outside-toplevel
     return wal_push(params, args.wal_path, args.wal_name, progress=_progress(args.quiet))
 
 
 def cmd_wal_fetch(args, params):
-    from .wal import wal_fetch  # pylint: disable=import-outside-toplevel
+    from .pg.wal_archive import wal_fetch  # pylint: disable=import-outside-toplevel
     return wal_fetch(params, args.wal_name, args.wal_path)
 
 
 def cmd_pitr(args, params):
-    from .pg_pitr import pg_pitr  # pylint: disable=import-outside-toplevel
+    from .pg.pitr import pg_pitr  # pylint: disable=import-outside-toplevel
     settings = dict(params.get("settings") or {})
     for item in params.pop("settings_list", None) or []:
         if "=" not in item:
@@ -161,7 +150,7 @@ def cmd_pitr(args, params):
 
 
 def cmd_verify(args, params):
-    from .pg_verify import pg_verify  # pylint: disable=import-outside-toplevel
+    from .pg.verify import pg_verify  # pylint: disable=import-outside-toplevel
     if params.get("checks_file"):
         params["checks"] = load_config(params["checks_file"]).get("checks", [])
     _restore_settings(params)
@@ -185,18 +174,18 @@ def _restore_settings(params):
 
 
 def cmd_restore(args, params):
-    from .pg_restore import pg_restore_backup  # pylint: disable=import-outside-toplevel
+    from .pg.restore import pg_restore_backup  # pylint: disable=import-outside-toplevel
     _restore_settings(params)
     return pg_restore_backup(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
 
 
 def cmd_list(args, params):
-    from .backup_info import backup_info  # pylint: disable=import-outside-toplevel
+    from .repo.listing import backup_info  # pylint: disable=import-outside-toplevel
     return backup_info(params)
 
 
 def cmd_rotate(args, params):
-    from .rotate import format_report, rotate  # pylint: disable=import-outside-toplevel
+    from .repo.rotate import format_report, rotate  # pylint: disable=import-outside-toplevel
     check = bool(params.get("dry_run") or params.get("check"))
     changed, result = rotate(params, check_mode=check, progress=_progress(args.quiet))
     if not args.json:
@@ -211,19 +200,20 @@ def _redis_params(args, params):
 
 
 def cmd_redis_snapshot(args, params):
-    from .redis_backup import redis_snapshot  # pylint: disable=import-outside-toplevel
+    from .redis.snapshot import redis_snapshot  # pylint: disable=import-outside-toplevel
     return redis_snapshot(_redis_params(args, params), check_mode=bool(params.get("check")),
                           progress=_progress(args.quiet))
 
 
 def cmd_redis_verify(args, params):
-    from .redis_restore import redis_verify  # pylint: disable=import-outside-toplevel
+    from .redis.verify import redis_verify  # pylint: disable=import-outside-toplevel
     return redis_verify(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
 
 
 def cmd_redis_restore(args, params):
     import shlex  # pylint: disable=import-outside-toplevel
-    from .redis_restore import redis_restore  # pylint: disable=import-outside-toplevel
+
+    from .redis.restore import redis_restore  # pylint: disable=import-outside-toplevel
     if isinstance(params.get("start_command"), str):
         params["start_command"] = shlex.split(params["start_command"])
     return redis_restore(_redis_params(args, params), check_mode=bool(params.get("check")),
@@ -481,11 +471,10 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
     try:
-        params = merged(args)
-        _changed, result = args.func(args, params)
+        with signals_raise("Nothing was recorded as a backup for this run"):
+            params = merged(args)
+            _changed, result = args.func(args, params)
     except DrkitError as e:
         sys.stderr.write("drkit %s: %s: %s\n" % (args.command, getattr(e, "label", "error"), e))
         return e.exit_code

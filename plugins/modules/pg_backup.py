@@ -231,9 +231,9 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils.module_support import (check_libraries, metrics_argument_spec,
+from ..module_utils._ansible import (check_libraries, metrics_argument_spec,
                                            postgres_argument_spec, run_engine, storage_argument_spec)
-from ..module_utils.pg_physical import pg_backup
+from ..module_utils.pg.backup import pg_backup
 
 
 def main():

@@ -208,8 +208,8 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils.module_support import check_libraries, run_engine, storage_argument_spec
-from ..module_utils.pg_pitr import TARGETS, pg_pitr
+from ..module_utils._ansible import check_libraries, run_engine, storage_argument_spec
+from ..module_utils.pg.pitr import TARGETS, pg_pitr
 
 
 def main():

@@ -174,9 +174,9 @@ old_database:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils.module_support import (check_libraries, postgres_argument_spec, run_engine,
+from ..module_utils._ansible import (check_libraries, postgres_argument_spec, run_engine,
                                            storage_argument_spec)
-from ..module_utils.pg_restore import pg_restore_backup
+from ..module_utils.pg.restore import pg_restore_backup
 
 
 def main():

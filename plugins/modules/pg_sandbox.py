@@ -127,8 +127,8 @@ sample:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils.module_support import run_engine
-from ..module_utils.pg_sandbox import pg_sandbox
+from ..module_utils._ansible import run_engine
+from ..module_utils.demo.sandbox import pg_sandbox
 
 
 def main():

@@ -165,9 +165,9 @@ record_key:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils.module_support import (check_libraries, metrics_argument_spec,
+from ..module_utils._ansible import (check_libraries, metrics_argument_spec,
                                            postgres_argument_spec, run_engine, storage_argument_spec)
-from ..module_utils.pg_verify import pg_verify
+from ..module_utils.pg.verify import pg_verify
 
 
 def main():

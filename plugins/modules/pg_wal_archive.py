@@ -146,9 +146,9 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils.module_support import (check_libraries, postgres_argument_spec, run_engine,
+from ..module_utils._ansible import (check_libraries, postgres_argument_spec, run_engine,
                                            storage_argument_spec)
-from ..module_utils.wal import configure_archiving
+from ..module_utils.pg.archiving import configure_archiving
 
 
 def main():

@@ -118,8 +118,8 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils.module_support import redis_argument_spec, run_engine
-from ..module_utils.redis_settings import redis_persistence
+from ..module_utils._ansible import redis_argument_spec, run_engine
+from ..module_utils.redis.settings import redis_persistence
 
 
 def main():

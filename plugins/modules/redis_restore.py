@@ -180,9 +180,9 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils.module_support import (check_libraries, redis_argument_spec, run_engine,
+from ..module_utils._ansible import (check_libraries, redis_argument_spec, run_engine,
                                            storage_argument_spec)
-from ..module_utils.redis_restore import redis_restore
+from ..module_utils.redis.restore import redis_restore
 
 
 def main():

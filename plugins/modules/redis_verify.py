@@ -135,9 +135,9 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils.module_support import (check_libraries, metrics_argument_spec, run_engine,
+from ..module_utils._ansible import (check_libraries, metrics_argument_spec, run_engine,
                                            storage_argument_spec)
-from ..module_utils.redis_restore import redis_verify
+from ..module_utils.redis.verify import redis_verify
 
 
 def main():

@@ -258,8 +258,8 @@ incomplete_grace:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils.module_support import metrics_argument_spec, run_engine, storage_argument_spec
-from ..module_utils.rotate import rotate
+from ..module_utils._ansible import metrics_argument_spec, run_engine, storage_argument_spec
+from ..module_utils.repo.rotate import rotate
 
 
 def main():

@@ -326,7 +326,7 @@ def table_row_counts(pg, dbname):
 def make_sample_database(pg, name, scale=0.005, seed=7):
     """Create database ``name`` on ``pg`` filled by sample_data.generate
     (the agentic_platform shape) and return its row counts, counted by hand."""
-    from ansible_collections.drkit.backup.plugins.module_utils import sample_data
+    from ansible_collections.drkit.backup.plugins.module_utils.demo import sample_data
 
     info = sample_data.generate(pg.conninfo("postgres"), scale=scale, seed=seed, database=name)
     counts = table_row_counts(pg, name)

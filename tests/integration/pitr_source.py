@@ -16,7 +16,8 @@ from pathlib import Path
 import yaml
 from helpers import DRKIT
 
-from ansible_collections.drkit.backup.plugins.module_utils import sample_data, sandbox
+from ansible_collections.drkit.backup.plugins.module_utils.demo import sample_data
+from ansible_collections.drkit.backup.plugins.module_utils.pg import scratch as sandbox
 
 DRKIT_CMD = "%s %s" % (shlex.quote(sys.executable), shlex.quote(str(DRKIT)))
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import zstandard
 
-from ansible_collections.drkit.backup.plugins.module_utils import sandbox
+from support.redis_server import ScratchRedis
 
 
 def start_redis(base_dir, password=None, appendonly=False, extra_args=None):
     """A started ScratchRedis (own dir, free loopback port); the caller destroys it."""
-    server = sandbox.ScratchRedis(str(base_dir), password=password, appendonly=appendonly,
+    server = ScratchRedis(str(base_dir), password=password, appendonly=appendonly,
                                   extra_args=extra_args)
     server.start()
     return server

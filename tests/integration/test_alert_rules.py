@@ -17,7 +17,7 @@ import pytest
 import yaml
 from helpers import REPO_ROOT, run_playbook
 
-from ansible_collections.drkit.backup.plugins.module_utils import metrics
+from ansible_collections.drkit.backup.plugins.module_utils.core import metrics
 
 PROMTOOL_TESTS = sorted((REPO_ROOT / "tests" / "promtool").glob("*.test.yml"))
 RULES_FILE = "drkit-alerts.rules.yml"

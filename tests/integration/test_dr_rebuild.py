@@ -20,7 +20,8 @@ import pytest
 import yaml
 from helpers import DRKIT, ansible_environment, drop_database, make_sample_database, table_row_counts
 
-from ansible_collections.drkit.backup.plugins.module_utils import sandbox
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
+from support.redis_server import ScratchRedis
 
 # The runbook's "Complete infrastructure loss" command (docs/DISASTER-RECOVERY-RUNBOOK.md).
 RUNBOOK_COMMAND = 'ansible-playbook -i "$INVENTORY" -l "$NEW_HOST" drkit.backup.dr_rebuild -e @"$DR_VARS"'
@@ -51,7 +52,7 @@ class NewCluster(object):
 
     def __init__(self, scratch):
         self.name = "drkit_rebuild_%s" % uuid.uuid4().hex[:8]
-        self.port = sandbox.free_port()
+        self.port = free_port()
         self.data_dir = str(Path(scratch) / "pgdata")
 
     def psql(self, sql, dbname="postgres"):
@@ -86,7 +87,7 @@ def _redis_conf(directory, port, password):
 
 @pytest.fixture
 def source_redis(scratch_dir):
-    server = sandbox.ScratchRedis(str(Path(scratch_dir) / "redis-source"), password=uuid.uuid4().hex)
+    server = ScratchRedis(str(Path(scratch_dir) / "redis-source"), password=uuid.uuid4().hex)
     server.start()
     try:
         yield server
@@ -125,7 +126,7 @@ def test_dr_rebuild_onto_a_fresh_cluster(pg, source_redis, scratch_dir, tmp_path
     rdir = Path(scratch_dir) / "redis-new"
     rdir.mkdir()
     shutil.chown(str(rdir), "redis", "redis")
-    rport = sandbox.free_port()
+    rport = free_port()
     rpass = "rebuild-%s" % uuid.uuid4().hex
     conf = _redis_conf(rdir, rport, rpass)
     start = ["setpriv", "--reuid", "redis", "--regid", "redis", "--init-groups",

@@ -28,7 +28,8 @@ import pytest
 import yaml
 from helpers import REPO_ROOT, drop_database, make_sample_database
 
-from ansible_collections.drkit.backup.plugins.module_utils import sandbox
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import make_scratch_dir
+from support.redis_server import ScratchRedis
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -44,7 +45,7 @@ def _redis_as_user(base_dir, user="redis"):
                        "chown %s:%s \"$1\"\nexec setpriv --reuid %s --regid %s --init-groups %s \"$@\"\n"
                        % (user, user, user, user, shutil.which("redis-server") or "/usr/bin/redis-server"))
     wrapper.chmod(0o755)
-    return sandbox.ScratchRedis(str(base_dir), password=secrets.token_urlsafe(16), server_bin=str(wrapper))
+    return ScratchRedis(str(base_dir), password=secrets.token_urlsafe(16), server_bin=str(wrapper))
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def molecule_vars(pg, s3, scratch_root, tmp_path_factory):
     pg.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 500) g", dbname=db2)
     bucket = "drkit-molecule-%s" % uuid.uuid4().hex[:8]
     s3.create_bucket(bucket)
-    work = Path(sandbox.make_scratch_dir(prefix="molecule-", parent=str(scratch_root)))
+    work = Path(make_scratch_dir(prefix="molecule-", parent=str(scratch_root)))
     files = work / "file-storage"
     files.mkdir()
     shutil.chown(str(files), "postgres", "postgres")

@@ -21,7 +21,7 @@ import uuid
 
 import psycopg
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import sandbox
+from ansible_collections.drkit.backup.plugins.module_utils.core import scratch as sandbox
 from helpers import (BUILD_COLLECTIONS, DRKIT, ansible_environment, drop_database, fetch_artifact, file_root,
                      find_children, list_keys, make_sample_database, open_multipart_uploads, pg_module_args,
                      read_proc, restore_by_hand, run_playbook, s3_module_args, table_row_counts, task)

@@ -11,12 +11,12 @@ import subprocess
 import uuid
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils import storage as st
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, IntegrityError
-from ansible_collections.drkit.backup.plugins.module_utils.pg_physical import pg_backup
-from ansible_collections.drkit.backup.plugins.module_utils.pg_restore import pg_restore_backup
-from ansible_collections.drkit.backup.plugins.module_utils.pg_verify import pg_verify
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.storage import factory as st
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError
+from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
+from ansible_collections.drkit.backup.plugins.module_utils.pg.restore import pg_restore_backup
+from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import pg_verify
 from helpers import list_keys, pg_module_args, s3_module_args, table_row_counts
 
 DATA_SQL = """

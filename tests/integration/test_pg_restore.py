@@ -17,12 +17,12 @@ import time
 import uuid
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils import sample_data
-from ansible_collections.drkit.backup.plugins.module_utils.errors import (ConfigError, IntegrityError, NotFoundError,
-                                                                          SafetyError, ToolError)
-from ansible_collections.drkit.backup.plugins.module_utils.pg_physical import pg_backup
-from ansible_collections.drkit.backup.plugins.module_utils.pg_restore import pg_restore_backup
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.demo import sample_data
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConfigError, IntegrityError,
+                                                                               NotFoundError, SafetyError, ToolError)
+from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
+from ansible_collections.drkit.backup.plugins.module_utils.pg.restore import pg_restore_backup
 from helpers import (drop_database, file_root, make_sample_database, pg_module_args, run_playbook, s3_module_args,
                      table_row_counts, task)
 

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils.errors import IntegrityError
-from ansible_collections.drkit.backup.plugins.module_utils.pg_physical import pg_backup
-from ansible_collections.drkit.backup.plugins.module_utils.pg_verify import pg_verify
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import IntegrityError
+from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
+from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import pg_verify
 from helpers import (DRKIT, drop_database, find_children, list_keys, make_sample_database, pg_module_args,
                      run_playbook, s3_module_args, task)
 

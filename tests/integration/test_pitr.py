@@ -19,10 +19,20 @@ import time
 import uuid
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils import pg_physical, pg_pitr, sandbox, storage, wal
-from ansible_collections.drkit.backup.plugins.module_utils.errors import (ConfigError, IntegrityError,
-                                                                          SafetyError, WaitTimeout)
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.pg import backup as pg_physical
+from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import (default_os_user, os_user_ids,
+                                                                              pidfile_live, read_log, stop_server)
+from ansible_collections.drkit.backup.plugins.module_utils.pg.pitr import WAL_CONFIG_NAME, pg_pitr
+from ansible_collections.drkit.backup.plugins.module_utils.pg.verify_physical import verify_physical
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port, make_scratch_dir
+from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import find_pg_bindir
+from ansible_collections.drkit.backup.plugins.module_utils.pg.scratch import ScratchPostgres
+from ansible_collections.drkit.backup.plugins.module_utils.storage import factory as storage
+from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_segments import list_timeline
+from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import parse_lsn, segment_number, wal_key
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConfigError, IntegrityError, SafetyError,
+                                                                               WaitTimeout)
 from helpers import DRKIT, run_playbook, task
 
 SCALE = 0.003
@@ -59,7 +69,7 @@ class Cluster(object):
         self.config = write_wal_config(os.path.join(root, "wal-%s.yml" % prefix), s3)
         cmd = archive_command or "%s wal-push --config %s --storage-url %s %%p %%f" % (
             drkit_command(), shlex.quote(self.config), shlex.quote(self.url))
-        self.pg = sandbox.ScratchPostgres(os.path.join(root, "pg-%s" % prefix), password=password,
+        self.pg = ScratchPostgres(os.path.join(root, "pg-%s" % prefix), password=password,
                                           settings={"wal_level": "replica", "archive_mode": "on",
                                                     "archive_command": cmd, "archive_timeout": 60})
         self.pg.start()
@@ -93,10 +103,10 @@ class Cluster(object):
 def cluster(s3, scratch_root):
     bucket = "drkit-pitr-%s" % uuid.uuid4().hex[:8]
     s3.create_bucket(bucket)
-    root = sandbox.make_scratch_dir(prefix="pitr-", parent=str(scratch_root))
+    root = make_scratch_dir(prefix="pitr-", parent=str(scratch_root))
     c = Cluster(root, s3, bucket, "main")
     try:
-        from ansible_collections.drkit.backup.plugins.module_utils import sample_data
+        from ansible_collections.drkit.backup.plugins.module_utils.demo import sample_data
         sample_data.generate(c.pg.conninfo("postgres"), scale=SCALE, seed=3, database="agentic_platform")
         yield c
     finally:
@@ -111,14 +121,14 @@ def restore_dirs(scratch_root):
     made = []
 
     def new():
-        base = sandbox.make_scratch_dir(prefix="restore-", parent=str(scratch_root))
+        base = make_scratch_dir(prefix="restore-", parent=str(scratch_root))
         made.append(base)
         return os.path.join(base, "data")
     yield new
     for base in made:
         data = os.path.join(base, "data")
-        if pg_pitr._pidfile_live(data):
-            pg_pitr.stop_server(sandbox.find_pg_bindir("15"), data, pg_pitr._user(pg_pitr.default_os_user({})),
+        if pidfile_live(data):
+            stop_server(find_pg_bindir("15"), data, os_user_ids(default_os_user({})),
                                 mode="immediate")
         shutil.rmtree(base, ignore_errors=True)
 
@@ -144,7 +154,7 @@ def socket_dir_for(data_dir):
 
 def pitr_params(c, data_dir, **extra):
     p = s3_params(c.s3, c.url)
-    p.update(data_directory=data_dir, port=sandbox.free_port(), drkit_command=drkit_command(),
+    p.update(data_directory=data_dir, port=free_port(), drkit_command=drkit_command(),
              settings={"unix_socket_directories": socket_dir_for(data_dir), "listen_addresses": "127.0.0.1"})
     p.update(extra)
     return p
@@ -188,10 +198,10 @@ def test_scenario3_pitr_to_noted_time_brings_agents_back(cluster, scenario, rest
     c = cluster
     data_dir = restore_dirs()
     params = pitr_params(c, data_dir, target="time", target_value=scenario["noted"])
-    changed, res = pg_pitr.pg_pitr(params)
+    changed, res = pg_pitr(params)
     assert changed and res["status"] == "promoted", res
     assert res["backup_id"] == scenario["backup"]["backup_id"]
-    assert res.get("new_timeline") == 2, pg_pitr.read_log(res["log_file"])
+    assert res.get("new_timeline") == 2, read_log(res["log_file"])
     assert "recovery stopping before commit" in res["recovered_to"], res
     conn = connect_restored(params["port"], c.pg.password)
     try:
@@ -207,7 +217,7 @@ def test_scenario3_pitr_to_noted_time_brings_agents_back(cluster, scenario, rest
     finally:
         conn.close()
     # the generated credentials file is gone once recovery succeeded
-    assert not os.path.exists(os.path.join(data_dir, pg_pitr.WAL_CONFIG_NAME))
+    assert not os.path.exists(os.path.join(data_dir, WAL_CONFIG_NAME))
     assert res["restore_seconds"] > 0 and res["recovery_seconds"] > 0
     assert c.s3.secret_key not in res["restore_command"]
 
@@ -216,7 +226,7 @@ def test_pitr_latest_replays_everything(cluster, scenario, restore_dirs):
     c = cluster
     data_dir = restore_dirs()
     params = pitr_params(c, data_dir, target="latest")
-    _changed, res = pg_pitr.pg_pitr(params)
+    _changed, res = pg_pitr(params)
     assert res["status"] == "promoted"
     assert res["archive_last_segment"] >= scenario["last_segment"]
     conn = connect_restored(params["port"], c.pg.password)
@@ -232,7 +242,7 @@ def test_pitr_latest_replays_everything(cluster, scenario, restore_dirs):
 
 def test_pitr_check_mode_plans_and_touches_nothing(cluster, scenario, restore_dirs):
     data_dir = restore_dirs()
-    changed, res = pg_pitr.pg_pitr(pitr_params(cluster, data_dir, target="time",
+    changed, res = pg_pitr(pitr_params(cluster, data_dir, target="time",
                                                target_value=scenario["noted"]), check_mode=True)
     assert changed and res["backup_id"] == scenario["backup"]["backup_id"]
     assert "Would restore" in res["msg"]
@@ -241,7 +251,7 @@ def test_pitr_check_mode_plans_and_touches_nothing(cluster, scenario, restore_di
 
 def test_target_before_every_backup_is_refused(cluster, scenario, restore_dirs):
     with pytest.raises(Exception) as exc:
-        pg_pitr.pg_pitr(pitr_params(cluster, restore_dirs(), target="time", target_value="2001-01-01T00:00:00Z"))
+        pg_pitr(pitr_params(cluster, restore_dirs(), target="time", target_value="2001-01-01T00:00:00Z"))
     assert "older than the oldest base backup" in str(exc.value)
 
 
@@ -251,7 +261,7 @@ def test_target_before_every_backup_is_refused(cluster, scenario, restore_dirs):
 
 def test_restore_into_running_servers_directory_is_refused(cluster, scenario):
     with pytest.raises(SafetyError) as exc:
-        pg_pitr.pg_pitr(pitr_params(cluster, cluster.pg.data_dir, target="latest"))
+        pg_pitr(pitr_params(cluster, cluster.pg.data_dir, target="latest"))
     assert "RUNNING PostgreSQL server" in str(exc.value)
     assert cluster.pg.psql("SELECT 1") == "1"  # untouched, still serving
 
@@ -262,7 +272,7 @@ def test_restore_into_non_empty_directory_is_refused(cluster, scenario, restore_
     with open(os.path.join(data_dir, "precious.txt"), "w") as fh:
         fh.write("keep me")
     with pytest.raises(SafetyError) as exc:
-        pg_pitr.pg_pitr(pitr_params(cluster, data_dir, target="latest"))
+        pg_pitr(pitr_params(cluster, data_dir, target="latest"))
     assert "not empty" in str(exc.value)
     assert os.listdir(data_dir) == ["precious.txt"]
 
@@ -282,18 +292,18 @@ def test_missing_mid_chain_wal_makes_pitr_fail_loudly(cluster, scenario, restore
     c = cluster
     gap = copy_archive(c, "gap")
     data = scenario["backup"]["data"]
-    start = wal.segment_number(data["wal_stop_segment"])
-    archived = wal.list_timeline(gap, 1)
-    after = [n for n in archived if wal.segment_number(n) > start]
+    start = segment_number(data["wal_stop_segment"])
+    archived = list_timeline(gap, 1)
+    after = [n for n in archived if segment_number(n) > start]
     assert len(after) >= 3
     hole = after[0]  # right after the backup, well before the noted time
-    gap.delete([wal.wal_key(hole)])
+    gap.delete([wal_key(hole)])
     url = c.url.rsplit("/", 1)[0] + "/gap"
 
     # latest: refused before anything is restored (recovery would silently stop at the hole)
     data_dir = restore_dirs()
     with pytest.raises(IntegrityError) as exc:
-        pg_pitr.pg_pitr(pitr_params(c, data_dir, target="latest", storage_url=url,
+        pg_pitr(pitr_params(c, data_dir, target="latest", storage_url=url,
                                     backup_id=scenario["backup"]["backup_id"]))
     assert hole in str(exc.value) and "missing" in str(exc.value)
     assert not os.path.exists(data_dir)
@@ -301,9 +311,9 @@ def test_missing_mid_chain_wal_makes_pitr_fail_loudly(cluster, scenario, restore
     # a time past the hole: PostgreSQL stops at the hole, says FATAL, and we fail with it
     data_dir = restore_dirs()
     with pytest.raises(IntegrityError) as exc:
-        pg_pitr.pg_pitr(pitr_params(c, data_dir, target="time", target_value=scenario["noted"], storage_url=url))
+        pg_pitr(pitr_params(c, data_dir, target="time", target_value=scenario["noted"], storage_url=url))
     assert "recovery ended before configured recovery target was reached" in str(exc.value)
-    assert not pg_pitr._pidfile_live(data_dir)
+    assert not pidfile_live(data_dir)
 
 
 # --------------------------------------------------------------------------
@@ -313,7 +323,7 @@ def test_missing_mid_chain_wal_makes_pitr_fail_loudly(cluster, scenario, restore
 def test_base_backup_that_cannot_get_its_wal_fails(s3, scratch_root):
     bucket = "drkit-pitr-%s" % uuid.uuid4().hex[:8]
     s3.create_bucket(bucket)
-    root = sandbox.make_scratch_dir(prefix="pitr-broken-", parent=str(scratch_root))
+    root = make_scratch_dir(prefix="pitr-broken-", parent=str(scratch_root))
     c = Cluster(root, s3, bucket, "broken", archive_command="/bin/false")
     try:
         t0 = time.time()
@@ -351,7 +361,7 @@ def test_manifest_records_what_rotation_and_pitr_need(cluster, scenario):
     sysid = cluster.pg.psql("SELECT system_identifier FROM pg_control_system()")
     assert data["system_identifier"] == sysid
     assert cluster.storage().get_bytes("wal/SYSTEM_IDENTIFIER").decode().strip() == sysid
-    assert wal.parse_lsn(data["stop_lsn"]) >= wal.parse_lsn(data["start_lsn"])
+    assert parse_lsn(data["stop_lsn"]) >= parse_lsn(data["start_lsn"])
     assert data["pg_manifest"]["files"] > 900 and data["pg_manifest"]["checksum"]
     names = [a["name"] for a in scenario["backup"]["artifacts"]]
     assert names == ["base.tar.zst", "backup_manifest.zst"]
@@ -363,7 +373,7 @@ def test_verify_physical_restore_level(cluster, scenario):
     params.update(level="restore", database="agentic_platform",
                   checks=[{"name": "agents present", "sql": "SELECT count(*) FROM mcp_documents.agents",
                            "equals": scenario["before"]}])
-    _changed, res = pg_pitr.verify_physical(params, entry)
+    _changed, res = verify_physical(params, entry)
     assert res["passed"] and res["result"] == "pass", res
     assert res["physical"]["system_identifier"] == scenario["backup"]["data"]["system_identifier"]
     assert res["checks"][0]["ok"]
@@ -419,7 +429,7 @@ def run_collection_playbook(name, extra_vars, tmp_path, timeout=600):
 def test_pitr_restore_playbook_recovers_to_the_noted_time(cluster, scenario, tmp_path, restore_dirs):
     c = cluster
     data_dir = restore_dirs()
-    port = sandbox.free_port()
+    port = free_port()
     run = run_collection_playbook("pitr_restore", {
         "pitr_storage_url": c.url,
         "pitr_storage_options": {"endpoint_url": c.s3.endpoint_url, "access_key": c.s3.access_key,
@@ -446,9 +456,9 @@ def test_pitr_restore_playbook_recovers_to_the_noted_time(cluster, scenario, tmp
 
 
 def test_pg_verify_dispatches_physical_backups(cluster, scenario):
-    from ansible_collections.drkit.backup.plugins.module_utils import pg_verify
+    from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import pg_verify
     params = s3_params(cluster.s3, cluster.url)
     params.update(backup_id=scenario["backup"]["backup_id"], level="structure")
-    _changed, res = pg_verify.pg_verify(params)
+    _changed, res = pg_verify(params)
     assert res["passed"] and res["level"] == "structure"
     assert "pg_verifybackup" in res["physical"]

@@ -15,9 +15,12 @@ import pytest
 from helpers import DRKIT, file_root, list_keys
 from redis_support import fill, info, keyspace, new_password, start_redis, wait_until
 
-from ansible_collections.drkit.backup.plugins.module_utils import redis_backup, redis_restore, redis_settings
-from ansible_collections.drkit.backup.plugins.module_utils.errors import (ConfigError, IntegrityError,
-                                                                          SafetyError)
+from ansible_collections.drkit.backup.plugins.module_utils.redis import snapshot as redis_backup
+from ansible_collections.drkit.backup.plugins.module_utils.redis import restore as restore_module
+from ansible_collections.drkit.backup.plugins.module_utils.redis.restore import redis_restore
+from ansible_collections.drkit.backup.plugins.module_utils.redis.verify import redis_verify
+from ansible_collections.drkit.backup.plugins.module_utils.redis import settings as redis_settings
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError, SafetyError
 
 N = 20000
 
@@ -54,7 +57,7 @@ def test_verify_every_level_passes_and_is_recorded(backups, tmp_storage_url, tmp
     metrics_dir = tmp_path / "m"
     metrics_dir.mkdir()
     for level in ("checksum", "structure", "restore"):
-        _c, res = redis_restore.redis_verify({"storage_url": tmp_storage_url, "backup_id": bid, "level": level,
+        _c, res = redis_verify({"storage_url": tmp_storage_url, "backup_id": bid, "level": level,
                                               "metrics_dir": str(metrics_dir), "job_name": "redis_v"})
         assert res["passed"] is True, res["findings"]
     rows = res["keyspace"]
@@ -70,7 +73,7 @@ def test_verify_every_level_passes_and_is_recorded(backups, tmp_storage_url, tmp
 
 
 def test_verify_latest_picks_a_redis_backup_and_check_mode_reads_nothing(backups, tmp_storage_url):
-    _c, res = redis_restore.redis_verify({"storage_url": tmp_storage_url, "level": "restore"}, check_mode=True)
+    _c, res = redis_verify({"storage_url": tmp_storage_url, "level": "restore"}, check_mode=True)
     assert res["backup_id"] == backups["aof"]["backup_id"] and res["passed"] is None
     assert not [k for k in list_keys(tmp_storage_url) if "/verify-" in k]
 
@@ -83,7 +86,7 @@ def test_verify_detects_a_corrupt_artifact(backups, tmp_storage_url):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(IntegrityError) as e:
-        redis_restore.redis_verify({"storage_url": tmp_storage_url, "backup_id": bid, "level": "checksum"})
+        redis_verify({"storage_url": tmp_storage_url, "backup_id": bid, "level": "checksum"})
     assert "sha256" in str(e.value) and e.value.details["passed"] is False
     rec = json.loads((file_root(tmp_storage_url) / e.value.details["record_key"]).read_text())
     assert rec["result"] == "fail"
@@ -96,7 +99,7 @@ def test_verify_restore_detects_missing_keys(backups, tmp_storage_url):
     m["data"]["keyspace"]["db0"]["keys"] += 1000  # the backup now "should" hold more keys than it does
     mpath.write_text(json.dumps(m))
     with pytest.raises(IntegrityError) as e:
-        redis_restore.redis_verify({"storage_url": tmp_storage_url, "backup_id": bid, "level": "restore"})
+        redis_verify({"storage_url": tmp_storage_url, "backup_id": bid, "level": "restore"})
     assert "db0: expected" in str(e.value)
 
 
@@ -157,7 +160,7 @@ def test_naive_drop_in_rdb_is_ignored_by_an_aof_instance(backups, tmp_storage_ur
 
 @pytest.mark.parametrize("kind,appendonly", [("rdb", True), ("rdb", False), ("aof", False), ("aof", True)])
 def test_restore_loads_whatever_the_aof_setting(backups, tmp_storage_url, tmp_path, kind, appendonly):
-    from ansible_collections.drkit.backup.plugins.module_utils.sandbox import free_port
+    from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
 
     d = target_dir(tmp_path, "target")
     port, password = free_port(), new_password()
@@ -166,7 +169,7 @@ def test_restore_loads_whatever_the_aof_setting(backups, tmp_storage_url, tmp_pa
               "start_command": [shutil.which("redis-server"), str(conf)], "login_host": "127.0.0.1",
               "login_port": port, "login_password": password, "timeout": 60}
     try:
-        changed, res = redis_restore.redis_restore(params)
+        changed, res = redis_restore(params)
         assert changed and res["started"] is True
         assert res["appendonly"] is appendonly
         assert res["conversion"] == {("rdb", True): "rdb->aof", ("aof", False): "aof->rdb"}.get((kind, appendonly))
@@ -198,21 +201,21 @@ def test_restore_safety_and_check_mode(backups, tmp_storage_url, tmp_path):
     (d / "dump.rdb").write_bytes(b"old data")
     params = {"storage_url": tmp_storage_url, "data_dir": str(d), "appendonly": False}
     before = sorted(os.listdir(str(d)))
-    _c, plan = redis_restore.redis_restore(dict(params, force=True), check_mode=True)
+    _c, plan = redis_restore(dict(params, force=True), check_mode=True)
     assert plan["plan"][0].startswith("move %s aside" % (d / "dump.rdb"))
     assert sorted(os.listdir(str(d))) == before
     with pytest.raises(SafetyError) as e:
-        redis_restore.redis_restore(params)
+        redis_restore(params)
     assert "force" in str(e.value)
     # a running redis-server in that directory: refused even with force
     running = start_redis(tmp_path / "running")
     try:
         with pytest.raises(SafetyError) as e:
-            redis_restore.redis_restore({"storage_url": tmp_storage_url, "data_dir": running.dir, "force": True})
+            redis_restore({"storage_url": tmp_storage_url, "data_dir": running.dir, "force": True})
         assert "is running" in str(e.value)
     finally:
         running.destroy()
-    changed, res = redis_restore.redis_restore(dict(params, force=True))
+    changed, res = redis_restore(dict(params, force=True))
     assert res["started"] is False and "Start the instance" in res["msg"]
     aside = [n for n in os.listdir(str(d)) if n.startswith("dump.rdb.drkit-")]
     assert len(aside) == 1 and (d / aside[0]).read_bytes() == b"old data"
@@ -230,9 +233,9 @@ def test_restore_puts_old_data_back_when_it_fails(backups, tmp_storage_url, tmp_
     def broken(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(redis_restore, "_fsync_dir", broken)
+    monkeypatch.setattr(restore_module, "_fsync_dir", broken)
     with pytest.raises(OSError):
-        redis_restore.redis_restore({"storage_url": tmp_storage_url, "data_dir": str(d), "force": True,
+        redis_restore({"storage_url": tmp_storage_url, "data_dir": str(d), "force": True,
                                      "backup_id": backups["aof"]["backup_id"]})
     assert (d / "dump.rdb").read_bytes() == b"old data"
     assert (d / "appendonlydir" / "x").read_bytes() == b"old aof"
@@ -285,7 +288,7 @@ def test_persistence_settings_idempotent_with_diff(tmp_path):
 
 
 def test_persistence_refuses_to_half_apply_without_a_config_file(tmp_path):
-    from ansible_collections.drkit.backup.plugins.module_utils.sandbox import free_port
+    from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
 
     port = free_port()
     d = tmp_path / "noconf"

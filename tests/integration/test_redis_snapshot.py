@@ -19,11 +19,14 @@ from helpers import fetch_artifact, list_keys
 from redis_support import (check_tool, children, dump_values, fill, info, keyspace, new_password, sample_keys,
                            start_redis, unpack_by_hand, wait_until)
 
-from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils import redis_backup
-from ansible_collections.drkit.backup.plugins.module_utils.errors import (ConfigError, SourceError, ToolError,
-                                                                          WaitTimeout)
-from ansible_collections.drkit.backup.plugins.module_utils.storage import open_storage
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.redis import snapshot_aof, snapshot_rdb
+from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot import redis_snapshot
+from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot_rdb import GrowingFile, _Fallback
+from ansible_collections.drkit.backup.plugins.module_utils.redis.tools import find_redis_tool
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConfigError, SourceError, ToolError,
+                                                                               WaitTimeout)
+from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
 
 N = 50000
 
@@ -85,7 +88,7 @@ def test_rdb_modes_restore_same_keys_and_values(server, tmp_path, tmp_storage_ur
     sample = sample_keys(N)
     values = dump_values(server, sample)
 
-    changed, res = redis_backup.redis_snapshot(params(server, tmp_storage_url, mode=mode))
+    changed, res = redis_snapshot(params(server, tmp_storage_url, mode=mode))
     assert changed
     assert res["key_counts_exact"] is True, res["notes"]
     assert res["key_counts"] == expected
@@ -130,7 +133,7 @@ def test_aof_backup_while_writes_continue_restores_exactly(aof_server, tmp_path,
     t.start()
     try:
         wait_until(lambda: written[0] > 2000, what="writes to start")
-        changed, res = redis_backup.redis_snapshot(params(aof_server, tmp_storage_url, mode="aof"))
+        changed, res = redis_snapshot(params(aof_server, tmp_storage_url, mode="aof"))
         wait_until(lambda: written[0] > 0, what="writes to go on")
         before = written[0]
         wait_until(lambda: written[0] > before + 500, what="writes to go on after the backup")
@@ -160,7 +163,7 @@ def test_remote_mode_with_acl_user_and_password(server, tmp_path, tmp_storage_ur
     c.execute_command("ACL", "SETUSER", "backup", "on", ">backup-secret-9", "-@all", "+info", "+sync",
                       "+replconf", "+client|pause", "+client|unpause", "+ping")
     p = params(server, tmp_storage_url, mode="remote", login_user="backup", login_password="backup-secret-9")
-    changed, res = redis_backup.redis_snapshot(p)
+    changed, res = redis_snapshot(p)
     assert res["key_counts"] == {"db0": {"keys": 5000, "expires": 0}} and res["key_counts_exact"]
     assert "backup-secret-9" not in json.dumps(res)
     restored = restore_by_hand(res, tmp_storage_url, tmp_path)[0]
@@ -170,18 +173,18 @@ def test_remote_mode_with_acl_user_and_password(server, tmp_path, tmp_storage_ur
         restored.destroy()
     # without the permission to pause, the backup still works; counts are marked approximate
     c.execute_command("ACL", "SETUSER", "backup", "-client|pause")
-    changed, res = redis_backup.redis_snapshot(p)
+    changed, res = redis_snapshot(p)
     assert res["key_counts_exact"] is False
     assert any("could not be paused" in n for n in res["notes"])
 
 
 def test_wrong_password_fails_without_echoing_it(server, tmp_storage_url):
     with pytest.raises(SourceError) as e:
-        redis_backup.redis_snapshot(params(server, tmp_storage_url, login_password="wrong-pass-123"))
+        redis_snapshot(params(server, tmp_storage_url, login_password="wrong-pass-123"))
     assert "refused the credentials" in str(e.value)
     assert "wrong-pass-123" not in str(e.value)
     with pytest.raises(SourceError) as e:
-        redis_backup.redis_snapshot(params(server, tmp_storage_url, login_password=None))
+        redis_snapshot(params(server, tmp_storage_url, login_password=None))
     assert "requires authentication" in str(e.value)
     assert stored_backups(tmp_storage_url) == []
 
@@ -193,7 +196,7 @@ def test_wrong_password_fails_without_echoing_it(server, tmp_storage_url):
 @pytest.mark.parametrize("streamed", [True, False])
 def test_failing_bgsave_fails_and_ships_nothing(server, tmp_path, tmp_storage_url, monkeypatch, streamed):
     if not streamed:  # the path that waits for the save, then reads dump.rdb
-        monkeypatch.setattr(redis_backup, "find_temp_rdb", lambda *a: None)
+        monkeypatch.setattr(snapshot_rdb, "find_temp_rdb", lambda *a: None)
     fill(server, 20000)
     server.client().config_set("rdb-key-save-delay", 200)  # microseconds per key: a 4 s save
     metrics_dir = tmp_path / "metrics"
@@ -202,7 +205,7 @@ def test_failing_bgsave_fails_and_ships_nothing(server, tmp_path, tmp_storage_ur
 
     def run():
         try:
-            box["res"] = redis_backup.redis_snapshot(params(server, tmp_storage_url, metrics_dir=str(metrics_dir),
+            box["res"] = redis_snapshot(params(server, tmp_storage_url, metrics_dir=str(metrics_dir),
                                                             job_name="redis_test"))
         except Exception as e:  # noqa: BLE001 - checked below
             box["err"] = e
@@ -226,7 +229,7 @@ def test_failing_bgsave_fails_and_ships_nothing(server, tmp_path, tmp_storage_ur
 def test_rdb_streams_while_redis_writes_and_falls_back(server, tmp_storage_url, monkeypatch):
     fill(server, 5000)
     server.client().config_set("rdb-key-save-delay", 100)  # a save of about a second
-    _c, res = redis_backup.redis_snapshot(params(server, tmp_storage_url))
+    _c, res = redis_snapshot(params(server, tmp_storage_url))
     data = res["manifest"]["data"]
     assert data["rdb"]["streamed_during_save"] is True and data["save_seconds"] is None
     assert data["rdb"]["check"]["keys"] == 5000 and res["key_counts_exact"]
@@ -234,10 +237,10 @@ def test_rdb_streams_while_redis_writes_and_falls_back(server, tmp_storage_url, 
     # the streamed file turns out not to be the saved one: the partial artifact
     # is dropped and the saved file is read instead
     def replaced(self, n=1 << 20):
-        raise redis_backup._Fallback()
+        raise _Fallback()
 
-    monkeypatch.setattr(redis_backup.GrowingFile, "read", replaced)
-    _c, res = redis_backup.redis_snapshot(params(server, tmp_storage_url))
+    monkeypatch.setattr(GrowingFile, "read", replaced)
+    _c, res = redis_snapshot(params(server, tmp_storage_url))
     data = res["manifest"]["data"]
     assert data["rdb"]["streamed_during_save"] is False and any("replaced" in n for n in res["notes"])
     assert [a["name"] for a in res["manifest"]["artifacts"]] == ["dump.rdb.zst"]
@@ -245,7 +248,7 @@ def test_rdb_streams_while_redis_writes_and_falls_back(server, tmp_storage_url, 
     prefix = "backups/%s/" % res["backup_id"]
     assert sorted(k for k in list_keys(tmp_storage_url) if k.startswith(prefix)) == [
         prefix + "dump.rdb.zst", prefix + "manifest.json"]
-    from ansible_collections.drkit.backup.plugins.module_utils.redis_restore import redis_verify
+    from ansible_collections.drkit.backup.plugins.module_utils.redis.verify import redis_verify
     _c, ver = redis_verify({"storage_url": tmp_storage_url, "backup_id": res["backup_id"], "level": "restore"})
     assert ver["passed"]
 
@@ -258,7 +261,7 @@ def test_concurrent_bgsave_is_waited_for_then_ours_runs(server, tmp_storage_url)
     c.bgsave()
     assert info(server, "persistence")["rdb_bgsave_in_progress"] == 1
     c.set("written-after-the-other-save", "1")  # only our own, later, save has it
-    changed, res = redis_backup.redis_snapshot(params(server, tmp_storage_url))
+    changed, res = redis_snapshot(params(server, tmp_storage_url))
     assert any("already running" in n for n in res["notes"])
     assert info(server, "persistence")["rdb_saves"] == saves0 + 2
     assert res["key_counts_exact"] is True
@@ -272,7 +275,7 @@ def test_aof_rewrite_running_is_waited_for(aof_server, tmp_storage_url):
     c.config_set("rdb-key-save-delay", 100)  # slows the AOF rewrite too (RDB preamble)
     c.bgrewriteaof()
     assert info(aof_server, "persistence")["aof_rewrite_in_progress"] == 1
-    changed, res = redis_backup.redis_snapshot(params(aof_server, tmp_storage_url))
+    changed, res = redis_snapshot(params(aof_server, tmp_storage_url))
     assert any("already running" in n for n in res["notes"]), res["notes"]
     assert res["manifest"]["data"]["rdb"]["check"]["keys"] == 5000
 
@@ -281,7 +284,7 @@ def test_bgsave_timeout_is_clear_and_ships_nothing(server, tmp_storage_url):
     fill(server, 20000)
     server.client().config_set("rdb-key-save-delay", 200)
     with pytest.raises(WaitTimeout) as e:
-        redis_backup.redis_snapshot(params(server, tmp_storage_url, timeout=1))
+        redis_snapshot(params(server, tmp_storage_url, timeout=1))
     assert "BGSAVE" in str(e.value) and "did not finish" in str(e.value) and "raise timeout" in str(e.value)
     assert stored_backups(tmp_storage_url) == []
     server.client().config_set("rdb-key-save-delay", 0)
@@ -298,7 +301,7 @@ def test_auto_aof_rewrite_percentage_restored_after_a_timeout(aof_server, tmp_st
     c.config_set("rdb-key-save-delay", 200)  # a 4 s rewrite
     c.bgrewriteaof()
     with pytest.raises(WaitTimeout) as e:
-        redis_backup.redis_snapshot(params(aof_server, tmp_storage_url, mode="aof", timeout=1))
+        redis_snapshot(params(aof_server, tmp_storage_url, mode="aof", timeout=1))
     assert "AOF rewrite" in str(e.value)
     assert c.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "137"
     assert stored_backups(tmp_storage_url) == []
@@ -315,9 +318,9 @@ def test_auto_aof_rewrite_percentage_restored_after_a_copy_failure(aof_server, t
         seen["during"] = c.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"]
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(redis_backup, "_pin_aof", broken_pin)
+    monkeypatch.setattr(snapshot_aof, "_pin_aof", broken_pin)
     with pytest.raises(OSError):
-        redis_backup.redis_snapshot(params(aof_server, tmp_storage_url, mode="aof"))
+        redis_snapshot(params(aof_server, tmp_storage_url, mode="aof"))
     assert seen["during"] == "0"
     assert c.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "55"
     assert stored_backups(tmp_storage_url) == []
@@ -325,7 +328,7 @@ def test_auto_aof_rewrite_percentage_restored_after_a_copy_failure(aof_server, t
 
 def test_aof_mode_needs_aof(server, tmp_storage_url):
     with pytest.raises(ConfigError) as e:
-        redis_backup.redis_snapshot(params(server, tmp_storage_url, mode="aof"))
+        redis_snapshot(params(server, tmp_storage_url, mode="aof"))
     assert "AOF is off" in str(e.value)
 
 
@@ -339,7 +342,7 @@ def test_check_mode_writes_nothing(aof_server, tmp_storage_url, mode):
     c = aof_server.client()
     c.config_set("auto-aof-rewrite-percentage", 99)
     pers0 = info(aof_server, "persistence")
-    changed, res = redis_backup.redis_snapshot(params(aof_server, tmp_storage_url, mode=mode), check_mode=True)
+    changed, res = redis_snapshot(params(aof_server, tmp_storage_url, mode=mode), check_mode=True)
     assert changed is True and res["backup_id"] is None and res["msg"].startswith("Would back up")
     pers1 = info(aof_server, "persistence")
     assert pers1["rdb_saves"] == pers0["rdb_saves"]
@@ -354,13 +357,13 @@ def test_check_mode_writes_nothing(aof_server, tmp_storage_url, mode):
 
 def test_rdb_snapshot_to_s3_and_verify(server, s3, bucket):
     from helpers import open_multipart_uploads, s3_module_args
-    from ansible_collections.drkit.backup.plugins.module_utils.redis_restore import redis_verify
+    from ansible_collections.drkit.backup.plugins.module_utils.redis.verify import redis_verify
 
     fill(server, 10000)
     url = "s3://%s/redis" % bucket
     p = params(server, url)
     p.update(s3_module_args(s3))
-    changed, res = redis_backup.redis_snapshot(p)
+    changed, res = redis_snapshot(p)
     storage = open_storage(url, **s3_module_args(s3))
     assert mf.load_manifest(storage, res["backup_id"])["data"]["keys_total"] == 10000
     v = dict(s3_module_args(s3), storage_url=url, level="restore")
@@ -377,11 +380,11 @@ def test_check_tool_found_through_redis_server_symlink(tmp_path, server):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     os.symlink(shutil.which("redis-server"), str(bindir / "redis-server"))
-    tool = redis_backup.find_redis_tool("redis-check-rdb", str(bindir), search=(), use_path=False)
+    tool = find_redis_tool("redis-check-rdb", str(bindir), search=(), use_path=False)
     assert os.path.basename(tool) == "redis-check-rdb" and os.path.islink(tool)
     fill(server, 100)
     server.client().save()
     rc, out = check_tool(tool, server.rdb_path)
     assert rc == 0 and "RDB looks OK" in out
     with pytest.raises(ToolError):
-        redis_backup.find_redis_tool("redis-check-rdb", str(tmp_path / "nothing"), search=(), use_path=False)
+        find_redis_tool("redis-check-rdb", str(tmp_path / "nothing"), search=(), use_path=False)

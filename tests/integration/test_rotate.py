@@ -21,13 +21,13 @@ import time
 import pytest
 import yaml
 
-from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils import rotate as rot
-from ansible_collections.drkit.backup.plugins.module_utils import wal
-from ansible_collections.drkit.backup.plugins.module_utils.errors import IntegrityError, SafetyError, StorageError
-from ansible_collections.drkit.backup.plugins.module_utils.pg_verify import RECORD_FORMAT, record_key
-from ansible_collections.drkit.backup.plugins.module_utils.retention import Policy
-from ansible_collections.drkit.backup.plugins.module_utils.storage import open_storage
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.repo import rotate as rot
+from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import SYSID_KEY, segment_name, wal_key
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import IntegrityError, SafetyError, StorageError
+from ansible_collections.drkit.backup.plugins.module_utils.repo.verification import RECORD_FORMAT, record_key
+from ansible_collections.drkit.backup.plugins.module_utils.repo.retention import Policy
+from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
 
 UTC = dt.timezone.utc
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -423,14 +423,14 @@ def test_interrupted_run_never_leaves_a_complete_looking_broken_backup(store):
 
 
 def seg(timeline, n):
-    return wal.segment_name(timeline, n)
+    return segment_name(timeline, n)
 
 
 def put_wal(store):
     """A WAL archive as wal.py lays it out (wal/<tli>/<name>.zst, history under wal/history/)."""
     names = [seg(1, n) for n in range(1, 11)] + [seg(2, n) for n in range(9, 13)]
     names += ["00000002.history", seg(1, 3) + ".00000028.backup", seg(1, 2) + ".partial"]
-    keys = [wal.wal_key(n) for n in names] + [wal.SYSID_KEY, "wal/00000001/README"]
+    keys = [wal_key(n) for n in names] + [SYSID_KEY, "wal/00000001/README"]
     for k in keys:
         store.storage.put_bytes(k, b"w")
     return keys
@@ -455,7 +455,7 @@ def test_wal_before_the_oldest_kept_physical_backup_is_pruned(store):
     assert ids_of(res["deleted"]) == [old] and res["wal_deleted"]["needed_by"] == new
     left = store.keys("wal/")
     assert "wal/history/00000002.history.zst" in left and "wal/00000001/README" in left
-    assert wal.SYSID_KEY in left
+    assert SYSID_KEY in left
     assert [k for k in left if k.startswith("wal/00000001/0")] == ["wal/00000001/%s.zst" % seg(1, n)
                                                                    for n in range(8, 11)]
     assert len([k for k in left if k.startswith("wal/00000002/0") and k.endswith(".zst")]) == 4  # all needed
@@ -485,7 +485,7 @@ def test_prune_wal_function(store):
 
 def test_wal_still_needed_is_not_even_listed(store):
     for n in range(1, 201):
-        store.storage.put_bytes(wal.wal_key(seg(1, n)), b"w")
+        store.storage.put_bytes(wal_key(seg(1, n)), b"w")
     kept = [{"kind": "pg_physical", "backup_id": "x", "data": {"wal_start_segment": seg(1, 11)}}]
     listed = []
 
@@ -498,7 +498,7 @@ def test_wal_still_needed_is_not_even_listed(store):
     info = rot.prune_wal(Counting(store.storage), kept)
     assert info["count"] == 10 and len(store.keys("wal/")) == 190
     # the listing stops at the first needed segment instead of reading the whole archive
-    assert listed == [wal.wal_key(seg(1, n)) for n in range(1, 12)]
+    assert listed == [wal_key(seg(1, n)) for n in range(1, 12)]
 
 
 # --------------------------------------------------------------------------

@@ -26,7 +26,9 @@ from helpers import REPO_ROOT, table_row_counts
 from pitr_source import DRKIT_CMD, ArchivingSource, write_0600
 from test_dr_rebuild import RUNBOOK_COMMAND as DR_REBUILD_COMMAND
 
-from ansible_collections.drkit.backup.plugins.module_utils import cli, sandbox
+from ansible_collections.drkit.backup.plugins.module_utils import cli
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
+from support.redis_server import ScratchRedis
 
 RUNBOOK = REPO_ROOT / "docs" / "DISASTER-RECOVERY-RUNBOOK.md"
 SECTIONS = ["Contacts and roles", "Complete infrastructure loss", "Database corruption", "Accidental deletion",
@@ -103,7 +105,7 @@ class Drill(object):
         self.wal_config = self.source.wal_config
         self.pg_url = "file://%s" % self.mkdir("pg")
         self.redis_url = "file://%s" % self.mkdir("redis-backups")
-        self.redis = sandbox.ScratchRedis(str(self.root / "redis"), password=uuid.uuid4().hex, appendonly=True)
+        self.redis = ScratchRedis(str(self.root / "redis"), password=uuid.uuid4().hex, appendonly=True)
         self.redis_pid = self.root / "redis" / "restored.pid"
         self.pitr_dir = self.root / "pitr" / "data"
         self.mkdir("pitr", owner="postgres")
@@ -172,7 +174,7 @@ def test_runbook_drkit_commands_work_in_a_drill(drill, tmp_path):
             shutil.rmtree(str(p)) if p.is_dir() else p.unlink()
     start = "%s %s --daemonize yes --pidfile %s" % (shutil.which("redis-server"), d.redis.conf_file, d.redis_pid)
 
-    d.pitr_port = sandbox.free_port()
+    d.pitr_port = free_port()
     env.update({
         "JOB": "pg_agentic_platform", "CONFIG": config, "DATABASE": "agentic_platform",
         "RESTORE_DB": "agentic_platform_restored", "BEFORE": before, "BACKUP_ID": backup_id,

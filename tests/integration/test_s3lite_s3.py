@@ -13,9 +13,11 @@ import shutil
 import threading
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import s3lite, wal
-from ansible_collections.drkit.backup.plugins.module_utils import storage as st
-from ansible_collections.drkit.backup.plugins.module_utils.errors import NotFoundError, StorageError
+from ansible_collections.drkit.backup.plugins.module_utils.storage.s3lite import LiteS3Client, PROXY_VARS
+from ansible_collections.drkit.backup.plugins.module_utils.repo import wal_layout as wal
+from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
+from ansible_collections.drkit.backup.plugins.module_utils.storage.s3 import MIN_PART
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import NotFoundError, StorageError
 from helpers import open_multipart_uploads, run_drkit
 
 MiB = 1 << 20
@@ -32,13 +34,13 @@ def s3_opts(s3, **kw):
 def pair(s3, bucket, monkeypatch):
     """(lite-backed, boto3-backed) S3Storage on the same bucket and prefix."""
     monkeypatch.delenv("DRKIT_S3_CLIENT", raising=False)
-    for var in s3lite.PROXY_VARS:
+    for var in PROXY_VARS:
         monkeypatch.delenv(var, raising=False)
     url = "s3://%s/pre/fix" % bucket
-    lite = st.open_storage(url, light=True, **s3_opts(s3))
-    assert isinstance(lite.client, s3lite.LiteS3Client)
-    heavy = st.open_storage(url, **s3_opts(s3))
-    assert not isinstance(heavy.client, s3lite.LiteS3Client)
+    lite = open_storage(url, light=True, **s3_opts(s3))
+    assert isinstance(lite.client, LiteS3Client)
+    heavy = open_storage(url, **s3_opts(s3))
+    assert not isinstance(heavy.client, LiteS3Client)
     return lite, heavy
 
 
@@ -81,8 +83,8 @@ def test_missing_key(pair):
 
 def test_wrong_secret_is_access_denied_and_not_echoed(s3, bucket):
     secret = "not-the-secret-%d" % os.getpid()
-    lite = st.open_storage("s3://%s" % bucket, light=True, **s3_opts(s3, secret_key=secret))
-    assert isinstance(lite.client, s3lite.LiteS3Client)
+    lite = open_storage("s3://%s" % bucket, light=True, **s3_opts(s3, secret_key=secret))
+    assert isinstance(lite.client, LiteS3Client)
     for op in (lite.check_writable, lambda: lite.put_bytes("k", b"v"), lambda: lite.iter_read("k"),
                lambda: list(lite.list(""))):
         with pytest.raises(StorageError) as e:
@@ -92,7 +94,7 @@ def test_wrong_secret_is_access_denied_and_not_echoed(s3, bucket):
 
 
 def test_missing_bucket(s3):
-    lite = st.open_storage("s3://drkit-no-such-bucket", light=True, **s3_opts(s3))
+    lite = open_storage("s3://drkit-no-such-bucket", light=True, **s3_opts(s3))
     with pytest.raises(StorageError) as e:
         lite.check_writable()
     assert "does not exist" in str(e.value)
@@ -100,8 +102,8 @@ def test_missing_bucket(s3):
 
 def test_big_write_goes_multipart_through_boto3(pair, s3, bucket):
     lite, heavy = pair
-    assert st.MIN_PART == 8 * MiB
-    data = os.urandom(st.MIN_PART + 3 * MiB)
+    assert MIN_PART == 8 * MiB
+    data = os.urandom(MIN_PART + 3 * MiB)
     with lite.writer("big/object") as w:
         for i in range(0, len(data), MiB):
             w.write(data[i:i + MiB])
@@ -169,7 +171,7 @@ def test_cli_push_and_fetch_without_boto3(pg, s3, bucket, tmp_path):
     url = "s3://%s/cluster" % bucket
     cfg = s3_opts(s3)
     env = {"PYTHONPROFILEIMPORTTIME": "1", "DRKIT_S3_CLIENT": ""}
-    for var in s3lite.PROXY_VARS:
+    for var in PROXY_VARS:
         env[var] = ""
     r = run_drkit(["wal-push", "--storage-url", url, path, name], config=cfg, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -210,7 +212,7 @@ def test_cli_restore_and_verify_read_s3_without_boto3(pg, pg_database, s3, bucke
     r = run_drkit(["pg-backup", "-q", "-d", pg_database, "--storage-url", url] + login, config=cfg)
     assert r.returncode == 0, r.stderr[-3000:]
     env = {"PYTHONPROFILEIMPORTTIME": "1", "DRKIT_S3_CLIENT": ""}
-    for var in s3lite.PROXY_VARS:
+    for var in PROXY_VARS:
         env[var] = ""
     target = pg_database + "_r"
     try:

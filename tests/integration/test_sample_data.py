@@ -13,8 +13,8 @@ import uuid
 import psycopg
 import pytest
 import zstandard
-from ansible_collections.drkit.backup.plugins.module_utils import sample_data
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, SafetyError, ToolError
+from ansible_collections.drkit.backup.plugins.module_utils.demo import sample_data
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, SafetyError, ToolError
 
 SCALE = 0.01
 SEED = 7

@@ -15,8 +15,9 @@ import boto3
 import psycopg
 import pytest
 import redis
-from ansible_collections.drkit.backup.plugins.module_utils import sandbox
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ToolError
+from ansible_collections.drkit.backup.plugins.module_utils.pg.scratch import ScratchPostgres
+from support.redis_server import ScratchRedis
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ToolError
 from botocore.exceptions import ClientError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -112,7 +113,7 @@ def test_pg_runs_as_the_postgres_os_user(pg):
 
 
 def test_pg_restart_keeps_data(scratch_dir):
-    pg = sandbox.ScratchPostgres(str(scratch_dir / "pg"), settings={"work_mem": "8MB", "cluster_name": "drkit's"})
+    pg = ScratchPostgres(str(scratch_dir / "pg"), settings={"work_mem": "8MB", "cluster_name": "drkit's"})
     try:
         pg.start()
         assert pg.psql("SHOW work_mem") == "8MB"
@@ -131,7 +132,7 @@ def test_pg_existing_data_dir_like_a_restored_debian_backup(scratch_dir):
     """initdb=False on a copy of a stopped cluster that has no postgresql.conf
     nor pg_hba.conf (as a base backup of a Debian cluster): starts, forces
     archive_mode off, socket access without password, data intact."""
-    src = sandbox.ScratchPostgres(str(scratch_dir / "src"), settings={"archive_mode": "on",
+    src = ScratchPostgres(str(scratch_dir / "src"), settings={"archive_mode": "on",
                                                                       "archive_command": "/bin/true"})
     with src:
         src.psql("CREATE TABLE agents AS SELECT g AS id FROM generate_series(1, 10) g")
@@ -141,7 +142,7 @@ def test_pg_existing_data_dir_like_a_restored_debian_backup(scratch_dir):
         shutil.copytree(src.data_dir, str(restored / "data"), symlinks=True)
     for name in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
         os.unlink(str(restored / "data" / name))
-    with sandbox.ScratchPostgres(str(restored), initdb=False) as pg:
+    with ScratchPostgres(str(restored), initdb=False) as pg:
         assert pg.password is None
         assert pg.psql("SELECT count(*) FROM agents") == "10"
         assert pg.psql("SHOW archive_mode") == "off"
@@ -153,25 +154,25 @@ def test_pg_existing_data_dir_like_a_restored_debian_backup(scratch_dir):
 def test_pg_detach_and_adopt(scratch_dir):
     """A detached server outlives its object; a new object on the same
     base_dir sees it, learns its port, and can destroy it."""
-    first = sandbox.ScratchPostgres(str(scratch_dir / "pg"), password="pw-1")
+    first = ScratchPostgres(str(scratch_dir / "pg"), password="pw-1")
     try:
         first.start()
         pid = first._proc.pid
         first.detach()
         assert first.is_running()  # through postmaster.pid
-        second = sandbox.ScratchPostgres(str(scratch_dir / "pg"), password="pw-1")
+        second = ScratchPostgres(str(scratch_dir / "pg"), password="pw-1")
         assert second.is_running()
         second.start()  # adopts, does not start a second postmaster
         assert second.port == first.port
         assert second.psql("SELECT 1") == "1"
     finally:
-        sandbox.ScratchPostgres(str(scratch_dir / "pg"), password="pw-1").destroy()
+        ScratchPostgres(str(scratch_dir / "pg"), password="pw-1").destroy()
     assert not _alive(pid)
     assert not os.path.exists(str(scratch_dir / "pg"))
 
 
 def test_context_manager_leaves_nothing_running(scratch_dir):
-    with sandbox.ScratchPostgres(str(scratch_dir / "pg")) as pg:
+    with ScratchPostgres(str(scratch_dir / "pg")) as pg:
         pid = pg._proc.pid
         assert pg.is_running()
     assert not _alive(pid)
@@ -217,7 +218,7 @@ def test_redis_password_not_in_argv_and_loopback_only(redis_server):
 
 
 def test_redis_appendonly_and_bgsave(scratch_dir):
-    with sandbox.ScratchRedis(str(scratch_dir / "r"), appendonly=True) as r:
+    with ScratchRedis(str(scratch_dir / "r"), appendonly=True) as r:
         r.cli("SET", "k", "v")
         assert r.cli("CONFIG", "GET", "appendonly") == "appendonly\nyes"
         assert os.path.isdir(os.path.join(r.dir, "appendonlydir"))
@@ -294,7 +295,7 @@ def test_s3_listens_on_loopback_only_and_no_telemetry(s3):
 
 
 def test_collection_is_importable_the_ansible_way():
-    import ansible_collections.drkit.backup.plugins.module_utils.errors as errors_mod
+    import ansible_collections.drkit.backup.plugins.module_utils.core.errors as errors_mod
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert os.path.realpath(errors_mod.__file__) == os.path.join(repo, "plugins", "module_utils", "errors.py")

@@ -9,11 +9,12 @@ import hashlib
 import os
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import pipeline as pl
-from ansible_collections.drkit.backup.plugins.module_utils import sandbox
-from ansible_collections.drkit.backup.plugins.module_utils import storage as st
-from ansible_collections.drkit.backup.plugins.module_utils.errors import (ConflictError, IntegrityError,
-                                                                          NotFoundError, StorageError)
+from ansible_collections.drkit.backup.plugins.module_utils.core import stream as pl
+from ansible_collections.drkit.backup.plugins.module_utils.core import scratch as sandbox
+from ansible_collections.drkit.backup.plugins.module_utils.storage.base import put_new
+from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConflictError, IntegrityError,
+                                                                               NotFoundError, StorageError)
 from helpers import open_multipart_uploads
 
 MiB = 1 << 20
@@ -23,7 +24,7 @@ def open_s3(s3, bucket, prefix="pre/fix", **kw):
     opts = dict(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key,
                 region=s3.region)
     opts.update(kw)
-    return st.open_storage("s3://%s/%s" % (bucket, prefix), **opts)
+    return open_storage("s3://%s/%s" % (bucket, prefix), **opts)
 
 
 def b64sha(data):
@@ -121,10 +122,10 @@ def test_list_stat_dirs_delete_with_prefix(s3, bucket):
 
 def test_put_new_on_s3(s3, bucket):
     s = open_s3(s3, bucket)
-    assert st.put_new(s, "wal/000000010000000000000001", b"seg") is True
-    assert st.put_new(s, "wal/000000010000000000000001", b"seg") is False
+    assert put_new(s, "wal/000000010000000000000001", b"seg") is True
+    assert put_new(s, "wal/000000010000000000000001", b"seg") is False
     with pytest.raises(ConflictError):
-        st.put_new(s, "wal/000000010000000000000001", b"other")
+        put_new(s, "wal/000000010000000000000001", b"other")
     assert s.get_bytes("wal/000000010000000000000001") == b"seg"
 
 
@@ -168,7 +169,7 @@ def test_wrong_secret_is_access_denied_and_not_echoed(s3, bucket):
 
 
 def test_unreachable_endpoint(bucket):
-    s = st.open_storage("s3://%s" % bucket, endpoint_url="http://127.0.0.1:%d" % sandbox.free_port(),
+    s = open_storage("s3://%s" % bucket, endpoint_url="http://127.0.0.1:%d" % sandbox.free_port(),
                         access_key="a", secret_key="b", region="us-east-1")
     with pytest.raises(StorageError) as e:
         s.check_writable()
@@ -178,7 +179,7 @@ def test_unreachable_endpoint(bucket):
 def test_credentials_from_aws_environment(s3, bucket, monkeypatch):
     for k, v in s3.env().items():
         monkeypatch.setenv(k, v)
-    s = st.open_storage("s3://%s/envtest" % bucket)
+    s = open_storage("s3://%s/envtest" % bucket)
     s.put_bytes("k", b"v")
     assert s.endpoint_url == s3.endpoint_url
     assert s3.client().get_object(Bucket=bucket, Key="envtest/k")["Body"].read() == b"v"

@@ -16,7 +16,9 @@ import uuid
 
 import pytest
 import zstandard
-from ansible_collections.drkit.backup.plugins.module_utils import sandbox, storage, wal
+from ansible_collections.drkit.backup.plugins.module_utils.pg import scratch as sandbox
+from ansible_collections.drkit.backup.plugins.module_utils.storage import factory as storage
+from ansible_collections.drkit.backup.plugins.module_utils.repo import wal_layout as wal
 from helpers import run_drkit
 
 

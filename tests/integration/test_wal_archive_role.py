@@ -14,7 +14,10 @@ import sys
 import uuid
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import sandbox, storage, wal
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import make_scratch_dir
+from ansible_collections.drkit.backup.plugins.module_utils.pg.scratch import ScratchPostgres
+from ansible_collections.drkit.backup.plugins.module_utils.storage import factory as storage
+from ansible_collections.drkit.backup.plugins.module_utils.repo import wal_layout as wal
 from helpers import DRKIT, run_playbook
 
 ROLE_TASK = {"name": "apply the role", "ansible.builtin.include_role": {"name": "drkit.backup.postgresql_wal_archive"}}
@@ -22,8 +25,8 @@ ROLE_TASK = {"name": "apply the role", "ansible.builtin.include_role": {"name": 
 
 @pytest.fixture
 def plain_cluster(scratch_root):
-    base = sandbox.make_scratch_dir(prefix="walrole-", parent=str(scratch_root))
-    server = sandbox.ScratchPostgres(os.path.join(base, "pg"), password="role-pw-%s" % uuid.uuid4().hex[:6])
+    base = make_scratch_dir(prefix="walrole-", parent=str(scratch_root))
+    server = ScratchPostgres(os.path.join(base, "pg"), password="role-pw-%s" % uuid.uuid4().hex[:6])
     server.start()
     try:
         yield server

@@ -10,8 +10,13 @@ import subprocess
 import sys
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import cli, errors, postgres
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, ToolError
+from ansible_collections.drkit.backup.plugins.module_utils import cli
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConfigError, ConflictError, DrkitError,
+                                                                               IntegrityError, NotFoundError,
+                                                                               SafetyError, SourceError, StorageError,
+                                                                               ToolError, WaitTimeout)
+from ansible_collections.drkit.backup.plugins.module_utils.pg.client import (ToolEnv, check_tool_result, conn_params,
+                                                                             connection_error, find_tool, stderr_errors)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DRKIT = os.path.join(REPO, "bin", "drkit")
@@ -31,22 +36,22 @@ def keep_signal_handlers():
 
 
 def test_message_and_hint():
-    e = errors.StorageError("Could not write x.", "Free some space")
+    e = StorageError("Could not write x.", "Free some space")
     assert str(e) == "Could not write x. Free some space"
     assert e.args == ("Could not write x. Free some space",)
-    assert str(errors.ConfigError("Bad")) == "Bad"
-    assert errors.ToolError("x", details={"rc": 1}).details == {"rc": 1}
+    assert str(ConfigError("Bad")) == "Bad"
+    assert ToolError("x", details={"rc": 1}).details == {"rc": 1}
 
 
 def test_exit_codes_are_distinct_and_nonzero():
-    classes = [errors.DrkitError, errors.ConfigError, errors.StorageError, errors.NotFoundError,
-               errors.ConflictError, errors.ToolError, errors.SourceError, errors.IntegrityError,
-               errors.WaitTimeout, errors.SafetyError]
+    classes = [DrkitError, ConfigError, StorageError, NotFoundError,
+               ConflictError, ToolError, SourceError, IntegrityError,
+               WaitTimeout, SafetyError]
     codes = [c.exit_code for c in classes]
     assert len(set(codes)) == len(codes) and 0 not in codes
-    assert issubclass(errors.NotFoundError, errors.StorageError)
-    assert issubclass(errors.ConflictError, errors.StorageError)
-    assert all(issubclass(c, errors.DrkitError) for c in classes)
+    assert issubclass(NotFoundError, StorageError)
+    assert issubclass(ConflictError, StorageError)
+    assert all(issubclass(c, DrkitError) for c in classes)
 
 
 # --------------------------------------------------------------------------
@@ -218,17 +223,17 @@ def test_stderr_errors_picks_error_lines_only():
         "the word error without a colon is harmless",
         "NOTICE:  table has an error_count column",
     ])
-    assert postgres.stderr_errors(text) == [
+    assert stderr_errors(text) == [
         "pg_dump: error: query failed: ERROR:  permission denied for table secrets",
         "FATAL:  terminating connection due to administrator command",
         "PANIC: could not write to file",
     ]
-    assert postgres.stderr_errors("") == []
+    assert stderr_errors("") == []
 
 
 def test_check_tool_result_exit_zero_with_error_line_fails():
     with pytest.raises(ToolError) as e:
-        postgres.check_tool_result("pg_dump", 0, "pg_dump: error: Dumping the contents of table \"t\" failed\n",
+        check_tool_result("pg_dump", 0, "pg_dump: error: Dumping the contents of table \"t\" failed\n",
                                    "dumping database app")
     msg = str(e.value)
     assert "pg_dump failed while dumping database app (exit code 0)" in msg
@@ -238,18 +243,18 @@ def test_check_tool_result_exit_zero_with_error_line_fails():
 
 def test_check_tool_result_nonzero_and_signal():
     with pytest.raises(ToolError) as e:
-        postgres.check_tool_result("pg_dump", 1, "some unexpected text\n", "dumping database app")
+        check_tool_result("pg_dump", 1, "some unexpected text\n", "dumping database app")
     assert "(exit code 1): some unexpected text" in str(e.value)
     with pytest.raises(ToolError) as e:
-        postgres.check_tool_result("pg_dump", -9, "", "dumping database app")
+        check_tool_result("pg_dump", -9, "", "dumping database app")
     assert "killed by signal 9" in str(e.value)
     with pytest.raises(ToolError) as e:
-        postgres.check_tool_result("pg_dump", 2, "", "dumping database app")
+        check_tool_result("pg_dump", 2, "", "dumping database app")
     assert "no message" in str(e.value)
 
 
 def test_check_tool_result_success_with_warnings():
-    postgres.check_tool_result("pg_dump", 0, "pg_dump: warning: there are circular foreign-key constraints\n",
+    check_tool_result("pg_dump", 0, "pg_dump: warning: there are circular foreign-key constraints\n",
                                "dumping")
 
 
@@ -261,8 +266,8 @@ def test_check_tool_result_success_with_warnings():
     ("sp ace#$'\"", "*:*:*:*:sp ace#$'\""),
 ])
 def test_pgpass_file_escaping_mode_and_cleanup(password, line):
-    cp = postgres.conn_params({"login_password": password, "login_host": "db", "port": 5433})
-    with postgres.ToolEnv(cp, "app") as tenv:
+    cp = conn_params({"login_password": password, "login_host": "db", "port": 5433})
+    with ToolEnv(cp, "app") as tenv:
         path = tenv.env["PGPASSFILE"]
         assert oct(os.stat(path).st_mode & 0o777) == "0o600"
         assert oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
@@ -275,28 +280,28 @@ def test_pgpass_file_escaping_mode_and_cleanup(password, line):
 
 
 def test_no_password_no_pgpass_file():
-    with postgres.ToolEnv(postgres.conn_params({}), "app") as tenv:
+    with ToolEnv(conn_params({}), "app") as tenv:
         assert "PGPASSFILE" not in tenv.env
 
 
 @pytest.mark.parametrize("port", ["abc", 0, 70000, -1])
 def test_conn_params_port_validation(port):
     with pytest.raises(ConfigError):
-        postgres.conn_params({"port": port})
+        conn_params({"port": port})
 
 
 def test_conn_params_defaults():
-    cp = postgres.conn_params({"login_host": "h", "port": "5433", "login_user": None})
+    cp = conn_params({"login_host": "h", "port": "5433", "login_user": None})
     assert (cp["login_host"], cp["port"], cp["login_user"]) == ("h", 5433, "postgres")
 
 
 def test_connection_error_messages():
-    cp = postgres.conn_params({"login_host": "h", "port": 5433, "login_user": "u"})
-    e = postgres.connection_error(cp, "db", Exception('FATAL:  password authentication failed for user "u"'))
+    cp = conn_params({"login_host": "h", "port": 5433, "login_user": "u"})
+    e = connection_error(cp, "db", Exception('FATAL:  password authentication failed for user "u"'))
     assert "Cannot log in to PostgreSQL as u@h:5433/db" in str(e) and "login_password" in str(e)
-    e = postgres.connection_error(cp, "db", Exception("connection failed: Connection refused"))
+    e = connection_error(cp, "db", Exception("connection failed: Connection refused"))
     assert "Cannot connect to PostgreSQL at h:5433" in str(e) and "login_host and port" in str(e)
-    e = postgres.connection_error(cp, "nope", Exception('FATAL:  database "nope" does not exist'))
+    e = connection_error(cp, "nope", Exception('FATAL:  database "nope" does not exist'))
     assert "Database 'nope' does not exist" in str(e)
 
 
@@ -304,7 +309,7 @@ def test_find_tool_with_bin_dir(tmp_path):
     tool = tmp_path / "pg_dump"
     tool.write_text("#!/bin/sh\n")
     os.chmod(str(tool), 0o755)
-    assert postgres.find_tool("pg_dump", 150000, str(tmp_path)) == str(tool)
+    assert find_tool("pg_dump", 150000, str(tmp_path)) == str(tool)
     with pytest.raises(ConfigError) as e:
-        postgres.find_tool("pg_restore", 150000, str(tmp_path))
+        find_tool("pg_restore", 150000, str(tmp_path))
     assert "pg_bin_dir" in str(e.value)

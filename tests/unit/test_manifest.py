@@ -6,10 +6,9 @@ import datetime
 import json
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils import storage as st
-from ansible_collections.drkit.backup.plugins.module_utils.errors import (ConfigError, IntegrityError,
-                                                                          NotFoundError)
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.storage import file as st
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError, NotFoundError
 
 UTC = datetime.timezone.utc
 T0 = datetime.datetime(2026, 11, 25, 21, 15, 0, tzinfo=UTC)

@@ -3,9 +3,9 @@
 """compression_by: who compresses a logical dump, decided before pg_dump runs."""
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError
-from ansible_collections.drkit.backup.plugins.module_utils.pg_logical import dumps_natively, validate
-from ansible_collections.drkit.backup.plugins.module_utils.postgres import tool_major
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
+from ansible_collections.drkit.backup.plugins.module_utils.pg.backup_logical import dumps_natively, validate
+from ansible_collections.drkit.backup.plugins.module_utils.pg.client import tool_major
 
 PG15 = "pg_dump (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"
 PG16 = "pg_dump (PostgreSQL) 16.4"

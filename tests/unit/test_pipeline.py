@@ -11,9 +11,15 @@ import tracemalloc
 
 import pytest
 import zstandard
-from ansible_collections.drkit.backup.plugins.module_utils import pipeline as pl
-from ansible_collections.drkit.backup.plugins.module_utils import storage as st
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, IntegrityError, ToolError
+from ansible_collections.drkit.backup.plugins.module_utils.core.process import (BackgroundReader, LocalRunner,
+                                                                                ProcessFeeder, STDERR_LIMIT)
+from ansible_collections.drkit.backup.plugins.module_utils.core.stream import (Digest, PipelineSink, ReadAhead,
+                                                                               ZstdCompress, ZstdDecompress,
+                                                                               compressor_for, decompressor_for, pump,
+                                                                               read_stored)
+from ansible_collections.drkit.backup.plugins.module_utils.core.tar import TarStreamExtractor
+from ansible_collections.drkit.backup.plugins.module_utils.storage import file as st
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError, ToolError
 
 
 @pytest.fixture
@@ -32,7 +38,7 @@ def sample_bytes(n=3 << 20):
 
 def store(fs, key, data, transforms):
     with fs.writer(key) as w:
-        sink = pl.PipelineSink(w, transforms)
+        sink = PipelineSink(w, transforms)
         for i in range(0, len(data), 65536):
             sink.write(data[i:i + 65536])
         sink.close()
@@ -46,7 +52,7 @@ def store(fs, key, data, transforms):
 @pytest.mark.parametrize("level,threads", [(1, 0), (3, 0), (3, 2), (19, 0)])
 def test_zstd_round_trip_and_digests(fs, level, threads):
     data = sample_bytes(1 << 20) if level == 19 else sample_bytes()
-    res = store(fs, "k", data, [pl.ZstdCompress(level, threads)])
+    res = store(fs, "k", data, [ZstdCompress(level, threads)])
     stored = fs.get_bytes("k")
     assert res["raw_size"] == len(data)
     assert res["size"] == len(stored) < len(data)
@@ -54,7 +60,7 @@ def test_zstd_round_trip_and_digests(fs, level, threads):
     assert zstandard.ZstdDecompressor().decompressobj().decompress(stored) == data
     # and back through the engine's own reader
     out = bytearray()
-    check = pl.read_stored(fs, "k", res["size"], res["sha256"], transforms=[pl.ZstdDecompress()],
+    check = read_stored(fs, "k", res["size"], res["sha256"], transforms=[ZstdDecompress()],
                            consumer=out.extend)
     assert bytes(out) == data and check == {"size": res["size"], "sha256": res["sha256"]}
 
@@ -67,16 +73,16 @@ def test_no_transform_stores_raw(fs):
 
 
 def test_empty_stream(fs):
-    res = store(fs, "k", b"", [pl.ZstdCompress()])
+    res = store(fs, "k", b"", [ZstdCompress()])
     assert res["raw_size"] == 0 and res["size"] > 0  # a valid empty zstd frame
     out = bytearray()
-    pl.read_stored(fs, "k", res["size"], res["sha256"], transforms=[pl.ZstdDecompress()], consumer=out.extend)
+    read_stored(fs, "k", res["size"], res["sha256"], transforms=[ZstdDecompress()], consumer=out.extend)
     assert out == b""
 
 
 def test_close_twice_emits_tail_once(fs):
     with fs.writer("k") as w:
-        sink = pl.PipelineSink(w, [pl.ZstdCompress()])
+        sink = PipelineSink(w, [ZstdCompress()])
         sink.write(b"abc" * 1000)
         sink.close()
         size = sink.stored.size
@@ -99,7 +105,7 @@ def test_transforms_chain_tails(fs):
             return b"<END>"
 
     up = Upper()
-    store(fs, "k", b"hello" * 100, [pl.ZstdCompress(), up])
+    store(fs, "k", b"hello" * 100, [ZstdCompress(), up])
     stored = fs.get_bytes("k")
     assert stored.endswith(b"<END>")
     assert zstandard.ZstdDecompressor().decompressobj().decompress(bytes(up.seen)) == b"hello" * 100
@@ -108,20 +114,20 @@ def test_transforms_chain_tails(fs):
 @pytest.mark.parametrize("bad", [0, 20, -1])
 def test_compression_level_range(bad):
     with pytest.raises(ConfigError) as e:
-        pl.ZstdCompress(bad)
+        ZstdCompress(bad)
     assert "between 1 and 19" in str(e.value)
 
 
 def test_compressor_for_and_decompressor_for():
-    assert pl.compressor_for(None) is None
-    assert pl.compressor_for({"algorithm": "none"}) is None
-    assert isinstance(pl.compressor_for({"algorithm": "zstd", "level": 5}), pl.ZstdCompress)
+    assert compressor_for(None) is None
+    assert compressor_for({"algorithm": "none"}) is None
+    assert isinstance(compressor_for({"algorithm": "zstd", "level": 5}), ZstdCompress)
     with pytest.raises(ConfigError):
-        pl.compressor_for({"algorithm": "gzip"})
-    assert pl.decompressor_for({"algorithm": "none"}) is None
-    assert isinstance(pl.decompressor_for({"algorithm": "zstd", "level": 3}), pl.ZstdDecompress)
+        compressor_for({"algorithm": "gzip"})
+    assert decompressor_for({"algorithm": "none"}) is None
+    assert isinstance(decompressor_for({"algorithm": "zstd", "level": 3}), ZstdDecompress)
     with pytest.raises(IntegrityError) as e:
-        pl.decompressor_for({"algorithm": "lz4"})
+        decompressor_for({"algorithm": "lz4"})
     assert "upgrade drkit" in str(e.value)
 
 
@@ -132,7 +138,7 @@ def test_compressor_for_and_decompressor_for():
 @pytest.fixture
 def stored(fs):
     data = sample_bytes(1 << 20)
-    res = store(fs, "backups/b1/database.pgdump.zst", data, [pl.ZstdCompress()])
+    res = store(fs, "backups/b1/database.pgdump.zst", data, [ZstdCompress()])
     path = os.path.join(fs.root, "backups", "b1", "database.pgdump.zst")
     return data, res, path
 
@@ -147,8 +153,8 @@ def test_read_stored_detects_flipped_byte(fs, stored, where, decompress):
     with open(path, "wb") as fh:
         fh.write(raw)
     with pytest.raises(IntegrityError) as e:
-        pl.read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
-                       transforms=[pl.ZstdDecompress()] if decompress else [],
+        read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
+                       transforms=[ZstdDecompress()] if decompress else [],
                        consumer=(lambda d: None) if decompress else None)
     msg = str(e.value)
     assert "backups/b1/database.pgdump.zst" in msg and fs.describe() in msg
@@ -161,8 +167,8 @@ def test_read_stored_detects_truncation(fs, stored):
     with open(path, "r+b") as fh:
         fh.truncate(res["size"] // 2)
     with pytest.raises(IntegrityError) as e:
-        pl.read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
-                       transforms=[pl.ZstdDecompress()], consumer=lambda d: None)
+        read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
+                       transforms=[ZstdDecompress()], consumer=lambda d: None)
     msg = str(e.value)
     assert "backups/b1/database.pgdump.zst" in msg
     assert "size %d bytes, manifest says %d" % (res["size"] // 2, res["size"]) in msg
@@ -173,15 +179,15 @@ def test_truncated_zstd_detected_even_without_expected_digest(fs, stored):
     with open(path, "r+b") as fh:
         fh.truncate(res["size"] - 10)
     with pytest.raises(IntegrityError) as e:
-        pl.read_stored(fs, "backups/b1/database.pgdump.zst", transforms=[pl.ZstdDecompress()],
+        read_stored(fs, "backups/b1/database.pgdump.zst", transforms=[ZstdDecompress()],
                        consumer=lambda d: None)
     assert "backups/b1/database.pgdump.zst" in str(e.value) and "truncated" in str(e.value)
 
 
 def test_read_stored_missing_object(fs):
-    from ansible_collections.drkit.backup.plugins.module_utils.errors import NotFoundError
+    from ansible_collections.drkit.backup.plugins.module_utils.core.errors import NotFoundError
     with pytest.raises(NotFoundError) as e:
-        pl.read_stored(fs, "backups/nope/x", 1, "00")
+        read_stored(fs, "backups/nope/x", 1, "00")
     assert "backups/nope/x" in str(e.value)
 
 
@@ -193,8 +199,8 @@ def test_consumer_may_stop_early_but_hashing_goes_on(fs, stored):
         got.append(len(chunk))
         return False  # like pg_restore --list closing stdin after the TOC
 
-    pl.read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
-                   transforms=[pl.ZstdDecompress()], consumer=consumer)
+    read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
+                   transforms=[ZstdDecompress()], consumer=consumer)
     assert len(got) == 1
     # A corruption after the point where the consumer stopped is still caught.
     raw = bytearray(open(path, "rb").read())
@@ -202,8 +208,8 @@ def test_consumer_may_stop_early_but_hashing_goes_on(fs, stored):
     with open(path, "wb") as fh:
         fh.write(raw)
     with pytest.raises(IntegrityError):
-        pl.read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
-                       transforms=[pl.ZstdDecompress()], consumer=consumer)
+        read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
+                       transforms=[ZstdDecompress()], consumer=consumer)
 
 
 # --------------------------------------------------------------------------
@@ -211,12 +217,12 @@ def test_consumer_may_stop_early_but_hashing_goes_on(fs, stored):
 
 
 def test_spawn_streams_stdout_and_collects_stderr(fs):
-    r = pl.LocalRunner()
+    r = LocalRunner()
     code = "import sys; sys.stdout.buffer.write(b'x' * 3000000); sys.stderr.write('warning: note\\n')"
     with r.spawn([sys.executable, "-c", code]) as h:
         with fs.writer("k") as w:
-            sink = pl.PipelineSink(w, [])
-            assert pl.pump(h.stdout, sink) == 3000000
+            sink = PipelineSink(w, [])
+            assert pump(h.stdout, sink) == 3000000
             sink.close()
         assert h.wait(10) == 0
         assert h.stderr_text() == "warning: note\n"
@@ -225,50 +231,50 @@ def test_spawn_streams_stdout_and_collects_stderr(fs):
 
 
 def test_spawn_env_is_added_not_replacing():
-    r = pl.LocalRunner()
+    r = LocalRunner()
     rc, out, err = r.run([sys.executable, "-c", "import os; print(os.environ['DRKIT_X'], 'PATH' in os.environ)"],
                          env={"DRKIT_X": "1"})
     assert (rc, out, err) == (0, b"1 True\n", "")
 
 
 def test_chatty_stderr_never_blocks_and_is_bounded():
-    r = pl.LocalRunner()
+    r = LocalRunner()
     code = "import sys; sys.stderr.write('e' * 1000000); print('done')"
     with r.spawn([sys.executable, "-c", code]) as h:
         assert h.stdout.read() == b"done\n"
         assert h.wait(20) == 0
-        assert len(h.stderr_text()) == pl.STDERR_LIMIT
+        assert len(h.stderr_text()) == STDERR_LIMIT
 
 
 def test_missing_tool_is_a_tool_error():
     with pytest.raises(ToolError) as e:
-        pl.LocalRunner().spawn(["/nonexistent/pg_dump"])
+        LocalRunner().spawn(["/nonexistent/pg_dump"])
     assert "Could not start /nonexistent/pg_dump" in str(e.value) and "pg_bin_dir" in str(e.value)
     with pytest.raises(ToolError):
-        pl.LocalRunner().run(["/nonexistent/pg_dump"])
+        LocalRunner().run(["/nonexistent/pg_dump"])
 
 
 def test_run_timeout():
     with pytest.raises(ToolError) as e:
-        pl.LocalRunner().run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.5)
+        LocalRunner().run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.5)
     assert "did not finish within 0.5 s" in str(e.value)
 
 
 def test_close_terminates_a_running_producer():
-    h = pl.LocalRunner().spawn([sys.executable, "-c", "import time; time.sleep(60)"])
+    h = LocalRunner().spawn([sys.executable, "-c", "import time; time.sleep(60)"])
     h.close()
     assert h.returncode is not None and h.returncode < 0
 
 
 def test_process_feeder_stops_quietly_when_consumer_closes_stdin():
-    r = pl.LocalRunner()
+    r = LocalRunner()
     # Reads 10 bytes then exits: later writes hit a closed pipe.
     h = r.spawn([sys.executable, "-c", "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read(10))"],
                 stdin=True)
     with h:
-        reader = pl.BackgroundReader(h.stdout)
+        reader = BackgroundReader(h.stdout)
         reader.start()
-        feeder = pl.ProcessFeeder(h)
+        feeder = ProcessFeeder(h)
         results = [feeder(b"y" * 65536) for _i in range(200)]
         feeder.close()
         assert h.wait(10) == 0
@@ -278,9 +284,9 @@ def test_process_feeder_stops_quietly_when_consumer_closes_stdin():
 
 
 def test_background_reader_limit():
-    r = pl.LocalRunner()
+    r = LocalRunner()
     with r.spawn([sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'z' * 500000)"]) as h:
-        reader = pl.BackgroundReader(h.stdout, limit=1000)
+        reader = BackgroundReader(h.stdout, limit=1000)
         reader.start()
         reader.join(10)
         h.wait(10)
@@ -296,13 +302,13 @@ def test_memory_stays_bounded_while_streaming():
         def write(self, data):
             self.size += len(data)
 
-    r = pl.LocalRunner()
+    r = LocalRunner()
     code = "import os, sys\nfor _ in range(64): sys.stdout.buffer.write(os.urandom(1 << 16) * 16)"
     tracemalloc.start()
     try:
         with r.spawn([sys.executable, "-c", code]) as h:
-            sink = pl.PipelineSink(NullWriter(), [pl.ZstdCompress(1)])
-            assert pl.pump(h.stdout, sink) == 64 << 20
+            sink = PipelineSink(NullWriter(), [ZstdCompress(1)])
+            assert pump(h.stdout, sink) == 64 << 20
             sink.close()
             assert h.wait(30) == 0
         _cur, peak = tracemalloc.get_traced_memory()
@@ -348,7 +354,7 @@ def _run_extractor(ex, data, chunk=4096):
 
 def test_tar_extractor_unpacks_plain_files_under_prefix(tmp_path):
     data = _tar_bytes([("dump/toc.dat", b"t" * 5000, "file"), ("dump/3001.dat", b"d" * 70000, "file")])
-    ex = pl.TarStreamExtractor(str(tmp_path / "out"), "dump/")
+    ex = TarStreamExtractor(str(tmp_path / "out"), "dump/")
     assert _run_extractor(ex, data) is True
     assert ex.error is None and ex.names == ["toc.dat", "3001.dat"]
     assert (tmp_path / "out" / "3001.dat").read_bytes() == b"d" * 70000
@@ -361,7 +367,7 @@ def test_tar_extractor_unpacks_plain_files_under_prefix(tmp_path):
 ])
 def test_tar_extractor_refuses_anything_but_plain_files_under_prefix(tmp_path, member):
     data = _tar_bytes([member, ("dump/toc.dat", b"t", "file")])
-    ex = pl.TarStreamExtractor(str(tmp_path / "out"), "dump/")
+    ex = TarStreamExtractor(str(tmp_path / "out"), "dump/")
     _run_extractor(ex, data)
     assert isinstance(ex.error, IntegrityError) and "Unexpected member" in str(ex.error)
     assert not (tmp_path / "escape").exists() and not (tmp_path / "out" / "link").exists()
@@ -370,7 +376,7 @@ def test_tar_extractor_refuses_anything_but_plain_files_under_prefix(tmp_path, m
 def test_tar_extractor_only_stops_reading_once_its_names_are_out(tmp_path):
     big = bytes(bytearray(range(256))) * 8192  # 2 MiB after toc.dat: more than a pipe holds
     data = _tar_bytes([("dump/toc.dat", b"toc", "file"), ("dump/4000.dat", big, "file")])
-    ex = pl.TarStreamExtractor(str(tmp_path / "out"), "dump/", only=["toc.dat"])
+    ex = TarStreamExtractor(str(tmp_path / "out"), "dump/", only=["toc.dat"])
     assert _run_extractor(ex, data) is False  # the feeder was told to stop
     assert ex.error is None and ex.names == ["toc.dat"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["toc.dat"]
@@ -382,8 +388,8 @@ def test_tar_extractor_only_stops_reading_once_its_names_are_out(tmp_path):
 
 def test_read_ahead_keeps_order_and_hashes_everything():
     chunks = [os.urandom(1000 + i) for i in range(50)]
-    digest = pl.Digest()
-    ahead = pl.ReadAhead(iter(chunks), digest, depth=2)
+    digest = Digest()
+    ahead = ReadAhead(iter(chunks), digest, depth=2)
     assert list(ahead) == chunks
     ahead.close()
     whole = b"".join(chunks)
@@ -397,7 +403,7 @@ def test_read_ahead_raises_the_readers_error_where_it_happened():
         yield b"two"
         raise IntegrityError("storage went away after two chunks")
 
-    ahead = pl.ReadAhead(source())
+    ahead = ReadAhead(source())
     got = []
     with pytest.raises(IntegrityError) as e:
         for chunk in ahead:
@@ -418,7 +424,7 @@ def test_read_ahead_close_stops_the_reader_and_closes_the_source():
         finally:
             state["closed"] = True
 
-    ahead = pl.ReadAhead(source(), depth=3)
+    ahead = ReadAhead(source(), depth=3)
     it = iter(ahead)
     assert next(it) == b"x" * 10
     ahead.close()

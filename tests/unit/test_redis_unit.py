@@ -8,9 +8,14 @@ import threading
 
 import pytest
 
-from ansible_collections.drkit.backup.plugins.module_utils import redis_backup, redis_client, redis_settings
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, IntegrityError, SourceError
-from ansible_collections.drkit.backup.plugins.module_utils.redis_restore import compare_keyspace, read_redis_conf
+from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot import validate
+from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot_sync import PayloadReader
+from ansible_collections.drkit.backup.plugins.module_utils.redis.tools import parse_aof_manifest, parse_check_output
+from ansible_collections.drkit.backup.plugins.module_utils.redis import client as redis_client
+from ansible_collections.drkit.backup.plugins.module_utils.redis import settings as redis_settings
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError, SourceError
+from ansible_collections.drkit.backup.plugins.module_utils.redis.restore import read_redis_conf
+from ansible_collections.drkit.backup.plugins.module_utils.redis.verify import compare_keyspace
 
 
 def test_encode_and_parse_info():
@@ -101,10 +106,10 @@ def _drain(reader):
 
 
 def test_payload_reader_length_and_eof_mark():
-    assert _drain(redis_backup.PayloadReader(FakeClient(b"REDIS0011abcdefTRAILING"), length=15)) == b"REDIS0011abcdef"
+    assert _drain(PayloadReader(FakeClient(b"REDIS0011abcdefTRAILING"), length=15)) == b"REDIS0011abcdef"
     mark = b"m" * 40
     payload = b"REDIS0011" + b"x" * 100
-    got = _drain(redis_backup.PayloadReader(FakeClient(payload + mark + b"*1\r\n$4\r\nPING\r\n"), eof_mark=mark))
+    got = _drain(PayloadReader(FakeClient(payload + mark + b"*1\r\n$4\r\nPING\r\n"), eof_mark=mark))
     assert got == payload
 
 
@@ -112,23 +117,23 @@ def test_parse_check_output_and_aof_manifest():
     text = ("[offset 27] AUX FIELD redis-ver = '7.0.15'\n[offset 82] Selecting DB ID 0\n"
             "[offset 568990] Selecting DB ID 2\n\\o/ RDB looks OK! \\o/\n[info] 20002 keys read\n"
             "[info] 1 expires\n[info] 0 already expired\n")
-    assert redis_backup.parse_check_output(text) == {"keys": 20002, "expires": 1, "already_expired": 0,
+    assert parse_check_output(text) == {"keys": 20002, "expires": 1, "already_expired": 0,
                                                      "dbs": [0, 2], "redis_ver": "7.0.15"}
-    m = redis_backup.parse_aof_manifest('file appendonly.aof.2.base.rdb seq 2 type b\n'
+    m = parse_aof_manifest('file appendonly.aof.2.base.rdb seq 2 type b\n'
                                         'file "odd name.aof.3.incr.aof" seq 3 type i\n'
                                         'file appendonly.aof.1.incr.aof seq 1 type h\n')
     assert [(e["file"], e["type"]) for e in m] == [("appendonly.aof.2.base.rdb", "b"),
                                                    ("odd name.aof.3.incr.aof", "i"),
                                                    ("appendonly.aof.1.incr.aof", "h")]
     with pytest.raises(IntegrityError):
-        redis_backup.parse_aof_manifest("file ../../etc/passwd seq 1 type b\n")
+        parse_aof_manifest("file ../../etc/passwd seq 1 type b\n")
 
 
 def test_validate_options():
-    assert redis_backup.validate({}) == ("rdb", 3, 600.0, 2000)
+    assert validate({}) == ("rdb", 3, 600.0, 2000)
     for bad in ({"mode": "bgsave"}, {"compression_level": 25}, {"timeout": -1}, {"pause_timeout": 5}):
         with pytest.raises(ConfigError):
-            redis_backup.validate(bad)
+            validate(bad)
 
 
 def test_save_rules_and_conf_parsing(tmp_path):

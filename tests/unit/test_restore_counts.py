@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """How the row-count check spreads tables over connections."""
 
-from ansible_collections.drkit.backup.plugins.module_utils.pg_restore import _spread
+from ansible_collections.drkit.backup.plugins.module_utils.pg.rowcounts import _spread
 
 
 def test_spread_puts_the_biggest_tables_on_different_connections():

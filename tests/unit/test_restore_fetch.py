@@ -15,13 +15,14 @@ import time
 
 import pytest
 import zstandard
-from ansible_collections.drkit.backup.plugins.module_utils import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils import storage as st
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.storage import file as st
 from ansible_collections.drkit.backup.plugins.module_utils.cli import _restore_settings
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, IntegrityError
-from ansible_collections.drkit.backup.plugins.module_utils.pg_restore import (RESTORE_SETTINGS, ArtifactFetch,
-                                                                              restore_argv, row_count_method,
-                                                                              session_options)
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError
+from ansible_collections.drkit.backup.plugins.module_utils.pg.dump import (RESTORE_SETTINGS, restore_argv,
+                                                                           session_options)
+from ansible_collections.drkit.backup.plugins.module_utils.pg.dump_fetch import ArtifactFetch
+from ansible_collections.drkit.backup.plugins.module_utils.pg.rowcounts import row_count_method
 
 BACKUP_ID = "20260101T000000Z-pg-logical-abcdef"
 

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.drkit.backup.plugins.module_utils import retention
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError
-from ansible_collections.drkit.backup.plugins.module_utils.retention import Duration, Policy, apply_policy
+from ansible_collections.drkit.backup.plugins.module_utils.repo.retention import check_group_by, group_key, period_keys
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
+from ansible_collections.drkit.backup.plugins.module_utils.repo.retention import Duration, Policy, apply_policy
 
 UTC = dt.timezone.utc
 RULE_ORDER = ["last", "daily", "weekly", "monthly", "yearly"]
@@ -293,7 +293,7 @@ def test_iso_week_53():
     assert [(x.backup_id, x.reasons) for x in d] == [
         ("w01", ["weekly 2027-W01"]), ("w53-sun", ["weekly 2026-W53"]), ("w53-mon", []),
         ("w52", ["weekly 2026-W52"])]
-    assert retention.period_keys(day(2027, 1, 3))["yearly"] == "2027"  # calendar year, not ISO year
+    assert period_keys(day(2027, 1, 3))["yearly"] == "2027"  # calendar year, not ISO year
 
 
 def test_time_zone_moves_period_boundaries():
@@ -382,11 +382,11 @@ def test_policy_from_params():
 
 def test_grouping():
     m = {"kind": "pg_logical", "source": {"type": "postgresql", "host": "db1", "port": 5432, "database": "app"}}
-    assert retention.group_key(m, ["kind", "source"]) == "pg_logical|postgresql:db1:5432:app"
-    assert retention.group_key(m, ["database"]) == "app"
-    assert retention.group_key(m, ["none"]) == "all"
-    assert retention.check_group_by(None) == ["kind", "source"]
-    assert retention.check_group_by("kind, database") == ["kind", "database"]
+    assert group_key(m, ["kind", "source"]) == "pg_logical|postgresql:db1:5432:app"
+    assert group_key(m, ["database"]) == "app"
+    assert group_key(m, ["none"]) == "all"
+    assert check_group_by(None) == ["kind", "source"]
+    assert check_group_by("kind, database") == ["kind", "database"]
     for bad in (["none", "kind"], ["host"], []):
         with pytest.raises(ConfigError):
-            retention.check_group_by(bad)
+            check_group_by(bad)

@@ -9,12 +9,14 @@ import json
 
 import pytest
 
-from ansible_collections.drkit.backup.plugins.module_utils import pg_verify
-from ansible_collections.drkit.backup.plugins.module_utils import rotate as rot
-from ansible_collections.drkit.backup.plugins.module_utils import wal
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, IntegrityError, SafetyError
-from ansible_collections.drkit.backup.plugins.module_utils.retention import Duration, Policy
-from ansible_collections.drkit.backup.plugins.module_utils.storage import ObjectInfo
+from ansible_collections.drkit.backup.plugins.module_utils.repo import verification as pg_verify
+from ansible_collections.drkit.backup.plugins.module_utils.repo.rotate import (Plan, check_plan, parse_grace,
+                                                                               plan_wal_prune, wal_position)
+from ansible_collections.drkit.backup.plugins.module_utils.repo.verification import RECORD_FORMAT, parse_record
+from ansible_collections.drkit.backup.plugins.module_utils.repo import wal_layout as wal
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError, SafetyError
+from ansible_collections.drkit.backup.plugins.module_utils.repo.retention import Duration, Policy
+from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectInfo
 
 BID = "20261125T211500Z-pg-logical-3fa9c1"
 
@@ -27,28 +29,28 @@ def record(**kw):
 
 
 def test_record_format_is_the_one_pg_verify_writes():
-    assert rot.RECORD_FORMAT == pg_verify.RECORD_FORMAT
+    assert RECORD_FORMAT == pg_verify.RECORD_FORMAT
     key = pg_verify.record_key(BID, dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.timezone.utc))
     assert key.startswith("backups/%s/verify-" % BID) and key.endswith(".json")
 
 
 def test_parse_record():
-    assert rot.parse_record(record(), "k", BID)["result"] == "pass"
-    assert rot.parse_record(record(result="fail"), "k", BID)["result"] == "fail"
+    assert parse_record(record(), "k", BID)["result"] == "pass"
+    assert parse_record(record(result="fail"), "k", BID)["result"] == "fail"
     for bad in (b"{", b"[]", record(format="other"), record(version=2), record(version="1"),
                 record(backup_id="20261125T211500Z-pg-logical-000000"), record(result="ok"),
                 record(finished_at="yesterday")):
         with pytest.raises(IntegrityError):
-            rot.parse_record(bad, "k", BID)
+            parse_record(bad, "k", BID)
 
 
 def test_wal_position_follows_wal_py_names():
-    assert rot.wal_position(wal.wal_key("00000001000000A0000000FF")) == (1, 0xA0000000FF)
-    assert rot.wal_position(wal.wal_key("00000002000000A000000010.partial")) == (2, 0xA000000010)
-    assert rot.wal_position(wal.wal_key("00000001000000A000000010.00000028.backup")) == (1, 0xA000000010)
+    assert wal_position(wal.wal_key("00000001000000A0000000FF")) == (1, 0xA0000000FF)
+    assert wal_position(wal.wal_key("00000002000000A000000010.partial")) == (2, 0xA000000010)
+    assert wal_position(wal.wal_key("00000001000000A000000010.00000028.backup")) == (1, 0xA000000010)
     for never in (wal.wal_key("00000002.history"), wal.SYSID_KEY, "wal/00000001/00000001000000A0000000FF",
                   "wal/00000001/notes.txt.zst", "wal/00000001/00000001000000A0000000FF.zst.tmp"):
-        assert rot.wal_position(never) is None
+        assert wal_position(never) is None
 
 
 def _phys(bid, start, **kw):
@@ -63,11 +65,11 @@ def test_plan_wal_prune_uses_the_oldest_kept_start():
     objs = [ObjectInfo(wal.wal_key(n), 10, 0) for n in names]
     kept = [_phys("new", "000000010000000200000003"), _phys("old", "0000000100000001000000FE"),
             {"kind": "pg_logical", "backup_id": "l", "data": {}}]
-    doomed, info = rot.plan_wal_prune(objs, kept)
+    doomed, info = plan_wal_prune(objs, kept)
     assert info["needed_by"] == "old" and info["count"] == 14 and info["bytes"] == 140
     assert [o.key for o in doomed][-1] == wal.wal_key("0000000100000001000000FD")
     # across the log boundary: 1/FF is below 2/00
-    doomed = rot.plan_wal_prune(objs, [_phys("x", "000000010000000200000000")])[0]
+    doomed = plan_wal_prune(objs, [_phys("x", "000000010000000200000000")])[0]
     assert wal.wal_key("0000000100000001000000FF") in [o.key for o in doomed]
     assert wal.wal_key("000000010000000200000000") not in [o.key for o in doomed]
 
@@ -80,22 +82,22 @@ def test_plan_wal_prune_uses_the_oldest_kept_start():
 ])
 def test_plan_wal_prune_leaves_wal_alone_when_unsure(kept, why):
     objs = [ObjectInfo(wal.wal_key("000000010000000000000001"), 10, 0)]
-    doomed, info = rot.plan_wal_prune(objs, kept)
+    doomed, info = plan_wal_prune(objs, kept)
     assert doomed == [] and why in info["reason"]
 
 
 def test_grace():
-    assert rot.parse_grace(None) == Duration(days=1)
-    assert rot.parse_grace("6h") == Duration(hours=6)
-    assert rot.parse_grace("1m") == Duration(months=1)
+    assert parse_grace(None) == Duration(days=1)
+    assert parse_grace("6h") == Duration(hours=6)
+    assert parse_grace("1m") == Duration(months=1)
     with pytest.raises(ConfigError, match="shorter"):
-        rot.parse_grace("0h")
+        parse_grace("0h")
     with pytest.raises(ConfigError):
-        rot.parse_grace("30s")
+        parse_grace("30s")
 
 
 def _plan(groups, kept, delete, verified=None, pinned=(), policy=None):
-    plan = rot.Plan("file:///x", policy or Policy(last=1), ["kind", "source"],
+    plan = Plan("file:///x", policy or Policy(last=1), ["kind", "source"],
                     dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc), Duration(days=1))
     plan.groups.update(groups)
     plan.kept = [{"backup_id": b} for b in kept]
@@ -106,7 +108,7 @@ def _plan(groups, kept, delete, verified=None, pinned=(), policy=None):
 
 
 def test_check_plan_accepts_a_sound_plan():
-    rot.check_plan(_plan({"g": ["c", "b", "a"], "h": ["z"]}, ["c", "a", "z"], ["b"], verified={"g": "a"}))
+    check_plan(_plan({"g": ["c", "b", "a"], "h": ["z"]}, ["c", "a", "z"], ["b"], verified={"g": "a"}))
 
 
 @pytest.mark.parametrize("plan,match", [
@@ -120,8 +122,8 @@ def test_check_plan_accepts_a_sound_plan():
 ])
 def test_check_plan_refuses(plan, match):
     if match is None:  # the empty policy with nothing to delete is fine ...
-        rot.check_plan(plan)
+        check_plan(plan)
         plan.wal = {"keys": ["wal/00000001/000000010000000000000001.zst"]}  # ... but not if it deletes WAL
         match = "policy is empty"
     with pytest.raises(SafetyError, match=match):
-        rot.check_plan(plan)
+        check_plan(plan)

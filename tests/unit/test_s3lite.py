@@ -17,9 +17,16 @@ import threading
 from unittest import mock
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import s3lite
-from ansible_collections.drkit.backup.plugins.module_utils import storage as st
-from ansible_collections.drkit.backup.plugins.module_utils.errors import NotFoundError, StorageError
+from ansible_collections.drkit.backup.plugins.module_utils.storage.s3lite import (ClientError, EMPTY_SHA256,
+                                                                                  EndpointConnectionError,
+                                                                                  IncompleteReadError, LiteS3Client,
+                                                                                  SSLError, _Paginator, canonical_query,
+                                                                                  lite_client_for, parse_http_date,
+                                                                                  parse_iso8601, sign_v4, uri_encode)
+from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
+from ansible_collections.drkit.backup.plugins.module_utils.storage.file import FileStorage
+from ansible_collections.drkit.backup.plugins.module_utils.storage.s3 import S3Storage
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import NotFoundError, StorageError
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -75,7 +82,7 @@ CASES = [
 @pytest.mark.parametrize("method,key,query,body,headers", CASES,
                          ids=["get-odd-key", "head", "list-v2", "put-payload", "post-delete"])
 def test_signature_matches_botocore(token, endpoint, method, key, query, body, headers):
-    client = s3lite.LiteS3Client(ACCESS, SECRET, session_token=token, region="eu-central-1",
+    client = LiteS3Client(ACCESS, SECRET, session_token=token, region="eu-central-1",
                                  endpoint_url=endpoint)
     dummy, path_qs, hdrs = ours(client, method, "my-bucket", key, query, body, headers)
     scheme = "http" if endpoint else "https"
@@ -105,8 +112,8 @@ def test_signature_known_answers(query, signature):
     """The examples of AWS's Signature V4 documentation for S3 ("Signature
     calculations for the Authorization header", GET examples without a
     Range header)."""
-    headers = s3lite.sign_v4("GET", "/", s3lite.canonical_query(query), {"host": "examplebucket.s3.amazonaws.com"},
-                             s3lite.EMPTY_SHA256, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    headers = sign_v4("GET", "/", canonical_query(query), {"host": "examplebucket.s3.amazonaws.com"},
+                             EMPTY_SHA256, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
                              "us-east-1", amz_date="20130524T000000Z")
     assert headers["authorization"] == (
         "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
@@ -139,44 +146,44 @@ def boto3_request(op, **kwargs):
 
 @pytest.mark.parametrize("key", [ODD_KEY, "a/b~c+d", "x:y@z!$'()*,;=", "100%/p?q#r"])
 def test_object_paths_are_encoded_like_boto3(key):
-    client = s3lite.LiteS3Client(ACCESS, SECRET, region="eu-central-1", endpoint_url="http://127.0.0.1:8333")
+    client = LiteS3Client(ACCESS, SECRET, region="eu-central-1", endpoint_url="http://127.0.0.1:8333")
     dummy, path_qs, dummy2 = ours(client, "GET", "my-bucket", key)
     req = boto3_request("get_object", Bucket="my-bucket", Key=key)
     assert "http://127.0.0.1:8333" + path_qs == req.url
 
 
 def test_uri_encode_and_canonical_query():
-    assert s3lite.uri_encode("a b/ü~-_.+*", keep_slash=True) == "a%20b/%C3%BC~-_.%2B%2A"
-    assert s3lite.uri_encode("a/b") == "a%2Fb"
-    assert s3lite.canonical_query([("prefix", "a b"), ("delete", ""), ("list-type", 2), ("a", None)]) == \
+    assert uri_encode("a b/ü~-_.+*", keep_slash=True) == "a%20b/%C3%BC~-_.%2B%2A"
+    assert uri_encode("a/b") == "a%2Fb"
+    assert canonical_query([("prefix", "a b"), ("delete", ""), ("list-type", 2), ("a", None)]) == \
         "a=&delete=&list-type=2&prefix=a%20b"
-    assert s3lite.canonical_query({}) == ""
+    assert canonical_query({}) == ""
 
 
 def test_virtual_host_only_for_dns_buckets():
-    c = s3lite.LiteS3Client(ACCESS, SECRET, region="eu-west-1")
+    c = LiteS3Client(ACCESS, SECRET, region="eu-west-1")
     assert c._address("good-bucket", "k") == ("good-bucket.s3.eu-west-1.amazonaws.com",
                                               "good-bucket.s3.eu-west-1.amazonaws.com", "/k")
     assert c._address("dotted.bucket", "k") == ("s3.eu-west-1.amazonaws.com", "s3.eu-west-1.amazonaws.com",
                                                 "/dotted.bucket/k")
     assert c._address("Upper_Case", None)[2] == "/Upper_Case"
     assert c._address("good-bucket", None)[2] == "/"
-    ep = s3lite.LiteS3Client(ACCESS, SECRET, endpoint_url="https://minio.example:443")
+    ep = LiteS3Client(ACCESS, SECRET, endpoint_url="https://minio.example:443")
     assert ep._address("b", "k") == ("minio.example", "minio.example", "/b/k")
-    v6 = s3lite.LiteS3Client(ACCESS, SECRET, endpoint_url="http://[::1]:9000")
+    v6 = LiteS3Client(ACCESS, SECRET, endpoint_url="http://[::1]:9000")
     assert v6._address("b", "k") == ("::1", "[::1]:9000", "/b/k")
 
 
 def test_date_parsing():
     utc = datetime.timezone.utc
-    assert s3lite.parse_iso8601("2024-05-01T12:00:01.250Z") == datetime.datetime(2024, 5, 1, 12, 0, 1, 250000, utc)
-    assert s3lite.parse_iso8601("2024-05-01T12:00:01Z") == datetime.datetime(2024, 5, 1, 12, 0, 1, tzinfo=utc)
-    assert s3lite.parse_iso8601("2024-05-01T14:00:01+02:00") == datetime.datetime(
+    assert parse_iso8601("2024-05-01T12:00:01.250Z") == datetime.datetime(2024, 5, 1, 12, 0, 1, 250000, utc)
+    assert parse_iso8601("2024-05-01T12:00:01Z") == datetime.datetime(2024, 5, 1, 12, 0, 1, tzinfo=utc)
+    assert parse_iso8601("2024-05-01T14:00:01+02:00") == datetime.datetime(
         2024, 5, 1, 12, 0, 1, tzinfo=utc)
-    assert s3lite.parse_iso8601("garbage") is None
-    assert s3lite.parse_http_date("Wed, 01 May 2024 12:00:01 GMT") == datetime.datetime(
+    assert parse_iso8601("garbage") is None
+    assert parse_http_date("Wed, 01 May 2024 12:00:01 GMT") == datetime.datetime(
         2024, 5, 1, 12, 0, 1, tzinfo=utc)
-    assert s3lite.parse_http_date(None) is None
+    assert parse_http_date(None) is None
 
 
 # --------------------------------------------------------------------------
@@ -193,23 +200,23 @@ def clean_env(monkeypatch, tmp_path):
 
 
 def test_factory_uses_lite_with_static_credentials(clean_env):
-    c = s3lite.lite_client_for(endpoint_url="http://127.0.0.1:9000", access_key="a", secret_key="b")
-    assert isinstance(c, s3lite.LiteS3Client) and c.region == "us-east-1"
+    c = lite_client_for(endpoint_url="http://127.0.0.1:9000", access_key="a", secret_key="b")
+    assert isinstance(c, LiteS3Client) and c.region == "us-east-1"
     clean_env.setenv("AWS_ACCESS_KEY_ID", "envkey")
     clean_env.setenv("AWS_SECRET_ACCESS_KEY", "envsecret")
     clean_env.setenv("AWS_SESSION_TOKEN", "envtoken")
     clean_env.setenv("AWS_DEFAULT_REGION", "eu-west-3")
-    c = s3lite.lite_client_for()
+    c = lite_client_for()
     assert (c._access_key, c._secret_key, c._session_token, c.region) == ("envkey", "envsecret", "envtoken",
                                                                           "eu-west-3")
     clean_env.setenv("AWS_REGION", "ap-south-1")
-    assert s3lite.lite_client_for().region == "ap-south-1"
-    assert s3lite.lite_client_for(region="sa-east-1").region == "sa-east-1"
+    assert lite_client_for().region == "ap-south-1"
+    assert lite_client_for(region="sa-east-1").region == "sa-east-1"
     # explicit keys: the environment's session token belongs to other keys
-    assert s3lite.lite_client_for(access_key="a", secret_key="b")._session_token is None
+    assert lite_client_for(access_key="a", secret_key="b")._session_token is None
     clean_env.setenv("AWS_CA_BUNDLE", "/some/ca.pem")
-    assert s3lite.lite_client_for()._ca_bundle == "/some/ca.pem"
-    assert s3lite.lite_client_for(ca_bundle="/mine.pem")._ca_bundle == "/mine.pem"
+    assert lite_client_for()._ca_bundle == "/some/ca.pem"
+    assert lite_client_for(ca_bundle="/mine.pem")._ca_bundle == "/mine.pem"
 
 
 @pytest.mark.parametrize("case", ["profile", "no-creds", "half-creds", "boto3-env", "HTTPS_PROXY", "http_proxy",
@@ -247,29 +254,29 @@ def test_factory_leaves_it_to_boto3(clean_env, tmp_path, case):
         clean_env.setenv("AWS_PROFILE", "prod")
     elif case == "china":
         kw["region"] = "cn-north-1"
-    assert s3lite.lite_client_for(**kw) is None
+    assert lite_client_for(**kw) is None
 
 
 def test_open_storage_light(clean_env):
     opts = dict(endpoint_url="http://127.0.0.1:9000", access_key="a", secret_key="b", region="us-east-1")
-    s = st.open_storage("s3://bkt/pre", light=True, **opts)
-    assert isinstance(s.client, s3lite.LiteS3Client)
+    s = open_storage("s3://bkt/pre", light=True, **opts)
+    assert isinstance(s.client, LiteS3Client)
     assert s.describe() == "s3://bkt/pre (endpoint http://127.0.0.1:9000)"
-    assert not isinstance(st.open_storage("s3://bkt/pre", **opts).client, s3lite.LiteS3Client)
+    assert not isinstance(open_storage("s3://bkt/pre", **opts).client, LiteS3Client)
     clean_env.setenv("DRKIT_S3_CLIENT", "boto3")
-    assert not isinstance(st.open_storage("s3://bkt/pre", light=True, **opts).client, s3lite.LiteS3Client)
-    assert isinstance(st.open_storage("file:///tmp/x", light=True), st.FileStorage)
+    assert not isinstance(open_storage("s3://bkt/pre", light=True, **opts).client, LiteS3Client)
+    assert isinstance(open_storage("file:///tmp/x", light=True), FileStorage)
 
 
 def test_other_calls_go_to_a_lazily_made_boto3_client(clean_env):
-    c = s3lite.LiteS3Client("a", "b", region="us-east-1", endpoint_url="http://127.0.0.1:9")
+    c = LiteS3Client("a", "b", region="us-east-1", endpoint_url="http://127.0.0.1:9")
     assert c._delegate is None
     upload = c.create_multipart_upload
     assert c._delegate is not None and upload.__self__ is c._delegate
     assert c._delegate.meta.endpoint_url == "http://127.0.0.1:9"
     assert c._delegate.meta.region_name == "us-east-1"
     assert type(c.get_paginator("list_multipart_uploads")).__module__.startswith("botocore")
-    assert isinstance(c.get_paginator("list_objects_v2"), s3lite._Paginator)
+    assert isinstance(c.get_paginator("list_objects_v2"), _Paginator)
     with pytest.raises(AttributeError):
         c._no_such_private_thing  # noqa: B018
 
@@ -335,7 +342,7 @@ class FakeS3(object):
         self.thread.start()
 
     def client(self, **kw):
-        c = s3lite.LiteS3Client(ACCESS, SECRET, region="us-east-1", endpoint_url=self.url, **kw)
+        c = LiteS3Client(ACCESS, SECRET, region="us-east-1", endpoint_url=self.url, **kw)
         c.sleeps = []
         c._sleep = c.sleeps.append
         return c
@@ -396,7 +403,7 @@ def test_retries_503_then_succeeds_on_one_connection(fake):
 def test_gives_up_after_five_attempts(fake):
     fake.app = always(500, {}, xml_error("InternalError", "We encountered an internal error."))
     c = fake.client()
-    with pytest.raises(s3lite.ClientError) as e:
+    with pytest.raises(ClientError) as e:
         c.head_bucket(Bucket="bkt")
     assert len(fake.requests) == 5
     assert [round(s, 1) for s in c.sleeps] == [0.1, 0.2, 0.4, 0.8]
@@ -415,16 +422,16 @@ def test_429_and_connection_drops_are_retried(fake):
 def test_client_errors_are_not_retried_and_carry_the_code(fake):
     fake.app = always(404, {}, xml_error("NoSuchKey", "The specified key does not exist."))
     c = fake.client()
-    with pytest.raises(s3lite.ClientError) as e:
+    with pytest.raises(ClientError) as e:
         c.get_object(Bucket="bkt", Key="missing")
     assert len(fake.requests) == 1
     assert e.value.response["Error"] == {"Code": "NoSuchKey", "Message": "The specified key does not exist."}
     assert "(NoSuchKey)" in str(e.value) and "GetObject" in str(e.value)
     fake.app = always(404, {}, b"")
-    with pytest.raises(s3lite.ClientError) as e:
+    with pytest.raises(ClientError) as e:
         c.head_object(Bucket="bkt", Key="missing")
     assert e.value.response["Error"]["Code"] == "404"
-    s = st.S3Storage("bkt", "pre", client=c)
+    s = S3Storage("bkt", "pre", client=c)
     assert s.stat("missing") is None
     fake.app = always(404, {}, xml_error("NoSuchKey"))
     with pytest.raises(NotFoundError):
@@ -460,7 +467,7 @@ def test_truncated_body_is_an_error(fake):
     fake.app = always(200, {"Content-Length": "100", "Connection": "close"}, b"only ten b")
     c = fake.client()
     body = c.get_object(Bucket="bkt", Key="k")["Body"]
-    with pytest.raises(s3lite.IncompleteReadError) as e:
+    with pytest.raises(IncompleteReadError) as e:
         list(body.iter_chunks(1024))
     assert "10 of 100" in str(e.value)
 
@@ -552,12 +559,12 @@ def test_connection_refused_maps_to_cannot_connect_without_secrets():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    c = s3lite.LiteS3Client(ACCESS, SECRET, session_token=TOKEN, endpoint_url="http://127.0.0.1:%d" % port)
+    c = LiteS3Client(ACCESS, SECRET, session_token=TOKEN, endpoint_url="http://127.0.0.1:%d" % port)
     c._sleep = [].append
-    with pytest.raises(s3lite.EndpointConnectionError) as e:
+    with pytest.raises(EndpointConnectionError) as e:
         c.head_bucket(Bucket="bkt")
     assert type(e.value).__name__ == "EndpointConnectionError"
-    s = st.S3Storage("bkt", "", endpoint_url=c.where, client=c)
+    s = S3Storage("bkt", "", endpoint_url=c.where, client=c)
     with pytest.raises(StorageError) as e2:
         s.check_writable()
     assert "cannot connect" in str(e2.value)
@@ -569,9 +576,9 @@ def test_error_answers_never_echo_secrets(fake):
     fake.app = always(403, {}, xml_error("SignatureDoesNotMatch", "The request signature we calculated does not "
                                                                   "match the signature you provided."))
     c = fake.client(session_token=TOKEN)
-    with pytest.raises(s3lite.ClientError) as e:
+    with pytest.raises(ClientError) as e:
         c.get_object(Bucket="bkt", Key="k")
-    s = st.S3Storage("bkt", "", endpoint_url=fake.url, client=c)
+    s = S3Storage("bkt", "", endpoint_url=fake.url, client=c)
     with pytest.raises(StorageError) as e2:
         list(s.list(""))
     assert "access denied" in str(e2.value)
@@ -582,11 +589,11 @@ def test_error_answers_never_echo_secrets(fake):
 
 def test_tls_failure_is_an_ssl_error(fake):
     """An https:// endpoint that speaks plain HTTP: a TLS error, named so."""
-    c = s3lite.LiteS3Client(ACCESS, SECRET, endpoint_url=fake.url.replace("http:", "https:"))
+    c = LiteS3Client(ACCESS, SECRET, endpoint_url=fake.url.replace("http:", "https:"))
     c._sleep = [].append
-    with pytest.raises(s3lite.SSLError) as e:
+    with pytest.raises(SSLError) as e:
         c.head_bucket(Bucket="bkt")
-    s = st.S3Storage("bkt", "", endpoint_url=c.where, client=c)
+    s = S3Storage("bkt", "", endpoint_url=c.where, client=c)
     assert "TLS error" in str(s._error("reach bucket", e.value))
 
 
@@ -611,27 +618,27 @@ def tls_fake(tmp_path):
 
 def test_https_with_ca_bundle_and_without_verification(tls_fake, tmp_path):
     tls_fake.app = always(200, {}, b"over tls")
-    c = s3lite.LiteS3Client(ACCESS, SECRET, endpoint_url=tls_fake.url, ca_bundle=tls_fake.cert)
+    c = LiteS3Client(ACCESS, SECRET, endpoint_url=tls_fake.url, ca_bundle=tls_fake.cert)
     assert c.get_object(Bucket="bkt", Key="k")["Body"].read() == b"over tls"
     assert c.get_object(Bucket="bkt", Key="k")["Body"].read() == b"over tls"
     assert len({r["port"] for r in tls_fake.requests}) == 1  # kept alive over TLS too
-    c = s3lite.LiteS3Client(ACCESS, SECRET, endpoint_url=tls_fake.url, validate_certs=False)
+    c = LiteS3Client(ACCESS, SECRET, endpoint_url=tls_fake.url, validate_certs=False)
     assert c.get_object(Bucket="bkt", Key="k")["Body"].read() == b"over tls"
     # not trusted: an SSLError at once (no retries), reported as a TLS error
     n = len(tls_fake.requests)
-    c = s3lite.LiteS3Client(ACCESS, SECRET, endpoint_url=tls_fake.url, ca_bundle=None)
+    c = LiteS3Client(ACCESS, SECRET, endpoint_url=tls_fake.url, ca_bundle=None)
     c.sleeps = []
     c._sleep = c.sleeps.append
-    with pytest.raises(s3lite.SSLError) as e:
+    with pytest.raises(SSLError) as e:
         c.get_object(Bucket="bkt", Key="k")
     assert c.sleeps == [] and len(tls_fake.requests) == n
     assert "CERTIFICATE_VERIFY_FAILED" in str(e.value)
-    s = st.S3Storage("bkt", "", endpoint_url=tls_fake.url, client=c)
+    s = S3Storage("bkt", "", endpoint_url=tls_fake.url, client=c)
     with pytest.raises(StorageError) as e2:
         s.get_bytes("k")
     assert "TLS error" in str(e2.value) and "ca_bundle" in str(e2.value)
     # a CA bundle that cannot be read
-    c = s3lite.LiteS3Client(ACCESS, SECRET, endpoint_url=tls_fake.url, ca_bundle=str(tmp_path / "missing.pem"))
-    with pytest.raises(s3lite.SSLError) as e:
+    c = LiteS3Client(ACCESS, SECRET, endpoint_url=tls_fake.url, ca_bundle=str(tmp_path / "missing.pem"))
+    with pytest.raises(SSLError) as e:
         c.head_bucket(Bucket="bkt")
     assert "missing.pem" in str(e.value)

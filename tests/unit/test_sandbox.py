@@ -8,14 +8,19 @@ import socket
 import stat
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import sandbox
-from ansible_collections.drkit.backup.plugins.module_utils.errors import ConfigError, ToolError
+from ansible_collections.drkit.backup.plugins.module_utils.core.osutil import check_traversable
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import (free_port, free_ports, make_scratch_dir,
+                                                                                port_is_free)
+from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import conf_quote, find_pg_bindir
+from ansible_collections.drkit.backup.plugins.module_utils.pg.scratch import ScratchPostgres
+from support.redis_server import ScratchRedis
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, ToolError
 
 IS_ROOT = os.geteuid() == 0
 
 
 def test_free_port_is_bindable_on_loopback():
-    port = sandbox.free_port()
+    port = free_port()
     assert 1024 < port < 65536
     s = socket.socket()
     try:
@@ -25,7 +30,7 @@ def test_free_port_is_bindable_on_loopback():
 
 
 def test_free_ports_are_distinct():
-    ports = sandbox.free_ports(20)
+    ports = free_ports(20)
     assert len(set(ports)) == 20
 
 
@@ -34,25 +39,25 @@ def test_port_is_free_sees_a_listener():
     s.bind(("127.0.0.1", 0))
     s.listen(1)
     try:
-        assert not sandbox.port_is_free(s.getsockname()[1])
+        assert not port_is_free(s.getsockname()[1])
     finally:
         s.close()
 
 
 def test_find_pg_bindir_has_the_server_programs():
-    bindir = sandbox.find_pg_bindir()
+    bindir = find_pg_bindir()
     for prog in ("postgres", "initdb", "pg_ctl", "psql", "pg_isready"):
         assert os.access(os.path.join(bindir, prog), os.X_OK), prog
 
 
 def test_find_pg_bindir_names_the_package_when_missing():
     with pytest.raises(ConfigError) as exc:
-        sandbox.find_pg_bindir("99")
+        find_pg_bindir("99")
     assert "postgresql-99" in str(exc.value)
 
 
 def test_make_scratch_dir_is_traversable_not_listable(tmp_path):
-    path = sandbox.make_scratch_dir(parent=str(tmp_path))
+    path = make_scratch_dir(parent=str(tmp_path))
     try:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o711
     finally:
@@ -60,10 +65,10 @@ def test_make_scratch_dir_is_traversable_not_listable(tmp_path):
 
 
 def test_make_scratch_dir_default_is_reachable_by_other_users():
-    path = sandbox.make_scratch_dir()
+    path = make_scratch_dir()
     try:
         # nobody (65534) with no groups can enter it: every ancestor has o+x
-        sandbox._check_traversable(os.path.join(path, "data"), 65534, set())
+        check_traversable(os.path.join(path, "data"), 65534, set())
     finally:
         os.rmdir(path)
 
@@ -72,7 +77,7 @@ def test_check_traversable_names_the_blocking_directory(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o700)
     with pytest.raises(ConfigError) as exc:
-        sandbox._check_traversable(str(locked / "pg" / "data"), 65534, set())
+        check_traversable(str(locked / "pg" / "data"), 65534, set())
     assert "cannot enter" in str(exc.value)
     assert "make_scratch_dir" in str(exc.value)
 
@@ -81,7 +86,7 @@ def test_check_traversable_names_the_blocking_directory(tmp_path):
 def test_postgres_base_dir_below_root_only_dir_is_refused_before_anything_runs(tmp_path):
     # pytest's tmp_path is below /tmp/pytest-of-root (0700)
     base = tmp_path / "pg"
-    pg = sandbox.ScratchPostgres(str(base))
+    pg = ScratchPostgres(str(base))
     with pytest.raises(ConfigError) as exc:
         pg.start()
     assert "cannot enter" in str(exc.value)
@@ -89,16 +94,16 @@ def test_postgres_base_dir_below_root_only_dir_is_refused_before_anything_runs(t
 
 
 def test_conf_value_quoting():
-    assert sandbox._conf_value(True) == "on"
-    assert sandbox._conf_value(False) == "off"
-    assert sandbox._conf_value(5) == "5"
-    assert sandbox._conf_value("64MB") == "'64MB'"
-    assert sandbox._conf_value("it's") == "'it''s'"
-    assert sandbox._conf_value("cp %p /x/%f") == "'cp %p /x/%f'"
+    assert conf_quote(True) == "on"
+    assert conf_quote(False) == "off"
+    assert conf_quote(5) == "5"
+    assert conf_quote("64MB") == "'64MB'"
+    assert conf_quote("it's") == "'it''s'"
+    assert conf_quote("cp %p /x/%f") == "'cp %p /x/%f'"
 
 
 def test_postgres_connection_details_without_starting(tmp_path):
-    pg = sandbox.ScratchPostgres(str(tmp_path / "pg"), port=54999, password="s3cret", superuser="admin")
+    pg = ScratchPostgres(str(tmp_path / "pg"), port=54999, password="s3cret", superuser="admin")
     assert pg.host == "127.0.0.1"
     assert pg.conninfo("app") == {"host": "127.0.0.1", "port": 54999, "user": "admin",
                                   "password": "s3cret", "dbname": "app"}
@@ -110,14 +115,14 @@ def test_postgres_connection_details_without_starting(tmp_path):
 
 
 def test_postgres_without_password_gets_a_random_one(tmp_path):
-    a = sandbox.ScratchPostgres(str(tmp_path / "a"))
-    b = sandbox.ScratchPostgres(str(tmp_path / "b"))
+    a = ScratchPostgres(str(tmp_path / "a"))
+    b = ScratchPostgres(str(tmp_path / "b"))
     assert a.password and b.password and a.password != b.password
     assert len(a.password) >= 20
 
 
 def test_existing_data_dir_command_line_is_safe(tmp_path):
-    pg = sandbox.ScratchPostgres(str(tmp_path / "pitr"), port=55001, initdb=False,
+    pg = ScratchPostgres(str(tmp_path / "pitr"), port=55001, initdb=False,
                                  settings={"recovery_target_action": "promote"})
     assert pg.password is None
     # no password: clients go through the unix socket (trust, 0700 dir)
@@ -134,13 +139,13 @@ def test_existing_data_dir_command_line_is_safe(tmp_path):
 
 
 def test_stop_mode_is_checked(tmp_path):
-    pg = sandbox.ScratchPostgres(str(tmp_path / "pg"))
+    pg = ScratchPostgres(str(tmp_path / "pg"))
     with pytest.raises(ConfigError):
         pg.stop(mode="gently")
 
 
 def test_redis_password_only_in_a_private_config_file(tmp_path):
-    r = sandbox.ScratchRedis(str(tmp_path / "r"), port=56001, password='pa"ss word')
+    r = ScratchRedis(str(tmp_path / "r"), port=56001, password='pa"ss word')
     os.makedirs(r.dir)
     r._write_conf()
     assert stat.S_IMODE(os.stat(r.conf_file).st_mode) == 0o600
@@ -154,7 +159,7 @@ def test_redis_password_only_in_a_private_config_file(tmp_path):
 
 def test_redis_without_password_sends_no_auth(tmp_path, monkeypatch):
     monkeypatch.setenv("REDISCLI_AUTH", "from-the-caller")
-    r = sandbox.ScratchRedis(str(tmp_path / "r"), port=56002)
+    r = ScratchRedis(str(tmp_path / "r"), port=56002)
     assert "REDISCLI_AUTH" not in r._cli_env()
 
 
@@ -167,7 +172,7 @@ def test_postgres_port_in_use_fails_with_the_server_log(scratch_dir):
     s.bind(("127.0.0.1", 0))
     s.listen(1)
     port = s.getsockname()[1]
-    pg = sandbox.ScratchPostgres(str(scratch_dir / "pg"), port=port)
+    pg = ScratchPostgres(str(scratch_dir / "pg"), port=port)
     try:
         with pytest.raises(ToolError) as exc:
             pg.start(timeout=30)
@@ -186,7 +191,7 @@ def test_redis_port_in_use_fails_with_the_log(scratch_dir):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(1)
-    r = sandbox.ScratchRedis(str(scratch_dir / "r"), port=s.getsockname()[1])
+    r = ScratchRedis(str(scratch_dir / "r"), port=s.getsockname()[1])
     try:
         with pytest.raises(ToolError) as exc:
             r.start(timeout=10)

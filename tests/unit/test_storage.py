@@ -13,9 +13,14 @@ import threading
 import time
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import storage as st
-from ansible_collections.drkit.backup.plugins.module_utils.errors import (ConfigError, ConflictError,
-                                                                          NotFoundError, StorageError)
+from ansible_collections.drkit.backup.plugins.module_utils.storage import s3 as s3_module
+from ansible_collections.drkit.backup.plugins.module_utils.storage.base import TEMP_MARKER, put_new
+from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage, storage_options
+from ansible_collections.drkit.backup.plugins.module_utils.storage.file import FileStorage
+from ansible_collections.drkit.backup.plugins.module_utils.storage.s3 import (MAX_PARTS, MIN_PART, S3Storage,
+                                                                              part_size_for)
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConfigError, ConflictError,
+                                                                               NotFoundError, StorageError)
 
 
 def mode(path):
@@ -24,7 +29,7 @@ def mode(path):
 
 @pytest.fixture
 def fs(tmp_path):
-    return st.FileStorage(str(tmp_path / "root"))
+    return FileStorage(str(tmp_path / "root"))
 
 
 # --------------------------------------------------------------------------
@@ -32,7 +37,7 @@ def fs(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["", "/abs/key", "a//b", "a/./b", "a/../b", "..", ".", "a/", "a\\b",
-                                 "backups/%sx/f" % st.TEMP_MARKER, st.TEMP_MARKER + "1"])
+                                 "backups/%sx/f" % TEMP_MARKER, TEMP_MARKER + "1"])
 def test_invalid_keys_are_refused_by_every_operation(fs, key):
     for op in (lambda: fs.writer(key), lambda: fs.stat(key), lambda: fs.iter_read(key),
                lambda: fs.delete([key])):
@@ -62,7 +67,7 @@ def test_nothing_visible_before_commit(fs):
     # The bytes are in a hidden temp file in the target directory, which
     # list_incomplete reports (so rotation can clean a crashed run's leftovers).
     temps = os.listdir(os.path.dirname(final))
-    assert len(temps) == 1 and temps[0].startswith(st.TEMP_MARKER)
+    assert len(temps) == 1 and temps[0].startswith(TEMP_MARKER)
     assert [u.key for u in fs.list_incomplete("")] == ["backups/b1/" + temps[0]]
     w.commit()
     assert os.listdir(os.path.dirname(final)) == ["data"]
@@ -88,7 +93,7 @@ def test_root_writing_into_another_users_root_hands_new_files_to_that_user(tmp_p
     root = tmp_path / "archive"
     root.mkdir()
     os.chown(str(root), 12345, 23456)
-    fs = st.FileStorage(str(root))
+    fs = FileStorage(str(root))
     fs.put_bytes("wal/SYSTEM_IDENTIFIER", b"7311")
     with fs.writer("backups/b1/manifest.json") as w:
         w.write(b"{}")
@@ -166,13 +171,13 @@ def test_fsync_file_before_rename_then_directory(fs, monkeypatch):
         events.append(("rename", b))
         return real_rename(a, b)
 
-    monkeypatch.setattr(st.os, "fsync", fsync)
-    monkeypatch.setattr(st.os, "rename", rename)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
     fs.put_bytes("backups/b1/data", b"x")
     final = os.path.join(fs.root, "backups", "b1", "data")
     kinds = [e[0] for e in events]
     assert kinds == ["fsync", "rename", "fsync"], events
-    assert os.path.basename(events[0][1]).startswith(st.TEMP_MARKER)  # the data file itself
+    assert os.path.basename(events[0][1]).startswith(TEMP_MARKER)  # the data file itself
     assert events[1][1] == final
     assert events[2][1] == os.path.dirname(final)  # the directory entry made durable
 
@@ -181,7 +186,7 @@ def test_failed_rename_aborts(fs, monkeypatch):
     def rename(a, b):
         raise OSError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(st.os, "rename", rename)
+    monkeypatch.setattr(os, "rename", rename)
     with pytest.raises(StorageError) as e:
         fs.put_bytes("k", b"x")
     assert "Permission denied" in str(e.value)
@@ -210,7 +215,7 @@ def test_list_list_dirs_and_prefix(fs):
 
 
 def test_list_on_missing_root_is_empty(tmp_path):
-    fs = st.FileStorage(str(tmp_path / "does-not-exist"))
+    fs = FileStorage(str(tmp_path / "does-not-exist"))
     assert list(fs.list("")) == [] and list(fs.list_incomplete("")) == []
 
 
@@ -236,10 +241,10 @@ def test_abort_incomplete_removes_leftover(fs):
 
 
 def test_put_new_store_if_absent(fs):
-    assert st.put_new(fs, "wal/000000010000000000000001", b"segment") is True
-    assert st.put_new(fs, "wal/000000010000000000000001", b"segment") is False  # identical: ok
+    assert put_new(fs, "wal/000000010000000000000001", b"segment") is True
+    assert put_new(fs, "wal/000000010000000000000001", b"segment") is False  # identical: ok
     with pytest.raises(ConflictError) as e:
-        st.put_new(fs, "wal/000000010000000000000001", b"different")
+        put_new(fs, "wal/000000010000000000000001", b"different")
     assert "left untouched" in str(e.value)
     assert fs.get_bytes("wal/000000010000000000000001") == b"segment"
 
@@ -271,22 +276,22 @@ def test_iter_read_chunks(fs):
 ])
 def test_bad_urls(url, fragment):
     with pytest.raises(ConfigError) as e:
-        st.open_storage(url)
+        open_storage(url)
     assert fragment in str(e.value)
     assert "file:///" in str(e.value) or "s3://" in str(e.value) or "access_key" in str(e.value)
 
 
 def test_file_urls(tmp_path):
-    s = st.open_storage("file://" + str(tmp_path) + "/a/../b")
-    assert isinstance(s, st.FileStorage) and s.root == str(tmp_path / "b")
-    assert st.open_storage("file://localhost" + str(tmp_path)).root == str(tmp_path)
-    assert st.open_storage("file://" + str(tmp_path) + "/with%20space").root == str(tmp_path / "with space")
+    s = open_storage("file://" + str(tmp_path) + "/a/../b")
+    assert isinstance(s, FileStorage) and s.root == str(tmp_path / "b")
+    assert open_storage("file://localhost" + str(tmp_path)).root == str(tmp_path)
+    assert open_storage("file://" + str(tmp_path) + "/with%20space").root == str(tmp_path / "with space")
     assert s.describe() == "file://" + str(tmp_path / "b")
 
 
 def test_s3_url_prefix_and_env_endpoint(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
-    s = st.open_storage("s3://bucket/some/prefix/", access_key="a", secret_key="b", region="us-east-1")
+    s = open_storage("s3://bucket/some/prefix/", access_key="a", secret_key="b", region="us-east-1")
     assert (s.bucket, s.prefix, s.endpoint_url) == ("bucket", "some/prefix", "http://127.0.0.1:1")
     assert s._full("backups/x") == "some/prefix/backups/x"
     assert s.describe() == "s3://bucket/some/prefix (endpoint http://127.0.0.1:1)"
@@ -295,14 +300,14 @@ def test_s3_url_prefix_and_env_endpoint(monkeypatch):
 
 def test_s3_needs_both_keys():
     with pytest.raises(ConfigError) as e:
-        st.open_storage("s3://bucket", access_key="a")
+        open_storage("s3://bucket", access_key="a")
     assert "Only one of access_key and secret_key" in str(e.value)
 
 
 def test_storage_options_picks_only_set_storage_keys():
     params = {"storage_url": "s3://b", "endpoint_url": "http://x", "secret_key": "s", "region": None,
               "database": "db", "validate_certs": False}
-    assert st.storage_options(params) == {"endpoint_url": "http://x", "secret_key": "s", "validate_certs": False}
+    assert storage_options(params) == {"endpoint_url": "http://x", "secret_key": "s", "validate_certs": False}
 
 
 # --------------------------------------------------------------------------
@@ -375,11 +380,11 @@ PART = 1000
 @pytest.fixture
 def small_parts(monkeypatch):
     # Real parts are 8 MiB; 1000 bytes keeps the test fast and the logic the same.
-    monkeypatch.setattr(st, "part_size_for", lambda n: PART)
+    monkeypatch.setattr(s3_module, "part_size_for", lambda n: PART)
 
 
 def s3_with(client, prefix="pre"):
-    return st.S3Storage("bucket", prefix, client=client)
+    return S3Storage("bucket", prefix, client=client)
 
 
 def b64sha(data):
@@ -516,11 +521,11 @@ def test_inflight_parts_are_bounded(small_parts):
 
 
 def test_part_size_growth_is_bounded():
-    assert st.part_size_for(1) == st.MIN_PART == 8 << 20
-    assert st.part_size_for(2000) == st.MIN_PART
-    assert st.part_size_for(2001) == 2 * st.MIN_PART
-    assert st.part_size_for(st.MAX_PARTS) <= 32 * st.MIN_PART  # memory stays bounded
-    total = sum(st.part_size_for(n) for n in range(1, st.MAX_PARTS + 1))
+    assert part_size_for(1) == MIN_PART == 8 << 20
+    assert part_size_for(2000) == MIN_PART
+    assert part_size_for(2001) == 2 * MIN_PART
+    assert part_size_for(MAX_PARTS) <= 32 * MIN_PART  # memory stays bounded
+    total = sum(part_size_for(n) for n in range(1, MAX_PARTS + 1))
     assert total > 400 << 30  # hundreds of GiB fit in one upload
 
 

@@ -12,45 +12,61 @@ import struct
 import tarfile
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils import pg_physical, pg_pitr, storage, wal
-from ansible_collections.drkit.backup.plugins.module_utils.errors import (ConfigError, ConflictError,
-                                                                          IntegrityError, SafetyError)
+from ansible_collections.drkit.backup.plugins.module_utils.core.tar import TarTap
+from ansible_collections.drkit.backup.plugins.module_utils.pg.backup_physical import CAPTURE, parse_backup_label
+from ansible_collections.drkit.backup.plugins.module_utils.core.tar import TarExtractor
+from ansible_collections.drkit.backup.plugins.module_utils.pg.base_restore import check_data_directory
+from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import conf_quote
+from ansible_collections.drkit.backup.plugins.module_utils.pg.pitr import (FATAL_TARGET, READY_LINE, can_reach,
+                                                                           configure_recovery, log_facts,
+                                                                           recovery_settings, validate_target)
+from ansible_collections.drkit.backup.plugins.module_utils.storage import factory as storage
+from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_archive import (PREFETCH_DIR, WalMissing, fetch_file,
+                                                                                  push_file, wal_fetch)
+from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_segments import (missing_segments, parse_history,
+                                                                                   read_long_header, recovery_chain)
+from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import (classify, format_lsn, lsn_segment,
+                                                                                   name_of_key, parse_lsn, segment_name,
+                                                                                   segment_number, segment_range,
+                                                                                   wal_key)
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConfigError, ConflictError,
+                                                                               IntegrityError, SafetyError)
 
 SEG = 16 << 20
 
 
 def test_classify_and_keys():
-    assert wal.classify("000000010000000A000000FF") == "segment"
-    assert wal.classify("000000010000000A000000FF.partial") == "partial"
-    assert wal.classify("000000010000000A000000FF.00000028.backup") == "backup"
-    assert wal.classify("0000000A.history") == "history"
+    assert classify("000000010000000A000000FF") == "segment"
+    assert classify("000000010000000A000000FF.partial") == "partial"
+    assert classify("000000010000000A000000FF.00000028.backup") == "backup"
+    assert classify("0000000A.history") == "history"
     for bad in ("RECOVERYXLOG", "00000001000000000000000", "000000010000000000000001.zst", "../x",
                 "00000001.history/../x", "0000000100000000000000g1"):
         with pytest.raises(ConfigError):
-            wal.classify(bad)
-    assert wal.wal_key("000000020000000A000000FF") == "wal/00000002/000000020000000A000000FF.zst"
-    assert wal.wal_key("0000000A.history") == "wal/history/0000000A.history.zst"
-    assert wal.wal_key("000000010000000000000003.00000028.backup") == \
+            classify(bad)
+    assert wal_key("000000020000000A000000FF") == "wal/00000002/000000020000000A000000FF.zst"
+    assert wal_key("0000000A.history") == "wal/history/0000000A.history.zst"
+    assert wal_key("000000010000000000000003.00000028.backup") == \
         "wal/00000001/000000010000000000000003.00000028.backup.zst"
-    assert wal.name_of_key("wal/00000001/000000010000000000000003.zst") == "000000010000000000000003"
-    assert wal.name_of_key("wal/SYSTEM_IDENTIFIER") is None
+    assert name_of_key("wal/00000001/000000010000000000000003.zst") == "000000010000000000000003"
+    assert name_of_key("wal/SYSTEM_IDENTIFIER") is None
 
 
 def test_segment_arithmetic():
-    assert wal.segment_number("000000010000000100000000") == 256
-    assert wal.segment_name(1, 256) == "000000010000000100000000"
-    assert wal.segment_name(3, 0x1FF) == "000000030000000100000FF"[:0] + "0000000300000001000000FF"
-    assert wal.segment_number("000000010000000100000001", seg_size=64 << 20) == 64 + 1
-    assert wal.parse_lsn("16/B374D848") == (0x16 << 32) | 0xB374D848
-    assert wal.format_lsn(wal.parse_lsn("16/B374D848")) == "16/B374D848"
-    assert wal.lsn_segment("0/3000000", 1) == "000000010000000000000003"
-    assert wal.lsn_segment("0/3000000", 1, previous=True) == "000000010000000000000002"
-    assert wal.lsn_segment("0/2000100", 1, previous=True) == "000000010000000000000002"
-    assert wal.segment_range("0000000100000000000000FE", "000000010000000100000001") == [
+    assert segment_number("000000010000000100000000") == 256
+    assert segment_name(1, 256) == "000000010000000100000000"
+    assert segment_name(3, 0x1FF) == "000000030000000100000FF"[:0] + "0000000300000001000000FF"
+    assert segment_number("000000010000000100000001", seg_size=64 << 20) == 64 + 1
+    assert parse_lsn("16/B374D848") == (0x16 << 32) | 0xB374D848
+    assert format_lsn(parse_lsn("16/B374D848")) == "16/B374D848"
+    assert lsn_segment("0/3000000", 1) == "000000010000000000000003"
+    assert lsn_segment("0/3000000", 1, previous=True) == "000000010000000000000002"
+    assert lsn_segment("0/2000100", 1, previous=True) == "000000010000000000000002"
+    assert segment_range("0000000100000000000000FE", "000000010000000100000001") == [
         "0000000100000000000000FE", "0000000100000000000000FF", "000000010000000100000000",
         "000000010000000100000001"]
     with pytest.raises(ConfigError):
-        wal.parse_lsn("nonsense")
+        parse_lsn("nonsense")
 
 
 def long_header(sysid=7712224962849331826, segno=2, tli=1, seg_size=SEG, info=2):
@@ -59,39 +75,39 @@ def long_header(sysid=7712224962849331826, segno=2, tli=1, seg_size=SEG, info=2)
 
 
 def test_long_page_header():
-    facts = wal.read_long_header(long_header())
+    facts = read_long_header(long_header())
     assert facts["system_identifier"] == "7712224962849331826"
     assert facts["segment_size"] == SEG and facts["pageaddr"] == 2 * SEG
     with pytest.raises(IntegrityError):
-        wal.read_long_header(long_header(info=0))  # a short header: not a segment start
+        read_long_header(long_header(info=0))  # a short header: not a segment start
     with pytest.raises(IntegrityError):
-        wal.read_long_header(b"\0" * 10)
+        read_long_header(b"\0" * 10)
 
 
 def test_push_checks_header_against_name_and_cluster(tmp_path):
     st = storage.open_storage("file://%s/a" % tmp_path)
     seg = tmp_path / "000000010000000000000002"
     seg.write_bytes(long_header() + os.urandom(1024) + b"\0" * (SEG - 8192 - 1024))
-    res = wal.push_file(st, str(seg), seg.name)
+    res = push_file(st, str(seg), seg.name)
     assert res["status"] == "stored"
-    assert wal.push_file(st, str(seg), seg.name)["status"] == "exists"
+    assert push_file(st, str(seg), seg.name)["status"] == "exists"
     # other cluster
     other = tmp_path / "000000010000000000000003"
     other.write_bytes(long_header(sysid=42, segno=3) + b"\0" * (SEG - 8192))
     with pytest.raises(ConflictError):
-        wal.push_file(st, str(other), other.name)
-    assert st.stat(wal.wal_key(other.name)) is None
+        push_file(st, str(other), other.name)
+    assert st.stat(wal_key(other.name)) is None
     # wrong size
     short = tmp_path / "000000010000000000000004"
     short.write_bytes(long_header(segno=4) + b"\0" * 100)
     with pytest.raises(IntegrityError):
-        wal.push_file(st, str(short), short.name)
+        push_file(st, str(short), short.name)
     # fetch round trip
     out = tmp_path / "RECOVERYXLOG"
-    wal.fetch_file(st, seg.name, str(out))
+    fetch_file(st, seg.name, str(out))
     assert out.read_bytes() == seg.read_bytes()
-    with pytest.raises(wal.WalMissing) as exc:
-        wal.wal_fetch({"storage_url": "file://%s/a" % tmp_path}, "000000010000000000000009", str(out) + "x")
+    with pytest.raises(WalMissing) as exc:
+        wal_fetch({"storage_url": "file://%s/a" % tmp_path}, "000000010000000000000009", str(out) + "x")
     assert exc.value.exit_code == 1
 
 
@@ -100,24 +116,24 @@ def test_parse_history_and_recovery_chain(tmp_path):
 
     def put(name, data=b"x"):
         import zstandard
-        st.put_bytes(wal.wal_key(name), zstandard.ZstdCompressor(write_checksum=True).compress(data))
+        st.put_bytes(wal_key(name), zstandard.ZstdCompressor(write_checksum=True).compress(data))
     for n in range(2, 9):
-        put(wal.segment_name(1, n))
+        put(segment_name(1, n))
     # timeline 2 branched off timeline 1 at 0/6000100 (inside segment 6)
     put("00000002.history", b"1\t0/6000100\tbefore 2026-11-25 10:00:00+00\n")
     for n in range(6, 10):
-        put(wal.segment_name(2, n))
-    assert wal.parse_history("1\t0/6000100\treason\n# c\n") == [(1, 0x6000100)]
-    chain = wal.recovery_chain(st, 1, "000000010000000000000002")
+        put(segment_name(2, n))
+    assert parse_history("1\t0/6000100\treason\n# c\n") == [(1, 0x6000100)]
+    chain = recovery_chain(st, 1, "000000010000000000000002")
     assert chain["timeline"] == 2 and chain["missing"] == []
     assert chain["last"] == "000000020000000000000009"
     assert chain["segments"][:4] == ["000000010000000000000002", "000000010000000000000003",
                                      "000000010000000000000004", "000000010000000000000005"]
     assert "000000020000000000000006" in chain["segments"]
-    st.delete([wal.wal_key("000000010000000000000004"), wal.wal_key("000000020000000000000008")])
-    chain = wal.recovery_chain(st, 1, "000000010000000000000002")
+    st.delete([wal_key("000000010000000000000004"), wal_key("000000020000000000000008")])
+    chain = recovery_chain(st, 1, "000000010000000000000002")
     assert chain["missing"] == ["000000010000000000000004", "000000020000000000000008"]
-    assert wal.missing_segments(st, ["000000010000000000000003", "000000010000000000000004"]) == [
+    assert missing_segments(st, ["000000010000000000000003", "000000010000000000000004"]) == [
         "000000010000000000000004"]
 
 
@@ -142,14 +158,14 @@ def test_tar_tap_follows_any_chunking(chunk):
     data = make_tar([("global", None), ("global/pg_control", b"\x07" * 8192), ("base/1/123", os.urandom(3000)),
                      ("backup_label", label), ("./pg_wal/archive_status", None), ("backup_manifest", b"{}")])
     seen = []
-    tap = pg_physical.TarTap(on_member=seen.append)
+    tap = TarTap(CAPTURE, on_member=seen.append)
     for i in range(0, len(data), chunk):
         tap.feed(data[i:i + chunk])
     assert tap.ended and tap.members == 6
     assert tap.captured["backup_label"] == label and tap.captured["backup_manifest"] == b"{}"
     assert "global/pg_control" in seen
     assert tap.data_size == 8192 + 3000 + len(label) + 2
-    facts = pg_physical.parse_backup_label(label.decode())
+    facts = parse_backup_label(label.decode())
     assert facts["wal_start_segment"] == "000000010000000000000002" and facts["timeline"] == 1
 
 
@@ -158,7 +174,7 @@ def test_tar_extractor_restores_files_and_refuses_escapes(tmp_path):
                      ("PG_VERSION", b"15\n")])
     root = tmp_path / "data"
     root.mkdir()
-    ex = pg_pitr.TarExtractor(str(root))
+    ex = TarExtractor(str(root))
     for i in range(0, len(data), 1000):
         ex.feed(data[i:i + 1000])
     ex.close()
@@ -167,7 +183,7 @@ def test_tar_extractor_restores_files_and_refuses_escapes(tmp_path):
     assert (root / "pg_wal" / "archive_status").is_dir()
     assert oct((root / "PG_VERSION").stat().st_mode & 0o777) == oct(0o600)
     for evil in ("../escape", "/etc/passwd", "a/../../b"):
-        ex = pg_pitr.TarExtractor(str(tmp_path / "data"))
+        ex = TarExtractor(str(tmp_path / "data"))
         with pytest.raises(IntegrityError):
             ex.feed(make_tar([(evil, b"x")]))
     assert not (tmp_path / "escape").exists()
@@ -179,60 +195,60 @@ def manifest(stop_time, stop_lsn="0/5000000", next_xid=900):
 
 def test_can_reach_is_conservative():
     m = manifest("2026-11-25T10:00:00.000000Z")
-    t = pg_pitr.validate_target("time", "2026-11-25T10:00:01Z")[1]
-    assert pg_pitr.can_reach(m, "time", t)
-    assert not pg_pitr.can_reach(m, "time", pg_pitr.validate_target("time", "2026-11-25T09:59:59Z")[1])
-    assert pg_pitr.can_reach(m, "lsn", wal.parse_lsn("0/5000000"))
-    assert not pg_pitr.can_reach(m, "lsn", wal.parse_lsn("0/4FFFFFF"))
-    assert pg_pitr.can_reach(m, "xid", 900) and not pg_pitr.can_reach(m, "xid", 899)
-    assert pg_pitr.can_reach(manifest("2026-11-25T10:00:00Z", next_xid=(1 << 32) + 900), "xid", 950)
-    assert pg_pitr.can_reach(m, "name", "before-migration") and pg_pitr.can_reach(m, "latest", None)
+    t = validate_target("time", "2026-11-25T10:00:01Z")[1]
+    assert can_reach(m, "time", t)
+    assert not can_reach(m, "time", validate_target("time", "2026-11-25T09:59:59Z")[1])
+    assert can_reach(m, "lsn", parse_lsn("0/5000000"))
+    assert not can_reach(m, "lsn", parse_lsn("0/4FFFFFF"))
+    assert can_reach(m, "xid", 900) and not can_reach(m, "xid", 899)
+    assert can_reach(manifest("2026-11-25T10:00:00Z", next_xid=(1 << 32) + 900), "xid", 950)
+    assert can_reach(m, "name", "before-migration") and can_reach(m, "latest", None)
 
 
 def test_validate_target_and_settings():
     with pytest.raises(ConfigError):
-        pg_pitr.validate_target("time", None)
+        validate_target("time", None)
     with pytest.raises(ConfigError):
-        pg_pitr.validate_target("latest", "x")
+        validate_target("latest", "x")
     with pytest.raises(ConfigError):
-        pg_pitr.validate_target("yesterday", None)
-    target, value = pg_pitr.validate_target("time", "2026-11-25T14:30:00+02:00")
-    s = pg_pitr.recovery_settings(target, value)
+        validate_target("yesterday", None)
+    target, value = validate_target("time", "2026-11-25T14:30:00+02:00")
+    s = recovery_settings(target, value)
     assert s["recovery_target_time"] == "2026-11-25 12:30:00.000000+00"
     assert s["recovery_target_action"] == "promote" and s["recovery_target_inclusive"] is True
-    assert pg_pitr.recovery_settings("immediate", None)["recovery_target"] == "immediate"
-    assert pg_pitr.recovery_settings("lsn", wal.parse_lsn("0/3000060"), False)["recovery_target_lsn"] == "0/3000060"
-    assert pg_pitr.conf_quote("it's") == "'it''s'" and pg_pitr.conf_quote(5432) == "5432"
+    assert recovery_settings("immediate", None)["recovery_target"] == "immediate"
+    assert recovery_settings("lsn", parse_lsn("0/3000060"), False)["recovery_target_lsn"] == "0/3000060"
+    assert conf_quote("it's") == "'it''s'" and conf_quote(5432) == "5432"
     assert isinstance(value, datetime.datetime)
 
 
 def test_check_data_directory(tmp_path):
-    assert pg_pitr.check_data_directory(str(tmp_path / "new")) == "absent"
+    assert check_data_directory(str(tmp_path / "new")) == "absent"
     (tmp_path / "empty").mkdir()
-    assert pg_pitr.check_data_directory(str(tmp_path / "empty")) == "empty"
+    assert check_data_directory(str(tmp_path / "empty")) == "empty"
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "PG_VERSION").write_text("15\n")
     with pytest.raises(SafetyError) as exc:
-        pg_pitr.check_data_directory(str(tmp_path / "used"))
+        check_data_directory(str(tmp_path / "used"))
     assert "PostgreSQL data directory" in str(exc.value)
     # a live "postmaster": this very process (its cmdline holds no "postgres",
     # so fake one with a pid whose cmdline does... skip when none runs)
     with pytest.raises(ConfigError):
-        pg_pitr.check_data_directory("relative/path")
+        check_data_directory("relative/path")
 
 
 def test_configure_recovery_appends_last_wins(tmp_path):
     d = tmp_path / "data"
     d.mkdir()
     (d / "postgresql.auto.conf").write_text("restore_command = 'old'\n")
-    created = pg_pitr.configure_recovery(str(d), {"restore_command": "drkit wal-fetch %f %p", "port": 5433,
+    created = configure_recovery(str(d), {"restore_command": "drkit wal-fetch %f %p", "port": 5433,
                                                   "recovery_target_action": "promote"})
     text = (d / "postgresql.auto.conf").read_text()
     assert text.index("'old'") < text.index("drkit wal-fetch %f %p")
     assert "port = 5433" in text and (d / "recovery.signal").exists()
     assert sorted(created) == ["pg_hba.conf", "pg_ident.conf", "postgresql.conf"]
     with pytest.raises(ConfigError):
-        pg_pitr.configure_recovery(str(d), {"bad name; DROP": 1})
+        configure_recovery(str(d), {"bad name; DROP": 1})
 
 
 def test_log_facts():
@@ -243,36 +259,36 @@ def test_log_facts():
             "drkit wal-fetch: error: Could not read wal/x: cannot connect\n"
             "2026-11-25 21:44:54.9 UTC [1] LOG:  selected new timeline ID: 2\n"
             "2026-11-25 21:44:55.0 UTC [1] FATAL:  recovery ended before configured recovery target was reached\n")
-    f = pg_pitr.log_facts(text)
+    f = log_facts(text)
     assert f["recovery_stop"].startswith("recovery stopping before commit of transaction 803")
     assert f["redo_done_lsn"] == "0/5000110" and f["new_timeline"] == 2
     assert f["wal_fetch_errors"] == ["Could not read wal/x: cannot connect"]
-    assert pg_pitr.FATAL_TARGET in f["fatal"][0]
-    assert not pg_pitr.READY_LINE.search("LOG:  database system is ready to accept read-only connections\n")
-    assert pg_pitr.READY_LINE.search("x LOG:  database system is ready to accept connections\n")
+    assert FATAL_TARGET in f["fatal"][0]
+    assert not READY_LINE.search("LOG:  database system is ready to accept read-only connections\n")
+    assert READY_LINE.search("x LOG:  database system is ready to accept connections\n")
 
 
 def test_fetch_prefetches_the_next_segments(tmp_path):
     url = "file://%s/a" % tmp_path
     st = storage.open_storage(url)
     for n in range(2, 6):
-        seg = tmp_path / wal.segment_name(1, n)
+        seg = tmp_path / segment_name(1, n)
         seg.write_bytes(long_header(segno=n) + os.urandom(512) + b"\0" * (SEG - 8192 - 512))
-        wal.push_file(st, str(seg), seg.name)
+        push_file(st, str(seg), seg.name)
     pg_wal = tmp_path / "pg_wal"
     pg_wal.mkdir()
     target = pg_wal / "RECOVERYXLOG"
-    _c, res = wal.wal_fetch({"storage_url": url, "prefetch": 3}, "000000010000000000000002", str(target))
+    _c, res = wal_fetch({"storage_url": url, "prefetch": 3}, "000000010000000000000002", str(target))
     assert target.read_bytes() == (tmp_path / "000000010000000000000002").read_bytes()
     assert sorted(res["prefetched"]) == ["000000010000000000000003", "000000010000000000000004",
                                          "000000010000000000000005"]  # 6 is not archived: skipped quietly
     target.unlink()
     # served from the prefetch directory without opening the storage at all
-    _c, res = wal.wal_fetch({"storage_url": "s3://no-such-bucket/x", "endpoint_url": "http://127.0.0.1:9"},
+    _c, res = wal_fetch({"storage_url": "s3://no-such-bucket/x", "endpoint_url": "http://127.0.0.1:9"},
                             "000000010000000000000003", str(target))
     assert res["status"] == "prefetched"
     assert target.read_bytes() == (tmp_path / "000000010000000000000003").read_bytes()
-    assert sorted(os.listdir(str(pg_wal / wal.PREFETCH_DIR))) == ["000000010000000000000004",
+    assert sorted(os.listdir(str(pg_wal / PREFETCH_DIR))) == ["000000010000000000000004",
                                                                   "000000010000000000000005"]
-    with pytest.raises(wal.WalMissing):
-        wal.wal_fetch({"storage_url": url, "prefetch": 2}, "000000010000000000000006", str(pg_wal / "X"))
+    with pytest.raises(WalMissing):
+        wal_fetch({"storage_url": url, "prefetch": 2}, "000000010000000000000006", str(pg_wal / "X"))

@@ -1,19 +1,23 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Pack bin/drkit and plugins/module_utils/*.py of the collection into one
-tar for ansible.builtin.unarchive (one module call instead of one per file).
+"""Pack bin/drkit and the engine (plugins/module_utils/**.py of the collection,
+without the demo package and the Ansible adapter) into one tar for
+ansible.builtin.unarchive (one module call instead of one per file).
 
 Runs on the controller (a pipe lookup). Members are sorted, owned by root
 with fixed modes and a fixed mtime, so the same sources give the same tar and
 unarchive's comparison reports no change on a second run. The tar is named by
 its content's hash in the temp directory and reused; prints its path.
 
-usage: pack_engine.py COLLECTION_ROOT
+usage: pack_engine.py COLLECTION_ROOT          print the tar's path
+       pack_engine.py COLLECTION_ROOT --list   print the engine's files (JSON list of
+                                               paths relative to lib/drkit_engine)
 """
 
 import glob
 import hashlib
 import io
+import json
 import os
 import sys
 import tarfile
@@ -23,14 +27,29 @@ import time
 MTIME = 946684800  # 2000-01-01: fixed, so repacking identical sources gives an identical tar
 
 
+# Not shipped to database hosts: demo code, and the one file that imports Ansible.
+EXCLUDED = ("demo/", "_ansible.py")
+
+
+def engine_files(root):
+    base = os.path.join(root, "plugins", "module_utils")
+    for path in sorted(glob.glob(os.path.join(base, "**", "*.py"), recursive=True)):
+        rel = os.path.relpath(path, base).replace(os.sep, "/")
+        if not rel.startswith(EXCLUDED):
+            yield rel, path
+
+
 def members(root):
     yield "bin/drkit", os.path.join(root, "bin", "drkit"), 0o755
-    for path in sorted(glob.glob(os.path.join(root, "plugins", "module_utils", "*.py"))):
-        yield "lib/drkit_engine/" + os.path.basename(path), path, 0o644
+    for rel, path in engine_files(root):
+        yield "lib/drkit_engine/" + rel, path, 0o644
 
 
 def main():
     root = sys.argv[1]
+    if sys.argv[2:] == ["--list"]:
+        sys.stdout.write(json.dumps([rel for rel, _path in engine_files(root)]))
+        return
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for name, path, mode in members(root):

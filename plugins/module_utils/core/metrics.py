@@ -1,0 +1,121 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Prometheus textfile-collector metrics, one ``drkit_<job>.prom`` per job.
+
+The file is rewritten atomically (temp file, fsync, rename) so node_exporter
+never reads half a file.  Values of earlier runs (e.g. the last success time)
+are carried over from the previous file, so a failed run does not erase when
+the job last succeeded.  Metric names are documented in docs/metrics.md.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+
+from .errors import ConfigError
+from .osutil import atomic_write
+
+HELP = {
+    "drkit_backup_last_attempt_timestamp_seconds": ("gauge", "Unix time the last backup attempt finished."),
+    "drkit_backup_last_success_timestamp_seconds": ("gauge", "Unix time the last successful backup finished."),
+    "drkit_backup_last_status": ("gauge", "1 if the last backup attempt succeeded, 0 if it failed."),
+    "drkit_backup_duration_seconds": ("gauge", "Duration of the last backup attempt."),
+    "drkit_backup_size_bytes": ("gauge", "Stored size of the last successful backup."),
+    "drkit_backup_raw_size_bytes": ("gauge", "Uncompressed size of the last successful backup."),
+    "drkit_verify_last_attempt_timestamp_seconds": ("gauge", "Unix time the last verification finished."),
+    "drkit_verify_last_success_timestamp_seconds": ("gauge", "Unix time the last passing verification finished."),
+    "drkit_verify_last_status": ("gauge", "1 if the last verification passed, 0 if it failed."),
+    "drkit_verify_duration_seconds": ("gauge", "Duration of the last verification."),
+    "drkit_restore_duration_seconds": ("gauge", "Duration of the last test restore (measured RTO)."),
+    "drkit_backup_age_at_verify_seconds": ("gauge", "Age of the backup when last verified (achieved RPO)."),
+    "drkit_rotate_last_success_timestamp_seconds": ("gauge", "Unix time the last successful rotation finished."),
+    "drkit_rotate_last_status": ("gauge", "1 if the last rotation succeeded, 0 if it failed."),
+    "drkit_rotate_deleted_backups": ("gauge", "Backups deleted by the last rotation."),
+    "drkit_rotate_kept_backups": ("gauge", "Backups kept by the last rotation."),
+    "drkit_dr_rehearsal_last_attempt_timestamp_seconds": ("gauge", "Unix time the last DR rehearsal finished."),
+    "drkit_dr_rehearsal_last_success_timestamp_seconds": ("gauge", "Unix time the last passing DR rehearsal finished."),
+    "drkit_dr_rehearsal_last_status": ("gauge", "1 if the last DR rehearsal passed, 0 if it failed."),
+    "drkit_dr_rehearsal_rto_seconds": ("gauge", "Measured RTO of the last DR rehearsal."),
+    "drkit_dr_rehearsal_rpo_seconds": ("gauge", "Achieved RPO (backup age at restore) of the last DR rehearsal."),
+    "drkit_wal_push_last_success_timestamp_seconds": ("gauge", "Unix time a WAL file was last archived."),
+    "drkit_wal_push_failures_total": ("counter", "WAL archive attempts that failed."),
+}
+
+JOB_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Label values are quoted and may hold '}' or escaped quotes.
+_LINE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?\s+(\S+)$')
+
+
+def _escape(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels):
+    if not labels:
+        return ""
+    return "{%s}" % ",".join('%s="%s"' % (k, _escape(labels[k])) for k in sorted(labels))
+
+
+def read_textfile(path):
+    """{(name, labelstring): value} from a .prom file we wrote; {} if absent."""
+    out = {}
+    try:
+        with open(path) as fh:
+            for line in fh:
+                m = _LINE_RE.match(line.strip())
+                if m:
+                    try:
+                        out[(m.group(1), m.group(2) or "")] = float(m.group(3))
+                    except ValueError:
+                        continue
+    except (IOError, OSError):
+        return {}
+    return out
+
+
+def metrics_path(directory, job):
+    if not JOB_RE.match(job or ""):
+        raise ConfigError("Invalid metrics job name %r" % (job,),
+                          "Use letters, digits, '.', '_' and '-' only")
+    return os.path.join(directory, "drkit_%s.prom" % job)
+
+
+def update_textfile(directory, job, values, labels=None):
+    """Merge ``values`` ({metric: number}) into the job's .prom file.
+
+    Counters ending in _total are added to, not replaced."""
+    if not directory:
+        return None
+    labels = dict(labels or {})
+    labels.setdefault("drkit_job", job)
+    path = metrics_path(directory, job)
+    current = read_textfile(path)
+    lbl = _labels(labels)
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name not in HELP:
+            raise ConfigError("Unknown metric %s" % name)
+        if name.endswith("_total"):
+            value = current.get((name, lbl), 0.0) + value
+        current[(name, lbl)] = float(value)
+    lines = []
+    for name in sorted(set(key[0] for key in current)):
+        kind, text = HELP.get(name, ("gauge", name))
+        lines.append("# HELP %s %s" % (name, text))
+        lines.append("# TYPE %s %s" % (name, kind))
+        for (n, series), v in sorted(current.items()):
+            if n == name:
+                lines.append("%s%s %s" % (n, series, _fmt(v)))
+    atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    return path
+
+
+def _fmt(v):
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return repr(v)

@@ -1,0 +1,246 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Logical PostgreSQL backups with pg_dump.
+
+One REPEATABLE READ transaction exports its snapshot; pg_dump runs with
+``--snapshot`` so the dump and the per-table row counts recorded in the
+manifest describe the very same instant.
+
+* format=custom, pg_dump 16 or later (``compression_by: auto`` or
+  ``pg_dump``): ``pg_dump -Fc --compress=zstd:LEVEL`` streams straight into
+  storage as ``database.pgdump``, a plain pg_dump archive that any pg_restore
+  16+ reads as it is; its workers decompress in parallel during a restore,
+  and a restore downloads the compressed size instead of decompressing.
+* format=custom otherwise: ``pg_dump -Fc -Z0`` streams through drkit's zstd
+  into ``database.pgdump.zst``.
+* format=directory: ``pg_dump -Fd -Z0 -j N`` must write a directory (a tool
+  that forces a local copy); it is then streamed into storage as one tar
+  through drkit's zstd.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+
+from ..core.errors import ConfigError, DrkitError, SourceError
+from ..core.process import LocalRunner
+from ..repo import manifest as mf
+from ..repo.session import BackupSession, record_failure
+from ..storage.factory import open_storage, storage_options
+from .client import (
+    PG_DUMP_ZSTD_MAJOR,
+    ToolEnv,
+    check_tool_result,
+    conn_params,
+    connect,
+    find_tool,
+    server_facts,
+    tool_major,
+    tool_version,
+)
+from .dump import ARTIFACT, FORMATS, NATIVE_ARTIFACT, dump_filter_args, list_archive, table_selected
+from .rowcounts import TABLES_SQL, RowCounter
+
+KIND = "pg_logical"
+
+
+COMPRESSION_BY = ("auto", "drkit", "pg_dump")
+
+
+def _as_list(value, name):
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError("%s must be a list of names or patterns" % name)
+    return list(value)
+
+
+def validate(params):
+    if not params.get("database"):
+        raise ConfigError("database is required", "Name the database to back up")
+    fmt = params.get("format") or "custom"
+    if fmt not in FORMATS:
+        raise ConfigError("format must be one of %s, got %r" % (", ".join(FORMATS), fmt))
+    jobs = int(params.get("jobs") or 1)
+    if jobs < 1:
+        raise ConfigError("jobs must be at least 1, got %r" % jobs)
+    if jobs > 1 and fmt != "directory":
+        raise ConfigError("jobs > 1 needs format: directory",
+                          "pg_dump dumps in parallel only to the directory format")
+    level = int(params.get("compression_level") or 3)
+    if not 1 <= level <= 19:
+        raise ConfigError("compression_level must be between 1 and 19, got %r" % level)
+    if fmt == "directory" and params.get("work_dir") and not os.path.isdir(params["work_dir"]):
+        raise ConfigError("work_dir %s is not a directory" % params["work_dir"],
+                          "Create it (it needs room for the uncompressed dump) or leave work_dir unset")
+    by = params.get("compression_by") or "auto"
+    if by not in COMPRESSION_BY:
+        raise ConfigError("compression_by must be one of %s, got %r" % (", ".join(COMPRESSION_BY), by))
+    if by == "pg_dump" and fmt != "custom":
+        raise ConfigError("compression_by: pg_dump needs format: custom",
+                          "The directory format is compressed by drkit; use compression_by: auto")
+    filters = dict((k, _as_list(params.get(k), k))
+                   for k in ("schemas", "exclude_schemas", "tables", "exclude_tables"))
+    return fmt, jobs, level, filters
+
+
+def dumps_natively(fmt, by, pg_dump_version):
+    """Whether pg_dump compresses the archive itself (zstd in the custom
+    format, pg_dump 16+) instead of drkit's zstd around a -Z0 dump."""
+    if fmt != "custom" or by == "drkit":
+        return False
+    if tool_major(pg_dump_version) >= PG_DUMP_ZSTD_MAJOR:
+        return True
+    if by == "pg_dump":
+        raise ConfigError("compression_by: pg_dump needs pg_dump %d or later (zstd in the custom format); "
+                          "this one is %r" % (PG_DUMP_ZSTD_MAJOR, pg_dump_version),
+                          "Use compression_by: auto (or drkit), or point pg_bin_dir at PostgreSQL %d+ "
+                          "client tools" % PG_DUMP_ZSTD_MAJOR)
+    return False
+
+
+def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
+    """Engine entry point. Returns (changed, result dict)."""
+    runner = runner or LocalRunner()
+    progress = progress or (lambda msg: None)
+    fmt, jobs, level, filters = validate(params)
+    cp = conn_params(params)
+    database = params["database"]
+    storage = open_storage(params.get("storage_url"), **storage_options(params))
+    metrics_dir = params.get("metrics_dir")
+    job = params.get("job_name") or "pg_%s" % database
+    compression = {"algorithm": "zstd", "level": level, "threads": int(params.get("compression_threads") or 0)}
+    row_counts = params.get("row_counts", True) is not False
+
+    if check_mode:
+        conn = connect(cp, database)
+        try:
+            facts = server_facts(conn)
+        finally:
+            conn.close()
+        find_tool("pg_dump", facts["server_version_num"], params.get("pg_bin_dir"))
+        if storage.scheme == "s3":
+            # HEAD bucket: read-only. A HEAD of a key in a missing bucket is a
+            # plain 404 and would pass for "no such backup yet".
+            storage.check_writable()
+        else:
+            storage.exists(mf.manifest_key(mf.new_backup_id(KIND)))  # readable, creates nothing
+        return True, {"changed": True, "backup_id": None, "storage": storage.describe(),
+                      "msg": "Would back up database %s (PostgreSQL %s) in %s format to %s" % (
+                          database, facts["server_version"], fmt, storage.describe())}
+
+    try:
+        storage.check_writable()
+        conn = connect(cp, database)
+    except DrkitError:
+        record_failure(metrics_dir, job, KIND)
+        raise
+    work_dir = None
+    try:
+        facts = server_facts(conn)
+        conn.rollback()
+        pg_dump = find_tool("pg_dump", facts["server_version_num"], params.get("pg_bin_dir"))
+        pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
+        source = {"type": "postgresql", "host": cp["login_host"], "port": cp["port"],
+                  "database": database, "server_version": facts["server_version"],
+                  "server_version_num": facts["server_version_num"], "client_host": socket.gethostname()}
+        tools = {"pg_dump": tool_version(runner, pg_dump), "pg_restore": tool_version(runner, pg_restore)}
+        native = dumps_natively(fmt, params.get("compression_by") or "auto", tools["pg_dump"])
+        options = {"format": fmt, "jobs": jobs, "row_counts": row_counts,
+                   "compression_by": "pg_dump" if native else "drkit"}
+        options.update(dict((k, v) for k, v in filters.items() if v))
+        session = BackupSession(storage, KIND, source, tools=tools, compression=compression,
+                                options=options, labels=params.get("labels"), metrics_dir=metrics_dir,
+                                job=job, progress=progress)
+        with session:
+            with conn.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cur.execute("SELECT pg_export_snapshot(), now()")
+                snapshot, snap_time = cur.fetchone()
+                cur.execute(TABLES_SQL)
+                tables = [(s, t) for s, t in cur.fetchall() if table_selected(s, t, filters)]
+            counter = RowCounter(conn, tables) if row_counts else None
+            if counter:
+                counter.start()
+            name = NATIVE_ARTIFACT if native else ARTIFACT[fmt]
+            with ToolEnv(cp, database) as tenv:
+                argv = [pg_dump, "--no-password", "--snapshot=%s" % snapshot,
+                        "--compress=zstd:%d" % level if native else "--compress=0"]
+                argv += dump_filter_args(filters)
+                if fmt == "custom":
+                    progress("pg_dump -Fc%s of %s streaming to %s" % (
+                        " (zstd by pg_dump)" if native else "", database, storage.describe()))
+                    argv += ["--format=custom"]
+                    handle = runner.spawn(argv, env=tenv.env)
+                    with handle:
+                        def finished():
+                            check_tool_result("pg_dump", handle.wait(), handle.stderr_text(),
+                                              "dumping database %s" % database)
+                        extra = {"dump_compression": "zstd:%d" % level} if native else {}
+                        session.store_stream(name, handle.stdout, compress=not native, before_commit=finished,
+                                             content="pg_dump custom archive", **extra)
+                else:
+                    try:
+                        work_dir = tempfile.mkdtemp(prefix="drkit-dump-", dir=params.get("work_dir") or None)
+                    except OSError as e:
+                        raise ConfigError("Cannot create a work directory in %s: %s" % (
+                            params.get("work_dir") or tempfile.gettempdir(), e.strerror or e),
+                            "Point work_dir at an existing, writable directory with room for the "
+                            "uncompressed dump")
+                    out_dir = os.path.join(work_dir, "dump")
+                    argv += ["--format=directory", "--jobs=%d" % jobs, "--file=%s" % out_dir]
+                    progress("pg_dump -Fd -j %d of %s into %s" % (jobs, database, work_dir))
+                    rc, _out, err = runner.run(argv, env=tenv.env)
+                    check_tool_result("pg_dump", rc, err, "dumping database %s" % database)
+                    progress("streaming the dump directory to %s" % storage.describe())
+                    _store_directory(session, name, out_dir)
+                    shutil.rmtree(work_dir, ignore_errors=True)
+                    work_dir = None
+            if counter:
+                counter.join()
+                if counter.error:
+                    raise SourceError("Counting rows in pg_dump's snapshot failed: %s" % counter.error,
+                                      "Set row_counts: false to skip counting on huge tables")
+            conn.rollback()
+            progress("re-reading %s and checking its structure" % name)
+            toc_entries = list_archive(runner, pg_restore, fmt, name,
+                                       lambda consumer: session.reread(name, consumer=consumer))
+            data = {"snapshot_time": mf.isoformat(snap_time), "toc_entries": toc_entries,
+                    "tables": len(tables)}
+            if counter:
+                data["row_counts"] = counter.counts
+            session.commit(data)
+        result = session.result()
+        result["msg"] = "Backed up %s to %s as %s" % (database, storage.describe(), session.backup_id)
+        return True, result
+    except DrkitError:
+        record_failure(metrics_dir, job, KIND)
+        raise
+    finally:
+        try:
+            conn.close()
+        except Exception:  # pylint: disable=broad-except
+            pass
+        if work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _store_directory(session, name, directory):
+    writer, sink = session.open_sink(name)
+    try:
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for entry in sorted(os.listdir(directory)):
+                tar.add(os.path.join(directory, entry), arcname="dump/" + entry, recursive=False)
+        session.finish_sink(name, writer, sink, content="pg_dump directory archive (tar)")
+    except BaseException:
+        writer.abort()
+        raise

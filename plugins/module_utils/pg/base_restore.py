@@ -1,0 +1,88 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restoring a physical base backup into a data directory: the directory
+checks, the streamed extraction, the clean-up of a failed attempt.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import os
+import shutil
+import time
+
+from ..core.errors import ConfigError, IntegrityError, SafetyError
+from ..core.stream import decompressor_for, read_stored
+from ..core.tar import TarExtractor
+from ..repo import manifest as mf
+from .backup_physical import ARTIFACT
+from .cluster import pidfile_live
+
+
+def check_data_directory(path):
+    """Refuse anything but a new or empty directory; say so clearly for a
+    running server's directory."""
+    if not path or not os.path.isabs(path):
+        raise ConfigError("data_directory must be an absolute path, got %r" % (path,))
+    if not os.path.exists(path):
+        return "absent"
+    if not os.path.isdir(path):
+        raise SafetyError("data_directory %s exists and is not a directory" % path, "Choose a new path")
+    pid = pidfile_live(path)
+    if pid:
+        raise SafetyError("data_directory %s belongs to a RUNNING PostgreSQL server (pid %d): a restore never "
+                          "goes over a running server" % (path, pid),
+                          "Restore into a new directory and switch over once it is checked")
+    entries = os.listdir(path)
+    if entries:
+        what = "a PostgreSQL data directory" if "PG_VERSION" in entries else "not empty"
+        raise SafetyError("data_directory %s is %s (%d entries): refusing to restore over it" % (
+            path, what, len(entries)), "Restore into a new or empty directory; nothing was changed")
+    return "empty"
+
+
+def restore_base_backup(storage, entry, data_dir, ids=None, progress=None):
+    """Stream base.tar.zst from storage (checking size and sha256) into
+    data_dir. Returns facts about it."""
+    progress = progress or (lambda msg: None)
+    manifest = entry.manifest
+    art = manifest.artifact(ARTIFACT)
+    key = mf.artifact_key(entry.backup_id, ARTIFACT)
+    uid, gid = (ids[0], ids[1]) if ids else (None, None)
+    if not os.path.isdir(data_dir):
+        os.makedirs(data_dir, 0o700)
+    os.chmod(data_dir, 0o700)
+    if uid is not None:
+        os.chown(data_dir, uid, gid)
+    extractor = TarExtractor(data_dir, uid, gid)
+    t0 = time.time()
+    progress("restoring %s (%d bytes stored) into %s" % (entry.backup_id, art["size"], data_dir))
+    try:
+        read_stored(storage, key, art["size"], art["sha256"],
+                    transforms=[decompressor_for(manifest.get("compression"))] if art.get("compressed", True) else [],
+                    consumer=extractor.feed)
+    finally:
+        extractor.close()
+    if not extractor.ended:
+        raise IntegrityError("The stored %s of %s ends without a tar end marker" % (ARTIFACT, entry.backup_id),
+                             "The backup is damaged; use another one")
+    for required in ("PG_VERSION", "backup_label", "global/pg_control"):
+        if not os.path.exists(os.path.join(data_dir, required)):
+            raise IntegrityError("The restored base backup has no %s" % required)
+    return {"members": extractor.members, "bytes": extractor.bytes, "seconds": round(time.time() - t0, 3)}
+
+
+def empty_dir(path):
+    for name in os.listdir(path):
+        p = os.path.join(path, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            try:
+                os.unlink(p)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    raise

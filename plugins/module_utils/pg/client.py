@@ -1,0 +1,268 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PostgreSQL connections, client tools and credentials.
+
+Passwords never appear in argv: the Python driver gets them as a keyword,
+client tools (pg_dump, pg_restore, psql) through a 0600 pgpass file in a
+private temp directory that is removed afterwards.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import binascii
+import glob
+import os
+import re
+import shutil
+import tempfile
+import time
+
+from ..core.errors import ConfigError, SourceError, ToolError
+
+DEFAULTS = {"login_host": "localhost", "port": 5432, "login_user": "postgres",
+            "login_password": None, "ssl_mode": "prefer", "connect_timeout": 10}
+APP_NAME = "drkit"
+
+
+def _psycopg():
+    try:
+        import psycopg  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise ConfigError("PostgreSQL support needs the Python library psycopg (version 3)",
+                          "Install it (pip install 'psycopg[binary]') in the Python that runs drkit")
+    return psycopg
+
+
+def conn_params(params):
+    """Normalise login_* options into one dict (defaults filled in)."""
+    out = dict(DEFAULTS)
+    for k in DEFAULTS:
+        if params.get(k) is not None:
+            out[k] = params[k]
+    try:
+        out["port"] = int(out["port"])
+    except (TypeError, ValueError):
+        raise ConfigError("port must be a number, got %r" % (out["port"],))
+    if not 0 < out["port"] < 65536:
+        raise ConfigError("port %r is out of range" % out["port"], "Use 1-65535")
+    return out
+
+
+def describe(cp, dbname=None):
+    where = "%s@%s:%s" % (cp["login_user"], cp["login_host"], cp["port"])
+    return "%s/%s" % (where, dbname) if dbname else where
+
+
+def connect(cp, dbname, autocommit=False):
+    psycopg = _psycopg()
+    kwargs = dict(host=cp["login_host"], port=cp["port"], user=cp["login_user"], dbname=dbname,
+                  connect_timeout=cp["connect_timeout"], sslmode=cp["ssl_mode"],
+                  application_name=APP_NAME, autocommit=autocommit)
+    if cp.get("login_password"):
+        kwargs["password"] = cp["login_password"]
+    try:
+        return psycopg.connect(**kwargs)
+    except psycopg.OperationalError as e:
+        raise connection_error(cp, dbname, e)
+
+
+def connection_error(cp, dbname, exc):
+    # libpq's first line holds the cause ("... failed: Connection refused");
+    # the last one is often only a hint ("Is the server running ...?").
+    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else repr(exc)
+    full = str(exc)
+    where = describe(cp, dbname)
+    if "password authentication failed" in full or "no password supplied" in full:
+        return SourceError("Cannot log in to PostgreSQL as %s: %s" % (where, text),
+                           "Check login_user and login_password (and pg_hba.conf)")
+    if "does not exist" in full and "database" in full:
+        return SourceError("Database %r does not exist on %s" % (dbname, describe(cp)),
+                           "Check the database option")
+    if "Connection refused" in full or "could not connect" in full or "timeout" in full.lower():
+        return SourceError("Cannot connect to PostgreSQL at %s:%s: %s" % (cp["login_host"], cp["port"], text),
+                           "Check login_host and port, and that the server is running and accepts connections")
+    return SourceError("PostgreSQL connection to %s failed: %s" % (where, text))
+
+
+def server_facts(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
+                    "current_database(), pg_is_in_recovery()")
+        version, num, db, in_recovery = cur.fetchone()
+    return {"server_version": version, "server_version_num": num, "database": db,
+            "in_recovery": in_recovery}
+
+
+def find_tool(name, server_version_num=None, bin_dir=None):
+    """Path of a client tool. pg_dump must be at least the server's major
+    version, so prefer the Debian layout's directory for that major."""
+    if bin_dir:
+        path = os.path.join(bin_dir, name)
+        if not os.access(path, os.X_OK):
+            raise ConfigError("%s not found in pg_bin_dir %s" % (name, bin_dir),
+                              "Point pg_bin_dir at the directory holding %s" % name)
+        return path
+    candidates = []
+    if server_version_num:
+        major = server_version_num // 10000
+        candidates.append("/usr/lib/postgresql/%d/bin/%s" % (major, name))
+        candidates.append("/usr/pgsql-%d/bin/%s" % (major, name))
+    for c in candidates:
+        if os.access(c, os.X_OK):
+            return c
+    newest = sorted(glob.glob("/usr/lib/postgresql/*/bin/" + name),
+                    key=_major_from_path, reverse=True)
+    found = shutil.which(name)
+    if newest and (not found or server_version_num):
+        path = newest[0]
+        if server_version_num and _major_from_path(path) < server_version_num // 10000:
+            raise ConfigError("%s for PostgreSQL %d or newer is needed, found only %s" % (
+                name, server_version_num // 10000, path),
+                "Install the PostgreSQL %d client package" % (server_version_num // 10000))
+        return path
+    if found:
+        return found
+    raise ConfigError("%s is not installed" % name,
+                      "Install the PostgreSQL client package (e.g. postgresql-client) or set pg_bin_dir")
+
+
+def _major_from_path(path):
+    m = re.search(r"/(\d+)/bin/", path)
+    return int(m.group(1)) if m else 0
+
+
+PG_DUMP_ZSTD_MAJOR = 16  # first pg_dump/pg_restore with zstd in the custom format
+
+
+def tool_major(version_text):
+    """18 from "pg_dump (PostgreSQL) 18.6" (0 when unknown)."""
+    m = re.search(r"\)\s+(\d+)", version_text or "")
+    return int(m.group(1)) if m else 0
+
+
+def tool_version(runner, path):
+    rc, out, _err = runner.run([path, "--version"], timeout=30)
+    text = out.decode("utf-8", "replace").strip()
+    return text if rc == 0 else "unknown"
+
+
+def _pgpass_escape(value):
+    return str(value).replace("\\", "\\\\").replace(":", "\\:")
+
+
+class ToolEnv(object):
+    """Environment for PostgreSQL client tools, with the password in a
+    private pgpass file. Use as a context manager; the file is removed."""
+
+    def __init__(self, cp, dbname):
+        self.cp = cp
+        self.dbname = dbname
+        self._dir = None
+        self.env = {}
+
+    def __enter__(self):
+        cp = self.cp
+        self.env = {"PGHOST": str(cp["login_host"]), "PGPORT": str(cp["port"]),
+                    "PGUSER": str(cp["login_user"]), "PGDATABASE": str(self.dbname),
+                    "PGCONNECT_TIMEOUT": str(cp["connect_timeout"]), "PGSSLMODE": cp["ssl_mode"],
+                    # An inherited PGPASSWORD would win over our file; an empty
+                    # one makes libpq fall back to PGPASSFILE.
+                    "PGAPPNAME": APP_NAME, "PGPASSWORD": ""}
+        if cp.get("login_password"):
+            self._dir = tempfile.mkdtemp(prefix="drkit-pg-")
+            path = os.path.join(self._dir, "pgpass")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write("*:*:*:*:%s\n" % _pgpass_escape(cp["login_password"]))
+            self.env["PGPASSFILE"] = path
+        return self
+
+    def __exit__(self, *exc):
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        return False
+
+
+_ERROR_LINE = re.compile(r"(^|\s)(error|fatal|panic):", re.IGNORECASE)
+
+
+def stderr_errors(text):
+    """Lines of a pg tool's stderr that report an error (pg_dump sometimes
+    exits 0 after printing one)."""
+    return [line for line in text.splitlines() if _ERROR_LINE.search(line)]
+
+
+def check_tool_result(handle_name, returncode, stderr_text, what):
+    errors = stderr_errors(stderr_text)
+    if returncode != 0 or errors:
+        detail = "; ".join(errors[:5]) or stderr_text.strip()[-2000:] or "no message"
+        if returncode is not None and returncode < 0:
+            detail = "killed by signal %d. %s" % (-returncode, detail)
+        raise ToolError("%s failed while %s (exit code %s): %s" % (handle_name, what, returncode, detail),
+                        "Nothing was recorded as a backup; fix the cause above and run again")
+
+
+MAX_IDENT = 63
+
+
+def unique_name(prefix, marker=""):
+    """<prefix><marker>_<UTC time>_<pid>_<random>, at most 63 BYTES:
+    PostgreSQL silently cuts longer names, which would cut off the random
+    part (two names collide) and the marker. The prefix is shortened first,
+    on a character boundary."""
+    suffix = "%s_%d_%s" % (time.strftime("%Y%m%d%H%M%S", time.gmtime()), os.getpid(),
+                           binascii.hexlify(os.urandom(3)).decode("ascii"))
+    budget = MAX_IDENT - len(("%s_%s" % (marker, suffix)).encode("utf-8"))
+    prefix = prefix.encode("utf-8")[:max(budget, 0)].decode("utf-8", "ignore")
+    return "%s%s_%s" % (prefix, marker, suffix)
+
+
+def ident(name):
+    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    return sql.Identifier(name)
+
+
+def database_exists(conn, name):
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return cur.fetchone() is not None
+
+
+def create_database(conn, name, owner=None, template="template0"):
+    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(ident(name), ident(template))
+    if owner:
+        stmt = stmt + sql.SQL(" OWNER {}").format(ident(owner))
+    with conn.cursor() as cur:
+        cur.execute(stmt)
+
+
+def drop_database(conn, name):
+    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident(name)))
+
+
+def user_object_count(cp, dbname):
+    """Relations, functions and types outside the system schemas: what makes
+    a database 'non-empty'."""
+    conn = connect(cp, dbname, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("""
+                SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                          AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%')
+                     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
+                     + (SELECT count(*) FROM pg_namespace
+                        WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public')
+                          AND nspname NOT LIKE 'pg\\_%%')""")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()

@@ -1,0 +1,188 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restoring logical backups: the real recovery path, and the engine of the
+test-restore that pg_verify does.
+
+A restore always goes into a NEW database under a temporary name, and only a
+complete, checked restore is renamed into place.  So a failed restore never
+damages the target, and ``force`` means "swap the restored copy in" (the old
+database is renamed away and dropped after the swap unless keep_old is set).
+
+Data path: the stored artifact is read once; while it is read its sha256 is
+checked and it is decompressed either straight into ``pg_restore``'s stdin
+(jobs=1, no local copy) or into a local file/directory in ``work_dir``
+(jobs>1: parallel pg_restore needs a seekable archive). A custom-format dump
+is then downloaded in the background from the start, its pre-data section
+restored from the head of the file meanwhile, and the parallel sections run
+once every byte is there; nothing is renamed into place before its sha256
+and row counts have been checked.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+from ..core.errors import ConfigError, IntegrityError, SafetyError
+from ..core.process import LocalRunner
+from ..core.signals import signals_raise
+from ..repo import manifest as mf
+from ..storage.factory import open_storage, storage_options
+from .client import (
+    MAX_IDENT,
+    conn_params,
+    connect,
+    create_database,
+    database_exists,
+    drop_database,
+    find_tool,
+    ident,
+    server_facts,
+    unique_name,
+    user_object_count,
+)
+from .dump import run_pg_restore, session_options
+from .dump_fetch import ArtifactFetch
+from .rowcounts import compare_counts, restored_counts, row_count_method
+
+
+def resolve_logical(storage, params):
+    entry = mf.resolve(storage, params.get("backup_id") or "latest", before=params.get("before"),
+                       database=params.get("source_database"))
+    kind = entry.manifest["kind"]
+    if kind != "pg_logical":
+        raise ConfigError("Backup %s is a %s backup" % (entry.backup_id, kind),
+                          "pg_restore restores logical backups; use pg_pitr for physical ones")
+    return entry
+
+
+def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
+    """Restore a logical backup into target_database. Returns (changed, result)."""
+    runner = runner or LocalRunner()
+    progress = progress or (lambda msg: None)
+    target = params.get("target_database")
+    if not target:
+        raise ConfigError("target_database is required", "Name the database to restore into")
+    if len(target.encode("utf-8")) > MAX_IDENT:
+        raise ConfigError("target_database %r is longer than 63 bytes" % target,
+                          "PostgreSQL would cut the name; choose a shorter one")
+    jobs = int(params.get("jobs") or 1)
+    if jobs < 1:
+        raise ConfigError("jobs must be at least 1")
+    force = bool(params.get("force"))
+    row_count_method(params)  # a bad value fails before anything is done
+    session_options(params.get("restore_settings"))  # a bad setting fails before anything is done
+    cp = conn_params(params)
+    # light: no boto3 import (0.2 s of every restore) when static credentials allow it
+    storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
+    entry = resolve_logical(storage, params)
+    manifest = entry.manifest
+    maintenance_db = params.get("maintenance_db") or "postgres"
+
+    if check_mode:
+        return True, _plan(cp, maintenance_db, entry, target, force, check_mode)[0]
+    fetch = ArtifactFetch(storage, manifest, params.get("work_dir"))
+    t0 = time.time()
+    with signals_raise():
+        try:
+            if jobs > 1 and fetch.fmt == "custom":
+                # Download while we connect, check the target and create the database.
+                progress(fetch.describe_download())
+                fetch.start()
+            plan, facts = _plan(cp, maintenance_db, entry, target, force, check_mode)
+            pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
+            fetch.require_reader(runner, pg_restore)  # before any database is created
+            timings, rows, old_name = _restore_and_swap(runner, cp, fetch, pg_restore, plan, params, progress)
+        finally:
+            fetch.cleanup()
+    duration = round(time.time() - t0, 3)
+    plan.update({"duration": duration, "timings": timings, "tables": rows, "verified": bool(rows),
+                 "old_database": old_name,
+                 "msg": "Restored %s into %s in %.1f s" % (entry.backup_id, target, duration)})
+    return True, plan
+
+
+def _plan(cp, maintenance_db, entry, target, force, check_mode):
+    """Inspect the target; refuse a non-empty one without force. (plan, facts)"""
+    conn = connect(cp, maintenance_db, autocommit=True)
+    try:
+        facts = server_facts(conn)
+        exists = database_exists(conn, target)
+    finally:
+        conn.close()
+    non_empty = exists and user_object_count(cp, target) > 0
+    if non_empty and not force:
+        raise SafetyError("Database %s exists and is not empty; refusing to restore over it" % target,
+                          "Nothing was changed. Set force: true to restore into a new copy and swap it in, "
+                          "or choose another target_database")
+    manifest = entry.manifest
+    plan = {"backup_id": entry.backup_id, "target_database": target, "target_exists": exists,
+            "target_non_empty": non_empty, "swap": exists, "backup_finished_at": manifest["finished_at"],
+            "source": manifest["source"]}
+    if check_mode:
+        plan["msg"] = "Would restore %s into %s%s" % (
+            entry.backup_id, target, " (replacing the existing database)" if exists else "")
+    return plan, facts
+
+
+def _restore_and_swap(runner, cp, fetch, pg_restore, plan, params, progress):
+    """Restore into a staging database, check it, put it in place.
+    Returns (timings, per-table rows, name of a kept old database)."""
+    target = plan["target_database"]
+    jobs = int(params.get("jobs") or 1)
+    manifest = fetch.manifest
+    staging = unique_name(target, "__drkit_restore")
+    old_name = None
+    conn = connect(cp, params.get("maintenance_db") or "postgres", autocommit=True)
+    try:
+        create_database(conn, staging, owner=params.get("owner"))
+        try:
+            timings = run_pg_restore(runner, cp, fetch, pg_restore, staging, jobs, params, progress)
+            expected = manifest.get("data", {}).get("row_counts") or {}
+            rows, problems = [], []
+            if expected and params.get("check_row_counts", True):
+                t1 = time.time()
+                method = row_count_method(params)
+                counts, scanned = restored_counts(cp, staging, expected, jobs, method)
+                rows, problems = compare_counts(expected, counts)
+                timings.update({"check_seconds": round(time.time() - t1, 3), "row_count_method": method,
+                                "tables_scanned": scanned})
+                if problems:
+                    raise IntegrityError("Restored data differs from the backup's manifest: %s" % (
+                        "; ".join(problems[:10])), "The target was not touched")
+            if plan["target_exists"]:
+                old_name = unique_name(target, "__drkit_old")
+                progress("swapping %s into place (old copy: %s)" % (staging, old_name))
+                _swap(conn, target, staging, old_name)
+                if not params.get("keep_old"):
+                    drop_database(conn, old_name)
+                    old_name = None
+            else:
+                _rename(conn, staging, target)
+            staging = None
+        finally:
+            if staging:
+                drop_database(conn, staging)
+    finally:
+        conn.close()
+    return timings, rows, old_name
+
+
+def _rename(conn, old, new):
+    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(old), ident(new)))
+
+
+def _swap(conn, target, staging, old_name):
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()", (target,))
+    _rename(conn, target, old_name)
+    try:
+        _rename(conn, staging, target)
+    except Exception:
+        _rename(conn, old_name, target)
+        raise

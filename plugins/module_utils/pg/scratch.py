@@ -1,0 +1,495 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Scratch servers: throw-away PostgreSQL and Redis instances on loopback.
+
+Used by the verifiers (test-restore of a logical dump, physical PITR replay,
+Redis RDB load), by the demo and by the test-suite. Every instance:
+
+* binds 127.0.0.1 only, on a free port (or the one given), with its own
+  directory: it never touches the machine's own services;
+* keeps secrets out of argv (PGPASSWORD in the environment, a 0600 redis.conf
+  for ``requirepass``, REDISCLI_AUTH for redis-cli);
+* is a context manager, and is also stopped by an ``atexit`` safety net if the
+  owner forgets, so a crashed verifier does not leave servers behind.
+
+When running as root, PostgreSQL's programs run as the ``postgres`` OS user
+(PostgreSQL refuses to run as root). That user must be able to reach the base
+directory, so the base directory must not sit below a directory that only
+root can enter (pytest's ``tmp_path`` lives below such a directory:
+``/tmp/pytest-of-root`` is 0700). ``make_scratch_dir()`` makes a suitable one.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+from ..core.errors import ConfigError, ToolError, WaitTimeout
+from ..core.osutil import check_traversable, user_ids
+from ..core.scratch import (
+    LOOPBACK,
+    clean_env,
+    free_port,
+    kill_group,
+    register_live,
+    tail_file,
+    unregister_live,
+    wait_proc,
+)
+from .cluster import cmdline_value, conf_quote, find_pg_bindir
+
+# --------------------------------------------------------------------------
+# PostgreSQL
+
+
+class ScratchPostgres(object):
+    """A throw-away PostgreSQL server.
+
+    ``ScratchPostgres(base_dir)`` lays out ``base_dir/data`` (the cluster),
+    ``base_dir/run`` (unix socket), ``base_dir/postgresql.log``.
+
+    ``initdb=True`` (default) creates a new cluster with scram-sha-256 for
+    local and host connections; the superuser's password is ``password`` or,
+    when None, a random one (see the ``password`` attribute).
+
+    ``initdb=False`` starts an existing data directory (``data_dir=``, default
+    ``base_dir/data``), e.g. a restored base backup. Its configuration files
+    are left as they are except that a missing postgresql.conf is created
+    empty; the port, addresses, socket directory, hba file and logging are
+    forced on the command line, and so are ``archive_mode=off``, ``ssl=off``
+    (a scratch copy must never push WAL into the real archive, nor look for
+    the original's certificates), ``shared_buffers=128MB`` (not production's
+    size) and then the ``settings`` (which may override those). When root,
+    the data directory is chowned to the server's OS user and made 0700. Authentication
+    uses a sandbox hba file: ``trust`` on the unix socket (its directory is
+    0700, so only the server's OS user and root reach it) and scram-sha-256 on
+    127.0.0.1. With ``password=None``, ``conninfo()``/``env()``/``psql()`` use
+    the socket.
+
+    ``settings`` (dict) are appended to postgresql.conf for a new cluster, so
+    ALTER SYSTEM still overrides them; for ``initdb=False`` they go on the
+    command line.
+
+    With ``initdb=True`` and a data directory that already holds a cluster,
+    initdb is skipped (pass the password it was created with). ``detach()``
+    lets a server outlive the object and the process; a later object on the
+    same base_dir then finds it through postmaster.pid (``is_running()``,
+    ``start()`` adopts its port, ``stop()``/``destroy()`` use pg_ctl).
+
+    When running as root, programs run as ``os_user`` (default ``postgres``)
+    and every ancestor of base_dir must be enterable by it (ConfigError
+    otherwise); the server log (``log_file``) stays root-owned.
+    """
+
+    def __init__(self, base_dir, port=None, superuser="postgres", password=None, bin_dir=None, settings=None,
+                 initdb=True, data_dir=None, os_user=None, version=None):
+        self.base_dir = os.path.abspath(base_dir)
+        self.host = LOOPBACK
+        self._port_given = port is not None
+        self.port = port
+        self.superuser = superuser
+        self.initdb = initdb
+        if password is None and initdb:
+            password = secrets.token_urlsafe(18)
+        self.password = password
+        # absolute: the tools run from another working directory
+        self.bin_dir = os.path.abspath(bin_dir) if bin_dir else find_pg_bindir(version)
+        self.settings = dict(settings or {})
+        self.data_dir = os.path.abspath(data_dir) if data_dir else os.path.join(self.base_dir, "data")
+        self.socket_dir = os.path.join(self.base_dir, "run")
+        self.log_file = os.path.join(self.base_dir, "postgresql.log")
+        self.hba_file = os.path.join(self.base_dir, "sandbox_hba.conf")
+        self.ident_file = os.path.join(self.base_dir, "sandbox_ident.conf")
+        if os_user is None and os.geteuid() == 0:
+            os_user = "postgres"
+        self.os_user = os_user
+        self._proc = None
+        self._initialized = not initdb
+
+    # -- helpers ---------------------------------------------------------
+
+    def _bin(self, name):
+        return os.path.join(self.bin_dir, name)
+
+    def _ids(self):
+        if self.os_user is None:
+            return None
+        return user_ids(self.os_user)
+
+    def _as_server_user(self):
+        """kwargs for subprocess so the program runs as the server's OS user."""
+        ids = self._ids()
+        if ids is None:
+            return {}
+        uid, gid, _groups, _home = ids
+        if uid == os.geteuid():
+            return {}
+        if sys.version_info >= (3, 9):
+            return {"user": uid, "group": gid, "extra_groups": []}
+
+        def demote():  # Python 3.8 (ansible-core 2.19's oldest target)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+        return {"preexec_fn": demote}
+
+    def _server_env(self):
+        ids = self._ids()
+        env = clean_env({"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"})
+        env.pop("LANGUAGE", None)
+        if ids is not None:
+            env["HOME"] = ids[3]
+            env["USER"] = env["LOGNAME"] = self.os_user
+        return env
+
+    def _chown(self, path):
+        ids = self._ids()
+        if ids is not None and ids[0] != os.geteuid():
+            os.chown(path, ids[0], ids[1])
+
+    def _run_tool(self, argv, what, timeout=300, as_server=True):
+        kwargs = self._as_server_user() if as_server else {}
+        try:
+            res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.base_dir,
+                                 env=self._server_env(), timeout=timeout, check=False, **kwargs)
+        except subprocess.TimeoutExpired:
+            raise WaitTimeout("%s did not finish within %ss" % (what, timeout))
+        except OSError as exc:
+            raise ToolError("Could not run %s: %s" % (argv[0], exc))
+        if res.returncode != 0:
+            raise ToolError("%s failed (exit %d): %s" % (what, res.returncode,
+                                                         (res.stderr or res.stdout).decode("utf-8", "replace").strip()),
+                            details={"argv": argv, "returncode": res.returncode})
+        return res.stdout.decode("utf-8", "replace")
+
+    def _prepare_dirs(self):
+        if not os.path.isdir(self.base_dir):
+            os.makedirs(self.base_dir, 0o711)
+        ids = self._ids()
+        if ids is not None and ids[0] != os.geteuid():
+            st = os.stat(self.base_dir)
+            # the server user must traverse base_dir (not list it)
+            if not (st.st_uid == ids[0] or st.st_mode & stat.S_IXOTH
+                    or (st.st_gid in ids[2] and st.st_mode & stat.S_IXGRP)):
+                os.chmod(self.base_dir, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+            check_traversable(self.base_dir, ids[0], ids[2])
+            if not self.data_dir.startswith(self.base_dir + os.sep):
+                check_traversable(self.data_dir, ids[0], ids[2])
+        for d in (self.socket_dir,):
+            if not os.path.isdir(d):
+                os.mkdir(d, 0o700)
+            os.chmod(d, 0o700)
+            self._chown(d)
+
+    def _write_auth_files(self):
+        # used for initdb=False only: our own hba, whatever the restored cluster had
+        lines = [
+            "# drkit sandbox: written by ScratchPostgres, do not edit",
+            "local   all   all                   trust",
+            "host    all   all   127.0.0.1/32    scram-sha-256",
+        ]
+        for path, text in ((self.hba_file, "\n".join(lines) + "\n"), (self.ident_file, "")):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o600)
+            self._chown(path)
+
+    def _initdb(self):
+        if os.path.exists(os.path.join(self.data_dir, "PG_VERSION")):
+            self._initialized = True
+            return
+        if not os.path.isdir(self.data_dir):
+            os.makedirs(self.data_dir, 0o700)
+        os.chmod(self.data_dir, 0o700)
+        self._chown(self.data_dir)
+        pwfile = os.path.join(self.base_dir, ".initdb-pw-%s" % secrets.token_hex(4))
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(self.password + "\n")
+            self._chown(pwfile)
+            last_error = None
+            for locale in ("C.UTF-8", "C"):
+                argv = [self._bin("initdb"), "-D", self.data_dir, "-U", self.superuser, "-E", "UTF8",
+                        "--locale=%s" % locale, "--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
+                        "--pwfile=%s" % pwfile, "--no-instructions"]
+                try:
+                    self._run_tool(argv, "initdb", timeout=300)
+                    last_error = None
+                    break
+                except ToolError as exc:
+                    last_error = exc
+                    if "locale" not in str(exc).lower():
+                        raise
+                    # start over with the next locale
+                    for name in os.listdir(self.data_dir):
+                        p = os.path.join(self.data_dir, name)
+                        shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+            if last_error is not None:
+                raise last_error
+        finally:
+            try:
+                os.unlink(pwfile)
+            except OSError:
+                pass
+        conf = ["", "# --- drkit sandbox (ScratchPostgres) ---",
+                "shared_buffers = 128MB", "max_wal_size = 2GB"]
+        conf += ["%s = %s" % (k, conf_quote(v)) for k, v in self.settings.items()]
+        with open(os.path.join(self.data_dir, "postgresql.conf"), "a") as f:
+            f.write("\n".join(conf) + "\n")
+        self._initialized = True
+
+    def _adopt_existing(self):
+        if not os.path.exists(os.path.join(self.data_dir, "PG_VERSION")):
+            raise ConfigError("%s is not a PostgreSQL data directory (no PG_VERSION)" % self.data_dir,
+                              "Restore a base backup there first, or use initdb=True")
+        ids = self._ids()
+        if ids is not None and ids[0] != os.geteuid():
+            for root, dirs, files in os.walk(self.data_dir):
+                for name in dirs + files:
+                    os.lchown(os.path.join(root, name), ids[0], ids[1])
+            os.chown(self.data_dir, ids[0], ids[1])
+        os.chmod(self.data_dir, 0o700)
+        conf = os.path.join(self.data_dir, "postgresql.conf")
+        if not os.path.exists(conf):
+            # Debian keeps postgresql.conf in /etc: a base backup has none
+            with open(conf, "w") as f:
+                f.write("# created by drkit ScratchPostgres: the restored data directory had none\n")
+            self._chown(conf)
+        stale = os.path.join(self.data_dir, "postmaster.pid")
+        if os.path.exists(stale) and not self._pidfile_alive():
+            os.unlink(stale)
+        self._write_auth_files()
+
+    def _pidfile_pid(self):
+        try:
+            with open(os.path.join(self.data_dir, "postmaster.pid")) as f:
+                return int(f.readline().strip())
+        except (IOError, OSError, ValueError):
+            return None
+
+    def _pidfile_status(self):
+        """Line 8 of postmaster.pid: starting / stopping / ready / standby,
+        for the process we started."""
+        try:
+            with open(os.path.join(self.data_dir, "postmaster.pid")) as f:
+                lines = f.read().split("\n")
+        except (IOError, OSError):
+            return None
+        if self._proc is None or len(lines) < 8 or lines[0].strip() != str(self._proc.pid):
+            return None
+        return lines[7].strip()
+
+    def _adopt_port(self):
+        """Port of a server started by someone else (postmaster.pid line 4)."""
+        try:
+            with open(os.path.join(self.data_dir, "postmaster.pid")) as f:
+                lines = f.read().split("\n")
+            self.port = int(lines[3].strip())
+        except (IOError, OSError, ValueError, IndexError):
+            pass
+
+    def _pidfile_alive(self):
+        pid = self._pidfile_pid()
+        if not pid:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        try:
+            # a stale pid file may name a recycled pid: is it a postgres?
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                return b"postgres" in f.read()
+        except (IOError, OSError):
+            return True  # no /proc: trust kill(pid, 0)
+
+    def _argv(self):
+        argv = [self._bin("postgres"), "-D", self.data_dir,
+                "-c", "port=%d" % self.port,
+                "-c", "listen_addresses=%s" % LOOPBACK,
+                "-c", "unix_socket_directories=%s" % self.socket_dir,
+                "-c", "logging_collector=off",
+                "-c", "log_destination=stderr"]
+        if not self.initdb:
+            forced = {"archive_mode": "off", "ssl": "off", "hba_file": self.hba_file,
+                      "ident_file": self.ident_file, "shared_buffers": "128MB"}
+            forced.update(self.settings)
+            for k, v in forced.items():
+                argv += ["-c", "%s=%s" % (k, cmdline_value(v))]
+        return argv
+
+    # -- public API ------------------------------------------------------
+
+    def start(self, timeout=60):
+        """initdb if needed, start the server and wait until it accepts
+        connections. Raises ToolError with the tail of the server log."""
+        if self.is_running():
+            if self._proc is None:
+                self._adopt_port()
+            return self
+        self._prepare_dirs()
+        if self.initdb:
+            if not self._initialized:
+                self._initdb()
+        else:
+            self._adopt_existing()
+        attempts = 1 if self._port_given else 3
+        for attempt in range(attempts):
+            if not self._port_given:
+                self.port = free_port()
+            try:
+                self._launch(timeout)
+                return self
+            except ToolError as exc:
+                log = tail_file(self.log_file)
+                if attempt + 1 < attempts and "could not bind" in log.split("--- start ")[-1]:
+                    continue
+                raise exc
+        return self  # pragma: no cover
+
+    def _launch(self, timeout):
+        logf = open(self.log_file, "ab")
+        try:
+            logf.write(("\n--- start %s port %s ---\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), self.port)).encode())
+            logf.flush()
+            self._proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                          cwd=self.base_dir, env=self._server_env(), start_new_session=True,
+                                          close_fds=True, **self._as_server_user())
+        except OSError as exc:
+            raise ToolError("Could not start %s: %s" % (self._bin("postgres"), exc))
+        finally:
+            logf.close()
+        register_live(self)
+        deadline = time.time() + timeout
+        # Like pg_ctl -w: wait for postmaster.pid to say "ready" (so a stranger
+        # squatting on our TCP port cannot fool us), then confirm with
+        # pg_isready through our own unix socket.
+        isready = [self._bin("pg_isready"), "-q", "-h", self.socket_dir, "-p", str(self.port), "-t", "5"]
+        while True:
+            if self._proc.poll() is not None:
+                rc = self._proc.returncode
+                self._proc = None
+                unregister_live(self)
+                raise ToolError("PostgreSQL in %s exited during start-up (exit %s). Server log:\n%s"
+                                % (self.data_dir, rc, tail_file(self.log_file)))
+            if self._pidfile_status() == "ready" and subprocess.call(
+                    isready, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env()) == 0:
+                return
+            if time.time() > deadline:
+                self.stop(mode="immediate")
+                raise ToolError("PostgreSQL in %s did not accept connections within %ss. Server log:\n%s"
+                                % (self.data_dir, timeout, tail_file(self.log_file)))
+            time.sleep(0.1)
+
+    def is_running(self):
+        """True if our server process runs, or (for an object that did not
+        start it, e.g. after detach() in another process) if postmaster.pid
+        names a live process."""
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self._pidfile_alive()
+
+    def detach(self):
+        """Let the server outlive this object and this process: no stop at
+        interpreter exit. A later ScratchPostgres on the same base_dir (same
+        password, initdb=True) sees it running (is_running) and can stop() or
+        destroy() it through pg_ctl."""
+        self._proc = None
+        unregister_live(self)
+        return self
+
+    def stop(self, mode="fast", timeout=60):
+        """Stop the server: mode smart|fast|immediate (pg_ctl's meaning)."""
+        sigs = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+        if mode not in sigs:
+            raise ConfigError("Unknown stop mode %r" % mode, "Use smart, fast or immediate")
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(sigs[mode])
+                except (OSError, ProcessLookupError):
+                    pass
+                if not wait_proc(proc, timeout):
+                    proc.send_signal(signal.SIGQUIT)
+                    if not wait_proc(proc, 10):
+                        kill_group(proc, signal.SIGKILL)
+                        proc.wait()
+            self._proc = None
+        elif self._pidfile_alive() and os.path.exists(self._bin("pg_ctl")):
+            # a server left by an earlier object on the same data directory
+            try:
+                self._run_tool([self._bin("pg_ctl"), "stop", "-D", self.data_dir, "-m", mode, "-w",
+                                "-t", str(int(timeout))], "pg_ctl stop", timeout=timeout + 10)
+            except ToolError:
+                pass
+        unregister_live(self)
+
+    def destroy(self):
+        """Stop (fast) and remove base_dir (and data_dir if it is inside)."""
+        try:
+            self.stop(mode="fast")
+        finally:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.destroy()
+        return False
+
+    def __repr__(self):
+        return "<ScratchPostgres %s:%s %s>" % (self.host, self.port, self.data_dir)
+
+    # -- clients ---------------------------------------------------------
+
+    def _client_host(self):
+        return self.host if self.password is not None else self.socket_dir
+
+    def conninfo(self, dbname="postgres"):
+        return {"host": self._client_host(), "port": self.port, "user": self.superuser,
+                "password": self.password, "dbname": dbname}
+
+    def env(self, dbname="postgres"):
+        env = {"PGHOST": self._client_host(), "PGPORT": str(self.port), "PGUSER": self.superuser,
+               "PGDATABASE": dbname}
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        return env
+
+    def dsn(self, dbname="postgres"):
+        """A libpq keyword/value string WITHOUT the password (pass it as
+        PGPASSWORD or psycopg's password= argument)."""
+        return "host=%s port=%s user=%s dbname=%s" % (self._client_host(), self.port, self.superuser, dbname)
+
+    def psql(self, sql, dbname="postgres", timeout=300):
+        """Run SQL through psql -X -v ON_ERROR_STOP=1 -qAt; returns stdout
+        (without the final newline). Raises ToolError with psql's stderr."""
+        argv = [self._bin("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-qAt", "-f", "-"]
+        try:
+            res = subprocess.run(argv, input=sql.encode("utf-8"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=clean_env(dict(self.env(dbname), PGCONNECT_TIMEOUT="10")),
+                                 timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise WaitTimeout("psql did not finish within %ss" % timeout)
+        if res.returncode != 0:
+            raise ToolError("psql on %s:%s/%s failed (exit %d): %s"
+                            % (self.host, self.port, dbname, res.returncode,
+                               res.stderr.decode("utf-8", "replace").strip()),
+                            details={"returncode": res.returncode})
+        out = res.stdout.decode("utf-8", "replace")
+        return out[:-1] if out.endswith("\n") else out

@@ -1,0 +1,481 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The WAL archive: ``drkit wal-push`` (archive_command) and ``drkit
+wal-fetch`` (restore_command), and what base backups, PITR and rotation need
+to reason about WAL.
+
+Layout under the storage root (docs/pitr.md):
+
+    wal/SYSTEM_IDENTIFIER                      the cluster this archive belongs to
+    wal/<timeline>/<segment>.zst               000000010000000A000000FF.zst
+    wal/<timeline>/<segment>.partial.zst       end of a timeline, after promotion
+    wal/<timeline>/<segment>.<off>.backup.zst  backup history files
+    wal/history/<timeline>.history.zst         timeline history files
+
+Every object is one zstd frame with a content checksum, so a fetch notices
+corruption while decompressing.
+
+archive_command contract (PostgreSQL docs, "Setting Up WAL Archiving"):
+
+* exit 0 only once the file is stored: uploaded, read back, decompressed
+  and its SHA-256 compared with the local file;
+* an identical file pushed again is accepted (the archiver retries after a
+  crash between upload and exit);
+* a different file under an existing name is refused (exit 5) and the stored
+  one is left untouched; timeline history files are never overwritten;
+* a segment whose page header names another cluster (system identifier) than
+  ``wal/SYSTEM_IDENTIFIER`` is refused (exit 5).
+
+restore_command contract: the file is written to %p atomically (temp file in
+the same directory, then rename); exit 1 when the archive does not hold it,
+another non-zero code for any other failure.
+
+Read-ahead (``spool_dir``, optional): while PostgreSQL waits for segment N,
+the segments already marked ``.ready`` in pg_wal/archive_status are pushed in
+parallel by the same process, each through the full contract above.  For each
+one stored and verified, a marker ``<name>.pushed`` holding its SHA-256 is
+left in the spool directory.  When PostgreSQL then asks for that segment,
+wal-push hashes the local file, and exits 0 without touching the network only
+if the hash equals the marker's.  Durability is unchanged: exit 0 still means
+"this exact content is in the archive"; it just was put there earlier.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import os
+import threading
+import time
+import uuid
+
+from ..core import metrics
+from ..core.errors import ConfigError, ConflictError, DrkitError, IntegrityError, NotFoundError, StorageError
+from ..core.stream import RawCheck, zstd_module
+from ..repo.wal_layout import (
+    DEFAULT_SEGMENT_SIZE,
+    PARTIAL_RE,
+    SEGMENT_RE,
+    claim_archive,
+    classify,
+    segment_name,
+    segment_number,
+    timeline_of,
+    wal_key,
+)
+from ..storage.factory import open_storage, storage_options
+from .wal_segments import LONG_HEADER, read_long_header
+
+
+class WalMissing(NotFoundError):
+    """The archive does not hold the file: restore_command's "not found" (exit 1)."""
+
+    exit_code = 1
+    label = "not in archive"
+
+
+CHUNK = 1 << 20
+
+
+def _compressor(level):
+    level = int(level or 3)
+    if not 1 <= level <= 19:
+        raise ConfigError("compression_level must be between 1 and 19, got %r" % level)
+    return zstd_module().ZstdCompressor(level=level, write_checksum=True).compressobj()
+
+
+def stored_raw_digest(storage, key):
+    """(sha256, size) of the uncompressed content of a stored WAL object."""
+    check = RawCheck(key)
+    for chunk in storage.iter_read(key):
+        check.feed(chunk)
+    return check.finish(), check.size
+
+
+def file_digest(path):
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while True:
+            data = fh.read(CHUNK)
+            if not data:
+                break
+            h.update(data)
+            size += len(data)
+    return h.hexdigest(), size
+
+
+# --------------------------------------------------------------------------
+# push
+
+
+def _open_local(path, name):
+    try:
+        return open(path, "rb")
+    except (IOError, OSError) as e:
+        raise ConfigError("Cannot read %s (%s): %s" % (path, name, e.strerror or e),
+                          "archive_command must pass %p (the path, relative to the data directory) then %f")
+
+
+def _check_segment_content(path, name, kind):
+    """Check the long page header against the file name; return it."""
+    with _open_local(path, name) as fh:
+        head = fh.read(LONG_HEADER.size)
+    facts = read_long_header(head, name)
+    seg_size = facts["segment_size"]
+    want = segment_number(name, seg_size)
+    got = facts["pageaddr"] // seg_size
+    if facts["pageaddr"] % seg_size or got != want:
+        raise IntegrityError("%s holds WAL of segment %s, not of %s" % (
+            name, segment_name(int(timeline_of(name), 16), got, seg_size), name[:24]),
+            "The file is misnamed or damaged; it was not archived")
+    if kind == "segment":
+        size = os.path.getsize(path)
+        if size != seg_size:
+            raise IntegrityError("%s is %d bytes, a WAL segment of this cluster is %d" % (name, size, seg_size),
+                                 "It is incomplete; it was not archived")
+    return facts
+
+
+def push_file(storage, path, name, compression_level=3, check_cluster=True):
+    """Archive one file under the contract in the module doc.
+
+    Returns a dict: name, key, status ('stored' | 'exists'), raw_size,
+    stored_size, raw_sha256, seconds."""
+    t0 = time.time()
+    kind = classify(name)
+    key = wal_key(name)
+    facts = None
+    if kind in ("segment", "partial"):
+        facts = _check_segment_content(path, name, kind)
+        if check_cluster:
+            claim_archive(storage, facts["system_identifier"], "WAL file %s" % name)
+    elif not os.path.isfile(path):
+        raise ConfigError("%s (%s) is not a file" % (path, name))
+    local_sha, local_size = file_digest(path)
+    result = {"name": name, "key": key, "raw_size": local_size, "raw_sha256": local_sha}
+    if facts:
+        result["system_identifier"] = facts["system_identifier"]
+
+    if storage.stat(key) is not None:
+        stored_sha, _size = stored_raw_digest(storage, key)
+        if stored_sha == local_sha:
+            result.update(status="exists", seconds=round(time.time() - t0, 3))
+            return result
+        what = "timeline history file" if kind == "history" else "WAL file"
+        raise ConflictError(
+            "The archive %s already holds %s %s with different content (stored sha256 %s, local %s)" % (
+                storage.describe(), what, name, stored_sha, local_sha),
+            "The stored copy was left untouched. Two clusters may be archiving to the same storage_url, "
+            "or the archive belongs to an old cluster: give this cluster its own storage_url")
+
+    comp = _compressor(compression_level)
+    stored = hashlib.sha256()
+    stored_size = [0]
+    with storage.writer(key) as w:
+        def emit(data):
+            if data:
+                stored.update(data)
+                stored_size[0] += len(data)
+                w.write(data)
+        h = hashlib.sha256()
+        with _open_local(path, name) as fh:
+            while True:
+                data = fh.read(CHUNK)
+                if not data:
+                    break
+                h.update(data)
+                emit(comp.compress(data))
+        emit(comp.flush())
+        if h.hexdigest() != local_sha:
+            raise IntegrityError("%s changed while it was being archived" % path,
+                                 "Nothing was stored; PostgreSQL will retry")
+    # Read back what is stored now: its bytes and its decompressed content.
+    check = RawCheck(key)
+    got = hashlib.sha256()
+    got_size = 0
+    try:
+        for chunk in storage.iter_read(key):
+            got.update(chunk)
+            got_size += len(chunk)
+            check.feed(chunk)
+        raw_sha = check.finish()
+        if got.hexdigest() != stored.hexdigest() or got_size != stored_size[0] or raw_sha != local_sha:
+            raise IntegrityError("Re-reading %s from %s gave different content than was uploaded" % (
+                key, storage.describe()), "The storage lost or changed data; the upload will be retried")
+    except DrkitError:
+        # It is our own object from this attempt and it is wrong: remove it
+        # so that PostgreSQL's retry is not refused as "different content".
+        try:
+            storage.delete([key])
+        except DrkitError:
+            pass
+        raise
+    result.update(status="stored", stored_size=stored_size[0], seconds=round(time.time() - t0, 3))
+    return result
+
+
+def _marker_path(spool_dir, name):
+    return os.path.join(spool_dir, name + ".pushed")
+
+
+def _read_marker(spool_dir, name):
+    try:
+        with open(_marker_path(spool_dir, name)) as fh:
+            return fh.read().strip()
+    except (IOError, OSError):
+        return None
+
+
+def _write_marker(spool_dir, name, sha):
+    path = _marker_path(spool_dir, name)
+    tmp = "%s.%s.tmp" % (path, uuid.uuid4().hex[:8])
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(sha + "\n")
+    os.rename(tmp, path)
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _prune_markers(spool_dir, max_age=86400.0):
+    now = time.time()
+    try:
+        names = os.listdir(spool_dir)
+    except OSError:
+        return
+    for n in names:
+        p = os.path.join(spool_dir, n)
+        try:
+            if now - os.path.getmtime(p) > max_age:
+                os.unlink(p)
+        except OSError:
+            pass
+
+
+def ready_files(wal_dir, exclude, limit):
+    """Names that PostgreSQL has marked ready to archive (oldest first),
+    segments and .partial only (history/backup files are tiny: not worth it)."""
+    status = os.path.join(wal_dir, "archive_status")
+    try:
+        names = os.listdir(status)
+    except OSError:
+        return []
+    out = []
+    for n in sorted(names):
+        if not n.endswith(".ready"):
+            continue
+        base = n[:-len(".ready")]
+        if base == exclude or not (SEGMENT_RE.match(base) or PARTIAL_RE.match(base)):
+            continue
+        out.append(base)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def wal_push(params, path, name, progress=None, storage=None):
+    """Engine entry point of ``drkit wal-push %p %f``. Returns (changed, result)."""
+    progress = progress or (lambda msg: None)
+    t0 = time.time()
+    classify(name)
+    spool_dir = params.get("spool_dir")
+    read_ahead = int(params.get("read_ahead") or 0)
+    metrics_dir = params.get("metrics_dir")
+    job = params.get("job_name") or "wal_push"
+    try:
+        if spool_dir:
+            sha = _read_marker(spool_dir, name)
+            if sha is not None:
+                local_sha, _size = file_digest(path)
+                _remove(_marker_path(spool_dir, name))
+                if local_sha == sha:
+                    result = {"name": name, "key": wal_key(name), "status": "pushed-ahead", "raw_sha256": sha,
+                              "seconds": round(time.time() - t0, 3),
+                              "msg": "%s was archived ahead by an earlier wal-push (same sha256)" % name}
+                    _push_metrics(metrics_dir, job, True)
+                    return False, result
+                # Different content than what we pushed ahead: go through the full contract.
+        if storage is None:
+            storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
+        level = params.get("compression_level") or 3
+        ahead = []
+        if spool_dir and read_ahead > 0:
+            wal_dir = os.path.dirname(os.path.abspath(path))
+            ahead = [n for n in ready_files(wal_dir, name, read_ahead) if _read_marker(spool_dir, n) is None]
+            ahead = [(n, os.path.join(wal_dir, n)) for n in ahead]
+        threads = [_AheadPush(storage, p, n, level, spool_dir) for n, p in ahead]
+        for t in threads:
+            t.start()
+        try:
+            result = push_file(storage, path, name, compression_level=level)
+        finally:
+            for t in threads:
+                t.join()
+        result["pushed_ahead"] = [t.name_ for t in threads if t.ok]
+        result["msg"] = "%s %s in %s" % (name, "stored" if result["status"] == "stored"
+                                         else "was already archived (identical)", storage.describe())
+        if spool_dir:
+            _prune_markers(spool_dir)
+        _push_metrics(metrics_dir, job, True)
+        return result["status"] == "stored", result
+    except DrkitError:
+        _push_metrics(metrics_dir, job, False)
+        raise
+
+
+class _AheadPush(threading.Thread):
+    def __init__(self, storage, path, name, level, spool_dir):
+        super(_AheadPush, self).__init__()
+        self.daemon = True
+        self.storage, self.path, self.name_, self.level, self.spool_dir = storage, path, name, level, spool_dir
+        self.ok = False
+
+    def run(self):
+        try:
+            res = push_file(self.storage, self.path, self.name_, compression_level=self.level)
+            _write_marker(self.spool_dir, self.name_, res["raw_sha256"])
+            self.ok = True
+        except Exception:  # pylint: disable=broad-except
+            # Not our segment yet: PostgreSQL asks for it later and the
+            # full contract (and its error message) applies then.
+            self.ok = False
+
+
+def _push_metrics(metrics_dir, job, ok):
+    if not metrics_dir:
+        return
+    values = {"drkit_wal_push_last_success_timestamp_seconds": time.time()} if ok else \
+        {"drkit_wal_push_failures_total": 1}
+    try:
+        metrics.update_textfile(metrics_dir, job, values, labels={"kind": "pg_wal"})
+    except DrkitError:
+        pass
+
+
+# --------------------------------------------------------------------------
+# fetch
+
+
+def fetch_file(storage, name, path):
+    """Write the archived ``name`` to ``path`` atomically. NotFoundError if
+    the archive does not hold it."""
+    key = wal_key(name)
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    tmp = os.path.join(directory, ".%s.drkit-fetch-%s" % (os.path.basename(path), uuid.uuid4().hex[:8]))
+    fd = None
+    try:
+        chunks = storage.iter_read(key)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fh = os.fdopen(fd, "wb")
+        fd = None
+        with fh:
+            check = RawCheck(key, out=fh.write)
+            for chunk in chunks:
+                check.feed(chunk)
+            sha = check.finish()
+            fh.flush()
+            os.fsync(fh.fileno())
+        if classify(name) == "segment":
+            with open(tmp, "rb") as fh:
+                head = fh.read(LONG_HEADER.size)
+            facts = read_long_header(head, name)
+            if check.size != facts["segment_size"]:
+                raise IntegrityError("Archived %s is %d bytes, expected %d" % (name, check.size,
+                                                                               facts["segment_size"]))
+        os.rename(tmp, path)
+        tmp = None
+        return {"name": name, "key": key, "raw_size": check.size, "raw_sha256": sha}
+    except (IOError, OSError) as e:
+        raise StorageError("Cannot write %s: %s" % (path, e.strerror or e),
+                           "restore_command runs as the server's OS user in the data directory")
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if tmp is not None:
+            _remove(tmp)
+
+
+PREFETCH_DIR = ".drkit-prefetch"
+
+
+def prefetch_dir_for(path):
+    """Where prefetched segments wait: a hidden directory next to %p (in pg_wal)."""
+    return os.path.join(os.path.dirname(os.path.abspath(path)), PREFETCH_DIR)
+
+
+def wal_fetch(params, name, path, storage=None):
+    """Engine entry point of ``drkit wal-fetch %f %p``. Returns (changed, result);
+    WalMissing (exit 1) when the archive does not hold ``name``.
+
+    With ``prefetch`` N > 0 (segments only), the next N segments of the
+    timeline are downloaded in parallel by the same process into
+    pg_wal/.drkit-prefetch/, each checked exactly like a normal fetch and
+    renamed into place only when complete. When PostgreSQL asks for one of
+    them, it is moved to %p without touching the network."""
+    kind = classify(name)
+    t0 = time.time()
+    prefetch = int(params.get("prefetch") or 0) if kind == "segment" else 0
+    spool = prefetch_dir_for(path)
+    if kind == "segment":
+        ready = os.path.join(spool, name)
+        if os.path.isfile(ready):
+            os.rename(ready, path)  # same file system: atomic
+            return True, {"name": name, "status": "prefetched", "seconds": round(time.time() - t0, 3),
+                          "msg": "restored %s (prefetched)" % name}
+    if storage is None:
+        storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
+    threads = []
+    if prefetch > 0:
+        seg_size = int(params.get("wal_segment_size") or DEFAULT_SEGMENT_SIZE)
+        tli = int(name[:8], 16)
+        number = segment_number(name, seg_size)
+        try:
+            if not os.path.isdir(spool):
+                os.mkdir(spool, 0o700)
+            present = set(os.listdir(spool))
+        except OSError:
+            present = None  # cannot prefetch here: plain fetch
+        if present is not None:
+            for i in range(1, prefetch + 1):
+                nxt = segment_name(tli, number + i, seg_size)
+                if nxt not in present:
+                    threads.append(_Prefetch(storage, nxt, os.path.join(spool, nxt)))
+    for t in threads:
+        t.start()
+    try:
+        result = fetch_file(storage, name, path)
+    except NotFoundError:
+        raise WalMissing("%s is not in the archive %s" % (name, storage.describe()),
+                         "Normal at the end of the archive; otherwise check storage_url")
+    finally:
+        for t in threads:
+            t.join()
+    result["prefetched"] = [t.name_ for t in threads if t.ok]
+    result["seconds"] = round(time.time() - t0, 3)
+    result["msg"] = "restored %s from %s" % (name, storage.describe())
+    return True, result
+
+
+class _Prefetch(threading.Thread):
+    def __init__(self, storage, name, path):
+        super(_Prefetch, self).__init__()
+        self.daemon = True
+        self.storage, self.name_, self.path = storage, name, path
+        self.ok = False
+
+    def run(self):
+        try:
+            fetch_file(self.storage, self.name_, self.path)
+            self.ok = True
+        except Exception:  # pylint: disable=broad-except
+            # Missing (end of the archive) or failing: PostgreSQL asks for it
+            # later and the normal fetch answers, with its error if any.
+            self.ok = False

@@ -1,0 +1,112 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Reading a stored Redis backup: which backup, its artifact, fetched into a
+directory, checked with redis-check-rdb/-aof.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ..core.errors import ConfigError, IntegrityError, NotFoundError
+from ..core.stream import decompressor_for, read_stored
+from ..core.tar import TarStreamExtractor
+from ..repo import manifest as mf
+from .tools import AOF_PREFIX, check_aof_dir, check_rdb_file, find_redis_tool
+
+REDIS_KINDS = ("redis_rdb", "redis_aof")
+
+
+# --------------------------------------------------------------------------
+# finding and fetching a backup
+
+
+def resolve_redis(storage, params):
+    """The BackupEntry of a Redis backup: an id, or the newest (optionally at
+    or before ``before``, optionally from one ``source``)."""
+    bid = params.get("backup_id") or "latest"
+    if bid != "latest":
+        entry = mf.resolve(storage, bid)
+        if entry.manifest["kind"] not in REDIS_KINDS:
+            raise ConfigError("Backup %s is a %s backup, not a Redis backup" % (bid, entry.manifest["kind"]),
+                              "Use pg_verify / pg_restore for PostgreSQL backups")
+        return entry
+    entries, _problems = mf.list_backups(storage, source=params.get("source") or None, strict=False)
+    entries = [e for e in entries if e.manifest["kind"] in REDIS_KINDS]
+    if params.get("before"):
+        limit = mf.parse_time(params["before"])
+        entries = [e for e in entries if e.finished <= limit]
+    if not entries:
+        raise NotFoundError("No complete Redis backup in %s%s" % (
+            storage.describe(), " finished at or before %s" % params["before"] if params.get("before") else ""),
+            "Take one with redis_snapshot first, or check storage_url, source and before")
+    return entries[0]
+
+
+def _artifact(manifest):
+    if not manifest["artifacts"]:
+        raise IntegrityError("Backup %s lists no artifacts" % manifest.backup_id)
+    return manifest["artifacts"][0]
+
+
+def _transforms(manifest, art):
+    return [decompressor_for(manifest.get("compression"))] if art.get("compressed") else []
+
+
+def _read(storage, manifest, art, consumer=None):
+    key = mf.artifact_key(manifest.backup_id, art["name"])
+    if storage.stat(key) is None:
+        raise IntegrityError("Artifact %s of backup %s is missing from %s" % (
+            art["name"], manifest.backup_id, storage.describe()), "The backup is damaged; use another backup")
+    return read_stored(storage, key, art["size"], art["sha256"],
+                       transforms=_transforms(manifest, art) if consumer else (), consumer=consumer)
+
+
+def fetch_backup(storage, manifest, dest_dir, aof_dirname="appendonlydir"):
+    """Download the backup into dest_dir, checking size and sha256 on the way.
+    Returns ('rdb', path of dump.rdb) or ('aof', path of the AOF directory)."""
+    art = _artifact(manifest)
+    if manifest["kind"] == "redis_rdb":
+        path = os.path.join(dest_dir, "dump.rdb")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            _read(storage, manifest, art, consumer=out.write)
+        return "rdb", path
+    aofdir = os.path.join(dest_dir, aof_dirname)
+    os.mkdir(aofdir, 0o700)
+    ex = TarStreamExtractor(aofdir, AOF_PREFIX)
+    ex.start()
+    try:
+        _read(storage, manifest, art, consumer=ex.feed)
+    finally:
+        ex.close()
+        ex.join()
+    if ex.error:
+        raise IntegrityError("Cannot unpack %s: %s" % (art["name"], ex.error),
+                             "The backup is damaged; use another backup")
+    fname = manifest["data"].get("aof", {}).get("appendfilename", "appendonly.aof")
+    if fname + ".manifest" not in ex.names:
+        raise IntegrityError("%s holds no %s.manifest" % (art["name"], fname))
+    return "aof", aofdir
+
+
+def _aof_manifest_path(aofdir):
+    found = [n for n in os.listdir(aofdir) if n.endswith(".manifest")]
+    if len(found) != 1:
+        raise IntegrityError("Expected one AOF manifest in %s, found %s" % (aofdir, found or "none"))
+    return os.path.join(aofdir, found[0])
+
+
+def check_structure(runner, layout, path, bin_dir=None):
+    if layout == "rdb":
+        return check_rdb_file(runner, find_redis_tool("redis-check-rdb", bin_dir), path)
+    ok, facts, text = check_aof_dir(runner, find_redis_tool("redis-check-aof", bin_dir), _aof_manifest_path(path))
+    if not ok:
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        raise IntegrityError("redis-check-aof rejected the AOF of this backup: %s" % " | ".join(lines[-3:]),
+                             "The backup is damaged; use another backup")
+    facts.pop("files", None)
+    return facts

@@ -1,0 +1,163 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Redis backups: ``redis_snapshot`` with three modes.
+
+* ``rdb`` (default): INFO and BGSAVE are pipelined into one write, so Redis
+  runs them back to back and the key counts recorded in the manifest are
+  those of the very fork that writes the RDB.  We poll until the save is over
+  (``rdb_bgsave_in_progress:0`` with a new save counted), require
+  ``rdb_last_bgsave_status:ok``, then open ``dir/dbfilename``.  Redis always
+  writes a temp file and renames it over the old one, so our open descriptor
+  pins exactly this RDB even if another save follows (a hard link without the
+  risk of leaving one behind).  The file streams through the pipeline
+  (zstd, sha256, storage) and, on the way, through ``redis-check-rdb``.
+* ``remote``: for when the data directory is out of reach (another host, a
+  container): the RDB is fetched over the replication protocol (SYNC, the
+  way ``redis-cli --rdb`` does) and streamed without a local copy.
+* ``aof``: Redis 7 multi-part AOF, the documented procedure: automatic
+  rewrites off (``auto-aof-rewrite-percentage 0``), wait until no rewrite
+  runs, pin every file of ``appenddirname`` (open descriptors, sizes
+  recorded), put the setting back whatever happens, copy, check with
+  ``redis-check-aof`` and store as one tar.
+
+``remote`` and ``aof`` pause client writes for a moment (``CLIENT PAUSE ...
+WRITE``, bounded by ``pause_timeout``) while the fork starts / the file
+sizes are taken, so the key counts in the manifest are exact; without the
+pause (refused, or ``pause_writes: false``) they are recorded as approximate.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import socket
+
+from ..core.errors import ConfigError, DrkitError
+from ..core.process import LocalRunner
+from ..repo import manifest as mf
+from ..repo.session import BackupSession, record_failure
+from ..storage.factory import open_storage, storage_options
+from .client import conn_params, connect, describe
+from .server import server_facts, total_keys
+from .snapshot_aof import aof_paths, snapshot_aof
+from .snapshot_rdb import snapshot_rdb
+from .snapshot_sync import snapshot_remote
+from .tools import find_redis_tool, tool_version
+
+MODES = ("rdb", "remote", "aof")
+KIND = {"rdb": "redis_rdb", "remote": "redis_rdb", "aof": "redis_aof"}
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def validate(params):
+    mode = params.get("mode") or "rdb"
+    if mode not in MODES:
+        raise ConfigError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
+    level = int(params.get("compression_level") or 3)
+    if not 1 <= level <= 19:
+        raise ConfigError("compression_level must be between 1 and 19, got %r" % level)
+    timeout = float(params.get("timeout") or 600)
+    if timeout <= 0:
+        raise ConfigError("timeout must be positive, got %r" % timeout)
+    pause_ms = int(params.get("pause_timeout") or 2000)
+    if not 10 <= pause_ms <= 60000:
+        raise ConfigError("pause_timeout must be between 10 and 60000 ms, got %r" % pause_ms)
+    return mode, level, timeout, pause_ms
+
+
+def _compression(params, level):
+    return {"algorithm": "zstd", "level": level, "threads": int(params.get("compression_threads") or 0)}
+
+
+# --------------------------------------------------------------------------
+# entry point
+
+
+def redis_snapshot(params, check_mode=False, runner=None, progress=None):
+    """Engine entry point. Returns (changed, result dict)."""
+    runner = runner or LocalRunner()
+    progress = progress or (lambda msg: None)
+    mode, level, timeout, pause_ms = validate(params)
+    cp = conn_params(params)
+    kind = KIND[mode]
+    storage = open_storage(params.get("storage_url"), **storage_options(params))
+    metrics_dir = params.get("metrics_dir")
+    job = params.get("job_name") or "redis_%s" % cp["port"]
+    pause_writes = params.get("pause_writes", True) is not False
+    bin_dir = params.get("redis_bin_dir")
+
+    if check_mode:
+        with connect(cp) as client:
+            facts = server_facts(client)
+            plan = _check_plan(client, mode, cp)
+        find_redis_tool("redis-check-aof" if mode == "aof" else "redis-check-rdb", bin_dir)
+        storage.exists(mf.manifest_key(mf.new_backup_id(kind)))  # reachability, read-only
+        return True, {"changed": True, "backup_id": None, "mode": mode, "storage": storage.describe(),
+                      "msg": "Would back up Redis %s at %s (mode %s: %s) to %s" % (
+                          facts["server_version"], describe(cp), mode, plan, storage.describe())}
+
+    try:
+        storage.check_writable()
+        client = connect(cp)
+    except DrkitError:
+        record_failure(metrics_dir, job, kind)
+        raise
+    try:
+        facts = server_facts(client)
+        tool = find_redis_tool("redis-check-aof" if mode == "aof" else "redis-check-rdb", bin_dir)
+        source = {"type": "redis", "host": cp["host"], "port": cp["port"], "tls": cp["tls"],
+                  "server_version": facts["server_version"], "role": facts["role"],
+                  "redis_mode": facts["redis_mode"], "run_id": facts["run_id"],
+                  "client_host": socket.gethostname()}
+        version = tool_version(runner, tool)
+        if version is None and mode == "aof":  # redis-check-aof has no --version; it is the same binary
+            version = tool_version(runner, find_redis_tool("redis-check-rdb", bin_dir))
+        tools = {os.path.basename(tool): version}
+        options = {"mode": mode}
+        if mode != "rdb":
+            options["pause_writes"] = pause_writes
+        session = BackupSession(storage, kind, source, tools=tools, compression=_compression(params, level),
+                                options=options, labels=params.get("labels"), metrics_dir=metrics_dir,
+                                job=job, progress=progress)
+        with session:
+            if mode == "rdb":
+                data, notes = snapshot_rdb(client, session, runner, tool, timeout, progress)
+            elif mode == "remote":
+                data, notes = snapshot_remote(client, cp, session, runner, tool, timeout, pause_ms,
+                                               pause_writes, progress)
+            else:
+                data, notes = snapshot_aof(client, session, runner, tool, timeout, pause_ms, pause_writes,
+                                            params.get("work_dir"), progress)
+            data["notes"] = notes
+            session.commit(data)
+        result = session.result()
+        result["mode"] = mode
+        result["notes"] = notes
+        result["key_counts"] = data["keyspace"]
+        result["key_counts_exact"] = data["key_counts_exact"]
+        result["msg"] = "Backed up Redis at %s (mode %s, %d keys) to %s as %s" % (
+            describe(cp), mode, total_keys(data["keyspace"]), storage.describe(), session.backup_id)
+        return True, result
+    except DrkitError:
+        record_failure(metrics_dir, job, kind)
+        raise
+    finally:
+        client.close()
+
+
+def _check_plan(client, mode, cp):
+    """Read-only checks for check mode; returns a short description."""
+    if mode == "rdb":
+        d, name = client.config_get("dir"), client.config_get("dbfilename")
+        if not d or not os.path.isdir(d):
+            raise ConfigError("The server's data directory %s is not on this host" % d,
+                              "Run the task on the Redis host, or use mode: remote")
+        return "BGSAVE, then read %s" % os.path.join(d, name)
+    if mode == "aof":
+        return "pin the files of %s" % aof_paths(client)[1]
+    return "fetch an RDB over the replication protocol from %s" % describe(cp)

@@ -1,0 +1,183 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""aof mode: the multi-part AOF of Redis 7 pinned and copied as one tar."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+
+from ..core.errors import ConfigError, DrkitError, IntegrityError, SourceError, WaitTimeout
+from .client import keyspace
+from .server import AOF_ARTIFACT, FAST_POLL, Pause, local_file_error, total_keys, wait_for
+from .tools import AOF_PREFIX, check_aof_dir, error_lines, parse_aof_manifest
+
+# --------------------------------------------------------------------------
+# mode aof
+
+
+def aof_paths(client):
+    enabled = client.info("persistence").get("aof_enabled")
+    if not enabled:
+        raise ConfigError("AOF is off on Redis at %s" % client.where,
+                          "Use mode: rdb, or turn AOF on first (drkit.backup.redis_persistence appendonly: true)")
+    d = client.config_get("dir")
+    dirname = client.config_get("appenddirname")
+    fname = client.config_get("appendfilename")
+    if dirname is None:
+        raise ConfigError("Redis at %s has no appenddirname: mode aof needs Redis 7's multi-part AOF" % client.where,
+                          "Use mode: rdb on Redis before 7")
+    aofdir = os.path.join(d, dirname)
+    manifest = os.path.join(aofdir, fname + ".manifest")
+    if not os.path.isdir(aofdir):
+        raise ConfigError("The AOF directory %s is not on this host" % aofdir,
+                          "Run the task on the Redis host, or use mode: remote (an RDB)")
+    return d, aofdir, fname, manifest
+
+
+def _pin_aof(aofdir, manifest_path):
+    """Read the manifest and open every live file it lists. Returns
+    (manifest bytes, [(entry, fh, size)])."""
+    for _attempt in range(5):
+        try:
+            with open(manifest_path, "rb") as f:
+                mtext = f.read()
+        except (IOError, OSError) as e:
+            raise local_file_error(manifest_path, e, "aof")
+        entries = [e for e in parse_aof_manifest(mtext.decode("utf-8", "replace")) if e["type"] in ("b", "i")]
+        pinned = []
+        try:
+            for e in entries:
+                fh = open(os.path.join(aofdir, e["file"]), "rb")
+                pinned.append((e, fh, os.fstat(fh.fileno()).st_size))
+            return mtext, pinned
+        except FileNotFoundError:
+            for _e, fh, _s in pinned:
+                fh.close()
+            continue  # a rewrite switched files between reading the manifest and opening them
+        except (IOError, OSError) as e:
+            for _e, fh, _s in pinned:
+                fh.close()
+            raise local_file_error(aofdir, e, "aof")
+    raise SourceError("The AOF files in %s kept changing while being pinned" % aofdir,
+                      "Make sure nothing runs BGREWRITEAOF during the backup")
+
+
+def _copy_prefix(src, dst_path, size):
+    with open(dst_path, "wb") as out:
+        os.fchmod(out.fileno(), 0o600)
+        offset = 0
+        while offset < size:
+            n = os.pread(src.fileno(), min(1 << 20, size - offset), offset)
+            if not n:
+                raise SourceError("%s shrank while being copied" % src.name,
+                                  "Redis only appends to AOF files; something else modified it")
+            out.write(n)
+            offset += len(n)
+
+
+def snapshot_aof(client, session, runner, tool, timeout, pause_ms, pause_writes, work_dir, progress):
+    deadline = time.time() + timeout
+    notes = []
+    _d, aofdir, fname, manifest_path = aof_paths(client)
+    old = client.config_get("auto-aof-rewrite-percentage")
+    tmp = None
+    pinned = []
+    try:
+        progress("auto-aof-rewrite-percentage %s -> 0 while the AOF files are pinned" % old)
+        client.call("CONFIG", "SET", "auto-aof-rewrite-percentage", "0")
+        try:
+            wait_for(client, "the running AOF rewrite to finish", deadline,
+                     lambda p: not p.get("aof_rewrite_in_progress") and not p.get("aof_rewrite_scheduled"),
+                     hint="Raise timeout, or run the backup when no BGREWRITEAOF is running")
+            with Pause(client, pause_ms, pause_writes, notes) as pause:
+                drained = False
+                if pause.active:
+                    # the AOF buffer is written in the event loop; under the pause it drains
+                    try:
+                        wait_for(client, "the AOF buffer to be written",
+                                 min(deadline, pause.t0 + pause_ms / 2000.0),
+                                 lambda p: not p.get("aof_buffer_length"), interval=FAST_POLL)
+                        drained = True
+                    except WaitTimeout:
+                        notes.append("the AOF buffer was not written while writes were paused")
+                ks = keyspace(client.info("keyspace"))
+                mtext, pinned = _pin_aof(aofdir, manifest_path)
+                ks2 = keyspace(client.info("keyspace"))
+                sizes2 = [os.fstat(fh.fileno()).st_size for _e, fh, _s in pinned]
+                exact = (drained and pause.still_paused(margin=1.0) and ks == ks2
+                         and sizes2 == [s for _e, _fh, s in pinned])
+            if pause_writes and pause.t0 is not None and not exact:
+                notes.append("the files changed or the pause ran out while they were pinned; "
+                             "key counts are approximate")
+        finally:
+            try:
+                client.call("CONFIG", "SET", "auto-aof-rewrite-percentage", old)
+            except DrkitError as e:
+                raise SourceError("Could not put auto-aof-rewrite-percentage back to %s on %s: %s" % (
+                    old, client.where, e), "Set it by hand: CONFIG SET auto-aof-rewrite-percentage %s" % old)
+            progress("auto-aof-rewrite-percentage restored to %s" % old)
+        tmp = tempfile.mkdtemp(prefix="drkit-aof-", dir=work_dir or None)
+        copy_dir = os.path.join(tmp, "aof")
+        os.mkdir(copy_dir, 0o700)
+        progress("copying %d AOF files (%d bytes)" % (len(pinned), sum(s for _e, _f, s in pinned)))
+        with open(os.path.join(copy_dir, fname + ".manifest"), "wb") as f:
+            f.write(mtext)
+        files = []
+        for e, fh, size in pinned:
+            _copy_prefix(fh, os.path.join(copy_dir, e["file"]), size)
+            files.append({"name": e["file"], "type": e["type"], "seq": e.get("seq"), "size": size})
+        for _e, fh, _s in pinned:
+            fh.close()
+        pinned = []
+        copied_manifest = os.path.join(copy_dir, fname + ".manifest")
+        ok, facts, text = check_aof_dir(runner, tool, copied_manifest)
+        dropped = 0
+        if not ok:
+            last = files[-1]
+            got = facts["files"].get(last["name"])
+            bad_elsewhere = [n for n, (s, upto) in facts["files"].items() if upto < s and n != last["name"]]
+            if last["type"] == "i" and got and got[1] < got[0] and not bad_elsewhere:
+                # a write caught half-way at the end of the last incr file: cut it off
+                dropped = got[0] - got[1]
+                os.truncate(os.path.join(copy_dir, last["name"]), got[1])
+                last["size"] = got[1]
+                notes.append("dropped %d bytes of a command still being written at the end of %s" % (
+                    dropped, last["name"]))
+                if exact:
+                    exact = False
+                ok, facts, text = check_aof_dir(runner, tool, copied_manifest)
+            if not ok:
+                raise IntegrityError("redis-check-aof rejected the copy of %s: %s" % (aofdir, error_lines(text)),
+                                     "The AOF is damaged; nothing was recorded as a backup")
+        art = AOF_ARTIFACT + (".zst" if session.compression else "")
+        progress("streaming the AOF copy to %s" % session.storage.describe())
+        writer, sink = session.open_sink(art)
+        try:
+            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for name in [fname + ".manifest"] + [f["name"] for f in files]:
+                    tar.add(os.path.join(copy_dir, name), arcname=AOF_PREFIX + name, recursive=False)
+            session.finish_sink(art, writer, sink, content="Redis multi-part AOF directory (tar)")
+        except BaseException:
+            writer.abort()
+            raise
+        session.reread(art)
+        facts.pop("files", None)
+        return {
+            "keyspace": ks, "keys_total": total_keys(ks), "key_counts_exact": exact,
+            "aof": {"appenddirname": os.path.basename(aofdir), "appendfilename": fname,
+                    "manifest": mtext.decode("utf-8", "replace"), "files": files,
+                    "dropped_tail_bytes": dropped, "base_check": facts},
+            "auto_aof_rewrite_percentage": old,
+        }, notes
+    finally:
+        for _e, fh, _s in pinned:
+            fh.close()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,244 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""drkit.backup.redis_verify: checksum, structure, or a load into a scratch
+server compared key by key count with the manifest.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import secrets
+import shutil
+import tempfile
+import time
+
+from ..core.errors import ConfigError, IntegrityError, SourceError, ToolError, WaitTimeout
+from ..core.process import LocalRunner
+from ..core.signals import signals_raise
+from ..repo import manifest as mf
+from ..repo.verification import LEVELS, finish_verification
+from ..storage.factory import open_storage, storage_options
+from .artifacts import _aof_manifest_path, _artifact, _read, check_structure, fetch_backup, resolve_redis
+from .client import RedisClient, keyspace
+from .scratch import ScratchRedis
+from .tools import RdbChecker, find_redis_tool
+
+# --------------------------------------------------------------------------
+# key counts
+
+
+def compare_keyspace(data, actual):
+    """Compare restored INFO keyspace with the manifest. Keys with a TTL may
+    have expired before loading, so each database must hold between
+    keys-expires and keys. Returns (rows, problems, how)."""
+    expected = data.get("keyspace") or {}
+    rows, problems = [], []
+    if data.get("key_counts_exact"):
+        dbs = sorted(set(expected) | set(actual), key=lambda d: int(d[2:]))
+        for db in dbs:
+            e = expected.get(db, {"keys": 0, "expires": 0})
+            a = actual.get(db, {}).get("keys", 0)
+            ok = e["keys"] - e["expires"] <= a <= e["keys"]
+            rows.append({"db": db, "expected": e["keys"], "expires": e["expires"], "actual": a, "ok": ok})
+            if not ok:
+                problems.append("%s: expected %d keys%s, restored %d" % (
+                    db, e["keys"], " (%d with a TTL)" % e["expires"] if e["expires"] else "", a))
+        return rows, problems, "exact per database"
+    total = sum(v.get("keys", 0) for v in actual.values())
+    check = (data.get("rdb") or {}).get("check") or {}
+    if check.get("keys") is not None:
+        lo = check["keys"] - check.get("expires", 0)
+        ok = lo <= total <= check["keys"]
+        rows.append({"db": "all", "expected": check["keys"], "expires": check.get("expires", 0), "actual": total,
+                     "ok": ok})
+        if not ok:
+            problems.append("expected %d keys in total (redis-check-rdb at backup time), restored %d" % (
+                check["keys"], total))
+        return rows, problems, "total from redis-check-rdb"
+    rows.append({"db": "all", "expected": data.get("keys_total"), "actual": total, "ok": None})
+    return rows, problems, "not compared (the manifest's counts are approximate)"
+
+
+def _wait_loaded(client, deadline):
+    while True:
+        try:
+            info = client.info("persistence")
+            if not info.get("loading") and not info.get("async_loading"):
+                return
+        except SourceError as e:
+            if "LOADING" not in str(e):
+                raise
+        if time.time() > deadline:
+            raise WaitTimeout("Redis at %s was still loading its data" % client.where, "Raise timeout")
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------
+# scratch servers: load a backup, convert between RDB and AOF
+
+
+def _link_or_copy(src, dst):
+    """A hard link costs no space; a copy when on another filesystem."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+class Loaded(object):
+    """A scratch redis-server (sandbox.ScratchRedis, loopback, free port,
+    random password) that loaded an RDB or an AOF directory."""
+
+    def __init__(self, base_dir, layout, path, timeout, appendfilename=None):
+        self.base_dir = base_dir
+        os.makedirs(base_dir, 0o700)
+        extra = []
+        if layout == "rdb":
+            _link_or_copy(path, os.path.join(base_dir, "dump.rdb"))
+            if appendfilename:
+                extra = ["--appendfilename", appendfilename]
+        else:
+            target = os.path.join(base_dir, "appendonlydir")
+            shutil.copytree(path, target, copy_function=_link_or_copy)
+            mpath = _aof_manifest_path(target)
+            extra = ["--appendfilename", os.path.basename(mpath)[:-len(".manifest")]]
+        self.server = ScratchRedis(base_dir, password=secrets.token_urlsafe(18), appendonly=(layout == "aof"),
+                                   extra_args=extra)
+        self.timeout = timeout
+        self.client = None
+
+    def start(self):
+        try:
+            self.server.start(timeout=self.timeout)
+            self.client = RedisClient({"host": self.server.host, "port": self.server.port, "user": None,
+                                       "password": self.server.password, "tls": False, "tls_ca_cert": None,
+                                       "tls_cert": None, "tls_key": None, "tls_validate_certs": True,
+                                       "connect_timeout": 30}).connect()
+            _wait_loaded(self.client, time.time() + self.timeout)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def keyspace(self):
+        return keyspace(self.client.info("keyspace"))
+
+    def close(self):
+        if self.client:
+            self.client.close()
+        self.server.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def rdb_to_aof(rdb_path, work_dir, appendfilename, timeout):
+    """Load the RDB into a scratch server, switch AOF on (it writes a fresh
+    multi-part AOF) and return (AOF directory, keyspace)."""
+    base = os.path.join(work_dir, "to-aof")
+    with Loaded(base, "rdb", rdb_path, timeout, appendfilename=appendfilename) as srv:
+        ks = srv.keyspace()
+        srv.client.call("CONFIG", "SET", "appendonly", "yes")
+        deadline = time.time() + timeout
+        while True:
+            p = srv.client.info("persistence")
+            if p.get("aof_enabled") and not p.get("aof_rewrite_in_progress") and not p.get("aof_rewrite_scheduled"):
+                if p.get("aof_last_bgrewrite_status") != "ok":
+                    raise ToolError("Writing the AOF from the RDB failed in the scratch server (%s)" % base)
+                break
+            if time.time() > deadline:
+                raise WaitTimeout("Writing the AOF from the RDB took longer than %ss" % timeout, "Raise timeout")
+            time.sleep(0.05)
+    return os.path.join(base, "appendonlydir"), ks
+
+
+def aof_to_rdb(aofdir, work_dir, timeout):
+    """Load the AOF into a scratch server and SAVE it as an RDB; returns
+    (path of dump.rdb, keyspace)."""
+    base = os.path.join(work_dir, "to-rdb")
+    with Loaded(base, "aof", aofdir, timeout) as srv:
+        ks = srv.keyspace()
+        srv.client.call("SAVE")
+    return os.path.join(base, "dump.rdb"), ks
+
+
+# --------------------------------------------------------------------------
+# verify
+
+
+def redis_verify(params, check_mode=False, runner=None, progress=None):
+    runner = runner or LocalRunner()
+    progress = progress or (lambda msg: None)
+    level = params.get("level") or "structure"
+    if level not in LEVELS:
+        raise ConfigError("level must be one of %s, got %r" % (", ".join(LEVELS), level))
+    storage = open_storage(params.get("storage_url"), **storage_options(params))
+    entry = resolve_redis(storage, params)
+    manifest = entry.manifest
+    if check_mode:
+        return True, {"backup_id": entry.backup_id, "level": level, "passed": None,
+                      "msg": "Would verify %s at level %s" % (entry.backup_id, level)}
+    timeout = float(params.get("timeout") or 600)
+    bin_dir = params.get("redis_bin_dir")
+    job = params.get("job_name") or "redis_%s" % manifest["source"].get("port", "unknown")
+    started = mf.utcnow()
+    t0 = time.time()
+    findings, rows, timings, facts = [], [], {}, {}
+    how = None
+    passed = False
+    tmp = None
+    with signals_raise():
+        try:
+            art = _artifact(manifest)
+            for extra in manifest["artifacts"][1:]:
+                _read(storage, manifest, extra)
+            t1 = time.time()
+            if level == "checksum":
+                progress("checking size and sha256 of %s" % art["name"])
+                _read(storage, manifest, art)
+            elif level == "structure" and manifest["kind"] == "redis_rdb":
+                progress("checking %s with redis-check-rdb while reading it back" % art["name"])
+                checker = RdbChecker(runner, find_redis_tool("redis-check-rdb", bin_dir), art["name"])
+                try:
+                    _read(storage, manifest, art, consumer=checker.feed)
+                    facts = checker.finish()
+                finally:
+                    checker.close()
+            else:
+                tmp = tempfile.mkdtemp(prefix="drkit-redis-verify-", dir=params.get("work_dir") or None)
+                progress("fetching %s" % art["name"])
+                layout, path = fetch_backup(storage, manifest, tmp)
+                timings["download_seconds"] = round(time.time() - t1, 3)
+                progress("checking its structure")
+                facts = check_structure(runner, layout, path, bin_dir)
+                if level == "restore":
+                    progress("loading it into a scratch redis-server on loopback")
+                    t2 = time.time()
+                    with Loaded(os.path.join(tmp, "scratch"), layout, path, timeout) as srv:
+                        timings["restore_seconds"] = round(time.time() - t2, 3)
+                        actual = srv.keyspace()
+                    rows, problems, how = compare_keyspace(manifest["data"], actual)
+                    findings.extend(problems)
+            timings.setdefault("read_seconds", round(time.time() - t1, 3))
+            expected_keys = ((manifest["data"].get("rdb") or {}).get("check") or {}).get("keys")
+            if facts and manifest["kind"] == "redis_rdb" and expected_keys is not None \
+                    and facts.get("keys") != expected_keys:
+                findings.append("redis-check-rdb reads %s keys, %d at backup time" % (facts.get("keys"), expected_keys))
+            passed = not findings
+        except (IntegrityError, ToolError, WaitTimeout) as e:
+            findings.append(str(e))
+            passed = False
+        finally:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    return finish_verification(storage, params, entry, job, level, passed, started, t0, timings, findings,
+                               {"keyspace": rows, "key_counts_compared": how, "structure": facts})

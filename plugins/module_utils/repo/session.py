@@ -1,0 +1,176 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every backup kind shares: a BackupSession stores artifacts through
+the pipeline, reads them back to check them, writes the manifest LAST and
+updates the job's metrics.  If anything fails, the artifacts written so far
+are deleted (best effort; without a manifest they never count anyway) and
+the failure is recorded in the metrics.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+from ..core import metrics
+from ..core.errors import DrkitError, StorageError
+from ..core.stream import PipelineSink, compressor_for, decompressor_for, pump, read_stored
+from ..core.version import VERSION
+from . import manifest as mf
+
+
+class BackupSession(object):
+    def __init__(self, storage, kind, source, tools=None, compression=None, encryption=None,
+                 options=None, labels=None, metrics_dir=None, job=None, progress=None):
+        self.storage = storage
+        self.started = mf.utcnow()
+        self._t0 = time.time()
+        self.backup_id = mf.new_backup_id(kind, self.started)
+        tools = dict(tools or {})
+        tools.setdefault("drkit", VERSION)
+        self.compression = compression
+        self.manifest = mf.Manifest.new(
+            self.backup_id, kind, self.started, source, tools=tools,
+            compression=_public_compression(compression), encryption=encryption,
+            options=options, labels=labels)
+        self.metrics_dir = metrics_dir
+        self.job = job or kind
+        self.kind = kind
+        self._written = []
+        self.committed = False
+        self.progress = progress or (lambda msg: None)
+
+    # -- writing
+
+    def key(self, name):
+        return mf.artifact_key(self.backup_id, name)
+
+    def _transforms(self, compress):
+        return [compressor_for(self.compression)] if compress else []
+
+    def store_stream(self, name, fileobj, compress=True, before_commit=None, **extra):
+        """Stream fileobj into artifact ``name``. ``before_commit()`` runs once
+        the stream ended and before the object is committed: raise there (e.g.
+        the producer exited non-zero) and nothing is stored."""
+        key = self.key(name)
+        self._written.append(key)
+        with self.storage.writer(key) as w:
+            sink = PipelineSink(w, self._transforms(compress))
+            pump(fileobj, sink)
+            sink.close()
+            if before_commit is not None:
+                before_commit()
+        res = sink.result()
+        return self.manifest.add_artifact(name, res["size"], res["sha256"], raw_size=res["raw_size"],
+                                          compressed=bool(compress), **extra)
+
+    def open_sink(self, name, compress=True):
+        """For producers that write (tarfile, a callback): returns
+        (writer, sink). Close the sink, then call finish_sink."""
+        key = self.key(name)
+        self._written.append(key)
+        w = self.storage.writer(key)
+        return w, PipelineSink(w, self._transforms(compress))
+
+    def finish_sink(self, name, writer, sink, compress=True, **extra):
+        sink.close()
+        writer.commit()
+        res = sink.result()
+        return self.manifest.add_artifact(name, res["size"], res["sha256"], raw_size=res["raw_size"],
+                                          compressed=bool(compress), **extra)
+
+    def store_bytes(self, name, data, compress=False, **extra):
+        key = self.key(name)
+        self._written.append(key)
+        with self.storage.writer(key) as w:
+            sink = PipelineSink(w, self._transforms(compress))
+            sink.write(data)
+            sink.close()
+        res = sink.result()
+        return self.manifest.add_artifact(name, res["size"], res["sha256"], raw_size=res["raw_size"],
+                                          compressed=bool(compress), **extra)
+
+    # -- checking
+
+    def reread(self, name, consumer=None):
+        """Read an artifact back from storage and check size and sha256;
+        decompressed content goes to consumer (structure checks)."""
+        art = self.manifest.artifact(name)
+        transforms = [decompressor_for(self.manifest["compression"])] if art.get("compressed") else []
+        return read_stored(self.storage, self.key(name), art["size"], art["sha256"],
+                           transforms=transforms, consumer=consumer)
+
+    # -- finishing
+
+    def commit(self, data=None):
+        if data:
+            self.manifest["data"].update(data)
+        self.manifest.finish(mf.utcnow())
+        mf.write_manifest(self.storage, self.manifest)
+        self.committed = True
+        self._record(True)
+        return self.manifest
+
+    def result(self):
+        m = self.manifest
+        return {
+            "backup_id": self.backup_id,
+            "manifest": dict(m),
+            "manifest_key": mf.manifest_key(self.backup_id),
+            "size": sum(a["size"] for a in m["artifacts"]),
+            "sha256": m["artifacts"][0]["sha256"] if m["artifacts"] else None,
+            "duration": m["duration_seconds"],
+            "storage": self.storage.describe(),
+        }
+
+    def _record(self, ok):
+        if not self.metrics_dir:
+            return
+        now = time.time()
+        values = {"drkit_backup_last_attempt_timestamp_seconds": now,
+                  "drkit_backup_last_status": 1 if ok else 0,
+                  "drkit_backup_duration_seconds": round(now - self._t0, 3)}
+        if ok:
+            values["drkit_backup_last_success_timestamp_seconds"] = now
+            values["drkit_backup_size_bytes"] = sum(a["size"] for a in self.manifest["artifacts"])
+            values["drkit_backup_raw_size_bytes"] = sum(a.get("raw_size", a["size"])
+                                                        for a in self.manifest["artifacts"])
+        metrics.update_textfile(self.metrics_dir, self.job, values, labels={"kind": self.kind})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            return False
+        if not self.committed:
+            try:
+                self.storage.delete(list(self._written))
+            except (DrkitError, StorageError, OSError):
+                pass  # Without a manifest they are ignored and rotation removes them later.
+            try:
+                self._record(False)
+            except DrkitError:
+                pass
+        return False
+
+
+def _public_compression(compression):
+    if not compression or compression.get("algorithm") == "none":
+        return {"algorithm": "none"}
+    return {"algorithm": compression.get("algorithm", "zstd"), "level": compression.get("level", 3)}
+
+
+def record_failure(metrics_dir, job, kind):
+    """For failures before a session exists (bad credentials...)."""
+    if not metrics_dir:
+        return
+    now = time.time()
+    try:
+        metrics.update_textfile(metrics_dir, job or kind,
+                                {"drkit_backup_last_attempt_timestamp_seconds": now,
+                                 "drkit_backup_last_status": 0}, labels={"kind": kind})
+    except DrkitError:
+        pass

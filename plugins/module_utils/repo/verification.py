@@ -1,0 +1,147 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Verification records (backups/<id>/verify-<time>-<rand>.json, never
+rewritten; docs/verification-records.md): writing one at the end of every
+verifier, reading the newest one for rotation.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import binascii
+import json
+import os
+import socket
+import time
+
+from ..core import metrics
+from ..core.errors import ConfigError, DrkitError, IntegrityError, NotFoundError
+from ..core.version import VERSION
+from . import manifest as mf
+
+LEVELS = ("checksum", "structure", "restore")
+RECORD_FORMAT = "drkit.backup/verification"
+
+
+def record_key(backup_id, when):
+    return mf.backup_prefix(backup_id) + "verify-%s-%s.json" % (
+        when.strftime("%Y%m%dT%H%M%SZ"), binascii.hexlify(os.urandom(2)).decode("ascii"))
+
+
+def finish_verification(storage, params, entry, job, level, passed, started, t0, timings, findings, extra):
+    """Shared end of every verifier (logical, physical, Redis): write the
+    record next to the manifest (never rewriting it), update the metrics, and
+    return (True, result) or raise VerificationFailed carrying the result."""
+    manifest = entry.manifest
+    finished = mf.utcnow()
+    duration = round(time.time() - t0, 3)
+    age = (started - manifest.finished).total_seconds()
+    record = {
+        "format": RECORD_FORMAT, "version": 1, "backup_id": entry.backup_id, "level": level,
+        "result": "pass" if passed else "fail", "started_at": mf.isoformat(started),
+        "finished_at": mf.isoformat(finished), "duration_seconds": duration, "timings": timings,
+        "backup_age_seconds": round(age, 3), "findings": findings,
+        "verifier": {"host": socket.gethostname(), "drkit": VERSION},
+    }
+    record.update(extra)
+    key = record_key(entry.backup_id, finished)
+    storage.put_bytes(key, (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
+    _record_metrics(params.get("metrics_dir"), job, manifest["kind"], passed, duration, timings, age)
+    result = dict(record)
+    result.update({"passed": passed, "record_key": key, "duration": duration,
+                   "msg": "%s %s at level %s in %.1f s" % (
+                       entry.backup_id, "passed" if passed else "FAILED", level, duration)})
+    if not passed:
+        raise VerificationFailed("Backup %s failed verification at level %s: %s" % (
+            entry.backup_id, level, "; ".join(findings[:10])),
+            "Do not rely on this backup; see the verification record %s" % key, details=result)
+    return True, result
+
+
+class VerificationFailed(IntegrityError):
+    pass
+
+
+def _record_metrics(directory, job, kind, passed, duration, timings, age):
+    if not directory:
+        return
+    now = time.time()
+    values = {"drkit_verify_last_attempt_timestamp_seconds": now,
+              "drkit_verify_last_status": 1 if passed else 0,
+              "drkit_verify_duration_seconds": duration,
+              "drkit_backup_age_at_verify_seconds": round(age, 3)}
+    if passed:
+        values["drkit_verify_last_success_timestamp_seconds"] = now
+    if "restore_seconds" in timings:
+        values["drkit_restore_duration_seconds"] = timings["restore_seconds"]
+    try:
+        metrics.update_textfile(directory, job, values, labels={"kind": kind})
+    except DrkitError:
+        pass
+
+
+RECORD_VERSION = 1
+RECORD_RESULTS = ("pass", "fail")
+
+
+# --------------------------------------------------------------------------
+# Verification records (schema: docs/verification-records.md)
+
+
+def parse_record(data, key, backup_id):
+    """A verification record as a dict; IntegrityError when it is not one."""
+    hint = "Fix or move this record by hand; rotation does not guess which backups were verified"
+    try:
+        rec = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except ValueError as e:
+        raise IntegrityError("Verification record %s is not valid JSON: %s" % (key, e), hint)
+    if not isinstance(rec, dict):
+        raise IntegrityError("Verification record %s is not a JSON object" % key, hint)
+    if rec.get("format") != RECORD_FORMAT:
+        raise IntegrityError("Verification record %s has format %r, expected %r" % (
+            key, rec.get("format"), RECORD_FORMAT), hint)
+    version = rec.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > RECORD_VERSION:
+        raise IntegrityError("Verification record %s has version %r; this drkit reads up to %d" % (
+            key, version, RECORD_VERSION), "Upgrade drkit")
+    if rec.get("backup_id") != backup_id:
+        raise IntegrityError("Verification record %s claims backup %r" % (key, rec.get("backup_id")), hint)
+    if rec.get("result") not in RECORD_RESULTS:
+        raise IntegrityError("Verification record %s has result %r, expected pass or fail" % (
+            key, rec.get("result")), hint)
+    try:
+        rec["_finished"] = mf.parse_time(rec.get("finished_at"))
+    except ConfigError:
+        raise IntegrityError("Verification record %s has no valid finished_at" % key, hint)
+    return rec
+
+
+def latest_verification(storage, entry):
+    """The newest verification record of a backup (by its finished_at, then
+    key), or None when it has none."""
+    best = None
+    for key in entry.verification_keys:
+        try:
+            data = storage.get_bytes(key)
+        except NotFoundError:
+            continue  # removed since the listing: it no longer counts
+        rec = parse_record(data, key, entry.backup_id)
+        rec["_key"] = key
+        if best is None or (rec["_finished"], key) > (best["_finished"], best["_key"]):
+            best = rec
+    return best
+
+
+def newest_verified(storage, entries):
+    """The first of ``entries`` (newest first) whose latest verification
+    passed, and that record; (None, None) when none did.  Reads records
+    only until it finds one: cheap however many backups there are."""
+    for entry in entries:
+        if not entry.verification_keys:
+            continue
+        rec = latest_verification(storage, entry)
+        if rec is not None and rec["result"] == "pass":
+            return entry, rec
+    return None, None

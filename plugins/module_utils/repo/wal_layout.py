@@ -1,0 +1,153 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""WAL in the repository: PostgreSQL's file names, LSN arithmetic, the keys
+under wal/ (docs/pitr.md) and the archive's system identifier.  Pure
+naming rules, shared by the archiver, PITR and rotation.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+
+from ..core.errors import ConfigError, ConflictError, IntegrityError, NotFoundError
+from ..storage.base import put_new
+
+WAL = "wal"
+SYSID_KEY = WAL + "/SYSTEM_IDENTIFIER"
+HISTORY_DIR = WAL + "/history"
+SUFFIX = ".zst"
+DEFAULT_SEGMENT_SIZE = 16 << 20
+
+
+SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+PARTIAL_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{16})\.partial$")
+BACKUP_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{16})\.[0-9A-F]{8}\.backup$")
+HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
+
+
+# --------------------------------------------------------------------------
+# names, keys, LSNs
+
+
+def classify(name):
+    """'segment', 'partial', 'backup' or 'history'; ConfigError otherwise."""
+    if not isinstance(name, str):
+        name = str(name)
+    if SEGMENT_RE.match(name):
+        return "segment"
+    if PARTIAL_RE.match(name):
+        return "partial"
+    if BACKUP_RE.match(name):
+        return "backup"
+    if HISTORY_RE.match(name):
+        return "history"
+    raise ConfigError("%r is not a WAL file name PostgreSQL archives" % (name,),
+                      "Pass %f as the file name (e.g. 000000010000000000000003, 00000002.history)")
+
+
+def timeline_of(name):
+    return name[:8]
+
+
+def wal_key(name):
+    """Storage key of a WAL file (see the module doc for the layout)."""
+    kind = classify(name)
+    if kind == "history":
+        return "%s/%s%s" % (HISTORY_DIR, name, SUFFIX)
+    return "%s/%s/%s%s" % (WAL, timeline_of(name), name, SUFFIX)
+
+
+def name_of_key(key):
+    """The WAL file name of a storage key, or None if it is not a WAL file."""
+    base = key.rsplit("/", 1)[-1]
+    if not base.endswith(SUFFIX):
+        return None
+    base = base[:-len(SUFFIX)]
+    try:
+        classify(base)
+    except ConfigError:
+        return None
+    return base
+
+
+def segments_per_xlogid(seg_size):
+    return 0x100000000 // seg_size
+
+
+def segment_number(name, seg_size=DEFAULT_SEGMENT_SIZE):
+    m = SEGMENT_RE.match(name[:24])
+    if not m:
+        raise ConfigError("%r is not a WAL segment name" % (name,))
+    return int(m.group(2), 16) * segments_per_xlogid(seg_size) + int(m.group(3), 16)
+
+
+def segment_name(timeline, segno, seg_size=DEFAULT_SEGMENT_SIZE):
+    per = segments_per_xlogid(seg_size)
+    return "%08X%08X%08X" % (int(timeline), segno // per, segno % per)
+
+
+def parse_lsn(text):
+    """'16/B374D848' -> int."""
+    if isinstance(text, int):
+        return text
+    m = re.match(r"^\s*([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*$", str(text))
+    if not m:
+        raise ConfigError("%r is not an LSN" % (text,), "Write it as PostgreSQL does, e.g. 16/B374D848")
+    return (int(m.group(1), 16) << 32) | int(m.group(2), 16)
+
+
+def format_lsn(value):
+    return "%X/%X" % (value >> 32, value & 0xFFFFFFFF)
+
+
+def lsn_segment(lsn, timeline, seg_size=DEFAULT_SEGMENT_SIZE, previous=False):
+    """Name of the segment holding ``lsn`` (``previous``: holding lsn - 1,
+    PostgreSQL's XLByteToPrevSeg, used for a stop/end point)."""
+    value = parse_lsn(lsn)
+    if previous:
+        value -= 1
+    return segment_name(timeline, value // seg_size, seg_size)
+
+
+def segment_range(first, last, seg_size=DEFAULT_SEGMENT_SIZE):
+    """Segment names first..last inclusive, on first's timeline."""
+    tli = int(timeline_of(first), 16)
+    a, b = segment_number(first, seg_size), segment_number(last, seg_size)
+    return [segment_name(tli, n, seg_size) for n in range(a, b + 1)]
+
+
+# --------------------------------------------------------------------------
+# system identifier of the archive
+
+
+def archive_system_identifier(storage):
+    """The system identifier recorded in wal/SYSTEM_IDENTIFIER, or None."""
+    try:
+        text = storage.get_bytes(SYSID_KEY).decode("ascii", "replace").strip()
+    except NotFoundError:
+        return None
+    if not text.isdigit():
+        raise IntegrityError("%s in %s holds %r, not a system identifier" % (SYSID_KEY, storage.describe(), text),
+                             "Fix or remove it by hand: it names the cluster this archive belongs to")
+    return text
+
+
+def claim_archive(storage, system_identifier, what):
+    """Make sure the archive belongs to this cluster; record it if new."""
+    sysid = str(system_identifier)
+    current = archive_system_identifier(storage)
+    if current is None:
+        try:
+            put_new(storage, SYSID_KEY, (sysid + "\n").encode("ascii"))
+            return sysid
+        except ConflictError:
+            current = archive_system_identifier(storage)  # a concurrent first push
+    if current != sysid:
+        raise ConflictError(
+            "%s belongs to the cluster with system identifier %s, but the archive %s belongs to cluster %s" % (
+                what, sysid, storage.describe(), current),
+            "Each cluster needs its own storage_url (e.g. s3://bucket/<cluster name>); nothing was stored")
+    return sysid

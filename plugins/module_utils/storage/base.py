@@ -1,0 +1,144 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Storage backends behind one small interface.
+
+Keys are relative, '/'-separated paths under the storage root
+(``backups/<id>/manifest.json``).  Two backends:
+
+* ``file:///abs/path``: writes go to a hidden temp name in the target
+  directory, are fsynced, renamed into place and the directory is fsynced.
+  Files are 0600, directories 0700.
+* ``s3://bucket/prefix``: boto3; streams are uploaded as multipart uploads
+  with a SHA-256 checksum per part, and a failed upload is aborted.
+  ``open_storage(..., light=True)`` (wal-push, wal-fetch, pg_restore,
+  pg_verify) puts s3lite.py's standard-library client in front of boto3
+  when it can.
+
+Every writer is used as ``with storage.writer(key) as w: w.write(...)``;
+leaving the block with an exception aborts the write and leaves nothing
+behind under ``key``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from collections import namedtuple
+
+from ..core.errors import ConfigError, ConflictError
+
+ObjectInfo = namedtuple("ObjectInfo", ["key", "size", "mtime"])
+"""One stored object: key relative to the root, size in bytes, mtime (epoch)."""
+
+IncompleteUpload = namedtuple("IncompleteUpload", ["key", "upload_id", "started"])
+"""A leftover partial write: an S3 multipart upload or a file backend temp file."""
+
+TEMP_MARKER = ".drkit-tmp-"
+READ_CHUNK = 1 << 20
+
+
+def check_key(key):
+    if not key or key.startswith("/") or "\\" in key:
+        raise ConfigError("Invalid storage key %r" % (key,),
+                          "Keys are relative '/'-separated paths; this is a bug, please report it")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ConfigError("Invalid storage key %r" % (key,),
+                          "Keys may not contain empty, '.' or '..' components")
+    if any(p.startswith(TEMP_MARKER) for p in parts):
+        raise ConfigError("Invalid storage key %r" % (key,), "The prefix %s is reserved" % TEMP_MARKER)
+
+
+class ObjectWriter(object):
+    """Write one object. Use as a context manager: an exception aborts."""
+
+    def __init__(self):
+        self.size = 0
+        self._done = False
+
+    def write(self, data):
+        raise NotImplementedError
+
+    def commit(self):
+        raise NotImplementedError
+
+    def abort(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        elif not self._done:
+            self.commit()
+        return False
+
+
+class Storage(object):
+    """Interface every backend implements."""
+
+    scheme = None
+
+    def describe(self):
+        """The storage URL, safe to print (never holds a secret)."""
+        raise NotImplementedError
+
+    def writer(self, key):
+        raise NotImplementedError
+
+    def put_bytes(self, key, data):
+        with self.writer(key) as w:
+            w.write(data)
+        return len(data)
+
+    def iter_read(self, key, chunk_size=READ_CHUNK):
+        raise NotImplementedError
+
+    def get_bytes(self, key):
+        return b"".join(self.iter_read(key))
+
+    def stat(self, key):
+        """ObjectInfo of key, or None when it does not exist."""
+        raise NotImplementedError
+
+    def exists(self, key):
+        return self.stat(key) is not None
+
+    def list(self, prefix=""):
+        """Iterate ObjectInfo for every complete object under prefix, any order."""
+        raise NotImplementedError
+
+    def list_dirs(self, prefix):
+        """Names of the immediate 'sub directories' of prefix (which ends in '/')."""
+        raise NotImplementedError
+
+    def delete(self, keys):
+        """Delete keys (missing ones are fine). Returns the list deleted."""
+        raise NotImplementedError
+
+    def list_incomplete(self, prefix=""):
+        """Leftover partial writes (IncompleteUpload) under prefix."""
+        raise NotImplementedError
+
+    def abort_incomplete(self, upload):
+        raise NotImplementedError
+
+    def check_writable(self):
+        """Fail early, with a clear message, when the root cannot be written."""
+        raise NotImplementedError
+
+
+def put_new(storage, key, data):
+    """Store data under key unless an object is there already; an identical
+    object is accepted, a different one raises ConflictError (never overwritten)."""
+    existing = storage.stat(key)
+    if existing is not None:
+        if existing.size == len(data) and storage.get_bytes(key) == data:
+            return False
+        raise ConflictError("%s already exists in %s with different content" % (key, storage.describe()),
+                            "It was left untouched; investigate before removing it by hand")
+    storage.put_bytes(key, data)
+    return True

@@ -1,0 +1,275 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""file:// storage: temp file + fsync + rename + directory fsync, 0600 files
+in 0700 directories; create-only with link().
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import os
+import stat
+import uuid
+
+from ..core.errors import ConfigError, NotFoundError, StorageError
+from ..core.osutil import fsync_dir
+from .base import READ_CHUNK, TEMP_MARKER, IncompleteUpload, ObjectInfo, ObjectWriter, Storage, check_key
+
+# --------------------------------------------------------------------------
+# file://
+
+
+class _FileWriter(ObjectWriter):
+    def __init__(self, backend, key):
+        super(_FileWriter, self).__init__()
+        self._backend = backend
+        self._final = backend._path(key)
+        self._key = key
+        directory = os.path.dirname(self._final)
+        self._tmp = os.path.join(directory, "%s%s" % (TEMP_MARKER, uuid.uuid4().hex))
+        for attempt in (1, 2):
+            backend._makedirs(directory)
+            try:
+                fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                backend._give_to_owner(fd=fd)
+                break
+            except OSError as e:
+                # ENOENT: another writer's abort pruned the fresh directory; once more.
+                if e.errno != errno.ENOENT or attempt == 2:
+                    raise _file_error("create a temporary file in %s" % directory, e)
+        self._fh = os.fdopen(fd, "wb", 0)
+
+    def write(self, data):
+        try:
+            self._fh.write(data)
+        except OSError as e:
+            self.abort()
+            raise _file_error("write %s" % self._final, e)
+        self.size += len(data)
+
+    def commit(self):
+        if self._done:
+            return
+        try:
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.rename(self._tmp, self._final)
+            fsync_dir(os.path.dirname(self._final))
+        except OSError as e:
+            self.abort()
+            raise _file_error("store %s" % self._final, e)
+        self._done = True
+
+    def abort(self):
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._fh.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self._tmp)
+        except OSError:
+            pass
+        # No empty backups/<id>/ directory left behind by a failed run.
+        self._backend._prune_empty(os.path.dirname(self._final))
+
+
+def _file_error(action, exc):
+    hint = "Check the path, its permissions and free space"
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        hint = "The file system is full: free space or point storage_url elsewhere"
+    elif getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
+        hint = "Permission denied: run as a user that owns the backup directory"
+    elif getattr(exc, "errno", None) == errno.EROFS:
+        hint = "The file system is read-only"
+    return StorageError("Could not %s: %s" % (action, exc.strerror or exc), hint)
+
+
+class FileStorage(Storage):
+    scheme = "file"
+
+    def __init__(self, root):
+        if not os.path.isabs(root):
+            raise ConfigError("file:// storage needs an absolute path, got %r" % root,
+                              "Write it as file:///absolute/path (three slashes)")
+        self.root = os.path.normpath(root)
+        self._owner = None
+
+    def describe(self):
+        return "file://" + self.root
+
+    def _give_to_owner(self, path=None, fd=None):
+        """Run as root in a storage root that another user owns (a base
+        backup by root into the archive that postgres's archive_command
+        writes), new files and directories go to that user: a root-owned
+        0600 wal/SYSTEM_IDENTIFIER would make every later wal-push fail."""
+        if self._owner is None:
+            self._owner = ()
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                try:
+                    st = os.stat(self.root)
+                except OSError:
+                    st = None
+                if st is not None and st.st_uid != 0:
+                    self._owner = (st.st_uid, st.st_gid)
+        if not self._owner:
+            return
+        try:
+            if fd is not None:
+                os.fchown(fd, *self._owner)
+            else:
+                os.chown(path, *self._owner)
+        except OSError as e:
+            raise _file_error("hand %s to the owner of %s" % (path or "a new file", self.root), e)
+
+    def _path(self, key):
+        check_key(key)
+        return os.path.join(self.root, *key.split("/"))
+
+    def _makedirs(self, directory):
+        if os.path.isdir(directory):
+            return
+        parent = os.path.dirname(directory)
+        if parent and parent != directory:
+            self._makedirs(parent)
+        try:
+            os.mkdir(directory, 0o700)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise _file_error("create directory %s" % directory, e)
+            return
+        if directory.startswith(self.root + os.sep):
+            self._give_to_owner(path=directory)
+
+    def writer(self, key):
+        return _FileWriter(self, key)
+
+    def iter_read(self, key, chunk_size=READ_CHUNK):
+        path = self._path(key)
+        try:
+            fh = open(path, "rb")
+        except (IOError, OSError) as e:
+            if e.errno == errno.ENOENT:
+                raise NotFoundError("%s does not exist in %s" % (key, self.describe()),
+                                    "Check the backup id and storage_url")
+            raise _file_error("read %s" % path, e)
+        return iter_file(fh, chunk_size)
+
+    def stat(self, key):
+        try:
+            st = os.stat(self._path(key))
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            raise _file_error("stat %s" % key, e)
+        return ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def _walk(self, prefix):
+        base = self.root
+        if not os.path.isdir(base):
+            return
+        # Walk only the part of the tree that can hold prefix.
+        start_dir = base
+        if "/" in prefix:
+            start_dir = os.path.join(base, *prefix.rsplit("/", 1)[0].split("/"))
+            if not os.path.isdir(start_dir):
+                return
+
+        def onerror(e):
+            raise _file_error("list %s" % getattr(e, "filename", base), e)
+
+        for dirpath, dirnames, filenames in os.walk(start_dir, onerror=onerror):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, base)
+            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+            for name in sorted(filenames):
+                yield dirpath, rel_dir + name, name
+
+    def list(self, prefix=""):
+        for dirpath, key, name in self._walk(prefix):
+            if name.startswith(TEMP_MARKER) or not key.startswith(prefix):
+                continue
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    continue  # deleted while we listed
+                raise _file_error("stat %s" % key, e)
+            if stat.S_ISREG(st.st_mode):
+                yield ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def list_dirs(self, prefix):
+        path = os.path.join(self.root, *[p for p in prefix.split("/") if p])
+        try:
+            names = os.listdir(path)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return []
+            raise _file_error("list %s" % path, e)
+        return sorted(n for n in names if os.path.isdir(os.path.join(path, n))
+                      and not n.startswith(TEMP_MARKER))
+
+    def delete(self, keys):
+        deleted = []
+        dirs = set()
+        for key in keys:
+            path = self._path(key)
+            try:
+                os.unlink(path)
+                deleted.append(key)
+                dirs.add(os.path.dirname(path))
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    raise _file_error("delete %s" % path, e)
+        for d in dirs:
+            fsync_dir(d)
+            self._prune_empty(d)
+        return deleted
+
+    def _prune_empty(self, directory):
+        while directory != self.root and directory.startswith(self.root):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return
+            directory = os.path.dirname(directory)
+
+    def list_incomplete(self, prefix=""):
+        for dirpath, key, name in self._walk(prefix):
+            if name.startswith(TEMP_MARKER):
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                yield IncompleteUpload(key, None, st.st_mtime)
+
+    def abort_incomplete(self, upload):
+        path = os.path.join(self.root, *upload.key.split("/"))
+        try:
+            os.unlink(path)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise _file_error("remove %s" % path, e)
+
+    def check_writable(self):
+        try:
+            self._makedirs(self.root)
+        except StorageError:
+            raise
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageError("Backup directory %s is not writable by this user" % self.root,
+                               "Fix its owner/permissions or run as the user that owns it")
+
+
+def iter_file(fh, chunk_size):
+    with fh:
+        while True:
+            chunk = fh.read(chunk_size)
+            if not chunk:
+                return
+            yield chunk
