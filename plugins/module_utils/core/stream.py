@@ -11,9 +11,10 @@
 Only one chunk (about 1 MiB) plus the compressor's window and the storage
 writer's in-flight parts is ever held in memory.
 
-Producers run behind a small runner interface (``LocalRunner.spawn``) so that
-a runner which executes inside a container (``docker exec`` through the
-Docker API) can replace it without touching the rest of the pipeline.
+Producers run behind a small runner interface (core.process,
+``LocalRunner.spawn``) so that a runner which executes inside a container
+(``docker exec`` through the Docker API) can replace it without touching the
+rest of the pipeline.
 """
 
 from __future__ import absolute_import, division, print_function

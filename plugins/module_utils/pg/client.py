@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""PostgreSQL connections, client tools and credentials.
+"""PostgreSQL connections, client tools and credentials, and the database
+administration the restores and verifiers need (create, drop, unique names).
 
 Passwords never appear in argv: the Python driver gets them as a keyword,
 client tools (pg_dump, pg_restore, psql) through a 0600 pgpass file in a

@@ -1,8 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Point-in-time recovery from a physical base backup plus the WAL archive,
-and the physical twin of pg_verify.
+"""Point-in-time recovery from a physical base backup plus the WAL archive.
 
 pg_pitr:
 
@@ -23,11 +22,6 @@ pg_pitr:
    was reached", any wal-fetch error, or a stop before the end of the
    archive with ``latest`` fail the task; otherwise it reports where
    recovery stopped and how long each step took.
-
-verify_physical (called by pg_verify for pg_physical backups): checksum,
-structure (extract into a scratch directory, pg_verifybackup with the
-backup's WAL fetched from the archive), restore (replay to consistency in a
-ScratchPostgres on a free loopback port, SQL checks, stop, remove).
 """
 
 from __future__ import absolute_import, division, print_function

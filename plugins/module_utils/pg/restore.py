@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Restoring logical backups: the real recovery path, and the engine of the
-test-restore that pg_verify does.
+"""Restoring logical backups (drkit.backup.pg_restore): the real recovery
+path.  pg_verify's test-restore uses the same parts (pg.dump, pg.dump_fetch,
+pg.rowcounts).
 
 A restore always goes into a NEW database under a temporary name, and only a
 complete, checked restore is renamed into place.  So a failed restore never

@@ -1,15 +1,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Scratch servers: throw-away PostgreSQL and Redis instances on loopback.
+"""A throw-away PostgreSQL on loopback (ScratchPostgres; its Redis twin is
+redis.scratch, what they share core.scratch).
 
-Used by the verifiers (test-restore of a logical dump, physical PITR replay,
-Redis RDB load), by the demo and by the test-suite. Every instance:
+Used by the verifiers (test-restore of a logical dump, physical replay), by
+the demo and by the test-suite. Every instance:
 
 * binds 127.0.0.1 only, on a free port (or the one given), with its own
   directory: it never touches the machine's own services;
-* keeps secrets out of argv (PGPASSWORD in the environment, a 0600 redis.conf
-  for ``requirepass``, REDISCLI_AUTH for redis-cli);
+* keeps secrets out of argv (PGPASSWORD in the environment);
 * is a context manager, and is also stopped by an ``atexit`` safety net if the
   owner forgets, so a crashed verifier does not leave servers behind.
 

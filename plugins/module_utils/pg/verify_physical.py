@@ -1,8 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Verifying a physical backup: artifacts and WAL in the archive,
-pg_verifybackup, and a replay to consistency in a scratch server.
+"""Verifying a physical backup (pg_verify dispatches pg_physical backups
+here): ``checksum`` (every artifact and the WAL the backup needs are in the
+archive), ``structure`` (extract into a scratch directory, pg_verifybackup
+with that WAL fetched from the archive), ``restore`` (replay to consistency
+in a ScratchPostgres on a free loopback port, SQL checks, stop, remove).
 """
 
 from __future__ import absolute_import, division, print_function

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Restoring and verifying Redis backups.
+"""Restoring Redis backups (drkit.backup.redis_restore).
 
 ``redis_restore`` puts a backup into the data directory of a STOPPED
 instance.  The trap it handles: with ``appendonly yes`` Redis loads only the
@@ -13,11 +13,6 @@ on loopback loads the RDB and writes the AOF), an AOF backup for an instance
 without AOF into a dump.rdb.  Whatever was there is moved aside, never
 deleted.  Optionally the instance is started (``start_command``) and its key
 counts compared with the manifest.
-
-``redis_verify`` is pg_verify's twin: ``checksum`` (size and sha256 of every
-artifact), ``structure`` (plus redis-check-rdb / redis-check-aof), and
-``restore`` (plus loading it into a scratch redis-server on a free loopback
-port and comparing the key counts per database with the manifest).
 """
 
 from __future__ import absolute_import, division, print_function

@@ -1,8 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""drkit.backup.redis_verify: checksum, structure, or a load into a scratch
-server compared key by key count with the manifest.
+"""drkit.backup.redis_verify, pg_verify's twin: ``checksum`` (size and sha256
+of every artifact), ``structure`` (plus redis-check-rdb / redis-check-aof),
+and ``restore`` (plus loading it into a scratch redis-server on a free
+loopback port and comparing the key counts per database with the manifest).
 """
 
 from __future__ import absolute_import, division, print_function

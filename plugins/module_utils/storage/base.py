@@ -1,19 +1,21 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Storage backends behind one small interface.
+"""The storage interface every backend implements (``Storage``,
+``ObjectWriter``), and the helpers built on it.
 
 Keys are relative, '/'-separated paths under the storage root
-(``backups/<id>/manifest.json``).  Two backends:
+(``backups/<id>/manifest.json``).  The backends (storage.factory opens one
+from a URL):
 
-* ``file:///abs/path``: writes go to a hidden temp name in the target
-  directory, are fsynced, renamed into place and the directory is fsynced.
-  Files are 0600, directories 0700.
-* ``s3://bucket/prefix``: boto3; streams are uploaded as multipart uploads
-  with a SHA-256 checksum per part, and a failed upload is aborted.
-  ``open_storage(..., light=True)`` (wal-push, wal-fetch, pg_restore,
-  pg_verify) puts s3lite.py's standard-library client in front of boto3
-  when it can.
+* ``file:///abs/path`` (storage.file): writes go to a hidden temp name in the
+  target directory, are fsynced, renamed into place and the directory is
+  fsynced.  Files are 0600, directories 0700.
+* ``s3://bucket/prefix`` (storage.s3): boto3; streams are uploaded as
+  multipart uploads with a SHA-256 checksum per part, and a failed upload is
+  aborted.  ``open_storage(..., light=True)`` (wal-push, wal-fetch,
+  pg_restore, pg_verify) puts storage.s3lite's standard-library client in
+  front of boto3 when it can.
 
 Every writer is used as ``with storage.writer(key) as w: w.write(...)``;
 leaving the block with an exception aborts the write and leaves nothing
