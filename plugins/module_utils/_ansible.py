@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import importlib
 import traceback
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
@@ -77,7 +78,6 @@ def metrics_argument_spec():
 def check_libraries(module, names):
     """Fail with Ansible's standard message when a Python library is missing
     on the managed host."""
-    import importlib  # pylint: disable=import-outside-toplevel
     for name, pip_name in names:
         try:
             importlib.import_module(name)

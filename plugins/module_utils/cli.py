@@ -22,6 +22,7 @@ __metaclass__ = type
 import argparse
 import json
 import os
+import shlex
 import stat
 import sys
 import time
@@ -211,7 +212,6 @@ def cmd_redis_verify(args, params):
 
 
 def cmd_redis_restore(args, params):
-    import shlex  # pylint: disable=import-outside-toplevel
 
     from .redis.restore import redis_restore  # pylint: disable=import-outside-toplevel
     if isinstance(params.get("start_command"), str):

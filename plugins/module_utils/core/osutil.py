@@ -9,7 +9,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import grp
 import os
+import pwd
 import stat
 import tempfile
 
@@ -17,8 +19,6 @@ from .errors import ConfigError, StorageError
 
 
 def user_ids(user):
-    import grp  # pylint: disable=import-outside-toplevel
-    import pwd  # pylint: disable=import-outside-toplevel
 
     try:
         pw = pwd.getpwnam(user)
@@ -99,7 +99,6 @@ def write_owned_file(path, text, ids):
 
 
 def uid_of(owner):
-    import pwd  # pylint: disable=import-outside-toplevel
     if isinstance(owner, int) or str(owner).isdigit():
         return int(owner)
     try:
@@ -109,7 +108,6 @@ def uid_of(owner):
 
 
 def gid_of(group):
-    import grp  # pylint: disable=import-outside-toplevel
     if isinstance(group, int) or str(group).isdigit():
         return int(group)
     try:

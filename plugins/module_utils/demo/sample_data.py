@@ -13,6 +13,9 @@ uuid, bytea, numeric, an enum and timestamps, have a few secondary indexes and
 sequence-backed ids. Four big tables (api_requests, document_chunks,
 audit_log, session_events) hold most of the volume.
 
+Long because it is mostly data (the 36 table definitions and one row
+generator each); demo code, never shipped to database hosts.
+
 Text is made of pseudo-sentences drawn from a Zipf-weighted vocabulary plus
 random ids and hex; 40% of the phrases recur from a per-table pool, as error
 messages, notes and templates do in real tables. So it compresses like real

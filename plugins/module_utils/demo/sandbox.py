@@ -13,7 +13,9 @@ __metaclass__ = type
 
 import json
 import os
+import secrets
 import shutil
+import time
 
 from ..core.errors import ConfigError
 from ..core.scratch import LOOPBACK
@@ -168,7 +170,6 @@ def _redis_started(base_dir, keys, check_mode, progress):
             return True, None
         if not os.path.isdir(rdir):
             os.makedirs(rdir, 0o700)
-        import secrets  # pylint: disable=import-outside-toplevel
         password = (state or {}).get("password") or secrets.token_urlsafe(18)
         progress("starting a sandbox Redis (AOF on) in %s" % rdir)
         server = ScratchRedis(rdir, port=(state or {}).get("port"), password=password, appendonly=True)
@@ -215,7 +216,6 @@ def _redis_stop(base_dir):
             client.send(("SHUTDOWN", "NOSAVE"))
     except Exception:  # pylint: disable=broad-except
         pass  # the connection drops when the server exits
-    import time  # pylint: disable=import-outside-toplevel
     deadline = time.time() + 10
     while _redis_alive(state) and time.time() < deadline:
         time.sleep(0.1)

@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+import shlex
 import time
 
 from ..core.errors import ConfigError, WaitTimeout
@@ -27,7 +28,6 @@ ARCHIVE_SETTINGS = ("wal_level", "archive_mode", "archive_command", "archive_tim
 
 def archive_command_for(params):
     """archive_command running ``drkit wal-push`` as the server's OS user."""
-    import shlex  # pylint: disable=import-outside-toplevel
     drkit = params.get("drkit_command") or "/usr/local/bin/drkit"
     url = params.get("storage_url")
     if not url:

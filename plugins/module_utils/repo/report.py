@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import json
 import os
 import socket
@@ -119,7 +120,6 @@ def component_summary(comp):
 
 
 def _iso(epoch):
-    import datetime  # pylint: disable=import-outside-toplevel
     return mf.isoformat(datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc))
 
 
