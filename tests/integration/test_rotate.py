@@ -427,7 +427,7 @@ def seg(timeline, n):
 
 
 def put_wal(store):
-    """A WAL archive as wal.py lays it out (wal/<tli>/<name>.zst, history under wal/history/)."""
+    """A WAL archive as repo/wal_layout.py lays it out (wal/<tli>/<name>.zst, history under wal/history/)."""
     names = [seg(1, n) for n in range(1, 11)] + [seg(2, n) for n in range(9, 13)]
     names += ["00000002.history", seg(1, 3) + ".00000028.backup", seg(1, 2) + ".partial"]
     keys = [wal_key(n) for n in names] + [SYSID_KEY, "wal/00000001/README"]

@@ -1,6 +1,6 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""s3lite.py's client against a real S3-compatible server (SeaweedFS on
+"""storage/s3lite.py's client against a real S3-compatible server (SeaweedFS on
 loopback): the storage operations give the same answers as through boto3
 on the same bucket, errors map the same way, big writes go through boto3
 (multipart), and ``drkit wal-push`` / ``wal-fetch`` of a real WAL segment

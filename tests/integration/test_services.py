@@ -298,7 +298,7 @@ def test_collection_is_importable_the_ansible_way():
     import ansible_collections.drkit.backup.plugins.module_utils.core.errors as errors_mod
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert os.path.realpath(errors_mod.__file__) == os.path.join(repo, "plugins", "module_utils", "errors.py")
+    assert os.path.realpath(errors_mod.__file__) == os.path.join(repo, "plugins", "module_utils", "core", "errors.py")
     paths = os.environ["ANSIBLE_COLLECTIONS_PATH"].split(os.pathsep)
     assert os.path.isdir(os.path.join(paths[0], "ansible_collections", "drkit", "backup", "plugins"))
 
