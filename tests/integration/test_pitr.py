@@ -380,6 +380,57 @@ def test_verify_physical_restore_level(cluster, scenario):
     assert cluster.storage().stat(res["record_key"]) is not None
 
 
+# The engine as the pg_verify module runs it (no CLI around it to catch
+# signals): SIGTERM arrives while the scratch server replays.
+_SIGTERM_DURING_REPLAY = r"""
+import json, os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.drkit.backup.plugins.module_utils.pg import verify_physical as vp
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage, storage_options
+
+def stopped_here(server, timeout):
+    with open(os.path.join(server.data_dir, "postmaster.pid")) as fh:
+        pid = int(fh.readline())
+    with open(sys.argv[3], "w") as fh:
+        json.dump({"pid": pid, "data_dir": server.data_dir}, fh)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+
+vp.wait_promoted = stopped_here
+params = json.loads(sys.argv[2])
+storage = open_storage(params["storage_url"], **storage_options(params))
+try:
+    vp.verify_physical(params, mf.resolve(storage, params["backup_id"]))
+except Exception as e:
+    print("%s %s" % (type(e).__name__, getattr(e, "exit_code", "")))
+    sys.exit(getattr(e, "exit_code", 1))
+"""
+
+
+def test_sigterm_during_physical_verify_stops_the_scratch_server(cluster, scenario, tmp_path):
+    import json
+    import subprocess
+    from conftest import BUILD_COLLECTIONS
+    params = s3_params(cluster.s3, cluster.url)
+    params.update(level="restore", backup_id=scenario["backup"]["backup_id"])
+    before = [o.key for o in cluster.storage().list(mf.backup_prefix(params["backup_id"]))]
+    seen = tmp_path / "seen.json"
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_DURING_REPLAY, str(BUILD_COLLECTIONS), json.dumps(params),
+                           str(seen)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 143, proc.stdout  # without signal handling: killed by SIGTERM (-15)
+    assert "Terminated 143" in proc.stdout
+    info = json.loads(seen.read_text())
+    deadline = time.time() + 30
+    while os.path.exists("/proc/%d" % info["pid"]) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists("/proc/%d" % info["pid"]), "the scratch server outlived the verifier"
+    assert not os.path.exists(info["data_dir"]), "the scratch directory was left behind"
+    after = [o.key for o in cluster.storage().list(mf.backup_prefix(params["backup_id"]))]
+    assert after == before  # stopped: no verdict recorded
+
+
 def test_pg_backup_module_physical_and_pg_pitr_module_check_mode(cluster, scenario, tmp_path, restore_dirs):
     c = cluster
     args = s3_params(c.s3, c.url)

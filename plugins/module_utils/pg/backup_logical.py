@@ -29,10 +29,10 @@ import socket
 import tarfile
 import tempfile
 
-from ..core.errors import ConfigError, DrkitError, SourceError
+from ..core.errors import ConfigError, SourceError
 from ..core.process import LocalRunner
 from ..repo import manifest as mf
-from ..repo.session import BackupSession, record_failure
+from ..repo.session import BackupJob
 from ..storage.factory import open_storage, storage_options
 from .client import (
     PG_DUMP_ZSTD_MAJOR,
@@ -116,8 +116,8 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
     cp = conn_params(params)
     database = params["database"]
     storage = open_storage(params.get("storage_url"), **storage_options(params))
-    metrics_dir = params.get("metrics_dir")
-    job = params.get("job_name") or "pg_%s" % database
+    job = BackupJob(storage, KIND, params.get("metrics_dir"), params.get("job_name") or "pg_%s" % database,
+                    progress)
     compression = {"algorithm": "zstd", "level": level, "threads": int(params.get("compression_threads") or 0)}
     row_counts = params.get("row_counts", True) is not False
 
@@ -128,24 +128,12 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
         finally:
             conn.close()
         find_tool("pg_dump", facts["server_version_num"], params.get("pg_bin_dir"))
-        if storage.scheme == "s3":
-            # HEAD bucket: read-only. A HEAD of a key in a missing bucket is a
-            # plain 404 and would pass for "no such backup yet".
-            storage.check_writable()
-        else:
-            storage.exists(mf.manifest_key(mf.new_backup_id(KIND)))  # readable, creates nothing
-        return True, {"changed": True, "backup_id": None, "storage": storage.describe(),
-                      "msg": "Would back up database %s (PostgreSQL %s) in %s format to %s" % (
-                          database, facts["server_version"], fmt, storage.describe())}
+        job.check_storage()
+        return job.planned("Would back up database %s (PostgreSQL %s) in %s format to %s" % (
+            database, facts["server_version"], fmt, storage.describe()))
 
-    try:
-        storage.check_writable()
-        conn = connect(cp, database)
-    except DrkitError:
-        record_failure(metrics_dir, job, KIND)
-        raise
-    work_dir = None
-    try:
+    with job:
+        conn = job.closing(connect(cp, database))
         facts = server_facts(conn)
         conn.rollback()
         pg_dump = find_tool("pg_dump", facts["server_version_num"], params.get("pg_bin_dir"))
@@ -158,9 +146,8 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
         options = {"format": fmt, "jobs": jobs, "row_counts": row_counts,
                    "compression_by": "pg_dump" if native else "drkit"}
         options.update(dict((k, v) for k, v in filters.items() if v))
-        session = BackupSession(storage, KIND, source, tools=tools, compression=compression,
-                                options=options, labels=params.get("labels"), metrics_dir=metrics_dir,
-                                job=job, progress=progress)
+        session = job.session(source, tools=tools, compression=compression, options=options,
+                              labels=params.get("labels"))
         with session:
             with conn.cursor() as cur:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -189,13 +176,8 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
                         session.store_stream(name, handle.stdout, compress=not native, before_commit=finished,
                                              content="pg_dump custom archive", **extra)
                 else:
-                    try:
-                        work_dir = tempfile.mkdtemp(prefix="drkit-dump-", dir=params.get("work_dir") or None)
-                    except OSError as e:
-                        raise ConfigError("Cannot create a work directory in %s: %s" % (
-                            params.get("work_dir") or tempfile.gettempdir(), e.strerror or e),
-                            "Point work_dir at an existing, writable directory with room for the "
-                            "uncompressed dump")
+                    work_dir = _work_dir(params.get("work_dir"))
+                    job.cleanup(shutil.rmtree, work_dir, True)
                     out_dir = os.path.join(work_dir, "dump")
                     argv += ["--format=directory", "--jobs=%d" % jobs, "--file=%s" % out_dir]
                     progress("pg_dump -Fd -j %d of %s into %s" % (jobs, database, work_dir))
@@ -203,8 +185,7 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
                     check_tool_result("pg_dump", rc, err, "dumping database %s" % database)
                     progress("streaming the dump directory to %s" % storage.describe())
                     _store_directory(session, name, out_dir)
-                    shutil.rmtree(work_dir, ignore_errors=True)
-                    work_dir = None
+                    shutil.rmtree(work_dir, ignore_errors=True)  # room for the next job's dump
             if counter:
                 counter.join()
                 if counter.error:
@@ -219,19 +200,19 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
             if counter:
                 data["row_counts"] = counter.counts
             session.commit(data)
-        result = session.result()
-        result["msg"] = "Backed up %s to %s as %s" % (database, storage.describe(), session.backup_id)
-        return True, result
-    except DrkitError:
-        record_failure(metrics_dir, job, KIND)
-        raise
-    finally:
-        try:
-            conn.close()
-        except Exception:  # pylint: disable=broad-except
-            pass
-        if work_dir:
-            shutil.rmtree(work_dir, ignore_errors=True)
+    result = session.result()
+    result["msg"] = "Backed up %s to %s as %s" % (database, storage.describe(), session.backup_id)
+    return True, result
+
+
+def _work_dir(parent):
+    """A private directory for the uncompressed directory-format dump."""
+    try:
+        return tempfile.mkdtemp(prefix="drkit-dump-", dir=parent or None)
+    except OSError as e:
+        raise ConfigError("Cannot create a work directory in %s: %s" % (
+            parent or tempfile.gettempdir(), e.strerror or e),
+            "Point work_dir at an existing, writable directory with room for the uncompressed dump")
 
 
 def _store_directory(session, name, directory):

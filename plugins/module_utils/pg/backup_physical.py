@@ -36,11 +36,11 @@ import struct
 import threading
 import time
 
-from ..core.errors import ConfigError, DrkitError, IntegrityError, WaitTimeout
+from ..core.errors import ConfigError, IntegrityError, WaitTimeout
 from ..core.process import LocalRunner
 from ..core.tar import TarTap, _TapReader
 from ..repo import manifest as mf
-from ..repo.session import BackupSession, record_failure
+from ..repo.session import BackupJob
 from ..repo.wal_layout import (
     archive_system_identifier,
     claim_archive,
@@ -254,8 +254,8 @@ def pg_backup_physical(params, check_mode=False, runner=None, progress=None):
     level, wal_timeout, checkpoint = validate(params)
     cp = conn_params(params)
     storage = open_storage(params.get("storage_url"), **storage_options(params))
-    metrics_dir = params.get("metrics_dir")
-    job = params.get("job_name") or "pg_physical_%s" % cp["port"]
+    job = BackupJob(storage, KIND, params.get("metrics_dir"), params.get("job_name") or "pg_physical_%s" % cp["port"],
+                    progress)
     compression = {"algorithm": "zstd", "level": level, "threads": int(params.get("compression_threads") or 0)}
     dbname = params.get("database") or params.get("maintenance_db") or "postgres"
 
@@ -270,17 +270,12 @@ def pg_backup_physical(params, check_mode=False, runner=None, progress=None):
         archive_sysid = archive_system_identifier(storage)
         if facts["system_identifier"] and archive_sysid and archive_sysid != facts["system_identifier"]:
             claim_archive(storage, facts["system_identifier"], "This cluster")  # raises the clear error
-        return True, {"changed": True, "backup_id": None, "storage": storage.describe(),
-                      "msg": "Would take a base backup of PostgreSQL %s at %s:%s to %s" % (
-                          facts["server_version"], cp["login_host"], cp["port"], storage.describe())}
+        job.check_storage()
+        return job.planned("Would take a base backup of PostgreSQL %s at %s:%s to %s" % (
+            facts["server_version"], cp["login_host"], cp["port"], storage.describe()))
 
-    try:
-        storage.check_writable()
-        conn = connect(cp, dbname, autocommit=True)
-    except DrkitError:
-        record_failure(metrics_dir, job, KIND)
-        raise
-    try:
+    with job:
+        conn = job.closing(connect(cp, dbname, autocommit=True))
         facts = _server_state(conn)
         preflight(facts)
         if facts["system_identifier"]:
@@ -293,8 +288,8 @@ def pg_backup_physical(params, check_mode=False, runner=None, progress=None):
         tools = {"pg_basebackup": tool_version(runner, pg_basebackup)}
         options = {"mode": "physical", "wal_method": "archive", "checkpoint": checkpoint,
                    "wal_wait_timeout": wal_timeout}
-        session = BackupSession(storage, KIND, source, tools=tools, compression=compression, options=options,
-                                labels=params.get("labels"), metrics_dir=metrics_dir, job=job, progress=progress)
+        session = job.session(source, tools=tools, compression=compression, options=options,
+                              labels=params.get("labels"))
         with session:
             app_name = "drkit-basebackup-%s" % binascii.hexlify(os.urandom(4)).decode("ascii")
             t0 = time.time()
@@ -373,19 +368,11 @@ def pg_backup_physical(params, check_mode=False, runner=None, progress=None):
                                 "files": pgm["files"], "wal_ranges": pgm["wal_ranges"]},
             }
             session.commit(data)
-        result = session.result()
-        result["msg"] = "Base backup of %s:%s stored in %s as %s (WAL %s..%s archived)" % (
-            cp["login_host"], cp["port"], storage.describe(), session.backup_id,
-            data["wal_start_segment"], data["wal_stop_segment"])
-        return True, result
-    except DrkitError:
-        record_failure(metrics_dir, job, KIND)
-        raise
-    finally:
-        try:
-            conn.close()
-        except Exception:  # pylint: disable=broad-except
-            pass
+    result = session.result()
+    result["msg"] = "Base backup of %s:%s stored in %s as %s (WAL %s..%s archived)" % (
+        cp["login_host"], cp["port"], storage.describe(), session.backup_id,
+        data["wal_start_segment"], data["wal_stop_segment"])
+    return True, result
 
 
 def _facts_from_stream(tap, seg_size):

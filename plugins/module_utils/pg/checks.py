@@ -62,3 +62,9 @@ def run_checks(cp, dbname, checks):
     finally:
         conn.close()
     return results
+
+
+def failed_checks(results):
+    """The findings of the checks in ``results`` that failed."""
+    return ["check %r failed%s" % (r["name"], (": " + r["error"]) if r.get("error") else " (value %r)" % (
+        r.get("value"),)) for r in results if not r["ok"]]

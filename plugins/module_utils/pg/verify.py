@@ -20,16 +20,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import time
-
-from ..core.errors import ConfigError, IntegrityError, ToolError
+from ..core.errors import ConfigError, IntegrityError
 from ..core.process import LocalRunner
-from ..core.signals import signals_raise
-from ..core.stream import read_stored
 from ..repo import manifest as mf
-from ..repo.verification import LEVELS, finish_verification
+from ..repo.verification import Verification, check_level, planned
 from ..storage.factory import open_storage, storage_options
-from .checks import normalise_checks, run_checks
+from .checks import failed_checks, normalise_checks, run_checks
 from .client import conn_params, connect, create_database, drop_database, find_tool, server_facts, unique_name
 from .dump import list_archive, run_pg_restore
 from .dump_fetch import ArtifactFetch
@@ -40,9 +36,7 @@ from .verify_physical import verify_physical
 def pg_verify(params, check_mode=False, runner=None, progress=None):
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
-    level = params.get("level") or "structure"
-    if level not in LEVELS:
-        raise ConfigError("level must be one of %s, got %r" % (", ".join(LEVELS), level))
+    level = check_level(params.get("level"))
     checks = normalise_checks(params.get("checks"))
     storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
     entry = mf.resolve(storage, params.get("backup_id") or "latest", before=params.get("before"),
@@ -55,83 +49,63 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
         raise ConfigError("Backup %s is a %s backup" % (entry.backup_id, kind),
                           "Use drkit.backup.redis_verify for Redis backups")
     if check_mode:
-        return True, {"backup_id": entry.backup_id, "level": level, "passed": None,
-                      "msg": "Would verify %s at level %s" % (entry.backup_id, level)}
+        return planned(entry, level)
 
     job = params.get("job_name") or "pg_%s" % manifest["source"].get("database", "unknown")
-    started = mf.utcnow()
-    t0 = time.time()
-    findings, tables, check_results, timings = [], [], [], {}
-    scratch = None
-    passed = False
-    with signals_raise():
+    tables, check_results, scratch = [], [], None
+    v = Verification(storage, params, entry, level, job, progress)
+    with v:
         fetch = ArtifactFetch(storage, manifest, params.get("work_dir"))
-        try:
-            extra = manifest["artifacts"][1:]
-            for art in extra:
-                key = mf.artifact_key(entry.backup_id, art["name"])
-                if storage.stat(key) is None:
-                    raise IntegrityError("Artifact %s of backup %s is missing" % (art["name"], entry.backup_id))
-                read_stored(storage, key, art["size"], art["sha256"])
-            if level == "checksum":
-                progress("checking size and sha256 of %s" % fetch.artifact["name"])
-                fetch.check_only()
-                timings["download_seconds"] = round(fetch.seconds, 3)
-            elif level == "structure":
-                pg_restore = find_tool("pg_restore", manifest["source"].get("server_version_num"),
-                                       params.get("pg_bin_dir"))
-                fetch.require_reader(runner, pg_restore)
-                progress("checking %s and listing it with pg_restore --list" % fetch.artifact["name"])
-                t1 = time.time()
+        v.cleanup(fetch.cleanup)
+        v.check_artifacts(skip=[fetch.artifact["name"]])
+        if level == "checksum":
+            progress("checking size and sha256 of %s" % fetch.artifact["name"])
+            fetch.check_only()
+            v.timings["download_seconds"] = round(fetch.seconds, 3)
+        elif level == "structure":
+            pg_restore = find_tool("pg_restore", manifest["source"].get("server_version_num"),
+                                   params.get("pg_bin_dir"))
+            fetch.require_reader(runner, pg_restore)
+            progress("checking %s and listing it with pg_restore --list" % fetch.artifact["name"])
+            with v.timed("download_seconds"):
                 toc = list_archive(runner, pg_restore, fetch.fmt, fetch.artifact["name"],
                                    lambda consumer: fetch.check_only(consumer=consumer))
-                timings["download_seconds"] = round(time.time() - t1, 3)
-                expected_toc = manifest.get("data", {}).get("toc_entries")
-                if expected_toc is not None and toc != expected_toc:
-                    raise IntegrityError("pg_restore --list shows %d entries, the manifest recorded %d" % (
-                        toc, expected_toc))
-            else:
-                cp = conn_params(params)
-                conn = connect(cp, params.get("maintenance_db") or "postgres", autocommit=True)
-                try:
-                    facts = server_facts(conn)
-                    pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
-                    fetch.require_reader(runner, pg_restore)
-                    scratch = unique_name("drkit_verify")
-                    progress("restoring %s into scratch database %s" % (entry.backup_id, scratch))
-                    create_database(conn, scratch)
-                    try:
-                        jobs = int(params.get("jobs") or 1)
-                        opts = {"no_owner": params.get("no_owner", True),
-                                "no_privileges": params.get("no_privileges", True),
-                                "restore_settings": params.get("restore_settings")}
-                        timings.update(run_pg_restore(runner, cp, fetch, pg_restore, scratch, jobs, opts, progress))
-                        expected = manifest.get("data", {}).get("row_counts")
-                        t2 = time.time()
-                        if expected:
-                            tables, problems = compare_counts(expected, count_rows(cp, scratch, expected, jobs))
-                            findings.extend(problems)
-                        else:
-                            findings.append("the manifest holds no row counts (row_counts was off): "
-                                            "only the restore itself was checked")
-                        if checks:
-                            check_results = run_checks(cp, scratch, checks)
-                            findings.extend("check %r failed%s" % (
-                                r["name"], (": " + r["error"]) if r.get("error") else " (value %r)" % (r.get("value"),))
-                                for r in check_results if not r["ok"])
-                        timings["check_seconds"] = round(time.time() - t2, 3)
-                    finally:
-                        progress("dropping scratch database %s" % scratch)
-                        drop_database(conn, scratch)
-                finally:
-                    conn.close()
-            hard = [f for f in findings if not f.startswith("the manifest holds no row counts")]
-            passed = not hard
-        except (IntegrityError, ToolError) as e:
-            findings.append(str(e))
-            passed = False
-        finally:
-            fetch.cleanup()
+            expected_toc = manifest.get("data", {}).get("toc_entries")
+            if expected_toc is not None and toc != expected_toc:
+                raise IntegrityError("pg_restore --list shows %d entries, the manifest recorded %d" % (
+                    toc, expected_toc))
+        else:
+            cp = conn_params(params)
+            conn = connect(cp, params.get("maintenance_db") or "postgres", autocommit=True)
+            v.cleanup(conn.close)
+            facts = server_facts(conn)
+            pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
+            fetch.require_reader(runner, pg_restore)
+            scratch = unique_name("drkit_verify")
+            progress("restoring %s into scratch database %s" % (entry.backup_id, scratch))
+            create_database(conn, scratch)
+            v.cleanup(_drop_scratch, conn, scratch, progress)
+            jobs = int(params.get("jobs") or 1)
+            opts = {"no_owner": params.get("no_owner", True),
+                    "no_privileges": params.get("no_privileges", True),
+                    "restore_settings": params.get("restore_settings")}
+            v.timings.update(run_pg_restore(runner, cp, fetch, pg_restore, scratch, jobs, opts, progress))
+            expected = manifest.get("data", {}).get("row_counts")
+            with v.timed("check_seconds"):
+                if expected:
+                    tables, problems = compare_counts(expected, count_rows(cp, scratch, expected, jobs))
+                    for problem in problems:
+                        v.finding(problem)
+                else:
+                    v.finding("the manifest holds no row counts (row_counts was off): "
+                              "only the restore itself was checked", fails=False)
+                if checks:
+                    check_results = run_checks(cp, scratch, checks)
+                    for problem in failed_checks(check_results):
+                        v.finding(problem)
+    return v.finish(tables=tables, checks=check_results, scratch_database=scratch)
 
-    return finish_verification(storage, params, entry, job, level, passed, started, t0, timings, findings,
-                               {"tables": tables, "checks": check_results, "scratch_database": scratch})
+
+def _drop_scratch(conn, name, progress):
+    progress("dropping scratch database %s" % name)
+    drop_database(conn, name)

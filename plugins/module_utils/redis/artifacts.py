@@ -46,7 +46,7 @@ def resolve_redis(storage, params):
     return entries[0]
 
 
-def _artifact(manifest):
+def main_artifact(manifest):
     if not manifest["artifacts"]:
         raise IntegrityError("Backup %s lists no artifacts" % manifest.backup_id)
     return manifest["artifacts"][0]
@@ -56,7 +56,7 @@ def _transforms(manifest, art):
     return [decompressor_for(manifest.get("compression"))] if art.get("compressed") else []
 
 
-def _read(storage, manifest, art, consumer=None):
+def read_artifact(storage, manifest, art, consumer=None):
     key = mf.artifact_key(manifest.backup_id, art["name"])
     if storage.stat(key) is None:
         raise IntegrityError("Artifact %s of backup %s is missing from %s" % (
@@ -68,19 +68,19 @@ def _read(storage, manifest, art, consumer=None):
 def fetch_backup(storage, manifest, dest_dir, aof_dirname="appendonlydir"):
     """Download the backup into dest_dir, checking size and sha256 on the way.
     Returns ('rdb', path of dump.rdb) or ('aof', path of the AOF directory)."""
-    art = _artifact(manifest)
+    art = main_artifact(manifest)
     if manifest["kind"] == "redis_rdb":
         path = os.path.join(dest_dir, "dump.rdb")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
-            _read(storage, manifest, art, consumer=out.write)
+            read_artifact(storage, manifest, art, consumer=out.write)
         return "rdb", path
     aofdir = os.path.join(dest_dir, aof_dirname)
     os.mkdir(aofdir, 0o700)
     ex = TarStreamExtractor(aofdir, AOF_PREFIX)
     ex.start()
     try:
-        _read(storage, manifest, art, consumer=ex.feed)
+        read_artifact(storage, manifest, art, consumer=ex.feed)
     finally:
         ex.close()
         ex.join()
@@ -93,7 +93,7 @@ def fetch_backup(storage, manifest, dest_dir, aof_dirname="appendonlydir"):
     return "aof", aofdir
 
 
-def _aof_manifest_path(aofdir):
+def aof_manifest_path(aofdir):
     found = [n for n in os.listdir(aofdir) if n.endswith(".manifest")]
     if len(found) != 1:
         raise IntegrityError("Expected one AOF manifest in %s, found %s" % (aofdir, found or "none"))
@@ -103,7 +103,7 @@ def _aof_manifest_path(aofdir):
 def check_structure(runner, layout, path, bin_dir=None):
     if layout == "rdb":
         return check_rdb_file(runner, find_redis_tool("redis-check-rdb", bin_dir), path)
-    ok, facts, text = check_aof_dir(runner, find_redis_tool("redis-check-aof", bin_dir), _aof_manifest_path(path))
+    ok, facts, text = check_aof_dir(runner, find_redis_tool("redis-check-aof", bin_dir), aof_manifest_path(path))
     if not ok:
         lines = [ln for ln in text.splitlines() if ln.strip()]
         raise IntegrityError("redis-check-aof rejected the AOF of this backup: %s" % " | ".join(lines[-3:]),

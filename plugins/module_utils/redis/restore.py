@@ -31,7 +31,7 @@ from ..core.signals import signals_raise
 from ..storage.factory import open_storage, storage_options
 from .artifacts import check_structure, fetch_backup, resolve_redis
 from .client import RedisClient, conn_params, describe, keyspace
-from .verify import _wait_loaded, aof_to_rdb, compare_keyspace, rdb_to_aof
+from .verify import aof_to_rdb, compare_keyspace, rdb_to_aof, wait_loaded
 
 # --------------------------------------------------------------------------
 # restore into a stopped instance
@@ -255,7 +255,7 @@ def _wait_started(cp, data_dir, deadline):
         client = RedisClient(cp)
         try:
             client.connect()
-            _wait_loaded(client, deadline)
+            wait_loaded(client, deadline)
             try:
                 d = client.config_get("dir")
             except SourceError:

@@ -34,10 +34,9 @@ __metaclass__ = type
 import os
 import socket
 
-from ..core.errors import ConfigError, DrkitError
+from ..core.errors import ConfigError
 from ..core.process import LocalRunner
-from ..repo import manifest as mf
-from ..repo.session import BackupSession, record_failure
+from ..repo.session import BackupJob
 from ..storage.factory import open_storage, storage_options
 from .client import conn_params, connect, describe
 from .server import server_facts, total_keys
@@ -86,8 +85,8 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
     cp = conn_params(params)
     kind = KIND[mode]
     storage = open_storage(params.get("storage_url"), **storage_options(params))
-    metrics_dir = params.get("metrics_dir")
-    job = params.get("job_name") or "redis_%s" % cp["port"]
+    job = BackupJob(storage, kind, params.get("metrics_dir"), params.get("job_name") or "redis_%s" % cp["port"],
+                    progress)
     pause_writes = params.get("pause_writes", True) is not False
     bin_dir = params.get("redis_bin_dir")
 
@@ -96,18 +95,14 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
             facts = server_facts(client)
             plan = _check_plan(client, mode, cp)
         find_redis_tool("redis-check-aof" if mode == "aof" else "redis-check-rdb", bin_dir)
-        storage.exists(mf.manifest_key(mf.new_backup_id(kind)))  # reachability, read-only
-        return True, {"changed": True, "backup_id": None, "mode": mode, "storage": storage.describe(),
-                      "msg": "Would back up Redis %s at %s (mode %s: %s) to %s" % (
-                          facts["server_version"], describe(cp), mode, plan, storage.describe())}
+        job.check_storage()
+        changed, result = job.planned("Would back up Redis %s at %s (mode %s: %s) to %s" % (
+            facts["server_version"], describe(cp), mode, plan, storage.describe()))
+        result["mode"] = mode
+        return changed, result
 
-    try:
-        storage.check_writable()
-        client = connect(cp)
-    except DrkitError:
-        record_failure(metrics_dir, job, kind)
-        raise
-    try:
+    with job:
+        client = job.closing(connect(cp))
         facts = server_facts(client)
         tool = find_redis_tool("redis-check-aof" if mode == "aof" else "redis-check-rdb", bin_dir)
         source = {"type": "redis", "host": cp["host"], "port": cp["port"], "tls": cp["tls"],
@@ -121,33 +116,27 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
         options = {"mode": mode}
         if mode != "rdb":
             options["pause_writes"] = pause_writes
-        session = BackupSession(storage, kind, source, tools=tools, compression=_compression(params, level),
-                                options=options, labels=params.get("labels"), metrics_dir=metrics_dir,
-                                job=job, progress=progress)
+        session = job.session(source, tools=tools, compression=_compression(params, level), options=options,
+                              labels=params.get("labels"))
         with session:
             if mode == "rdb":
                 data, notes = snapshot_rdb(client, session, runner, tool, timeout, progress)
             elif mode == "remote":
                 data, notes = snapshot_remote(client, cp, session, runner, tool, timeout, pause_ms,
-                                               pause_writes, progress)
+                                              pause_writes, progress)
             else:
                 data, notes = snapshot_aof(client, session, runner, tool, timeout, pause_ms, pause_writes,
-                                            params.get("work_dir"), progress)
+                                           params.get("work_dir"), progress)
             data["notes"] = notes
             session.commit(data)
-        result = session.result()
-        result["mode"] = mode
-        result["notes"] = notes
-        result["key_counts"] = data["keyspace"]
-        result["key_counts_exact"] = data["key_counts_exact"]
-        result["msg"] = "Backed up Redis at %s (mode %s, %d keys) to %s as %s" % (
-            describe(cp), mode, total_keys(data["keyspace"]), storage.describe(), session.backup_id)
-        return True, result
-    except DrkitError:
-        record_failure(metrics_dir, job, kind)
-        raise
-    finally:
-        client.close()
+    result = session.result()
+    result["mode"] = mode
+    result["notes"] = notes
+    result["key_counts"] = data["keyspace"]
+    result["key_counts_exact"] = data["key_counts_exact"]
+    result["msg"] = "Backed up Redis at %s (mode %s, %d keys) to %s as %s" % (
+        describe(cp), mode, total_keys(data["keyspace"]), storage.describe(), session.backup_id)
+    return True, result
 
 
 def _check_plan(client, mode, cp):

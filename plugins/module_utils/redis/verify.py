@@ -17,13 +17,11 @@ import shutil
 import tempfile
 import time
 
-from ..core.errors import ConfigError, IntegrityError, SourceError, ToolError, WaitTimeout
+from ..core.errors import SourceError, ToolError, WaitTimeout
 from ..core.process import LocalRunner
-from ..core.signals import signals_raise
-from ..repo import manifest as mf
-from ..repo.verification import LEVELS, finish_verification
+from ..repo.verification import Verification, check_level, planned
 from ..storage.factory import open_storage, storage_options
-from .artifacts import _aof_manifest_path, _artifact, _read, check_structure, fetch_backup, resolve_redis
+from .artifacts import aof_manifest_path, check_structure, fetch_backup, main_artifact, read_artifact, resolve_redis
 from .client import RedisClient, keyspace
 from .scratch import ScratchRedis
 from .tools import RdbChecker, find_redis_tool
@@ -64,7 +62,7 @@ def compare_keyspace(data, actual):
     return rows, problems, "not compared (the manifest's counts are approximate)"
 
 
-def _wait_loaded(client, deadline):
+def wait_loaded(client, deadline):
     while True:
         try:
             info = client.info("persistence")
@@ -106,7 +104,7 @@ class Loaded(object):
         else:
             target = os.path.join(base_dir, "appendonlydir")
             shutil.copytree(path, target, copy_function=_link_or_copy)
-            mpath = _aof_manifest_path(target)
+            mpath = aof_manifest_path(target)
             extra = ["--appendfilename", os.path.basename(mpath)[:-len(".manifest")]]
         self.server = ScratchRedis(base_dir, password=secrets.token_urlsafe(18), appendonly=(layout == "aof"),
                                    extra_args=extra)
@@ -120,7 +118,7 @@ class Loaded(object):
                                        "password": self.server.password, "tls": False, "tls_ca_cert": None,
                                        "tls_cert": None, "tls_key": None, "tls_validate_certs": True,
                                        "connect_timeout": 30}).connect()
-            _wait_loaded(self.client, time.time() + self.timeout)
+            wait_loaded(self.client, time.time() + self.timeout)
         except BaseException:
             self.close()
             raise
@@ -179,68 +177,52 @@ def aof_to_rdb(aofdir, work_dir, timeout):
 def redis_verify(params, check_mode=False, runner=None, progress=None):
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
-    level = params.get("level") or "structure"
-    if level not in LEVELS:
-        raise ConfigError("level must be one of %s, got %r" % (", ".join(LEVELS), level))
+    level = check_level(params.get("level"))
     storage = open_storage(params.get("storage_url"), **storage_options(params))
     entry = resolve_redis(storage, params)
     manifest = entry.manifest
     if check_mode:
-        return True, {"backup_id": entry.backup_id, "level": level, "passed": None,
-                      "msg": "Would verify %s at level %s" % (entry.backup_id, level)}
+        return planned(entry, level)
     timeout = float(params.get("timeout") or 600)
     bin_dir = params.get("redis_bin_dir")
     job = params.get("job_name") or "redis_%s" % manifest["source"].get("port", "unknown")
-    started = mf.utcnow()
-    t0 = time.time()
-    findings, rows, timings, facts = [], [], {}, {}
-    how = None
-    passed = False
-    tmp = None
-    with signals_raise():
-        try:
-            art = _artifact(manifest)
-            for extra in manifest["artifacts"][1:]:
-                _read(storage, manifest, extra)
-            t1 = time.time()
-            if level == "checksum":
-                progress("checking size and sha256 of %s" % art["name"])
-                _read(storage, manifest, art)
-            elif level == "structure" and manifest["kind"] == "redis_rdb":
-                progress("checking %s with redis-check-rdb while reading it back" % art["name"])
-                checker = RdbChecker(runner, find_redis_tool("redis-check-rdb", bin_dir), art["name"])
-                try:
-                    _read(storage, manifest, art, consumer=checker.feed)
-                    facts = checker.finish()
-                finally:
-                    checker.close()
-            else:
-                tmp = tempfile.mkdtemp(prefix="drkit-redis-verify-", dir=params.get("work_dir") or None)
-                progress("fetching %s" % art["name"])
-                layout, path = fetch_backup(storage, manifest, tmp)
-                timings["download_seconds"] = round(time.time() - t1, 3)
-                progress("checking its structure")
-                facts = check_structure(runner, layout, path, bin_dir)
-                if level == "restore":
-                    progress("loading it into a scratch redis-server on loopback")
-                    t2 = time.time()
-                    with Loaded(os.path.join(tmp, "scratch"), layout, path, timeout) as srv:
-                        timings["restore_seconds"] = round(time.time() - t2, 3)
-                        actual = srv.keyspace()
-                    rows, problems, how = compare_keyspace(manifest["data"], actual)
-                    findings.extend(problems)
-            timings.setdefault("read_seconds", round(time.time() - t1, 3))
-            expected_keys = ((manifest["data"].get("rdb") or {}).get("check") or {}).get("keys")
-            if facts and manifest["kind"] == "redis_rdb" and expected_keys is not None \
-                    and facts.get("keys") != expected_keys:
-                findings.append("redis-check-rdb reads %s keys, %d at backup time" % (facts.get("keys"), expected_keys))
-            passed = not findings
-        except (IntegrityError, ToolError, WaitTimeout) as e:
-            findings.append(str(e))
-            passed = False
-        finally:
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
-
-    return finish_verification(storage, params, entry, job, level, passed, started, t0, timings, findings,
-                               {"keyspace": rows, "key_counts_compared": how, "structure": facts})
+    rows, facts, how = [], {}, None
+    v = Verification(storage, params, entry, level, job, progress)
+    with v:
+        art = main_artifact(manifest)
+        v.check_artifacts(skip=[art["name"]])
+        t1 = time.time()
+        if level == "checksum":
+            progress("checking size and sha256 of %s" % art["name"])
+            read_artifact(storage, manifest, art)
+        elif level == "structure" and manifest["kind"] == "redis_rdb":
+            progress("checking %s with redis-check-rdb while reading it back" % art["name"])
+            checker = RdbChecker(runner, find_redis_tool("redis-check-rdb", bin_dir), art["name"])
+            try:
+                read_artifact(storage, manifest, art, consumer=checker.feed)
+                facts = checker.finish()
+            finally:
+                checker.close()
+        else:
+            tmp = tempfile.mkdtemp(prefix="drkit-redis-verify-", dir=params.get("work_dir") or None)
+            v.cleanup(shutil.rmtree, tmp, True)
+            progress("fetching %s" % art["name"])
+            layout, path = fetch_backup(storage, manifest, tmp)
+            v.timings["download_seconds"] = round(time.time() - t1, 3)
+            progress("checking its structure")
+            facts = check_structure(runner, layout, path, bin_dir)
+            if level == "restore":
+                progress("loading it into a scratch redis-server on loopback")
+                t2 = time.time()
+                with Loaded(os.path.join(tmp, "scratch"), layout, path, timeout) as srv:
+                    v.timings["restore_seconds"] = round(time.time() - t2, 3)
+                    actual = srv.keyspace()
+                rows, problems, how = compare_keyspace(manifest["data"], actual)
+                for problem in problems:
+                    v.finding(problem)
+        v.timings.setdefault("read_seconds", round(time.time() - t1, 3))
+        expected_keys = ((manifest["data"].get("rdb") or {}).get("check") or {}).get("keys")
+        if facts and manifest["kind"] == "redis_rdb" and expected_keys is not None \
+                and facts.get("keys") != expected_keys:
+            v.finding("redis-check-rdb reads %s keys, %d at backup time" % (facts.get("keys"), expected_keys))
+    return v.finish(keyspace=rows, key_counts_compared=how, structure=facts)

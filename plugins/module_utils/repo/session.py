@@ -1,11 +1,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What every backup kind shares: a BackupSession stores artifacts through
-the pipeline, reads them back to check them, writes the manifest LAST and
-updates the job's metrics.  If anything fails, the artifacts written so far
-are deleted (best effort; without a manifest they never count anyway) and
-the failure is recorded in the metrics.
+"""What every backup kind shares.
+
+A BackupJob is one run of a backup entry point: storage checked for writing
+first, resources closed on every path, a failure anywhere (connecting, the
+session, after it) recorded once in the job's metrics, and the check-mode
+answer.  Inside it a BackupSession stores artifacts through the pipeline,
+reads them back to check them, writes the manifest LAST and updates the
+job's metrics.  If anything fails, the artifacts written so far are deleted
+(best effort; without a manifest they never count anyway).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -40,6 +44,7 @@ class BackupSession(object):
         self.kind = kind
         self._written = []
         self.committed = False
+        self.failure_recorded = False
         self.progress = progress or (lambda msg: None)
 
     # -- writing
@@ -152,9 +157,94 @@ class BackupSession(object):
                 pass  # Without a manifest they are ignored and rotation removes them later.
             try:
                 self._record(False)
+                self.failure_recorded = True
             except DrkitError:
                 pass
         return False
+
+
+class BackupJob(object):
+    """One run of a backup entry point around its BackupSession::
+
+        job = BackupJob(storage, KIND, params.get("metrics_dir"), job_name, progress)
+        if check_mode:
+            ...                                   # read-only checks of the source
+            job.check_storage()
+            return job.planned("Would back up ...")
+        with job:                                 # storage.check_writable() first
+            conn = connect(...)
+            job.closing(conn)                     # closed on every path
+            session = job.session(source, tools=..., compression=..., options=...)
+            with session:
+                ...
+                session.commit(data)
+        return True, session.result()
+
+    Any exception in the block is recorded once as a failed attempt in the
+    job's metrics (the session records its own with the duration) and then
+    propagates.
+    """
+
+    def __init__(self, storage, kind, metrics_dir=None, job=None, progress=None):
+        self.storage = storage
+        self.kind = kind
+        self.metrics_dir = metrics_dir
+        self.job = job or kind
+        self.progress = progress or (lambda msg: None)
+        self._session = None
+        self._cleanups = []
+
+    def check_storage(self):
+        """Check mode: the storage is reachable, without writing anything."""
+        if self.storage.scheme == "s3":
+            # HEAD bucket: read-only. A HEAD of a key in a missing bucket is a
+            # plain 404 and would pass for "no such backup yet".
+            self.storage.check_writable()
+        else:
+            self.storage.exists(mf.manifest_key(mf.new_backup_id(self.kind)))  # readable, creates nothing
+
+    def planned(self, msg):
+        """The check-mode result of every backup entry point."""
+        return True, {"changed": True, "backup_id": None, "storage": self.storage.describe(), "msg": msg}
+
+    def session(self, source, **kwargs):
+        self._session = BackupSession(self.storage, self.kind, source, metrics_dir=self.metrics_dir,
+                                      job=self.job, progress=self.progress, **kwargs)
+        return self._session
+
+    def closing(self, resource):
+        """Close ``resource`` when the job ends, whatever happens."""
+        self._cleanups.append((_close_quietly, (resource,)))
+        return resource
+
+    def cleanup(self, func, *args):
+        """Call ``func(*args)`` when the job ends, whatever happens (last registered first)."""
+        self._cleanups.append((func, args))
+
+    def __enter__(self):
+        try:
+            self.storage.check_writable()
+        except BaseException:
+            record_failure(self.metrics_dir, self.job, self.kind)  # __exit__ does not run for it
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            while self._cleanups:
+                func, args = self._cleanups.pop()
+                func(*args)
+        finally:
+            if exc_type is not None and not (self._session is not None and self._session.failure_recorded):
+                record_failure(self.metrics_dir, self.job, self.kind)
+        return False
+
+
+def _close_quietly(resource):
+    try:
+        resource.close()
+    except Exception:  # pylint: disable=broad-except
+        pass  # a connection the server already closed
 
 
 def _public_compression(compression):
@@ -164,7 +254,8 @@ def _public_compression(compression):
 
 
 def record_failure(metrics_dir, job, kind):
-    """For failures before a session exists (bad credentials...)."""
+    """A failed attempt in the job's metrics, for failures outside a session
+    (bad credentials, storage not writable...)."""
     if not metrics_dir:
         return
     now = time.time()

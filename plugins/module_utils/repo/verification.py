@@ -1,9 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Verification records (backups/<id>/verify-<time>-<rand>.json, never
-rewritten; docs/verification-records.md): writing one at the end of every
-verifier, reading the newest one for rotation.
+"""Verification: the one skeleton every verifier (logical, physical, Redis)
+fills in, and its records (backups/<id>/verify-<time>-<rand>.json, never
+rewritten; docs/verification-records.md), written at the end of every run and
+read back by rotation.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,14 +16,142 @@ import json
 import os
 import socket
 import time
+from contextlib import contextmanager
 
 from ..core import metrics
-from ..core.errors import ConfigError, DrkitError, IntegrityError, NotFoundError
+from ..core.errors import ConfigError, DrkitError, IntegrityError, NotFoundError, ToolError, WaitTimeout
+from ..core.signals import signals_raise
+from ..core.stream import read_stored
 from ..core.version import VERSION
 from . import manifest as mf
 
 LEVELS = ("checksum", "structure", "restore")
+DEFAULT_LEVEL = "structure"
 RECORD_FORMAT = "drkit.backup/verification"
+
+# What makes a verification FAIL (and be recorded as failed): the backup, or
+# what it needs, is not what the manifest promised (IntegrityError), a tool
+# refused it (ToolError), or it could not be brought up in time (WaitTimeout).
+# Anything else (bad input, unreachable storage or server, a signal) stops
+# the run without a record: it says nothing about the backup.
+FAILURES = (IntegrityError, ToolError, WaitTimeout)
+
+
+def check_level(level):
+    """The verification level asked for (default structure), or ConfigError."""
+    level = level or DEFAULT_LEVEL
+    if level not in LEVELS:
+        raise ConfigError("level must be one of %s, got %r" % (", ".join(LEVELS), level))
+    return level
+
+
+def planned(entry, level, what=None):
+    """The check-mode answer of every verifier: what would be verified."""
+    return True, {"backup_id": entry.backup_id, "level": level, "passed": None,
+                  "msg": "Would verify %s%s at level %s" % (what + " " if what else "", entry.backup_id, level)}
+
+
+class Verification(object):
+    """One verifier run.  The verifier does the checks of its kind; this
+    owns the rest, the same for every kind::
+
+        v = Verification(storage, params, entry, level, job)
+        with v:                                   # SIGTERM/SIGHUP raise Terminated inside
+            v.check_artifacts(skip=[main])        # every other artifact: present, size, sha256
+            with v.timed("download_seconds"):
+                ...
+            v.cleanup(server.destroy)              # on every path, the last registered first
+            v.finding("...")                      # fails the verification
+        return v.finish(tables=..., checks=...)   # record, metrics; VerificationFailed if it failed
+
+    An IntegrityError, ToolError or WaitTimeout raised in the block is a
+    finding (the run is recorded as failed); any other exception propagates
+    after the clean-ups, and nothing is recorded.
+    """
+
+    def __init__(self, storage, params, entry, level, job, progress=None):
+        self.storage = storage
+        self.params = params
+        self.entry = entry
+        self.manifest = entry.manifest
+        self.level = level
+        self.job = job
+        self.progress = progress or (lambda msg: None)
+        self.started = mf.utcnow()
+        self.t0 = time.time()
+        self.findings = []
+        self.timings = {}
+        self._hard = 0
+        self._cleanups = []
+        self._signals = None
+
+    def __enter__(self):
+        self._signals = signals_raise()
+        self._signals.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self._run_cleanups(exc_type is None)
+        finally:
+            self._signals.__exit__(None, None, None)  # the old handlers back
+        if exc_type is not None and issubclass(exc_type, FAILURES):
+            self.finding(str(exc))
+            return True
+        return False
+
+    def cleanup(self, func, *args):
+        """Call ``func(*args)`` when the block ends, whatever happens (the
+        last registered first): scratch databases, servers, directories."""
+        self._cleanups.append((func, args))
+
+    def _run_cleanups(self, raise_errors):
+        first = None
+        while self._cleanups:
+            func, args = self._cleanups.pop()
+            try:
+                func(*args)
+            except Exception as e:  # pylint: disable=broad-except
+                first = first or e  # the other clean-ups still run
+        if first is not None and raise_errors:
+            raise first
+
+    @contextmanager
+    def timed(self, name):
+        """Record the seconds the block takes as timings[name] (also when it fails)."""
+        t = time.time()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.time() - t, 3)
+
+    def finding(self, text, fails=True):
+        """Something found; ``fails=False`` for a note that does not fail it."""
+        self.findings.append(text)
+        if fails:
+            self._hard += 1
+
+    def check_artifacts(self, skip=()):
+        """Every artifact of the backup but those in ``skip`` (read by the
+        level's own pass): present, with the recorded size and sha256."""
+        for art in self.manifest["artifacts"]:
+            if art["name"] in skip:
+                continue
+            key = mf.artifact_key(self.entry.backup_id, art["name"])
+            if self.storage.stat(key) is None:
+                raise IntegrityError("Artifact %s of backup %s is missing from %s" % (
+                    art["name"], self.entry.backup_id, self.storage.describe()),
+                    "The backup is damaged; use another backup")
+            read_stored(self.storage, key, art["size"], art["sha256"])
+
+    @property
+    def passed(self):
+        return self._hard == 0
+
+    def finish(self, **extra):
+        """Write the record and the metrics; (True, result) or VerificationFailed."""
+        return finish_verification(self.storage, self.params, self.entry, self.job, self.level, self.passed,
+                                   self.started, self.t0, self.timings, self.findings, extra)
 
 
 def record_key(backup_id, when):
