@@ -2,8 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The verification skeleton every verifier uses (repo/verification.py):
 what counts as a failed verification, clean-ups on every path, signals,
-artifacts checked by name, the record and the metrics."""
+artifacts checked by name, the record and the metrics; the record the
+verifiers write is the one rotation reads (format, key), and malformed
+records are refused."""
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -14,9 +17,10 @@ from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (C
                                                                                StorageError, Terminated, ToolError,
                                                                                WaitTimeout)
 from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils.repo.verification import (Verification,
+from ansible_collections.drkit.backup.plugins.module_utils.repo.verification import (RECORD_FORMAT, Verification,
                                                                                      VerificationFailed,
-                                                                                     check_level, planned)
+                                                                                     check_level, parse_record,
+                                                                                     planned, record_key)
 from ansible_collections.drkit.backup.plugins.module_utils.storage.file import FileStorage
 
 
@@ -150,3 +154,29 @@ def test_levels_and_check_mode():
         "backup_id": "b1", "level": "restore", "passed": None,
         "msg": "Would verify physical backup b1 at level restore"})
     assert planned(Entry(), "checksum")[1]["msg"] == "Would verify b1 at level checksum"
+
+
+BID = "20261125T211500Z-pg-logical-3fa9c1"
+
+
+def record(**kw):
+    rec = {"format": "drkit.backup/verification", "version": 1, "backup_id": BID, "result": "pass",
+           "finished_at": "2026-11-25T22:00:00.000000Z", "level": "restore"}
+    rec.update(kw)
+    return json.dumps(rec).encode()
+
+
+def test_record_key():
+    assert RECORD_FORMAT == "drkit.backup/verification"
+    key = record_key(BID, dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.timezone.utc))
+    assert key.startswith("backups/%s/verify-" % BID) and key.endswith(".json")
+
+
+def test_parse_record():
+    assert parse_record(record(), "k", BID)["result"] == "pass"
+    assert parse_record(record(result="fail"), "k", BID)["result"] == "fail"
+    for bad in (b"{", b"[]", record(format="other"), record(version=2), record(version="1"),
+                record(backup_id="20261125T211500Z-pg-logical-000000"), record(result="ok"),
+                record(finished_at="yesterday")):
+        with pytest.raises(IntegrityError):
+            parse_record(bad, "k", BID)

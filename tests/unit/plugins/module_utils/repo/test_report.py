@@ -1,6 +1,6 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""dr_report.py: RTO/RPO arithmetic from the measured step times, the
+"""report.py: RTO/RPO arithmetic from the measured step times, the
 timeline, and reports that stay well-formed whatever the table names."""
 
 import json

@@ -2,9 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """s3lite.py without a real S3: the Signature V4 signer checked against
 botocore's own signer (same credentials, same timestamp, exact
-Authorization header), request paths against the URLs boto3 builds, the
-factory's "boto3 instead" cases, and retries, connection reuse, errors and
-response parsing against a small HTTP server on 127.0.0.1."""
+Authorization header), request paths against the URLs boto3 builds,
+lite_client_for's "boto3 instead" cases, and retries, connection reuse,
+errors and response parsing against a small HTTP server on 127.0.0.1."""
 
 import base64
 import datetime
@@ -17,16 +17,14 @@ import threading
 from unittest import mock
 
 import pytest
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import NotFoundError, StorageError
+from ansible_collections.drkit.backup.plugins.module_utils.storage.s3 import S3Storage
 from ansible_collections.drkit.backup.plugins.module_utils.storage.s3lite import (ClientError, EMPTY_SHA256,
                                                                                   EndpointConnectionError,
                                                                                   IncompleteReadError, LiteS3Client,
                                                                                   SSLError, _Paginator, canonical_query,
                                                                                   lite_client_for, parse_http_date,
                                                                                   parse_iso8601, sign_v4, uri_encode)
-from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
-from ansible_collections.drkit.backup.plugins.module_utils.storage.file import FileStorage
-from ansible_collections.drkit.backup.plugins.module_utils.storage.s3 import S3Storage
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import NotFoundError, StorageError
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -36,7 +34,6 @@ SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 TOKEN = "FQoGZXIvYXdzEXAMPLE//token+with/odd=chars"
 AMZ_DATE = "20240131T235959Z"
 WHEN = datetime.datetime(2024, 1, 31, 23, 59, 59)
-
 ODD_KEY = "wal/dir with space/ü€ file~name+plus=eq&amp;(1).zst"
 
 
@@ -187,16 +184,7 @@ def test_date_parsing():
 
 
 # --------------------------------------------------------------------------
-# the factory
-
-
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    for var in list(__import__("os").environ):
-        if var.startswith("AWS_") or var.lower().endswith("_proxy") or var == "DRKIT_S3_CLIENT":
-            monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws/config
-    return monkeypatch
+# lite_client_for: s3lite or boto3
 
 
 def test_factory_uses_lite_with_static_credentials(clean_env):
@@ -255,17 +243,6 @@ def test_factory_leaves_it_to_boto3(clean_env, tmp_path, case):
     elif case == "china":
         kw["region"] = "cn-north-1"
     assert lite_client_for(**kw) is None
-
-
-def test_open_storage_light(clean_env):
-    opts = dict(endpoint_url="http://127.0.0.1:9000", access_key="a", secret_key="b", region="us-east-1")
-    s = open_storage("s3://bkt/pre", light=True, **opts)
-    assert isinstance(s.client, LiteS3Client)
-    assert s.describe() == "s3://bkt/pre (endpoint http://127.0.0.1:9000)"
-    assert not isinstance(open_storage("s3://bkt/pre", **opts).client, LiteS3Client)
-    clean_env.setenv("DRKIT_S3_CLIENT", "boto3")
-    assert not isinstance(open_storage("s3://bkt/pre", light=True, **opts).client, LiteS3Client)
-    assert isinstance(open_storage("file:///tmp/x", light=True), FileStorage)
 
 
 def test_other_calls_go_to_a_lazily_made_boto3_client(clean_env):

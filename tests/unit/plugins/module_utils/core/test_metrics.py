@@ -1,31 +1,19 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""metrics.py: the Prometheus textfile writer, and how a BackupSession
-records success and failure in it."""
+"""metrics.py: the Prometheus textfile writer (format, escaping, merging,
+counters, atomic replacement) and the documentation of every metric."""
 
 import os
 import re
 import stat
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils.repo import session as backup
-from ansible_collections.drkit.backup.plugins.module_utils.core.metrics import HELP, update_textfile
-from ansible_collections.drkit.backup.plugins.module_utils.storage import file as st
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, StorageError
+from ansible_collections.drkit.backup.plugins.module_utils.core.metrics import HELP, update_textfile
+from support.unit_helpers import REPO, lines, value
 
 # The exposition format: "# HELP name text", "# TYPE name kind", "name{l="v",...} value".
 SAMPLE_RE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? \S+$')
-
-
-def lines(path):
-    with open(path) as fh:
-        return fh.read().splitlines()
-
-
-def value(path, name):
-    found = [ln for ln in lines(path) if ln.startswith(name + "{") or ln.startswith(name + " ")]
-    assert len(found) == 1, found
-    return float(found[0].rsplit(" ", 1)[1])
 
 
 def test_format_help_type_and_labels(tmp_path):
@@ -129,45 +117,9 @@ def test_metrics_dir_is_created(tmp_path):
 
 
 def test_every_registered_metric_is_documented_in_docs():
-    docs = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "metrics.md")
+    docs = os.path.join(REPO, "docs", "metrics.md")
     if not os.path.exists(docs):
         pytest.fail("docs/metrics.md is missing: metric names must be documented")
     text = open(docs).read()
     missing = [n for n in HELP if n not in text]
     assert missing == [], "undocumented metrics: %s" % missing
-
-
-# --------------------------------------------------------------------------
-# BackupSession -> metrics
-
-
-def test_session_records_success_then_failure(tmp_path):
-    fs = st.FileStorage(str(tmp_path / "store"))
-    mdir = str(tmp_path / "metrics")
-    src = {"type": "postgresql", "host": "h", "port": 1, "database": "d"}
-    with backup.BackupSession(fs, "pg_logical", src, compression={"algorithm": "zstd", "level": 3},
-                              metrics_dir=mdir, job="app") as s:
-        s.store_bytes("a.bin", b"x" * 1000, compress=True)
-        s.commit()
-    path = os.path.join(mdir, "drkit_app.prom")
-    ok_time = value(path, "drkit_backup_last_success_timestamp_seconds")
-    assert value(path, "drkit_backup_last_status") == 1
-    assert value(path, "drkit_backup_raw_size_bytes") == 1000
-    assert value(path, "drkit_backup_size_bytes") == s.result()["size"] < 1000
-
-    with pytest.raises(RuntimeError):
-        with backup.BackupSession(fs, "pg_logical", src, metrics_dir=mdir, job="app") as s2:
-            s2.store_bytes("a.bin", b"y" * 10)
-            raise RuntimeError("pg_dump died")
-    assert value(path, "drkit_backup_last_status") == 0
-    assert value(path, "drkit_backup_last_success_timestamp_seconds") == ok_time
-    assert value(path, "drkit_backup_last_attempt_timestamp_seconds") >= ok_time
-    # the failed session's artifact was removed
-    assert [i.key for i in fs.list("backups/" + s2.backup_id)] == []
-
-
-def test_record_failure_before_a_session(tmp_path):
-    backup.record_failure(str(tmp_path), "app", "pg_logical")
-    path = str(tmp_path / "drkit_app.prom")
-    assert value(path, "drkit_backup_last_status") == 0
-    backup.record_failure(None, "app", "pg_logical")  # no metrics_dir: nothing, no error

@@ -6,17 +6,12 @@ import datetime
 import json
 
 import pytest
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError, NotFoundError
 from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
 from ansible_collections.drkit.backup.plugins.module_utils.storage import file as st
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError, NotFoundError
 
 UTC = datetime.timezone.utc
 T0 = datetime.datetime(2026, 11, 25, 21, 15, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def fs(tmp_path):
-    return st.FileStorage(str(tmp_path / "root"))
 
 
 def make(backup_id, finished, kind="pg_logical", database="app", started=None):

@@ -1,7 +1,8 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""pipeline.py: compression round trip, digests, read-back checks, the
-local runner and its helpers (real processes, a real file backend)."""
+"""stream.py: compression round trip, digests, read-back checks, the memory
+bound of a stream through pump, and ReadAhead (real processes, a real file
+backend)."""
 
 import hashlib
 import io
@@ -11,20 +12,12 @@ import tracemalloc
 
 import pytest
 import zstandard
-from ansible_collections.drkit.backup.plugins.module_utils.core.process import (BackgroundReader, LocalRunner,
-                                                                                ProcessFeeder, STDERR_LIMIT)
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError
+from ansible_collections.drkit.backup.plugins.module_utils.core.process import LocalRunner
 from ansible_collections.drkit.backup.plugins.module_utils.core.stream import (Digest, PipelineSink, ReadAhead,
                                                                                ZstdCompress, ZstdDecompress,
                                                                                compressor_for, decompressor_for, pump,
                                                                                read_stored)
-from ansible_collections.drkit.backup.plugins.module_utils.core.tar import TarStreamExtractor
-from ansible_collections.drkit.backup.plugins.module_utils.storage import file as st
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError, ToolError
-
-
-@pytest.fixture
-def fs(tmp_path):
-    return st.FileStorage(str(tmp_path / "root"))
 
 
 def sample_bytes(n=3 << 20):
@@ -213,84 +206,7 @@ def test_consumer_may_stop_early_but_hashing_goes_on(fs, stored):
 
 
 # --------------------------------------------------------------------------
-# runner, pump, feeder
-
-
-def test_spawn_streams_stdout_and_collects_stderr(fs):
-    r = LocalRunner()
-    code = "import sys; sys.stdout.buffer.write(b'x' * 3000000); sys.stderr.write('warning: note\\n')"
-    with r.spawn([sys.executable, "-c", code]) as h:
-        with fs.writer("k") as w:
-            sink = PipelineSink(w, [])
-            assert pump(h.stdout, sink) == 3000000
-            sink.close()
-        assert h.wait(10) == 0
-        assert h.stderr_text() == "warning: note\n"
-        assert h.name == os.path.basename(sys.executable)
-    assert fs.stat("k").size == 3000000
-
-
-def test_spawn_env_is_added_not_replacing():
-    r = LocalRunner()
-    rc, out, err = r.run([sys.executable, "-c", "import os; print(os.environ['DRKIT_X'], 'PATH' in os.environ)"],
-                         env={"DRKIT_X": "1"})
-    assert (rc, out, err) == (0, b"1 True\n", "")
-
-
-def test_chatty_stderr_never_blocks_and_is_bounded():
-    r = LocalRunner()
-    code = "import sys; sys.stderr.write('e' * 1000000); print('done')"
-    with r.spawn([sys.executable, "-c", code]) as h:
-        assert h.stdout.read() == b"done\n"
-        assert h.wait(20) == 0
-        assert len(h.stderr_text()) == STDERR_LIMIT
-
-
-def test_missing_tool_is_a_tool_error():
-    with pytest.raises(ToolError) as e:
-        LocalRunner().spawn(["/nonexistent/pg_dump"])
-    assert "Could not start /nonexistent/pg_dump" in str(e.value) and "pg_bin_dir" in str(e.value)
-    with pytest.raises(ToolError):
-        LocalRunner().run(["/nonexistent/pg_dump"])
-
-
-def test_run_timeout():
-    with pytest.raises(ToolError) as e:
-        LocalRunner().run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.5)
-    assert "did not finish within 0.5 s" in str(e.value)
-
-
-def test_close_terminates_a_running_producer():
-    h = LocalRunner().spawn([sys.executable, "-c", "import time; time.sleep(60)"])
-    h.close()
-    assert h.returncode is not None and h.returncode < 0
-
-
-def test_process_feeder_stops_quietly_when_consumer_closes_stdin():
-    r = LocalRunner()
-    # Reads 10 bytes then exits: later writes hit a closed pipe.
-    h = r.spawn([sys.executable, "-c", "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read(10))"],
-                stdin=True)
-    with h:
-        reader = BackgroundReader(h.stdout)
-        reader.start()
-        feeder = ProcessFeeder(h)
-        results = [feeder(b"y" * 65536) for _i in range(200)]
-        feeder.close()
-        assert h.wait(10) == 0
-        reader.join(10)
-    assert results[-1] is False and feeder.open is False
-    assert bytes(reader.data) == b"y" * 10
-
-
-def test_background_reader_limit():
-    r = LocalRunner()
-    with r.spawn([sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'z' * 500000)"]) as h:
-        reader = BackgroundReader(h.stdout, limit=1000)
-        reader.start()
-        reader.join(10)
-        h.wait(10)
-    assert len(reader.data) == 1000 and reader.truncated
+# pump
 
 
 def test_memory_stays_bounded_while_streaming():
@@ -316,70 +232,6 @@ def test_memory_stays_bounded_while_streaming():
         tracemalloc.stop()
     assert sink.result()["raw_size"] == 64 << 20
     assert peak < 8 << 20, "peak %d bytes" % peak
-
-
-# --------------------------------------------------------------------------
-# TarStreamExtractor: one unpacker for dump directories and AOF archives
-
-
-def _tar_bytes(members):
-    import tarfile
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data, kind in members:
-            info = tarfile.TarInfo(name)
-            if kind == "file":
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                info.type = tarfile.SYMTYPE
-                info.linkname = "/etc/passwd"
-                tar.addfile(info)
-    return buf.getvalue()
-
-
-def _run_extractor(ex, data, chunk=4096):
-    ex.start()
-    fed_all = True
-    try:
-        for i in range(0, len(data), chunk):
-            if ex.feed(data[i:i + chunk]) is False:
-                fed_all = False
-                break
-    finally:
-        ex.close()
-        ex.join(10)
-    return fed_all
-
-
-def test_tar_extractor_unpacks_plain_files_under_prefix(tmp_path):
-    data = _tar_bytes([("dump/toc.dat", b"t" * 5000, "file"), ("dump/3001.dat", b"d" * 70000, "file")])
-    ex = TarStreamExtractor(str(tmp_path / "out"), "dump/")
-    assert _run_extractor(ex, data) is True
-    assert ex.error is None and ex.names == ["toc.dat", "3001.dat"]
-    assert (tmp_path / "out" / "3001.dat").read_bytes() == b"d" * 70000
-    assert oct((tmp_path / "out" / "toc.dat").stat().st_mode & 0o777) == "0o600"
-
-
-@pytest.mark.parametrize("member", [
-    ("dump/../escape", b"x", "file"), ("other/file", b"x", "file"), ("dump/sub/file", b"x", "file"),
-    ("dump/link", b"", "link"),
-])
-def test_tar_extractor_refuses_anything_but_plain_files_under_prefix(tmp_path, member):
-    data = _tar_bytes([member, ("dump/toc.dat", b"t", "file")])
-    ex = TarStreamExtractor(str(tmp_path / "out"), "dump/")
-    _run_extractor(ex, data)
-    assert isinstance(ex.error, IntegrityError) and "Unexpected member" in str(ex.error)
-    assert not (tmp_path / "escape").exists() and not (tmp_path / "out" / "link").exists()
-
-
-def test_tar_extractor_only_stops_reading_once_its_names_are_out(tmp_path):
-    big = bytes(bytearray(range(256))) * 8192  # 2 MiB after toc.dat: more than a pipe holds
-    data = _tar_bytes([("dump/toc.dat", b"toc", "file"), ("dump/4000.dat", big, "file")])
-    ex = TarStreamExtractor(str(tmp_path / "out"), "dump/", only=["toc.dat"])
-    assert _run_extractor(ex, data) is False  # the feeder was told to stop
-    assert ex.error is None and ex.names == ["toc.dat"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["toc.dat"]
 
 
 # --------------------------------------------------------------------------

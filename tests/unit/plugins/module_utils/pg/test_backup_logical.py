@@ -1,19 +1,12 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""compression_by: who compresses a logical dump, decided before pg_dump runs."""
+"""backup_logical.py: compression_by, who compresses a logical dump, decided
+before pg_dump runs."""
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup_logical import dumps_natively, validate
-from ansible_collections.drkit.backup.plugins.module_utils.pg.client import tool_major
-
-PG15 = "pg_dump (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"
-PG16 = "pg_dump (PostgreSQL) 16.4"
-PG18 = "pg_dump (PostgreSQL) 18.6"
-
-
-def test_tool_major_reads_debian_and_plain_version_strings():
-    assert [tool_major(v) for v in (PG15, PG16, PG18, "unknown", "")] == [15, 16, 18, 0, 0]
+from support.unit_helpers import PG15, PG16, PG18
 
 
 @pytest.mark.parametrize("fmt, by, version, native", [

@@ -1,7 +1,7 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The restore's background download (ArtifactFetch.start/follow/wait) on a
-real file backend, the pg_restore session settings, and the argv sections.
+"""dump_fetch.py: the restore's background download
+(ArtifactFetch.start/follow/wait) on a real file backend.
 
 follow() must hand over exactly the bytes of the artifact, in order, while
 they arrive; a consumer that stops early stops only itself; a damaged
@@ -15,14 +15,9 @@ import time
 
 import pytest
 import zstandard
-from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils.storage import file as st
-from ansible_collections.drkit.backup.plugins.module_utils.cli import _restore_settings
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError
-from ansible_collections.drkit.backup.plugins.module_utils.pg.dump import (RESTORE_SETTINGS, restore_argv,
-                                                                           session_options)
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import IntegrityError
 from ansible_collections.drkit.backup.plugins.module_utils.pg.dump_fetch import ArtifactFetch
-from ansible_collections.drkit.backup.plugins.module_utils.pg.rowcounts import row_count_method
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
 
 BACKUP_ID = "20260101T000000Z-pg-logical-abcdef"
 
@@ -38,11 +33,6 @@ def stored_backup(fs, data, compressed):
                           options={"format": "custom"})
     man.add_artifact(name, len(body), hashlib.sha256(body).hexdigest(), compressed=compressed)
     return man
-
-
-@pytest.fixture
-def fs(tmp_path):
-    return st.FileStorage(str(tmp_path / "root"))
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -181,59 +171,3 @@ def test_to_local_of_a_custom_dump_is_the_background_download_waited_for(fs, tmp
     with open(fetch.to_local(), "rb") as fh:
         assert fh.read() == data
     fetch.cleanup()
-
-
-# --------------------------------------------------------------------------
-# session settings, row-count method, argv
-
-
-def test_session_options_defaults_overrides_and_removal(monkeypatch):
-    monkeypatch.delenv("PGOPTIONS", raising=False)
-    assert session_options() == " ".join("-c %s=%s" % kv for kv in sorted(RESTORE_SETTINGS.items()))
-    assert "maintenance_work_mem=256MB" in session_options() and "synchronous_commit=off" in session_options()
-    opts = session_options({"maintenance_work_mem": "1GB", "work_mem": 65536})
-    assert "-c maintenance_work_mem=1GB" in opts and "-c work_mem=65536" in opts and "256MB" not in opts
-    assert session_options({"maintenance_work_mem": "", "synchronous_commit": None}) == ""
-    assert session_options({"jit": False}).startswith("-c jit=false ")
-
-
-def test_session_options_keep_an_inherited_pgoptions_first(monkeypatch):
-    monkeypatch.setenv("PGOPTIONS", "-c search_path=x")
-    opts = session_options({"synchronous_commit": ""})
-    assert opts == "-c search_path=x -c maintenance_work_mem=256MB"
-
-
-@pytest.mark.parametrize("settings", [{"a b": "1"}, {"work_mem": "1 MB"}, {"x": "1'; DROP"},
-                                      {"work_mem": "-c\\ fsync=off"}, {"-c": "1"}])
-def test_session_options_refuse_anything_but_plain_names_and_values(settings):
-    with pytest.raises(ConfigError) as ei:
-        session_options(settings)
-    assert "restore_settings" in str(ei.value) and "letters, digits" in str(ei.value)
-
-
-def test_row_count_method_choices():
-    assert row_count_method({}) == "stats"
-    assert row_count_method({"row_count_method": "count"}) == "count"
-    with pytest.raises(ConfigError) as ei:
-        row_count_method({"row_count_method": "guess"})
-    assert "'guess'" in str(ei.value) and "stats, count" in str(ei.value)
-
-
-def test_restore_argv_sections_come_before_the_archive():
-    argv = restore_argv("pg_restore", "db", 2, {"no_owner": True}, "/x/dump", sections=("data", "post-data"))
-    assert argv == ["pg_restore", "--no-password", "--dbname", "db", "--exit-on-error", "--jobs", "2",
-                    "--section=data", "--section=post-data", "--no-owner", "/x/dump"]
-    assert "--section=pre-data" in restore_argv("pg_restore", "db", 1, {}, sections=("pre-data",))
-    assert not any(a.startswith("--section") for a in restore_argv("pg_restore", "db", 1, {}))
-
-
-def test_cli_restore_setting_flags_become_a_mapping():
-    params = {"restore_settings": ["maintenance_work_mem=1GB", " synchronous_commit = "]}
-    _restore_settings(params)
-    assert params["restore_settings"] == {"maintenance_work_mem": "1GB", "synchronous_commit": ""}
-    params = {"restore_settings": {"a": "b"}}  # from a config file: kept as it is
-    _restore_settings(params)
-    assert params["restore_settings"] == {"a": "b"}
-    with pytest.raises(ConfigError) as ei:
-        _restore_settings({"restore_settings": ["maintenance_work_mem"]})
-    assert "NAME=VALUE" in str(ei.value)

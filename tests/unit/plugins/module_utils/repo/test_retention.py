@@ -4,7 +4,7 @@
 
 The model below is written from the statement of the semantics in
 docs/retention.md (restic's ``forget``), one rule at a time, with nothing
-shared with plugins/module_utils/retention.py except the input and output
+shared with plugins/module_utils/repo/retention.py except the input and output
 shapes.  Hypothesis drives both with backup sets built around the awkward
 dates: leap days, ISO week 53, DST changes, year ends, and many ties.
 """

@@ -1,8 +1,11 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""How the row-count check spreads tables over connections."""
+"""rowcounts.py: how the row-count check spreads tables over connections, and
+the row_count_method choices."""
 
-from ansible_collections.drkit.backup.plugins.module_utils.pg.rowcounts import _spread
+import pytest
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
+from ansible_collections.drkit.backup.plugins.module_utils.pg.rowcounts import _spread, row_count_method
 
 
 def test_spread_puts_the_biggest_tables_on_different_connections():
@@ -18,3 +21,11 @@ def test_spread_never_opens_more_connections_than_tables_or_fewer_than_one():
     assert _spread(["x.t"], {"x.t": 3}, 8) == [["x.t"]]
     assert _spread([], {}, 4) == [[]]
     assert _spread(["x.a", "x.b"], ["x.a", "x.b"], 1) == [["x.a", "x.b"]]
+
+
+def test_row_count_method_choices():
+    assert row_count_method({}) == "stats"
+    assert row_count_method({"row_count_method": "count"}) == "count"
+    with pytest.raises(ConfigError) as ei:
+        row_count_method({"row_count_method": "guess"})
+    assert "'guess'" in str(ei.value) and "stats, count" in str(ei.value)

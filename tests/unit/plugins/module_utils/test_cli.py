@@ -1,7 +1,7 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""errors.py, the drkit CLI (arguments, config file, exit codes) and the
-PostgreSQL tool helpers in postgres.py that need no server."""
+"""cli.py: the drkit CLI (config file, arguments and their precedence, exit
+codes), bin/drkit as a process, and the --restore-setting flags."""
 
 import json
 import os
@@ -11,14 +11,10 @@ import sys
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils import cli
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConfigError, ConflictError, DrkitError,
-                                                                               IntegrityError, NotFoundError,
-                                                                               SafetyError, SourceError, StorageError,
-                                                                               ToolError, WaitTimeout)
-from ansible_collections.drkit.backup.plugins.module_utils.pg.client import (ToolEnv, check_tool_result, conn_params,
-                                                                             connection_error, find_tool, stderr_errors)
+from ansible_collections.drkit.backup.plugins.module_utils.cli import _restore_settings
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
+from support.unit_helpers import REPO
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DRKIT = os.path.join(REPO, "bin", "drkit")
 
 
@@ -29,29 +25,6 @@ def keep_signal_handlers():
     yield
     for s, h in saved.items():
         signal.signal(s, h)
-
-
-# --------------------------------------------------------------------------
-# errors
-
-
-def test_message_and_hint():
-    e = StorageError("Could not write x.", "Free some space")
-    assert str(e) == "Could not write x. Free some space"
-    assert e.args == ("Could not write x. Free some space",)
-    assert str(ConfigError("Bad")) == "Bad"
-    assert ToolError("x", details={"rc": 1}).details == {"rc": 1}
-
-
-def test_exit_codes_are_distinct_and_nonzero():
-    classes = [DrkitError, ConfigError, StorageError, NotFoundError,
-               ConflictError, ToolError, SourceError, IntegrityError,
-               WaitTimeout, SafetyError]
-    codes = [c.exit_code for c in classes]
-    assert len(set(codes)) == len(codes) and 0 not in codes
-    assert issubclass(NotFoundError, StorageError)
-    assert issubclass(ConflictError, StorageError)
-    assert all(issubclass(c, DrkitError) for c in classes)
 
 
 # --------------------------------------------------------------------------
@@ -209,107 +182,16 @@ def test_bin_drkit_is_executable_with_python_on_path():
 
 
 # --------------------------------------------------------------------------
-# postgres.py helpers
+# --restore-setting NAME=VALUE
 
 
-def test_stderr_errors_picks_error_lines_only():
-    text = "\n".join([
-        "pg_dump: warning: there are circular foreign-key constraints on this table:",
-        "pg_dump: error: query failed: ERROR:  permission denied for table secrets",
-        "pg_dump: detail: Query was: LOCK TABLE public.secrets IN ACCESS SHARE MODE",
-        "FATAL:  terminating connection due to administrator command",
-        "pg_dump: reading schemas",
-        "PANIC: could not write to file",
-        "the word error without a colon is harmless",
-        "NOTICE:  table has an error_count column",
-    ])
-    assert stderr_errors(text) == [
-        "pg_dump: error: query failed: ERROR:  permission denied for table secrets",
-        "FATAL:  terminating connection due to administrator command",
-        "PANIC: could not write to file",
-    ]
-    assert stderr_errors("") == []
-
-
-def test_check_tool_result_exit_zero_with_error_line_fails():
-    with pytest.raises(ToolError) as e:
-        check_tool_result("pg_dump", 0, "pg_dump: error: Dumping the contents of table \"t\" failed\n",
-                                   "dumping database app")
-    msg = str(e.value)
-    assert "pg_dump failed while dumping database app (exit code 0)" in msg
-    assert 'Dumping the contents of table "t" failed' in msg
-    assert "Nothing was recorded as a backup" in msg
-
-
-def test_check_tool_result_nonzero_and_signal():
-    with pytest.raises(ToolError) as e:
-        check_tool_result("pg_dump", 1, "some unexpected text\n", "dumping database app")
-    assert "(exit code 1): some unexpected text" in str(e.value)
-    with pytest.raises(ToolError) as e:
-        check_tool_result("pg_dump", -9, "", "dumping database app")
-    assert "killed by signal 9" in str(e.value)
-    with pytest.raises(ToolError) as e:
-        check_tool_result("pg_dump", 2, "", "dumping database app")
-    assert "no message" in str(e.value)
-
-
-def test_check_tool_result_success_with_warnings():
-    check_tool_result("pg_dump", 0, "pg_dump: warning: there are circular foreign-key constraints\n",
-                               "dumping")
-
-
-@pytest.mark.parametrize("password,line", [
-    ("plain", "*:*:*:*:plain"),
-    ("with:colon", "*:*:*:*:with\\:colon"),
-    ("back\\slash", "*:*:*:*:back\\\\slash"),
-    ("both\\:x", "*:*:*:*:both\\\\\\:x"),
-    ("sp ace#$'\"", "*:*:*:*:sp ace#$'\""),
-])
-def test_pgpass_file_escaping_mode_and_cleanup(password, line):
-    cp = conn_params({"login_password": password, "login_host": "db", "port": 5433})
-    with ToolEnv(cp, "app") as tenv:
-        path = tenv.env["PGPASSFILE"]
-        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
-        assert oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
-        with open(path) as fh:
-            assert fh.read() == line + "\n"
-        assert tenv.env["PGPASSWORD"] == ""  # an inherited one must not win
-        assert password not in "".join(v for k, v in tenv.env.items() if k != "PGPASSFILE")
-        assert (tenv.env["PGHOST"], tenv.env["PGPORT"], tenv.env["PGDATABASE"]) == ("db", "5433", "app")
-    assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
-
-
-def test_no_password_no_pgpass_file():
-    with ToolEnv(conn_params({}), "app") as tenv:
-        assert "PGPASSFILE" not in tenv.env
-
-
-@pytest.mark.parametrize("port", ["abc", 0, 70000, -1])
-def test_conn_params_port_validation(port):
-    with pytest.raises(ConfigError):
-        conn_params({"port": port})
-
-
-def test_conn_params_defaults():
-    cp = conn_params({"login_host": "h", "port": "5433", "login_user": None})
-    assert (cp["login_host"], cp["port"], cp["login_user"]) == ("h", 5433, "postgres")
-
-
-def test_connection_error_messages():
-    cp = conn_params({"login_host": "h", "port": 5433, "login_user": "u"})
-    e = connection_error(cp, "db", Exception('FATAL:  password authentication failed for user "u"'))
-    assert "Cannot log in to PostgreSQL as u@h:5433/db" in str(e) and "login_password" in str(e)
-    e = connection_error(cp, "db", Exception("connection failed: Connection refused"))
-    assert "Cannot connect to PostgreSQL at h:5433" in str(e) and "login_host and port" in str(e)
-    e = connection_error(cp, "nope", Exception('FATAL:  database "nope" does not exist'))
-    assert "Database 'nope' does not exist" in str(e)
-
-
-def test_find_tool_with_bin_dir(tmp_path):
-    tool = tmp_path / "pg_dump"
-    tool.write_text("#!/bin/sh\n")
-    os.chmod(str(tool), 0o755)
-    assert find_tool("pg_dump", 150000, str(tmp_path)) == str(tool)
-    with pytest.raises(ConfigError) as e:
-        find_tool("pg_restore", 150000, str(tmp_path))
-    assert "pg_bin_dir" in str(e.value)
+def test_cli_restore_setting_flags_become_a_mapping():
+    params = {"restore_settings": ["maintenance_work_mem=1GB", " synchronous_commit = "]}
+    _restore_settings(params)
+    assert params["restore_settings"] == {"maintenance_work_mem": "1GB", "synchronous_commit": ""}
+    params = {"restore_settings": {"a": "b"}}  # from a config file: kept as it is
+    _restore_settings(params)
+    assert params["restore_settings"] == {"a": "b"}
+    with pytest.raises(ConfigError) as ei:
+        _restore_settings({"restore_settings": ["maintenance_work_mem"]})
+    assert "NAME=VALUE" in str(ei.value)

@@ -1,0 +1,43 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Plain helpers shared by unit tests in more than one file (shared fixtures
+live in the conftest.py files below tests/unit instead)."""
+
+import os
+import struct
+
+# The checkout (bin/drkit, docs/).
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+# --------------------------------------------------------------------------
+# pg_dump --version as three PostgreSQL majors print it (pg/test_client.py,
+# pg/test_backup_logical.py)
+
+PG15 = "pg_dump (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"
+PG16 = "pg_dump (PostgreSQL) 16.4"
+PG18 = "pg_dump (PostgreSQL) 18.6"
+
+# --------------------------------------------------------------------------
+# WAL segments (pg/test_wal_segments.py, pg/test_wal_archive.py)
+
+SEG = 16 << 20
+
+
+def long_header(sysid=7712224962849331826, segno=2, tli=1, seg_size=SEG, info=2):
+    head = struct.pack("<HHIQI4xQII", 0xD110, info, tli, segno * seg_size, 0, sysid, seg_size, 8192)
+    return head + b"\0" * (8192 - len(head))
+
+
+# --------------------------------------------------------------------------
+# Prometheus textfiles (core/test_metrics.py, repo/test_session.py)
+
+
+def lines(path):
+    with open(path) as fh:
+        return fh.read().splitlines()
+
+
+def value(path, name):
+    found = [ln for ln in lines(path) if ln.startswith(name + "{") or ln.startswith(name + " ")]
+    assert len(found) == 1, found
+    return float(found[0].rsplit(" ", 1)[1])

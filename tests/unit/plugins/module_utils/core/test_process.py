@@ -1,0 +1,99 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""process.py: the local runner (output streamed, stderr bounded and never
+blocking, environment added, missing tool and timeout as ToolErrors),
+ProcessFeeder and BackgroundReader, with real processes."""
+
+import os
+import sys
+
+import pytest
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ToolError
+from ansible_collections.drkit.backup.plugins.module_utils.core.process import (BackgroundReader, LocalRunner,
+                                                                                ProcessFeeder, STDERR_LIMIT)
+from ansible_collections.drkit.backup.plugins.module_utils.core.stream import PipelineSink, pump
+
+
+# --------------------------------------------------------------------------
+# runner
+
+
+def test_spawn_streams_stdout_and_collects_stderr(fs):
+    r = LocalRunner()
+    code = "import sys; sys.stdout.buffer.write(b'x' * 3000000); sys.stderr.write('warning: note\\n')"
+    with r.spawn([sys.executable, "-c", code]) as h:
+        with fs.writer("k") as w:
+            sink = PipelineSink(w, [])
+            assert pump(h.stdout, sink) == 3000000
+            sink.close()
+        assert h.wait(10) == 0
+        assert h.stderr_text() == "warning: note\n"
+        assert h.name == os.path.basename(sys.executable)
+    assert fs.stat("k").size == 3000000
+
+
+def test_spawn_env_is_added_not_replacing():
+    r = LocalRunner()
+    rc, out, err = r.run([sys.executable, "-c", "import os; print(os.environ['DRKIT_X'], 'PATH' in os.environ)"],
+                         env={"DRKIT_X": "1"})
+    assert (rc, out, err) == (0, b"1 True\n", "")
+
+
+def test_chatty_stderr_never_blocks_and_is_bounded():
+    r = LocalRunner()
+    code = "import sys; sys.stderr.write('e' * 1000000); print('done')"
+    with r.spawn([sys.executable, "-c", code]) as h:
+        assert h.stdout.read() == b"done\n"
+        assert h.wait(20) == 0
+        assert len(h.stderr_text()) == STDERR_LIMIT
+
+
+def test_missing_tool_is_a_tool_error():
+    with pytest.raises(ToolError) as e:
+        LocalRunner().spawn(["/nonexistent/pg_dump"])
+    assert "Could not start /nonexistent/pg_dump" in str(e.value) and "pg_bin_dir" in str(e.value)
+    with pytest.raises(ToolError):
+        LocalRunner().run(["/nonexistent/pg_dump"])
+
+
+def test_run_timeout():
+    with pytest.raises(ToolError) as e:
+        LocalRunner().run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.5)
+    assert "did not finish within 0.5 s" in str(e.value)
+
+
+def test_close_terminates_a_running_producer():
+    h = LocalRunner().spawn([sys.executable, "-c", "import time; time.sleep(60)"])
+    h.close()
+    assert h.returncode is not None and h.returncode < 0
+
+
+# --------------------------------------------------------------------------
+# feeder and reader
+
+
+def test_process_feeder_stops_quietly_when_consumer_closes_stdin():
+    r = LocalRunner()
+    # Reads 10 bytes then exits: later writes hit a closed pipe.
+    h = r.spawn([sys.executable, "-c", "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read(10))"],
+                stdin=True)
+    with h:
+        reader = BackgroundReader(h.stdout)
+        reader.start()
+        feeder = ProcessFeeder(h)
+        results = [feeder(b"y" * 65536) for _i in range(200)]
+        feeder.close()
+        assert h.wait(10) == 0
+        reader.join(10)
+    assert results[-1] is False and feeder.open is False
+    assert bytes(reader.data) == b"y" * 10
+
+
+def test_background_reader_limit():
+    r = LocalRunner()
+    with r.spawn([sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'z' * 500000)"]) as h:
+        reader = BackgroundReader(h.stdout, limit=1000)
+        reader.start()
+        reader.join(10)
+        h.wait(10)
+    assert len(reader.data) == 1000 and reader.truncated

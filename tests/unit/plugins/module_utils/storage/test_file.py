@@ -1,0 +1,218 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""file.py: the file backend on a real file system: nothing visible before
+commit, modes and ownership, aborts, fsync order, error messages, listing,
+deleting and reading in chunks."""
+
+import errno
+import os
+import stat
+
+import pytest
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import NotFoundError, StorageError
+from ansible_collections.drkit.backup.plugins.module_utils.storage.base import TEMP_MARKER
+from ansible_collections.drkit.backup.plugins.module_utils.storage.file import FileStorage
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(str(path)).st_mode)
+
+
+# --------------------------------------------------------------------------
+# file:// writes
+
+
+def test_nothing_visible_before_commit(fs):
+    w = fs.writer("backups/b1/data")
+    w.write(b"hello ")
+    w.write(b"world")
+    final = os.path.join(fs.root, "backups", "b1", "data")
+    assert not os.path.exists(final)
+    assert fs.stat("backups/b1/data") is None
+    assert list(fs.list("")) == []
+    # The bytes are in a hidden temp file in the target directory, which
+    # list_incomplete reports (so rotation can clean a crashed run's leftovers).
+    temps = os.listdir(os.path.dirname(final))
+    assert len(temps) == 1 and temps[0].startswith(TEMP_MARKER)
+    assert [u.key for u in fs.list_incomplete("")] == ["backups/b1/" + temps[0]]
+    w.commit()
+    assert os.listdir(os.path.dirname(final)) == ["data"]
+    assert fs.get_bytes("backups/b1/data") == b"hello world"
+    assert w.size == 11
+
+
+def test_modes_are_0600_and_0700(fs, tmp_path):
+    old = os.umask(0o022)
+    try:
+        fs.put_bytes("backups/b1/deep/data", b"x")
+    finally:
+        os.umask(old)
+    assert mode(os.path.join(fs.root, "backups", "b1", "deep", "data")) == 0o600
+    for d in ("", "backups", "backups/b1", "backups/b1/deep"):
+        assert mode(os.path.join(fs.root, d)) == 0o700, d
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create files for another user")
+def test_root_writing_into_another_users_root_hands_new_files_to_that_user(tmp_path):
+    # A base backup run by root into the archive that postgres's archive_command
+    # writes: what root creates must stay readable and writable for postgres.
+    root = tmp_path / "archive"
+    root.mkdir()
+    os.chown(str(root), 12345, 23456)
+    fs = FileStorage(str(root))
+    fs.put_bytes("wal/SYSTEM_IDENTIFIER", b"7311")
+    with fs.writer("backups/b1/manifest.json") as w:
+        w.write(b"{}")
+    for rel in ("wal", "wal/SYSTEM_IDENTIFIER", "backups", "backups/b1", "backups/b1/manifest.json"):
+        info = os.stat(str(root / rel))
+        assert (info.st_uid, info.st_gid) == (12345, 23456), rel
+    assert mode(root / "wal" / "SYSTEM_IDENTIFIER") == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_in_its_own_root_keeps_root_ownership(fs):
+    fs.put_bytes("a/b", b"x")
+    assert os.stat(os.path.join(fs.root, "a", "b")).st_uid == 0
+    assert os.stat(os.path.join(fs.root, "a")).st_uid == 0
+
+
+def test_exception_in_block_removes_temp_and_stores_nothing(fs):
+    with pytest.raises(RuntimeError):
+        with fs.writer("backups/b1/data") as w:
+            w.write(b"partial")
+            raise RuntimeError("producer died")
+    assert list(fs.list("")) == []
+    assert list(fs.list_incomplete("")) == []
+    # not even an empty backups/b1/ that looks like a backup to a human
+    assert os.listdir(fs.root) == []
+
+
+def test_abort_keeps_directories_that_hold_other_objects(fs):
+    fs.put_bytes("backups/b1/other", b"x")
+    w = fs.writer("backups/b1/data")
+    w.abort()
+    assert os.listdir(os.path.join(fs.root, "backups", "b1")) == ["other"]
+
+
+def test_explicit_abort_removes_temp(fs):
+    w = fs.writer("k")
+    w.write(b"data")
+    w.abort()
+    w.abort()  # idempotent
+    assert os.listdir(fs.root) == []
+    w.commit()  # after abort: a no-op, never resurrects the object
+    assert fs.stat("k") is None
+
+
+def test_write_error_aborts_and_says_disk_full(fs, monkeypatch):
+    w = fs.writer("backups/b1/data")
+
+    class Full(object):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    real = w._fh
+    w._fh = Full()
+    with pytest.raises(StorageError) as e:
+        w.write(b"x" * 10)
+    real.close()
+    assert "file system is full" in str(e.value)
+    assert "backups" in str(e.value)
+    assert list(fs.list_incomplete("")) == [] and list(fs.list("")) == []
+
+
+def test_fsync_file_before_rename_then_directory(fs, monkeypatch):
+    events = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd):
+        target = os.readlink("/proc/self/fd/%d" % fd)
+        events.append(("fsync", target))
+        return real_fsync(fd)
+
+    def rename(a, b):
+        events.append(("rename", b))
+        return real_rename(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    fs.put_bytes("backups/b1/data", b"x")
+    final = os.path.join(fs.root, "backups", "b1", "data")
+    kinds = [e[0] for e in events]
+    assert kinds == ["fsync", "rename", "fsync"], events
+    assert os.path.basename(events[0][1]).startswith(TEMP_MARKER)  # the data file itself
+    assert events[1][1] == final
+    assert events[2][1] == os.path.dirname(final)  # the directory entry made durable
+
+
+def test_failed_rename_aborts(fs, monkeypatch):
+    def rename(a, b):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(StorageError) as e:
+        fs.put_bytes("k", b"x")
+    assert "Permission denied" in str(e.value)
+    assert os.listdir(fs.root) == []
+
+
+# --------------------------------------------------------------------------
+# reading, listing, deleting
+
+
+def test_read_missing_is_not_found(fs):
+    with pytest.raises(NotFoundError) as e:
+        fs.get_bytes("backups/x/manifest.json")
+    assert "backups/x/manifest.json" in str(e.value)
+    assert fs.stat("backups/x/manifest.json") is None
+    assert fs.exists("backups/x/manifest.json") is False
+
+
+def test_list_list_dirs_and_prefix(fs):
+    for k in ("backups/a/1", "backups/a/2", "backups/b/1", "backupsX/z", "other"):
+        fs.put_bytes(k, k.encode())
+    assert sorted(i.key for i in fs.list("backups/")) == ["backups/a/1", "backups/a/2", "backups/b/1"]
+    assert sorted(i.key for i in fs.list("backups/a")) == ["backups/a/1", "backups/a/2"]
+    assert sorted(i.key for i in fs.list("")) == ["backups/a/1", "backups/a/2", "backups/b/1",
+                                                  "backupsX/z", "other"]
+    assert fs.list_dirs("backups/") == ["a", "b"]
+    assert fs.list_dirs("nothing/") == []
+    info = fs.stat("backups/a/1")
+    assert info.size == len(b"backups/a/1") and info.mtime > 0
+
+
+def test_list_on_missing_root_is_empty(tmp_path):
+    fs = FileStorage(str(tmp_path / "does-not-exist"))
+    assert list(fs.list("")) == [] and list(fs.list_incomplete("")) == []
+
+
+def test_delete_prunes_empty_dirs_and_ignores_missing(fs):
+    fs.put_bytes("backups/a/1", b"1")
+    fs.put_bytes("backups/a/2", b"2")
+    fs.put_bytes("backups/b/1", b"3")
+    assert fs.delete(["backups/a/1", "backups/a/2", "backups/a/missing"]) == ["backups/a/1", "backups/a/2"]
+    assert not os.path.exists(os.path.join(fs.root, "backups", "a"))
+    assert os.path.isdir(os.path.join(fs.root, "backups", "b"))
+    assert os.path.isdir(fs.root)  # the root itself is never removed
+    fs.delete(["backups/b/1"])
+    assert os.path.isdir(fs.root)
+
+
+def test_abort_incomplete_removes_leftover(fs):
+    w = fs.writer("backups/a/1")
+    w.write(b"x")
+    (up,) = list(fs.list_incomplete("backups/"))
+    fs.abort_incomplete(up)
+    fs.abort_incomplete(up)  # already gone: fine
+    assert list(fs.list_incomplete("")) == []
+
+
+def test_iter_read_chunks(fs):
+    data = os.urandom(300000)
+    fs.put_bytes("k", data)
+    chunks = list(fs.iter_read("k", chunk_size=100000))
+    assert [len(c) for c in chunks] == [100000, 100000, 100000]
+    assert b"".join(chunks) == data
