@@ -6,6 +6,7 @@ Prometheus textfile (metrics.py)."""
 import os
 
 import pytest
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import StorageError
 from ansible_collections.drkit.backup.plugins.module_utils.repo import session as backup
 from ansible_collections.drkit.backup.plugins.module_utils.storage import file as st
 from support.unit_helpers import value
@@ -41,3 +42,84 @@ def test_record_failure_before_a_session(tmp_path):
     path = str(tmp_path / "drkit_app.prom")
     assert value(path, "drkit_backup_last_status") == 0
     backup.record_failure(None, "app", "pg_logical")  # no metrics_dir: nothing, no error
+
+
+# --------------------------------------------------------------------------
+# BackupJob: the skeleton around every backup entry point
+
+
+class Conn(object):
+    def __init__(self, log, broken=False):
+        self.log, self.broken = log, broken
+
+    def close(self):
+        self.log.append("closed")
+        if self.broken:
+            raise OSError("the server already closed it")
+
+
+SRC = {"type": "postgresql", "host": "h", "port": 1, "database": "d"}
+
+
+def test_job_success_closes_and_records_success(tmp_path):
+    fs = st.FileStorage(str(tmp_path / "store"))
+    mdir = str(tmp_path / "metrics")
+    log = []
+    job = backup.BackupJob(fs, "pg_logical", mdir, "app")
+    with job:
+        job.closing(Conn(log))
+        job.cleanup(log.append, "work dir removed")
+        session = job.session(SRC, compression={"algorithm": "zstd", "level": 3})
+        with session:
+            session.store_bytes("a.bin", b"x" * 100)
+            session.commit()
+    assert log == ["work dir removed", "closed"]  # the last registered first
+    path = os.path.join(mdir, "drkit_app.prom")
+    assert value(path, "drkit_backup_last_status") == 1
+    assert session.manifest["source"] == SRC and session.kind == "pg_logical"
+
+
+@pytest.mark.parametrize("where", ["before the session", "in the session", "after the session"])
+def test_job_failure_anywhere_is_recorded_once_and_resources_closed(tmp_path, where):
+    fs = st.FileStorage(str(tmp_path / "store"))
+    mdir = str(tmp_path / "metrics")
+    log = []
+    job = backup.BackupJob(fs, "redis_rdb", mdir, "cache")
+    with pytest.raises(RuntimeError):
+        with job:
+            job.closing(Conn(log, broken=True))  # a failing close is not the error that counts
+            if where == "before the session":
+                raise RuntimeError("authentication failed")
+            with job.session(SRC) as s:
+                s.store_bytes("dump.rdb", b"x")
+                if where == "in the session":
+                    raise RuntimeError("BGSAVE failed")
+                s.commit()
+            raise RuntimeError("after the manifest")
+    assert log == ["closed"]
+    path = os.path.join(mdir, "drkit_cache.prom")
+    assert value(path, "drkit_backup_last_status") == 0
+    assert 'kind="redis_rdb"' in open(path).read()
+
+
+def test_job_unwritable_storage_is_a_recorded_failure(tmp_path):
+    class Unwritable(st.FileStorage):
+        def check_writable(self):
+            raise StorageError("Cannot create directory: Permission denied")
+
+    mdir = str(tmp_path / "metrics")
+    job = backup.BackupJob(Unwritable(str(tmp_path / "store")), "pg_physical", mdir, "base")
+    with pytest.raises(StorageError):
+        with job:
+            pytest.fail("the block must not run")
+    assert value(os.path.join(mdir, "drkit_base.prom"), "drkit_backup_last_status") == 0
+
+
+def test_job_check_mode_writes_nothing(tmp_path):
+    fs = st.FileStorage(str(tmp_path / "store"))
+    job = backup.BackupJob(fs, "pg_logical", str(tmp_path / "metrics"), "app")
+    job.check_storage()
+    changed, result = job.planned("Would back up d")
+    assert changed and result == {"changed": True, "backup_id": None, "storage": fs.describe(),
+                                  "msg": "Would back up d"}
+    assert not (tmp_path / "store").exists() and not (tmp_path / "metrics").exists()
