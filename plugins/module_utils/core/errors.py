@@ -13,8 +13,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
-
-
 class DrkitError(Exception):
     """Base class: anything the engine raises on purpose."""
 

@@ -8,6 +8,4 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
-
-
 VERSION = "0.1.0"

@@ -64,7 +64,7 @@ def _server(base_dir, state):
                           "Remove the directory (state: absent) and start again")
     # initdb=True with the saved password adopts the existing cluster.
     return ScratchPostgres(base_dir, port=(state or {}).get("port"),
-                                   password=(state or {}).get("password"), initdb=True)
+                           password=(state or {}).get("password"), initdb=True)
 
 
 def _running(server):

@@ -341,7 +341,7 @@ def pg_backup_physical(params, check_mode=False, runner=None, progress=None):
             progress("waiting for WAL %s..%s in the archive" % (
                 facts["wal_start_segment"], facts["wal_stop_segment"]))
             wait_for_segments(storage, needed, remaining, progress=progress,
-                                  what="base backup %s" % session.backup_id)
+                              what="base backup %s" % session.backup_id)
 
             progress("re-reading %s and checking the tar structure" % ARTIFACT)
             check_tap = TarTap(CAPTURE)

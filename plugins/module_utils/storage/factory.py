@@ -61,8 +61,8 @@ def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_ke
         client = None
         if light:
             client = _lite_client_for(endpoint_url=endpoint_url, region=region, access_key=access_key,
-                                     secret_key=secret_key, session_token=session_token, profile=profile,
-                                     ca_bundle=ca_bundle, validate_certs=validate_certs)
+                                      secret_key=secret_key, session_token=session_token, profile=profile,
+                                      ca_bundle=ca_bundle, validate_certs=validate_certs)
         return S3Storage(parts.netloc, unquote(parts.path), endpoint_url=endpoint_url, region=region,
                          access_key=access_key, secret_key=secret_key, session_token=session_token,
                          profile=profile, ca_bundle=ca_bundle, validate_certs=validate_certs, client=client)

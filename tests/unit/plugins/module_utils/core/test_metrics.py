@@ -18,8 +18,8 @@ SAMPLE_RE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(\
 
 def test_format_help_type_and_labels(tmp_path):
     path = update_textfile(str(tmp_path), "pg_app", {"drkit_backup_last_status": 1,
-                                                        "drkit_backup_size_bytes": 123456789},
-                              labels={"kind": "pg_logical"})
+                                                     "drkit_backup_size_bytes": 123456789},
+                           labels={"kind": "pg_logical"})
     assert path == str(tmp_path / "drkit_pg_app.prom")
     text = lines(path)
     assert "# HELP drkit_backup_last_status 1 if the last backup attempt succeeded, 0 if it failed." in text
@@ -42,10 +42,10 @@ def test_file_is_world_readable_and_no_temp_left(tmp_path):
 def test_last_success_survives_a_failure(tmp_path):
     d = str(tmp_path)
     update_textfile(d, "j", {"drkit_backup_last_success_timestamp_seconds": 1000,
-                                "drkit_backup_last_attempt_timestamp_seconds": 1000,
-                                "drkit_backup_last_status": 1, "drkit_backup_size_bytes": 42})
+                             "drkit_backup_last_attempt_timestamp_seconds": 1000,
+                             "drkit_backup_last_status": 1, "drkit_backup_size_bytes": 42})
     path = update_textfile(d, "j", {"drkit_backup_last_attempt_timestamp_seconds": 2000,
-                                       "drkit_backup_last_status": 0})
+                                    "drkit_backup_last_status": 0})
     assert value(path, "drkit_backup_last_success_timestamp_seconds") == 1000
     assert value(path, "drkit_backup_last_attempt_timestamp_seconds") == 2000
     assert value(path, "drkit_backup_last_status") == 0
@@ -61,7 +61,7 @@ def test_counters_add_up(tmp_path):
 
 def test_float_values_and_none_skipped(tmp_path):
     path = update_textfile(str(tmp_path), "j", {"drkit_backup_duration_seconds": 1.25,
-                                                   "drkit_backup_size_bytes": None})
+                                                "drkit_backup_size_bytes": None})
     assert value(path, "drkit_backup_duration_seconds") == 1.25
     assert not any(ln.startswith("drkit_backup_size_bytes") for ln in lines(path))
 

@@ -54,7 +54,7 @@ def test_zstd_round_trip_and_digests(fs, level, threads):
     # and back through the engine's own reader
     out = bytearray()
     check = read_stored(fs, "k", res["size"], res["sha256"], transforms=[ZstdDecompress()],
-                           consumer=out.extend)
+                        consumer=out.extend)
     assert bytes(out) == data and check == {"size": res["size"], "sha256": res["sha256"]}
 
 
@@ -147,8 +147,8 @@ def test_read_stored_detects_flipped_byte(fs, stored, where, decompress):
         fh.write(raw)
     with pytest.raises(IntegrityError) as e:
         read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
-                       transforms=[ZstdDecompress()] if decompress else [],
-                       consumer=(lambda d: None) if decompress else None)
+                    transforms=[ZstdDecompress()] if decompress else [],
+                    consumer=(lambda d: None) if decompress else None)
     msg = str(e.value)
     assert "backups/b1/database.pgdump.zst" in msg and fs.describe() in msg
     assert "sha256" in msg and res["sha256"] in msg
@@ -161,7 +161,7 @@ def test_read_stored_detects_truncation(fs, stored):
         fh.truncate(res["size"] // 2)
     with pytest.raises(IntegrityError) as e:
         read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
-                       transforms=[ZstdDecompress()], consumer=lambda d: None)
+                    transforms=[ZstdDecompress()], consumer=lambda d: None)
     msg = str(e.value)
     assert "backups/b1/database.pgdump.zst" in msg
     assert "size %d bytes, manifest says %d" % (res["size"] // 2, res["size"]) in msg
@@ -173,7 +173,7 @@ def test_truncated_zstd_detected_even_without_expected_digest(fs, stored):
         fh.truncate(res["size"] - 10)
     with pytest.raises(IntegrityError) as e:
         read_stored(fs, "backups/b1/database.pgdump.zst", transforms=[ZstdDecompress()],
-                       consumer=lambda d: None)
+                    consumer=lambda d: None)
     assert "backups/b1/database.pgdump.zst" in str(e.value) and "truncated" in str(e.value)
 
 
@@ -193,7 +193,7 @@ def test_consumer_may_stop_early_but_hashing_goes_on(fs, stored):
         return False  # like pg_restore --list closing stdin after the TOC
 
     read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
-                   transforms=[ZstdDecompress()], consumer=consumer)
+                transforms=[ZstdDecompress()], consumer=consumer)
     assert len(got) == 1
     # A corruption after the point where the consumer stopped is still caught.
     raw = bytearray(open(path, "rb").read())
@@ -202,7 +202,7 @@ def test_consumer_may_stop_early_but_hashing_goes_on(fs, stored):
         fh.write(raw)
     with pytest.raises(IntegrityError):
         read_stored(fs, "backups/b1/database.pgdump.zst", res["size"], res["sha256"],
-                       transforms=[ZstdDecompress()], consumer=consumer)
+                    transforms=[ZstdDecompress()], consumer=consumer)
 
 
 # --------------------------------------------------------------------------

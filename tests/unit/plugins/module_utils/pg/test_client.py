@@ -40,7 +40,7 @@ def test_stderr_errors_picks_error_lines_only():
 def test_check_tool_result_exit_zero_with_error_line_fails():
     with pytest.raises(ToolError) as e:
         check_tool_result("pg_dump", 0, "pg_dump: error: Dumping the contents of table \"t\" failed\n",
-                                   "dumping database app")
+                          "dumping database app")
     msg = str(e.value)
     assert "pg_dump failed while dumping database app (exit code 0)" in msg
     assert 'Dumping the contents of table "t" failed' in msg
@@ -61,7 +61,7 @@ def test_check_tool_result_nonzero_and_signal():
 
 def test_check_tool_result_success_with_warnings():
     check_tool_result("pg_dump", 0, "pg_dump: warning: there are circular foreign-key constraints\n",
-                               "dumping")
+                      "dumping")
 
 
 # --------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def test_configure_recovery_appends_last_wins(tmp_path):
     d.mkdir()
     (d / "postgresql.auto.conf").write_text("restore_command = 'old'\n")
     created = configure_recovery(str(d), {"restore_command": "drkit wal-fetch %f %p", "port": 5433,
-                                                  "recovery_target_action": "promote"})
+                                          "recovery_target_action": "promote"})
     text = (d / "postgresql.auto.conf").read_text()
     assert text.index("'old'") < text.index("drkit wal-fetch %f %p")
     assert "port = 5433" in text and (d / "recovery.signal").exists()

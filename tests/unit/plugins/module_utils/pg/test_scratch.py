@@ -46,7 +46,7 @@ def test_postgres_without_password_gets_a_random_one(tmp_path):
 
 def test_existing_data_dir_command_line_is_safe(tmp_path):
     pg = ScratchPostgres(str(tmp_path / "pitr"), port=55001, initdb=False,
-                                 settings={"recovery_target_action": "promote"})
+                         settings={"recovery_target_action": "promote"})
     assert pg.password is None
     # no password: clients go through the unix socket (trust, 0700 dir)
     assert pg.conninfo()["host"] == pg.socket_dir

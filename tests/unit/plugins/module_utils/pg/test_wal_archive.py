@@ -58,10 +58,10 @@ def test_fetch_prefetches_the_next_segments(tmp_path):
     target.unlink()
     # served from the prefetch directory without opening the storage at all
     _c, res = wal_fetch({"storage_url": "s3://no-such-bucket/x", "endpoint_url": "http://127.0.0.1:9"},
-                            "000000010000000000000003", str(target))
+                        "000000010000000000000003", str(target))
     assert res["status"] == "prefetched"
     assert target.read_bytes() == (tmp_path / "000000010000000000000003").read_bytes()
     assert sorted(os.listdir(str(pg_wal / PREFETCH_DIR))) == ["000000010000000000000004",
-                                                                  "000000010000000000000005"]
+                                                              "000000010000000000000005"]
     with pytest.raises(WalMissing):
         wal_fetch({"storage_url": url, "prefetch": 2}, "000000010000000000000006", str(pg_wal / "X"))

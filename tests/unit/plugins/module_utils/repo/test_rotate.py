@@ -70,7 +70,7 @@ def test_grace():
 
 def _plan(groups, kept, delete, verified=None, pinned=(), policy=None):
     plan = Plan("file:///x", policy or Policy(last=1), ["kind", "source"],
-                    dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc), Duration(days=1))
+                dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc), Duration(days=1))
     plan.groups.update(groups)
     plan.kept = [{"backup_id": b} for b in kept]
     plan.delete = [{"backup_id": b, "_keys": []} for b in delete]

@@ -80,7 +80,7 @@ CASES = [
                          ids=["get-odd-key", "head", "list-v2", "put-payload", "post-delete"])
 def test_signature_matches_botocore(token, endpoint, method, key, query, body, headers):
     client = LiteS3Client(ACCESS, SECRET, session_token=token, region="eu-central-1",
-                                 endpoint_url=endpoint)
+                          endpoint_url=endpoint)
     dummy, path_qs, hdrs = ours(client, method, "my-bucket", key, query, body, headers)
     scheme = "http" if endpoint else "https"
     url = "%s://%s%s" % (scheme, hdrs["host"], path_qs.split("?")[0])
