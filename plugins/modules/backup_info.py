@@ -129,8 +129,8 @@ storage:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils.repo.listing import backup_info
 from ..module_utils._ansible import run_engine, storage_argument_spec
+from ..module_utils.repo.listing import backup_info
 
 
 def main():

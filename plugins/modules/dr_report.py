@@ -104,8 +104,8 @@ paths:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils.repo.report import write_report
 from ..module_utils._ansible import metrics_argument_spec, run_engine
+from ..module_utils.repo.report import write_report
 
 
 def main():

@@ -231,8 +231,13 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, metrics_argument_spec,
-                                     postgres_argument_spec, run_engine, storage_argument_spec)
+from ..module_utils._ansible import (
+    check_libraries,
+    metrics_argument_spec,
+    postgres_argument_spec,
+    run_engine,
+    storage_argument_spec,
+)
 from ..module_utils.pg.backup import pg_backup
 
 

@@ -174,8 +174,7 @@ old_database:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, postgres_argument_spec, run_engine,
-                                     storage_argument_spec)
+from ..module_utils._ansible import check_libraries, postgres_argument_spec, run_engine, storage_argument_spec
 from ..module_utils.pg.restore import pg_restore_backup
 
 

@@ -165,8 +165,13 @@ record_key:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, metrics_argument_spec,
-                                     postgres_argument_spec, run_engine, storage_argument_spec)
+from ..module_utils._ansible import (
+    check_libraries,
+    metrics_argument_spec,
+    postgres_argument_spec,
+    run_engine,
+    storage_argument_spec,
+)
 from ..module_utils.pg.verify import pg_verify
 
 

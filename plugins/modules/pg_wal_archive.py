@@ -146,8 +146,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, postgres_argument_spec, run_engine,
-                                     storage_argument_spec)
+from ..module_utils._ansible import check_libraries, postgres_argument_spec, run_engine, storage_argument_spec
 from ..module_utils.pg.archiving import configure_archiving
 
 

@@ -180,8 +180,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, redis_argument_spec, run_engine,
-                                     storage_argument_spec)
+from ..module_utils._ansible import check_libraries, redis_argument_spec, run_engine, storage_argument_spec
 from ..module_utils.redis.restore import redis_restore
 
 

@@ -193,8 +193,13 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, metrics_argument_spec, redis_argument_spec,
-                                     run_engine, storage_argument_spec)
+from ..module_utils._ansible import (
+    check_libraries,
+    metrics_argument_spec,
+    redis_argument_spec,
+    run_engine,
+    storage_argument_spec,
+)
 from ..module_utils.redis.snapshot import redis_snapshot
 
 

@@ -135,8 +135,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, metrics_argument_spec, run_engine,
-                                     storage_argument_spec)
+from ..module_utils._ansible import check_libraries, metrics_argument_spec, run_engine, storage_argument_spec
 from ..module_utils.redis.verify import redis_verify
 
 

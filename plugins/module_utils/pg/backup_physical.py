@@ -41,14 +41,7 @@ from ..core.process import LocalRunner
 from ..core.tar import TarTap, _TapReader
 from ..repo import manifest as mf
 from ..repo.session import BackupJob
-from ..repo.wal_layout import (
-    archive_system_identifier,
-    claim_archive,
-    lsn_segment,
-    segment_name,
-    segment_number,
-    segment_range,
-)
+from ..repo.wal_layout import archive_system_identifier, backup_segments, claim_archive, lsn_segment
 from ..storage.factory import open_storage, storage_options
 from .client import ToolEnv, check_tool_result, conn_params, connect, find_tool, server_facts, tool_version
 from .wal_segments import wait_for_segments
@@ -336,7 +329,8 @@ def pg_backup_physical(params, check_mode=False, runner=None, progress=None):
             session.store_bytes(PG_MANIFEST_ARTIFACT, tap.captured["backup_manifest"], compress=True,
                                 content="PostgreSQL backup_manifest (also inside the tar)")
 
-            needed = _needed_segments(facts, seg_size)
+            needed = backup_segments({"pg_manifest": parse_pg_manifest(tap.captured["backup_manifest"]),
+                                      "wal_segment_size": seg_size})
             remaining = max(0.0, wal_timeout - max(0.0, time.time() - (t0 + stream_seconds)))
             progress("waiting for WAL %s..%s in the archive" % (
                 facts["wal_start_segment"], facts["wal_stop_segment"]))
@@ -382,21 +376,9 @@ def _facts_from_stream(tap, seg_size):
                                  "pg_basebackup's output is incomplete; nothing was recorded as a backup")
     facts = parse_backup_label(tap.captured["backup_label"].decode("utf-8", "replace"))
     pgm = parse_pg_manifest(tap.captured["backup_manifest"])
-    last = pgm["wal_ranges"][-1]
+    last = max(pgm["wal_ranges"], key=lambda r: int(r["Timeline"]))  # PostgreSQL lists the newest first
     facts["stop_lsn"] = last["End-LSN"]
     facts["stop_timeline"] = int(last["Timeline"])
     facts["wal_stop_segment"] = lsn_segment(facts["stop_lsn"], facts["stop_timeline"], seg_size, previous=True)
     facts["backup_system_identifier"] = system_identifier_of_control(tap.captured["global/pg_control"])
     return facts
-
-
-def _needed_segments(facts, seg_size):
-    start, stop = facts["wal_start_segment"], facts["wal_stop_segment"]
-    if start[:8] == stop[:8]:
-        return segment_range(start, stop, seg_size)
-    # The timeline changed during the backup (a standby promoted): the start
-    # timeline up to the switch, the new one from there.
-    first = segment_number(start, seg_size)
-    last = segment_number(stop, seg_size)
-    names = [segment_name(int(start[:8], 16), n, seg_size) for n in range(first, last)]
-    return names + [stop]

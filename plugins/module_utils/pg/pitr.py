@@ -41,14 +41,14 @@ from ..core.errors import ConfigError, IntegrityError, NotFoundError, WaitTimeou
 from ..core.osutil import check_traversable, write_owned_file
 from ..core.scratch import port_is_free
 from ..repo import manifest as mf
-from ..repo.wal_layout import DEFAULT_SEGMENT_SIZE, format_lsn, lsn_segment, parse_lsn, segment_number, segment_range
+from ..repo.wal_layout import DEFAULT_SEGMENT_SIZE, backup_segments, format_lsn, lsn_segment, parse_lsn, segment_number
 from ..storage.factory import STORAGE_OPTION_NAMES, open_storage, storage_options
 from .backup_physical import KIND
 from .base_restore import check_data_directory, empty_dir, restore_base_backup
 from .client import find_tool
 from .cluster import _alive, _pid_status, conf_quote, default_os_user, os_user_ids, read_log, start_server, stop_server
 from .wal_archive import PREFETCH_DIR
-from .wal_segments import missing_segments, recovery_chain
+from .wal_segments import list_history, missing_segments, recovery_chain
 
 TARGETS = ("latest", "immediate", "time", "xid", "lsn", "name")
 DEFAULT_TIMEOUT = 3600.0
@@ -330,9 +330,9 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
 
     # The WAL chain: the backup's own range must be complete; after it, a gap
     # is where recovery would stop.
-    chain = recovery_chain(storage, int(data["timeline"]), data["wal_start_segment"], seg_size)
-    own = set(segment_range(data["wal_start_segment"], data["wal_stop_segment"], seg_size)) \
-        if data["wal_start_segment"][:8] == data["wal_stop_segment"][:8] else set()
+    histories = list_history(storage)
+    chain = recovery_chain(storage, int(data["timeline"]), data["wal_start_segment"], seg_size, histories)
+    own = set(backup_segments(data, histories))
     own_missing = [n for n in chain["missing"] if n in own] + \
         [n for n in missing_segments(storage, sorted(own)) if n not in chain["missing"]]
     if own_missing:

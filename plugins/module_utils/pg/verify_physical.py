@@ -22,7 +22,7 @@ from ..core.osutil import write_owned_file
 from ..core.process import LocalRunner
 from ..core.scratch import make_scratch_dir
 from ..repo.verification import Verification, check_level, planned
-from ..repo.wal_layout import DEFAULT_SEGMENT_SIZE, segment_range
+from ..repo.wal_layout import backup_segments, backup_timelines
 from ..storage.factory import open_storage, storage_options
 from .backup_physical import ARTIFACT
 from .base_restore import restore_base_backup
@@ -30,7 +30,7 @@ from .checks import failed_checks, normalise_checks, run_checks
 from .client import find_tool
 from .scratch import ScratchPostgres
 from .wal_archive import fetch_file
-from .wal_segments import missing_segments
+from .wal_segments import list_history, missing_segments
 
 # --------------------------------------------------------------------------
 # verify_physical: pg_verify's physical twin
@@ -49,7 +49,6 @@ def verify_physical(params, entry, check_mode=False, runner=None, progress=None)
     data = manifest["data"]
     if check_mode:
         return planned(entry, level, "physical backup")
-    seg_size = int(data.get("wal_segment_size") or DEFAULT_SEGMENT_SIZE)
     job = params.get("job_name") or "pg_physical_%s" % manifest["source"].get("port", "unknown")
     check_results, facts = [], {}
     v = Verification(storage, params, entry, level, job, progress)
@@ -57,9 +56,7 @@ def verify_physical(params, entry, check_mode=False, runner=None, progress=None)
         with v.timed("download_seconds"):
             # the base backup itself is read once below, while it is extracted
             v.check_artifacts(skip=[ARTIFACT] if level != "checksum" else [])
-            needed = segment_range(data["wal_start_segment"], data["wal_stop_segment"], seg_size) \
-                if data["wal_start_segment"][:8] == data["wal_stop_segment"][:8] else \
-                [data["wal_start_segment"], data["wal_stop_segment"]]
+            needed = backup_segments(data, list_history(storage))
             missing = missing_segments(storage, needed)
             if missing:
                 raise IntegrityError("WAL needed by the backup is missing from the archive: %s" % ", ".join(missing))
@@ -85,7 +82,8 @@ def _in_scratch(v, runner, needed, checks, facts):
     with v.timed("restore_seconds"):
         progress("extracting %s into scratch %s" % (entry.backup_id, data_dir))
         restore_base_backup(storage, entry, data_dir, None, progress)
-        for name in needed:
+        # plus the history files of the timelines the backup switched to (replay follows them)
+        for name in needed + ["%08X.history" % t for t in backup_timelines(needed)]:
             fetch_file(storage, name, os.path.join(wal_dir, name))
     bin_dir = params.get("pg_bin_dir") or os.path.dirname(
         find_tool("pg_verifybackup", data.get("server_version_num")))
@@ -107,6 +105,10 @@ def _in_scratch(v, runner, needed, checks, facts):
                                        "lc_messages": "C"})
     v.cleanup(_stop_quietly, server)
     write_owned_file(os.path.join(data_dir, "recovery.signal"), "", None)
+    if os.path.exists(os.path.join(data_dir, "standby.signal")):
+        # A backup taken from a standby: replay from the archive only, never in
+        # standby mode streaming from the primary_conninfo it was taken with.
+        os.unlink(os.path.join(data_dir, "standby.signal"))
     progress("replaying to consistency in a scratch server")
     with v.timed("replay_seconds"):
         server.start(timeout=timeout)

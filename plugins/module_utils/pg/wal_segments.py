@@ -13,7 +13,7 @@ __metaclass__ = type
 import struct
 import time
 
-from ..core.errors import ConfigError, IntegrityError, WaitTimeout
+from ..core.errors import IntegrityError, WaitTimeout
 from ..core.stream import RawCheck
 from ..repo.wal_layout import (
     DEFAULT_SEGMENT_SIZE,
@@ -22,7 +22,7 @@ from ..repo.wal_layout import (
     SEGMENT_RE,
     WAL,
     name_of_key,
-    parse_lsn,
+    parse_history,
     segment_name,
     segment_number,
     timeline_of,
@@ -74,22 +74,6 @@ def list_history(storage):
                 check.feed(chunk)
             check.finish()
             out[int(name[:8], 16)] = bytes(data).decode("utf-8", "replace")
-    return out
-
-
-def parse_history(text):
-    """[(parent timeline, switch LSN int)] from a timeline history file."""
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) >= 2:
-            try:
-                out.append((int(parts[0]), parse_lsn(parts[1])))
-            except (ValueError, ConfigError):
-                continue
     return out
 
 

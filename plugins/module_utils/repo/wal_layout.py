@@ -151,3 +151,89 @@ def claim_archive(storage, system_identifier, what):
                 what, sysid, storage.describe(), current),
             "Each cluster needs its own storage_url (e.g. s3://bucket/<cluster name>); nothing was stored")
     return sysid
+
+
+def parse_history(text):
+    """[(parent timeline, switch LSN int)] from a timeline history file."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) >= 2:
+            try:
+                out.append((int(parts[0]), parse_lsn(parts[1])))
+            except (ValueError, ConfigError):
+                continue
+    return out
+
+
+# --------------------------------------------------------------------------
+# The one rule for the WAL a physical base backup needs.
+#
+# It is PostgreSQL's: the backup_manifest lists it as WAL-Ranges, one range
+# per timeline (several when the backup was taken from a standby that
+# followed an upstream promotion while it ran), newest timeline first. A
+# range needs the segments from the one holding its Start-LSN to the one
+# holding End-LSN - 1, on the range's timeline: what pg_verifybackup reads.
+# Across a switch at LSN X in segment k, segment k is needed twice: on the
+# old timeline (its WAL up to X) and on the new one. Start 0/5000028 on TL1,
+# switch 0/80000A0, stop 0/90021D8 on TL2 -> 1/5 1/6 1/7 1/8 2/8 2/9.
+# Every drkit physical manifest records the ranges verbatim
+# (data.pg_manifest.wal_ranges); without them, start..stop on one timeline,
+# or across timelines the ranges rebuilt from the stop timeline's history.
+
+
+def backup_wal_ranges(data, histories=None):
+    """[(timeline, start LSN, end LSN)] (ints) a physical backup needs, oldest
+    timeline first. ``data`` is its manifest's data; ``histories``
+    ({timeline: history file text}) is only read for a manifest without
+    WAL-Ranges whose start and stop timelines differ."""
+    ranges = (data.get("pg_manifest") or {}).get("wal_ranges")
+    if ranges:
+        return sorted((int(r["Timeline"]), parse_lsn(r["Start-LSN"]), parse_lsn(r["End-LSN"])) for r in ranges)
+    seg_size = int(data.get("wal_segment_size") or DEFAULT_SEGMENT_SIZE)
+    first, last = data["wal_start_segment"], data["wal_stop_segment"]
+    start_tli, stop_tli = int(first[:8], 16), int(last[:8], 16)
+    start = parse_lsn(data["start_lsn"]) if data.get("start_lsn") else segment_number(first, seg_size) * seg_size
+    end = (segment_number(last, seg_size) + 1) * seg_size
+    if data.get("stop_lsn") and int(data.get("stop_timeline") or stop_tli) == stop_tli:
+        end = parse_lsn(data["stop_lsn"])
+    if start_tli == stop_tli:
+        return [(start_tli, start, end)]
+    text = (histories or {}).get(stop_tli)
+    if text is None:
+        raise IntegrityError(
+            "The backup's WAL runs from timeline %d to %d, its manifest records no WAL-Ranges and there is no "
+            "history file for timeline %d: which WAL it needs cannot be told" % (start_tli, stop_tli, stop_tli),
+            "Restore %08X.history into the archive (wal/history/)" % stop_tli)
+    out, begin = [], start
+    for tli, switch in parse_history(text):
+        if tli < start_tli or switch < start:
+            continue  # ended before the backup started
+        out.append((tli, begin, switch))
+        begin = switch
+    out.append((stop_tli, begin, end))
+    if out[0][0] != start_tli:
+        raise IntegrityError("Timeline %d, where the backup starts, is not in the history of timeline %d" % (
+            start_tli, stop_tli))
+    return out
+
+
+def backup_segments(data, histories=None):
+    """Names of the WAL segments a physical backup needs, oldest timeline
+    first (see backup_wal_ranges)."""
+    seg_size = int(data.get("wal_segment_size") or DEFAULT_SEGMENT_SIZE)
+    out = []
+    for tli, start, end in backup_wal_ranges(data, histories):
+        first = start // seg_size
+        last = max(first, (end - 1) // seg_size)
+        out.extend(segment_name(tli, n, seg_size) for n in range(first, last + 1))
+    return out
+
+
+def backup_timelines(segments):
+    """The timelines a backup's WAL switches to (their history files are
+    needed to replay it), from backup_segments()."""
+    return sorted(set(int(n[:8], 16) for n in segments))[1:]

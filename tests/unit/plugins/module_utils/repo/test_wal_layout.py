@@ -1,11 +1,14 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """wal_layout.py: WAL file names and their storage keys, segment and LSN
-arithmetic."""
+arithmetic, and the one rule for the WAL a physical base backup needs (its
+integration side: tests/integration/test_pitr_timeline_switch.py)."""
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
-from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import (classify, format_lsn, lsn_segment,
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError
+from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import (backup_segments, backup_timelines,
+                                                                                   backup_wal_ranges, classify,
+                                                                                   format_lsn, lsn_segment,
                                                                                    name_of_key, parse_lsn, segment_name,
                                                                                    segment_number, segment_range,
                                                                                    wal_key)
@@ -43,3 +46,92 @@ def test_segment_arithmetic():
         "000000010000000100000001"]
     with pytest.raises(ConfigError):
         parse_lsn("nonsense")
+
+
+# --------------------------------------------------------------------------
+# backup_segments: the WAL a physical base backup needs
+
+
+def seg(tli, n):
+    return "%08X%08X%08X" % (tli, n // 256, n % 256)
+
+
+# What a real backup from a cascading standby recorded (the integration
+# test's scenario): PostgreSQL lists the newest timeline first.
+REAL = {
+    "start_lsn": "0/5000028", "timeline": 1, "wal_start_segment": seg(1, 5),
+    "stop_lsn": "0/90021D8", "stop_timeline": 2, "wal_stop_segment": seg(2, 9), "wal_segment_size": 16 << 20,
+    "pg_manifest": {"wal_ranges": [
+        {"Timeline": 2, "Start-LSN": "0/80000A0", "End-LSN": "0/90021D8"},
+        {"Timeline": 1, "Start-LSN": "0/5000028", "End-LSN": "0/80000A0"}]},
+}
+
+
+def test_start_tl1_stop_tl2_across_the_switch_point():
+    # TL1 up to the segment holding the switch, TL2 from that segment on
+    assert backup_segments(REAL) == [seg(1, 5), seg(1, 6), seg(1, 7), seg(1, 8), seg(2, 8), seg(2, 9)]
+    assert backup_wal_ranges(REAL) == [(1, 0x5000028, 0x80000A0), (2, 0x80000A0, 0x90021D8)]
+
+
+def test_the_reviews_example_start_1_3_stop_2_6():
+    # P3's example: start ...0001...03, stop ...0002...06, switch in segment 5
+    data = {"wal_segment_size": 16 << 20, "pg_manifest": {"wal_ranges": [
+        {"Timeline": 2, "Start-LSN": "0/5123456", "End-LSN": "0/6000100"},
+        {"Timeline": 1, "Start-LSN": "0/3000028", "End-LSN": "0/5123456"}]}}
+    assert backup_segments(data) == [seg(1, 3), seg(1, 4), seg(1, 5), seg(2, 5), seg(2, 6)]
+
+
+def test_range_ends_are_exclusive():
+    # an End-LSN on a segment boundary does not need the next segment
+    # (XLByteToPrevSeg), on the old timeline as at the stop
+    data = {"pg_manifest": {"wal_ranges": [
+        {"Timeline": 1, "Start-LSN": "0/3000028", "End-LSN": "0/5000000"},
+        {"Timeline": 2, "Start-LSN": "0/5000000", "End-LSN": "0/7000000"}]}}
+    assert backup_segments(data) == [seg(1, 3), seg(1, 4), seg(2, 5), seg(2, 6)]
+    one = {"pg_manifest": {"wal_ranges": [{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000138"}]}}
+    assert backup_segments(one) == [seg(1, 2)]
+
+
+def test_one_timeline_over_an_xlogid_boundary_and_other_segment_sizes():
+    data = {"pg_manifest": {"wal_ranges": [{"Timeline": 3, "Start-LSN": "0/FE000028", "End-LSN": "1/1000010"}]}}
+    assert backup_segments(data) == ["0000000300000000000000FE", "0000000300000000000000FF",
+                                     "000000030000000100000000", "000000030000000100000001"]
+    big = dict(data, wal_segment_size=64 << 20)
+    assert backup_segments(big) == ["00000003000000000000003F", "000000030000000100000000"]  # 64 per xlogid
+
+
+def test_three_timelines():
+    data = {"pg_manifest": {"wal_ranges": [
+        {"Timeline": 3, "Start-LSN": "0/7000100", "End-LSN": "0/8000010"},
+        {"Timeline": 2, "Start-LSN": "0/5000100", "End-LSN": "0/7000100"},
+        {"Timeline": 1, "Start-LSN": "0/4000028", "End-LSN": "0/5000100"}]}}
+    assert backup_segments(data) == [seg(1, 4), seg(1, 5), seg(2, 5), seg(2, 6), seg(2, 7), seg(3, 7), seg(3, 8)]
+
+
+def test_without_ranges_one_timeline_uses_start_and_stop():
+    data = {"wal_start_segment": seg(1, 3), "wal_stop_segment": seg(1, 6)}
+    assert backup_segments(data) == [seg(1, 3), seg(1, 4), seg(1, 5), seg(1, 6)]
+    data.update(start_lsn="0/3000028", stop_lsn="0/6000000", stop_timeline=1)  # stop on a boundary
+    assert backup_segments(data) == [seg(1, 3), seg(1, 4), seg(1, 5)]
+
+
+def test_without_ranges_across_timelines_needs_the_history_file():
+    data = {"start_lsn": "0/5000028", "wal_start_segment": seg(1, 5), "stop_lsn": "0/90021D8",
+            "stop_timeline": 2, "wal_stop_segment": seg(2, 9)}
+    with pytest.raises(IntegrityError) as exc:
+        backup_segments(data)
+    assert "00000002.history" in exc.value.hint
+    history = {2: "1\t0/80000A0\tno recovery target specified\n"}
+    assert backup_segments(data, history) == backup_segments(REAL)
+    # a timeline that ended before the backup started is not part of it
+    data3 = {"start_lsn": "0/5000028", "wal_start_segment": seg(2, 5), "stop_lsn": "0/7000010",
+             "stop_timeline": 3, "wal_stop_segment": seg(3, 7)}
+    histories = {3: "1\t0/3000000\tx\n2\t0/6800000\ty\n"}
+    assert backup_segments(data3, histories) == [seg(2, 5), seg(2, 6), seg(3, 6), seg(3, 7)]
+    with pytest.raises(IntegrityError):
+        backup_segments(dict(data3, wal_start_segment=seg(4, 5)), histories)
+
+
+def test_backup_timelines_names_the_history_files_replay_needs():
+    assert backup_timelines(backup_segments(REAL)) == [2]
+    assert backup_timelines([seg(1, 5), seg(1, 6)]) == []
