@@ -36,23 +36,17 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "build", "collections"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 DRKIT = "%s %s" % (shlex.quote(sys.executable), shlex.quote(os.path.join(ROOT, "bin", "drkit")))
 
+from _engine import load_engine  # noqa: E402
 
-def ensure_collection_link():
-    link = os.path.join(ROOT, "build", "collections", "ansible_collections", "drkit", "backup")
-    if not os.path.exists(link):
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(os.path.relpath(ROOT, os.path.dirname(link)), link)
-
-
-ensure_collection_link()
-from ansible_collections.drkit.backup.plugins.module_utils.demo import sample_data
-from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port, make_scratch_dir
-from ansible_collections.drkit.backup.plugins.module_utils.pg.scratch import ScratchPostgres
+load_engine()
+from drkit_engine.demo import sample_data  # noqa: E402
+from drkit_engine.core.scratch import free_port, make_scratch_dir  # noqa: E402
+from drkit_engine.pg.scratch import ScratchPostgres  # noqa: E402
 from support.seaweedfs import SeaweedS3  # noqa: E402
 
 PG = pwd.getpwnam("postgres")

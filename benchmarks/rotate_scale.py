@@ -32,12 +32,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-sys.path.insert(0, os.path.join(REPO, "build", "collections"))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 from support.seaweedfs import SeaweedS3  # noqa: E402
+from _engine import load_engine  # noqa: E402
 
-from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
+load_engine()
+from drkit_engine.repo import manifest as mf  # noqa: E402
+from drkit_engine.storage.factory import open_storage  # noqa: E402
 
 UTC = dt.timezone.utc
 POLICY = ["--keep-last", "3", "--keep-daily", "7", "--keep-weekly", "4", "--keep-monthly", "12",

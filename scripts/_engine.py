@@ -1,41 +1,48 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Load the drkit engine (plugins/module_utils) from this checkout as the
-package ``drkit_engine``, so scripts and benchmarks can use it without an
-installed collection or Ansible::
+"""The drkit engine of this checkout (plugins/module_utils) as the package
+``drkit_engine``, for scripts and benchmarks, without an installed collection
+or Ansible::
 
     from _engine import load_engine
     load_engine()
     from drkit_engine.demo import sample_data
 
-The engine's relative imports (``from .errors import ...``) resolve inside
-that package.
+The loader itself is bin/drkit's load_engine() (one loader for the command
+line, the scripts and the benchmarks; bin/drkit ships with the collection,
+scripts/ does not), read here from that file.
 """
 
+import importlib.machinery
 import importlib.util
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENGINE_DIR = os.path.join(ROOT, "plugins", "module_utils")
+BIN_DRKIT = os.path.join(ROOT, "bin", "drkit")
 PACKAGE = "drkit_engine"
+_BIN_MODULE = "_drkit_bin"
+
+
+def _bin_drkit():
+    """bin/drkit as a module (its code under ``if __name__ == "__main__"`` does not run)."""
+    mod = sys.modules.get(_BIN_MODULE)
+    if mod is None:
+        loader = importlib.machinery.SourceFileLoader(_BIN_MODULE, BIN_DRKIT)
+        mod = importlib.util.module_from_spec(importlib.util.spec_from_loader(_BIN_MODULE, loader))
+        # no bin/__pycache__ in the checkout (bin/ ships whole)
+        dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+        try:
+            loader.exec_module(mod)
+        finally:
+            sys.dont_write_bytecode = dont_write
+        sys.modules[_BIN_MODULE] = mod
+    return mod
 
 
 def load_engine():
     """Import plugins/module_utils as ``drkit_engine`` (once) and return it."""
-    mod = sys.modules.get(PACKAGE)
-    if mod is not None:
-        return mod
-    spec = importlib.util.spec_from_file_location(PACKAGE, os.path.join(ENGINE_DIR, "__init__.py"),
-                                                  submodule_search_locations=[ENGINE_DIR])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        del sys.modules[PACKAGE]
-        raise
-    return mod
+    return _bin_drkit().load_engine()
 
 
 def engine_module(name):

@@ -45,7 +45,7 @@ ensure_collection_link() {
 
 run_ruff() {
     local dirs=() d
-    for d in plugins bin tests scripts benchmarks; do
+    for d in plugins bin tests scripts benchmarks roles; do
         [ -e "$d" ] && dirs+=("$d")
     done
     log "ruff check ${dirs[*]}"

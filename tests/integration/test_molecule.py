@@ -93,7 +93,8 @@ def molecule_vars(pg, s3, scratch_root, tmp_path_factory):
         drop_database(pg, db2)
 
 
-SNAPSHOT = ("galaxy.yml", "meta", "plugins", "roles", "bin", "requirements", "playbooks")
+# pyproject.toml and requirements/: the runtime role builds its wheel from them
+SNAPSHOT = ("galaxy.yml", "pyproject.toml", "meta", "plugins", "roles", "bin", "requirements", "playbooks")
 
 
 def snapshot_collection(dest):

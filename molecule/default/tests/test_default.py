@@ -24,6 +24,8 @@ with open(os.environ["DRKIT_MOLECULE_VARS"]) as _fh:
     V = json.load(_fh)
 
 DRKIT = "/usr/local/bin/drkit"
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "galaxy.yml")) as _fh:
+    GALAXY_VERSION = re.search(r"^version: *(\S+)", _fh.read(), re.M).group(1)
 PG_CRON = "/etc/cron.d/drkit-molecule-postgresql"
 REDIS_CRON = "/etc/cron.d/drkit-molecule-redis"
 CRON_ENV = "env -i SHELL=/bin/sh PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -74,8 +76,38 @@ def test_runtime_is_a_venv_of_the_system_python_usable_by_the_job_users(host):
         cmd = host.run("runuser -u %s -- %s --help" % (user, DRKIT))
         assert cmd.rc == 0, cmd.stderr
         assert "pg-backup" in cmd.stdout and "redis-snapshot" in cmd.stdout
-    assert host.file("/opt/drkit/lib/drkit_engine/cli.py").mode == 0o644
     assert host.file(DRKIT).mode == 0o755
+    # the wrapper runs the package's console script, isolated (-I)
+    assert "exec /opt/drkit/venv/bin/python -I /opt/drkit/venv/bin/drkit " in host.file(DRKIT).content_string
+
+
+def test_runtime_is_the_package_of_this_collection_without_demo_code(host):
+    show = host.run("/opt/drkit/venv/bin/python -I -m pip show -f drkit-backup-runtime")
+    assert show.rc == 0, show.stderr
+    fields = dict(line.split(": ", 1) for line in show.stdout.splitlines() if ": " in line)
+    assert fields["Version"] == GALAXY_VERSION
+    files = [line.strip() for line in show.stdout.split("Files:", 1)[1].splitlines() if line.strip()]
+    assert "drkit_engine/cli.py" in files and "drkit_engine/pg/wal_archive.py" in files
+    assert not [f for f in files if f.startswith("drkit_engine/demo") or f.startswith("drkit_engine/_ansible")]
+    script = host.file("/opt/drkit/venv/bin/drkit")
+    assert script.content_string.splitlines()[0] in ("#!/opt/drkit/venv/bin/python", "#!/opt/drkit/venv/bin/python3")
+    assert "from drkit_engine.cli import main" in script.content_string
+    assert host.run("/opt/drkit/venv/bin/python -I -m pip check").rc == 0
+    for user in ("postgres", "redis"):
+        probe = host.run("runuser -u %s -- /opt/drkit/venv/bin/python -I -c %s" % (user, shlex.quote(
+            "import drkit_engine.cli, drkit_engine.core.version as v; print(v.VERSION)\n"
+            "for m in ('drkit_engine.demo', 'drkit_engine._ansible'):\n"
+            "    try:\n        __import__(m)\n    except ModuleNotFoundError:\n        print('absent', m)")))
+        assert probe.rc == 0, probe.stderr
+        assert probe.stdout.split() == [GALAXY_VERSION, "absent", "drkit_engine.demo",
+                                        "absent", "drkit_engine._ansible"]
+    # no demo code anywhere on the host's runtime, and nothing of the earlier tree-of-files install
+    found = host.run("find /opt/drkit \\( -path '*drkit_engine/demo*' -o -name _ansible.py \\) -print")
+    assert found.rc == 0 and found.stdout == "", found.stdout
+    for old in ("/opt/drkit/lib", "/opt/drkit/bin", "/opt/drkit/requirements.txt"):
+        assert not host.file(old).exists, old
+    wheels = host.run("ls /opt/drkit/wheels").stdout.split()
+    assert wheels == ["drkit_backup_runtime-%s-py3-none-any.whl" % GALAXY_VERSION]
 
 
 def test_job_configs_are_0600_and_hold_the_secrets_not_the_schedules(host):
