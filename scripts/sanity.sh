@@ -76,7 +76,7 @@ fi
 # benchmarks/) are in scripts/sanity-ignore-dev.txt and join the copy's here.
 DEV_IGNORES="$ROOT/scripts/sanity-ignore-dev.txt"
 for f in "$DEST"/tests/sanity/ignore-*.txt; do
-    [ -f "$f" ] && [ -f "$DEV_IGNORES" ] || continue
+    if [ ! -f "$f" ] || [ ! -f "$DEV_IGNORES" ]; then continue; fi
     if [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ]; then echo >>"$f"; fi
     grep -Ev '^[[:space:]]*(#|$)' "$DEV_IGNORES" >>"$f" || true
 done
