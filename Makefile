@@ -46,8 +46,9 @@ changelog:
 # The collection tarball, build/dist/drkit-backup-<version>.tar.gz, with CHANGELOG.md
 # rendered first. galaxy.yml's build_ignore decides what it holds (collection content,
 # LICENSE, CHANGELOG.md); tests/integration/test_collection_build.py checks it.
-build: bootstrap changelog
-	$(VENV)/bin/ansible-galaxy collection build --force --output-path build/dist
+# ansible-galaxy of the lint venv (same ansible-core pin), which `changelog` sets up.
+build: changelog
+	"$${DRKIT_LINT_VENV:-build/venv-lint}/bin/ansible-galaxy" collection build --force --output-path build/dist
 
 demo:
 	scripts/demo.sh
