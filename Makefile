@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTEST ?= $(VENV)/bin/pytest
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 
-.PHONY: bootstrap test unit integration molecule lint sanity changelog demo bench-pitr
+.PHONY: bootstrap test unit integration molecule lint sanity changelog build demo bench-pitr
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -37,9 +37,18 @@ lint:
 sanity:
 	scripts/sanity.sh
 
-# Lint changelog fragments (changelogs/fragments/*.yml). A release: antsibull-changelog release --version X.Y.Z
+# Lint changelog fragments (changelogs/fragments/*.yml) and render CHANGELOG.md from
+# them (as the coming release while they are unreleased). A release:
+# build/venv-lint/bin/antsibull-changelog release --version X.Y.Z
 changelog:
-	scripts/lint.sh changelog
+	scripts/changelog.sh
+
+# The collection tarball, build/dist/drkit-backup-<version>.tar.gz, with CHANGELOG.md
+# rendered first. galaxy.yml's build_ignore decides what it holds (collection content,
+# LICENSE, CHANGELOG.md); tests/integration/test_collection_build.py checks it.
+# ansible-galaxy of the lint venv (same ansible-core pin), which `changelog` sets up.
+build: changelog
+	"$${DRKIT_LINT_VENV:-build/venv-lint}/bin/ansible-galaxy" collection build --force --output-path build/dist
 
 demo:
 	scripts/demo.sh

@@ -71,6 +71,15 @@ else
         --exclude /tests/output/ --exclude .ruff_cache/ --exclude .pytest_cache/ --exclude .hypothesis/ \
         --exclude __pycache__/ --exclude '*.pyc' --exclude '*.tar.gz' "$ROOT/" "$DEST/"
 fi
+# tests/sanity/ignore-*.txt ships in the collection tarball and names only files
+# that ship with it; the exceptions for development-only files (scripts/,
+# benchmarks/) are in scripts/sanity-ignore-dev.txt and join the copy's here.
+DEV_IGNORES="$ROOT/scripts/sanity-ignore-dev.txt"
+for f in "$DEST"/tests/sanity/ignore-*.txt; do
+    if [ ! -f "$f" ] || [ ! -f "$DEV_IGNORES" ]; then continue; fi
+    if [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ]; then echo >>"$f"; fi
+    grep -Ev '^[[:space:]]*(#|$)' "$DEV_IGNORES" >>"$f" || true
+done
 
 cd "$DEST"
 export PATH="$VENV/bin:$PATH"
