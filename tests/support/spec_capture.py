@@ -19,6 +19,14 @@ import pkgutil
 import sys
 
 PACKAGE = "ansible_collections.drkit.backup.plugins.modules"
+ENGINE_PACKAGE = "ansible_collections.drkit.backup.plugins.module_utils"
+
+# the engine file holding each module's OPTIONS
+ENGINE = {"backup_info": "repo.listing", "dr_report": "repo.report", "pg_backup": "pg.backup",
+          "pg_pitr": "pg.pitr", "pg_restore": "pg.restore", "pg_sandbox": "demo.sandbox", "pg_verify": "pg.verify",
+          "pg_wal_archive": "pg.archiving", "redis_persistence": "redis.settings",
+          "redis_restore": "redis.restore", "redis_snapshot": "redis.snapshot", "redis_verify": "redis.verify",
+          "s3_rotate": "repo.rotate"}
 
 
 class _Recorded(Exception):
@@ -49,6 +57,20 @@ def module_kwargs(name):
     finally:
         mod.AnsibleModule = saved
     raise AssertionError("%s.main() did not create an AnsibleModule" % name)
+
+
+def module_options(name):
+    """The engine's OPTIONS of a module."""
+    return importlib.import_module("%s.%s" % (ENGINE_PACKAGE, ENGINE[name])).OPTIONS
+
+
+def engine_options():
+    """{name: Options} of every module and of the drkit commands that have
+    no module (the others share their module's OPTIONS)."""
+    wal = importlib.import_module(ENGINE_PACKAGE + ".pg.wal_archive")
+    out = dict((name, module_options(name)) for name in module_names())
+    out.update({"drkit wal-push": wal.WAL_PUSH_OPTIONS, "drkit wal-fetch": wal.WAL_FETCH_OPTIONS})
+    return out
 
 
 def plain(value):
@@ -85,7 +107,7 @@ def cli_flags(parser=None):
             for flag in a.option_strings or [a.dest]:
                 flags[flag] = info
         out[command] = {"flags": flags, "defaults": dict((k, v) for k, v in sorted(p._defaults.items())  # pylint: disable=protected-access
-                                                          if k != "func")}
+                                                          if k not in ("func", "options"))}
     return out
 
 
