@@ -8,10 +8,10 @@
   required; and every doc fragment exactly its spec function in _ansible.py;
 * Ansible's own validation (ArgumentSpecValidator) and the engine's
   resolve() agree on every default, alias and coercion;
-* the modules accept what they accepted before the registry: every
-  module's AnsibleModule(...) arguments equal the snapshot taken before it
-  (front_doors.before.json, tests/support/spec_capture.py), except for the
-  changes listed here on purpose;
+* the front doors accept what they accepted before the registry: every
+  module's AnsibleModule(...) arguments and every drkit flag equal the
+  snapshot taken before it (front_doors.before.json, tests/support/spec_capture.py),
+  except for the changes listed here on purpose;
 * a value out of range fails the module with a message naming the option.
 """
 
@@ -42,6 +42,13 @@ SPEC_CHANGES = {
     ("redis_snapshot", "timeout"): {"type": "float"},
     ("redis_verify", "timeout"): {"type": "float"},
 }
+FLAG_CHANGES = {
+    # the module's choices, now the CLI's too
+    ("list", "--kind"): {"choices": ["pg_logical", "pg_physical", "redis_rdb", "redis_aof"]},
+    ("rotate", "--kind"): {"choices": ["pg_logical", "pg_physical", "redis_rdb", "redis_aof"]},
+}
+NEW_FLAGS = {("pg-backup", "--login-port"), ("verify", "--login-port"), ("restore", "--login-port")}
+
 # One spec function per doc fragment.
 FRAGMENTS = {
     "drkit.backup.postgres": _ansible.postgres_argument_spec,
@@ -193,6 +200,30 @@ def test_module_arguments_are_those_from_before_the_registry(module):
     for name, old in before["argument_spec"].items():
         expected = dict(old, **SPEC_CHANGES.get((module, name), {}))
         assert now["argument_spec"][name] == expected, (module, name)
+
+
+def _flag(info):
+    """store_true with default None is store_const True: the same flag."""
+    info = dict(info)
+    if info["action"] in ("_StoreTrueAction", "_StoreConstAction"):
+        info["action"] = "const"
+        if info["default"] is False:
+            info["default"] = None
+    return info
+
+
+def test_every_drkit_flag_from_before_the_registry_still_works():
+    now = spec_capture.cli_flags()
+    assert sorted(now) == sorted(BEFORE["cli"])
+    for command, old in BEFORE["cli"].items():
+        flags = now[command]["flags"]
+        assert now[command]["defaults"] == old["defaults"], command
+        for flag, info in old["flags"].items():
+            assert flag in flags, (command, flag)
+            expected = _flag(dict(info, **FLAG_CHANGES.get((command, flag), {})))
+            assert _flag(flags[flag]) == expected, (command, flag)
+        added = set(flags) - set(old["flags"])
+        assert added == set(f for c, f in NEW_FLAGS if c == command), (command, added)
 
 
 # --------------------------------------------------------------------------
