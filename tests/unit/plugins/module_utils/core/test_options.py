@@ -13,6 +13,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.core.options import (
                                                                                  from_environment, resolve)
 from ansible_collections.drkit.backup.plugins.module_utils.core.stream import COMPRESSION
 from support.spec_capture import engine_options
+from support.unit_helpers import REPO
 
 OPTS = Options(
     Option("name", "str", default="x"),
@@ -237,3 +238,12 @@ def test_secrets_have_no_flags_and_every_port_is_checked():
             if "timeout" in opt.name and opt.name not in ("archive_timeout", "wal_wait_timeout"):
                 assert opt.above == 0 or (opt.min or 0) >= 1, (command, opt.name)
 
+
+def test_docs_options_md_states_every_range():
+    with open(os.path.join(REPO, "docs", "options.md")) as fh:
+        rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in fh if line.startswith("| `")]
+    for command, options in engine_options().items():
+        for opt in options:
+            if opt.type in ("int", "float") and (opt.min, opt.max, opt.above, opt.choices) != (None,) * 4:
+                assert any("`%s`" % opt.name in row[0] and row[1] == opt.allowed() for row in rows), \
+                    "docs/options.md: no row | `%s` | %s | (%s)" % (opt.name, opt.allowed(), command)
