@@ -18,7 +18,9 @@ options:
     aliases: [host]
   port:
     description:
-      - Port of the PostgreSQL server.
+      - Port of the PostgreSQL server, V(1) to V(65535).
+      - O(login_port) is the name community.postgresql uses; a drkit config file takes either key, the
+        command line C(--port) or C(--login-port).
     type: int
     default: 5432
     aliases: [login_port]
@@ -41,7 +43,7 @@ options:
     choices: [allow, disable, prefer, require, verify-ca, verify-full]
   connect_timeout:
     description:
-      - Seconds to wait for a connection.
+      - Seconds to wait for a connection, V(1) or more (libpq's V(0), wait forever, is refused).
     type: int
     default: 10
   pg_bin_dir:

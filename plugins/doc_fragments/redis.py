@@ -17,7 +17,7 @@ options:
     default: localhost
   login_port:
     description:
-      - Port of the Redis server.
+      - Port of the Redis server, V(1) to V(65535).
     type: int
     default: 6379
   login_user:
@@ -55,8 +55,8 @@ options:
     default: true
   connect_timeout:
     description:
-      - Seconds to wait for the connection and for each reply.
-    type: int
+      - Seconds (more than 0; fractions allowed) to wait for the connection and for each reply.
+    type: float
     default: 10
 notes:
   - Talks to Redis with a small built-in client (RESP over a socket, TLS from Python's C(ssl)); no

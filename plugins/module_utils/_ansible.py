@@ -1,9 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The Ansible side of the modules: shared argument specs and the one place
-where engine errors become fail_json.  This is the only file under
-module_utils that imports Ansible; the engine and the CLI never import it.
+"""The Ansible side of the modules: argument specs built from the engine's
+option registry (core.options) and the one place where engine errors become
+fail_json.  This is the only file under module_utils that imports Ansible;
+the engine and the CLI never import it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,6 +17,13 @@ import traceback
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 from .core.errors import DrkitError
+from .core.metrics import METRICS
+from .core.stream import COMPRESSION
+from .pg import client as pg_client
+from .pg.dump import SESSION_SETTINGS
+from .redis import client as redis_client
+from .repo.manifest import BACKUP_SELECTOR
+from .storage.factory import STORAGE
 
 try:
     from ansible.module_utils.common.text.converters import to_native
@@ -23,56 +31,74 @@ except ImportError:  # pragma: no cover
     to_native = str
 
 
+def argument_spec(options):
+    """An AnsibleModule argument_spec from engine options (core.options):
+    type, default, choices, aliases, no_log, env fallback, elements and
+    required, as the registry defines them. Ranges have no place in an
+    argument_spec: the engine's resolve() checks them and fails the module
+    through run_engine. Options with ``module=False`` are drkit config-file
+    keys only."""
+    spec = {}
+    for opt in options:
+        if not opt.module:
+            continue
+        s = {"type": opt.type}
+        if opt.default is not None:
+            s["default"] = opt.default_value()
+        if opt.choices:
+            s["choices"] = list(opt.choices)
+        if opt.aliases:
+            s["aliases"] = list(opt.aliases)
+        if opt.no_log is not None:
+            s["no_log"] = opt.no_log
+        if opt.env:
+            s["fallback"] = (env_fallback, list(opt.env))
+        if opt.elements:
+            s["elements"] = opt.elements
+        if opt.required:
+            s["required"] = True
+        spec[opt.name] = s
+    return spec
+
+
+# One spec function per doc fragment (plugins/doc_fragments), for modules
+# that compose their spec by hand; tests/unit/plugins/modules checks that
+# each fragment documents exactly its function's options.
+
+
 def postgres_argument_spec():
-    return dict(
-        login_host=dict(type="str", default="localhost", aliases=["host"]),
-        port=dict(type="int", default=5432, aliases=["login_port"]),
-        login_user=dict(type="str", default="postgres"),
-        login_password=dict(type="str", no_log=True, fallback=(env_fallback, ["PGPASSWORD"])),
-        ssl_mode=dict(type="str", default="prefer",
-                      choices=["allow", "disable", "prefer", "require", "verify-ca", "verify-full"]),
-        connect_timeout=dict(type="int", default=10),
-        pg_bin_dir=dict(type="path"),
-    )
+    """doc fragment drkit.backup.postgres"""
+    return argument_spec(pg_client.CONNECTION)
 
 
 def storage_argument_spec():
-    return dict(
-        storage_url=dict(type="str", required=True),
-        endpoint_url=dict(type="str", fallback=(env_fallback, ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])),
-        region=dict(type="str", fallback=(env_fallback, ["AWS_REGION", "AWS_DEFAULT_REGION"])),
-        access_key=dict(type="str", no_log=True, aliases=["aws_access_key"],
-                        fallback=(env_fallback, ["AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY"])),
-        secret_key=dict(type="str", no_log=True, aliases=["aws_secret_key"],
-                        fallback=(env_fallback, ["AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY"])),
-        session_token=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SESSION_TOKEN"])),
-        profile=dict(type="str", fallback=(env_fallback, ["AWS_PROFILE"])),
-        ca_bundle=dict(type="path", fallback=(env_fallback, ["AWS_CA_BUNDLE"])),
-        validate_certs=dict(type="bool", default=True),
-    )
+    """doc fragment drkit.backup.storage"""
+    return argument_spec(STORAGE)
 
 
 def redis_argument_spec():
-    """Connection options of the Redis modules (doc fragment drkit.backup.redis)."""
-    return dict(
-        login_host=dict(type="str", default="localhost"),
-        login_port=dict(type="int", default=6379),
-        login_user=dict(type="str"),
-        login_password=dict(type="str", no_log=True, fallback=(env_fallback, ["REDISCLI_AUTH"])),
-        tls=dict(type="bool", default=False),
-        tls_ca_cert=dict(type="path"),
-        tls_cert=dict(type="path"),
-        tls_key=dict(type="path", no_log=False),
-        tls_validate_certs=dict(type="bool", default=True),
-        connect_timeout=dict(type="int", default=10),
-    )
+    """doc fragment drkit.backup.redis"""
+    return argument_spec(redis_client.CONNECTION)
 
 
 def metrics_argument_spec():
-    return dict(
-        metrics_dir=dict(type="path"),
-        job_name=dict(type="str"),
-    )
+    """doc fragment drkit.backup.storage.metrics"""
+    return argument_spec(METRICS)
+
+
+def compression_argument_spec():
+    """doc fragment drkit.backup.compression"""
+    return argument_spec(COMPRESSION)
+
+
+def backup_selector_argument_spec():
+    """doc fragment drkit.backup.backup_selector"""
+    return argument_spec(BACKUP_SELECTOR)
+
+
+def restore_settings_argument_spec():
+    """doc fragment drkit.backup.postgres.restore_settings"""
+    return argument_spec([SESSION_SETTINGS])
 
 
 def check_libraries(module, names):

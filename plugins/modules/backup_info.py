@@ -49,7 +49,7 @@ options:
     type: str
   limit:
     description:
-      - At most this many backups, the newest.
+      - At most this many backups (V(1) or more), the newest. Unset lists them all.
     type: int
 seealso:
   - module: drkit.backup.pg_backup
@@ -129,20 +129,12 @@ storage:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import run_engine, storage_argument_spec
-from ..module_utils.repo.listing import backup_info
+from ..module_utils._ansible import argument_spec, run_engine
+from ..module_utils.repo.listing import OPTIONS, backup_info
 
 
 def main():
-    argument_spec = storage_argument_spec()
-    argument_spec.update(
-        kind=dict(type="str", choices=["pg_logical", "pg_physical", "redis_rdb", "redis_aof"]),
-        database=dict(type="str"),
-        source=dict(type="str"),
-        backup_id=dict(type="str"),
-        limit=dict(type="int"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True)
     run_engine(module, backup_info, module.params)
 
 

@@ -104,20 +104,12 @@ paths:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import metrics_argument_spec, run_engine
-from ..module_utils.repo.report import write_report
+from ..module_utils._ansible import argument_spec, run_engine
+from ..module_utils.repo.report import OPTIONS, write_report
 
 
 def main():
-    argument_spec = metrics_argument_spec()
-    argument_spec.update(
-        components=dict(type="list", elements="dict", required=True),
-        report_dir=dict(type="path", required=True),
-        title=dict(type="str", default="DR rehearsal"),
-        started_at=dict(type="str"),
-        storage=dict(type="str"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True)
     run_engine(module, write_report, module.params, check_mode=module.check_mode)
 
 

@@ -30,6 +30,7 @@ extends_documentation_fragment:
   - drkit.backup.postgres
   - drkit.backup.storage
   - drkit.backup.storage.metrics
+  - drkit.backup.compression
 attributes:
   check_mode:
     support: full
@@ -61,8 +62,8 @@ options:
     choices: [logical, physical]
   wal_wait_timeout:
     description:
-      - O(mode=physical) only. Seconds to wait, after the data has been streamed, for the backup's WAL to
-        reach the archive. When they pass, the backup fails (nothing is recorded) and the server's wait is
+      - O(mode=physical) only. Seconds (V(0) or more) to wait, after the data has been streamed, for the backup's
+        WAL to reach the archive. When they pass, the backup fails (nothing is recorded) and the server's wait is
         cancelled.
     type: float
     default: 300
@@ -84,19 +85,10 @@ options:
     choices: [custom, directory]
   jobs:
     description:
-      - Parallel C(pg_dump) workers. Only with O(format=directory) (O(mode=logical)).
+      - Parallel C(pg_dump) workers, at least V(1). More than one only with O(format=directory)
+        (O(mode=logical)).
     type: int
     default: 1
-  compression_level:
-    description:
-      - zstd level, 1 (fastest) to 19 (smallest).
-    type: int
-    default: 3
-  compression_threads:
-    description:
-      - zstd worker threads; C(0) compresses in the calling thread.
-    type: int
-    default: 0
   compression_by:
     description:
       - Who compresses a O(format=custom) dump (O(mode=logical)).
@@ -231,39 +223,12 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (
-    check_libraries,
-    metrics_argument_spec,
-    postgres_argument_spec,
-    run_engine,
-    storage_argument_spec,
-)
-from ..module_utils.pg.backup import pg_backup
+from ..module_utils._ansible import argument_spec, check_libraries, run_engine
+from ..module_utils.pg.backup import OPTIONS, pg_backup
 
 
 def main():
-    argument_spec = postgres_argument_spec()
-    argument_spec.update(storage_argument_spec())
-    argument_spec.update(metrics_argument_spec())
-    argument_spec.update(
-        database=dict(type="str", aliases=["db"]),
-        mode=dict(type="str", default="logical", choices=["logical", "physical"]),
-        wal_wait_timeout=dict(type="float", default=300),
-        checkpoint=dict(type="str", default="fast", choices=["fast", "spread"]),
-        format=dict(type="str", default="custom", choices=["custom", "directory"]),
-        jobs=dict(type="int", default=1),
-        compression_level=dict(type="int", default=3),
-        compression_threads=dict(type="int", default=0),
-        compression_by=dict(type="str", default="auto", choices=["auto", "drkit", "pg_dump"]),
-        schemas=dict(type="list", elements="str"),
-        exclude_schemas=dict(type="list", elements="str"),
-        tables=dict(type="list", elements="str"),
-        exclude_tables=dict(type="list", elements="str"),
-        row_counts=dict(type="bool", default=True),
-        work_dir=dict(type="path"),
-        labels=dict(type="dict"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True,
                            required_if=[("mode", "logical", ["database"])])
     check_libraries(module, [("psycopg", "psycopg"), ("zstandard", "zstandard")])
     run_engine(module, pg_backup, module.params, check_mode=module.check_mode)

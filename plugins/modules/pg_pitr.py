@@ -73,7 +73,7 @@ options:
     required: true
   port:
     description:
-      - Port of the recovered server (written to C(postgresql.auto.conf)). Required when O(start=true).
+      - Port (1-65535) of the recovered server (written to C(postgresql.auto.conf)). Required when O(start=true).
     type: int
   start:
     description:
@@ -83,7 +83,7 @@ options:
     default: true
   timeout:
     description:
-      - Seconds to wait for recovery to finish. On timeout the server keeps running (and replaying).
+      - Seconds (more than 0) to wait for recovery to finish. On timeout the server keeps running (and replaying).
     type: float
     default: 3600
   settings:
@@ -116,7 +116,8 @@ options:
   prefetch:
     description:
       - C(restore_command) downloads this many following WAL segments in parallel while PostgreSQL
-        replays (into C(pg_wal/.drkit-prefetch), removed after the recovery). C(0) fetches one at a time.
+        replays (into C(pg_wal/.drkit-prefetch), removed after the recovery). V(0) fetches one at a time;
+        negative values are refused.
     type: int
     default: 4
   wal_config:
@@ -208,30 +209,12 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import check_libraries, run_engine, storage_argument_spec
-from ..module_utils.pg.pitr import TARGETS, pg_pitr
+from ..module_utils._ansible import argument_spec, check_libraries, run_engine
+from ..module_utils.pg.pitr import OPTIONS, pg_pitr
 
 
 def main():
-    argument_spec = storage_argument_spec()
-    argument_spec.update(
-        backup_id=dict(type="str"),
-        target=dict(type="str", default="latest", choices=list(TARGETS)),
-        target_value=dict(type="str"),
-        target_inclusive=dict(type="bool", default=True),
-        data_directory=dict(type="path", required=True),
-        port=dict(type="int"),
-        start=dict(type="bool", default=True),
-        timeout=dict(type="float", default=3600),
-        settings=dict(type="dict"),
-        keep_archiving=dict(type="bool", default=False),
-        os_user=dict(type="str"),
-        pg_bin_dir=dict(type="path"),
-        drkit_command=dict(type="str"),
-        wal_config=dict(type="path"),
-        prefetch=dict(type="int", default=4),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True,
                            required_if=[("target", "time", ["target_value"]), ("target", "xid", ["target_value"]),
                                         ("target", "lsn", ["target_value"]), ("target", "name", ["target_value"]),
                                         ("start", True, ["port"])])

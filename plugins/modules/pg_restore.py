@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - drkit.backup.postgres
   - drkit.backup.postgres.restore_settings
   - drkit.backup.storage
+  - drkit.backup.backup_selector
 attributes:
   check_mode:
     support: full
@@ -37,15 +38,6 @@ attributes:
     support: none
     description: Returns no diff.
 options:
-  backup_id:
-    description:
-      - The backup to restore, or V(latest).
-    type: str
-    default: latest
-  before:
-    description:
-      - With O(backup_id=latest), restore the newest backup finished at or before this time (ISO 8601).
-    type: str
   source_database:
     description:
       - With O(backup_id=latest), only consider backups of this database.
@@ -67,8 +59,8 @@ options:
     default: false
   jobs:
     description:
-      - Parallel C(pg_restore) jobs. With 1 the dump streams from storage into C(pg_restore) with no local
-        copy; with more it is first decompressed into O(work_dir) (parallel restore needs a seekable file).
+      - Parallel C(pg_restore) jobs, at least V(1). With 1 the dump streams from storage into C(pg_restore) with no
+        local copy; with more it is first decompressed into O(work_dir) (parallel restore needs a seekable file).
         The download starts before the target is inspected and the database created, and the C(pre-data)
         section (schemas, tables) is restored from the head of the file while the rest still downloads; the
         C(data) and C(post-data) sections then run with O(jobs) as soon as every byte is there. The sha256 of a
@@ -174,32 +166,12 @@ old_database:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import check_libraries, postgres_argument_spec, run_engine, storage_argument_spec
-from ..module_utils.pg.restore import pg_restore_backup
+from ..module_utils._ansible import argument_spec, check_libraries, run_engine
+from ..module_utils.pg.restore import OPTIONS, pg_restore_backup
 
 
 def main():
-    argument_spec = postgres_argument_spec()
-    argument_spec.update(storage_argument_spec())
-    argument_spec.update(
-        backup_id=dict(type="str", default="latest"),
-        before=dict(type="str"),
-        source_database=dict(type="str"),
-        target_database=dict(type="str", required=True),
-        force=dict(type="bool", default=False),
-        keep_old=dict(type="bool", default=False),
-        jobs=dict(type="int", default=1),
-        no_owner=dict(type="bool", default=False),
-        no_privileges=dict(type="bool", default=False),
-        role=dict(type="str"),
-        owner=dict(type="str"),
-        check_row_counts=dict(type="bool", default=True),
-        maintenance_db=dict(type="str", default="postgres"),
-        row_count_method=dict(type="str", default="stats", choices=["stats", "count"]),
-        restore_settings=dict(type="dict"),
-        work_dir=dict(type="path"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True)
     check_libraries(module, [("psycopg", "psycopg"), ("zstandard", "zstandard")])
     run_engine(module, pg_restore_backup, module.params, check_mode=module.check_mode)
 

@@ -42,7 +42,7 @@ options:
     required: true
   port:
     description:
-      - Port for a new sandbox; a free one by default.
+      - Port (1-65535) for a new sandbox; a free one by default.
     type: int
   sample_database:
     description:
@@ -50,7 +50,7 @@ options:
     type: str
   sample_scale:
     description:
-      - Size of the sample dataset; 1.0 is about 1 GB.
+      - Size of the sample dataset (more than 0); 1.0 is about 1 GB.
     type: float
     default: 0.01
   sample_seed:
@@ -127,23 +127,12 @@ sample:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import run_engine
-from ..module_utils.demo.sandbox import pg_sandbox
+from ..module_utils._ansible import argument_spec, run_engine
+from ..module_utils.demo.sandbox import OPTIONS, pg_sandbox
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            state=dict(type="str", default="started", choices=["started", "absent"]),
-            base_dir=dict(type="path", required=True),
-            port=dict(type="int"),
-            sample_database=dict(type="str"),
-            sample_scale=dict(type="float", default=0.01),
-            sample_seed=dict(type="int", default=42),
-            redis_keys=dict(type="int", default=0, no_log=False),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True)
     run_engine(module, pg_sandbox, module.params, check_mode=module.check_mode)
 
 

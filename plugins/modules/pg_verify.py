@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - drkit.backup.postgres.restore_settings
   - drkit.backup.storage
   - drkit.backup.storage.metrics
+  - drkit.backup.backup_selector
 attributes:
   check_mode:
     support: full
@@ -39,15 +40,6 @@ attributes:
     support: none
     description: Returns no diff.
 options:
-  backup_id:
-    description:
-      - The backup to verify, or V(latest).
-    type: str
-    default: latest
-  before:
-    description:
-      - With O(backup_id=latest), the newest backup finished at or before this time (ISO 8601).
-    type: str
   source_database:
     description:
       - With O(backup_id=latest), only consider backups of this database.
@@ -60,7 +52,7 @@ options:
     choices: [checksum, structure, restore]
   jobs:
     description:
-      - Parallel C(pg_restore) jobs for O(level=restore). With more than one, the dump is first
+      - Parallel C(pg_restore) jobs for O(level=restore), at least V(1). With more than one, the dump is first
         decompressed into O(work_dir).
     type: int
     default: 1
@@ -165,34 +157,12 @@ record_key:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (
-    check_libraries,
-    metrics_argument_spec,
-    postgres_argument_spec,
-    run_engine,
-    storage_argument_spec,
-)
-from ..module_utils.pg.verify import pg_verify
+from ..module_utils._ansible import argument_spec, check_libraries, run_engine
+from ..module_utils.pg.verify import OPTIONS, pg_verify
 
 
 def main():
-    argument_spec = postgres_argument_spec()
-    argument_spec.update(storage_argument_spec())
-    argument_spec.update(metrics_argument_spec())
-    argument_spec.update(
-        backup_id=dict(type="str", default="latest"),
-        before=dict(type="str"),
-        source_database=dict(type="str"),
-        level=dict(type="str", default="structure", choices=["checksum", "structure", "restore"]),
-        jobs=dict(type="int", default=1),
-        checks=dict(type="list", elements="raw"),
-        no_owner=dict(type="bool", default=True),
-        no_privileges=dict(type="bool", default=True),
-        maintenance_db=dict(type="str", default="postgres"),
-        work_dir=dict(type="path"),
-        restore_settings=dict(type="dict"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True)
     check_libraries(module, [("psycopg", "psycopg"), ("zstandard", "zstandard")])
     run_engine(module, pg_verify, module.params, check_mode=module.check_mode)
 

@@ -49,6 +49,8 @@ options:
     description:
       - Seconds after which a partly filled segment is archived anyway, so the RPO stays bounded on an
         idle server. Each switch archives a whole segment (16 MiB, compressed to little when idle).
+      - V(0) to V(1073741823) (PostgreSQL's range); V(0) turns the forced switch off, as in PostgreSQL (the RPO
+        of an idle server is then unbounded).
     type: int
     default: 60
   archive_command:
@@ -71,14 +73,19 @@ options:
         Must be writable by the server's OS user.
     type: path
   read_ahead:
-    description: How many further ready segments one C(wal-push) may push in parallel.
+    description:
+      - How many further ready segments one C(wal-push) may push in parallel (with O(spool_dir)); V(0) or more.
     type: int
     default: 4
   metrics_dir:
     description: node_exporter textfile directory for the wal-push metrics.
     type: path
   compression_level:
-    description: zstd level for archived WAL.
+    description:
+      - zstd level of the archived WAL (C(drkit wal-push --compression-level)), V(1) (fastest) to V(19)
+        (smallest).
+      - Unset, the archive_command leaves it out and C(wal-push) uses its default V(3). zstd's own level V(0)
+        (its default) is refused rather than silently read as V(3).
     type: int
   test_archive:
     description:
@@ -86,7 +93,7 @@ options:
     type: bool
     default: false
   test_timeout:
-    description: Seconds to wait for the test segment to be archived.
+    description: Seconds (more than 0) to wait for the test segment to be archived.
     type: float
     default: 60
   maintenance_db:
@@ -146,29 +153,12 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import check_libraries, postgres_argument_spec, run_engine, storage_argument_spec
-from ..module_utils.pg.archiving import configure_archiving
+from ..module_utils._ansible import argument_spec, check_libraries, run_engine
+from ..module_utils.pg.archiving import OPTIONS, configure_archiving
 
 
 def main():
-    argument_spec = postgres_argument_spec()
-    argument_spec.update(storage_argument_spec())
-    argument_spec.update(
-        wal_level=dict(type="str", default="replica", choices=["replica", "logical"]),
-        archive_mode=dict(type="str", default="on", choices=["on", "always"]),
-        archive_timeout=dict(type="int", default=60),
-        archive_command=dict(type="str"),
-        drkit_command=dict(type="str", default="/usr/local/bin/drkit"),
-        wal_config=dict(type="path"),
-        spool_dir=dict(type="path"),
-        read_ahead=dict(type="int", default=4),
-        metrics_dir=dict(type="path"),
-        compression_level=dict(type="int"),
-        test_archive=dict(type="bool", default=False),
-        test_timeout=dict(type="float", default=60),
-        maintenance_db=dict(type="str", default="postgres"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True)
     check_libraries(module, [("psycopg", "psycopg")])
     run_engine(module, configure_archiving, module.params, check_mode=module.check_mode)
 

@@ -69,7 +69,7 @@ options:
     default: true
   timeout:
     description:
-      - Seconds to wait for the AOF to be written.
+      - Seconds (V(1) or more) to wait for the AOF to be written.
     type: int
     default: 600
 """
@@ -118,22 +118,12 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import redis_argument_spec, run_engine
-from ..module_utils.redis.settings import redis_persistence
+from ..module_utils._ansible import argument_spec, run_engine
+from ..module_utils.redis.settings import OPTIONS, redis_persistence
 
 
 def main():
-    argument_spec = redis_argument_spec()
-    argument_spec.update(
-        save=dict(type="list", elements="str"),
-        appendonly=dict(type="bool"),
-        appendfsync=dict(type="str", choices=["always", "everysec", "no"]),
-        settings=dict(type="dict"),
-        persist=dict(type="bool", default=True),
-        wait=dict(type="bool", default=True),
-        timeout=dict(type="int", default=600),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True,
                            required_one_of=[("save", "appendonly", "appendfsync", "settings")])
     run_engine(module, redis_persistence, module.params, check_mode=module.check_mode)
 

@@ -32,6 +32,7 @@ author:
 extends_documentation_fragment:
   - drkit.backup.redis
   - drkit.backup.storage
+  - drkit.backup.backup_selector
 attributes:
   check_mode:
     support: full
@@ -40,15 +41,6 @@ attributes:
     support: none
     description: Returns no diff.
 options:
-  backup_id:
-    description:
-      - Id of the backup, or V(latest) for the newest complete Redis backup.
-    type: str
-    default: latest
-  before:
-    description:
-      - With O(backup_id=latest), the newest Redis backup finished at or before this time (ISO 8601).
-    type: str
   source:
     description:
       - With O(backup_id=latest), only backups of this source (C(redis:<host>:<port>)).
@@ -101,8 +93,8 @@ options:
     elements: str
   timeout:
     description:
-      - Seconds for conversions and for the started instance to load its data.
-    type: int
+      - Seconds (more than 0; fractions allowed) for conversions and for the started instance to load its data.
+    type: float
     default: 600
   redis_bin_dir:
     description:
@@ -180,31 +172,12 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import check_libraries, redis_argument_spec, run_engine, storage_argument_spec
-from ..module_utils.redis.restore import redis_restore
+from ..module_utils._ansible import argument_spec, check_libraries, run_engine
+from ..module_utils.redis.restore import OPTIONS, redis_restore
 
 
 def main():
-    argument_spec = redis_argument_spec()
-    argument_spec.update(storage_argument_spec())
-    argument_spec.update(
-        backup_id=dict(type="str", default="latest"),
-        before=dict(type="str"),
-        source=dict(type="str"),
-        data_dir=dict(type="path"),
-        redis_conf=dict(type="path"),
-        appendonly=dict(type="bool"),
-        dbfilename=dict(type="str"),
-        appenddirname=dict(type="str"),
-        appendfilename=dict(type="str"),
-        force=dict(type="bool", default=False),
-        owner=dict(type="str"),
-        group=dict(type="str"),
-        start_command=dict(type="list", elements="str"),
-        timeout=dict(type="int", default=600),
-        redis_bin_dir=dict(type="path"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True,
                            required_one_of=[("data_dir", "redis_conf")])
     check_libraries(module, [("zstandard", "zstandard")])
     run_engine(module, redis_restore, module.params, check_mode=module.check_mode)

@@ -39,6 +39,7 @@ extends_documentation_fragment:
   - drkit.backup.redis
   - drkit.backup.storage
   - drkit.backup.storage.metrics
+  - drkit.backup.compression
 attributes:
   check_mode:
     support: full
@@ -56,9 +57,10 @@ options:
     choices: [rdb, remote, aof]
   timeout:
     description:
-      - Seconds to wait for the server's background work (a running save or rewrite, our C(BGSAVE),
-        the start of the transfer). The task fails with a clear message after that; nothing is stored.
-    type: int
+      - Seconds (more than 0; fractions allowed) to wait for the server's background work (a running save or
+        rewrite, our C(BGSAVE), the start of the transfer). The task fails with a clear message after that;
+        nothing is stored.
+    type: float
     default: 600
   pause_writes:
     description:
@@ -69,20 +71,10 @@ options:
     default: true
   pause_timeout:
     description:
-      - Longest write pause in milliseconds; Redis lifts the pause by itself after this time even if
-        the task dies.
+      - Longest write pause in milliseconds, V(10) to V(60000); Redis lifts the pause by itself after this time
+        even if the task dies.
     type: int
     default: 2000
-  compression_level:
-    description:
-      - zstd level, 1 (fastest) to 19 (smallest).
-    type: int
-    default: 3
-  compression_threads:
-    description:
-      - zstd worker threads; C(0) compresses in the calling thread.
-    type: int
-    default: 0
   work_dir:
     description:
       - Where O(mode=aof) copies the AOF files before checking and storing them (needs their size in
@@ -193,32 +185,12 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (
-    check_libraries,
-    metrics_argument_spec,
-    redis_argument_spec,
-    run_engine,
-    storage_argument_spec,
-)
-from ..module_utils.redis.snapshot import redis_snapshot
+from ..module_utils._ansible import argument_spec, check_libraries, run_engine
+from ..module_utils.redis.snapshot import OPTIONS, redis_snapshot
 
 
 def main():
-    argument_spec = redis_argument_spec()
-    argument_spec.update(storage_argument_spec())
-    argument_spec.update(metrics_argument_spec())
-    argument_spec.update(
-        mode=dict(type="str", default="rdb", choices=["rdb", "remote", "aof"]),
-        timeout=dict(type="int", default=600),
-        pause_writes=dict(type="bool", default=True),
-        pause_timeout=dict(type="int", default=2000),
-        compression_level=dict(type="int", default=3),
-        compression_threads=dict(type="int", default=0),
-        work_dir=dict(type="path"),
-        redis_bin_dir=dict(type="path"),
-        labels=dict(type="dict"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True)
     check_libraries(module, [("zstandard", "zstandard")])
     run_engine(module, redis_snapshot, module.params, check_mode=module.check_mode)
 

@@ -29,6 +29,7 @@ author:
 extends_documentation_fragment:
   - drkit.backup.storage
   - drkit.backup.storage.metrics
+  - drkit.backup.backup_selector
 attributes:
   check_mode:
     support: full
@@ -37,15 +38,6 @@ attributes:
     support: none
     description: Returns no diff.
 options:
-  backup_id:
-    description:
-      - Id of the backup, or V(latest) for the newest complete Redis backup.
-    type: str
-    default: latest
-  before:
-    description:
-      - With O(backup_id=latest), the newest Redis backup finished at or before this time (ISO 8601).
-    type: str
   source:
     description:
       - With O(backup_id=latest), only backups of this source, as C(redis:<host>:<port>) (see C(backup_info)).
@@ -58,8 +50,8 @@ options:
     choices: [checksum, structure, restore]
   timeout:
     description:
-      - Seconds the scratch server may take to start and load the data.
-    type: int
+      - Seconds (more than 0; fractions allowed) the scratch server may take to start and load the data.
+    type: float
     default: 600
   work_dir:
     description:
@@ -135,23 +127,12 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import check_libraries, metrics_argument_spec, run_engine, storage_argument_spec
-from ..module_utils.redis.verify import redis_verify
+from ..module_utils._ansible import argument_spec, check_libraries, run_engine
+from ..module_utils.redis.verify import OPTIONS, redis_verify
 
 
 def main():
-    argument_spec = storage_argument_spec()
-    argument_spec.update(metrics_argument_spec())
-    argument_spec.update(
-        backup_id=dict(type="str", default="latest"),
-        before=dict(type="str"),
-        source=dict(type="str"),
-        level=dict(type="str", default="structure", choices=["checksum", "structure", "restore"]),
-        timeout=dict(type="int", default=600),
-        work_dir=dict(type="path"),
-        redis_bin_dir=dict(type="path"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True)
     check_libraries(module, [("zstandard", "zstandard")])
     run_engine(module, redis_verify, module.params, check_mode=module.check_mode)
 

@@ -258,30 +258,12 @@ incomplete_grace:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import metrics_argument_spec, run_engine, storage_argument_spec
-from ..module_utils.repo.rotate import rotate
+from ..module_utils._ansible import argument_spec, run_engine
+from ..module_utils.repo.rotate import OPTIONS, rotate
 
 
 def main():
-    argument_spec = storage_argument_spec()
-    argument_spec.update(metrics_argument_spec())
-    argument_spec.update(
-        keep_last=dict(type="int", default=0),
-        keep_daily=dict(type="int", default=0),
-        keep_weekly=dict(type="int", default=0),
-        keep_monthly=dict(type="int", default=0),
-        keep_yearly=dict(type="int", default=0),
-        keep_within=dict(type="str"),
-        timezone=dict(type="str", default="UTC"),
-        group_by=dict(type="list", elements="str", default=["kind", "source"],
-                      choices=["kind", "source", "database", "none"]),
-        kind=dict(type="str", choices=["pg_logical", "pg_physical", "redis_rdb", "redis_aof"]),
-        database=dict(type="str"),
-        source=dict(type="str"),
-        incomplete_grace=dict(type="str", default="1d"),
-        prune_wal=dict(type="bool", default=True),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True)
     run_engine(module, rotate, module.params, check_mode=module.check_mode, diff=module._diff)
 
 

@@ -24,7 +24,7 @@ import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core import scratch as sandbox
 from helpers import (BUILD_COLLECTIONS, DRKIT, ansible_environment, drop_database, fetch_artifact, file_root,
                      find_children, list_keys, make_sample_database, open_multipart_uploads, pg_module_args,
-                     read_proc, restore_by_hand, run_playbook, s3_module_args, table_row_counts, task)
+                     read_proc, restore_by_hand, run_drkit, run_playbook, s3_module_args, table_row_counts, task)
 
 ID_RE = re.compile(r"^\d{8}T\d{6}Z-pg-logical-[0-9a-f]{6}$")
 PG_BACKUP = "drkit.backup.pg_backup"
@@ -329,6 +329,93 @@ def test_failures_leave_nothing(pg, s3, bucket, source_db, tmp_path):
     assert not file_root(file_url).exists()
     assert missing_bucket not in [b["Name"] for b in s3.client().list_buckets()["Buckets"]]
     assert not os.path.exists("var")
+
+
+# --------------------------------------------------------------------------
+# option values: refused with the option and its range named, by both front
+# doors, before anything connects or is written; login_port for PostgreSQL
+
+
+REFUSED = {
+    "jobs 0": (dict(jobs=0), ["--jobs", "0"], "jobs must be at least 1, got 0"),
+    "jobs -1": (dict(jobs=-1, format="directory"), ["--jobs", "-1", "--format", "directory"],
+                "jobs must be at least 1, got -1"),
+    "compression_level 30": (dict(compression_level=30), ["--compression-level", "30"],
+                             "compression_level must be 1-19, got 30"),
+    "compression_level 0": (dict(compression_level=0), ["--compression-level", "0"],
+                            "compression_level must be 1-19, got 0"),
+    "compression_threads -2": (dict(compression_threads=-2), ["--compression-threads", "-2"],
+                               "compression_threads must be -1 to 256, got -2"),
+    "port 70000": (dict(port=70000), ["--port", "70000"], "port must be 1-65535, got 70000"),
+}
+
+
+def test_module_refuses_out_of_range_values(pg, s3, bucket, source_db, tmp_path):
+    db, _counts = source_db
+    url = storage_url_for("file", tmp_path, bucket)
+    tasks = []
+    for name, (override, _flags, _msg) in REFUSED.items():
+        tasks.append(task(PG_BACKUP, name=name, _ignore_errors=True, **backup_args(pg, db, url, s3, **override)))
+    run = run_playbook(tasks, extra_vars=secrets_vars(pg, s3))
+    for name, (_override, _flags, msg) in REFUSED.items():
+        assert run.failed(name), "%s was accepted\n%s" % (name, run.describe())
+        res = run.result(name)
+        assert msg in res["msg"], "%s: %s" % (name, res["msg"])
+        assert res.get("error") == "ConfigError" and "backup_id" not in res
+    assert "default 3" in run.result("compression_level 0")["msg"]
+    assert_no_secret(run, pg, s3)
+    assert not file_root(url).exists()
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_cli_refuses_out_of_range_values_with_exit_2(pg, source_db, tmp_path, name):
+    db, _counts = source_db
+    _override, flags, msg = REFUSED[name]
+    url = "file://%s/backups-root" % tmp_path
+    p = run_drkit(["pg-backup", "--host", pg.host, "--port", str(pg.port), "--user", pg.superuser, "-d", db,
+                   "--storage-url", url] + flags, config={"login_password": pg.password}, tmp_dir=tmp_path)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert p.stderr.startswith("drkit pg-backup: error: ") and msg in p.stderr, p.stderr
+    assert p.stdout == "" and pg.password not in p.stderr
+    assert not file_root(url).exists()
+    if name.startswith("compression_level"):
+        assert "default 3" in p.stderr
+
+
+def test_cli_refuses_out_of_range_values_from_the_config_file(pg, source_db, tmp_path):
+    db, _counts = source_db
+    url = "file://%s/backups-root" % tmp_path
+    p = run_drkit(["pg-backup", "--storage-url", url, "-d", db],
+                  config=dict(login_host=pg.host, port=pg.port, login_password=pg.password, jobs=0),
+                  tmp_dir=tmp_path)
+    assert p.returncode == 2 and "jobs must be at least 1, got 0" in p.stderr, p.stderr
+
+
+def test_login_port_backs_up_through_the_module_and_the_cli(pg, s3, bucket, source_db, tmp_path, restored):
+    """community.postgresql spells the port login_port: the module, a drkit
+    config file and the --login-port flag all take it."""
+    db, counts = source_db
+    url = storage_url_for("file", tmp_path, bucket)
+    args = backup_args(pg, db, url, s3)
+    args["login_port"] = args.pop("port")
+    run = run_playbook([task(PG_BACKUP, **args)], extra_vars=secrets_vars(pg, s3))
+    assert run.rc == 0, run.describe()
+    module_result = run.result(PG_BACKUP)
+    assert module_result["manifest"]["source"]["port"] == pg.port
+
+    by_config = run_drkit(["pg-backup", "--json", "--storage-url", url, "-d", db],
+                          config=dict(login_host=pg.host, login_port=pg.port, login_user=pg.superuser,
+                                      login_password=pg.password), tmp_dir=tmp_path)
+    assert by_config.returncode == 0, by_config.stderr
+    by_flag = run_drkit(["pg-backup", "--json", "--storage-url", url, "-d", db, "--host", pg.host,
+                         "--login-port", str(pg.port), "--user", pg.superuser],
+                        config={"login_password": pg.password}, tmp_dir=tmp_path)
+    assert by_flag.returncode == 0, by_flag.stderr
+    for p in (by_config, by_flag):
+        res = json.loads(p.stdout)
+        assert res["manifest"]["source"]["port"] == pg.port
+        assert res["manifest"]["data"]["row_counts"] == counts
+    check_restore(pg, tmp_path, url, s3, json.loads(by_flag.stdout), counts, restored)
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import (de
                                                                               pidfile_live, read_log, stop_server)
 from ansible_collections.drkit.backup.plugins.module_utils.pg.pitr import WAL_CONFIG_NAME, pg_pitr
 from ansible_collections.drkit.backup.plugins.module_utils.pg.verify_physical import verify_physical
+from ansible_collections.drkit.backup.plugins.module_utils.pg import verify as pg_verify
+from ansible_collections.drkit.backup.plugins.module_utils.core.options import resolve
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port, make_scratch_dir
 from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import find_pg_bindir
 from ansible_collections.drkit.backup.plugins.module_utils.pg.scratch import ScratchPostgres
@@ -373,7 +375,7 @@ def test_verify_physical_restore_level(cluster, scenario):
     params.update(level="restore", database="agentic_platform",
                   checks=[{"name": "agents present", "sql": "SELECT count(*) FROM mcp_documents.agents",
                            "equals": scenario["before"]}])
-    _changed, res = verify_physical(params, entry)
+    _changed, res = verify_physical(resolve(pg_verify.OPTIONS, params), entry)  # as pg_verify calls it
     assert res["passed"] and res["result"] == "pass", res
     assert res["physical"]["system_identifier"] == scenario["backup"]["data"]["system_identifier"]
     assert res["checks"][0]["ok"]
@@ -386,6 +388,8 @@ _SIGTERM_DURING_REPLAY = r"""
 import json, os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.drkit.backup.plugins.module_utils.pg import verify_physical as vp
+from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import OPTIONS
+from ansible_collections.drkit.backup.plugins.module_utils.core.options import resolve
 from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage, storage_options
 
@@ -401,7 +405,7 @@ vp.wait_promoted = stopped_here
 params = json.loads(sys.argv[2])
 storage = open_storage(params["storage_url"], **storage_options(params))
 try:
-    vp.verify_physical(params, mf.resolve(storage, params["backup_id"]))
+    vp.verify_physical(resolve(OPTIONS, params), mf.resolve(storage, params["backup_id"]))
 except Exception as e:
     print("%s %s" % (type(e).__name__, getattr(e, "exit_code", "")))
     sys.exit(getattr(e, "exit_code", 1))

@@ -109,3 +109,18 @@ def test_role_preflight_refuses_a_bad_storage_url(plain_cluster, s3, bucket, tmp
     assert run.rc != 0
     assert "must be s3://bucket/prefix or file:///absolute/path" in run.text
     assert plain_cluster.psql("SHOW archive_mode") == "off"
+
+
+@pytest.mark.parametrize("level", [0, 20])
+def test_role_refuses_a_compression_level_out_of_range_before_setting_anything(plain_cluster, s3, bucket, tmp_path,
+                                                                               level):
+    """The role builds archive_command itself; pg_wal_archive still checks
+    the level it puts there, so a wal-push that would fail on every segment
+    is never configured."""
+    variables = role_vars(plain_cluster, s3, bucket, str(tmp_path))
+    variables["postgresql_wal_archive_compression_level"] = level
+    run = run_playbook([ROLE_TASK], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc != 0
+    assert "compression_level must be 1-19, got %d" % level in run.text, run.describe()
+    assert plain_cluster.psql("SHOW archive_mode") == "off"
+    assert plain_cluster.psql("SHOW archive_command") in ("(disabled)", "")

@@ -17,7 +17,15 @@ import os
 import re
 
 from .errors import ConfigError
+from .options import Option
 from .osutil import atomic_write
+
+# Metrics options (doc fragment drkit.backup.storage.metrics). A job's name
+# defaults per command (pg_<database>, redis_<port>, rotate, ...).
+METRICS_DIR = Option("metrics_dir", "path", flags=("--metrics-dir",),
+                     help="node_exporter textfile collector directory for the job's metrics")
+JOB_NAME = Option("job_name", "str", flags=("--job-name",), help="name of the job in metrics and the .prom file")
+METRICS = (METRICS_DIR, JOB_NAME)
 
 HELP = {
     "drkit_backup_last_attempt_timestamp_seconds": ("gauge", "Unix time the last backup attempt finished."),

@@ -27,8 +27,23 @@ import queue
 import threading
 
 from .errors import ConfigError, DrkitError, IntegrityError
+from .options import Option
 
 CHUNK = 1 << 20
+
+# Compression options (doc fragment drkit.backup.compression). python-zstandard
+# and pg_dump's --compress=zstd:N take levels 1-19 here; zstd's own level 0
+# means "its default" (3) and is refused rather than silently replaced.
+COMPRESSION_LEVEL = Option(
+    "compression_level", "int", default=3, min=1, max=19, flags=("--compression-level",),
+    help="zstd level, 1 (fastest) to 19 (smallest), default 3",
+    hint="zstd levels are 1 (fastest) to 19 (smallest), default 3; zstd's level 0 (its default) is not "
+         "accepted: leave compression_level unset for 3")
+COMPRESSION_THREADS = Option(
+    "compression_threads", "int", default=0, min=-1, max=256, flags=("--compression-threads",),
+    help="zstd worker threads: 0 compresses in the calling thread, -1 uses one per CPU (at most 256)",
+    hint="Use 0 to compress in the calling thread, 1-256 worker threads, or -1 for one per CPU")
+COMPRESSION = (COMPRESSION_LEVEL, COMPRESSION_THREADS)
 
 
 def zstd_module():
@@ -47,12 +62,10 @@ def zstd_module():
 class ZstdCompress(object):
     name = "zstd"
 
-    def __init__(self, level=3, threads=0):
+    def __init__(self, level=COMPRESSION_LEVEL.default, threads=COMPRESSION_THREADS.default):
         zstd = zstd_module()
-        if not 1 <= int(level) <= 19:
-            raise ConfigError("compression_level must be between 1 and 19, got %r" % level)
-        self.level = int(level)
-        self.threads = int(threads)
+        self.level = COMPRESSION_LEVEL.check(level)
+        self.threads = COMPRESSION_THREADS.check(threads)
         params = zstd.ZstdCompressionParameters.from_level(self.level, threads=self.threads)
         self._c = zstd.ZstdCompressor(compression_params=params).compressobj()
 
@@ -100,7 +113,8 @@ def compressor_for(compression):
     if compression.get("algorithm", "zstd") != "zstd":
         raise ConfigError("Unsupported compression %r" % compression.get("algorithm"),
                           "Use zstd or none")
-    return ZstdCompress(compression.get("level", 3), compression.get("threads", 0))
+    return ZstdCompress(compression.get("level", COMPRESSION_LEVEL.default),
+                        compression.get("threads", COMPRESSION_THREADS.default))
 
 
 def decompressor_for(description):

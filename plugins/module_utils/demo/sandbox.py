@@ -18,6 +18,7 @@ import shutil
 import time
 
 from ..core.errors import ConfigError
+from ..core.options import Option, Options, resolve
 from ..core.scratch import LOOPBACK
 from ..pg import client as pg_client
 from ..pg.client import database_exists
@@ -30,6 +31,17 @@ STATE = "sandbox.json"
 PASSFILE = "pgpass"
 REDIS_STATE = "redis.json"
 REDIS_PASSFILE = "redis-password"
+
+# drkit.backup.pg_sandbox
+OPTIONS = Options(
+    Option("state", "str", default="started", choices=("started", "absent")),
+    Option("base_dir", "path", required=True),
+    Option("port", "int", min=1, max=65535),
+    Option("sample_database", "str"),
+    Option("sample_scale", "float", default=0.01, above=0),
+    Option("sample_seed", "int", default=42),
+    Option("redis_keys", "int", default=0, min=0, no_log=False),
+)
 
 
 def _load_state(base_dir):
@@ -73,10 +85,11 @@ def _running(server):
 
 def pg_sandbox(params, check_mode=False, progress=None):
     progress = progress or (lambda msg: None)
-    base_dir = params.get("base_dir")
+    params = resolve(OPTIONS, params)
+    base_dir = params["base_dir"]
     if not base_dir or not os.path.isabs(base_dir):
         raise ConfigError("base_dir must be an absolute path, got %r" % (base_dir,))
-    state = params.get("state") or "started"
+    state = params["state"]
     saved = _load_state(base_dir)
     if state == "absent":
         if not os.path.exists(base_dir):
@@ -88,8 +101,6 @@ def pg_sandbox(params, check_mode=False, progress=None):
             _server(base_dir, saved).destroy()
         shutil.rmtree(base_dir, ignore_errors=True)
         return True, {"msg": "Removed the sandbox in %s" % base_dir}
-    if state != "started":
-        raise ConfigError("state must be started or absent, got %r" % state)
 
     changed = False
     if saved and os.path.exists(os.path.join(base_dir, "data", "PG_VERSION")):
@@ -105,7 +116,7 @@ def pg_sandbox(params, check_mode=False, progress=None):
         if not os.path.isdir(base_dir):
             os.makedirs(base_dir, 0o755)
         progress("initdb and start of a sandbox PostgreSQL in %s" % base_dir)
-        server = ScratchPostgres(base_dir, port=params.get("port"))
+        server = ScratchPostgres(base_dir, port=params["port"])
         server.start()
         _save_state(base_dir, {"port": server.port, "password": server.password})
         changed = True
@@ -114,7 +125,7 @@ def pg_sandbox(params, check_mode=False, progress=None):
     passfile = _write_passfile(base_dir, server)
 
     sample = None
-    if params.get("sample_database"):
+    if params["sample_database"]:
         cp = pg_client.conn_params({"login_host": server.host, "port": server.port,
                                    "login_user": server.superuser, "login_password": server.password})
         conn = pg_client.connect(cp, "postgres", autocommit=True)
@@ -123,14 +134,14 @@ def pg_sandbox(params, check_mode=False, progress=None):
         finally:
             conn.close()
         if not exists and not check_mode:
-            progress("loading the sample dataset (scale %s)" % params.get("sample_scale", 0.01))
-            sample = sample_data.generate(server.conninfo("postgres"), scale=float(params.get("sample_scale") or 0.01),
-                                          seed=int(params.get("sample_seed") or 42),
-                                          database=params["sample_database"], progress=progress)
+            progress("loading the sample dataset (scale %s)" % params["sample_scale"])
+            sample = sample_data.generate(server.conninfo("postgres"), scale=params["sample_scale"],
+                                          seed=params["sample_seed"], database=params["sample_database"],
+                                          progress=progress)
             changed = True
     redis = None
-    if params.get("redis_keys"):
-        redis_changed, redis = _redis_started(base_dir, int(params["redis_keys"]), check_mode, progress)
+    if params["redis_keys"]:
+        redis_changed, redis = _redis_started(base_dir, params["redis_keys"], check_mode, progress)
         changed = changed or redis_changed
     return changed, {"login_host": server.host, "port": server.port, "login_user": server.superuser, "redis": redis,
                      "passfile": passfile, "data_directory": server.data_dir, "base_dir": base_dir,

@@ -10,14 +10,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import re
 import shlex
 import time
 
 from ..core.errors import ConfigError, WaitTimeout
+from ..core.metrics import METRICS_DIR
+from ..core.options import Option, Options, resolve
+from ..core.stream import COMPRESSION_LEVEL
 from ..repo.wal_layout import wal_key
-from ..storage.factory import open_storage, storage_options
-from .client import conn_params, connect, server_facts
+from ..storage.factory import STORAGE, open_storage, storage_options
+from .client import CONNECTION, MAINTENANCE_DB, conn_params, connect, server_facts
+from .wal_archive import READ_AHEAD
 
 # --------------------------------------------------------------------------
 # configuring archiving on a server (module pg_wal_archive, role postgresql_wal_archive)
@@ -25,34 +28,45 @@ from .client import conn_params, connect, server_facts
 # setting -> does a change need a restart (context postmaster)?
 ARCHIVE_SETTINGS = ("wal_level", "archive_mode", "archive_command", "archive_timeout")
 
+# drkit.backup.pg_wal_archive. spool_dir, read_ahead, metrics_dir and
+# compression_level go into the archive_command (drkit wal-push's options);
+# compression_level unset leaves wal-push's default out of the command.
+OPTIONS = Options(
+    CONNECTION, STORAGE,
+    Option("wal_level", "str", default="replica", choices=("replica", "logical")),
+    Option("archive_mode", "str", default="on", choices=("on", "always")),
+    # PostgreSQL's range; 0 turns the forced segment switch off.
+    Option("archive_timeout", "int", default=60, min=0, max=1073741823),
+    Option("archive_command", "str"),
+    Option("drkit_command", "str", default="/usr/local/bin/drkit"),
+    Option("wal_config", "path"),
+    Option("spool_dir", "path"),
+    READ_AHEAD.but(default=4),
+    METRICS_DIR,
+    COMPRESSION_LEVEL.but(default=None),
+    Option("test_archive", "bool", default=False),
+    Option("test_timeout", "float", default=60, above=0),
+    MAINTENANCE_DB,
+)
+
 
 def archive_command_for(params):
     """archive_command running ``drkit wal-push`` as the server's OS user."""
-    drkit = params.get("drkit_command") or "/usr/local/bin/drkit"
-    url = params.get("storage_url")
+    p = resolve(OPTIONS, params)
+    url = p["storage_url"]
     if not url:
         raise ConfigError("storage_url is required", "Name the archive, e.g. s3://bucket/pg-main")
-    parts = [drkit, "wal-push"]
-    if params.get("wal_config"):
-        parts += ["--config", shlex.quote(params["wal_config"])]
+    parts = [p["drkit_command"], "wal-push"]
+    if p["wal_config"]:
+        parts += ["--config", shlex.quote(p["wal_config"])]
     parts += ["--storage-url", shlex.quote(url)]
-    if params.get("spool_dir"):
-        parts += ["--spool-dir", shlex.quote(params["spool_dir"]),
-                  "--read-ahead", str(int(params.get("read_ahead") or 4))]
-    if params.get("metrics_dir"):
-        parts += ["--metrics-dir", shlex.quote(params["metrics_dir"])]
-    if params.get("compression_level"):
-        parts += ["--compression-level", str(int(params["compression_level"]))]
+    if p["spool_dir"]:
+        parts += ["--spool-dir", shlex.quote(p["spool_dir"]), "--read-ahead", str(p["read_ahead"])]
+    if p["metrics_dir"]:
+        parts += ["--metrics-dir", shlex.quote(p["metrics_dir"])]
+    if p["compression_level"] is not None:
+        parts += ["--compression-level", str(p["compression_level"])]
     return " ".join(parts + ["%p", "%f"])
-
-
-def _timeout_seconds(value):
-    text = str(value).strip().lower()
-    m = re.match(r"^(\d+)\s*(ms|s|min|h|d)?$", text)
-    if not m:
-        raise ConfigError("archive_timeout %r is not a duration" % (value,), "Use seconds, e.g. 60 or 60s or 1min")
-    n, unit = int(m.group(1)), m.group(2) or "s"
-    return {"ms": n / 1000.0, "s": n, "min": n * 60, "h": n * 3600, "d": n * 86400}[unit]
 
 
 def configure_archiving(params, check_mode=False):
@@ -62,18 +76,15 @@ def configure_archiving(params, check_mode=False):
     switch to a new segment and wait until it is in the archive.
 
     Returns (changed, result) with diff, restart_required, server facts."""
-    cp = conn_params(params)
+    p = resolve(OPTIONS, params)
+    cp = conn_params(p)
     wanted = {
-        "wal_level": params.get("wal_level") or "replica",
-        "archive_mode": params.get("archive_mode") or "on",
-        "archive_command": params.get("archive_command") or archive_command_for(params),
-        "archive_timeout": str(int(_timeout_seconds(params.get("archive_timeout") or 60))),
+        "wal_level": p["wal_level"],
+        "archive_mode": p["archive_mode"],
+        "archive_command": p["archive_command"] or archive_command_for(p),
+        "archive_timeout": str(p["archive_timeout"]),
     }
-    if wanted["wal_level"] not in ("replica", "logical"):
-        raise ConfigError("wal_level must be replica or logical for archiving, got %r" % wanted["wal_level"])
-    if wanted["archive_mode"] not in ("on", "always"):
-        raise ConfigError("archive_mode must be on or always, got %r" % wanted["archive_mode"])
-    conn = connect(cp, params.get("maintenance_db") or "postgres", autocommit=True)
+    conn = connect(cp, p["maintenance_db"], autocommit=True)
     try:
         facts = server_facts(conn)
         if facts["server_version_num"] < 120000:
@@ -112,12 +123,12 @@ def configure_archiving(params, check_mode=False):
                 cur.execute("SELECT bool_or(pending_restart) FROM pg_settings WHERE name = ANY(%s)",
                             (list(ARCHIVE_SETTINGS),))
                 result["restart_required"] = bool(cur.fetchone()[0])
-        if params.get("test_archive"):
+        if p["test_archive"]:
             if result["restart_required"]:
                 raise ConfigError("Cannot test archiving before the restart that %s need(s)" % ", ".join(
                     k for k in changes if current[k]["context"] == "postmaster") or "pending settings",
                     "Restart PostgreSQL (the role's handler does), then test again")
-            result["test"] = prove_archiving(conn, params, float(params.get("test_timeout") or 60))
+            result["test"] = prove_archiving(conn, p, p["test_timeout"])
         result["msg"] = ("Set %s" % ", ".join(sorted(changes))) if changes else "Archiving already configured"
         if result["restart_required"]:
             result["msg"] += "; a restart is needed for wal_level/archive_mode"
@@ -129,7 +140,7 @@ def configure_archiving(params, check_mode=False):
 def prove_archiving(conn, params, timeout):
     """Switch to a new WAL segment and wait until the archiver reports it
     archived and it is in the archive; fail with pg_stat_archiver's view."""
-    storage = open_storage(params.get("storage_url"), **storage_options(params))
+    storage = open_storage(params["storage_url"], **storage_options(params))
     with conn.cursor() as cur:
         cur.execute("SELECT pg_logical_emit_message(false, 'drkit', 'archive test')")
         cur.execute("SELECT pg_walfile_name(pg_switch_wal())")

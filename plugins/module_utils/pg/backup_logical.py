@@ -45,7 +45,7 @@ from .client import (
     tool_major,
     tool_version,
 )
-from .dump import ARTIFACT, FORMATS, NATIVE_ARTIFACT, dump_filter_args, list_archive, table_selected
+from .dump import ARTIFACT, NATIVE_ARTIFACT, dump_filter_args, list_archive, table_selected
 from .rowcounts import TABLES_SQL, RowCounter
 
 KIND = "pg_logical"
@@ -54,43 +54,31 @@ KIND = "pg_logical"
 COMPRESSION_BY = ("auto", "drkit", "pg_dump")
 
 
-def _as_list(value, name):
+def _names(value, name):
     if value is None:
         return []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError("%s must be a list of names or patterns" % name)
-    return list(value)
+    if not all(v for v in value):
+        raise ConfigError("%s must be a list of names or patterns, got an empty one" % name)
+    return value
 
 
-def validate(params):
-    if not params.get("database"):
+def validate(p):
+    """The rules between options (each option's own type and range were
+    checked by resolve in pg.backup); ``p``: the resolved options."""
+    if not p["database"]:
         raise ConfigError("database is required", "Name the database to back up")
-    fmt = params.get("format") or "custom"
-    if fmt not in FORMATS:
-        raise ConfigError("format must be one of %s, got %r" % (", ".join(FORMATS), fmt))
-    jobs = int(params.get("jobs") or 1)
-    if jobs < 1:
-        raise ConfigError("jobs must be at least 1, got %r" % jobs)
+    fmt, jobs = p["format"], p["jobs"]
     if jobs > 1 and fmt != "directory":
         raise ConfigError("jobs > 1 needs format: directory",
                           "pg_dump dumps in parallel only to the directory format")
-    level = int(params.get("compression_level") or 3)
-    if not 1 <= level <= 19:
-        raise ConfigError("compression_level must be between 1 and 19, got %r" % level)
-    if fmt == "directory" and params.get("work_dir") and not os.path.isdir(params["work_dir"]):
-        raise ConfigError("work_dir %s is not a directory" % params["work_dir"],
+    if fmt == "directory" and p["work_dir"] and not os.path.isdir(p["work_dir"]):
+        raise ConfigError("work_dir %s is not a directory" % p["work_dir"],
                           "Create it (it needs room for the uncompressed dump) or leave work_dir unset")
-    by = params.get("compression_by") or "auto"
-    if by not in COMPRESSION_BY:
-        raise ConfigError("compression_by must be one of %s, got %r" % (", ".join(COMPRESSION_BY), by))
-    if by == "pg_dump" and fmt != "custom":
+    if p["compression_by"] == "pg_dump" and fmt != "custom":
         raise ConfigError("compression_by: pg_dump needs format: custom",
                           "The directory format is compressed by drkit; use compression_by: auto")
-    filters = dict((k, _as_list(params.get(k), k))
-                   for k in ("schemas", "exclude_schemas", "tables", "exclude_tables"))
-    return fmt, jobs, level, filters
+    filters = dict((k, _names(p[k], k)) for k in ("schemas", "exclude_schemas", "tables", "exclude_tables"))
+    return fmt, jobs, p["compression_level"], filters
 
 
 def dumps_natively(fmt, by, pg_dump_version):
@@ -108,18 +96,18 @@ def dumps_natively(fmt, by, pg_dump_version):
     return False
 
 
-def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
-    """Engine entry point. Returns (changed, result dict)."""
+def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
+    """pg_backup with mode: logical; ``p``: the options resolved by
+    pg.backup.pg_backup. Returns (changed, result dict)."""
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
-    fmt, jobs, level, filters = validate(params)
-    cp = conn_params(params)
-    database = params["database"]
-    storage = open_storage(params.get("storage_url"), **storage_options(params))
-    job = BackupJob(storage, KIND, params.get("metrics_dir"), params.get("job_name") or "pg_%s" % database,
-                    progress)
-    compression = {"algorithm": "zstd", "level": level, "threads": int(params.get("compression_threads") or 0)}
-    row_counts = params.get("row_counts", True) is not False
+    fmt, jobs, level, filters = validate(p)
+    cp = conn_params(p)
+    database = p["database"]
+    storage = open_storage(p["storage_url"], **storage_options(p))
+    job = BackupJob(storage, KIND, p["metrics_dir"], p["job_name"] or "pg_%s" % database, progress)
+    compression = {"algorithm": "zstd", "level": level, "threads": p["compression_threads"]}
+    row_counts = p["row_counts"]
 
     if check_mode:
         conn = connect(cp, database)
@@ -127,7 +115,7 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
             facts = server_facts(conn)
         finally:
             conn.close()
-        find_tool("pg_dump", facts["server_version_num"], params.get("pg_bin_dir"))
+        find_tool("pg_dump", facts["server_version_num"], p["pg_bin_dir"])
         job.check_storage()
         return job.planned("Would back up database %s (PostgreSQL %s) in %s format to %s" % (
             database, facts["server_version"], fmt, storage.describe()))
@@ -136,18 +124,18 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
         conn = job.closing(connect(cp, database))
         facts = server_facts(conn)
         conn.rollback()
-        pg_dump = find_tool("pg_dump", facts["server_version_num"], params.get("pg_bin_dir"))
-        pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
+        pg_dump = find_tool("pg_dump", facts["server_version_num"], p["pg_bin_dir"])
+        pg_restore = find_tool("pg_restore", facts["server_version_num"], p["pg_bin_dir"])
         source = {"type": "postgresql", "host": cp["login_host"], "port": cp["port"],
                   "database": database, "server_version": facts["server_version"],
                   "server_version_num": facts["server_version_num"], "client_host": socket.gethostname()}
         tools = {"pg_dump": tool_version(runner, pg_dump), "pg_restore": tool_version(runner, pg_restore)}
-        native = dumps_natively(fmt, params.get("compression_by") or "auto", tools["pg_dump"])
+        native = dumps_natively(fmt, p["compression_by"], tools["pg_dump"])
         options = {"format": fmt, "jobs": jobs, "row_counts": row_counts,
                    "compression_by": "pg_dump" if native else "drkit"}
         options.update(dict((k, v) for k, v in filters.items() if v))
         session = job.session(source, tools=tools, compression=compression, options=options,
-                              labels=params.get("labels"))
+                              labels=p["labels"])
         with session:
             with conn.cursor() as cur:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -176,7 +164,7 @@ def pg_backup_logical(params, check_mode=False, runner=None, progress=None):
                         session.store_stream(name, handle.stdout, compress=not native, before_commit=finished,
                                              content="pg_dump custom archive", **extra)
                 else:
-                    work_dir = _work_dir(params.get("work_dir"))
+                    work_dir = _work_dir(p["work_dir"])
                     job.cleanup(shutil.rmtree, work_dir, True)
                     out_dir = os.path.join(work_dir, "dump")
                     argv += ["--format=directory", "--jobs=%d" % jobs, "--file=%s" % out_dir]

@@ -49,7 +49,6 @@ from .wal_segments import wait_for_segments
 KIND = "pg_physical"
 ARTIFACT = "base.tar.zst"
 PG_MANIFEST_ARTIFACT = "backup_manifest.zst"
-DEFAULT_WAL_WAIT = 300.0
 CAPTURE = ("backup_label", "backup_manifest", "global/pg_control", "PG_VERSION", "tablespace_map")
 
 FACTS_SQL = """
@@ -189,20 +188,6 @@ class _ArchiveWatch(threading.Thread):
 # the backup
 
 
-def validate(params):
-    level = int(params.get("compression_level") or 3)
-    if not 1 <= level <= 19:
-        raise ConfigError("compression_level must be between 1 and 19, got %r" % level)
-    timeout = params.get("wal_wait_timeout")
-    timeout = DEFAULT_WAL_WAIT if timeout is None else float(timeout)
-    if timeout < 0:
-        raise ConfigError("wal_wait_timeout must be 0 or more seconds, got %r" % timeout)
-    checkpoint = params.get("checkpoint") or "fast"
-    if checkpoint not in ("fast", "spread"):
-        raise ConfigError("checkpoint must be fast or spread, got %r" % checkpoint)
-    return level, timeout, checkpoint
-
-
 def _server_state(conn):
     facts = server_facts(conn)
     with conn.cursor() as cur:
@@ -240,17 +225,17 @@ def preflight(facts):
                           "Move the tables to pg_default, or back it up with mode: logical")
 
 
-def pg_backup_physical(params, check_mode=False, runner=None, progress=None):
-    """Engine entry point. Returns (changed, result dict)."""
+def pg_backup_physical(p, check_mode=False, runner=None, progress=None):
+    """pg_backup with mode: physical; ``p``: the options resolved by
+    pg.backup.pg_backup. Returns (changed, result dict)."""
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
-    level, wal_timeout, checkpoint = validate(params)
-    cp = conn_params(params)
-    storage = open_storage(params.get("storage_url"), **storage_options(params))
-    job = BackupJob(storage, KIND, params.get("metrics_dir"), params.get("job_name") or "pg_physical_%s" % cp["port"],
-                    progress)
-    compression = {"algorithm": "zstd", "level": level, "threads": int(params.get("compression_threads") or 0)}
-    dbname = params.get("database") or params.get("maintenance_db") or "postgres"
+    wal_timeout, checkpoint = p["wal_wait_timeout"], p["checkpoint"]
+    cp = conn_params(p)
+    storage = open_storage(p["storage_url"], **storage_options(p))
+    job = BackupJob(storage, KIND, p["metrics_dir"], p["job_name"] or "pg_physical_%s" % cp["port"], progress)
+    compression = {"algorithm": "zstd", "level": p["compression_level"], "threads": p["compression_threads"]}
+    dbname = p["database"] or p["maintenance_db"]
 
     if check_mode:
         conn = connect(cp, dbname)
@@ -259,7 +244,7 @@ def pg_backup_physical(params, check_mode=False, runner=None, progress=None):
         finally:
             conn.close()
         preflight(facts)
-        find_tool("pg_basebackup", facts["server_version_num"], params.get("pg_bin_dir"))
+        find_tool("pg_basebackup", facts["server_version_num"], p["pg_bin_dir"])
         archive_sysid = archive_system_identifier(storage)
         if facts["system_identifier"] and archive_sysid and archive_sysid != facts["system_identifier"]:
             claim_archive(storage, facts["system_identifier"], "This cluster")  # raises the clear error
@@ -273,7 +258,7 @@ def pg_backup_physical(params, check_mode=False, runner=None, progress=None):
         preflight(facts)
         if facts["system_identifier"]:
             claim_archive(storage, facts["system_identifier"], "This cluster")
-        pg_basebackup = find_tool("pg_basebackup", facts["server_version_num"], params.get("pg_bin_dir"))
+        pg_basebackup = find_tool("pg_basebackup", facts["server_version_num"], p["pg_bin_dir"])
         seg_size = facts["wal_segment_size"]
         source = {"type": "postgresql", "host": cp["login_host"], "port": cp["port"],
                   "server_version": facts["server_version"], "server_version_num": facts["server_version_num"],
@@ -282,7 +267,7 @@ def pg_backup_physical(params, check_mode=False, runner=None, progress=None):
         options = {"mode": "physical", "wal_method": "archive", "checkpoint": checkpoint,
                    "wal_wait_timeout": wal_timeout}
         session = job.session(source, tools=tools, compression=compression, options=options,
-                              labels=params.get("labels"))
+                              labels=p["labels"])
         with session:
             app_name = "drkit-basebackup-%s" % binascii.hexlify(os.urandom(4)).decode("ascii")
             t0 = time.time()

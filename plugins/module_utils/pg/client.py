@@ -22,9 +22,28 @@ import tempfile
 import time
 
 from ..core.errors import ConfigError, SourceError, ToolError
+from ..core.options import Option, resolve
 
-DEFAULTS = {"login_host": "localhost", "port": 5432, "login_user": "postgres",
-            "login_password": None, "ssl_mode": "prefer", "connect_timeout": 10}
+# The connection options (doc fragment drkit.backup.postgres). The port is
+# ``port`` with the alias ``login_port``, the name community.postgresql uses.
+PG_BIN_DIR = Option("pg_bin_dir", "path", flags=("--pg-bin-dir",),
+                    help="directory of the PostgreSQL client tools (default: those of the server's major version)")
+CONNECTION = (
+    Option("login_host", "str", default="localhost", aliases=("host",), flags=("--host",),
+           help="PostgreSQL host, or the directory of its Unix socket"),
+    Option("port", "int", default=5432, min=1, max=65535, aliases=("login_port",), flags=("--port", "--login-port"),
+           help="PostgreSQL port (default 5432)"),
+    Option("login_user", "str", default="postgres", flags=("--user",), help="role to connect as (default postgres)"),
+    Option("login_password", "str", env=("PGPASSWORD",), secret=True),
+    Option("ssl_mode", "str", default="prefer",
+           choices=("allow", "disable", "prefer", "require", "verify-ca", "verify-full")),
+    # libpq's 0 (wait forever) is refused: a backup job must not hang on a dead host.
+    Option("connect_timeout", "int", default=10, min=1, help="seconds to wait for a connection"),
+    PG_BIN_DIR,
+)
+CONN_KEYS = ("login_host", "port", "login_user", "login_password", "ssl_mode", "connect_timeout")
+MAINTENANCE_DB = Option("maintenance_db", "str", default="postgres",
+                        help="database to connect to for CREATE/DROP DATABASE and server settings")
 APP_NAME = "drkit"
 
 
@@ -38,18 +57,10 @@ def _psycopg():
 
 
 def conn_params(params):
-    """Normalise login_* options into one dict (defaults filled in)."""
-    out = dict(DEFAULTS)
-    for k in DEFAULTS:
-        if params.get(k) is not None:
-            out[k] = params[k]
-    try:
-        out["port"] = int(out["port"])
-    except (TypeError, ValueError):
-        raise ConfigError("port must be a number, got %r" % (out["port"],))
-    if not 0 < out["port"] < 65536:
-        raise ConfigError("port %r is out of range" % out["port"], "Use 1-65535")
-    return out
+    """The connection options out of module/CLI parameters, resolved
+    (defaults filled in, the port checked)."""
+    p = resolve(CONNECTION, params)
+    return dict((k, p[k]) for k in CONN_KEYS)
 
 
 def describe(cp, dbname=None):

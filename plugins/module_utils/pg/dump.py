@@ -18,6 +18,7 @@ import tempfile
 import time
 
 from ..core.errors import ConfigError, IntegrityError, ToolError
+from ..core.options import Option
 from ..core.process import BackgroundReader, ProcessFeeder
 from ..core.tar import TarStreamExtractor
 from .client import ToolEnv, stderr_errors
@@ -25,6 +26,17 @@ from .client import ToolEnv, stderr_errors
 FORMATS = ("custom", "directory")
 ARTIFACT = {"custom": "database.pgdump.zst", "directory": "database.dir.tar.zst"}
 NATIVE_ARTIFACT = "database.pgdump"
+
+# Options of pg_dump and pg_restore runs (pg_backup, pg_restore, pg_verify).
+JOBS = Option("jobs", "int", default=1, min=1, flags=("--jobs", "-j"),
+              help="parallel pg_dump/pg_restore jobs (default 1)")
+NO_OWNER = Option("no_owner", "bool", default=False, flags=("--no-owner",), help="pg_restore --no-owner")
+NO_PRIVILEGES = Option("no_privileges", "bool", default=False, flags=("--no-privileges",),
+                       help="pg_restore --no-privileges")
+SESSION_SETTINGS = Option(
+    "restore_settings", "dict", flags=("--restore-setting",), metavar="NAME=VALUE",
+    help="server setting for pg_restore's sessions (default maintenance_work_mem=256MB, synchronous_commit=off; "
+         "NAME= leaves the server's value); repeatable")
 
 
 def dump_filter_args(filters):

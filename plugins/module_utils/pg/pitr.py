@@ -38,20 +38,20 @@ import sys
 import time
 
 from ..core.errors import ConfigError, IntegrityError, NotFoundError, WaitTimeout
+from ..core.options import Option, Options, resolve
 from ..core.osutil import check_traversable, write_owned_file
 from ..core.scratch import port_is_free
 from ..repo import manifest as mf
 from ..repo.wal_layout import DEFAULT_SEGMENT_SIZE, backup_segments, format_lsn, lsn_segment, parse_lsn, segment_number
-from ..storage.factory import STORAGE_OPTION_NAMES, open_storage, storage_options
+from ..storage.factory import STORAGE, STORAGE_OPTION_NAMES, open_storage, storage_options
 from .backup_physical import KIND
 from .base_restore import check_data_directory, empty_dir, restore_base_backup
-from .client import find_tool
+from .client import PG_BIN_DIR, find_tool
 from .cluster import _alive, _pid_status, conf_quote, default_os_user, os_user_ids, read_log, start_server, stop_server
 from .wal_archive import PREFETCH_DIR
 from .wal_segments import list_history, missing_segments, recovery_chain
 
 TARGETS = ("latest", "immediate", "time", "xid", "lsn", "name")
-DEFAULT_TIMEOUT = 3600.0
 DEFAULT_PREFETCH = 4
 WAL_CONFIG_NAME = "drkit-restore.yml"
 LOG_NAME = "drkit-pitr.log"
@@ -141,6 +141,34 @@ def _show(target, value):
 
 _SETTING_RE = re.compile(r"^[a-z][a-z0-9_.]*$")
 
+# drkit.backup.pg_pitr / drkit pitr
+OPTIONS = Options(
+    STORAGE,
+    Option("backup_id", "str", flags=("--backup-id",),
+           help="default: the newest base backup that can reach the target"),
+    Option("target", "str", default="latest", choices=TARGETS, flags=("--target",)),
+    Option("target_value", "str", flags=("--target-value",), help="the time, xid, LSN or restore point name"),
+    Option("target_inclusive", "bool", default=True, off_flags=("--exclusive",),
+           help="stop just before the target instead of just after it"),
+    Option("data_directory", "path", required=True, flags=("--data-directory",),
+           help="new, empty (or absent) directory"),
+    Option("port", "int", min=1, max=65535, flags=("--port",), help="port of the recovered server"),
+    Option("start", "bool", default=True, off_flags=("--no-start",),
+           help="only restore and configure; start it yourself later"),
+    Option("timeout", "float", default=3600, above=0, flags=("--timeout",),
+           help="seconds to wait for recovery to finish (default 3600)"),
+    Option("settings", "dict"),
+    Option("keep_archiving", "bool", default=False),
+    Option("os_user", "str", flags=("--os-user",), help="owner of the restored cluster (default: postgres as root)"),
+    PG_BIN_DIR,
+    Option("drkit_command", "str", flags=("--drkit-command",),
+           help="how the server's OS user runs drkit in restore_command"),
+    Option("wal_config", "path", flags=("--wal-config",),
+           help="drkit config file (0600, readable by the server's OS user) for restore_command"),
+    Option("prefetch", "int", default=DEFAULT_PREFETCH, min=0,
+           help="WAL segments restore_command downloads ahead (drkit wal-fetch --prefetch)"),
+)
+
 
 def drkit_command(params):
     """How the server's OS user runs drkit (archive_command/restore_command)."""
@@ -162,7 +190,7 @@ def restore_command(params, storage_url, config_path):
     parts = [drkit_command(params), "wal-fetch"]
     if config_path:
         parts += ["--config", shlex.quote(config_path)]
-    prefetch = int(params.get("prefetch", DEFAULT_PREFETCH) or 0)
+    prefetch = resolve(OPTIONS, params)["prefetch"]
     if prefetch > 0:
         parts += ["--prefetch", str(prefetch)]
     parts += ["--storage-url", shlex.quote(storage_url), "%f", "%p"]
@@ -298,24 +326,21 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
     """Engine entry point of drkit.backup.pg_pitr / ``drkit pitr``."""
     progress = progress or (lambda msg: None)
     t_all = time.time()
-    target, value = validate_target(params.get("target"), params.get("target_value"))
-    inclusive = params.get("target_inclusive", True) is not False
-    data_dir = params.get("data_directory")
+    params = resolve(OPTIONS, params)
+    target, value = validate_target(params["target"], params["target_value"])
+    inclusive = params["target_inclusive"]
+    data_dir = params["data_directory"]
     if not data_dir:
         raise ConfigError("data_directory is required", "Name a new directory to restore into")
     data_dir = os.path.abspath(data_dir)
-    start = params.get("start", True) is not False
-    port = params.get("port")
+    start = params["start"]
+    port = params["port"]
     if start and not port:
         raise ConfigError("port is required to start the recovered server",
                           "Give a free port, or start: false to only restore")
-    if port is not None:
-        port = int(port)
-        if not 0 < port < 65536:
-            raise ConfigError("port %r is out of range" % port)
-    settings = dict(params.get("settings") or {})
-    timeout = float(params.get("timeout") or DEFAULT_TIMEOUT)
-    storage_url = params.get("storage_url")
+    settings = dict(params["settings"] or {})
+    timeout = params["timeout"]
+    storage_url = params["storage_url"]
     storage = open_storage(storage_url, **storage_options(params))
 
     state = check_data_directory(data_dir)
@@ -323,7 +348,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
         if not port_is_free(port):
             raise ConfigError("port %d is in use on 127.0.0.1" % port,
                               "Pick a free port for the recovered server")
-    entry = choose_backup(storage, params.get("backup_id"), target, value)
+    entry = choose_backup(storage, params["backup_id"], target, value)
     manifest = entry.manifest
     data = manifest["data"]
     seg_size = int(data.get("wal_segment_size") or DEFAULT_SEGMENT_SIZE)
@@ -364,7 +389,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
     ids = os_user_ids(os_user)
     if ids and ids[0] != os.geteuid():
         check_traversable(data_dir, ids[0], set([ids[1]]))
-    bin_dir = params.get("pg_bin_dir") or os.path.dirname(
+    bin_dir = params["pg_bin_dir"] or os.path.dirname(
         find_tool("pg_ctl", data.get("server_version_num") or manifest["source"].get("server_version_num")))
     created_dir = state == "absent"
     restored = False
@@ -374,7 +399,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
         restored = True
         result["restore_seconds"] = restore_facts["seconds"]
         result["restored_bytes"] = restore_facts["bytes"]
-        config_path = params.get("wal_config")
+        config_path = params["wal_config"]
         generated_config = None
         if not config_path and storage_options(params):
             generated_config = config_path = write_wal_config(os.path.join(data_dir, WAL_CONFIG_NAME), params, ids)
@@ -382,7 +407,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
         rec["restore_command"] = restore_command(params, storage_url, config_path)
         if port:
             rec["port"] = port
-        if params.get("keep_archiving") is not True:
+        if not params["keep_archiving"]:
             # A recovered copy must not push its new timeline into the archive
             # of the original until someone decides it is the new primary.
             rec["archive_mode"] = "off"

@@ -27,11 +27,14 @@ __metaclass__ = type
 import time
 
 from ..core.errors import ConfigError, IntegrityError, SafetyError
+from ..core.options import Option, Options, resolve
 from ..core.process import LocalRunner
 from ..core.signals import signals_raise
 from ..repo import manifest as mf
-from ..storage.factory import open_storage, storage_options
+from ..storage.factory import STORAGE, open_storage, storage_options
 from .client import (
+    CONNECTION,
+    MAINTENANCE_DB,
     MAX_IDENT,
     conn_params,
     connect,
@@ -44,14 +47,30 @@ from .client import (
     unique_name,
     user_object_count,
 )
-from .dump import run_pg_restore, session_options
+from .dump import JOBS, NO_OWNER, NO_PRIVILEGES, SESSION_SETTINGS, run_pg_restore, session_options
 from .dump_fetch import ArtifactFetch
-from .rowcounts import compare_counts, restored_counts, row_count_method
+from .rowcounts import ROW_COUNT_METHOD, compare_counts, restored_counts
+
+# drkit.backup.pg_restore / drkit restore
+OPTIONS = Options(
+    CONNECTION, STORAGE, mf.BACKUP_SELECTOR,
+    Option("source_database", "str", flags=("--source-database",), help="only backups of this database"),
+    Option("target_database", "str", required=True, flags=("--target-database",)),
+    Option("force", "bool", default=False, flags=("--force",),
+           help="replace a non-empty target (restored copy is swapped in)"),
+    Option("keep_old", "bool", default=False, flags=("--keep-old",)),
+    JOBS, NO_OWNER, NO_PRIVILEGES,
+    Option("role", "str", flags=("--role",), help="pg_restore --role"),
+    Option("owner", "str"),
+    Option("check_row_counts", "bool", default=True, off_flags=("--no-row-counts",),
+           help="do not compare row counts with the manifest"),
+    MAINTENANCE_DB, ROW_COUNT_METHOD, SESSION_SETTINGS,
+    Option("work_dir", "path", flags=("--work-dir",), help="where jobs > 1 decompresses the dump"),
+)
 
 
-def resolve_logical(storage, params):
-    entry = mf.resolve(storage, params.get("backup_id") or "latest", before=params.get("before"),
-                       database=params.get("source_database"))
+def resolve_logical(storage, p):
+    entry = mf.resolve(storage, p["backup_id"], before=p["before"], database=p["source_database"])
     kind = entry.manifest["kind"]
     if kind != "pg_logical":
         raise ConfigError("Backup %s is a %s backup" % (entry.backup_id, kind),
@@ -63,39 +82,35 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
     """Restore a logical backup into target_database. Returns (changed, result)."""
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
-    target = params.get("target_database")
+    p = resolve(OPTIONS, params)
+    target = p["target_database"]
     if not target:
         raise ConfigError("target_database is required", "Name the database to restore into")
     if len(target.encode("utf-8")) > MAX_IDENT:
         raise ConfigError("target_database %r is longer than 63 bytes" % target,
                           "PostgreSQL would cut the name; choose a shorter one")
-    jobs = int(params.get("jobs") or 1)
-    if jobs < 1:
-        raise ConfigError("jobs must be at least 1")
-    force = bool(params.get("force"))
-    row_count_method(params)  # a bad value fails before anything is done
-    session_options(params.get("restore_settings"))  # a bad setting fails before anything is done
-    cp = conn_params(params)
+    session_options(p["restore_settings"])  # a bad setting fails before anything is done
+    cp = conn_params(p)
     # light: no boto3 import (0.2 s of every restore) when static credentials allow it
-    storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
-    entry = resolve_logical(storage, params)
+    storage = open_storage(p["storage_url"], light=True, **storage_options(p))
+    entry = resolve_logical(storage, p)
     manifest = entry.manifest
-    maintenance_db = params.get("maintenance_db") or "postgres"
+    maintenance_db = p["maintenance_db"]
 
     if check_mode:
-        return True, _plan(cp, maintenance_db, entry, target, force, check_mode)[0]
-    fetch = ArtifactFetch(storage, manifest, params.get("work_dir"))
+        return True, _plan(cp, maintenance_db, entry, target, p["force"], check_mode)[0]
+    fetch = ArtifactFetch(storage, manifest, p["work_dir"])
     t0 = time.time()
     with signals_raise():
         try:
-            if jobs > 1 and fetch.fmt == "custom":
+            if p["jobs"] > 1 and fetch.fmt == "custom":
                 # Download while we connect, check the target and create the database.
                 progress(fetch.describe_download())
                 fetch.start()
-            plan, facts = _plan(cp, maintenance_db, entry, target, force, check_mode)
-            pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
+            plan, facts = _plan(cp, maintenance_db, entry, target, p["force"], check_mode)
+            pg_restore = find_tool("pg_restore", facts["server_version_num"], p["pg_bin_dir"])
             fetch.require_reader(runner, pg_restore)  # before any database is created
-            timings, rows, old_name = _restore_and_swap(runner, cp, fetch, pg_restore, plan, params, progress)
+            timings, rows, old_name = _restore_and_swap(runner, cp, fetch, pg_restore, plan, p, progress)
         finally:
             fetch.cleanup()
     duration = round(time.time() - t0, 3)
@@ -128,24 +143,25 @@ def _plan(cp, maintenance_db, entry, target, force, check_mode):
     return plan, facts
 
 
-def _restore_and_swap(runner, cp, fetch, pg_restore, plan, params, progress):
-    """Restore into a staging database, check it, put it in place.
-    Returns (timings, per-table rows, name of a kept old database)."""
+def _restore_and_swap(runner, cp, fetch, pg_restore, plan, p, progress):
+    """Restore into a staging database, check it, put it in place (``p``:
+    the resolved options). Returns (timings, per-table rows, name of a kept
+    old database)."""
     target = plan["target_database"]
-    jobs = int(params.get("jobs") or 1)
+    jobs = p["jobs"]
     manifest = fetch.manifest
     staging = unique_name(target, "__drkit_restore")
     old_name = None
-    conn = connect(cp, params.get("maintenance_db") or "postgres", autocommit=True)
+    conn = connect(cp, p["maintenance_db"], autocommit=True)
     try:
-        create_database(conn, staging, owner=params.get("owner"))
+        create_database(conn, staging, owner=p["owner"])
         try:
-            timings = run_pg_restore(runner, cp, fetch, pg_restore, staging, jobs, params, progress)
+            timings = run_pg_restore(runner, cp, fetch, pg_restore, staging, jobs, p, progress)
             expected = manifest.get("data", {}).get("row_counts") or {}
             rows, problems = [], []
-            if expected and params.get("check_row_counts", True):
+            if expected and p["check_row_counts"]:
                 t1 = time.time()
-                method = row_count_method(params)
+                method = p["row_count_method"]
                 counts, scanned = restored_counts(cp, staging, expected, jobs, method)
                 rows, problems = compare_counts(expected, counts)
                 timings.update({"check_seconds": round(time.time() - t1, 3), "row_count_method": method,
@@ -157,7 +173,7 @@ def _restore_and_swap(runner, cp, fetch, pg_restore, plan, params, progress):
                 old_name = unique_name(target, "__drkit_old")
                 progress("swapping %s into place (old copy: %s)" % (staging, old_name))
                 _swap(conn, target, staging, old_name)
-                if not params.get("keep_old"):
+                if not p["keep_old"]:
                     drop_database(conn, old_name)
                     old_name = None
             else:

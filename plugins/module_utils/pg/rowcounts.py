@@ -13,7 +13,7 @@ __metaclass__ = type
 import threading
 import time
 
-from ..core.errors import ConfigError
+from ..core.options import Option
 from .client import connect, ident
 
 TABLES_SQL = """
@@ -53,6 +53,10 @@ class RowCounter(threading.Thread):
 
 
 ROW_COUNT_METHODS = ("stats", "count")
+ROW_COUNT_METHOD = Option(
+    "row_count_method", "str", default="stats", choices=ROW_COUNT_METHODS, flags=("--row-count-method",),
+    help="stats: PostgreSQL's insert counters, count(*) where they differ (default); count: count(*) on every table",
+    hint="stats (PostgreSQL's insert counters, count(*) where they differ) or count")
 
 
 def count_rows(cp, dbname, tables, jobs=1):
@@ -178,14 +182,6 @@ def restored_counts(cp, dbname, expected, jobs=1, method="stats"):
     if rest:
         agreed.update(count_rows(cp, dbname, rest, jobs))
     return agreed, len(rest)
-
-
-def row_count_method(params):
-    method = params.get("row_count_method") or "stats"
-    if method not in ROW_COUNT_METHODS:
-        raise ConfigError("row_count_method must be one of %s, got %r" % (", ".join(ROW_COUNT_METHODS), method),
-                          "stats (PostgreSQL's insert counters, count(*) where they differ) or count")
-    return method
 
 
 def compare_counts(expected, actual):

@@ -20,42 +20,60 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ..core import metrics
 from ..core.errors import ConfigError, IntegrityError
+from ..core.options import Option, Options, resolve
 from ..core.process import LocalRunner
 from ..repo import manifest as mf
-from ..repo.verification import Verification, check_level, planned
-from ..storage.factory import open_storage, storage_options
+from ..repo.verification import LEVEL, Verification, planned
+from ..storage.factory import STORAGE, open_storage, storage_options
 from .checks import failed_checks, normalise_checks, run_checks
-from .client import conn_params, connect, create_database, drop_database, find_tool, server_facts, unique_name
-from .dump import list_archive, run_pg_restore
+from .client import (CONNECTION, MAINTENANCE_DB, conn_params, connect, create_database, drop_database, find_tool,
+                     server_facts, unique_name)
+from .dump import JOBS, NO_OWNER, NO_PRIVILEGES, SESSION_SETTINGS, list_archive, run_pg_restore
 from .dump_fetch import ArtifactFetch
 from .rowcounts import compare_counts, count_rows
-from .verify_physical import verify_physical
+from .verify_physical import PHYSICAL_OPTIONS, verify_physical
+
+# drkit.backup.pg_verify / drkit verify
+OPTIONS = Options(
+    CONNECTION, STORAGE, metrics.METRICS, mf.BACKUP_SELECTOR,
+    Option("source_database", "str", flags=("--source-database",), help="latest backup of this database"),
+    LEVEL,
+    JOBS,
+    Option("checks", "list", elements="raw"),
+    # a test restore into a scratch database owns everything as the connecting role
+    NO_OWNER.but(default=True, flags=()), NO_PRIVILEGES.but(default=True, flags=()),
+    MAINTENANCE_DB,
+    Option("work_dir", "path", flags=("--work-dir",), help="where jobs > 1 decompresses the dump"),
+    SESSION_SETTINGS,
+    PHYSICAL_OPTIONS,
+)
 
 
 def pg_verify(params, check_mode=False, runner=None, progress=None):
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
-    level = check_level(params.get("level"))
-    checks = normalise_checks(params.get("checks"))
-    storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
-    entry = mf.resolve(storage, params.get("backup_id") or "latest", before=params.get("before"),
-                       database=params.get("source_database"))
+    p = resolve(OPTIONS, params)
+    level = p["level"]
+    checks = normalise_checks(p["checks"])
+    storage = open_storage(p["storage_url"], light=True, **storage_options(p))
+    entry = mf.resolve(storage, p["backup_id"], before=p["before"], database=p["source_database"])
     manifest = entry.manifest
     kind = manifest["kind"]
     if kind == "pg_physical":
-        return verify_physical(params, entry, check_mode=check_mode, runner=runner, progress=progress)
+        return verify_physical(p, entry, check_mode=check_mode, runner=runner, progress=progress)
     if kind != "pg_logical":
         raise ConfigError("Backup %s is a %s backup" % (entry.backup_id, kind),
                           "Use drkit.backup.redis_verify for Redis backups")
     if check_mode:
         return planned(entry, level)
 
-    job = params.get("job_name") or "pg_%s" % manifest["source"].get("database", "unknown")
+    job = p["job_name"] or "pg_%s" % manifest["source"].get("database", "unknown")
     tables, check_results, scratch = [], [], None
-    v = Verification(storage, params, entry, level, job, progress)
+    v = Verification(storage, p, entry, level, job, progress)
     with v:
-        fetch = ArtifactFetch(storage, manifest, params.get("work_dir"))
+        fetch = ArtifactFetch(storage, manifest, p["work_dir"])
         v.cleanup(fetch.cleanup)
         v.check_artifacts(skip=[fetch.artifact["name"]])
         if level == "checksum":
@@ -63,8 +81,7 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
             fetch.check_only()
             v.timings["download_seconds"] = round(fetch.seconds, 3)
         elif level == "structure":
-            pg_restore = find_tool("pg_restore", manifest["source"].get("server_version_num"),
-                                   params.get("pg_bin_dir"))
+            pg_restore = find_tool("pg_restore", manifest["source"].get("server_version_num"), p["pg_bin_dir"])
             fetch.require_reader(runner, pg_restore)
             progress("checking %s and listing it with pg_restore --list" % fetch.artifact["name"])
             with v.timed("download_seconds"):
@@ -75,20 +92,19 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
                 raise IntegrityError("pg_restore --list shows %d entries, the manifest recorded %d" % (
                     toc, expected_toc))
         else:
-            cp = conn_params(params)
-            conn = connect(cp, params.get("maintenance_db") or "postgres", autocommit=True)
+            cp = conn_params(p)
+            conn = connect(cp, p["maintenance_db"], autocommit=True)
             v.cleanup(conn.close)
             facts = server_facts(conn)
-            pg_restore = find_tool("pg_restore", facts["server_version_num"], params.get("pg_bin_dir"))
+            pg_restore = find_tool("pg_restore", facts["server_version_num"], p["pg_bin_dir"])
             fetch.require_reader(runner, pg_restore)
             scratch = unique_name("drkit_verify")
             progress("restoring %s into scratch database %s" % (entry.backup_id, scratch))
             create_database(conn, scratch)
             v.cleanup(_drop_scratch, conn, scratch, progress)
-            jobs = int(params.get("jobs") or 1)
-            opts = {"no_owner": params.get("no_owner", True),
-                    "no_privileges": params.get("no_privileges", True),
-                    "restore_settings": params.get("restore_settings")}
+            jobs = p["jobs"]
+            opts = {"no_owner": p["no_owner"], "no_privileges": p["no_privileges"],
+                    "restore_settings": p["restore_settings"]}
             v.timings.update(run_pg_restore(runner, cp, fetch, pg_restore, scratch, jobs, opts, progress))
             expected = manifest.get("data", {}).get("row_counts")
             with v.timed("check_seconds"):

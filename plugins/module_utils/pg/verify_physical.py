@@ -18,10 +18,11 @@ import shutil
 import time
 
 from ..core.errors import DrkitError, IntegrityError, WaitTimeout
+from ..core.options import Option
 from ..core.osutil import write_owned_file
 from ..core.process import LocalRunner
 from ..core.scratch import make_scratch_dir
-from ..repo.verification import Verification, check_level, planned
+from ..repo.verification import Verification, planned
 from ..repo.wal_layout import backup_segments, backup_timelines
 from ..storage.factory import open_storage, storage_options
 from .backup_physical import ARTIFACT
@@ -32,26 +33,37 @@ from .scratch import ScratchPostgres
 from .wal_archive import fetch_file
 from .wal_segments import list_history, missing_segments
 
+# Options only the physical test-restore reads; drkit config-file keys, not
+# pg_verify module options (the module uses the defaults).
+PHYSICAL_OPTIONS = (
+    Option("timeout", "float", default=600, above=0, module=False,
+           help="seconds the scratch server may take to replay to consistency"),
+    Option("scratch_user", "str", default="postgres", module=False,
+           help="superuser of the backed-up cluster, for the SQL checks"),
+    Option("database", "str", default="postgres", module=False, help="database the SQL checks run in"),
+)
+
 # --------------------------------------------------------------------------
 # verify_physical: pg_verify's physical twin
 
 
-def verify_physical(params, entry, check_mode=False, runner=None, progress=None):
-    """Verify a pg_physical backup at params['level'] (checksum | structure |
-    restore); writes a verification record like pg_verify. Returns
-    (changed, result); raises VerificationFailed on failure."""
+def verify_physical(p, entry, check_mode=False, runner=None, progress=None):
+    """Verify a pg_physical backup at p['level'] (checksum | structure |
+    restore); ``p``: pg_verify's resolved options. Writes a verification
+    record like pg_verify. Returns (changed, result); raises
+    VerificationFailed on failure."""
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
-    level = check_level(params.get("level"))
-    checks = normalise_checks(params.get("checks"))
-    storage = open_storage(params.get("storage_url"), **storage_options(params))
+    level = p["level"]
+    checks = normalise_checks(p["checks"])
+    storage = open_storage(p["storage_url"], **storage_options(p))
     manifest = entry.manifest
     data = manifest["data"]
     if check_mode:
         return planned(entry, level, "physical backup")
-    job = params.get("job_name") or "pg_physical_%s" % manifest["source"].get("port", "unknown")
+    job = p["job_name"] or "pg_physical_%s" % manifest["source"].get("port", "unknown")
     check_results, facts = [], {}
-    v = Verification(storage, params, entry, level, job, progress)
+    v = Verification(storage, p, entry, level, job, progress)
     with v:
         with v.timed("download_seconds"):
             # the base backup itself is read once below, while it is extracted
@@ -69,10 +81,10 @@ def _in_scratch(v, runner, needed, checks, facts):
     """structure and restore: extract into a scratch directory, pg_verifybackup
     against the archived WAL, then (restore) replay to consistency in a scratch
     server and run the checks there. Returns the check results."""
-    params, storage, entry, progress = v.params, v.storage, v.entry, v.progress
+    p, storage, entry, progress = v.params, v.storage, v.entry, v.progress
     data = entry.manifest["data"]
-    timeout = float(params.get("timeout") or 600)
-    scratch_root = make_scratch_dir(prefix="drkit-verify-phys-", parent=params.get("work_dir") or None)
+    timeout = p["timeout"]
+    scratch_root = make_scratch_dir(prefix="drkit-verify-phys-", parent=p["work_dir"] or None)
     v.cleanup(shutil.rmtree, scratch_root, True)
     base = os.path.join(scratch_root, "pg")
     os.mkdir(base, 0o711)
@@ -85,7 +97,7 @@ def _in_scratch(v, runner, needed, checks, facts):
         # plus the history files of the timelines the backup switched to (replay follows them)
         for name in needed + ["%08X.history" % t for t in backup_timelines(needed)]:
             fetch_file(storage, name, os.path.join(wal_dir, name))
-    bin_dir = params.get("pg_bin_dir") or os.path.dirname(
+    bin_dir = p["pg_bin_dir"] or os.path.dirname(
         find_tool("pg_verifybackup", data.get("server_version_num")))
     progress("pg_verifybackup against PostgreSQL's backup_manifest and the archived WAL")
     rc, out, err = runner.run([os.path.join(bin_dir, "pg_verifybackup"), "--wal-directory", wal_dir,
@@ -122,9 +134,8 @@ def _in_scratch(v, runner, needed, checks, facts):
     if not checks:
         return []
     cp = {"login_host": server.socket_dir, "port": server.port,
-          "login_user": params.get("scratch_user") or "postgres", "login_password": None,
-          "ssl_mode": "disable", "connect_timeout": 10}
-    results = run_checks(cp, params.get("database") or "postgres", checks)
+          "login_user": p["scratch_user"], "login_password": None, "ssl_mode": "disable", "connect_timeout": 10}
+    results = run_checks(cp, p["database"], checks)
     for problem in failed_checks(results):
         v.finding(problem)
     return results

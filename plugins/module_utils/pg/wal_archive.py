@@ -53,7 +53,8 @@ import uuid
 
 from ..core import metrics
 from ..core.errors import ConfigError, ConflictError, DrkitError, IntegrityError, NotFoundError, StorageError
-from ..core.stream import RawCheck, zstd_module
+from ..core.options import Option, Options, resolve
+from ..core.stream import COMPRESSION_LEVEL, RawCheck, zstd_module
 from ..repo.wal_layout import (
     DEFAULT_SEGMENT_SIZE,
     PARTIAL_RE,
@@ -65,8 +66,28 @@ from ..repo.wal_layout import (
     timeline_of,
     wal_key,
 )
-from ..storage.factory import open_storage, storage_options
+from ..storage.factory import STORAGE, open_storage, storage_options
 from .wal_segments import LONG_HEADER, read_long_header
+
+# drkit wal-push (archive_command; pg_wal_archive builds it from the same options)
+READ_AHEAD = Option("read_ahead", "int", default=0, min=0, flags=("--read-ahead",),
+                    help="also push up to N further .ready segments in parallel (needs --spool-dir)")
+WAL_PUSH_OPTIONS = Options(
+    STORAGE, COMPRESSION_LEVEL,
+    Option("spool_dir", "path", flags=("--spool-dir",),
+           help="enables read-ahead: markers of WAL files pushed ahead are kept here"),
+    READ_AHEAD,
+    metrics.METRICS,
+)
+# drkit wal-fetch (restore_command)
+WAL_FETCH_OPTIONS = Options(
+    STORAGE,
+    Option("prefetch", "int", default=0, min=0, flags=("--prefetch",), metavar="N",
+           help="also download the next N segments in parallel into pg_wal/.drkit-prefetch"),
+    # initdb --wal-segsize: a power of two from 1 MiB to 1 GiB; a config-file key only
+    Option("wal_segment_size", "int", default=DEFAULT_SEGMENT_SIZE, choices=tuple(1 << n for n in range(20, 31)),
+           allowed="a power of two from 1048576 (1 MiB) to 1073741824 (1 GiB), in bytes"),
+)
 
 
 class WalMissing(NotFoundError):
@@ -80,10 +101,7 @@ CHUNK = 1 << 20
 
 
 def _compressor(level):
-    level = int(level or 3)
-    if not 1 <= level <= 19:
-        raise ConfigError("compression_level must be between 1 and 19, got %r" % level)
-    return zstd_module().ZstdCompressor(level=level, write_checksum=True).compressobj()
+    return zstd_module().ZstdCompressor(level=COMPRESSION_LEVEL.check(level), write_checksum=True).compressobj()
 
 
 def stored_raw_digest(storage, key):
@@ -139,7 +157,7 @@ def _check_segment_content(path, name, kind):
     return facts
 
 
-def push_file(storage, path, name, compression_level=3, check_cluster=True):
+def push_file(storage, path, name, compression_level=COMPRESSION_LEVEL.default, check_cluster=True):
     """Archive one file under the contract in the module doc.
 
     Returns a dict: name, key, status ('stored' | 'exists'), raw_size,
@@ -286,11 +304,12 @@ def wal_push(params, path, name, progress=None, storage=None):
     progress = progress or (lambda msg: None)
     t0 = time.time()
     classify(name)
-    spool_dir = params.get("spool_dir")
-    read_ahead = int(params.get("read_ahead") or 0)
-    metrics_dir = params.get("metrics_dir")
-    job = params.get("job_name") or "wal_push"
+    # the metrics first: a bad value of any other option counts as a failed push
+    m = resolve(metrics.METRICS, params)
+    metrics_dir, job = m["metrics_dir"], m["job_name"] or "wal_push"
     try:
+        p = resolve(WAL_PUSH_OPTIONS, params)
+        spool_dir, read_ahead, level = p["spool_dir"], p["read_ahead"], p["compression_level"]
         if spool_dir:
             sha = _read_marker(spool_dir, name)
             if sha is not None:
@@ -304,8 +323,7 @@ def wal_push(params, path, name, progress=None, storage=None):
                     return False, result
                 # Different content than what we pushed ahead: go through the full contract.
         if storage is None:
-            storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
-        level = params.get("compression_level") or 3
+            storage = open_storage(p["storage_url"], light=True, **storage_options(p))
         ahead = []
         if spool_dir and read_ahead > 0:
             wal_dir = os.path.dirname(os.path.abspath(path))
@@ -422,7 +440,8 @@ def wal_fetch(params, name, path, storage=None):
     them, it is moved to %p without touching the network."""
     kind = classify(name)
     t0 = time.time()
-    prefetch = int(params.get("prefetch") or 0) if kind == "segment" else 0
+    p = resolve(WAL_FETCH_OPTIONS, params)
+    prefetch = p["prefetch"] if kind == "segment" else 0
     spool = prefetch_dir_for(path)
     if kind == "segment":
         ready = os.path.join(spool, name)
@@ -431,10 +450,10 @@ def wal_fetch(params, name, path, storage=None):
             return True, {"name": name, "status": "prefetched", "seconds": round(time.time() - t0, 3),
                           "msg": "restored %s (prefetched)" % name}
     if storage is None:
-        storage = open_storage(params.get("storage_url"), light=True, **storage_options(params))
+        storage = open_storage(p["storage_url"], light=True, **storage_options(p))
     threads = []
     if prefetch > 0:
-        seg_size = int(params.get("wal_segment_size") or DEFAULT_SEGMENT_SIZE)
+        seg_size = p["wal_segment_size"]
         tli = int(name[:8], 16)
         number = segment_number(name, seg_size)
         try:

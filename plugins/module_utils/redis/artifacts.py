@@ -12,12 +12,17 @@ __metaclass__ = type
 import os
 
 from ..core.errors import ConfigError, IntegrityError, NotFoundError
+from ..core.options import Option, resolve
 from ..core.stream import decompressor_for, read_stored
 from ..core.tar import TarStreamExtractor
 from ..repo import manifest as mf
 from .tools import AOF_PREFIX, check_aof_dir, check_rdb_file, find_redis_tool
 
 REDIS_KINDS = ("redis_rdb", "redis_aof")
+# Which Redis backup redis_verify and redis_restore read.
+SELECTOR = mf.BACKUP_SELECTOR + (
+    Option("source", "str", flags=("--source",), help="only backups of this source (redis:<host>:<port>)"),
+)
 
 
 # --------------------------------------------------------------------------
@@ -27,21 +32,22 @@ REDIS_KINDS = ("redis_rdb", "redis_aof")
 def resolve_redis(storage, params):
     """The BackupEntry of a Redis backup: an id, or the newest (optionally at
     or before ``before``, optionally from one ``source``)."""
-    bid = params.get("backup_id") or "latest"
+    p = resolve(SELECTOR, params)
+    bid = p["backup_id"]
     if bid != "latest":
         entry = mf.resolve(storage, bid)
         if entry.manifest["kind"] not in REDIS_KINDS:
             raise ConfigError("Backup %s is a %s backup, not a Redis backup" % (bid, entry.manifest["kind"]),
                               "Use pg_verify / pg_restore for PostgreSQL backups")
         return entry
-    entries, _problems = mf.list_backups(storage, source=params.get("source") or None, strict=False)
+    entries, _problems = mf.list_backups(storage, source=p["source"] or None, strict=False)
     entries = [e for e in entries if e.manifest["kind"] in REDIS_KINDS]
-    if params.get("before"):
-        limit = mf.parse_time(params["before"])
+    if p["before"]:
+        limit = mf.parse_time(p["before"])
         entries = [e for e in entries if e.finished <= limit]
     if not entries:
         raise NotFoundError("No complete Redis backup in %s%s" % (
-            storage.describe(), " finished at or before %s" % params["before"] if params.get("before") else ""),
+            storage.describe(), " finished at or before %s" % p["before"] if p["before"] else ""),
             "Take one with redis_snapshot first, or check storage_url, source and before")
     return entries[0]
 

@@ -14,14 +14,29 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
 import socket
 import ssl
 
 from ..core.errors import ConfigError, SourceError
+from ..core.options import Option, resolve
 
 CRLF = b"\r\n"
 RECV = 1 << 20
+
+# The connection options (doc fragment drkit.backup.redis).
+CONNECTION = (
+    Option("login_host", "str", default="localhost", flags=("--host",), help="Redis host"),
+    Option("login_port", "int", default=6379, min=1, max=65535, flags=("--port",), help="Redis port (default 6379)"),
+    Option("login_user", "str", flags=("--user",), help="ACL user (password: REDISCLI_AUTH or the config file)"),
+    Option("login_password", "str", env=("REDISCLI_AUTH",), secret=True),
+    Option("tls", "bool", default=False, flags=("--tls",), help="connect with TLS"),
+    Option("tls_ca_cert", "path", flags=("--tls-ca-cert",)),
+    Option("tls_cert", "path", flags=("--tls-cert",)),
+    Option("tls_key", "path", no_log=False, flags=("--tls-key",)),
+    Option("tls_validate_certs", "bool", default=True, off_flags=("--no-tls-validate-certs",)),
+    Option("connect_timeout", "float", default=10, above=0, flags=("--connect-timeout",),
+           help="seconds to wait for the connection and each reply (default 10)"),
+)
 
 
 class ReplyError(Exception):
@@ -38,24 +53,22 @@ class ReplyError(Exception):
 
 
 def conn_params(params):
-    """The connection options out of module/CLI parameters."""
-    port = params.get("login_port")
+    """The connection options out of module/CLI parameters, resolved
+    (defaults filled in, REDISCLI_AUTH for an unset password). An empty
+    string is no user, password or file."""
+    p = resolve(CONNECTION, params)
     cp = {
-        "host": params.get("login_host") or "localhost",
-        "port": int(port) if port not in (None, "") else 6379,
-        "user": params.get("login_user") or None,
-        "password": params.get("login_password"),
-        "tls": bool(params.get("tls")),
-        "tls_ca_cert": params.get("tls_ca_cert") or None,
-        "tls_cert": params.get("tls_cert") or None,
-        "tls_key": params.get("tls_key") or None,
-        "tls_validate_certs": params.get("tls_validate_certs", True) is not False,
-        "connect_timeout": float(params.get("connect_timeout") or 10),
+        "host": p["login_host"],
+        "port": p["login_port"],
+        "user": p["login_user"] or None,
+        "password": p["login_password"] or None,
+        "tls": p["tls"],
+        "tls_ca_cert": p["tls_ca_cert"] or None,
+        "tls_cert": p["tls_cert"] or None,
+        "tls_key": p["tls_key"] or None,
+        "tls_validate_certs": p["tls_validate_certs"],
+        "connect_timeout": p["connect_timeout"],
     }
-    if cp["password"] in ("",):
-        cp["password"] = None
-    if cp["password"] is None and os.environ.get("REDISCLI_AUTH"):
-        cp["password"] = os.environ["REDISCLI_AUTH"]
     if cp["user"] and cp["password"] is None:
         raise ConfigError("login_user %r is set but no password" % cp["user"],
                           "Set login_password (or the REDISCLI_AUTH environment variable)")

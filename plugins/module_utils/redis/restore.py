@@ -20,18 +20,40 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import shlex
 import shutil
 import tempfile
 import time
 
 from ..core.errors import ConfigError, IntegrityError, SafetyError, SourceError, ToolError, WaitTimeout
+from ..core.options import Option, Options, resolve
 from ..core.osutil import gid_of, set_owner, uid_of
 from ..core.process import LocalRunner
 from ..core.signals import signals_raise
-from ..storage.factory import open_storage, storage_options
-from .artifacts import check_structure, fetch_backup, resolve_redis
-from .client import RedisClient, conn_params, describe, keyspace
+from ..storage.factory import STORAGE, open_storage, storage_options
+from .artifacts import SELECTOR, check_structure, fetch_backup, resolve_redis
+from .client import CONNECTION, RedisClient, conn_params, describe, keyspace
+from .tools import REDIS_BIN_DIR
 from .verify import aof_to_rdb, compare_keyspace, rdb_to_aof, wait_loaded
+
+# drkit.backup.redis_restore / drkit redis-restore
+OPTIONS = Options(
+    CONNECTION, STORAGE, SELECTOR,
+    Option("data_dir", "path", flags=("--data-dir",), help="the stopped instance's data directory"),
+    Option("redis_conf", "path", flags=("--redis-conf",), help="read dir, dbfilename, appendonly... from it"),
+    Option("appendonly", "bool", flags=("--appendonly",), off_flags=("--no-appendonly",)),
+    Option("dbfilename", "str", flags=("--dbfilename",)),
+    Option("appenddirname", "str", flags=("--appenddirname",)),
+    Option("appendfilename", "str", flags=("--appendfilename",)),
+    Option("force", "bool", default=False, flags=("--force",), help="move existing data aside and restore"),
+    Option("owner", "str", flags=("--owner",)),
+    Option("group", "str", flags=("--group",)),
+    Option("start_command", "list", elements="str", split=shlex.split, flags=("--start-command",),
+           help="command that starts the instance (no shell)"),
+    Option("timeout", "float", default=600, above=0, flags=("--timeout",),
+           help="seconds for conversions and for the started instance to load its data (default 600)"),
+    REDIS_BIN_DIR,
+)
 
 # --------------------------------------------------------------------------
 # restore into a stopped instance
@@ -79,9 +101,9 @@ def _running_in(data_dir):
     return found
 
 
-def _target(params):
-    data_dir = params.get("data_dir")
-    conf = read_redis_conf(params["redis_conf"]) if params.get("redis_conf") else {}
+def _target(p):
+    data_dir = p["data_dir"]
+    conf = read_redis_conf(p["redis_conf"]) if p["redis_conf"] else {}
     if not data_dir:
         data_dir = conf.get("dir")
     if not data_dir:
@@ -91,11 +113,12 @@ def _target(params):
         raise ConfigError("data_dir %s does not exist" % data_dir, "Create it (owned by the redis user) first")
     t = {
         "data_dir": data_dir,
-        "dbfilename": params.get("dbfilename") or conf.get("dbfilename") or "dump.rdb",
-        "appenddirname": params.get("appenddirname") or conf.get("appenddirname") or "appendonlydir",
-        "appendfilename": params.get("appendfilename") or conf.get("appendfilename") or "appendonly.aof",
+        # unset: redis.conf's value, else Redis's own default
+        "dbfilename": p["dbfilename"] or conf.get("dbfilename") or "dump.rdb",
+        "appenddirname": p["appenddirname"] or conf.get("appenddirname") or "appendonlydir",
+        "appendfilename": p["appendfilename"] or conf.get("appendfilename") or "appendonly.aof",
     }
-    aof = params.get("appendonly")
+    aof = p["appendonly"]
     if aof is None and "appendonly" in conf:
         aof = conf["appendonly"].lower() == "yes"
         t["appendonly_from"] = "redis_conf"
@@ -114,17 +137,15 @@ def _target(params):
 def redis_restore(params, check_mode=False, runner=None, progress=None):
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
-    storage = open_storage(params.get("storage_url"), **storage_options(params))
-    entry = resolve_redis(storage, params)
+    p = resolve(OPTIONS, params)
+    storage = open_storage(p["storage_url"], **storage_options(p))
+    entry = resolve_redis(storage, p)
     manifest = entry.manifest
-    t = _target(params)
-    timeout = float(params.get("timeout") or 600)
-    force = bool(params.get("force"))
-    start_command = params.get("start_command") or None
-    if start_command is not None and (not isinstance(start_command, (list, tuple)) or not start_command):
-        raise ConfigError("start_command must be a list of arguments",
-                          "e.g. [systemctl, start, redis-server] or [docker, start, agentic-redis]")
-    cp = conn_params(params) if start_command else None
+    t = _target(p)
+    timeout = p["timeout"]
+    force = p["force"]
+    start_command = p["start_command"] or None
+    cp = conn_params(p) if start_command else None
 
     running = _running_in(t["data_dir"])
     if running:
@@ -160,8 +181,8 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
             entry.backup_id, t["data_dir"], "; ".join(plan), why))
         return True, base
 
-    owner = params.get("owner")
-    group = params.get("group")
+    owner = p["owner"]
+    group = p["group"]
     st = os.stat(t["data_dir"])
     uid = uid_of(owner) if owner else st.st_uid
     gid = gid_of(group) if group else st.st_gid
@@ -172,7 +193,7 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
         try:
             progress("fetching %s into %s" % (entry.backup_id, staging))
             got_layout, path = fetch_backup(storage, manifest, staging, aof_dirname="fetched-aof")
-            facts = check_structure(runner, got_layout, path, params.get("redis_bin_dir"))
+            facts = check_structure(runner, got_layout, path, p["redis_bin_dir"])
             conv_ks = None
             rdb_file, aof_dir = None, None
             if got_layout == "rdb":

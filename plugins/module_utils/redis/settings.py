@@ -20,9 +20,22 @@ __metaclass__ = type
 import time
 
 from ..core.errors import ConfigError, SourceError, WaitTimeout
-from .client import ReplyError, command_error, conn_params, connect, describe
+from ..core.options import Option, Options, resolve
+from .client import CONNECTION, ReplyError, command_error, conn_params, connect, describe
 
 FSYNC = ("always", "everysec", "no")
+
+# drkit.backup.redis_persistence
+OPTIONS = Options(
+    CONNECTION,
+    Option("save", "list", elements="str"),
+    Option("appendonly", "bool"),
+    Option("appendfsync", "str", choices=FSYNC),
+    Option("settings", "dict"),
+    Option("persist", "bool", default=True),
+    Option("wait", "bool", default=True),
+    Option("timeout", "int", default=600, min=1),
+)
 
 
 def normalise_save(value):
@@ -115,11 +128,10 @@ def _render(values):
 
 def redis_persistence(params, check_mode=False, progress=None):
     progress = progress or (lambda msg: None)
-    want = desired_settings(params)
-    cp = conn_params(params)
-    persist = params.get("persist", True) is not False
-    wait = params.get("wait", True) is not False
-    timeout = float(params.get("timeout") or 600)
+    p = resolve(OPTIONS, params)
+    want = desired_settings(p)
+    cp = conn_params(p)
+    persist, wait, timeout = p["persist"], p["wait"], p["timeout"]
     with connect(cp) as client:
         before = {}
         for name in want:

@@ -34,43 +34,38 @@ __metaclass__ = type
 import os
 import socket
 
+from ..core import metrics
 from ..core.errors import ConfigError
+from ..core.options import Option, Options, resolve
 from ..core.process import LocalRunner
-from ..repo.session import BackupJob
-from ..storage.factory import open_storage, storage_options
-from .client import conn_params, connect, describe
+from ..core.stream import COMPRESSION
+from ..repo.session import LABELS, BackupJob
+from ..storage.factory import STORAGE, open_storage, storage_options
+from .client import CONNECTION, conn_params, connect, describe
 from .server import server_facts, total_keys
 from .snapshot_aof import aof_paths, snapshot_aof
 from .snapshot_rdb import snapshot_rdb
 from .snapshot_sync import snapshot_remote
-from .tools import find_redis_tool, tool_version
+from .tools import REDIS_BIN_DIR, find_redis_tool, tool_version
 
 MODES = ("rdb", "remote", "aof")
 KIND = {"rdb": "redis_rdb", "remote": "redis_rdb", "aof": "redis_aof"}
 
-
-# --------------------------------------------------------------------------
-# helpers
-
-
-def validate(params):
-    mode = params.get("mode") or "rdb"
-    if mode not in MODES:
-        raise ConfigError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
-    level = int(params.get("compression_level") or 3)
-    if not 1 <= level <= 19:
-        raise ConfigError("compression_level must be between 1 and 19, got %r" % level)
-    timeout = float(params.get("timeout") or 600)
-    if timeout <= 0:
-        raise ConfigError("timeout must be positive, got %r" % timeout)
-    pause_ms = int(params.get("pause_timeout") or 2000)
-    if not 10 <= pause_ms <= 60000:
-        raise ConfigError("pause_timeout must be between 10 and 60000 ms, got %r" % pause_ms)
-    return mode, level, timeout, pause_ms
-
-
-def _compression(params, level):
-    return {"algorithm": "zstd", "level": level, "threads": int(params.get("compression_threads") or 0)}
+# drkit.backup.redis_snapshot / drkit redis-snapshot
+OPTIONS = Options(
+    CONNECTION, STORAGE, metrics.METRICS,
+    Option("mode", "str", default="rdb", choices=MODES, flags=("--mode",)),
+    Option("timeout", "float", default=600, above=0, flags=("--timeout",),
+           help="seconds to wait for the save (default 600)"),
+    Option("pause_writes", "bool", default=True, off_flags=("--no-pause-writes",),
+           help="remote/aof: do not pause writes (key counts become approximate)"),
+    Option("pause_timeout", "int", default=2000, min=10, max=60000, flags=("--pause-timeout",),
+           help="longest write pause, ms (default 2000)"),
+    COMPRESSION,
+    Option("work_dir", "path", flags=("--work-dir",), help="mode aof: where the AOF files are copied"),
+    REDIS_BIN_DIR,
+    LABELS,
+)
 
 
 # --------------------------------------------------------------------------
@@ -81,14 +76,15 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
     """Engine entry point. Returns (changed, result dict)."""
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
-    mode, level, timeout, pause_ms = validate(params)
-    cp = conn_params(params)
+    p = resolve(OPTIONS, params)
+    mode, timeout, pause_ms = p["mode"], p["timeout"], p["pause_timeout"]
+    cp = conn_params(p)
     kind = KIND[mode]
-    storage = open_storage(params.get("storage_url"), **storage_options(params))
-    job = BackupJob(storage, kind, params.get("metrics_dir"), params.get("job_name") or "redis_%s" % cp["port"],
-                    progress)
-    pause_writes = params.get("pause_writes", True) is not False
-    bin_dir = params.get("redis_bin_dir")
+    storage = open_storage(p["storage_url"], **storage_options(p))
+    job = BackupJob(storage, kind, p["metrics_dir"], p["job_name"] or "redis_%s" % cp["port"], progress)
+    pause_writes = p["pause_writes"]
+    bin_dir = p["redis_bin_dir"]
+    compression = {"algorithm": "zstd", "level": p["compression_level"], "threads": p["compression_threads"]}
 
     if check_mode:
         with connect(cp) as client:
@@ -116,8 +112,7 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
         options = {"mode": mode}
         if mode != "rdb":
             options["pause_writes"] = pause_writes
-        session = job.session(source, tools=tools, compression=_compression(params, level), options=options,
-                              labels=params.get("labels"))
+        session = job.session(source, tools=tools, compression=compression, options=options, labels=p["labels"])
         with session:
             if mode == "rdb":
                 data, notes = snapshot_rdb(client, session, runner, tool, timeout, progress)
@@ -126,7 +121,7 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
                                               pause_writes, progress)
             else:
                 data, notes = snapshot_aof(client, session, runner, tool, timeout, pause_ms, pause_writes,
-                                           params.get("work_dir"), progress)
+                                           p["work_dir"], progress)
             data["notes"] = notes
             session.commit(data)
     result = session.result()

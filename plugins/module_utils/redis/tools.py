@@ -17,9 +17,12 @@ import shutil
 import tempfile
 
 from ..core.errors import DrkitError, IntegrityError, ToolError
+from ..core.options import Option
 from ..core.process import BackgroundReader, ProcessFeeder
 
 AOF_PREFIX = "aof/"
+REDIS_BIN_DIR = Option("redis_bin_dir", "path", flags=("--redis-bin-dir",),
+                       help="directory of redis-server and redis-check-rdb/-aof (default: PATH)")
 
 
 # --------------------------------------------------------------------------

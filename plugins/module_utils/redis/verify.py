@@ -17,14 +17,26 @@ import shutil
 import tempfile
 import time
 
+from ..core import metrics
 from ..core.errors import SourceError, ToolError, WaitTimeout
+from ..core.options import Option, Options, resolve
 from ..core.process import LocalRunner
-from ..repo.verification import Verification, check_level, planned
-from ..storage.factory import open_storage, storage_options
-from .artifacts import aof_manifest_path, check_structure, fetch_backup, main_artifact, read_artifact, resolve_redis
+from ..repo.verification import LEVEL, Verification, planned
+from ..storage.factory import STORAGE, open_storage, storage_options
+from .artifacts import (SELECTOR, aof_manifest_path, check_structure, fetch_backup, main_artifact, read_artifact,
+                        resolve_redis)
 from .client import RedisClient, keyspace
 from .scratch import ScratchRedis
-from .tools import RdbChecker, find_redis_tool
+from .tools import REDIS_BIN_DIR, RdbChecker, find_redis_tool
+
+# drkit.backup.redis_verify / drkit redis-verify
+OPTIONS = Options(
+    STORAGE, metrics.METRICS, SELECTOR, LEVEL,
+    Option("timeout", "float", default=600, above=0, flags=("--timeout",),
+           help="seconds the scratch server may take to start and load the data (default 600)"),
+    Option("work_dir", "path", flags=("--work-dir",), help="where the backup is fetched for structure/restore"),
+    REDIS_BIN_DIR,
+)
 
 # --------------------------------------------------------------------------
 # key counts
@@ -177,17 +189,18 @@ def aof_to_rdb(aofdir, work_dir, timeout):
 def redis_verify(params, check_mode=False, runner=None, progress=None):
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
-    level = check_level(params.get("level"))
-    storage = open_storage(params.get("storage_url"), **storage_options(params))
-    entry = resolve_redis(storage, params)
+    p = resolve(OPTIONS, params)
+    level = p["level"]
+    storage = open_storage(p["storage_url"], **storage_options(p))
+    entry = resolve_redis(storage, p)
     manifest = entry.manifest
     if check_mode:
         return planned(entry, level)
-    timeout = float(params.get("timeout") or 600)
-    bin_dir = params.get("redis_bin_dir")
-    job = params.get("job_name") or "redis_%s" % manifest["source"].get("port", "unknown")
+    timeout = p["timeout"]
+    bin_dir = p["redis_bin_dir"]
+    job = p["job_name"] or "redis_%s" % manifest["source"].get("port", "unknown")
     rows, facts, how = [], {}, None
-    v = Verification(storage, params, entry, level, job, progress)
+    v = Verification(storage, p, entry, level, job, progress)
     with v:
         art = main_artifact(manifest)
         v.check_artifacts(skip=[art["name"]])
@@ -204,7 +217,7 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
             finally:
                 checker.close()
         else:
-            tmp = tempfile.mkdtemp(prefix="drkit-redis-verify-", dir=params.get("work_dir") or None)
+            tmp = tempfile.mkdtemp(prefix="drkit-redis-verify-", dir=p["work_dir"] or None)
             v.cleanup(shutil.rmtree, tmp, True)
             progress("fetching %s" % art["name"])
             layout, path = fetch_backup(storage, manifest, tmp)

@@ -8,21 +8,28 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
-from ..storage.factory import open_storage, storage_options
+from ..core.options import Option, Options, resolve
+from ..storage.factory import STORAGE, open_storage, storage_options
 from . import manifest as mf
+
+# drkit.backup.backup_info / drkit list
+OPTIONS = Options(
+    STORAGE, mf.BACKUP_FILTERS,
+    Option("backup_id", "str"),
+    Option("limit", "int", min=1, hint="Use 1 or more, or leave limit unset for every backup"),
+)
 
 
 def backup_info(params):
     """Returns (False, result): listing never changes anything."""
-    storage = open_storage(params.get("storage_url"), **storage_options(params))
-    entries, problems = mf.list_backups(storage, kind=params.get("kind"), source=params.get("source"),
-                                        database=params.get("database"), strict=False)
-    backup_id = params.get("backup_id")
-    if backup_id:
-        entries = [e for e in entries if e.backup_id == backup_id]
-    limit = params.get("limit")
-    if limit:
-        entries = entries[:int(limit)]
+    p = resolve(OPTIONS, params)
+    storage = open_storage(p["storage_url"], **storage_options(p))
+    entries, problems = mf.list_backups(storage, kind=p["kind"], source=p["source"], database=p["database"],
+                                        strict=False)
+    if p["backup_id"]:
+        entries = [e for e in entries if e.backup_id == p["backup_id"]]
+    if p["limit"]:
+        entries = entries[:p["limit"]]
     backups = []
     for e in entries:
         item = e.summary()

@@ -26,6 +26,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ..core.errors import ConfigError, IntegrityError, NotFoundError
+from ..core.options import Option
 
 FORMAT = "drkit.backup/manifest"
 VERSION = 1
@@ -33,6 +34,19 @@ BACKUPS = "backups"
 MANIFEST = "manifest.json"
 PIN = "keep"
 KINDS = ("pg_logical", "pg_physical", "redis_rdb", "redis_aof")
+
+# Which backup a restore or verification reads (doc fragment
+# drkit.backup.backup_selector): an id, or the newest one (before a time).
+BACKUP_SELECTOR = (
+    Option("backup_id", "str", default="latest", flags=("--backup-id",), help="an id, or latest (default)"),
+    Option("before", "str", flags=("--before",), help="newest backup finished at or before this time (ISO 8601)"),
+)
+# The filters of listing and rotation (list_backups).
+BACKUP_FILTERS = (
+    Option("kind", "str", choices=KINDS, flags=("--kind",), help="only backups of this kind"),
+    Option("database", "str", flags=("--database", "-d"), help="only backups of this database"),
+    Option("source", "str", flags=("--source",), help="only backups of this source (e.g. redis:host:6379)"),
+)
 ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-([a-z0-9-]+)-([0-9a-f]{6})$")
 REQUIRED = ("format", "version", "backup_id", "kind", "started_at", "finished_at", "source", "artifacts")
 

@@ -25,7 +25,18 @@ import time
 
 from ..core import metrics
 from ..core.errors import ConfigError, StorageError
+from ..core.options import Option, Options, resolve
 from . import manifest as mf
+
+# drkit.backup.dr_report
+OPTIONS = Options(
+    metrics.METRICS,
+    Option("components", "list", elements="dict", required=True),
+    Option("report_dir", "path", required=True),
+    Option("title", "str", default="DR rehearsal"),
+    Option("started_at", "str"),
+    Option("storage", "str"),
+)
 
 COLORS = {"backup": "#4e79a7", "download": "#f28e2b", "restore": "#59a14f", "verify": "#b07aa1"}
 
@@ -316,9 +327,9 @@ def summary_lines(report):
 
 def write_report(params, check_mode=False):
     """Engine entry point for the dr_report module. Returns (changed, result)."""
-    report = build_report(params.get("components") or [], title=params.get("title"),
-                          started_at=params.get("started_at"), storage=params.get("storage"))
-    out_dir = params.get("report_dir")
+    p = resolve(OPTIONS, params)
+    report = build_report(p["components"] or [], title=p["title"], started_at=p["started_at"], storage=p["storage"])
+    out_dir = p["report_dir"]
     if not out_dir:
         raise ConfigError("report_dir is required", "Name the directory to write the report into")
     paths = {}
@@ -339,7 +350,7 @@ def write_report(params, check_mode=False):
         except (IOError, OSError) as e:
             raise StorageError("Could not write the report to %s: %s" % (out_dir, e),
                                "Check report_dir exists and is writable")
-        if params.get("metrics_dir"):
+        if p["metrics_dir"]:
             now = time.time()
             values = {"drkit_dr_rehearsal_last_attempt_timestamp_seconds": now,
                       "drkit_dr_rehearsal_last_status": 1 if report["passed"] else 0,
@@ -347,7 +358,7 @@ def write_report(params, check_mode=False):
                       "drkit_dr_rehearsal_rpo_seconds": report["rpo_seconds"]}
             if report["passed"]:
                 values["drkit_dr_rehearsal_last_success_timestamp_seconds"] = now
-            metrics.update_textfile(params["metrics_dir"], params.get("job_name") or "dr_rehearsal", values)
+            metrics.update_textfile(p["metrics_dir"], p["job_name"] or "dr_rehearsal", values)
     return not check_mode, {"report": report, "paths": paths, "passed": report["passed"],
                             "summary": summary_lines(report),
                             "rto_seconds": report["rto_seconds"], "rpo_seconds": report["rpo_seconds"]}

@@ -35,12 +35,30 @@ import re
 from collections import namedtuple
 
 from ..core.errors import ConfigError
+from ..core.options import Option, resolve
 from .manifest import source_key
 
 RULES = ("last", "daily", "weekly", "monthly", "yearly")
 UNLIMITED = -1
 GROUP_FIELDS = ("kind", "source", "database", "none")
 DEFAULT_GROUP_BY = ("kind", "source")
+
+# The policy options of s3_rotate / drkit rotate (Policy.from_params).
+RETENTION = tuple(
+    Option("keep_" + rule, "int", default=0, min=UNLIMITED, allowed="0 or more, or -1 for unlimited",
+           flags=("--keep-" + rule,), metavar="N", help=text + " (-1: unlimited)")
+    for rule, text in (("last", "keep the newest N backups"),
+                       ("daily", "newest backup of each of the last N days that have backups"),
+                       ("weekly", "newest backup of each of the last N ISO weeks that have backups"),
+                       ("monthly", "newest backup of each of the last N months that have backups"),
+                       ("yearly", "newest backup of each of the last N years that have backups"))
+) + (
+    Option("keep_within", "str", flags=("--keep-within",), metavar="DURATION", help="e.g. 2d, 12h, 1w, 1m, 1y"),
+    Option("timezone", "str", default="UTC", flags=("--timezone",),
+           help="IANA zone for day/week/month/year boundaries (default UTC)"),
+    Option("group_by", "list", elements="str", default=list(DEFAULT_GROUP_BY), choices=GROUP_FIELDS,
+           flags=("--group-by",), help="group backups by these fields (default kind, source); repeatable"),
+)
 
 UTC = datetime.timezone.utc
 
@@ -197,10 +215,10 @@ class Policy(object):
 
     @classmethod
     def from_params(cls, params):
-        return cls(last=params.get("keep_last"), daily=params.get("keep_daily"),
-                   weekly=params.get("keep_weekly"), monthly=params.get("keep_monthly"),
-                   yearly=params.get("keep_yearly"), within=params.get("keep_within"),
-                   timezone=params.get("timezone") or "UTC")
+        p = resolve(RETENTION, params)
+        return cls(last=p["keep_last"], daily=p["keep_daily"], weekly=p["keep_weekly"],
+                   monthly=p["keep_monthly"], yearly=p["keep_yearly"], within=p["keep_within"],
+                   timezone=p["timezone"])
 
     @property
     def empty(self):

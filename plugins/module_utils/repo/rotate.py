@@ -39,14 +39,25 @@ from collections import OrderedDict
 
 from ..core import metrics
 from ..core.errors import ConfigError, DrkitError, SafetyError
-from ..storage.factory import open_storage, storage_options
+from ..core.options import Option, Options, resolve
+from ..storage.factory import STORAGE, open_storage, storage_options
 from . import manifest as mf
-from .retention import Duration, Policy, apply_policy, check_group_by, group_key
+from .retention import RETENTION, Duration, Policy, apply_policy, check_group_by, group_key
 from .verification import newest_verified
 from .wal_layout import WAL, classify, name_of_key
 
 DEFAULT_GRACE = "1d"
 MIN_GRACE_SECONDS = 3600
+
+# drkit.backup.s3_rotate / drkit rotate
+OPTIONS = Options(
+    STORAGE, metrics.METRICS, RETENTION,
+    mf.BACKUP_FILTERS,
+    Option("incomplete_grace", "str", default=DEFAULT_GRACE, flags=("--incomplete-grace",), metavar="DURATION",
+           help="leave incomplete backups younger than this (default 1d, at least 1h)"),
+    Option("prune_wal", "bool", default=True, off_flags=("--no-prune-wal",),
+           help="do not delete the WAL that no kept physical backup needs"),
+)
 WAL_PREFIX = WAL + "/"
 HOUSEKEEPING_PREFIXES = (mf.BACKUPS + "/", WAL_PREFIX)
 
@@ -491,18 +502,17 @@ def build_result(plan, done=None, check_mode=False, diff=False):
 def rotate(params, check_mode=False, diff=False, progress=None, now=None, storage=None):
     """Plan and (unless check_mode) execute a rotation. Returns (changed, result).
     ``now`` and ``storage`` are for tests (a clock, a storage with faults)."""
-    policy = Policy.from_params(params)
-    group_by = check_group_by(params.get("group_by"))
-    grace = parse_grace(params.get("incomplete_grace"))
+    p = resolve(OPTIONS, params)
+    policy = Policy.from_params(p)
+    group_by = check_group_by(p["group_by"])
+    grace = parse_grace(p["incomplete_grace"])
     if storage is None:
-        storage = open_storage(params.get("storage_url"), **storage_options(params))
-    metrics_dir = None if check_mode else params.get("metrics_dir")
-    job = params.get("job_name") or "rotate"
+        storage = open_storage(p["storage_url"], **storage_options(p))
+    metrics_dir = None if check_mode else p["metrics_dir"]
+    job = p["job_name"] or "rotate"
     try:
-        plan = plan_rotation(storage, policy, group_by=group_by, kind=params.get("kind"),
-                             source=params.get("source"), database=params.get("database"),
-                             grace=grace, now=now, wal=params.get("prune_wal", True) is not False,
-                             progress=progress)
+        plan = plan_rotation(storage, policy, group_by=group_by, kind=p["kind"], source=p["source"],
+                             database=p["database"], grace=grace, now=now, wal=p["prune_wal"], progress=progress)
         done = None if check_mode else execute(storage, plan, progress=progress)
     except DrkitError:
         _record(metrics_dir, job, ok=False)

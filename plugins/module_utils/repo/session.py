@@ -20,9 +20,12 @@ import time
 
 from ..core import metrics
 from ..core.errors import DrkitError, StorageError
+from ..core.options import Option
 from ..core.stream import PipelineSink, compressor_for, decompressor_for, pump, read_stored
 from ..core.version import VERSION
 from . import manifest as mf
+
+LABELS = Option("labels", "dict")  # free-form, recorded in the manifest
 
 
 class BackupSession(object):

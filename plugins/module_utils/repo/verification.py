@@ -23,10 +23,13 @@ from ..core.errors import ConfigError, DrkitError, IntegrityError, NotFoundError
 from ..core.signals import signals_raise
 from ..core.stream import read_stored
 from ..core.version import VERSION
+from ..core.options import Option
 from . import manifest as mf
 
 LEVELS = ("checksum", "structure", "restore")
 DEFAULT_LEVEL = "structure"
+LEVEL = Option("level", "str", default=DEFAULT_LEVEL, choices=LEVELS, flags=("--level",),
+               help="checksum, structure (default) or restore")
 RECORD_FORMAT = "drkit.backup/verification"
 
 # What makes a verification FAIL (and be recorded as failed): the backup, or
@@ -39,10 +42,7 @@ FAILURES = (IntegrityError, ToolError, WaitTimeout)
 
 def check_level(level):
     """The verification level asked for (default structure), or ConfigError."""
-    level = level or DEFAULT_LEVEL
-    if level not in LEVELS:
-        raise ConfigError("level must be one of %s, got %r" % (", ".join(LEVELS), level))
-    return level
+    return LEVEL.check(level) or LEVEL.default
 
 
 def planned(entry, level, what=None):

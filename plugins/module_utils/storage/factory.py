@@ -9,7 +9,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
 
 try:  # Python 3
     from urllib.parse import unquote, urlsplit
@@ -19,13 +18,34 @@ except ImportError:  # pragma: no cover
     from urlparse import urlsplit  # type: ignore
 
 from ..core.errors import ConfigError
+from ..core.options import Option, from_environment
 from .file import FileStorage
 from .s3 import S3Storage
 
-STORAGE_OPTION_NAMES = (
-    "endpoint_url", "region", "access_key", "secret_key", "session_token",
-    "profile", "ca_bundle", "validate_certs",
+# The storage options of every command (doc fragment drkit.backup.storage).
+# The module requires storage_url; the engine says itself when it is missing.
+STORAGE_URL = Option("storage_url", "str", required=True, flags=("--storage-url",),
+                     help="file:///abs/path or s3://bucket/prefix")
+ENDPOINT_URL = Option("endpoint_url", "str", env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"), flags=("--endpoint-url",),
+                      help="S3-compatible endpoint (or AWS_ENDPOINT_URL)")
+STORAGE = (
+    STORAGE_URL,
+    ENDPOINT_URL,
+    Option("region", "str", env=("AWS_REGION", "AWS_DEFAULT_REGION"), flags=("--region",),
+           help="S3 region (or AWS_DEFAULT_REGION)"),
+    # An access key id is not secret enough to refuse a readable config file
+    # for it, but Ansible hides it like AWS modules do.
+    Option("access_key", "str", aliases=("aws_access_key",), env=("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY"),
+           no_log=True),
+    Option("secret_key", "str", aliases=("aws_secret_key",), env=("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY"),
+           secret=True),
+    Option("session_token", "str", env=("AWS_SESSION_TOKEN",), secret=True),
+    Option("profile", "str", env=("AWS_PROFILE",), flags=("--profile",), help="AWS profile name"),
+    Option("ca_bundle", "path", env=("AWS_CA_BUNDLE",), flags=("--ca-bundle",), help="CA bundle for the S3 endpoint"),
+    Option("validate_certs", "bool", default=True, off_flags=("--no-validate-certs",),
+           help="do not validate the S3 endpoint's TLS certificate (tests only)"),
 )
+STORAGE_OPTION_NAMES = tuple(o.name for o in STORAGE if o is not STORAGE_URL)
 
 
 # --------------------------------------------------------------------------
@@ -57,7 +77,7 @@ def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_ke
         if "@" in parts.netloc:
             raise ConfigError("s3:// storage_url must not contain credentials",
                               "Use access_key/secret_key options or AWS_* environment variables")
-        endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint_url = endpoint_url or from_environment(ENDPOINT_URL)
         client = None
         if light:
             client = _lite_client_for(endpoint_url=endpoint_url, region=region, access_key=access_key,

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils import cli
-from ansible_collections.drkit.backup.plugins.module_utils.cli import _restore_settings
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
+from support.spec_capture import engine_options
 from support.unit_helpers import REPO
 
 DRKIT = os.path.join(REPO, "bin", "drkit")
@@ -185,13 +185,196 @@ def test_bin_drkit_is_executable_with_python_on_path():
 # --restore-setting NAME=VALUE
 
 
-def test_cli_restore_setting_flags_become_a_mapping():
-    params = {"restore_settings": ["maintenance_work_mem=1GB", " synchronous_commit = "]}
-    _restore_settings(params)
-    assert params["restore_settings"] == {"maintenance_work_mem": "1GB", "synchronous_commit": ""}
-    params = {"restore_settings": {"a": "b"}}  # from a config file: kept as it is
-    _restore_settings(params)
-    assert params["restore_settings"] == {"a": "b"}
+def test_cli_restore_setting_flags_become_a_mapping(tmp_path):
+    def params(*argv, **config):
+        path = write(tmp_path / "c.yml", json.dumps(config), 0o600)
+        return cli.merged(cli.build_parser().parse_args(["restore", "--config", path] + list(argv)))
+    got = params("--restore-setting", "maintenance_work_mem=1GB", "--restore-setting", " synchronous_commit = ")
+    assert got["restore_settings"] == {"maintenance_work_mem": "1GB", "synchronous_commit": ""}
+    # from a config file: kept as it is; flags replace it
+    assert params(restore_settings={"a": "b"})["restore_settings"] == {"a": "b"}
+    assert params("--restore-setting", "c=d", restore_settings={"a": "b"})["restore_settings"] == {"c": "d"}
     with pytest.raises(ConfigError) as ei:
-        _restore_settings({"restore_settings": ["maintenance_work_mem"]})
-    assert "NAME=VALUE" in str(ei.value)
+        params("--restore-setting", "maintenance_work_mem")
+    assert "--restore-setting 'maintenance_work_mem' is not NAME=VALUE" in str(ei.value)
+
+
+# --------------------------------------------------------------------------
+# flags, config-file keys and environment variables from the option registry
+
+
+def _sample(opt):
+    """A valid value for an option and the argv that sets it."""
+    flag = opt.flags[0] if opt.flags else None
+    if opt.type == "bool":
+        return (True, [flag]) if flag else (False, [opt.off_flags[0]])
+    if opt.choices and opt.type == "list":
+        return [opt.choices[0]], [flag, opt.choices[0]]
+    if opt.choices:
+        return opt.choices[-1], [flag, str(opt.choices[-1])]
+    if opt.type == "int":
+        value = opt.max if opt.max is not None else (opt.min or 0) + 2
+        return value, [flag, str(value)]
+    if opt.type == "float":
+        return 2.5, [flag, "2.5"]
+    if opt.type == "list" and opt.split:
+        return ["run", "it now"], [flag, "run 'it now'"]
+    if opt.type == "list":
+        return ["a", "b"], [flag, "a", flag, "b"]
+    if opt.type == "dict":
+        return {"a": "b"}, [flag, "a=b"]
+    return "/v", [flag, "/v"]
+
+
+def _merged(argv, tmp_path, config=None, env=None, monkeypatch=None):
+    args = ["--config", write(tmp_path / ("c%d.yml" % len(os.listdir(str(tmp_path)))), json.dumps(config), 0o600)] \
+        if config is not None else []
+    return cli.merged(cli.build_parser().parse_args(argv[:1] + args + argv[1:]))
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for options in engine_options().values():
+        for opt in options:
+            for var in opt.env:
+                monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+POSITIONALS = {"wal-push": ["pg_wal/X", "000000010000000000000001"], "wal-fetch": ["000000010000000000000001", "X"]}
+
+
+@pytest.mark.parametrize("command", [c[0] for c in cli.COMMANDS])
+def test_each_flag_and_its_config_key_and_aliases_give_the_same_value(command, tmp_path, clean_env):
+    options = [c[2] for c in cli.COMMANDS if c[0] == command][0]()
+    tail = POSITIONALS.get(command, [])
+    for opt in options:
+        if not (opt.flags or opt.off_flags):
+            continue
+        value, argv = _sample(opt)
+        by_flag = _merged([command] + argv + tail, tmp_path)[opt.name]
+        assert by_flag == value, (command, argv)
+        for key in opt.names:
+            by_config = _merged([command] + tail, tmp_path, config={key: value})[opt.name]
+            assert by_config == value, (command, key)
+        for flag in opt.flags[1:]:
+            assert _merged([command] + [flag] + argv[1:] + tail, tmp_path)[opt.name] == value, (command, flag)
+
+
+def test_login_port_is_the_postgresql_port_as_flag_and_config_key(tmp_path, clean_env):
+    for command in ("pg-backup", "verify", "restore"):
+        assert _merged([command, "--login-port", "5433"], tmp_path)["port"] == 5433
+        assert _merged([command, "--port", "5433"], tmp_path)["port"] == 5433
+        params = _merged([command], tmp_path, config={"login_port": 5434, "host": "db"})
+        assert (params["port"], params["login_host"]) == (5434, "db") and "login_port" not in params
+        # the flag wins over the config file's alias
+        assert _merged([command, "--port", "5433"], tmp_path, config={"login_port": 5434})["port"] == 5433
+    assert _merged(["redis-snapshot", "--port", "6380"], tmp_path)["login_port"] == 6380
+    with pytest.raises(ConfigError) as e:
+        _merged(["pg-backup"], tmp_path, config={"port": 5432, "login_port": 5433})
+    assert "port and login_port are the same option" in str(e.value)
+
+
+def test_defaults_come_from_the_registry(tmp_path, clean_env):
+    p = _merged(["pg-backup", "-d", "db"], tmp_path)
+    assert (p["port"], p["login_host"], p["jobs"], p["compression_level"], p["compression_threads"], p["format"],
+            p["mode"], p["row_counts"], p["validate_certs"]) == (5432, "localhost", 1, 3, 0, "custom", "logical",
+                                                                 True, True)
+    p = _merged(["wal-push", "X", "000000010000000000000001"], tmp_path)
+    assert (p["compression_level"], p["read_ahead"]) == (3, 0)
+    assert _merged(["wal-fetch", "000000010000000000000001", "X"], tmp_path)["prefetch"] == 0
+    p = _merged(["redis-snapshot"], tmp_path)
+    assert (p["login_port"], p["timeout"], p["pause_timeout"], p["connect_timeout"]) == (6379, 600.0, 2000, 10.0)
+
+
+def test_environment_fallbacks_are_those_of_the_command(tmp_path, clean_env):
+    clean_env.setenv("PGPASSWORD", "pg-secret")
+    clean_env.setenv("REDISCLI_AUTH", "redis-secret")
+    clean_env.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    clean_env.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    clean_env.setenv("AWS_ENDPOINT_URL", "http://s3.local")
+    for command in ("pg-backup", "verify", "restore"):
+        assert _merged([command], tmp_path)["login_password"] == "pg-secret"
+    for command in ("redis-snapshot", "redis-restore"):
+        assert _merged([command], tmp_path)["login_password"] == "redis-secret"
+    for command in [c[0] for c in cli.COMMANDS]:
+        tail = POSITIONALS.get(command, [])
+        p = _merged([command] + tail, tmp_path)
+        assert (p["secret_key"], p["region"], p["endpoint_url"]) == ("aws-secret", "eu-central-1", "http://s3.local")
+    clean_env.setenv("AWS_REGION", "us-east-1")  # listed first, so it wins
+    assert _merged(["list"], tmp_path)["region"] == "us-east-1"
+
+
+def test_precedence_flag_config_environment_default(tmp_path, clean_env):
+    assert _merged(["list"], tmp_path)["region"] is None
+    clean_env.setenv("AWS_REGION", "env")
+    assert _merged(["list"], tmp_path)["region"] == "env"
+    assert _merged(["list"], tmp_path, config={"region": "config"})["region"] == "config"
+    assert _merged(["list", "--region", "flag"], tmp_path, config={"region": "config"})["region"] == "flag"
+    # a config key set to null is unset
+    assert _merged(["list"], tmp_path, config={"region": None})["region"] == "env"
+
+
+def test_config_keys_of_other_commands_pass_through(tmp_path, clean_env):
+    # one job file serves pg-backup, verify and rotate
+    config = {"database": "app", "kind": "pg_logical", "keep_daily": 7, "format": "custom", "jobs": 2}
+    p = _merged(["rotate"], tmp_path, config=config)
+    assert (p["kind"], p["database"], p["keep_daily"], p["jobs"], p["format"]) == ("pg_logical", "app", 7, 2, "custom")
+
+
+@pytest.mark.parametrize("argv, config, text", [
+    (["pg-backup", "--jobs", "0"], None, "jobs must be at least 1, got 0"),
+    (["pg-backup", "--compression-level", "30"], None, "compression_level must be 1-19, got 30"),
+    (["pg-backup"], {"compression_level": 0}, "compression_level must be 1-19, got 0"),
+    (["pg-backup"], {"login_port": 0}, "port must be 1-65535, got 0"),
+    (["verify", "-j", "-1"], None, "jobs must be at least 1, got -1"),
+    (["restore", "--jobs", "0", "--target-database", "t"], None, "jobs must be at least 1, got 0"),
+    (["redis-snapshot", "--timeout", "0"], None, "timeout must be more than 0, got 0.0"),
+    (["redis-snapshot", "--pause-timeout", "5"], None, "pause_timeout must be 10-60000, got 5"),
+    (["redis-snapshot", "--connect-timeout", "0"], None, "connect_timeout must be more than 0, got 0.0"),
+    (["redis-snapshot", "--compression-threads", "-2"], None, "compression_threads must be -1 to 256, got -2"),
+    (["wal-push", "--compression-level", "0", "p", "000000010000000000000001"], None,
+     "compression_level must be 1-19, got 0"),
+    (["wal-fetch", "--prefetch", "-1", "000000010000000000000001", "p"], None, "prefetch must be at least 0, got -1"),
+    (["rotate", "--keep-daily", "-5"], None, "keep_daily must be 0 or more, or -1 for unlimited, got -5"),
+    (["pitr", "--port", "0", "--data-directory", "/x"], None, "port must be 1-65535, got 0"),
+    (["pitr", "--timeout", "0", "--data-directory", "/x"], None, "timeout must be more than 0, got 0.0"),
+])
+def test_main_refuses_out_of_range_values_with_exit_2(argv, config, text, tmp_path, capsys, clean_env):
+    url = "file://%s/store" % tmp_path
+    extra = ["--config", write(tmp_path / "c.yml", json.dumps(config), 0o600)] if config else []
+    assert cli.main(argv[:1] + ["--storage-url", url, "-d", "db"][:4 if argv[0] == "pg-backup" else 2]
+                    + extra + argv[1:]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("drkit %s: error: %s" % (argv[0], text)), err
+    assert not os.path.exists(os.path.join(str(tmp_path), "store"))
+
+
+def test_secret_keys_cover_every_secret_option_and_alias():
+    for name, options in engine_options().items():
+        for opt in options:
+            if opt.secret:
+                assert set(opt.names) <= set(cli.SECRET_KEYS), (name, opt.names)
+
+
+def test_a_world_readable_config_with_an_aliased_secret_is_refused(tmp_path):
+    path = write(tmp_path / "c.yml", "aws_secret_key: hunter2\n", 0o644)
+    with pytest.raises(ConfigError) as e:
+        cli.load_config(path)
+    assert "readable by others" in str(e.value) and "hunter2" not in str(e.value)
+
+
+def test_wal_push_builds_only_its_own_flags_and_imports_no_other_command():
+    code = ("import sys; sys.path.insert(0, %r); import runpy; "
+            "m = runpy.run_path(%r, run_name='drkit_loader'); m['_load_engine'](); "
+            "from drkit_engine import cli; p = cli.build_parser(only='wal-push'); "
+            "a = p.parse_args(['wal-push', '--compression-level', '5', 'p', '000000010000000000000001']); "
+            "print(a.compression_level, sorted(n for n in sys.modules if n.startswith('drkit_engine.') and "
+            "n.split('.')[1] in ('pg', 'redis', 'repo', 'demo')))") % (REPO, DRKIT)
+    p = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       universal_newlines=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    level, modules = p.stdout.split(" ", 1)
+    assert level == "5"
+    assert "drkit_engine.pg.pitr" not in modules and "drkit_engine.redis" not in modules
+    assert "drkit_engine.repo.rotate" not in modules and "drkit_engine.pg.backup" not in modules

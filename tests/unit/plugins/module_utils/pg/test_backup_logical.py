@@ -5,6 +5,8 @@ before pg_dump runs."""
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
+from ansible_collections.drkit.backup.plugins.module_utils.core.options import resolve
+from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import OPTIONS
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup_logical import dumps_natively, validate
 from support.unit_helpers import PG15, PG16, PG18
 
@@ -32,8 +34,17 @@ def test_compression_by_pg_dump_with_an_old_pg_dump_names_the_version_and_the_wa
 @pytest.mark.parametrize("params, message", [
     ({"compression_by": "gzip"}, "compression_by must be one of auto, drkit, pg_dump"),
     ({"compression_by": "pg_dump", "format": "directory", "jobs": 2}, "compression_by: pg_dump needs format: custom"),
+    ({"jobs": 2}, "jobs > 1 needs format: directory"),
+    ({"database": None}, "database is required"),
+    ({"schemas": ["a", ""]}, "schemas must be a list of names or patterns"),
 ])
-def test_validate_refuses_bad_compression_by(params, message):
+def test_validate_refuses_bad_combinations(params, message):
     with pytest.raises(ConfigError) as e:
-        validate(dict({"database": "app"}, **params))
+        validate(resolve(OPTIONS, dict({"database": "app"}, **params)))
     assert message in e.value.message
+
+
+def test_validate_returns_the_resolved_values():
+    fmt, jobs, level, filters = validate(resolve(OPTIONS, {"database": "app", "schemas": "a,b"}))
+    assert (fmt, jobs, level) == ("custom", 1, 3)
+    assert filters == {"schemas": ["a", "b"], "exclude_schemas": [], "tables": [], "exclude_tables": []}

@@ -5,7 +5,8 @@ the row_count_method choices."""
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
-from ansible_collections.drkit.backup.plugins.module_utils.pg.rowcounts import _spread, row_count_method
+from ansible_collections.drkit.backup.plugins.module_utils.core.options import resolve
+from ansible_collections.drkit.backup.plugins.module_utils.pg.rowcounts import ROW_COUNT_METHOD, _spread
 
 
 def test_spread_puts_the_biggest_tables_on_different_connections():
@@ -24,8 +25,10 @@ def test_spread_never_opens_more_connections_than_tables_or_fewer_than_one():
 
 
 def test_row_count_method_choices():
-    assert row_count_method({}) == "stats"
-    assert row_count_method({"row_count_method": "count"}) == "count"
+    def method(params):
+        return resolve([ROW_COUNT_METHOD], params)["row_count_method"]
+    assert method({}) == "stats"
+    assert method({"row_count_method": "count"}) == "count"
     with pytest.raises(ConfigError) as ei:
-        row_count_method({"row_count_method": "guess"})
+        method({"row_count_method": "guess"})
     assert "'guess'" in str(ei.value) and "stats, count" in str(ei.value)
