@@ -34,11 +34,12 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import sys
 import time
 
 from ..core.errors import ConfigError, IntegrityError, NotFoundError, WaitTimeout
-from ..core.osutil import check_traversable, write_owned_file
+from ..core.osutil import atomic_write, check_traversable
 from ..core.scratch import port_is_free
 from ..repo import manifest as mf
 from ..repo.wal_layout import DEFAULT_SEGMENT_SIZE, format_lsn, lsn_segment, parse_lsn, segment_number, segment_range
@@ -191,15 +192,9 @@ def write_wal_config(path, params, ids):
     """The storage options restore_command needs, in a 0600 file owned by
     the server's OS user (secrets never go on a command line)."""
     opts = storage_options(params)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("# written by drkit pg_pitr for restore_command; removed after a successful recovery\n")
-        for k in STORAGE_OPTION_NAMES:
-            if k in opts:
-                fh.write("%s: %s\n" % (k, json.dumps(opts[k])))
-    if ids:
-        os.chown(path, ids[0], ids[1])
-    return path
+    lines = ["# written by drkit pg_pitr for restore_command; removed after a successful recovery"]
+    lines += ["%s: %s" % (k, json.dumps(opts[k])) for k in STORAGE_OPTION_NAMES if k in opts]
+    return atomic_write(path, "\n".join(lines) + "\n", owner=ids)
 
 
 def configure_recovery(data_dir, settings, ids=None, header=""):
@@ -223,7 +218,7 @@ def configure_recovery(data_dir, settings, ids=None, header=""):
     for name, text in defaults.items():
         path = os.path.join(data_dir, name)
         if not os.path.exists(path):
-            write_owned_file(path, text, ids)
+            atomic_write(path, text, owner=ids)
             created.append(name)
     lines = ["", "%s %s ---" % (_MARK, header)]
     for k in sorted(settings):
@@ -231,11 +226,13 @@ def configure_recovery(data_dir, settings, ids=None, header=""):
             raise ConfigError("%r is not a PostgreSQL setting name" % k)
         lines.append("%s = %s" % (k, conf_quote(settings[k])))
     auto = os.path.join(data_dir, "postgresql.auto.conf")
-    with open(auto, "a") as fh:
-        fh.write("\n".join(lines) + "\n")
-    if ids:
-        os.chown(auto, ids[0], ids[1])
-    write_owned_file(os.path.join(data_dir, "recovery.signal"), "", ids)
+    try:
+        with open(auto, "rb") as fh:
+            old, mode = fh.read(), stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
+    except FileNotFoundError:
+        old, mode = b"", 0o600
+    atomic_write(auto, old + ("\n".join(lines) + "\n").encode("utf-8"), mode=mode, owner=ids)
+    atomic_write(os.path.join(data_dir, "recovery.signal"), "", owner=ids)
     return created
 
 

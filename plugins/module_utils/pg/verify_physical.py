@@ -18,7 +18,7 @@ import shutil
 import time
 
 from ..core.errors import ConfigError, DrkitError, IntegrityError, ToolError, WaitTimeout
-from ..core.osutil import write_owned_file
+from ..core.osutil import atomic_write
 from ..core.process import LocalRunner
 from ..core.scratch import make_scratch_dir
 from ..core.stream import read_stored
@@ -109,7 +109,7 @@ def verify_physical(params, entry, check_mode=False, runner=None, progress=None)
                                                    "recovery_target_action": "promote",
                                                    "recovery_target_timeline": "current",
                                                    "lc_messages": "C"})
-                write_owned_file(os.path.join(data_dir, "recovery.signal"), "", None)
+                atomic_write(os.path.join(data_dir, "recovery.signal"), "")
                 t3 = time.time()
                 progress("replaying to consistency in a scratch server")
                 server.start(timeout=float(params.get("timeout") or 600))

@@ -49,10 +49,10 @@ import hashlib
 import os
 import threading
 import time
-import uuid
 
 from ..core import metrics
 from ..core.errors import ConfigError, ConflictError, DrkitError, IntegrityError, NotFoundError, StorageError
+from ..core.osutil import atomic_write, atomic_writer
 from ..core.stream import RawCheck, zstd_module
 from ..repo.wal_layout import (
     DEFAULT_SEGMENT_SIZE,
@@ -230,12 +230,9 @@ def _read_marker(spool_dir, name):
 
 
 def _write_marker(spool_dir, name, sha):
-    path = _marker_path(spool_dir, name)
-    tmp = "%s.%s.tmp" % (path, uuid.uuid4().hex[:8])
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(sha + "\n")
-    os.rename(tmp, path)
+    # No fsync: a marker lost in a crash costs one more upload, never a
+    # wrong answer (an empty or missing marker means the full contract).
+    atomic_write(_marker_path(spool_dir, name), sha + "\n", sync=False, sync_dir=False)
 
 
 def _remove(path):
@@ -368,39 +365,30 @@ def fetch_file(storage, name, path):
     """Write the archived ``name`` to ``path`` atomically. NotFoundError if
     the archive does not hold it."""
     key = wal_key(name)
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    tmp = os.path.join(directory, ".%s.drkit-fetch-%s" % (os.path.basename(path), uuid.uuid4().hex[:8]))
-    fd = None
     try:
         chunks = storage.iter_read(key)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        fh = os.fdopen(fd, "wb")
-        fd = None
-        with fh:
-            check = RawCheck(key, out=fh.write)
+        # The file is fsync'ed before the rename; the directory is not:
+        # PostgreSQL makes a restored file durable itself (durable_rename).
+        with atomic_writer(path, sync_dir=False) as fh:
+            head = bytearray()
+
+            def write(raw):
+                if len(head) < LONG_HEADER.size:
+                    head.extend(raw[:LONG_HEADER.size - len(head)])
+                fh.write(raw)
+            check = RawCheck(key, out=write)
             for chunk in chunks:
                 check.feed(chunk)
             sha = check.finish()
-            fh.flush()
-            os.fsync(fh.fileno())
-        if classify(name) == "segment":
-            with open(tmp, "rb") as fh:
-                head = fh.read(LONG_HEADER.size)
-            facts = read_long_header(head, name)
-            if check.size != facts["segment_size"]:
-                raise IntegrityError("Archived %s is %d bytes, expected %d" % (name, check.size,
-                                                                               facts["segment_size"]))
-        os.rename(tmp, path)
-        tmp = None
+            if classify(name) == "segment":
+                facts = read_long_header(bytes(head), name)
+                if check.size != facts["segment_size"]:
+                    raise IntegrityError("Archived %s is %d bytes, expected %d" % (name, check.size,
+                                                                                   facts["segment_size"]))
         return {"name": name, "key": key, "raw_size": check.size, "raw_sha256": sha}
     except (IOError, OSError) as e:
         raise StorageError("Cannot write %s: %s" % (path, e.strerror or e),
                            "restore_command runs as the server's OS user in the data directory")
-    finally:
-        if fd is not None:
-            os.close(fd)
-        if tmp is not None:
-            _remove(tmp)
 
 
 PREFETCH_DIR = ".drkit-prefetch"

@@ -25,7 +25,7 @@ import tempfile
 import time
 
 from ..core.errors import ConfigError, IntegrityError, SafetyError, SourceError, ToolError, WaitTimeout
-from ..core.osutil import gid_of, set_owner, uid_of
+from ..core.osutil import fsync_dir, gid_of, set_owner, uid_of
 from ..core.process import LocalRunner
 from ..core.signals import signals_raise
 from ..storage.factory import open_storage, storage_options
@@ -208,7 +208,7 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
                 set_owner(aof_dir, uid, gid, 0o700)
                 os.rename(aof_dir, aof_target)
                 placed.append(aof_target)
-            _fsync_dir(t["data_dir"])
+            fsync_dir(t["data_dir"])
         except BaseException:
             for p, aside in reversed(moved):  # put the previous data back
                 try:
@@ -273,14 +273,3 @@ def _wait_started(cp, data_dir, deadline):
             client.close()
     raise WaitTimeout("The restored instance did not answer at %s (%s)" % (describe(cp), last),
                       "Look at its log; the data is in place")
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
