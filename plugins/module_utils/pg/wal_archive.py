@@ -45,7 +45,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
 import os
 import threading
 import time
@@ -53,7 +52,7 @@ import time
 from ..core import metrics
 from ..core.errors import ConfigError, ConflictError, DrkitError, IntegrityError, NotFoundError, StorageError
 from ..core.osutil import atomic_write, atomic_writer
-from ..core.stream import RawCheck, zstd_module
+from ..core.stream import CHUNK, DEFAULT_LEVEL, Digest, PipelineSink, TeeReader, ZstdCompress, pump, read_zstd
 from ..repo.wal_layout import (
     DEFAULT_SEGMENT_SIZE,
     PARTIAL_RE,
@@ -66,7 +65,7 @@ from ..repo.wal_layout import (
     wal_key,
 )
 from ..storage.factory import open_storage, storage_options
-from .wal_segments import LONG_HEADER, read_long_header
+from .wal_segments import ARCHIVE_HINT, LONG_HEADER, read_long_header
 
 
 class WalMissing(NotFoundError):
@@ -76,35 +75,23 @@ class WalMissing(NotFoundError):
     label = "not in archive"
 
 
-CHUNK = 1 << 20
-
-
 def _compressor(level):
-    level = int(level or 3)
-    if not 1 <= level <= 19:
-        raise ConfigError("compression_level must be between 1 and 19, got %r" % level)
-    return zstd_module().ZstdCompressor(level=level, write_checksum=True).compressobj()
+    # 0/None: the default level (pg_wal_archive's compression_level has none)
+    return ZstdCompress(level or DEFAULT_LEVEL, checksum=True)
 
 
 def stored_raw_digest(storage, key):
     """(sha256, size) of the uncompressed content of a stored WAL object."""
-    check = RawCheck(key)
-    for chunk in storage.iter_read(key):
-        check.feed(chunk)
-    return check.finish(), check.size
+    content, _stored = read_zstd(storage, key, hint=ARCHIVE_HINT)
+    return content.hexdigest(), content.size
 
 
 def file_digest(path):
-    h = hashlib.sha256()
-    size = 0
+    digest = Digest()
     with open(path, "rb") as fh:
-        while True:
-            data = fh.read(CHUNK)
-            if not data:
-                break
-            h.update(data)
-            size += len(data)
-    return h.hexdigest(), size
+        for data in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(data)
+    return digest.hexdigest(), digest.size
 
 
 # --------------------------------------------------------------------------
@@ -171,38 +158,21 @@ def push_file(storage, path, name, compression_level=3, check_cluster=True):
             "The stored copy was left untouched. Two clusters may be archiving to the same storage_url, "
             "or the archive belongs to an old cluster: give this cluster its own storage_url")
 
-    comp = _compressor(compression_level)
-    stored = hashlib.sha256()
-    stored_size = [0]
+    compress = _compressor(compression_level)
+    raw = Digest()
     with storage.writer(key) as w:
-        def emit(data):
-            if data:
-                stored.update(data)
-                stored_size[0] += len(data)
-                w.write(data)
-        h = hashlib.sha256()
+        sink = PipelineSink(w, [compress])
         with _open_local(path, name) as fh:
-            while True:
-                data = fh.read(CHUNK)
-                if not data:
-                    break
-                h.update(data)
-                emit(comp.compress(data))
-        emit(comp.flush())
-        if h.hexdigest() != local_sha:
+            pump(TeeReader(fh, raw.update), sink)
+        sink.close()
+        if raw.hexdigest() != local_sha:
             raise IntegrityError("%s changed while it was being archived" % path,
                                  "Nothing was stored; PostgreSQL will retry")
+    uploaded = sink.result()
     # Read back what is stored now: its bytes and its decompressed content.
-    check = RawCheck(key)
-    got = hashlib.sha256()
-    got_size = 0
     try:
-        for chunk in storage.iter_read(key):
-            got.update(chunk)
-            got_size += len(chunk)
-            check.feed(chunk)
-        raw_sha = check.finish()
-        if got.hexdigest() != stored.hexdigest() or got_size != stored_size[0] or raw_sha != local_sha:
+        content, stored = read_zstd(storage, key, hint=ARCHIVE_HINT)
+        if (stored["size"], stored["sha256"], content.hexdigest()) != (uploaded["size"], uploaded["sha256"], local_sha):
             raise IntegrityError("Re-reading %s from %s gave different content than was uploaded" % (
                 key, storage.describe()), "The storage lost or changed data; the upload will be retried")
     except DrkitError:
@@ -213,7 +183,7 @@ def push_file(storage, path, name, compression_level=3, check_cluster=True):
         except DrkitError:
             pass
         raise
-    result.update(status="stored", stored_size=stored_size[0], seconds=round(time.time() - t0, 3))
+    result.update(status="stored", stored_size=uploaded["size"], seconds=round(time.time() - t0, 3))
     return result
 
 
@@ -376,16 +346,13 @@ def fetch_file(storage, name, path):
                 if len(head) < LONG_HEADER.size:
                     head.extend(raw[:LONG_HEADER.size - len(head)])
                 fh.write(raw)
-            check = RawCheck(key, out=write)
-            for chunk in chunks:
-                check.feed(chunk)
-            sha = check.finish()
+            content, _stored = read_zstd(storage, key, write, hint=ARCHIVE_HINT, chunks=chunks)
             if classify(name) == "segment":
                 facts = read_long_header(bytes(head), name)
-                if check.size != facts["segment_size"]:
-                    raise IntegrityError("Archived %s is %d bytes, expected %d" % (name, check.size,
+                if content.size != facts["segment_size"]:
+                    raise IntegrityError("Archived %s is %d bytes, expected %d" % (name, content.size,
                                                                                    facts["segment_size"]))
-        return {"name": name, "key": key, "raw_size": check.size, "raw_sha256": sha}
+        return {"name": name, "key": key, "raw_size": content.size, "raw_sha256": content.hexdigest()}
     except (IOError, OSError) as e:
         raise StorageError("Cannot write %s: %s" % (path, e.strerror or e),
                            "restore_command runs as the server's OS user in the data directory")
