@@ -47,7 +47,8 @@ from ..storage.factory import STORAGE_OPTION_NAMES, open_storage, storage_option
 from .backup_physical import KIND
 from .base_restore import check_data_directory, empty_dir, restore_base_backup
 from .client import find_tool
-from .cluster import _alive, _pid_status, conf_quote, default_os_user, os_user_ids, read_log, start_server, stop_server
+from .cluster import (conf_quote, default_os_user, os_user_ids, pid_alive, read_log, read_pidfile, start_server,
+                      stop_server)
 from .wal_archive import PREFETCH_DIR
 from .wal_segments import missing_segments, recovery_chain
 
@@ -266,20 +267,20 @@ def wait_for_promotion(data_dir, log_file, timeout, offset=0, progress=None):
     seen_pid = None
     said = None
     while True:
-        pid, status = _pid_status(data_dir)
+        pid, _port, status = read_pidfile(data_dir)
         if pid:
             seen_pid = pid
         text = read_log(log_file, offset)
         facts = log_facts(text)
         # postmaster.pid says "ready" already in hot standby: the promotion
         # is the log line without "read-only" (messages are forced to C).
-        if pid and _alive(pid) and READY_LINE.search(text):
+        if pid and pid_alive(pid) and READY_LINE.search(text):
             return "promoted", facts
         if status != said and status:
             progress("server status: %s" % status)
             said = status
-        if (seen_pid and not _alive(seen_pid)) or (pid is None and seen_pid) or \
-                (facts["fatal"] and (pid is None or not _alive(pid))):
+        if (seen_pid and not pid_alive(seen_pid)) or (pid is None and seen_pid) or \
+                (facts["fatal"] and (pid is None or not pid_alive(pid))):
             time.sleep(0.2)
             return "exited", log_facts(read_log(log_file, offset))
         if time.time() > deadline:

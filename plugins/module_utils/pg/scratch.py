@@ -30,7 +30,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import time
 
 from ..core.errors import ConfigError, ToolError, WaitTimeout
@@ -45,7 +44,8 @@ from ..core.scratch import (
     unregister_live,
     wait_proc,
 )
-from .cluster import cmdline_value, conf_quote, find_pg_bindir
+from .cluster import (as_user, cmdline_value, conf_quote, find_pg_bindir, pidfile_live, read_pidfile, server_env,
+                      stop_server)
 
 # --------------------------------------------------------------------------
 # PostgreSQL
@@ -127,29 +127,11 @@ class ScratchPostgres(object):
 
     def _as_server_user(self):
         """kwargs for subprocess so the program runs as the server's OS user."""
-        ids = self._ids()
-        if ids is None:
-            return {}
-        uid, gid, _groups, _home = ids
-        if uid == os.geteuid():
-            return {}
-        if sys.version_info >= (3, 9):
-            return {"user": uid, "group": gid, "extra_groups": []}
-
-        def demote():  # Python 3.8 (ansible-core 2.19's oldest target)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-        return {"preexec_fn": demote}
+        return as_user(self._ids())
 
     def _server_env(self):
         ids = self._ids()
-        env = clean_env({"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"})
-        env.pop("LANGUAGE", None)
-        if ids is not None:
-            env["HOME"] = ids[3]
-            env["USER"] = env["LOGNAME"] = self.os_user
-        return env
+        return server_env(ids[3], self.os_user) if ids is not None else server_env()
 
     def _chown(self, path):
         ids = self._ids()
@@ -267,54 +249,15 @@ class ScratchPostgres(object):
                 f.write("# created by drkit ScratchPostgres: the restored data directory had none\n")
             self._chown(conf)
         stale = os.path.join(self.data_dir, "postmaster.pid")
-        if os.path.exists(stale) and not self._pidfile_alive():
+        if os.path.exists(stale) and not pidfile_live(self.data_dir):
             os.unlink(stale)
         self._write_auth_files()
 
-    def _pidfile_pid(self):
-        try:
-            with open(os.path.join(self.data_dir, "postmaster.pid")) as f:
-                return int(f.readline().strip())
-        except (IOError, OSError, ValueError):
-            return None
-
     def _pidfile_status(self):
-        """Line 8 of postmaster.pid: starting / stopping / ready / standby,
+        """Line 8 of postmaster.pid (starting / stopping / ready / standby),
         for the process we started."""
-        try:
-            with open(os.path.join(self.data_dir, "postmaster.pid")) as f:
-                lines = f.read().split("\n")
-        except (IOError, OSError):
-            return None
-        if self._proc is None or len(lines) < 8 or lines[0].strip() != str(self._proc.pid):
-            return None
-        return lines[7].strip()
-
-    def _adopt_port(self):
-        """Port of a server started by someone else (postmaster.pid line 4)."""
-        try:
-            with open(os.path.join(self.data_dir, "postmaster.pid")) as f:
-                lines = f.read().split("\n")
-            self.port = int(lines[3].strip())
-        except (IOError, OSError, ValueError, IndexError):
-            pass
-
-    def _pidfile_alive(self):
-        pid = self._pidfile_pid()
-        if not pid:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        try:
-            # a stale pid file may name a recycled pid: is it a postgres?
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                return b"postgres" in f.read()
-        except (IOError, OSError):
-            return True  # no /proc: trust kill(pid, 0)
+        pid, _port, status = read_pidfile(self.data_dir)
+        return status if self._proc is not None and pid == self._proc.pid else None
 
     def _argv(self):
         argv = [self._bin("postgres"), "-D", self.data_dir,
@@ -338,7 +281,8 @@ class ScratchPostgres(object):
         connections. Raises ToolError with the tail of the server log."""
         if self.is_running():
             if self._proc is None:
-                self._adopt_port()
+                # a server started by someone else: its port is in postmaster.pid
+                self.port = read_pidfile(self.data_dir)[1] or self.port
             return self
         self._prepare_dirs()
         if self.initdb:
@@ -400,7 +344,7 @@ class ScratchPostgres(object):
         names a live process."""
         if self._proc is not None:
             return self._proc.poll() is None
-        return self._pidfile_alive()
+        return pidfile_live(self.data_dir) is not None
 
     def detach(self):
         """Let the server outlive this object and this process: no stop at
@@ -429,11 +373,10 @@ class ScratchPostgres(object):
                         kill_group(proc, signal.SIGKILL)
                         proc.wait()
             self._proc = None
-        elif self._pidfile_alive() and os.path.exists(self._bin("pg_ctl")):
+        elif pidfile_live(self.data_dir) and os.path.exists(self._bin("pg_ctl")):
             # a server left by an earlier object on the same data directory
             try:
-                self._run_tool([self._bin("pg_ctl"), "stop", "-D", self.data_dir, "-m", mode, "-w",
-                                "-t", str(int(timeout))], "pg_ctl stop", timeout=timeout + 10)
+                stop_server(self.bin_dir, self.data_dir, self._ids(), mode, timeout)
             except ToolError:
                 pass
         unregister_live(self)
