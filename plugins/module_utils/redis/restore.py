@@ -31,32 +31,22 @@ from ..core.signals import signals_raise
 from ..storage.factory import open_storage, storage_options
 from .artifacts import check_structure, fetch_backup, resolve_redis
 from .client import RedisClient, conn_params, describe, keyspace
+from .conf import read_conf
 from .verify import _wait_loaded, aof_to_rdb, compare_keyspace, rdb_to_aof
 
 # --------------------------------------------------------------------------
 # restore into a stopped instance
 
 
+CONF_DIRECTIVES = ("dir", "dbfilename", "appendonly", "appenddirname", "appendfilename")
+
+
 def read_redis_conf(path):
-    """The few directives we need from a redis.conf (no include handling)."""
-    out = {}
+    """The directives a restore needs from a redis.conf."""
     try:
-        with open(path) as fh:
-            lines = fh.readlines()
+        return read_conf(path, CONF_DIRECTIVES)
     except (IOError, OSError) as e:
         raise ConfigError("Cannot read %s: %s" % (path, e.strerror or e))
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split(None, 1)
-        key = parts[0].lower()
-        val = parts[1].strip() if len(parts) > 1 else ""
-        if len(val) >= 2 and val[0] == val[-1] and val[0] in "\"'":
-            val = val[1:-1]
-        if key in ("dir", "dbfilename", "appendonly", "appenddirname", "appendfilename"):
-            out[key] = val
-    return out
 
 
 def _running_in(data_dir):
