@@ -160,12 +160,6 @@ def tool_major(version_text):
     return int(m.group(1)) if m else 0
 
 
-def tool_version(runner, path):
-    rc, out, _err = runner.run([path, "--version"], timeout=30)
-    text = out.decode("utf-8", "replace").strip()
-    return text if rc == 0 else "unknown"
-
-
 def _pgpass_escape(value):
     return str(value).replace("\\", "\\\\").replace(":", "\\:")
 
