@@ -68,6 +68,22 @@ def redis_argument_spec():
     )
 
 
+def compression_argument_spec():
+    """zstd options of the backup modules (doc fragment drkit.backup.compression)."""
+    return dict(
+        compression_level=dict(type="int", default=3),
+        compression_threads=dict(type="int", default=0),
+    )
+
+
+def backup_selector_spec():
+    """Which backup a restore or verify takes (doc fragment drkit.backup.backup_selector)."""
+    return dict(
+        backup_id=dict(type="str", default="latest"),
+        before=dict(type="str"),
+    )
+
+
 def metrics_argument_spec():
     return dict(
         metrics_dir=dict(type="path"),

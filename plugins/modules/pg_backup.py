@@ -30,6 +30,7 @@ extends_documentation_fragment:
   - drkit.backup.postgres
   - drkit.backup.storage
   - drkit.backup.storage.metrics
+  - drkit.backup.compression
 attributes:
   check_mode:
     support: full
@@ -87,16 +88,6 @@ options:
       - Parallel C(pg_dump) workers. Only with O(format=directory) (O(mode=logical)).
     type: int
     default: 1
-  compression_level:
-    description:
-      - zstd level, 1 (fastest) to 19 (smallest).
-    type: int
-    default: 3
-  compression_threads:
-    description:
-      - zstd worker threads; C(0) compresses in the calling thread.
-    type: int
-    default: 0
   compression_by:
     description:
       - Who compresses a O(format=custom) dump (O(mode=logical)).
@@ -231,7 +222,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, metrics_argument_spec,
+from ..module_utils._ansible import (check_libraries, compression_argument_spec, metrics_argument_spec,
                                            postgres_argument_spec, run_engine, storage_argument_spec)
 from ..module_utils.pg.backup import pg_backup
 
@@ -240,6 +231,7 @@ def main():
     argument_spec = postgres_argument_spec()
     argument_spec.update(storage_argument_spec())
     argument_spec.update(metrics_argument_spec())
+    argument_spec.update(compression_argument_spec())
     argument_spec.update(
         database=dict(type="str", aliases=["db"]),
         mode=dict(type="str", default="logical", choices=["logical", "physical"]),
@@ -247,8 +239,6 @@ def main():
         checkpoint=dict(type="str", default="fast", choices=["fast", "spread"]),
         format=dict(type="str", default="custom", choices=["custom", "directory"]),
         jobs=dict(type="int", default=1),
-        compression_level=dict(type="int", default=3),
-        compression_threads=dict(type="int", default=0),
         compression_by=dict(type="str", default="auto", choices=["auto", "drkit", "pg_dump"]),
         schemas=dict(type="list", elements="str"),
         exclude_schemas=dict(type="list", elements="str"),

@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - drkit.backup.postgres
   - drkit.backup.postgres.restore_settings
   - drkit.backup.storage
+  - drkit.backup.backup_selector
 attributes:
   check_mode:
     support: full
@@ -37,15 +38,6 @@ attributes:
     support: none
     description: Returns no diff.
 options:
-  backup_id:
-    description:
-      - The backup to restore, or V(latest).
-    type: str
-    default: latest
-  before:
-    description:
-      - With O(backup_id=latest), restore the newest backup finished at or before this time (ISO 8601).
-    type: str
   source_database:
     description:
       - With O(backup_id=latest), only consider backups of this database.
@@ -174,7 +166,7 @@ old_database:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, postgres_argument_spec, run_engine,
+from ..module_utils._ansible import (backup_selector_spec, check_libraries, postgres_argument_spec, run_engine,
                                            storage_argument_spec)
 from ..module_utils.pg.restore import pg_restore_backup
 
@@ -182,9 +174,8 @@ from ..module_utils.pg.restore import pg_restore_backup
 def main():
     argument_spec = postgres_argument_spec()
     argument_spec.update(storage_argument_spec())
+    argument_spec.update(backup_selector_spec())
     argument_spec.update(
-        backup_id=dict(type="str", default="latest"),
-        before=dict(type="str"),
         source_database=dict(type="str"),
         target_database=dict(type="str", required=True),
         force=dict(type="bool", default=False),

@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - drkit.backup.postgres.restore_settings
   - drkit.backup.storage
   - drkit.backup.storage.metrics
+  - drkit.backup.backup_selector
 attributes:
   check_mode:
     support: full
@@ -39,15 +40,6 @@ attributes:
     support: none
     description: Returns no diff.
 options:
-  backup_id:
-    description:
-      - The backup to verify, or V(latest).
-    type: str
-    default: latest
-  before:
-    description:
-      - With O(backup_id=latest), the newest backup finished at or before this time (ISO 8601).
-    type: str
   source_database:
     description:
       - With O(backup_id=latest), only consider backups of this database.
@@ -165,7 +157,7 @@ record_key:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, metrics_argument_spec,
+from ..module_utils._ansible import (backup_selector_spec, check_libraries, metrics_argument_spec,
                                            postgres_argument_spec, run_engine, storage_argument_spec)
 from ..module_utils.pg.verify import pg_verify
 
@@ -174,9 +166,8 @@ def main():
     argument_spec = postgres_argument_spec()
     argument_spec.update(storage_argument_spec())
     argument_spec.update(metrics_argument_spec())
+    argument_spec.update(backup_selector_spec())
     argument_spec.update(
-        backup_id=dict(type="str", default="latest"),
-        before=dict(type="str"),
         source_database=dict(type="str"),
         level=dict(type="str", default="structure", choices=["checksum", "structure", "restore"]),
         jobs=dict(type="int", default=1),

@@ -32,6 +32,7 @@ author:
 extends_documentation_fragment:
   - drkit.backup.redis
   - drkit.backup.storage
+  - drkit.backup.backup_selector
 attributes:
   check_mode:
     support: full
@@ -40,15 +41,6 @@ attributes:
     support: none
     description: Returns no diff.
 options:
-  backup_id:
-    description:
-      - Id of the backup, or V(latest) for the newest complete Redis backup.
-    type: str
-    default: latest
-  before:
-    description:
-      - With O(backup_id=latest), the newest Redis backup finished at or before this time (ISO 8601).
-    type: str
   source:
     description:
       - With O(backup_id=latest), only backups of this source (C(redis:<host>:<port>)).
@@ -180,7 +172,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, redis_argument_spec, run_engine,
+from ..module_utils._ansible import (backup_selector_spec, check_libraries, redis_argument_spec, run_engine,
                                            storage_argument_spec)
 from ..module_utils.redis.restore import redis_restore
 
@@ -188,9 +180,8 @@ from ..module_utils.redis.restore import redis_restore
 def main():
     argument_spec = redis_argument_spec()
     argument_spec.update(storage_argument_spec())
+    argument_spec.update(backup_selector_spec())
     argument_spec.update(
-        backup_id=dict(type="str", default="latest"),
-        before=dict(type="str"),
         source=dict(type="str"),
         data_dir=dict(type="path"),
         redis_conf=dict(type="path"),

@@ -39,6 +39,7 @@ extends_documentation_fragment:
   - drkit.backup.redis
   - drkit.backup.storage
   - drkit.backup.storage.metrics
+  - drkit.backup.compression
 attributes:
   check_mode:
     support: full
@@ -73,16 +74,6 @@ options:
         the task dies.
     type: int
     default: 2000
-  compression_level:
-    description:
-      - zstd level, 1 (fastest) to 19 (smallest).
-    type: int
-    default: 3
-  compression_threads:
-    description:
-      - zstd worker threads; C(0) compresses in the calling thread.
-    type: int
-    default: 0
   work_dir:
     description:
       - Where O(mode=aof) copies the AOF files before checking and storing them (needs their size in
@@ -193,8 +184,8 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, metrics_argument_spec, redis_argument_spec,
-                                           run_engine, storage_argument_spec)
+from ..module_utils._ansible import (check_libraries, compression_argument_spec, metrics_argument_spec,
+                                           redis_argument_spec, run_engine, storage_argument_spec)
 from ..module_utils.redis.snapshot import redis_snapshot
 
 
@@ -202,13 +193,12 @@ def main():
     argument_spec = redis_argument_spec()
     argument_spec.update(storage_argument_spec())
     argument_spec.update(metrics_argument_spec())
+    argument_spec.update(compression_argument_spec())
     argument_spec.update(
         mode=dict(type="str", default="rdb", choices=["rdb", "remote", "aof"]),
         timeout=dict(type="int", default=600),
         pause_writes=dict(type="bool", default=True),
         pause_timeout=dict(type="int", default=2000),
-        compression_level=dict(type="int", default=3),
-        compression_threads=dict(type="int", default=0),
         work_dir=dict(type="path"),
         redis_bin_dir=dict(type="path"),
         labels=dict(type="dict"),

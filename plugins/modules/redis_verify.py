@@ -29,6 +29,7 @@ author:
 extends_documentation_fragment:
   - drkit.backup.storage
   - drkit.backup.storage.metrics
+  - drkit.backup.backup_selector
 attributes:
   check_mode:
     support: full
@@ -37,15 +38,6 @@ attributes:
     support: none
     description: Returns no diff.
 options:
-  backup_id:
-    description:
-      - Id of the backup, or V(latest) for the newest complete Redis backup.
-    type: str
-    default: latest
-  before:
-    description:
-      - With O(backup_id=latest), the newest Redis backup finished at or before this time (ISO 8601).
-    type: str
   source:
     description:
       - With O(backup_id=latest), only backups of this source, as C(redis:<host>:<port>) (see C(backup_info)).
@@ -135,7 +127,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ..module_utils._ansible import (check_libraries, metrics_argument_spec, run_engine,
+from ..module_utils._ansible import (backup_selector_spec, check_libraries, metrics_argument_spec, run_engine,
                                            storage_argument_spec)
 from ..module_utils.redis.verify import redis_verify
 
@@ -143,9 +135,8 @@ from ..module_utils.redis.verify import redis_verify
 def main():
     argument_spec = storage_argument_spec()
     argument_spec.update(metrics_argument_spec())
+    argument_spec.update(backup_selector_spec())
     argument_spec.update(
-        backup_id=dict(type="str", default="latest"),
-        before=dict(type="str"),
         source=dict(type="str"),
         level=dict(type="str", default="structure", choices=["checksum", "structure", "restore"]),
         timeout=dict(type="int", default=600),
