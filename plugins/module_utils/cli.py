@@ -123,6 +123,24 @@ def _add_common(p):
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
 
+def _add_metrics(p):
+    p.add_argument("--metrics-dir", dest="metrics_dir", help="node_exporter textfile directory for the job's metrics")
+    p.add_argument("--job-name", dest="job_name")
+
+
+def _add_selector(p):
+    """The CLI side of the drkit.backup.backup_selector options."""
+    p.add_argument("--backup-id", dest="backup_id", help="an id, or latest (default)")
+    p.add_argument("--before", help="with latest: the newest backup finished at or before this time (ISO 8601)")
+
+
+def _add_compression(p):
+    """The CLI side of the drkit.backup.compression options."""
+    p.add_argument("--compression-level", dest="compression_level", type=int, help="zstd level 1-19 (default 3)")
+    p.add_argument("--compression-threads", dest="compression_threads", type=int,
+                   help="zstd worker threads (default 0: in the calling thread)")
+
+
 def cmd_pg_backup(args, params):
     from .pg.backup import pg_backup  # pylint: disable=import-outside-toplevel
     return pg_backup(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
@@ -269,8 +287,7 @@ def build_parser():
     p.add_argument("--checkpoint", choices=["fast", "spread"], help="physical: pg_basebackup --checkpoint")
     p.add_argument("--format", choices=["custom", "directory"])
     p.add_argument("--jobs", "-j", type=int)
-    p.add_argument("--compression-level", dest="compression_level", type=int)
-    p.add_argument("--compression-threads", dest="compression_threads", type=int)
+    _add_compression(p)
     p.add_argument("--compression-by", dest="compression_by", choices=["auto", "drkit", "pg_dump"],
                    help="who compresses a custom-format dump: pg_dump itself (zstd, pg_dump 16+), "
                         "drkit's zstd, or auto (pg_dump when it can)")
@@ -279,8 +296,7 @@ def build_parser():
     p.add_argument("--table", dest="tables", action="append")
     p.add_argument("--exclude-table", dest="exclude_tables", action="append")
     p.add_argument("--no-row-counts", dest="row_counts", action="store_const", const=False)
-    p.add_argument("--metrics-dir", dest="metrics_dir")
-    p.add_argument("--job-name", dest="job_name")
+    _add_metrics(p)
     p.add_argument("--work-dir", dest="work_dir")
     p.add_argument("--check", action="store_true", default=None, help="say what would be done, write nothing")
     p.set_defaults(func=cmd_pg_backup)
@@ -289,15 +305,13 @@ def build_parser():
     _add_common(p)
     _add_pg(p)
     _add_storage(p)
-    p.add_argument("--backup-id", dest="backup_id", help="an id, or latest (default)")
+    _add_selector(p)
     p.add_argument("--level", choices=["checksum", "structure", "restore"])
     p.add_argument("--jobs", "-j", type=int)
-    p.add_argument("--before", help="newest backup finished at or before this time (ISO 8601)")
     p.add_argument("--source-database", dest="source_database", help="latest backup of this database")
     p.add_argument("--checks-file", dest="checks_file", help="YAML file with a 'checks' list of SQL checks")
     _add_restore_settings(p)
-    p.add_argument("--metrics-dir", dest="metrics_dir")
-    p.add_argument("--job-name", dest="job_name")
+    _add_metrics(p)
     p.add_argument("--work-dir", dest="work_dir")
     p.add_argument("--check", action="store_true", default=None, help="say what would be verified, change nothing")
     p.set_defaults(func=cmd_verify)
@@ -306,8 +320,7 @@ def build_parser():
     _add_common(p)
     _add_pg(p)
     _add_storage(p)
-    p.add_argument("--backup-id", dest="backup_id", help="an id, or latest (default)")
-    p.add_argument("--before", help="newest backup finished at or before this time (ISO 8601)")
+    _add_selector(p)
     p.add_argument("--source-database", dest="source_database", help="only backups of this database")
     p.add_argument("--target-database", dest="target_database")
     p.add_argument("--force", action="store_true", default=None,
@@ -351,8 +364,7 @@ def build_parser():
     p.add_argument("--source")
     p.add_argument("--incomplete-grace", dest="incomplete_grace", metavar="DURATION", help="default 1d")
     p.add_argument("--no-prune-wal", dest="prune_wal", action="store_const", const=False)
-    p.add_argument("--metrics-dir", dest="metrics_dir")
-    p.add_argument("--job-name", dest="job_name")
+    _add_metrics(p)
     p.add_argument("--dry-run", "--check", dest="dry_run", action="store_true", default=None,
                    help="print the plan with reasons, delete nothing")
     p.set_defaults(func=cmd_rotate)
@@ -366,8 +378,7 @@ def build_parser():
                    help="enables read-ahead: markers of WAL files pushed ahead are kept here")
     p.add_argument("--read-ahead", dest="read_ahead", type=int,
                    help="also push up to N further .ready segments in parallel (needs --spool-dir)")
-    p.add_argument("--metrics-dir", dest="metrics_dir")
-    p.add_argument("--job-name", dest="job_name")
+    _add_metrics(p)
     p.add_argument("--verbose", "-v", action="store_true", help="print a line per file on success")
     p.add_argument("wal_path", metavar="PATH", help="%%p: path of the file, relative to the data directory")
     p.add_argument("wal_name", metavar="NAME", help="%%f: its file name")
@@ -416,27 +427,23 @@ def build_parser():
     p.add_argument("--no-pause-writes", dest="pause_writes", action="store_const", const=False,
                    help="remote/aof: do not pause writes (key counts become approximate)")
     p.add_argument("--pause-timeout", dest="pause_timeout", type=int, help="longest write pause, ms (default 2000)")
-    p.add_argument("--compression-level", dest="compression_level", type=int)
-    p.add_argument("--compression-threads", dest="compression_threads", type=int)
+    _add_compression(p)
     p.add_argument("--work-dir", dest="work_dir")
     p.add_argument("--redis-bin-dir", dest="redis_bin_dir")
-    p.add_argument("--metrics-dir", dest="metrics_dir")
-    p.add_argument("--job-name", dest="job_name")
+    _add_metrics(p)
     p.add_argument("--check", action="store_true", default=None, help="say what would be done, write nothing")
     p.set_defaults(func=cmd_redis_snapshot)
 
     p = sub.add_parser("redis-verify", help="verify a Redis backup (checksum, structure or load into a scratch server)")
     _add_common(p)
     _add_storage(p)
-    p.add_argument("--backup-id", dest="backup_id", help="default: latest")
-    p.add_argument("--before", help="newest Redis backup finished at or before this time")
+    _add_selector(p)
     p.add_argument("--source", help="only backups of this source (redis:<host>:<port>)")
     p.add_argument("--level", choices=["checksum", "structure", "restore"])
     p.add_argument("--timeout", type=float)
     p.add_argument("--work-dir", dest="work_dir")
     p.add_argument("--redis-bin-dir", dest="redis_bin_dir")
-    p.add_argument("--metrics-dir", dest="metrics_dir")
-    p.add_argument("--job-name", dest="job_name")
+    _add_metrics(p)
     p.add_argument("--check", action="store_true", default=None, help="say what would be done, write nothing")
     p.set_defaults(func=cmd_redis_verify)
 
@@ -444,8 +451,7 @@ def build_parser():
     _add_common(p)
     _add_redis(p)
     _add_storage(p)
-    p.add_argument("--backup-id", dest="backup_id", help="default: latest")
-    p.add_argument("--before")
+    _add_selector(p)
     p.add_argument("--source")
     p.add_argument("--data-dir", dest="data_dir")
     p.add_argument("--redis-conf", dest="redis_conf", help="read dir, dbfilename, appendonly... from it")
