@@ -191,11 +191,16 @@ class PipelineSink(object):
 
 
 class _Counter(object):
+    """A Digest that only counts bytes."""
+
     def __init__(self):
         self.size = 0
 
     def update(self, data):
         self.size += len(data)
+
+    def hexdigest(self):
+        return None
 
 
 def pump(fileobj, sink, chunk=CHUNK):
@@ -219,7 +224,7 @@ def pump(fileobj, sink, chunk=CHUNK):
 
 
 def read_stored(storage, key, expected_size=None, expected_sha256=None, transforms=(), consumer=None, hint=None,
-                chunks=None):
+                chunks=None, hash_stored=True, read_ahead=True):
     """Stream an object back from storage, checking its sha256 and size.
 
     Each raw chunk goes through ``transforms`` (decryption, decompression)
@@ -227,13 +232,16 @@ def read_stored(storage, key, expected_size=None, expected_sha256=None, transfor
     return False to say it wants no more data; hashing goes on to the end.
     Raises IntegrityError naming the object and what differed (``hint``
     replaces the transform's advice when the content cannot be decoded).
-    ``chunks``: storage.iter_read(key) when the caller opened it already."""
-    digest = Digest()
+    ``chunks``: storage.iter_read(key) when the caller opened it already.
+    Without ``hash_stored`` or an expected sha256 the stored bytes are only
+    counted (the returned sha256 is None); without ``read_ahead`` they are
+    read in this thread."""
+    digest = Digest() if hash_stored or expected_sha256 is not None else _Counter()
     transforms = [t for t in transforms if t is not None]
     wants = consumer is not None
     if chunks is None:
         chunks = storage.iter_read(key)
-    if wants and transforms:
+    if wants and transforms and read_ahead:
         # Reading and hashing in a thread overlap with decompression and the
         # consumer here (all three release the GIL): about 0.3 s less per GB.
         chunks = ReadAhead(chunks, digest)
@@ -355,17 +363,20 @@ class ReadAhead(object):
         self._thread.join(1.0)  # a daemon: a read stuck in the network does not hold us
 
 
-def read_zstd(storage, key, consumer=None, hint=None, chunks=None):
+def read_zstd(storage, key, consumer=None, hint=None, chunks=None, hash_stored=False):
     """Read a stored zstd object back (read_stored with ZstdDecompress):
-    returns (the Digest of its content, the size and sha256 of the stored
-    bytes); the content also goes to ``consumer``."""
+    returns (the Digest of its content, the size and, with ``hash_stored``,
+    sha256 of the stored bytes); the content also goes to ``consumer``.
+    For the WAL archive's objects, one segment each: no reading thread
+    (starting one costs wal-fetch more than it overlaps)."""
     content = Digest()
 
     def take(data):
         content.update(data)
         if consumer is not None:
             consumer(data)
-    stored = read_stored(storage, key, transforms=[ZstdDecompress()], consumer=take, hint=hint, chunks=chunks)
+    stored = read_stored(storage, key, transforms=[ZstdDecompress()], consumer=take, hint=hint, chunks=chunks,
+                         hash_stored=hash_stored, read_ahead=False)
     return content, stored
 
 

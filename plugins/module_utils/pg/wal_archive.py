@@ -171,7 +171,7 @@ def push_file(storage, path, name, compression_level=3, check_cluster=True):
     uploaded = sink.result()
     # Read back what is stored now: its bytes and its decompressed content.
     try:
-        content, stored = read_zstd(storage, key, hint=ARCHIVE_HINT)
+        content, stored = read_zstd(storage, key, hint=ARCHIVE_HINT, hash_stored=True)
         if (stored["size"], stored["sha256"], content.hexdigest()) != (uploaded["size"], uploaded["sha256"], local_sha):
             raise IntegrityError("Re-reading %s from %s gave different content than was uploaded" % (
                 key, storage.describe()), "The storage lost or changed data; the upload will be retried")
