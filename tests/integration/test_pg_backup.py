@@ -573,7 +573,7 @@ def test_killed_midway(pg, s3, bucket, big_db, tmp_path, kind, victim):
 # documentation
 
 
-@pytest.mark.parametrize("module", ["pg_backup", "backup_info"])
+@pytest.mark.parametrize("module", ["pg_backup", "backup_info", "pg_verify", "redis_snapshot"])
 def test_ansible_doc_renders(tmp_path, module):
     env = ansible_environment(str(tmp_path))
     p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "drkit.backup." + module],
@@ -589,5 +589,9 @@ def test_ansible_doc_renders(tmp_path, module):
         assert option in text
     if module == "pg_backup":
         for word in ("login_host", "login_password", "database", "format", "jobs", "backup_id", "sha256",
-                     "duration", "manifest", "check_mode"):
+                     "duration", "manifest", "check_mode", "compression_level", "compression_threads"):
             assert word in text, word
+    fragments = {"pg_verify": ("backup_id", "before", "latest", "source_database"),  # drkit.backup.backup_selector
+                 "redis_snapshot": ("compression_level", "compression_threads")}  # drkit.backup.compression
+    for word in fragments.get(module, ()):
+        assert word in text, word

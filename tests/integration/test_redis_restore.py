@@ -233,13 +233,34 @@ def test_restore_puts_old_data_back_when_it_fails(backups, tmp_storage_url, tmp_
     def broken(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(restore_module, "_fsync_dir", broken)
+    monkeypatch.setattr(restore_module, "fsync_dir", broken)
     with pytest.raises(OSError):
         redis_restore({"storage_url": tmp_storage_url, "data_dir": str(d), "force": True,
                        "backup_id": backups["aof"]["backup_id"]})
     assert (d / "dump.rdb").read_bytes() == b"old data"
     assert (d / "appendonlydir" / "x").read_bytes() == b"old aof"
     assert sorted(os.listdir(str(d))) == ["appendonlydir", "dump.rdb"]
+
+
+def test_restore_fails_and_puts_old_data_back_when_the_directory_fsync_fails(backups, tmp_storage_url, tmp_path,
+                                                                               monkeypatch):
+    # The placed files are not durable until the data directory is fsync'ed:
+    # a failing fsync is a failed restore, not a success that a crash may undo.
+    d = target_dir(tmp_path, "fsync")
+    (d / "dump.rdb").write_bytes(b"old data")
+    real = os.fsync
+
+    def fsync(fd):
+        if os.path.samefile("/proc/self/fd/%d" % fd, str(d)):
+            raise OSError(5, "Input/output error")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError):
+        redis_restore({"storage_url": tmp_storage_url, "data_dir": str(d), "force": True,
+                       "backup_id": backups["rdb"]["backup_id"]})
+    assert (d / "dump.rdb").read_bytes() == b"old data"
+    assert sorted(os.listdir(str(d))) == ["dump.rdb"]
 
 
 # --------------------------------------------------------------------------

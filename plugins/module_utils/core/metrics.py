@@ -16,7 +16,7 @@ __metaclass__ = type
 import os
 import re
 
-from .errors import ConfigError
+from .errors import ConfigError, StorageError
 from .options import Option
 from .osutil import atomic_write
 
@@ -119,7 +119,16 @@ def update_textfile(directory, job, values, labels=None):
         for (n, series), v in sorted(current.items()):
             if n == name:
                 lines.append("%s%s %s" % (n, series, _fmt(v)))
-    atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o755)
+        # node_exporter runs as its own user: the file must be world-readable.
+        # No directory fsync (wal-push writes this file for every segment):
+        # after a crash the previous values may show, never half a file.
+        atomic_write(path, "\n".join(lines) + "\n", mode=0o644, sync_dir=False)
+    except (IOError, OSError) as e:
+        raise StorageError("Could not write metrics file %s: %s" % (path, e),
+                           "Check metrics_dir exists and is writable by this user")
     return path
 
 

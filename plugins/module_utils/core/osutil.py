@@ -2,20 +2,22 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Operating-system helpers: users and groups, directory traversal
-checks, fsync of directories, atomic writes.
+checks, fsync of directories, atomic writes (the one way drkit replaces a
+file that someone may read meanwhile).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import grp
 import os
 import pwd
 import stat
 import tempfile
 
-from .errors import ConfigError, StorageError
+from .errors import ConfigError
 
 
 def user_ids(user):
@@ -65,55 +67,63 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def atomic_write(path, data):
-    directory = os.path.dirname(path) or "."
+@contextlib.contextmanager
+def atomic_writer(path, mode=0o600, owner=None, sync=True, sync_dir=True):
+    """A binary file object whose content replaces ``path`` when the with
+    block ends without an exception: it is written under a temporary name in
+    the same directory, flushed, fsync'ed (``sync``), given ``mode`` and
+    ``owner`` ((uid, gid, ...) or None), renamed over ``path`` and the
+    directory fsync'ed (``sync_dir``). A reader sees the old file or the
+    whole new one, never a part; on any failure the temp file is removed and
+    the old file is left as it was. Raises OSError."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".drkit-tmp", dir=directory)
     try:
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
-        fd, tmp = tempfile.mkstemp(prefix=".drkit-", suffix=".prom.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
+        with os.fdopen(fd, "wb") as fh:
+            if owner is not None:
+                os.fchown(fh.fileno(), owner[0], owner[1])
+            os.fchmod(fh.fileno(), mode)
+            yield fh
+            fh.flush()
+            if sync:
                 os.fsync(fh.fileno())
-            # node_exporter runs as its own user: the file must be world-readable.
-            os.chmod(tmp, 0o644)
-            os.rename(tmp, path)
-        except BaseException:
+        os.rename(tmp, path)
+        tmp = None
+        if sync_dir:
+            fsync_dir(directory)
+    finally:
+        if tmp is not None:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
-            raise
-    except (IOError, OSError) as e:
-        raise StorageError("Could not write metrics file %s: %s" % (path, e),
-                           "Check metrics_dir exists and is writable by this user")
 
 
-def write_owned_file(path, text, ids):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    if ids:
-        os.chown(path, ids[0], ids[1])
+def atomic_write(path, data, mode=0o600, owner=None, sync=True, sync_dir=True):
+    """Replace ``path`` with ``data`` (bytes, or text written as UTF-8) the
+    way atomic_writer() does."""
+    if not isinstance(data, bytes):
+        data = data.encode("utf-8")
+    with atomic_writer(path, mode, owner, sync, sync_dir) as fh:
+        fh.write(data)
+    return path
+
+
+def _id_of(value, lookup, attr, what):
+    if isinstance(value, int) or str(value).isdigit():
+        return int(value)
+    try:
+        return getattr(lookup(value), attr)
+    except KeyError:
+        raise ConfigError("No such %s %r" % (what, value))
 
 
 def uid_of(owner):
-    if isinstance(owner, int) or str(owner).isdigit():
-        return int(owner)
-    try:
-        return pwd.getpwnam(owner).pw_uid
-    except KeyError:
-        raise ConfigError("No such user %r" % owner)
+    return _id_of(owner, pwd.getpwnam, "pw_uid", "user")
 
 
 def gid_of(group):
-    if isinstance(group, int) or str(group).isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ConfigError("No such group %r" % group)
+    return _id_of(group, grp.getgrnam, "gr_gid", "group")
 
 
 def set_owner(path, uid, gid, mode):

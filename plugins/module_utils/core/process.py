@@ -10,11 +10,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 import subprocess
 import tempfile
 import threading
 
-from .errors import ToolError
+from .errors import DrkitError, ToolError
 from .stream import CHUNK
 
 STDERR_LIMIT = 64 << 10
@@ -142,6 +143,30 @@ class LocalRunner(object):
         except subprocess.TimeoutExpired:
             raise ToolError("%s did not finish within %s s" % (os.path.basename(argv[0]), timeout))
         return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
+
+
+def tool_version(runner, path, patterns=(), default=None, strict=True):
+    """What ``path --version`` says (its output, stripped) or, with
+    ``patterns`` (regular expressions tried in order), the first group of the
+    first that matches; ``default`` when the tool exits non-zero or nothing
+    matches. A tool that cannot be run raises the runner's ToolError, or
+    gives ``default`` when not ``strict``."""
+    try:
+        rc, out, _err = runner.run([path, "--version"], timeout=30)
+    except DrkitError:
+        if strict:
+            raise
+        return default
+    text = out.decode("utf-8", "replace").strip()
+    if rc != 0:
+        return default
+    if not patterns:
+        return text
+    for pattern in patterns:
+        m = re.search(pattern, text)
+        if m:
+            return m.group(1)
+    return default
 
 
 class ProcessFeeder(object):

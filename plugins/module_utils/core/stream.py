@@ -30,6 +30,7 @@ from .errors import ConfigError, DrkitError, IntegrityError
 from .options import Option
 
 CHUNK = 1 << 20
+DEFAULT_LEVEL = 3
 
 # Compression options (doc fragment drkit.backup.compression). python-zstandard
 # and pg_dump's --compress=zstd:N take levels 1-19 here; zstd's own level 0
@@ -60,13 +61,20 @@ def zstd_module():
 
 
 class ZstdCompress(object):
+    """The one zstd compressor: ``level`` 1 to 19 (checked here and nowhere
+    else), ``threads`` workers (0: this thread), ``checksum``: a content
+    checksum in the frame (the WAL archive's objects have one, so a fetch
+    notices corruption while decompressing)."""
+
     name = "zstd"
 
-    def __init__(self, level=COMPRESSION_LEVEL.default, threads=COMPRESSION_THREADS.default):
+    def __init__(self, level=COMPRESSION_LEVEL.default, threads=COMPRESSION_THREADS.default, checksum=False):
         zstd = zstd_module()
-        self.level = COMPRESSION_LEVEL.check(level)
-        self.threads = COMPRESSION_THREADS.check(threads)
-        params = zstd.ZstdCompressionParameters.from_level(self.level, threads=self.threads)
+        # None: unset, the default; anything else must be in range (0 is refused, never replaced)
+        self.level = COMPRESSION_LEVEL.check(COMPRESSION_LEVEL.default if level is None else level)
+        self.threads = COMPRESSION_THREADS.check(COMPRESSION_THREADS.default if threads is None else threads)
+        params = zstd.ZstdCompressionParameters.from_level(self.level, threads=self.threads,
+                                                           write_checksum=bool(checksum))
         self._c = zstd.ZstdCompressor(compression_params=params).compressobj()
 
     def update(self, data):
@@ -80,6 +88,10 @@ class ZstdCompress(object):
 
 
 class ZstdDecompress(object):
+    """The one zstd decompressor: a damaged frame (a bad block or content
+    checksum) or a missing end of frame is an IntegrityError; a DrkitError
+    raised meanwhile (Terminated by a signal) passes through as it is."""
+
     name = "zstd"
 
     def __init__(self):
@@ -94,14 +106,14 @@ class ZstdDecompress(object):
         except DrkitError:
             raise  # e.g. Terminated from a signal handler: an interrupt, not corruption
         except Exception as e:  # pylint: disable=broad-except
-            raise IntegrityError("The stored data is not a valid zstd stream: %s" % e,
+            raise IntegrityError("The stored data is corrupt, not a valid zstd stream: %s" % e,
                                  "The object is corrupt; use another backup")
 
     def finish(self):
         # A truncated object decompresses without error up to the cut: only
         # the missing end-of-frame tells.
         if self._fed and not getattr(self._d, "eof", True):
-            raise IntegrityError("The stored data ends in the middle of its zstd stream",
+            raise IntegrityError("The stored data is truncated: it ends in the middle of its zstd stream",
                                  "The object is truncated; use another backup")
         return b""
 
@@ -194,11 +206,16 @@ class PipelineSink(object):
 
 
 class _Counter(object):
+    """A Digest that only counts bytes."""
+
     def __init__(self):
         self.size = 0
 
     def update(self, data):
         self.size += len(data)
+
+    def hexdigest(self):
+        return None
 
 
 def pump(fileobj, sink, chunk=CHUNK):
@@ -221,18 +238,25 @@ def pump(fileobj, sink, chunk=CHUNK):
 # Reading back
 
 
-def read_stored(storage, key, expected_size=None, expected_sha256=None, transforms=(), consumer=None):
+def read_stored(storage, key, expected_size=None, expected_sha256=None, transforms=(), consumer=None, hint=None,
+                chunks=None, hash_stored=True, read_ahead=True):
     """Stream an object back from storage, checking its sha256 and size.
 
     Each raw chunk goes through ``transforms`` (decryption, decompression)
     and then to ``consumer(bytes)`` (e.g. pg_restore's stdin).  A consumer may
     return False to say it wants no more data; hashing goes on to the end.
-    Raises IntegrityError naming the object and what differed."""
-    digest = Digest()
+    Raises IntegrityError naming the object and what differed (``hint``
+    replaces the transform's advice when the content cannot be decoded).
+    ``chunks``: storage.iter_read(key) when the caller opened it already.
+    Without ``hash_stored`` or an expected sha256 the stored bytes are only
+    counted (the returned sha256 is None); without ``read_ahead`` they are
+    read in this thread."""
+    digest = Digest() if hash_stored or expected_sha256 is not None else _Counter()
     transforms = [t for t in transforms if t is not None]
     wants = consumer is not None
-    chunks = storage.iter_read(key)
-    if wants and transforms:
+    if chunks is None:
+        chunks = storage.iter_read(key)
+    if wants and transforms and read_ahead:
         # Reading and hashing in a thread overlap with decompression and the
         # consumer here (all three release the GIL): about 0.3 s less per GB.
         chunks = ReadAhead(chunks, digest)
@@ -247,7 +271,7 @@ def read_stored(storage, key, expected_size=None, expected_sha256=None, transfor
     check_digest(storage, key, digest, expected_size, expected_sha256)
     if transform_error is not None:
         raise IntegrityError("Stored object %s in %s cannot be decoded: %s" % (
-            key, storage.describe(), transform_error.message), transform_error.hint)
+            key, storage.describe(), transform_error.message), hint or transform_error.hint)
     return {"size": digest.size, "sha256": digest.hexdigest()}
 
 
@@ -354,34 +378,21 @@ class ReadAhead(object):
         self._thread.join(1.0)  # a daemon: a read stuck in the network does not hold us
 
 
-class RawCheck(object):
-    """Decompress a stored object, hashing the output and checking the zstd
-    frame checksum and that the frame is complete."""
+def read_zstd(storage, key, consumer=None, hint=None, chunks=None, hash_stored=False):
+    """Read a stored zstd object back (read_stored with ZstdDecompress):
+    returns (the Digest of its content, the size and, with ``hash_stored``,
+    sha256 of the stored bytes); the content also goes to ``consumer``.
+    For the WAL archive's objects, one segment each: no reading thread
+    (starting one costs wal-fetch more than it overlaps)."""
+    content = Digest()
 
-    def __init__(self, key, out=None):
-        self.key = key
-        self._d = zstd_module().ZstdDecompressor().decompressobj()
-        self.hash = hashlib.sha256()
-        self.size = 0
-        self.out = out
-
-    def feed(self, data):
-        try:
-            raw = self._d.decompress(data)
-        except Exception as e:  # pylint: disable=broad-except
-            raise IntegrityError("Stored %s is corrupt: %s" % (self.key, e),
-                                 "The archived copy cannot be trusted; see docs/pitr.md")
-        if raw:
-            self.hash.update(raw)
-            self.size += len(raw)
-            if self.out is not None:
-                self.out(raw)
-
-    def finish(self):
-        if not self._d.eof:
-            raise IntegrityError("Stored %s is truncated (its zstd frame does not end)" % self.key,
-                                 "The archived copy cannot be trusted; see docs/pitr.md")
-        return self.hash.hexdigest()
+    def take(data):
+        content.update(data)
+        if consumer is not None:
+            consumer(data)
+    stored = read_stored(storage, key, transforms=[ZstdDecompress()], consumer=take, hint=hint, chunks=chunks,
+                         hash_stored=hash_stored, read_ahead=False)
+    return content, stored
 
 
 # --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import time
 
 from ..core.errors import ConfigError
 from ..core.options import Option, Options, resolve
+from ..core.osutil import atomic_write
 from ..core.scratch import LOOPBACK
 from ..pg import client as pg_client
 from ..pg.client import database_exists
@@ -53,21 +54,12 @@ def _load_state(base_dir):
 
 
 def _save_state(base_dir, state):
-    path = os.path.join(base_dir, STATE)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(state, fh)
-    os.rename(path + ".tmp", path)
+    _save_json(os.path.join(base_dir, STATE), state)
 
 
 def _write_passfile(base_dir, server):
-    path = os.path.join(base_dir, PASSFILE)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("%s:%d:*:%s:%s\n" % (server.host, server.port, server.superuser,
-                                      server.password.replace("\\", "\\\\").replace(":", "\\:")))
-    os.rename(path + ".tmp", path)
-    return path
+    return atomic_write(os.path.join(base_dir, PASSFILE), "%s:%d:*:%s:%s\n" % (
+        server.host, server.port, server.superuser, server.password.replace("\\", "\\\\").replace(":", "\\:")))
 
 
 def _server(base_dir, state):
@@ -205,11 +197,7 @@ def _redis_started(base_dir, keys, check_mode, progress):
             if batch:
                 client.pipeline(batch)
             changed = True
-    passfile = os.path.join(base_dir, REDIS_PASSFILE)
-    fd = os.open(passfile + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(state["password"])
-    os.rename(passfile + ".tmp", passfile)
+    passfile = atomic_write(os.path.join(base_dir, REDIS_PASSFILE), state["password"])
     return changed, {"login_host": LOOPBACK, "login_port": state["port"], "password_file": passfile,
                      "data_directory": rdir}
 
@@ -233,7 +221,4 @@ def _redis_stop(base_dir):
 
 
 def _save_json(path, data):
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    os.rename(path + ".tmp", path)
+    atomic_write(path, json.dumps(data))

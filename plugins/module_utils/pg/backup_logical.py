@@ -30,7 +30,7 @@ import tarfile
 import tempfile
 
 from ..core.errors import ConfigError, SourceError
-from ..core.process import LocalRunner
+from ..core.process import LocalRunner, tool_version
 from ..repo import manifest as mf
 from ..repo.session import BackupJob
 from ..storage.factory import open_storage, storage_options
@@ -43,7 +43,6 @@ from .client import (
     find_tool,
     server_facts,
     tool_major,
-    tool_version,
 )
 from .dump import ARTIFACT, NATIVE_ARTIFACT, dump_filter_args, list_archive, table_selected
 from .rowcounts import TABLES_SQL, RowCounter
@@ -129,7 +128,8 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
         source = {"type": "postgresql", "host": cp["login_host"], "port": cp["port"],
                   "database": database, "server_version": facts["server_version"],
                   "server_version_num": facts["server_version_num"], "client_host": socket.gethostname()}
-        tools = {"pg_dump": tool_version(runner, pg_dump), "pg_restore": tool_version(runner, pg_restore)}
+        tools = {"pg_dump": tool_version(runner, pg_dump, default="unknown"),
+                 "pg_restore": tool_version(runner, pg_restore, default="unknown")}
         native = dumps_natively(fmt, p["compression_by"], tools["pg_dump"])
         options = {"format": fmt, "jobs": jobs, "row_counts": row_counts,
                    "compression_by": "pg_dump" if native else "drkit"}

@@ -37,13 +37,13 @@ import threading
 import time
 
 from ..core.errors import ConfigError, IntegrityError, WaitTimeout
-from ..core.process import LocalRunner
+from ..core.process import LocalRunner, tool_version
 from ..core.tar import TarTap, _TapReader
 from ..repo import manifest as mf
 from ..repo.session import BackupJob
 from ..repo.wal_layout import archive_system_identifier, backup_segments, claim_archive, lsn_segment
 from ..storage.factory import open_storage, storage_options
-from .client import ToolEnv, check_tool_result, conn_params, connect, find_tool, server_facts, tool_version
+from .client import ToolEnv, check_tool_result, conn_params, connect, find_tool, server_facts
 from .wal_segments import wait_for_segments
 
 KIND = "pg_physical"
@@ -263,7 +263,7 @@ def pg_backup_physical(p, check_mode=False, runner=None, progress=None):
         source = {"type": "postgresql", "host": cp["login_host"], "port": cp["port"],
                   "server_version": facts["server_version"], "server_version_num": facts["server_version_num"],
                   "system_identifier": facts["system_identifier"], "client_host": socket.gethostname()}
-        tools = {"pg_basebackup": tool_version(runner, pg_basebackup)}
+        tools = {"pg_basebackup": tool_version(runner, pg_basebackup, default="unknown")}
         options = {"mode": "physical", "wal_method": "archive", "checkpoint": checkpoint,
                    "wal_wait_timeout": wal_timeout}
         session = job.session(source, tools=tools, compression=compression, options=options,

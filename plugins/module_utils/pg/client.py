@@ -108,6 +108,32 @@ def server_facts(conn):
             "in_recovery": in_recovery}
 
 
+# Where distributions install each major version: Debian/Ubuntu, PGDG RPMs.
+BIN_LAYOUTS = ("/usr/lib/postgresql/%s/bin", "/usr/pgsql-%s/bin")
+
+
+def version_key(bindir):
+    """[15] for /usr/lib/postgresql/15/bin, [9, 6] for .../9.6/bin."""
+    name = os.path.basename(os.path.dirname(bindir.rstrip("/")))
+    return [int(p) if p.isdigit() else 0 for p in re.split(r"[._-]", name)]
+
+
+def has_programs(bindir, programs):
+    return all(os.access(os.path.join(bindir, p), os.X_OK) for p in programs)
+
+
+def pg_bindirs(programs, major=None):
+    """The PostgreSQL bin directories on this machine that hold all of
+    ``programs``: those of one ``major`` version (in BIN_LAYOUTS order), or
+    every /usr/lib/postgresql/*/bin, newest first. The one search behind
+    find_tool (client tools) and cluster.find_pg_bindir (server programs)."""
+    if major is not None:
+        candidates = [layout % major for layout in BIN_LAYOUTS]
+    else:
+        candidates = sorted(glob.glob(BIN_LAYOUTS[0] % "*"), key=version_key, reverse=True)
+    return [d for d in candidates if has_programs(d, programs)]
+
+
 def find_tool(name, server_version_num=None, bin_dir=None):
     """Path of a client tool. pg_dump must be at least the server's major
     version, so prefer the Debian layout's directory for that major."""
@@ -117,33 +143,23 @@ def find_tool(name, server_version_num=None, bin_dir=None):
             raise ConfigError("%s not found in pg_bin_dir %s" % (name, bin_dir),
                               "Point pg_bin_dir at the directory holding %s" % name)
         return path
-    candidates = []
-    if server_version_num:
-        major = server_version_num // 10000
-        candidates.append("/usr/lib/postgresql/%d/bin/%s" % (major, name))
-        candidates.append("/usr/pgsql-%d/bin/%s" % (major, name))
-    for c in candidates:
-        if os.access(c, os.X_OK):
-            return c
-    newest = sorted(glob.glob("/usr/lib/postgresql/*/bin/" + name),
-                    key=_major_from_path, reverse=True)
+    major = server_version_num // 10000 if server_version_num else None
+    if major:
+        exact = pg_bindirs([name], major)
+        if exact:
+            return os.path.join(exact[0], name)
+    newest = pg_bindirs([name])
     found = shutil.which(name)
-    if newest and (not found or server_version_num):
-        path = newest[0]
-        if server_version_num and _major_from_path(path) < server_version_num // 10000:
+    if newest and (not found or major):
+        if major and version_key(newest[0])[0] < major:
             raise ConfigError("%s for PostgreSQL %d or newer is needed, found only %s" % (
-                name, server_version_num // 10000, path),
-                "Install the PostgreSQL %d client package" % (server_version_num // 10000))
-        return path
+                name, major, os.path.join(newest[0], name)),
+                "Install the PostgreSQL %d client package" % major)
+        return os.path.join(newest[0], name)
     if found:
         return found
     raise ConfigError("%s is not installed" % name,
                       "Install the PostgreSQL client package (e.g. postgresql-client) or set pg_bin_dir")
-
-
-def _major_from_path(path):
-    m = re.search(r"/(\d+)/bin/", path)
-    return int(m.group(1)) if m else 0
 
 
 PG_DUMP_ZSTD_MAJOR = 16  # first pg_dump/pg_restore with zstd in the custom format
@@ -153,12 +169,6 @@ def tool_major(version_text):
     """18 from "pg_dump (PostgreSQL) 18.6" (0 when unknown)."""
     m = re.search(r"\)\s+(\d+)", version_text or "")
     return int(m.group(1)) if m else 0
-
-
-def tool_version(runner, path):
-    rc, out, _err = runner.run([path, "--version"], timeout=30)
-    text = out.decode("utf-8", "replace").strip()
-    return text if rc == 0 else "unknown"
 
 
 def _pgpass_escape(value):

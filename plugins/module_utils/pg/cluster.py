@@ -10,23 +10,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import glob
 import os
-import re
 import shutil
 import subprocess
+import sys
 
 from ..core.errors import ConfigError, ToolError, WaitTimeout
 from ..core.osutil import user_ids
+from ..core.scratch import clean_env
+from .client import BIN_LAYOUTS, has_programs, pg_bindirs
 
-
-def _version_key(path):
-    name = os.path.basename(os.path.dirname(path.rstrip("/")))
-    return [int(p) if p.isdigit() else 0 for p in re.split(r"[._-]", name)]
-
-
-def _has_server(bindir):
-    return all(os.access(os.path.join(bindir, b), os.X_OK) for b in ("postgres", "initdb", "pg_ctl"))
+SERVER_PROGRAMS = ("postgres", "initdb", "pg_ctl")
 
 
 def find_pg_bindir(version=None):
@@ -40,13 +34,12 @@ def find_pg_bindir(version=None):
     """
     if version is not None:
         version = str(version).strip()
-        candidates = ["/usr/lib/postgresql/%s/bin" % version, "/usr/pgsql-%s/bin" % version]
-        for cand in candidates:
-            if _has_server(cand):
-                return cand
+        found = pg_bindirs(SERVER_PROGRAMS, version)
+        if found:
+            return found[0]
         raise ConfigError(
             "PostgreSQL %s server programs (initdb, postgres, pg_ctl) were not found in %s"
-            % (version, " or ".join(candidates)),
+            % (version, " or ".join(layout % version for layout in BIN_LAYOUTS)),
             "Install the package postgresql-%s (Debian/Ubuntu: apt-get install postgresql-%s)" % (version, version))
     pg_config = shutil.which("pg_config")
     if pg_config:
@@ -55,11 +48,11 @@ def find_pg_bindir(version=None):
                                  check=True, timeout=30).stdout.decode("utf-8", "replace").strip()
         except (OSError, subprocess.SubprocessError):
             out = ""
-        if out and _has_server(out):
+        if out and has_programs(out, SERVER_PROGRAMS):
             return out
-    found = [d for d in glob.glob("/usr/lib/postgresql/*/bin") if _has_server(d)]
+    found = pg_bindirs(SERVER_PROGRAMS)
     if found:
-        return sorted(found, key=_version_key)[-1]
+        return found[0]
     raise ConfigError(
         "No PostgreSQL server programs (initdb, postgres, pg_ctl) were found "
         "(looked at pg_config --bindir and /usr/lib/postgresql/*/bin)",
@@ -76,24 +69,45 @@ def cmdline_value(value):
 # the data directory
 
 
-def pidfile_live(data_dir):
+def read_pidfile(data_dir):
+    """(pid, port, status) from the data directory's postmaster.pid; status
+    is its 8th line (starting, stopping, ready, standby) once the postmaster
+    wrote it. (None, None, None) without a readable pid."""
     try:
         with open(os.path.join(data_dir, "postmaster.pid")) as fh:
-            pid = int(fh.readline().strip())
-    except (IOError, OSError, ValueError):
-        return None
+            lines = fh.read().split("\n")
+        pid = int(lines[0])
+    except (IOError, OSError, ValueError, IndexError):
+        return None, None, None
+    try:
+        port = int(lines[3])
+    except (ValueError, IndexError):
+        port = None
+    return pid, port, ((lines[7].strip() if len(lines) > 7 else None) or None)
+
+
+def pid_alive(pid):
     try:
         os.kill(pid, 0)
+        return True
     except ProcessLookupError:
-        return None
+        return False
     except PermissionError:
-        pass
+        return True
+
+
+def pidfile_live(data_dir):
+    """The pid in postmaster.pid if it is a live postgres process (a stale
+    file may name a recycled pid: /proc says what runs there), else None."""
+    pid = read_pidfile(data_dir)[0]
+    if not pid or not pid_alive(pid):
+        return None
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as fh:
             if b"postgres" not in fh.read():
                 return None
     except (IOError, OSError):
-        pass
+        pass  # no /proc: trust kill(pid, 0)
     return pid
 
 
@@ -126,19 +140,38 @@ def conf_quote(value):
 # starting and watching recovery
 
 
-def server_env(ids):
-    env = dict((k, v) for k, v in os.environ.items()
-               if not k.startswith(("PG", "AWS_", "DRKIT_")) and k not in ("LANGUAGE",))
-    env.update({"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"})
-    if ids:
-        env["HOME"] = ids[2]
+# A recovered server's restore_command reads its storage options from the
+# config file drkit writes, never from the credentials of whoever ran drkit.
+RECOVERY_ENV_DROP = ("PG", "AWS_", "DRKIT_")
+
+
+def server_env(home=None, user=None, drop_prefixes=("PG",)):
+    """The environment of the server's programs: the caller's minus libpq's
+    PG* variables (and ``drop_prefixes``) and LANGUAGE, C.UTF-8 messages,
+    the OS user's HOME (and USER/LOGNAME when ``user`` is given)."""
+    env = clean_env({"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}, drop_prefixes)
+    env.pop("LANGUAGE", None)
+    if home:
+        env["HOME"] = home
+    if user:
+        env["USER"] = env["LOGNAME"] = user
     return env
 
 
 def as_user(ids):
+    """subprocess keyword arguments that run a program as ``ids`` (uid, gid,
+    ...); none when that is who we are already."""
     if not ids or ids[0] == os.geteuid():
         return {}
-    return {"user": ids[0], "group": ids[1], "extra_groups": []}
+    uid, gid = ids[0], ids[1]
+    if sys.version_info >= (3, 9):
+        return {"user": uid, "group": gid, "extra_groups": []}
+
+    def demote():  # Python 3.8 (ansible-core 2.19's oldest target) has no user=/group=
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    return {"preexec_fn": demote}
 
 
 def start_server(bin_dir, data_dir, log_file, ids, timeout=60):
@@ -148,7 +181,8 @@ def start_server(bin_dir, data_dir, log_file, ids, timeout=60):
     argv = [os.path.join(bin_dir, "pg_ctl"), "start", "-D", data_dir, "-l", log_file, "-W",
             "-o", "-c lc_messages=C -c logging_collector=off"]
     try:
-        res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=server_env(ids),
+        res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=server_env(ids and ids[2], drop_prefixes=RECOVERY_ENV_DROP),
                              cwd=data_dir, timeout=timeout, check=False, **as_user(ids))
     except subprocess.TimeoutExpired:
         raise WaitTimeout("pg_ctl start did not return within %s s" % timeout)
@@ -159,33 +193,19 @@ def start_server(bin_dir, data_dir, log_file, ids, timeout=60):
             res.returncode, (res.stderr or res.stdout).decode("utf-8", "replace").strip()[-2000:]))
 
 
-def stop_server(bin_dir, data_dir, ids, mode="fast"):
-    argv = [os.path.join(bin_dir, "pg_ctl"), "stop", "-D", data_dir, "-m", mode, "-w", "-t", "60"]
-    subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=server_env(ids), cwd="/",
-                   timeout=90, check=False, **as_user(ids))
-
-
-def _pid_status(data_dir):
+def stop_server(bin_dir, data_dir, ids, mode="fast", timeout=60):
+    """pg_ctl stop -m mode, waiting up to ``timeout`` s, as the cluster's OS
+    user (``ids``: uid, gid, ...). True if pg_ctl says it stopped."""
+    argv = [os.path.join(bin_dir, "pg_ctl"), "stop", "-D", data_dir, "-m", mode, "-w", "-t", str(int(timeout))]
     try:
-        with open(os.path.join(data_dir, "postmaster.pid")) as fh:
-            lines = fh.read().split("\n")
-    except (IOError, OSError):
-        return None, None
-    try:
-        pid = int(lines[0])
-    except (ValueError, IndexError):
-        return None, None
-    return pid, (lines[7].strip() if len(lines) > 7 else None)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+        res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=server_env(drop_prefixes=RECOVERY_ENV_DROP), cwd="/", timeout=timeout + 30,
+                             check=False, **as_user(ids))
+    except subprocess.TimeoutExpired:
+        raise WaitTimeout("pg_ctl stop did not return within %s s" % (timeout + 30))
+    except OSError as e:
+        raise ToolError("Could not run pg_ctl: %s" % e)
+    return res.returncode == 0
 
 
 def read_log(path, offset=0):

@@ -17,10 +17,11 @@ import threading
 import time
 
 from ..core.errors import ConfigError, IntegrityError
+from ..core.process import tool_version
 from ..core.stream import Digest, check_digest, decompressor_for, read_stored
 from ..core.tar import TarStreamExtractor
 from ..repo import manifest as mf
-from .client import PG_DUMP_ZSTD_MAJOR, tool_major, tool_version
+from .client import PG_DUMP_ZSTD_MAJOR, tool_major
 
 
 class _Cancelled(Exception):
@@ -67,7 +68,7 @@ class ArtifactFetch(object):
         method = self.artifact.get("dump_compression")
         if not method:
             return
-        version = tool_version(runner, pg_restore)
+        version = tool_version(runner, pg_restore, default="unknown")
         if tool_major(version) < PG_DUMP_ZSTD_MAJOR:
             raise ConfigError("Backup %s was compressed by pg_dump (%s); %s (%s) cannot read it" % (
                 self.manifest.backup_id, method, pg_restore, version),

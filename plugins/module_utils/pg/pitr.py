@@ -34,12 +34,13 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import sys
 import time
 
 from ..core.errors import ConfigError, IntegrityError, NotFoundError, WaitTimeout
 from ..core.options import Option, Options, resolve
-from ..core.osutil import check_traversable, write_owned_file
+from ..core.osutil import atomic_write, check_traversable
 from ..core.scratch import port_is_free
 from ..repo import manifest as mf
 from ..repo.wal_layout import DEFAULT_SEGMENT_SIZE, backup_segments, format_lsn, lsn_segment, parse_lsn, segment_number
@@ -47,7 +48,16 @@ from ..storage.factory import STORAGE, STORAGE_OPTION_NAMES, open_storage, stora
 from .backup_physical import KIND
 from .base_restore import check_data_directory, empty_dir, restore_base_backup
 from .client import PG_BIN_DIR, find_tool
-from .cluster import _alive, _pid_status, conf_quote, default_os_user, os_user_ids, read_log, start_server, stop_server
+from .cluster import (
+    conf_quote,
+    default_os_user,
+    os_user_ids,
+    pid_alive,
+    read_log,
+    read_pidfile,
+    start_server,
+    stop_server,
+)
 from .wal_archive import PREFETCH_DIR
 from .wal_segments import list_history, missing_segments, recovery_chain
 
@@ -219,15 +229,9 @@ def write_wal_config(path, params, ids):
     """The storage options restore_command needs, in a 0600 file owned by
     the server's OS user (secrets never go on a command line)."""
     opts = storage_options(params)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("# written by drkit pg_pitr for restore_command; removed after a successful recovery\n")
-        for k in STORAGE_OPTION_NAMES:
-            if k in opts:
-                fh.write("%s: %s\n" % (k, json.dumps(opts[k])))
-    if ids:
-        os.chown(path, ids[0], ids[1])
-    return path
+    lines = ["# written by drkit pg_pitr for restore_command; removed after a successful recovery"]
+    lines += ["%s: %s" % (k, json.dumps(opts[k])) for k in STORAGE_OPTION_NAMES if k in opts]
+    return atomic_write(path, "\n".join(lines) + "\n", owner=ids)
 
 
 def configure_recovery(data_dir, settings, ids=None, header=""):
@@ -251,7 +255,7 @@ def configure_recovery(data_dir, settings, ids=None, header=""):
     for name, text in defaults.items():
         path = os.path.join(data_dir, name)
         if not os.path.exists(path):
-            write_owned_file(path, text, ids)
+            atomic_write(path, text, owner=ids)
             created.append(name)
     lines = ["", "%s %s ---" % (_MARK, header)]
     for k in sorted(settings):
@@ -259,11 +263,13 @@ def configure_recovery(data_dir, settings, ids=None, header=""):
             raise ConfigError("%r is not a PostgreSQL setting name" % k)
         lines.append("%s = %s" % (k, conf_quote(settings[k])))
     auto = os.path.join(data_dir, "postgresql.auto.conf")
-    with open(auto, "a") as fh:
-        fh.write("\n".join(lines) + "\n")
-    if ids:
-        os.chown(auto, ids[0], ids[1])
-    write_owned_file(os.path.join(data_dir, "recovery.signal"), "", ids)
+    try:
+        with open(auto, "rb") as fh:
+            old, mode = fh.read(), stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
+    except FileNotFoundError:
+        old, mode = b"", 0o600
+    atomic_write(auto, old + ("\n".join(lines) + "\n").encode("utf-8"), mode=mode, owner=ids)
+    atomic_write(os.path.join(data_dir, "recovery.signal"), "", owner=ids)
     return created
 
 
@@ -297,20 +303,20 @@ def wait_for_promotion(data_dir, log_file, timeout, offset=0, progress=None):
     seen_pid = None
     said = None
     while True:
-        pid, status = _pid_status(data_dir)
+        pid, _port, status = read_pidfile(data_dir)
         if pid:
             seen_pid = pid
         text = read_log(log_file, offset)
         facts = log_facts(text)
         # postmaster.pid says "ready" already in hot standby: the promotion
         # is the log line without "read-only" (messages are forced to C).
-        if pid and _alive(pid) and READY_LINE.search(text):
+        if pid and pid_alive(pid) and READY_LINE.search(text):
             return "promoted", facts
         if status != said and status:
             progress("server status: %s" % status)
             said = status
-        if (seen_pid and not _alive(seen_pid)) or (pid is None and seen_pid) or \
-                (facts["fatal"] and (pid is None or not _alive(pid))):
+        if (seen_pid and not pid_alive(seen_pid)) or (pid is None and seen_pid) or \
+                (facts["fatal"] and (pid is None or not pid_alive(pid))):
             time.sleep(0.2)
             return "exited", log_facts(read_log(log_file, offset))
         if time.time() > deadline:

@@ -30,28 +30,26 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
-import time
 
 from ..core.errors import ConfigError, ToolError, WaitTimeout
 from ..core.osutil import check_traversable, user_ids
-from ..core.scratch import (
-    LOOPBACK,
-    clean_env,
-    free_port,
-    kill_group,
-    register_live,
-    tail_file,
-    unregister_live,
-    wait_proc,
+from ..core.scratch import LOOPBACK, ScratchServer, clean_env, tail_file, wait_proc
+from .cluster import (
+    as_user,
+    cmdline_value,
+    conf_quote,
+    find_pg_bindir,
+    pidfile_live,
+    read_pidfile,
+    server_env,
+    stop_server,
 )
-from .cluster import cmdline_value, conf_quote, find_pg_bindir
 
 # --------------------------------------------------------------------------
 # PostgreSQL
 
 
-class ScratchPostgres(object):
+class ScratchPostgres(ScratchServer):
     """A throw-away PostgreSQL server.
 
     ``ScratchPostgres(base_dir)`` lays out ``base_dir/data`` (the cluster),
@@ -92,10 +90,7 @@ class ScratchPostgres(object):
 
     def __init__(self, base_dir, port=None, superuser="postgres", password=None, bin_dir=None, settings=None,
                  initdb=True, data_dir=None, os_user=None, version=None):
-        self.base_dir = os.path.abspath(base_dir)
-        self.host = LOOPBACK
-        self._port_given = port is not None
-        self.port = port
+        super(ScratchPostgres, self).__init__(base_dir, port)
         self.superuser = superuser
         self.initdb = initdb
         if password is None and initdb:
@@ -112,7 +107,6 @@ class ScratchPostgres(object):
         if os_user is None and os.geteuid() == 0:
             os_user = "postgres"
         self.os_user = os_user
-        self._proc = None
         self._initialized = not initdb
 
     # -- helpers ---------------------------------------------------------
@@ -127,29 +121,11 @@ class ScratchPostgres(object):
 
     def _as_server_user(self):
         """kwargs for subprocess so the program runs as the server's OS user."""
-        ids = self._ids()
-        if ids is None:
-            return {}
-        uid, gid, _groups, _home = ids
-        if uid == os.geteuid():
-            return {}
-        if sys.version_info >= (3, 9):
-            return {"user": uid, "group": gid, "extra_groups": []}
-
-        def demote():  # Python 3.8 (ansible-core 2.19's oldest target)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-        return {"preexec_fn": demote}
+        return as_user(self._ids())
 
     def _server_env(self):
         ids = self._ids()
-        env = clean_env({"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"})
-        env.pop("LANGUAGE", None)
-        if ids is not None:
-            env["HOME"] = ids[3]
-            env["USER"] = env["LOGNAME"] = self.os_user
-        return env
+        return server_env(ids[3], self.os_user) if ids is not None else server_env()
 
     def _chown(self, path):
         ids = self._ids()
@@ -267,54 +243,15 @@ class ScratchPostgres(object):
                 f.write("# created by drkit ScratchPostgres: the restored data directory had none\n")
             self._chown(conf)
         stale = os.path.join(self.data_dir, "postmaster.pid")
-        if os.path.exists(stale) and not self._pidfile_alive():
+        if os.path.exists(stale) and not pidfile_live(self.data_dir):
             os.unlink(stale)
         self._write_auth_files()
 
-    def _pidfile_pid(self):
-        try:
-            with open(os.path.join(self.data_dir, "postmaster.pid")) as f:
-                return int(f.readline().strip())
-        except (IOError, OSError, ValueError):
-            return None
-
     def _pidfile_status(self):
-        """Line 8 of postmaster.pid: starting / stopping / ready / standby,
+        """Line 8 of postmaster.pid (starting / stopping / ready / standby),
         for the process we started."""
-        try:
-            with open(os.path.join(self.data_dir, "postmaster.pid")) as f:
-                lines = f.read().split("\n")
-        except (IOError, OSError):
-            return None
-        if self._proc is None or len(lines) < 8 or lines[0].strip() != str(self._proc.pid):
-            return None
-        return lines[7].strip()
-
-    def _adopt_port(self):
-        """Port of a server started by someone else (postmaster.pid line 4)."""
-        try:
-            with open(os.path.join(self.data_dir, "postmaster.pid")) as f:
-                lines = f.read().split("\n")
-            self.port = int(lines[3].strip())
-        except (IOError, OSError, ValueError, IndexError):
-            pass
-
-    def _pidfile_alive(self):
-        pid = self._pidfile_pid()
-        if not pid:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        try:
-            # a stale pid file may name a recycled pid: is it a postgres?
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                return b"postgres" in f.read()
-        except (IOError, OSError):
-            return True  # no /proc: trust kill(pid, 0)
+        pid, _port, status = read_pidfile(self.data_dir)
+        return status if self._proc is not None and pid == self._proc.pid else None
 
     def _argv(self):
         argv = [self._bin("postgres"), "-D", self.data_dir,
@@ -331,68 +268,67 @@ class ScratchPostgres(object):
                 argv += ["-c", "%s=%s" % (k, cmdline_value(v))]
         return argv
 
-    # -- public API ------------------------------------------------------
+    # -- the lifecycle (core.scratch.ScratchServer) ----------------------
 
-    def start(self, timeout=60):
-        """initdb if needed, start the server and wait until it accepts
-        connections. Raises ToolError with the tail of the server log."""
-        if self.is_running():
-            if self._proc is None:
-                self._adopt_port()
-            return self
+    what = "PostgreSQL"
+    ready_what = "accept connections"
+    stop_timeout = 60
+    stop_signals = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+
+    def _prepare(self):
         self._prepare_dirs()
         if self.initdb:
             if not self._initialized:
                 self._initdb()
         else:
             self._adopt_existing()
-        attempts = 1 if self._port_given else 3
-        for attempt in range(attempts):
-            if not self._port_given:
-                self.port = free_port()
-            try:
-                self._launch(timeout)
-                return self
-            except ToolError as exc:
-                log = tail_file(self.log_file)
-                if attempt + 1 < attempts and "could not bind" in log.split("--- start ")[-1]:
-                    continue
-                raise exc
-        return self  # pragma: no cover
 
-    def _launch(self, timeout):
-        logf = open(self.log_file, "ab")
-        try:
-            logf.write(("\n--- start %s port %s ---\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), self.port)).encode())
-            logf.flush()
-            self._proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                          cwd=self.base_dir, env=self._server_env(), start_new_session=True,
-                                          close_fds=True, **self._as_server_user())
-        except OSError as exc:
-            raise ToolError("Could not start %s: %s" % (self._bin("postgres"), exc))
-        finally:
-            logf.close()
-        register_live(self)
-        deadline = time.time() + timeout
+    def _adopt(self):
+        if self._proc is None:  # started by someone else: its port is in postmaster.pid
+            self.port = read_pidfile(self.data_dir)[1] or self.port
+
+    def _command(self):
+        return self._argv(), dict(cwd=self.base_dir, env=self._server_env(), **self._as_server_user())
+
+    def _output_file(self):
+        return self.log_file
+
+    def _ready(self):
         # Like pg_ctl -w: wait for postmaster.pid to say "ready" (so a stranger
         # squatting on our TCP port cannot fool us), then confirm with
         # pg_isready through our own unix socket.
         isready = [self._bin("pg_isready"), "-q", "-h", self.socket_dir, "-p", str(self.port), "-t", "5"]
-        while True:
-            if self._proc.poll() is not None:
-                rc = self._proc.returncode
-                self._proc = None
-                unregister_live(self)
-                raise ToolError("PostgreSQL in %s exited during start-up (exit %s). Server log:\n%s"
-                                % (self.data_dir, rc, tail_file(self.log_file)))
-            if self._pidfile_status() == "ready" and subprocess.call(
-                    isready, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env()) == 0:
-                return
-            if time.time() > deadline:
-                self.stop(mode="immediate")
-                raise ToolError("PostgreSQL in %s did not accept connections within %ss. Server log:\n%s"
-                                % (self.data_dir, timeout, tail_file(self.log_file)))
-            time.sleep(0.1)
+        return self._pidfile_status() == "ready" and subprocess.call(
+            isready, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env()) == 0
+
+    def _port_taken(self):
+        return "could not bind" in tail_file(self.log_file).split("--- start ")[-1]
+
+    def _log_tail(self):
+        return "Server log:\n%s" % tail_file(self.log_file)
+
+    def _where(self):
+        return self.data_dir
+
+    def _signal(self, proc, sig):
+        # the postmaster only: it shuts its backends down the way the mode says
+        try:
+            proc.send_signal(sig)
+        except (OSError, ProcessLookupError):
+            pass
+
+    def _escalate(self, proc):
+        proc.send_signal(signal.SIGQUIT)
+        if not wait_proc(proc, 10):
+            super(ScratchPostgres, self)._escalate(proc)
+
+    def _stop_other(self, mode, timeout):
+        if pidfile_live(self.data_dir) and os.path.exists(self._bin("pg_ctl")):
+            # a server left by an earlier object on the same data directory
+            try:
+                stop_server(self.bin_dir, self.data_dir, self._ids(), mode, timeout)
+            except ToolError:
+                pass
 
     def is_running(self):
         """True if our server process runs, or (for an object that did not
@@ -400,60 +336,7 @@ class ScratchPostgres(object):
         names a live process."""
         if self._proc is not None:
             return self._proc.poll() is None
-        return self._pidfile_alive()
-
-    def detach(self):
-        """Let the server outlive this object and this process: no stop at
-        interpreter exit. A later ScratchPostgres on the same base_dir (same
-        password, initdb=True) sees it running (is_running) and can stop() or
-        destroy() it through pg_ctl."""
-        self._proc = None
-        unregister_live(self)
-        return self
-
-    def stop(self, mode="fast", timeout=60):
-        """Stop the server: mode smart|fast|immediate (pg_ctl's meaning)."""
-        sigs = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
-        if mode not in sigs:
-            raise ConfigError("Unknown stop mode %r" % mode, "Use smart, fast or immediate")
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                try:
-                    proc.send_signal(sigs[mode])
-                except (OSError, ProcessLookupError):
-                    pass
-                if not wait_proc(proc, timeout):
-                    proc.send_signal(signal.SIGQUIT)
-                    if not wait_proc(proc, 10):
-                        kill_group(proc, signal.SIGKILL)
-                        proc.wait()
-            self._proc = None
-        elif self._pidfile_alive() and os.path.exists(self._bin("pg_ctl")):
-            # a server left by an earlier object on the same data directory
-            try:
-                self._run_tool([self._bin("pg_ctl"), "stop", "-D", self.data_dir, "-m", mode, "-w",
-                                "-t", str(int(timeout))], "pg_ctl stop", timeout=timeout + 10)
-            except ToolError:
-                pass
-        unregister_live(self)
-
-    def destroy(self):
-        """Stop (fast) and remove base_dir (and data_dir if it is inside)."""
-        try:
-            self.stop(mode="fast")
-        finally:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.destroy()
-        return False
-
-    def __repr__(self):
-        return "<ScratchPostgres %s:%s %s>" % (self.host, self.port, self.data_dir)
+        return pidfile_live(self.data_dir) is not None
 
     # -- clients ---------------------------------------------------------
 

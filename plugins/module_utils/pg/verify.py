@@ -28,8 +28,17 @@ from ..repo import manifest as mf
 from ..repo.verification import LEVEL, Verification, planned
 from ..storage.factory import STORAGE, open_storage, storage_options
 from .checks import failed_checks, normalise_checks, run_checks
-from .client import (CONNECTION, MAINTENANCE_DB, conn_params, connect, create_database, drop_database, find_tool,
-                     server_facts, unique_name)
+from .client import (
+    CONNECTION,
+    MAINTENANCE_DB,
+    conn_params,
+    connect,
+    create_database,
+    drop_database,
+    find_tool,
+    server_facts,
+    unique_name,
+)
 from .dump import JOBS, NO_OWNER, NO_PRIVILEGES, SESSION_SETTINGS, list_archive, run_pg_restore
 from .dump_fetch import ArtifactFetch
 from .rowcounts import compare_counts, count_rows

@@ -19,7 +19,7 @@ import time
 
 from ..core.errors import DrkitError, IntegrityError, WaitTimeout
 from ..core.options import Option
-from ..core.osutil import write_owned_file
+from ..core.osutil import atomic_write
 from ..core.process import LocalRunner
 from ..core.scratch import make_scratch_dir
 from ..repo.verification import Verification, planned
@@ -116,7 +116,7 @@ def _in_scratch(v, runner, needed, checks, facts):
                                        "recovery_target_timeline": "current",
                                        "lc_messages": "C"})
     v.cleanup(_stop_quietly, server)
-    write_owned_file(os.path.join(data_dir, "recovery.signal"), "", None)
+    atomic_write(os.path.join(data_dir, "recovery.signal"), "")
     if os.path.exists(os.path.join(data_dir, "standby.signal")):
         # A backup taken from a standby: replay from the archive only, never in
         # standby mode streaming from the primary_conninfo it was taken with.

@@ -45,16 +45,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
 import os
 import threading
 import time
-import uuid
 
 from ..core import metrics
 from ..core.errors import ConfigError, ConflictError, DrkitError, IntegrityError, NotFoundError, StorageError
 from ..core.options import Option, Options, resolve
-from ..core.stream import COMPRESSION_LEVEL, RawCheck, zstd_module
+from ..core.osutil import atomic_write, atomic_writer
+from ..core.stream import CHUNK, COMPRESSION_LEVEL, Digest, PipelineSink, TeeReader, ZstdCompress, pump, read_zstd
 from ..repo.wal_layout import (
     DEFAULT_SEGMENT_SIZE,
     PARTIAL_RE,
@@ -67,7 +66,7 @@ from ..repo.wal_layout import (
     wal_key,
 )
 from ..storage.factory import STORAGE, open_storage, storage_options
-from .wal_segments import LONG_HEADER, read_long_header
+from .wal_segments import ARCHIVE_HINT, LONG_HEADER, read_long_header
 
 # drkit wal-push (archive_command; pg_wal_archive builds it from the same options)
 READ_AHEAD = Option("read_ahead", "int", default=0, min=0, flags=("--read-ahead",),
@@ -97,32 +96,18 @@ class WalMissing(NotFoundError):
     label = "not in archive"
 
 
-CHUNK = 1 << 20
-
-
-def _compressor(level):
-    return zstd_module().ZstdCompressor(level=COMPRESSION_LEVEL.check(level), write_checksum=True).compressobj()
-
-
 def stored_raw_digest(storage, key):
     """(sha256, size) of the uncompressed content of a stored WAL object."""
-    check = RawCheck(key)
-    for chunk in storage.iter_read(key):
-        check.feed(chunk)
-    return check.finish(), check.size
+    content, _stored = read_zstd(storage, key, hint=ARCHIVE_HINT)
+    return content.hexdigest(), content.size
 
 
 def file_digest(path):
-    h = hashlib.sha256()
-    size = 0
+    digest = Digest()
     with open(path, "rb") as fh:
-        while True:
-            data = fh.read(CHUNK)
-            if not data:
-                break
-            h.update(data)
-            size += len(data)
-    return h.hexdigest(), size
+        for data in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(data)
+    return digest.hexdigest(), digest.size
 
 
 # --------------------------------------------------------------------------
@@ -189,38 +174,21 @@ def push_file(storage, path, name, compression_level=COMPRESSION_LEVEL.default, 
             "The stored copy was left untouched. Two clusters may be archiving to the same storage_url, "
             "or the archive belongs to an old cluster: give this cluster its own storage_url")
 
-    comp = _compressor(compression_level)
-    stored = hashlib.sha256()
-    stored_size = [0]
+    compress = ZstdCompress(compression_level, checksum=True)
+    raw = Digest()
     with storage.writer(key) as w:
-        def emit(data):
-            if data:
-                stored.update(data)
-                stored_size[0] += len(data)
-                w.write(data)
-        h = hashlib.sha256()
+        sink = PipelineSink(w, [compress])
         with _open_local(path, name) as fh:
-            while True:
-                data = fh.read(CHUNK)
-                if not data:
-                    break
-                h.update(data)
-                emit(comp.compress(data))
-        emit(comp.flush())
-        if h.hexdigest() != local_sha:
+            pump(TeeReader(fh, raw.update), sink)
+        sink.close()
+        if raw.hexdigest() != local_sha:
             raise IntegrityError("%s changed while it was being archived" % path,
                                  "Nothing was stored; PostgreSQL will retry")
+    uploaded = sink.result()
     # Read back what is stored now: its bytes and its decompressed content.
-    check = RawCheck(key)
-    got = hashlib.sha256()
-    got_size = 0
     try:
-        for chunk in storage.iter_read(key):
-            got.update(chunk)
-            got_size += len(chunk)
-            check.feed(chunk)
-        raw_sha = check.finish()
-        if got.hexdigest() != stored.hexdigest() or got_size != stored_size[0] or raw_sha != local_sha:
+        content, stored = read_zstd(storage, key, hint=ARCHIVE_HINT, hash_stored=True)
+        if (stored["size"], stored["sha256"], content.hexdigest()) != (uploaded["size"], uploaded["sha256"], local_sha):
             raise IntegrityError("Re-reading %s from %s gave different content than was uploaded" % (
                 key, storage.describe()), "The storage lost or changed data; the upload will be retried")
     except DrkitError:
@@ -231,7 +199,7 @@ def push_file(storage, path, name, compression_level=COMPRESSION_LEVEL.default, 
         except DrkitError:
             pass
         raise
-    result.update(status="stored", stored_size=stored_size[0], seconds=round(time.time() - t0, 3))
+    result.update(status="stored", stored_size=uploaded["size"], seconds=round(time.time() - t0, 3))
     return result
 
 
@@ -248,12 +216,9 @@ def _read_marker(spool_dir, name):
 
 
 def _write_marker(spool_dir, name, sha):
-    path = _marker_path(spool_dir, name)
-    tmp = "%s.%s.tmp" % (path, uuid.uuid4().hex[:8])
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(sha + "\n")
-    os.rename(tmp, path)
+    # No fsync: a marker lost in a crash costs one more upload, never a
+    # wrong answer (an empty or missing marker means the full contract).
+    atomic_write(_marker_path(spool_dir, name), sha + "\n", sync=False, sync_dir=False)
 
 
 def _remove(path):
@@ -386,39 +351,27 @@ def fetch_file(storage, name, path):
     """Write the archived ``name`` to ``path`` atomically. NotFoundError if
     the archive does not hold it."""
     key = wal_key(name)
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    tmp = os.path.join(directory, ".%s.drkit-fetch-%s" % (os.path.basename(path), uuid.uuid4().hex[:8]))
-    fd = None
     try:
         chunks = storage.iter_read(key)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        fh = os.fdopen(fd, "wb")
-        fd = None
-        with fh:
-            check = RawCheck(key, out=fh.write)
-            for chunk in chunks:
-                check.feed(chunk)
-            sha = check.finish()
-            fh.flush()
-            os.fsync(fh.fileno())
-        if classify(name) == "segment":
-            with open(tmp, "rb") as fh:
-                head = fh.read(LONG_HEADER.size)
-            facts = read_long_header(head, name)
-            if check.size != facts["segment_size"]:
-                raise IntegrityError("Archived %s is %d bytes, expected %d" % (name, check.size,
-                                                                               facts["segment_size"]))
-        os.rename(tmp, path)
-        tmp = None
-        return {"name": name, "key": key, "raw_size": check.size, "raw_sha256": sha}
+        # The file is fsync'ed before the rename; the directory is not:
+        # PostgreSQL makes a restored file durable itself (durable_rename).
+        with atomic_writer(path, sync_dir=False) as fh:
+            head = bytearray()
+
+            def write(raw):
+                if len(head) < LONG_HEADER.size:
+                    head.extend(raw[:LONG_HEADER.size - len(head)])
+                fh.write(raw)
+            content, _stored = read_zstd(storage, key, write, hint=ARCHIVE_HINT, chunks=chunks)
+            if classify(name) == "segment":
+                facts = read_long_header(bytes(head), name)
+                if content.size != facts["segment_size"]:
+                    raise IntegrityError("Archived %s is %d bytes, expected %d" % (name, content.size,
+                                                                                   facts["segment_size"]))
+        return {"name": name, "key": key, "raw_size": content.size, "raw_sha256": content.hexdigest()}
     except (IOError, OSError) as e:
         raise StorageError("Cannot write %s: %s" % (path, e.strerror or e),
                            "restore_command runs as the server's OS user in the data directory")
-    finally:
-        if fd is not None:
-            os.close(fd)
-        if tmp is not None:
-            _remove(tmp)
 
 
 PREFETCH_DIR = ".drkit-prefetch"

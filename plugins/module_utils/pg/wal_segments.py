@@ -14,7 +14,7 @@ import struct
 import time
 
 from ..core.errors import IntegrityError, WaitTimeout
-from ..core.stream import RawCheck
+from ..core.stream import read_zstd
 from ..repo.wal_layout import (
     DEFAULT_SEGMENT_SIZE,
     HISTORY_DIR,
@@ -28,6 +28,7 @@ from ..repo.wal_layout import (
     timeline_of,
 )
 
+ARCHIVE_HINT = "The archived copy cannot be trusted; see docs/pitr.md"
 XLP_LONG_HEADER = 0x0002
 # XLogLongPageHeaderData: the 24-byte XLogPageHeaderData (magic u16, info
 # u16, tli u32, pageaddr u64, rem_len u32, padding) then sysid u64,
@@ -69,10 +70,7 @@ def list_history(storage):
         name = name_of_key(info.key)
         if name and HISTORY_RE.match(name):
             data = bytearray()
-            check = RawCheck(info.key, out=data.extend)
-            for chunk in storage.iter_read(info.key):
-                check.feed(chunk)
-            check.finish()
+            read_zstd(storage, info.key, data.extend, hint=ARCHIVE_HINT)
             out[int(name[:8], 16)] = bytes(data).decode("utf-8", "replace")
     return out
 

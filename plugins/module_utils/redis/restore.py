@@ -27,12 +27,13 @@ import time
 
 from ..core.errors import ConfigError, IntegrityError, SafetyError, SourceError, ToolError, WaitTimeout
 from ..core.options import Option, Options, resolve
-from ..core.osutil import gid_of, set_owner, uid_of
+from ..core.osutil import fsync_dir, gid_of, set_owner, uid_of
 from ..core.process import LocalRunner
 from ..core.signals import signals_raise
 from ..storage.factory import STORAGE, open_storage, storage_options
 from .artifacts import SELECTOR, check_structure, fetch_backup, resolve_redis
 from .client import CONNECTION, RedisClient, conn_params, describe, keyspace
+from .conf import read_conf
 from .tools import REDIS_BIN_DIR
 from .verify import aof_to_rdb, compare_keyspace, rdb_to_aof, wait_loaded
 
@@ -59,26 +60,15 @@ OPTIONS = Options(
 # restore into a stopped instance
 
 
+CONF_DIRECTIVES = ("dir", "dbfilename", "appendonly", "appenddirname", "appendfilename")
+
+
 def read_redis_conf(path):
-    """The few directives we need from a redis.conf (no include handling)."""
-    out = {}
+    """The directives a restore needs from a redis.conf."""
     try:
-        with open(path) as fh:
-            lines = fh.readlines()
+        return read_conf(path, CONF_DIRECTIVES)
     except (IOError, OSError) as e:
         raise ConfigError("Cannot read %s: %s" % (path, e.strerror or e))
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split(None, 1)
-        key = parts[0].lower()
-        val = parts[1].strip() if len(parts) > 1 else ""
-        if len(val) >= 2 and val[0] == val[-1] and val[0] in "\"'":
-            val = val[1:-1]
-        if key in ("dir", "dbfilename", "appendonly", "appenddirname", "appendfilename"):
-            out[key] = val
-    return out
 
 
 def _running_in(data_dir):
@@ -229,7 +219,7 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
                 set_owner(aof_dir, uid, gid, 0o700)
                 os.rename(aof_dir, aof_target)
                 placed.append(aof_target)
-            _fsync_dir(t["data_dir"])
+            fsync_dir(t["data_dir"])
         except BaseException:
             for p, aside in reversed(moved):  # put the previous data back
                 try:
@@ -294,14 +284,3 @@ def _wait_started(cp, data_dir, deadline):
             client.close()
     raise WaitTimeout("The restored instance did not answer at %s (%s)" % (describe(cp), last),
                       "Look at its log; the data is in place")
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass

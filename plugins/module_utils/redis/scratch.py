@@ -9,13 +9,11 @@ __metaclass__ = type
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import time
 
 from ..core.errors import ConfigError, ToolError, WaitTimeout
-from ..core.scratch import LOOPBACK, free_port, kill_group, register_live, tail_file, unregister_live, wait_proc
+from ..core.scratch import LOOPBACK, ScratchServer, tail_file
 
 # --------------------------------------------------------------------------
 # Redis
@@ -29,21 +27,20 @@ def _find_redis(name, package):
     return path
 
 
-class ScratchRedis(object):
+class ScratchRedis(ScratchServer):
     """A throw-away redis-server on 127.0.0.1 (no daemonize, own directory).
 
     The configuration (with ``requirepass``) is written to ``dir/redis.conf``
     (0600) so the password never shows in ``ps``. ``save=""`` (default)
-    disables RDB snapshots on a timer; BGSAVE/SAVE still work.
+    disables RDB snapshots on a timer; BGSAVE/SAVE still work. ``stop()``
+    sends SIGTERM (Redis saves first if save points or AOF are configured);
+    ``mode="immediate"`` kills at once.
     """
 
     def __init__(self, base_dir, port=None, password=None, appendonly=False, extra_args=None, save="",
                  server_bin=None, cli_bin=None):
-        self.base_dir = os.path.abspath(base_dir)
+        super(ScratchRedis, self).__init__(base_dir, port)
         self.dir = self.base_dir
-        self.host = LOOPBACK
-        self._port_given = port is not None
-        self.port = port
         self.password = password
         self.appendonly = appendonly
         self.save = save
@@ -53,7 +50,6 @@ class ScratchRedis(object):
         self.conf_file = os.path.join(self.dir, "redis.conf")
         self.log_file = os.path.join(self.dir, "redis.log")
         self.dbfilename = "dump.rdb"
-        self._proc = None
 
     @property
     def rdb_path(self):
@@ -86,49 +82,35 @@ class ScratchRedis(object):
             env["REDISCLI_AUTH"] = self.password
         return env
 
-    def start(self, timeout=30):
-        if self.is_running():
-            return self
+    # -- the lifecycle (core.scratch.ScratchServer) ----------------------
+
+    what = "redis-server"
+    ready_what = "answer PING"
+    start_timeout = 30
+    poll_interval = 0.05
+
+    def _prepare(self):
         if not os.path.isdir(self.dir):
             os.makedirs(self.dir, 0o700)
-        attempts = 1 if self._port_given else 3
-        for attempt in range(attempts):
-            if not self._port_given:
-                self.port = free_port()
-            try:
-                self._launch(timeout)
-                return self
-            except ToolError:
-                if attempt + 1 < attempts and "Address already in use" in tail_file(self.log_file, 1000):
-                    continue
-                raise
-        return self  # pragma: no cover
 
-    def _launch(self, timeout):
+    def _command(self):
         self._write_conf()
-        argv = [self.server_bin, self.conf_file] + self.extra_args
-        try:
-            with open(self.log_file + ".stdout", "ab") as out:
-                self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=self.dir,
-                                              start_new_session=True, close_fds=True)
-        except OSError as exc:
-            raise ToolError("Could not start %s: %s" % (self.server_bin, exc))
-        register_live(self)
-        deadline = time.time() + timeout
-        while True:
-            if self._proc.poll() is not None:
-                rc = self._proc.returncode
-                self._proc = None
-                unregister_live(self)
-                raise ToolError("redis-server in %s exited during start-up (exit %s). Log:\n%s%s"
-                                % (self.dir, rc, tail_file(self.log_file), tail_file(self.log_file + ".stdout")))
-            if self._ping():
-                return
-            if time.time() > deadline:
-                self.stop()
-                raise ToolError("redis-server in %s did not answer PING within %ss. Log:\n%s"
-                                % (self.dir, timeout, tail_file(self.log_file)))
-            time.sleep(0.05)
+        return [self.server_bin, self.conf_file] + self.extra_args, {"cwd": self.dir}
+
+    def _output_file(self):
+        return self.log_file + ".stdout"
+
+    def _ready(self):
+        return self._ping()
+
+    def _port_taken(self):
+        return "Address already in use" in tail_file(self.log_file, 1000)
+
+    def _log_tail(self):
+        return "Log:\n%s%s" % (tail_file(self.log_file), tail_file(self.log_file + ".stdout"))
+
+    def _where(self):
+        return self.dir
 
     def _ping(self):
         """AUTH + PING over RESP with a short timeout (a stranger squatting
@@ -155,44 +137,6 @@ class ScratchRedis(object):
             return got == expect
         except (OSError, socket.timeout):
             return False
-
-    def is_running(self):
-        return self._proc is not None and self._proc.poll() is None
-
-    def detach(self):
-        """Let the server outlive this object (no stop at interpreter exit)."""
-        self._proc = None
-        unregister_live(self)
-        return self
-
-    def stop(self, mode="fast", timeout=30):
-        """SIGTERM (redis saves first if save points or AOF are configured);
-        mode="immediate" kills at once."""
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                kill_group(proc, signal.SIGKILL if mode == "immediate" else signal.SIGTERM)
-                if not wait_proc(proc, timeout):
-                    kill_group(proc, signal.SIGKILL)
-                    proc.wait()
-            self._proc = None
-        unregister_live(self)
-
-    def destroy(self):
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.destroy()
-        return False
-
-    def __repr__(self):
-        return "<ScratchRedis %s:%s %s>" % (self.host, self.port, self.dir)
 
     def cli(self, *args, **kwargs):
         """Run redis-cli with ``args``; the password goes in REDISCLI_AUTH.

@@ -22,6 +22,7 @@ import time
 from ..core.errors import ConfigError, SourceError, WaitTimeout
 from ..core.options import Option, Options, resolve
 from .client import CONNECTION, ReplyError, command_error, conn_params, connect, describe
+from .conf import read_conf
 
 FSYNC = ("always", "everysec", "no")
 
@@ -92,34 +93,8 @@ def desired_settings(params):
     return want
 
 
-def read_conf_values(path, names):
-    """{name: value} for directives in a redis.conf (last one wins; save
-    lines accumulate, save "" resets). Names absent from the file are
-    absent from the result."""
-    out = {}
-    with open(path) as fh:
-        lines = fh.readlines()
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split(None, 1)
-        key = parts[0].lower()
-        if key not in names:
-            continue
-        val = parts[1].strip() if len(parts) > 1 else ""
-        if key == "save":
-            if val in ('""', "''", ""):
-                out["save"] = ""
-            else:
-                out["save"] = (out.get("save", "") + " " + val).strip()
-            continue
-        if len(val) >= 2 and val[0] == val[-1] and val[0] in "\"'":
-            val = val[1:-1]
-        out[key] = val.lower() if key in ("appendonly", "appendfsync") else val
-    if "save" in out:
-        out["save"] = " ".join(out["save"].split())
-    return out
+# What redis.conf already holds (redis.conf.read_conf, the one parser).
+read_conf_values = read_conf
 
 
 def _render(values):

@@ -37,7 +37,7 @@ import socket
 from ..core import metrics
 from ..core.errors import ConfigError
 from ..core.options import Option, Options, resolve
-from ..core.process import LocalRunner
+from ..core.process import LocalRunner, tool_version
 from ..core.stream import COMPRESSION
 from ..repo.session import LABELS, BackupJob
 from ..storage.factory import STORAGE, open_storage, storage_options
@@ -46,7 +46,7 @@ from .server import server_facts, total_keys
 from .snapshot_aof import aof_paths, snapshot_aof
 from .snapshot_rdb import snapshot_rdb
 from .snapshot_sync import snapshot_remote
-from .tools import REDIS_BIN_DIR, find_redis_tool, tool_version
+from .tools import REDIS_BIN_DIR, VERSION_PATTERNS, find_redis_tool
 
 MODES = ("rdb", "remote", "aof")
 KIND = {"rdb": "redis_rdb", "remote": "redis_rdb", "aof": "redis_aof"}
@@ -105,9 +105,9 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
                   "server_version": facts["server_version"], "role": facts["role"],
                   "redis_mode": facts["redis_mode"], "run_id": facts["run_id"],
                   "client_host": socket.gethostname()}
-        version = tool_version(runner, tool)
+        version = tool_version(runner, tool, VERSION_PATTERNS, strict=False)
         if version is None and mode == "aof":  # redis-check-aof has no --version; it is the same binary
-            version = tool_version(runner, find_redis_tool("redis-check-rdb", bin_dir))
+            version = tool_version(runner, find_redis_tool("redis-check-rdb", bin_dir), VERSION_PATTERNS, strict=False)
         tools = {os.path.basename(tool): version}
         options = {"mode": mode}
         if mode != "rdb":

@@ -16,7 +16,7 @@ import shlex
 import shutil
 import tempfile
 
-from ..core.errors import DrkitError, IntegrityError, ToolError
+from ..core.errors import IntegrityError, ToolError
 from ..core.options import Option
 from ..core.process import BackgroundReader, ProcessFeeder
 
@@ -76,14 +76,8 @@ def find_redis_tool(name, bin_dir=None, search=("/usr/bin", "/usr/local/bin", "/
                     "or set redis_bin_dir")
 
 
-def tool_version(runner, path):
-    try:
-        rc, out, _err = runner.run([path, "--version"], timeout=30)
-    except DrkitError:
-        return None
-    text = out.decode("utf-8", "replace").strip()
-    m = re.search(r"v=(\S+)", text) or re.search(r"(\d+\.\d+\.\d+)", text)
-    return m.group(1) if (rc == 0 and m) else None
+# redis-server -v: "Redis server v=7.0.15 sha=..."; other builds: the first x.y.z
+VERSION_PATTERNS = (r"v=(\S+)", r"(\d+\.\d+\.\d+)")
 
 
 def parse_check_output(text):

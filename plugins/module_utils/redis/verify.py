@@ -23,8 +23,15 @@ from ..core.options import Option, Options, resolve
 from ..core.process import LocalRunner
 from ..repo.verification import LEVEL, Verification, planned
 from ..storage.factory import STORAGE, open_storage, storage_options
-from .artifacts import (SELECTOR, aof_manifest_path, check_structure, fetch_backup, main_artifact, read_artifact,
-                        resolve_redis)
+from .artifacts import (
+    SELECTOR,
+    aof_manifest_path,
+    check_structure,
+    fetch_backup,
+    main_artifact,
+    read_artifact,
+    resolve_redis,
+)
 from .client import RedisClient, keyspace
 from .scratch import ScratchRedis
 from .tools import REDIS_BIN_DIR, RdbChecker, find_redis_tool

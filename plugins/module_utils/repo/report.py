@@ -26,6 +26,7 @@ import time
 from ..core import metrics
 from ..core.errors import ConfigError, StorageError
 from ..core.options import Option, Options, resolve
+from ..core.osutil import atomic_write
 from . import manifest as mf
 
 # drkit.backup.dr_report
@@ -341,12 +342,7 @@ def write_report(params, check_mode=False):
             for name, data in (("report.json", json.dumps(report, indent=2, sort_keys=True) + "\n"),
                                ("report.md", markdown(report)), ("timeline.svg", svg),
                                ("report.html", html(report, svg))):
-                path = os.path.join(out_dir, name)
-                tmp = path + ".tmp"
-                with open(tmp, "w") as fh:
-                    fh.write(data)
-                os.rename(tmp, path)
-                paths[name] = path
+                paths[name] = atomic_write(os.path.join(out_dir, name), data, mode=0o644)
         except (IOError, OSError) as e:
             raise StorageError("Could not write the report to %s: %s" % (out_dir, e),
                                "Check report_dir exists and is writable")

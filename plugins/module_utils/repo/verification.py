@@ -20,10 +20,10 @@ from contextlib import contextmanager
 
 from ..core import metrics
 from ..core.errors import ConfigError, DrkitError, IntegrityError, NotFoundError, ToolError, WaitTimeout
+from ..core.options import Option
 from ..core.signals import signals_raise
 from ..core.stream import read_stored
 from ..core.version import VERSION
-from ..core.options import Option
 from . import manifest as mf
 
 LEVELS = ("checksum", "structure", "restore")

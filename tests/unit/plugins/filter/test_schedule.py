@@ -10,9 +10,7 @@ import subprocess
 
 import pytest
 from ansible.errors import AnsibleFilterError
-
-from ansible_collections.drkit.backup.plugins.filter.schedule import (
-    FilterModule, cron_max_interval, cron_to_oncalendar)
+from ansible_collections.drkit.backup.plugins.filter.schedule import FilterModule, cron_max_interval, cron_to_oncalendar
 
 H = 3600
 

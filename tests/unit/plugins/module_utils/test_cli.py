@@ -366,7 +366,7 @@ def test_a_world_readable_config_with_an_aliased_secret_is_refused(tmp_path):
 
 def test_wal_push_builds_only_its_own_flags_and_imports_no_other_command():
     code = ("import sys; sys.path.insert(0, %r); import runpy; "
-            "m = runpy.run_path(%r, run_name='drkit_loader'); m['_load_engine'](); "
+            "m = runpy.run_path(%r, run_name='drkit_loader'); m['load_engine'](); "
             "from drkit_engine import cli; p = cli.build_parser(only='wal-push'); "
             "a = p.parse_args(['wal-push', '--compression-level', '5', 'p', '000000010000000000000001']); "
             "print(a.compression_level, sorted(n for n in sys.modules if n.startswith('drkit_engine.') and "

@@ -2,10 +2,18 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """errors.py: messages with their hint, distinct non-zero exit codes."""
 
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConfigError, ConflictError, DrkitError,
-                                                                               IntegrityError, NotFoundError,
-                                                                               SafetyError, SourceError, StorageError,
-                                                                               ToolError, WaitTimeout)
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (
+    ConfigError,
+    ConflictError,
+    DrkitError,
+    IntegrityError,
+    NotFoundError,
+    SafetyError,
+    SourceError,
+    StorageError,
+    ToolError,
+    WaitTimeout,
+)
 
 
 def test_message_and_hint():

@@ -9,8 +9,13 @@ import os
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
-from ansible_collections.drkit.backup.plugins.module_utils.core.options import (Option, Options, fold_aliases,
-                                                                                 from_environment, resolve)
+from ansible_collections.drkit.backup.plugins.module_utils.core.options import (
+    Option,
+    Options,
+    fold_aliases,
+    from_environment,
+    resolve,
+)
 from ansible_collections.drkit.backup.plugins.module_utils.core.stream import COMPRESSION
 from support.spec_capture import engine_options
 from support.unit_helpers import REPO

@@ -8,11 +8,16 @@ import os
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, ToolError
-from ansible_collections.drkit.backup.plugins.module_utils.pg.client import (ToolEnv, check_tool_result, conn_params,
-                                                                             connection_error, find_tool, stderr_errors,
-                                                                             tool_major)
+from ansible_collections.drkit.backup.plugins.module_utils.pg.client import (
+    ToolEnv,
+    check_tool_result,
+    conn_params,
+    connection_error,
+    find_tool,
+    stderr_errors,
+    tool_major,
+)
 from support.unit_helpers import PG15, PG16, PG18
-
 
 # --------------------------------------------------------------------------
 # tool output

@@ -5,9 +5,11 @@ sections."""
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
-from ansible_collections.drkit.backup.plugins.module_utils.pg.dump import (RESTORE_SETTINGS, restore_argv,
-                                                                           session_options)
-
+from ansible_collections.drkit.backup.plugins.module_utils.pg.dump import (
+    RESTORE_SETTINGS,
+    restore_argv,
+    session_options,
+)
 
 # --------------------------------------------------------------------------
 # session settings

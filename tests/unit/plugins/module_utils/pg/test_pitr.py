@@ -9,9 +9,15 @@ import datetime
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
 from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import conf_quote
-from ansible_collections.drkit.backup.plugins.module_utils.pg.pitr import (FATAL_TARGET, READY_LINE, can_reach,
-                                                                           configure_recovery, log_facts,
-                                                                           recovery_settings, validate_target)
+from ansible_collections.drkit.backup.plugins.module_utils.pg.pitr import (
+    FATAL_TARGET,
+    READY_LINE,
+    can_reach,
+    configure_recovery,
+    log_facts,
+    recovery_settings,
+    validate_target,
+)
 from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import parse_lsn
 
 

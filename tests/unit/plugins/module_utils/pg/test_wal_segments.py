@@ -5,8 +5,12 @@ files and the recovery chain across timelines."""
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import IntegrityError
-from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_segments import (missing_segments, parse_history,
-                                                                                   read_long_header, recovery_chain)
+from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_segments import (
+    missing_segments,
+    parse_history,
+    read_long_header,
+    recovery_chain,
+)
 from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import segment_name, wal_key
 from ansible_collections.drkit.backup.plugins.module_utils.storage import factory as storage
 from support.unit_helpers import SEG, long_header

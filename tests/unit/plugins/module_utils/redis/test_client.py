@@ -8,7 +8,6 @@ import socket
 import threading
 
 import pytest
-
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, SourceError
 from ansible_collections.drkit.backup.plugins.module_utils.redis import client as redis_client
 

@@ -4,7 +4,6 @@
 settings that may be asked for (no paths, no secrets)."""
 
 import pytest
-
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
 from ansible_collections.drkit.backup.plugins.module_utils.redis import settings as redis_settings
 from ansible_collections.drkit.backup.plugins.module_utils.redis.restore import read_redis_conf

@@ -3,7 +3,6 @@
 """snapshot.py: the snapshot options are resolved and checked."""
 
 import pytest
-
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
 from ansible_collections.drkit.backup.plugins.module_utils.core.options import resolve
 from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot import OPTIONS

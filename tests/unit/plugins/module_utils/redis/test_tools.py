@@ -3,7 +3,6 @@
 """tools.py: redis-check-rdb's output and the AOF manifest, parsed."""
 
 import pytest
-
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import IntegrityError
 from ansible_collections.drkit.backup.plugins.module_utils.redis.tools import parse_aof_manifest, parse_check_output
 

@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils.repo import report as dr
-from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.repo import report as dr
 
 BID = "20261125T211500Z-pg-logical-3fa9c1"
 HOSTILE = "</td><script>alert('x')</script>|a|b&amp;\"q\"<svg onload=1>"

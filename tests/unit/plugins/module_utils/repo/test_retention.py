@@ -14,12 +14,17 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
+from ansible_collections.drkit.backup.plugins.module_utils.repo.retention import (
+    Duration,
+    Policy,
+    apply_policy,
+    check_group_by,
+    group_key,
+    period_keys,
+)
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-
-from ansible_collections.drkit.backup.plugins.module_utils.repo.retention import check_group_by, group_key, period_keys
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
-from ansible_collections.drkit.backup.plugins.module_utils.repo.retention import Duration, Policy, apply_policy
 
 UTC = dt.timezone.utc
 RULE_ORDER = ["last", "daily", "weekly", "monthly", "yearly"]

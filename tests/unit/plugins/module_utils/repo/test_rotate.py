@@ -7,12 +7,16 @@ tests/integration/test_rotate.py."""
 import datetime as dt
 
 import pytest
-
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, SafetyError
 from ansible_collections.drkit.backup.plugins.module_utils.repo import wal_layout as wal
 from ansible_collections.drkit.backup.plugins.module_utils.repo.retention import Duration, Policy
-from ansible_collections.drkit.backup.plugins.module_utils.repo.rotate import (Plan, check_plan, parse_grace,
-                                                                               plan_wal_prune, wal_position)
+from ansible_collections.drkit.backup.plugins.module_utils.repo.rotate import (
+    Plan,
+    check_plan,
+    parse_grace,
+    plan_wal_prune,
+    wal_position,
+)
 from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectInfo
 
 

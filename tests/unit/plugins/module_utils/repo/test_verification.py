@@ -13,14 +13,24 @@ import os
 import signal
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConfigError, IntegrityError,
-                                                                               StorageError, Terminated, ToolError,
-                                                                               WaitTimeout)
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (
+    ConfigError,
+    IntegrityError,
+    StorageError,
+    Terminated,
+    ToolError,
+    WaitTimeout,
+)
 from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils.repo.verification import (RECORD_FORMAT, Verification,
-                                                                                     VerificationFailed,
-                                                                                     check_level, parse_record,
-                                                                                     planned, record_key)
+from ansible_collections.drkit.backup.plugins.module_utils.repo.verification import (
+    RECORD_FORMAT,
+    Verification,
+    VerificationFailed,
+    check_level,
+    parse_record,
+    planned,
+    record_key,
+)
 from ansible_collections.drkit.backup.plugins.module_utils.storage.file import FileStorage
 
 

@@ -6,12 +6,20 @@ integration side: tests/integration/test_pitr_timeline_switch.py)."""
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError
-from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import (backup_segments, backup_timelines,
-                                                                                   backup_wal_ranges, classify,
-                                                                                   format_lsn, lsn_segment,
-                                                                                   name_of_key, parse_lsn, segment_name,
-                                                                                   segment_number, segment_range,
-                                                                                   wal_key)
+from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import (
+    backup_segments,
+    backup_timelines,
+    backup_wal_ranges,
+    classify,
+    format_lsn,
+    lsn_segment,
+    name_of_key,
+    parse_lsn,
+    segment_name,
+    segment_number,
+    segment_range,
+    wal_key,
+)
 
 
 def test_classify_and_keys():

@@ -7,7 +7,6 @@ import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, ConflictError
 from ansible_collections.drkit.backup.plugins.module_utils.storage.base import TEMP_MARKER, put_new
 
-
 # --------------------------------------------------------------------------
 # keys
 

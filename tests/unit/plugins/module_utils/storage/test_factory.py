@@ -10,7 +10,6 @@ from ansible_collections.drkit.backup.plugins.module_utils.storage.factory impor
 from ansible_collections.drkit.backup.plugins.module_utils.storage.file import FileStorage
 from ansible_collections.drkit.backup.plugins.module_utils.storage.s3lite import LiteS3Client
 
-
 # --------------------------------------------------------------------------
 # URLs
 

@@ -13,8 +13,12 @@ import time
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import NotFoundError, StorageError
 from ansible_collections.drkit.backup.plugins.module_utils.storage import s3 as s3_module
-from ansible_collections.drkit.backup.plugins.module_utils.storage.s3 import (MAX_PARTS, MIN_PART, S3Storage,
-                                                                              part_size_for)
+from ansible_collections.drkit.backup.plugins.module_utils.storage.s3 import (
+    MAX_PARTS,
+    MIN_PART,
+    S3Storage,
+    part_size_for,
+)
 
 
 class FakeS3(object):

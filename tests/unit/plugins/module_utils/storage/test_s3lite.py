@@ -19,12 +19,21 @@ from unittest import mock
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import NotFoundError, StorageError
 from ansible_collections.drkit.backup.plugins.module_utils.storage.s3 import S3Storage
-from ansible_collections.drkit.backup.plugins.module_utils.storage.s3lite import (ClientError, EMPTY_SHA256,
-                                                                                  EndpointConnectionError,
-                                                                                  IncompleteReadError, LiteS3Client,
-                                                                                  SSLError, _Paginator, canonical_query,
-                                                                                  lite_client_for, parse_http_date,
-                                                                                  parse_iso8601, sign_v4, uri_encode)
+from ansible_collections.drkit.backup.plugins.module_utils.storage.s3lite import (
+    EMPTY_SHA256,
+    ClientError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    LiteS3Client,
+    SSLError,
+    _Paginator,
+    canonical_query,
+    lite_client_for,
+    parse_http_date,
+    parse_iso8601,
+    sign_v4,
+    uri_encode,
+)
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
