@@ -47,6 +47,11 @@ COMPRESSION_THREADS = Option(
 COMPRESSION = (COMPRESSION_LEVEL, COMPRESSION_THREADS)
 
 
+def compression_settings(p):
+    """The pipeline's compression (compressor_for) from resolved COMPRESSION options."""
+    return {"algorithm": "zstd", "level": p["compression_level"], "threads": p["compression_threads"]}
+
+
 def zstd_module():
     try:
         import zstandard  # pylint: disable=import-outside-toplevel

@@ -31,6 +31,7 @@ import tempfile
 
 from ..core.errors import ConfigError, SourceError
 from ..core.process import LocalRunner, tool_version
+from ..core.stream import compression_settings
 from ..repo import manifest as mf
 from ..repo.session import BackupJob
 from ..storage.factory import open_storage, storage_options
@@ -105,7 +106,7 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
     database = p["database"]
     storage = open_storage(p["storage_url"], **storage_options(p))
     job = BackupJob(storage, KIND, p["metrics_dir"], p["job_name"] or "pg_%s" % database, progress)
-    compression = {"algorithm": "zstd", "level": level, "threads": p["compression_threads"]}
+    compression = compression_settings(p)
     row_counts = p["row_counts"]
 
     if check_mode:

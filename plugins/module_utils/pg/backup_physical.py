@@ -38,6 +38,7 @@ import time
 
 from ..core.errors import ConfigError, IntegrityError, WaitTimeout
 from ..core.process import LocalRunner, tool_version
+from ..core.stream import compression_settings
 from ..core.tar import TarTap, _TapReader
 from ..repo import manifest as mf
 from ..repo.session import BackupJob
@@ -234,7 +235,7 @@ def pg_backup_physical(p, check_mode=False, runner=None, progress=None):
     cp = conn_params(p)
     storage = open_storage(p["storage_url"], **storage_options(p))
     job = BackupJob(storage, KIND, p["metrics_dir"], p["job_name"] or "pg_physical_%s" % cp["port"], progress)
-    compression = {"algorithm": "zstd", "level": p["compression_level"], "threads": p["compression_threads"]}
+    compression = compression_settings(p)
     dbname = p["database"] or p["maintenance_db"]
 
     if check_mode:

@@ -38,7 +38,7 @@ from ..core import metrics
 from ..core.errors import ConfigError
 from ..core.options import Option, Options, resolve
 from ..core.process import LocalRunner, tool_version
-from ..core.stream import COMPRESSION
+from ..core.stream import COMPRESSION, compression_settings
 from ..repo.session import LABELS, BackupJob
 from ..storage.factory import STORAGE, open_storage, storage_options
 from .client import CONNECTION, conn_params, connect, describe
@@ -84,7 +84,7 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
     job = BackupJob(storage, kind, p["metrics_dir"], p["job_name"] or "redis_%s" % cp["port"], progress)
     pause_writes = p["pause_writes"]
     bin_dir = p["redis_bin_dir"]
-    compression = {"algorithm": "zstd", "level": p["compression_level"], "threads": p["compression_threads"]}
+    compression = compression_settings(p)
 
     if check_mode:
         with connect(cp) as client:
