@@ -243,7 +243,7 @@ def test_restore_puts_old_data_back_when_it_fails(backups, tmp_storage_url, tmp_
 
 
 def test_restore_fails_and_puts_old_data_back_when_the_directory_fsync_fails(backups, tmp_storage_url, tmp_path,
-                                                                               monkeypatch):
+                                                                             monkeypatch):
     # The placed files are not durable until the data directory is fsync'ed:
     # a failing fsync is a failed restore, not a success that a crash may undo.
     d = target_dir(tmp_path, "fsync")

@@ -107,7 +107,7 @@ def cli_flags(parser=None):
             for flag in a.option_strings or [a.dest]:
                 flags[flag] = info
         out[command] = {"flags": flags, "defaults": dict((k, v) for k, v in sorted(p._defaults.items())  # pylint: disable=protected-access
-                                                          if k not in ("func", "options"))}
+                                                         if k not in ("func", "options"))}
     return out
 
 

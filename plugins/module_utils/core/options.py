@@ -28,6 +28,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import os
 
 from .errors import ConfigError
@@ -202,7 +203,7 @@ class Option(object):
                 number = float(value if isinstance(value, (int, float)) else str(value).strip())
             except ValueError:
                 raise self._refuse(value, _KINDS[kind])
-            if number != number:  # nan passes every comparison
+            if math.isnan(number):  # nan passes every comparison
                 raise self._refuse(value, _KINDS[kind])
             return number
         if kind == "bool":

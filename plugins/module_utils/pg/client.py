@@ -152,9 +152,9 @@ def find_tool(name, server_version_num=None, bin_dir=None):
     found = shutil.which(name)
     if newest and (not found or major):
         if major and version_key(newest[0])[0] < major:
-            raise ConfigError("%s for PostgreSQL %d or newer is needed, found only %s" % (
+            raise ConfigError("%s for PostgreSQL %s or newer is needed, found only %s" % (
                 name, major, os.path.join(newest[0], name)),
-                "Install the PostgreSQL %d client package" % major)
+                "Install the PostgreSQL %s client package" % major)
         return os.path.join(newest[0], name)
     if found:
         return found

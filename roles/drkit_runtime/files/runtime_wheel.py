@@ -309,7 +309,7 @@ def cmd_installed(args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="runtime_wheel.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="runtime_wheel.py", description=__doc__.split("\n\n", maxsplit=1)[0])
     sub = ap.add_subparsers(dest="command")
     b = sub.add_parser("build")
     b.add_argument("root")
