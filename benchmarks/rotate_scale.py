@@ -34,10 +34,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 
-from support.seaweedfs import SeaweedS3  # noqa: E402
 from _engine import load_engine  # noqa: E402
 
 load_engine()
+from support.seaweedfs import SeaweedS3  # noqa: E402
 from drkit_engine.repo import manifest as mf  # noqa: E402
 from drkit_engine.storage.factory import open_storage  # noqa: E402
 

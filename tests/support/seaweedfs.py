@@ -42,7 +42,10 @@ import signal
 import socket
 import sys
 
-from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import ScratchServer, kill_group, tail_file
+try:
+    from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import ScratchServer, kill_group, tail_file
+except ImportError:  # the benchmarks load the engine as drkit_engine (scripts/_engine.py) first
+    from drkit_engine.core.scratch import ScratchServer, kill_group, tail_file
 
 REGION = "us-east-1"
 DEFAULT_ACCESS_KEY = "drkit-test-access"
