@@ -20,6 +20,7 @@ __metaclass__ = type
 
 import binascii
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -49,6 +50,8 @@ BACKUP_FILTERS = (
 )
 ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-([a-z0-9-]+)-([0-9a-f]{6})$")
 REQUIRED = ("format", "version", "backup_id", "kind", "started_at", "finished_at", "source", "artifacts")
+# SHA-256 over the manifest's canonical JSON without this key (Manifest.digest).
+DIGEST = "manifest_sha256"
 
 
 def utcnow():
@@ -143,7 +146,25 @@ class Manifest(dict):
     def finished(self):
         return parse_time(self["finished_at"])
 
+    @property
+    def sealed(self):
+        """Whether the manifest carries a digest (those written before
+        drkit had one do not)."""
+        return DIGEST in self
+
+    @staticmethod
+    def digest(obj):
+        """SHA-256 of a parsed manifest's canonical JSON (keys sorted, no
+        whitespace, ASCII), the digest key itself left out."""
+        body = dict((k, v) for k, v in obj.items() if k != DIGEST)
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(text.encode("ascii")).hexdigest()
+
     def to_json(self):
+        """The stored form, sealed with the digest of its content (as a
+        reader will parse it: JSON turns tuples into lists, keys into strings)."""
+        body = json.loads(json.dumps(dict((k, v) for k, v in self.items() if k != DIGEST)))
+        self[DIGEST] = self.digest(body)
         return (json.dumps(self, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
     @classmethod
@@ -155,6 +176,10 @@ class Manifest(dict):
                                  "The manifest is corrupt; this backup cannot be trusted")
         if not isinstance(obj, dict):
             raise IntegrityError("%s is not a JSON object" % where)
+        if DIGEST in obj and obj[DIGEST] != cls.digest(obj):
+            raise IntegrityError("%s does not match its %s: it was changed after drkit wrote it" % (where, DIGEST),
+                                 "The manifest is corrupt or was edited; do not trust this backup, "
+                                 "use another one")
         missing = [k for k in REQUIRED if k not in obj]
         if missing:
             raise IntegrityError("%s lacks %s" % (where, ", ".join(missing)),

@@ -79,7 +79,11 @@ def test_finish_sets_duration():
 
 
 def good_doc():
-    return json.loads(make(bid("20261125T211500Z"), T0).to_json())
+    """A manifest as parsed, without its digest: the checks below hold for
+    manifests written before drkit sealed them, too."""
+    doc = json.loads(make(bid("20261125T211500Z"), T0).to_json())
+    del doc[mf.DIGEST]
+    return doc
 
 
 def test_round_trip():
@@ -241,3 +245,64 @@ def test_resolve(fs):
         mf.resolve(fs, bid("20260101T000000Z", "cccccc"))
     with pytest.raises(NotFoundError):
         mf.resolve(st.FileStorage(fs.root + "-empty"))
+
+
+# --------------------------------------------------------------------------
+# the manifest's digest
+
+
+def test_manifest_is_sealed_and_an_edit_is_refused(fs):
+    m = make(bid("20261125T211500Z"), T0)
+    m["data"]["row_counts"] = {"public.a": 10, "public.b": 0}
+    save(fs, m)
+    doc = json.loads(fs.get_bytes(mf.manifest_key(m.backup_id)))
+    assert doc[mf.DIGEST] == mf.Manifest.digest(doc) and len(doc[mf.DIGEST]) == 64
+    assert mf.load_manifest(fs, m.backup_id).sealed is True
+    # Emptied row counts would let a restore-level verification compare nothing.
+    doc["data"]["row_counts"] = {}
+    fs.put_bytes(mf.manifest_key(m.backup_id), json.dumps(doc, indent=2).encode())
+    with pytest.raises(IntegrityError) as e:
+        mf.load_manifest(fs, m.backup_id)
+    assert "does not match its manifest_sha256: it was changed after drkit wrote it" in str(e.value)
+    assert "do not trust this backup" in e.value.hint
+    # the catalog reports it like any unreadable manifest
+    assert mf.list_backups(fs, strict=False)[1][0].startswith(m.backup_id + ": ")
+    with pytest.raises(IntegrityError):
+        mf.list_backups(fs, strict=True)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d.update(finished_at="2099-01-01T00:00:00.000000Z"),
+    lambda d: d["artifacts"][0].update(size=11),
+    lambda d: d["source"].update(database="other"),
+    lambda d: d.update(extra="added"),
+    lambda d: d.update({mf.DIGEST: "0" * 64}),
+    lambda d: d.update({mf.DIGEST: None}),
+])
+def test_any_edit_breaks_the_digest(edit):
+    doc = json.loads(make(bid("20261125T211500Z"), T0).to_json())
+    edit(doc)
+    with pytest.raises(IntegrityError, match="does not match its manifest_sha256"):
+        mf.Manifest.from_json(json.dumps(doc))
+
+
+def test_digest_does_not_depend_on_layout_and_survives_json_round_trips():
+    m = make(bid("20261125T211500Z"), T0)
+    m["data"]["counts"] = {2: (1, 2), 10: "a"}  # int keys and tuples: stored as JSON turns them
+    doc = json.loads(m.to_json())
+    assert mf.Manifest.from_json(json.dumps(doc)) == doc                       # compact
+    assert mf.Manifest.from_json(json.dumps(doc, indent=4, sort_keys=False)) == doc
+    again = mf.Manifest.from_json(m.to_json())
+    assert mf.Manifest.from_json(again.to_json())[mf.DIGEST] == m[mf.DIGEST]
+
+
+def test_manifest_without_digest_still_reads(fs):
+    """Manifests written before the digest are read as before; listing says
+    digest: false."""
+    doc = good_doc()
+    fs.put_bytes(mf.artifact_key(doc["backup_id"], "database.pgdump.zst"), b"x" * 10)
+    fs.put_bytes(mf.manifest_key(doc["backup_id"]), json.dumps(doc).encode())
+    m = mf.load_manifest(fs, doc["backup_id"])
+    assert m.sealed is False and m == doc
+    (entry,), problems = mf.list_backups(fs)
+    assert problems == [] and entry.backup_id == doc["backup_id"]
