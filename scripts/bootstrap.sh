@@ -20,7 +20,8 @@ set -euo pipefail
 # prometheus: for promtool (alert rule tests; the service itself is never started).
 # cron, logrotate: the roles' default scheduler and its log rotation (tests run
 # the cron lines themselves and check the logrotate snippet).
-APT_PACKAGES="postgresql postgresql-client redis-server redis-tools zstd python3 python3-venv shellcheck prometheus cron logrotate"
+# faketime: libfaketime, a clock ahead or behind for one drkit process (tests/integration/test_clock_trouble.py).
+APT_PACKAGES="postgresql postgresql-client redis-server redis-tools zstd python3 python3-venv shellcheck prometheus cron logrotate faketime"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"

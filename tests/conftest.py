@@ -186,6 +186,16 @@ def pg_database(pg):
             pg.psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
 
 
+@pytest.fixture
+def restored(pg):
+    """Names of databases a test restores into; dropped afterwards."""
+    names = []
+    yield names
+    for name in names:
+        if pg.is_running():
+            pg.psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+
+
 @pytest.fixture(scope="session")
 def s3(scratch_root):
     server = SeaweedS3(str(scratch_root / "s3"))

@@ -16,6 +16,9 @@ options:
     description:
       - Id of the backup (as in M(drkit.backup.backup_info)), or V(latest) for the newest complete backup this
         module can read (narrowed by its source filter and O(before), if given).
+      - V(latest) is never a backup whose manifest is dated in the future (its C(finished_at) more than 15
+        minutes after the storage's own time of the manifest); such a backup is used only when named by its id.
+        See C(docs/retention.md).
     type: str
     default: latest
   before:

@@ -350,12 +350,17 @@ def _print_result(args, result):
         if not rows:
             sys.stdout.write("no complete backups in %s\n" % result.get("storage"))
         for b in rows:
-            sys.stdout.write("%-40s %-12s %-28s %12d  %s%s\n" % (
+            sys.stdout.write("%-40s %-12s %-28s %12d  %s%s%s%s\n" % (
                 b["backup_id"], b["kind"], b["finished_at"], b["size"],
                 b["source"].get("database") or b["source"].get("host"),
-                "  [pinned]" if b.get("pinned") else ""))
+                "  [pinned]" if b.get("pinned") else "",
+                "  [ARTIFACTS MISSING]" if b.get("artifacts_missing") else "",
+                "  [DATED IN THE FUTURE]" if b.get("future_dated") else ""))
         for p in result.get("problems", []):
             sys.stderr.write("warning: %s\n" % p)
+        for b in rows:
+            if b.get("doubts"):
+                sys.stderr.write("warning: %s does not count: %s\n" % (b["backup_id"], "; ".join(b["doubts"])))
         return
     sys.stdout.write("%s\n" % result.get("msg", "done"))
 

@@ -16,7 +16,11 @@ description:
   - Lists the backups under O(storage_url) that have a manifest, newest first by the finish time
     recorded in the manifest (never by name or object date), with their manifests.
   - Incomplete backups (artifacts without a manifest) are not listed. A manifest that cannot be
-    read or is invalid is reported in RV(problems) and skipped.
+    read, is invalid or does not match its digest is reported in RV(problems) and skipped.
+  - A backup whose artifacts are missing (or stored with another size than its manifest records),
+    or whose manifest is dated in the future (C(finished_at) more than 15 minutes after the
+    storage's own time of the manifest), is listed with C(counted=false) and its C(doubts);
+    rotation, restore and verification do not count it (see C(docs/retention.md)).
   - Read-only.
 author:
   - drkit.backup contributors (!UNKNOWN)
@@ -108,14 +112,39 @@ backups:
     manifest:
       description: The full manifest.
       type: dict
+    counted:
+      description: Whether the backup counts (artifacts stored with their recorded sizes, not dated in the future).
+      type: bool
+    doubts:
+      description: Why it does not count, one message each (empty when it counts).
+      type: list
+      elements: str
+    artifacts_missing:
+      description: Artifacts missing or stored with another size, with what was found.
+      type: list
+      elements: str
+    future_dated:
+      description: Whether C(finished_at) lies more than 15 minutes after the storage's time of the manifest.
+      type: bool
+    stored_at:
+      description: The storage's time of the manifest (S3 LastModified, file mtime), UTC ISO 8601.
+      type: str
+    digest:
+      description: Whether the manifest carries its digest (C(manifest_sha256)); manifests written before
+        drkit sealed them do not, and are read as before.
+      type: bool
 count:
   description: Number of backups returned.
   returned: always
   type: int
 latest:
-  description: The newest backup, or null when there is none.
+  description: The newest backup that counts, or null when there is none.
   returned: always
   type: dict
+not_counted:
+  description: Number of listed backups that do not count.
+  returned: always
+  type: int
 problems:
   description: Manifests that could not be read, one message each.
   returned: always

@@ -137,6 +137,14 @@ backup_id:
   description: The backup restored.
   returned: always
   type: str
+passed_over:
+  description: With O(backup_id=latest), newer backups not restored because their manifest is dated in the
+    future (C(finished_at) more than 15 minutes after the storage's time of the manifest), with the reason.
+    When the newest backup has artifacts missing the restore is refused and names the newest one that can be
+    restored.
+  returned: always
+  type: list
+  elements: str
 target_database:
   description: The database restored into.
   returned: always

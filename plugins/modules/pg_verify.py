@@ -113,6 +113,12 @@ backup_id:
   description: The backup that was verified.
   returned: always
   type: str
+passed_over:
+  description: With O(backup_id=latest), newer backups not verified because their manifest is dated in the
+    future, with the reason.
+  returned: always
+  type: list
+  elements: str
 passed:
   description: Whether verification passed (null in check mode).
   returned: always

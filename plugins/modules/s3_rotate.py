@@ -28,6 +28,12 @@ description:
     newest backup whose latest verification record passed are never deleted; pinned backups
     (a C(keep) object next to the manifest) are never deleted; a listing or read error aborts the
     run before anything is deleted; a plan that would delete every backup of a group is refused."
+  - "Only backups that count are grouped and given to the policy: manifest intact, every artifact
+    stored with its recorded size, and C(finished_at) no later than the storage's own time of the
+    manifest (S3 LastModified, file mtime) plus 15 minutes. The others (a forged or future-dated
+    manifest, a backup with artifacts missing) are reported in RV(not_counted) and RV(warnings),
+    never fill a keep slot and are never deleted. A backup stored more than 15 minutes after the
+    group's newest one (taken on a host whose clock was behind) is kept too."
   - Only complete backups (with a manifest) are candidates. A backup directory without a manifest
     is removed only when nothing in it was written within O(incomplete_grace), so a running
     backup is never touched; multipart uploads and temp files older than O(incomplete_grace)
@@ -183,9 +189,15 @@ kept:
       type: int
     reasons:
       description: Every rule that keeps it, for example C(daily 2026-11-25), C(weekly 2026-W48),
-        C(within 2d), C(newest backup (safety)), C(pinned).
+        C(within 2d), C(newest backup (safety)), C(stored last (safety ...)), C(pinned).
       type: list
       elements: str
+not_counted:
+  description: Backups that do not count (artifacts missing, or dated in the future), left alone; backup_id,
+    finished_at, kind, group, size and reasons.
+  returned: always
+  type: list
+  elements: dict
 deleted:
   description: Backups deleted (in check mode, that would be deleted), with backup_id, finished_at,
     kind, group, size and objects (number of objects).
@@ -229,7 +241,8 @@ policy:
   returned: always
   type: dict
 warnings:
-  description: Things left alone on purpose (an empty policy, directories that are not backups).
+  description: Things left alone on purpose (an empty policy, directories that are not backups, backups that
+    do not count).
   returned: always
   type: list
   elements: str

@@ -43,15 +43,6 @@ def source_db(pg):
         drop_database(pg, name)
 
 
-@pytest.fixture
-def restored(pg):
-    """Names of databases a test restores into; dropped afterwards."""
-    names = []
-    yield names
-    for n in names:
-        drop_database(pg, n)
-
-
 def storage_url_for(kind, tmp_path, bucket):
     if kind == "file":
         return "file://%s/backups-root" % tmp_path

@@ -268,7 +268,7 @@ def test_failed_restore_leaves_no_staging_and_target_untouched(pg, tmp_storage_u
     key = file_root(tmp_storage_url) / mf.manifest_key(bid)
     man = json.loads(key.read_text())
     man["data"]["row_counts"]["public.plain"] = 12
-    key.write_text(json.dumps(man))
+    key.write_bytes(mf.Manifest(man).to_json())  # sealed again
     pg.psql("CREATE TABLE keep_me (id int); INSERT INTO keep_me VALUES (1), (2)", dbname=pg_database)
     before_sum = content_checksum(pg, pg_database)
     before_dbs = databases(pg)
@@ -281,12 +281,13 @@ def test_failed_restore_leaves_no_staging_and_target_untouched(pg, tmp_storage_u
 
     # a damaged artifact: refused while streaming, nothing left either
     man["data"]["row_counts"]["public.plain"] = 11
-    key.write_text(json.dumps(man))
+    key.write_bytes(mf.Manifest(man).to_json())  # sealed again
     art = file_root(tmp_storage_url) / mf.artifact_key(bid, "database.pgdump.zst")
     data = art.read_bytes()
     art.write_bytes(data[:-200])
+    # named by its id, the damage shows while streaming (latest is refused earlier: docs/retention.md)
     with pytest.raises(IntegrityError) as ei:
-        pg_restore_backup(engine_params(pg, tmp_storage_url, target_database=pg_database, force=True))
+        pg_restore_backup(engine_params(pg, tmp_storage_url, target_database=pg_database, force=True, backup_id=bid))
     assert "size %d bytes, manifest says %d" % (len(data) - 200, len(data)) in str(ei.value)
     assert content_checksum(pg, pg_database) == before_sum
     assert databases(pg) == before_dbs and staging_leftovers(pg) == []
@@ -387,7 +388,7 @@ def test_parallel_restore_counts_from_statistics_across_partitions_and_inheritan
     key = file_root(tmp_storage_url) / mf.manifest_key(bak["backup_id"])
     man = json.loads(key.read_text())
     man["data"]["row_counts"]["public.animal"] = 12
-    key.write_text(json.dumps(man))
+    key.write_bytes(mf.Manifest(man).to_json())  # sealed again
     before_dbs = databases(pg)
     with pytest.raises(IntegrityError) as ei:
         pg_restore_backup(engine_params(pg, tmp_storage_url, target_database="never_%s" % uuid.uuid4().hex[:6],

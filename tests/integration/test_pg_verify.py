@@ -212,10 +212,14 @@ def _flip(data):
 
 
 def _edit_manifest(url, backup_id, s3, edit):
+    """Edit a manifest and seal it again with a valid digest, as a forger
+    would: these tests are about what verification finds in the data (an
+    edit that leaves the digest alone is refused on reading, see
+    test_an_edited_manifest_is_refused_before_anything_is_restored)."""
     key = mf.manifest_key(backup_id)
     man = json.loads(get_object(url, key, s3).decode("utf-8"))
     edit(man)
-    put_object(url, key, json.dumps(man, indent=2, sort_keys=True).encode("utf-8"), s3)
+    put_object(url, key, mf.Manifest(man).to_json(), s3)
     return man
 
 
@@ -324,6 +328,27 @@ def test_unreadable_manifest_is_a_clear_error(pg, s3, source_db, tmp_storage_url
     assert ei.value.hint and "corrupt" in ei.value.hint
     # no record can be written for a backup whose manifest cannot be read
     assert records(tmp_storage_url, bid) == []
+
+
+def test_an_edited_manifest_is_refused_before_anything_is_restored(pg, s3, source_db, tmp_storage_url):
+    """The manifest's digest: row counts emptied by an edit left a
+    restore-level verification nothing to compare, and it passed."""
+    db, _counts = source_db
+    bak = take_backup(pg, s3, db, tmp_storage_url)
+    bid = bak["backup_id"]
+    key = mf.manifest_key(bid)
+    man = json.loads(get_object(tmp_storage_url, key).decode("utf-8"))
+    assert man["data"]["row_counts"] and man[mf.DIGEST]
+    man["data"]["row_counts"] = {}
+    put_object(tmp_storage_url, key, json.dumps(man, indent=2, sort_keys=True).encode("utf-8"))
+    dbs = all_databases(pg)
+    for selector in ({}, {"backup_id": bid}):
+        with pytest.raises(IntegrityError) as ei:
+            pg_verify(engine_params(pg, tmp_storage_url, s3, level="restore", **selector))
+        msg = str(ei.value)
+        assert "%s of %s does not match its manifest_sha256: it was changed after drkit wrote it" % (
+            key, tmp_storage_url) in msg, msg
+    assert records(tmp_storage_url, bid) == [] and all_databases(pg) == dbs
 
 
 # --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.redis import restore 
 from ansible_collections.drkit.backup.plugins.module_utils.redis.restore import redis_restore
 from ansible_collections.drkit.backup.plugins.module_utils.redis.verify import redis_verify
 from ansible_collections.drkit.backup.plugins.module_utils.redis import settings as redis_settings
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError, SafetyError
 
 N = 20000
@@ -97,7 +98,7 @@ def test_verify_restore_detects_missing_keys(backups, tmp_storage_url):
     mpath = file_root(tmp_storage_url) / "backups" / bid / "manifest.json"
     m = json.loads(mpath.read_text())
     m["data"]["keyspace"]["db0"]["keys"] += 1000  # the backup now "should" hold more keys than it does
-    mpath.write_text(json.dumps(m))
+    mpath.write_bytes(mf.Manifest(m).to_json())  # sealed again: the data is under test, not the digest
     with pytest.raises(IntegrityError) as e:
         redis_verify({"storage_url": tmp_storage_url, "backup_id": bid, "level": "restore"})
     assert "db0: expected" in str(e.value)

@@ -44,6 +44,8 @@ HELP = {
     "drkit_rotate_last_status": ("gauge", "1 if the last rotation succeeded, 0 if it failed."),
     "drkit_rotate_deleted_backups": ("gauge", "Backups deleted by the last rotation."),
     "drkit_rotate_kept_backups": ("gauge", "Backups kept by the last rotation."),
+    "drkit_rotate_not_counted_backups": ("gauge", "Backups the last rotation left alone because they do not count "
+                                                  "(artifacts missing, or dated in the future)."),
     "drkit_dr_rehearsal_last_attempt_timestamp_seconds": ("gauge", "Unix time the last DR rehearsal finished."),
     "drkit_dr_rehearsal_last_success_timestamp_seconds": ("gauge", "Unix time the last passing DR rehearsal finished."),
     "drkit_dr_rehearsal_last_status": ("gauge", "1 if the last DR rehearsal passed, 0 if it failed."),

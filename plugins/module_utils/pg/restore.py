@@ -70,7 +70,7 @@ OPTIONS = Options(
 
 
 def resolve_logical(storage, p):
-    entry = mf.resolve(storage, p["backup_id"], before=p["before"], database=p["source_database"])
+    entry = mf.resolve(storage, p["backup_id"], before=p["before"], database=p["source_database"], restorable=True)
     kind = entry.manifest["kind"]
     if kind != "pg_logical":
         raise ConfigError("Backup %s is a %s backup" % (entry.backup_id, kind),
@@ -136,7 +136,7 @@ def _plan(cp, maintenance_db, entry, target, force, check_mode):
     manifest = entry.manifest
     plan = {"backup_id": entry.backup_id, "target_database": target, "target_exists": exists,
             "target_non_empty": non_empty, "swap": exists, "backup_finished_at": manifest["finished_at"],
-            "source": manifest["source"]}
+            "source": manifest["source"], "passed_over": list(entry.passed_over)}
     if check_mode:
         plan["msg"] = "Would restore %s into %s%s" % (
             entry.backup_id, target, " (replacing the existing database)" if exists else "")

@@ -40,8 +40,9 @@ def resolve_redis(storage, params):
             raise ConfigError("Backup %s is a %s backup, not a Redis backup" % (bid, entry.manifest["kind"]),
                               "Use pg_verify / pg_restore for PostgreSQL backups")
         return entry
-    entries, _problems = mf.list_backups(storage, source=p["source"] or None, strict=False)
-    entries = [e for e in entries if e.manifest["kind"] in REDIS_KINDS]
+    # Never a backup dated in the future; a damaged newest one is taken, and its checks fail it.
+    entries, _problems = mf.list_backups(storage, source=p["source"] or None, strict=False, doubtful=True)
+    entries = [e for e in entries if e.manifest["kind"] in REDIS_KINDS and not e.future]
     if p["before"]:
         limit = mf.parse_time(p["before"])
         entries = [e for e in entries if e.finished <= limit]

@@ -24,8 +24,10 @@ def backup_info(params):
     """Returns (False, result): listing never changes anything."""
     p = resolve(OPTIONS, params)
     storage = open_storage(p["storage_url"], **storage_options(p))
+    # Backups that do not count (artifacts missing, dated in the future) are
+    # listed too, marked: counted false and their doubts.
     entries, problems = mf.list_backups(storage, kind=p["kind"], source=p["source"], database=p["database"],
-                                        strict=False)
+                                        strict=False, doubtful=True)
     if p["backup_id"]:
         entries = [e for e in entries if e.backup_id == p["backup_id"]]
     if p["limit"]:
@@ -35,6 +37,7 @@ def backup_info(params):
         item = e.summary()
         item["manifest"] = dict(e.manifest)
         backups.append(item)
+    counted = [b for b in backups if b["counted"]]
     return False, {"changed": False, "storage": storage.describe(), "backups": backups,
-                   "count": len(backups), "latest": backups[0] if backups else None,
-                   "problems": problems}
+                   "count": len(backups), "latest": counted[0] if counted else None,
+                   "not_counted": len(backups) - len(counted), "problems": problems}

@@ -11,7 +11,11 @@ Storage layout (see docs/storage-layout.md):
     <root>/backups/<backup_id>/keep              pin: rotation never deletes it
 
 A backup without manifest.json is incomplete and ignored by listing,
-rotation and restore.
+rotation and restore.  A backup with a manifest counts only when the
+manifest is intact (its digest matches) and every artifact it lists is
+stored with the recorded size, and when its finished_at is no later than
+the storage's own time of the manifest plus CLOCK_SKEW_TOLERANCE
+(docs/retention.md, "Which backups count").
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,6 +24,7 @@ __metaclass__ = type
 
 import binascii
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -49,6 +54,13 @@ BACKUP_FILTERS = (
 )
 ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-([a-z0-9-]+)-([0-9a-f]{6})$")
 REQUIRED = ("format", "version", "backup_id", "kind", "started_at", "finished_at", "source", "artifacts")
+# SHA-256 over the manifest's canonical JSON without this key (Manifest.digest).
+DIGEST = "manifest_sha256"
+# How far a manifest's finished_at may lie after the storage's time of the
+# manifest object (S3 LastModified, file mtime) or the reader's clock: the
+# 15 minutes of clock skew S3 request signing accepts, so a manifest any
+# accepted writer stored passes, and a later one is dated in the future.
+CLOCK_SKEW_TOLERANCE = 900
 
 
 def utcnow():
@@ -143,7 +155,25 @@ class Manifest(dict):
     def finished(self):
         return parse_time(self["finished_at"])
 
+    @property
+    def sealed(self):
+        """Whether the manifest carries a digest (those written before
+        drkit had one do not)."""
+        return DIGEST in self
+
+    @staticmethod
+    def digest(obj):
+        """SHA-256 of a parsed manifest's canonical JSON (keys sorted, no
+        whitespace, ASCII), the digest key itself left out."""
+        body = dict((k, v) for k, v in obj.items() if k != DIGEST)
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(text.encode("ascii")).hexdigest()
+
     def to_json(self):
+        """The stored form, sealed with the digest of its content (as a
+        reader will parse it: JSON turns tuples into lists, keys into strings)."""
+        body = json.loads(json.dumps(dict((k, v) for k, v in self.items() if k != DIGEST)))
+        self[DIGEST] = self.digest(body)
         return (json.dumps(self, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
     @classmethod
@@ -155,6 +185,10 @@ class Manifest(dict):
                                  "The manifest is corrupt; this backup cannot be trusted")
         if not isinstance(obj, dict):
             raise IntegrityError("%s is not a JSON object" % where)
+        if DIGEST in obj and obj[DIGEST] != cls.digest(obj):
+            raise IntegrityError("%s does not match its %s: it was changed after drkit wrote it" % (where, DIGEST),
+                                 "The manifest is corrupt or was edited; do not trust this backup, "
+                                 "use another one")
         missing = [k for k in REQUIRED if k not in obj]
         if missing:
             raise IntegrityError("%s lacks %s" % (where, ", ".join(missing)),
@@ -202,11 +236,17 @@ def load_manifest(storage, backup_id):
 
 
 class BackupEntry(object):
-    """A complete backup as seen by listing: its manifest plus side files."""
+    """A backup with a manifest as seen by listing: the manifest, the stored
+    objects of its directory (ObjectInfo: sizes and storage times), and,
+    once ``assess`` ran, why it does not count (``doubts``)."""
 
-    def __init__(self, manifest, keys):
+    def __init__(self, manifest, objects):
         self.manifest = manifest
-        self.keys = sorted(keys)
+        self.objects = dict((o.key, o) for o in objects)
+        self.keys = sorted(self.objects)
+        self.missing = []       # artifact names not stored with their recorded size
+        self.future = None      # "finished_at ... after ..." when dated in the future
+        self.passed_over = []   # set by resolve(): newer backups it did not pick, and why
 
     @property
     def backup_id(self):
@@ -217,13 +257,55 @@ class BackupEntry(object):
         return self.manifest.finished
 
     @property
+    def stored(self):
+        """The storage's time of the manifest object (epoch), None if unknown."""
+        info = self.objects.get(manifest_key(self.backup_id))
+        return info.mtime if info is not None else None
+
+    @property
     def pinned(self):
-        return (backup_prefix(self.backup_id) + PIN) in self.keys
+        return (backup_prefix(self.backup_id) + PIN) in self.objects
 
     @property
     def verification_keys(self):
         p = backup_prefix(self.backup_id) + "verify-"
         return [k for k in self.keys if k.startswith(p) and k.endswith(".json")]
+
+    def assess(self, now=None, tolerance=CLOCK_SKEW_TOLERANCE):
+        """Check what the listing can tell without reading an artifact: every
+        artifact is stored with its recorded size, and finished_at is not
+        later than the manifest's storage time (and ``now``) plus
+        ``tolerance`` seconds.  One-sided: an earlier finished_at (a copied
+        or restored repository, a slow upload) is fine.  Returns self."""
+        self.missing = []
+        for a in self.manifest["artifacts"]:
+            info = self.objects.get(artifact_key(self.backup_id, a["name"]))
+            if info is None:
+                self.missing.append("%s (missing)" % a["name"])
+            elif info.size is not None and info.size != a["size"]:
+                self.missing.append("%s (%d bytes stored, manifest says %d)" % (a["name"], info.size, a["size"]))
+        now = (now or utcnow()).timestamp()
+        stored = self.stored
+        limit, what = (now, "the time now") if stored is None or stored > now else (stored, "its storage time")
+        self.future = None
+        if self.finished.timestamp() > limit + tolerance:
+            self.future = "finished_at %s is later than %s %s plus %d s: dated in the future" % (
+                self.manifest["finished_at"], what, isoformat(_from_epoch(limit)), tolerance)
+        return self
+
+    @property
+    def doubts(self):
+        """Why this backup does not count (empty: it counts)."""
+        out = []
+        if self.missing:
+            out.append("artifacts missing or truncated: %s" % ", ".join(self.missing))
+        if self.future:
+            out.append(self.future)
+        return out
+
+    @property
+    def counts(self):
+        return not self.doubts
 
     def summary(self):
         m = self.manifest
@@ -234,7 +316,14 @@ class BackupEntry(object):
             "artifacts": [a["name"] for a in m["artifacts"]],
             "source_key": source_key(m["source"]),
             "pinned": self.pinned, "verifications": len(self.verification_keys),
+            "stored_at": isoformat(_from_epoch(self.stored)) if self.stored is not None else None,
+            "digest": m.sealed, "counted": self.counts, "doubts": self.doubts,
+            "artifacts_missing": list(self.missing), "future_dated": bool(self.future),
         }
+
+
+def _from_epoch(epoch):
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
 
 
 def source_key(source):
@@ -249,7 +338,7 @@ def source_key(source):
 
 def scan_objects(storage):
     """Group every object under backups/ by backup id: {id: [ObjectInfo]}
-    (with sizes and mtimes, for rotation)."""
+    (with sizes and storage times: what list_backups and rotation check)."""
     groups = {}
     for info in storage.list(BACKUPS + "/"):
         rest = info.key[len(BACKUPS) + 1:]
@@ -260,26 +349,26 @@ def scan_objects(storage):
     return groups
 
 
-def scan(storage):
-    """Group every object under backups/ by backup id: {id: [keys]}."""
-    return dict((bid, [i.key for i in infos]) for bid, infos in scan_objects(storage).items())
+def list_backups(storage, kind=None, source=None, database=None, strict=True, workers=16, groups=None,
+                 doubtful=False, now=None, tolerance=CLOCK_SKEW_TOLERANCE):
+    """Backups with a manifest, newest first by the finish time in their
+    manifest, each assessed (BackupEntry.assess) from the one listing.
 
-
-def list_backups(storage, kind=None, source=None, database=None, strict=True, workers=16, groups=None):
-    """Complete backups, newest first by the finish time in their manifest.
-
-    Returns (entries, problems). With strict=True an unreadable or invalid
+    Returns (entries, problems).  With strict=True an unreadable or invalid
     manifest raises; otherwise it is reported in problems and skipped.
-    ``groups`` is a scan() result to reuse instead of listing again."""
+    Backups that do not count (artifacts missing, dated in the future) are
+    left out and reported in problems too, unless ``doubtful`` is true: then
+    they are in entries, with their ``doubts``.  ``groups`` is a
+    scan_objects() result to reuse instead of listing again."""
     if groups is None:
-        groups = scan(storage)
-    complete = [(bid, keys) for bid, keys in groups.items()
-                if (backup_prefix(bid) + MANIFEST) in keys and ID_RE.match(bid)]
+        groups = scan_objects(storage)
+    complete = [(bid, infos) for bid, infos in groups.items()
+                if ID_RE.match(bid) and any(i.key == manifest_key(bid) for i in infos)]
 
     def load(item):
-        bid, keys = item
+        bid, infos = item
         try:
-            return BackupEntry(load_manifest(storage, bid), keys), None
+            return BackupEntry(load_manifest(storage, bid), infos), None
         except (IntegrityError, NotFoundError) as e:
             if strict:
                 raise
@@ -293,6 +382,7 @@ def list_backups(storage, kind=None, source=None, database=None, strict=True, wo
                     problems.append(problem)
                 elif entry is not None:
                     entries.append(entry)
+    now = now or utcnow()
     out = []
     for e in entries:
         m = e.manifest
@@ -302,24 +392,40 @@ def list_backups(storage, kind=None, source=None, database=None, strict=True, wo
             continue
         if database and m["source"].get("database") != database:
             continue
-        out.append(e)
+        e.assess(now, tolerance)
+        if e.counts or doubtful:
+            out.append(e)
+        else:
+            problems.append("%s: not counted: %s" % (e.backup_id, "; ".join(e.doubts)))
     out.sort(key=lambda e: (e.finished, e.backup_id), reverse=True)
     return out, problems
 
 
-def resolve(storage, backup_id="latest", kind=None, before=None, database=None, source=None):
-    """The BackupEntry for an id, 'latest', or the newest at or before a time."""
+def resolve(storage, backup_id="latest", kind=None, before=None, database=None, source=None, now=None,
+            restorable=False):
+    """The BackupEntry for an id, 'latest', or the newest at or before a time.
+
+    'latest' is never a backup dated in the future: those are passed over
+    and named in the entry's ``passed_over``.  A newer backup whose manifest
+    cannot be read stops the choice (IntegrityError).  When the newest
+    backup left has artifacts missing, a verification gets it (and fails
+    it, with a record); with ``restorable`` (a restore) it is refused with
+    the newest backup that counts named in the hint, so an older backup is
+    never restored in silence.  A backup named by its id is returned as it
+    is (its own checks say what is wrong with it)."""
     if backup_id not in (None, "", "latest"):
         check_backup_id(backup_id)
         manifest = load_manifest(storage, backup_id)
         if kind and manifest["kind"] != kind:
             raise ConfigError("Backup %s is a %s backup, not %s" % (backup_id, manifest["kind"], kind))
-        keys = [i.key for i in storage.list(backup_prefix(backup_id))]
-        return BackupEntry(manifest, keys)
-    entries, problems = list_backups(storage, kind=kind, database=database, source=source, strict=False)
+        return BackupEntry(manifest, storage.list(backup_prefix(backup_id))).assess(now)
+    entries, problems = list_backups(storage, kind=kind, database=database, source=source, strict=False,
+                                     doubtful=True, now=now)
     if before is not None:
         limit = parse_time(before)
         entries = [e for e in entries if e.finished <= limit]
+    passed_over = ["%s: %s" % (e.backup_id, e.future) for e in entries if e.future]
+    entries = [e for e in entries if not e.future]
     # A newer backup whose manifest cannot be read must not be skipped in
     # silence: 'latest' would quietly mean an older backup.
     newest_ok = entries[0].backup_id if entries else ""
@@ -331,6 +437,19 @@ def resolve(storage, backup_id="latest", kind=None, before=None, database=None, 
         what = "%s backup" % kind if kind else "backup"
         if before is not None:
             what += " finished at or before %s" % before
-        raise NotFoundError("No complete %s in %s" % (what, storage.describe()),
-                            "Take a backup first, or check storage_url and filters")
-    return entries[0]
+        raise NotFoundError("No complete %s in %s%s" % (
+            what, storage.describe(), "; dated in the future: %s" % " | ".join(passed_over) if passed_over else ""),
+            "Take a backup first, or check storage_url and filters" if not passed_over else
+            "A backup dated in the future is used only when named by its backup_id; see docs/retention.md")
+    entry = entries[0]
+    if restorable and entry.missing:
+        good = [e for e in entries if e.counts]
+        raise IntegrityError(
+            "Backup %s, the newest%s, cannot be restored: artifacts missing or truncated: %s" % (
+                entry.backup_id, " finished at or before %s" % before if before is not None else "",
+                ", ".join(entry.missing)),
+            "Nothing was restored. The newest backup that can be is %s (finished %s): name it with backup_id" % (
+                good[0].backup_id, good[0].manifest["finished_at"]) if good else
+            "Nothing was restored, and no other backup can be restored either")
+    entry.passed_over = passed_over
+    return entry

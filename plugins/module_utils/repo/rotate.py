@@ -8,12 +8,15 @@ Safety rules that hold whatever the policy says:
 
 * Everything is read first (listing, every manifest, the verification
   records needed); any listing or read error aborts before a delete.
-* In each group the newest backup and the newest backup whose latest
-  verification record passed are never deleted; pinned backups
-  (``backups/<id>/keep``) are never deleted; a plan that would leave a
-  group without a backup is refused (SafetyError).  ``check_plan`` asserts
-  these on the finished plan, independently of how it was made, and runs
-  again right before deleting.
+* Only backups that count (BackupEntry.assess) are given to the policy;
+  the others are reported in ``not_counted`` and never deleted.
+* In each group the newest backup, the one stored well after it
+  (stored_last) and the newest backup whose latest verification record
+  passed are never deleted; pinned backups (``backups/<id>/keep``) are
+  never deleted; a plan that would leave a group without a backup is
+  refused (SafetyError).  ``check_plan`` asserts these on the finished
+  plan, independently of how it was made, and runs again right before
+  deleting.
 * Only complete backups (with a manifest) are candidates.  A directory
   without a manifest is removed only when nothing in it (object, multipart
   upload, temp file) was written within the grace period, so a running
@@ -197,6 +200,8 @@ class Plan(object):
         self.grace_cutoff = grace.before(now)
         self.groups = OrderedDict()  # group -> [backup ids], newest first
         self.verified = {}           # group -> backup id of its newest verified backup
+        self.stored_last = {}        # group -> backup id whose manifest the storage received last
+        self.not_counted = []        # backups that do not count: reported, never deleted
         self.pinned = set()
         self.kept = []
         self.delete = []
@@ -231,7 +236,7 @@ def plan_rotation(storage, policy, group_by=None, kind=None, source=None, databa
     objects = mf.scan_objects(storage)
     keys_by_id = dict((bid, [i.key for i in infos]) for bid, infos in objects.items())
     say("reading manifests of %d backup directories" % len(objects))
-    entries = mf.list_backups(storage, strict=True, groups=keys_by_id)[0]
+    entries = mf.list_backups(storage, strict=True, groups=objects, doubtful=True, now=plan.now)[0]
     uploads = []
     if not policy.empty:
         for prefix in HOUSEKEEPING_PREFIXES:
@@ -247,6 +252,9 @@ def plan_rotation(storage, policy, group_by=None, kind=None, source=None, databa
             continue
         if database and (m["source"] or {}).get("database") != database:
             continue
+        if not e.counts:
+            plan.not_counted.append(dict(_entry_item(e, group_key(m, group_by)), reasons=e.doubts))
+            continue
         grouped.setdefault(group_key(m, group_by), []).append(e)
 
     for group, members in grouped.items():
@@ -256,12 +264,17 @@ def plan_rotation(storage, policy, group_by=None, kind=None, source=None, databa
         verified, record = newest_verified(storage, members)
         if verified is not None:
             plan.verified[group] = verified.backup_id
+        last = stored_last(members)
+        if last is not None:
+            plan.stored_last[group] = last
         for n, d in enumerate(decisions):
             e = by_id[d.backup_id]
             item = _entry_item(e, group)
             reasons = list(d.reasons)
             if n == 0:
                 reasons.append("newest backup (safety)")
+            elif e.backup_id == plan.stored_last.get(group):
+                reasons.append("stored last (safety: stored after the newest backup, so its clock was behind)")
             if verified is not None and e.backup_id == verified.backup_id:
                 reasons.append("newest verified backup (safety, %s at %s)" % (
                     record.get("level", "?"), record.get("finished_at")))
@@ -316,6 +329,19 @@ def plan_rotation(storage, policy, group_by=None, kind=None, source=None, databa
     return plan
 
 
+def stored_last(members, tolerance=mf.CLOCK_SKEW_TOLERANCE):
+    """The backup whose manifest the storage received last, more than
+    ``tolerance`` s after the newest one's (``members`` newest first): taken
+    later on a host whose clock was behind.  Usually None."""
+    newest = members[0].stored if members else None
+    if newest is None:
+        return None
+    last = max((e.stored, e.backup_id) for e in members if e.stored is not None)
+    if last[1] == members[0].backup_id or last[0] <= newest + tolerance:
+        return None
+    return last[1]
+
+
 def _backup_id_of(key):
     if not key.startswith(mf.BACKUPS + "/"):
         return None
@@ -355,6 +381,14 @@ def check_plan(plan):
         if verified and (verified in doomed or verified not in kept):
             raise SafetyError("Rotation refused: the plan would delete %s, the newest verified backup of "
                               "group %s" % (verified, group), hint)
+        last = plan.stored_last.get(group)
+        if last and (last in doomed or last not in kept):
+            raise SafetyError("Rotation refused: the plan would delete %s, the backup of group %s whose "
+                              "manifest was stored last" % (last, group), hint)
+    doubtful = doomed.intersection(i["backup_id"] for i in plan.not_counted)
+    if doubtful:
+        raise SafetyError("Rotation refused: the plan would delete backups that do not count (artifacts missing "
+                          "or dated in the future): %s" % ", ".join(sorted(doubtful)), hint)
     pinned = plan.pinned & doomed
     if pinned:
         raise SafetyError("Rotation refused: the plan would delete pinned backups %s" % ", ".join(sorted(pinned)),
@@ -459,7 +493,8 @@ def _wal_result(info, keys):
 def _diff(plan, deleted_ids):
     def line(item):
         return "%s  %s  %s\n" % (item["backup_id"], item["finished_at"], item["group"])
-    everything = sorted(plan.kept + plan.delete, key=lambda i: (i["finished_at"], i["backup_id"]), reverse=True)
+    everything = sorted(plan.kept + plan.delete + plan.not_counted, key=lambda i: (i["finished_at"], i["backup_id"]),
+                        reverse=True)
     return {"before_header": "%s (before)" % plan.storage, "after_header": "%s (after)" % plan.storage,
             "before": "".join(line(i) for i in everything),
             "after": "".join(line(i) for i in everything if i["backup_id"] not in deleted_ids)}
@@ -484,6 +519,10 @@ def build_result(plan, done=None, check_mode=False, diff=False):
     msg = "%s %d of %d backups in %d groups, kept %d; %d incomplete leftovers, %d stale uploads, %d WAL files" % (
         verb, len(deleted), len(plan.kept) + len(plan.delete), len(plan.groups), len(kept),
         len(incomplete), len(uploads), len(wal_keys))
+    if plan.not_counted:
+        msg += "; %d backups not counted and left alone (see not_counted)" % len(plan.not_counted)
+    warnings = list(plan.warnings) + ["%s does not count and was left alone: %s" % (
+        i["backup_id"], "; ".join(i["reasons"])) for i in plan.not_counted]
     result = {
         "changed": changed, "msg": msg, "storage": plan.storage, "check_mode": bool(check_mode),
         "policy": plan.policy.describe(), "group_by": list(plan.group_by),
@@ -492,7 +531,7 @@ def build_result(plan, done=None, check_mode=False, diff=False):
         "kept": kept, "deleted": deleted,
         "incomplete_removed": incomplete, "incomplete_in_progress": [_public(i) for i in plan.in_progress],
         "uploads_aborted": uploads, "wal_deleted": _wal_result(plan.wal, wal_keys),
-        "skipped": skipped, "warnings": list(plan.warnings),
+        "skipped": skipped, "warnings": warnings, "not_counted": [dict(i) for i in plan.not_counted],
     }
     if diff:
         result["diff"] = _diff(plan, set(d["backup_id"] for d in deleted))
@@ -518,17 +557,19 @@ def rotate(params, check_mode=False, diff=False, progress=None, now=None, storag
         _record(metrics_dir, job, ok=False)
         raise
     result = build_result(plan, done, check_mode=check_mode, diff=diff)
-    _record(metrics_dir, job, ok=True, kept=len(result["kept"]), deleted=len(result["deleted"]))
+    _record(metrics_dir, job, ok=True, kept=len(result["kept"]), deleted=len(result["deleted"]),
+            not_counted=len(result["not_counted"]))
     return result["changed"], result
 
 
-def _record(directory, job, ok, kept=None, deleted=None):
+def _record(directory, job, ok, kept=None, deleted=None, not_counted=None):
     if not directory:
         return
     values = {"drkit_rotate_last_status": 1 if ok else 0}
     if ok:
         values.update({"drkit_rotate_last_success_timestamp_seconds": time.time(),
-                       "drkit_rotate_kept_backups": kept, "drkit_rotate_deleted_backups": deleted})
+                       "drkit_rotate_kept_backups": kept, "drkit_rotate_deleted_backups": deleted,
+                       "drkit_rotate_not_counted_backups": not_counted})
     try:
         metrics.update_textfile(directory, job, values)
     except DrkitError:

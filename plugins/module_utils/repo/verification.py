@@ -48,6 +48,7 @@ def check_level(level):
 def planned(entry, level, what=None):
     """The check-mode answer of every verifier: what would be verified."""
     return True, {"backup_id": entry.backup_id, "level": level, "passed": None,
+                  "passed_over": list(entry.passed_over),
                   "msg": "Would verify %s%s at level %s" % (what + " " if what else "", entry.backup_id, level)}
 
 
@@ -180,6 +181,7 @@ def finish_verification(storage, params, entry, job, level, passed, started, t0,
     _record_metrics(params.get("metrics_dir"), job, manifest["kind"], passed, duration, timings, age)
     result = dict(record)
     result.update({"passed": passed, "record_key": key, "duration": duration,
+                   "passed_over": list(entry.passed_over),
                    "msg": "%s %s at level %s in %.1f s" % (
                        entry.backup_id, "passed" if passed else "FAILED", level, duration)})
     if not passed:

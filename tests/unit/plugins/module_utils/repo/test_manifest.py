@@ -4,11 +4,13 @@
 
 import datetime
 import json
+import os
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError, NotFoundError
 from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
 from ansible_collections.drkit.backup.plugins.module_utils.storage import file as st
+from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectInfo
 
 UTC = datetime.timezone.utc
 T0 = datetime.datetime(2026, 11, 25, 21, 15, 0, tzinfo=UTC)
@@ -79,7 +81,11 @@ def test_finish_sets_duration():
 
 
 def good_doc():
-    return json.loads(make(bid("20261125T211500Z"), T0).to_json())
+    """A manifest as parsed, without its digest: the checks below hold for
+    manifests written before drkit sealed them, too."""
+    doc = json.loads(make(bid("20261125T211500Z"), T0).to_json())
+    del doc[mf.DIGEST]
+    return doc
 
 
 def test_round_trip():
@@ -241,3 +247,209 @@ def test_resolve(fs):
         mf.resolve(fs, bid("20260101T000000Z", "cccccc"))
     with pytest.raises(NotFoundError):
         mf.resolve(st.FileStorage(fs.root + "-empty"))
+
+
+# --------------------------------------------------------------------------
+# the manifest's digest
+
+
+def test_manifest_is_sealed_and_an_edit_is_refused(fs):
+    m = make(bid("20261125T211500Z"), T0)
+    m["data"]["row_counts"] = {"public.a": 10, "public.b": 0}
+    save(fs, m)
+    doc = json.loads(fs.get_bytes(mf.manifest_key(m.backup_id)))
+    assert doc[mf.DIGEST] == mf.Manifest.digest(doc) and len(doc[mf.DIGEST]) == 64
+    assert mf.load_manifest(fs, m.backup_id).sealed is True
+    # Emptied row counts would let a restore-level verification compare nothing.
+    doc["data"]["row_counts"] = {}
+    fs.put_bytes(mf.manifest_key(m.backup_id), json.dumps(doc, indent=2).encode())
+    with pytest.raises(IntegrityError) as e:
+        mf.load_manifest(fs, m.backup_id)
+    assert "does not match its manifest_sha256: it was changed after drkit wrote it" in str(e.value)
+    assert "do not trust this backup" in e.value.hint
+    # the catalog reports it like any unreadable manifest
+    assert mf.list_backups(fs, strict=False)[1][0].startswith(m.backup_id + ": ")
+    with pytest.raises(IntegrityError):
+        mf.list_backups(fs, strict=True)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d.update(finished_at="2099-01-01T00:00:00.000000Z"),
+    lambda d: d["artifacts"][0].update(size=11),
+    lambda d: d["source"].update(database="other"),
+    lambda d: d.update(extra="added"),
+    lambda d: d.update({mf.DIGEST: "0" * 64}),
+    lambda d: d.update({mf.DIGEST: None}),
+])
+def test_any_edit_breaks_the_digest(edit):
+    doc = json.loads(make(bid("20261125T211500Z"), T0).to_json())
+    edit(doc)
+    with pytest.raises(IntegrityError, match="does not match its manifest_sha256"):
+        mf.Manifest.from_json(json.dumps(doc))
+
+
+def test_digest_does_not_depend_on_layout_and_survives_json_round_trips():
+    m = make(bid("20261125T211500Z"), T0)
+    m["data"]["counts"] = {2: (1, 2), 10: "a"}  # int keys and tuples: stored as JSON turns them
+    doc = json.loads(m.to_json())
+    assert mf.Manifest.from_json(json.dumps(doc)) == doc                       # compact
+    assert mf.Manifest.from_json(json.dumps(doc, indent=4, sort_keys=False)) == doc
+    again = mf.Manifest.from_json(m.to_json())
+    assert mf.Manifest.from_json(again.to_json())[mf.DIGEST] == m[mf.DIGEST]
+
+
+def test_manifest_without_digest_still_reads(fs):
+    """Manifests written before the digest are read as before; listing says
+    digest: false."""
+    doc = good_doc()
+    fs.put_bytes(mf.artifact_key(doc["backup_id"], "database.pgdump.zst"), b"x" * 10)
+    fs.put_bytes(mf.manifest_key(doc["backup_id"]), json.dumps(doc).encode())
+    m = mf.load_manifest(fs, doc["backup_id"])
+    assert m.sealed is False and m == doc
+    (entry,), problems = mf.list_backups(fs)
+    assert problems == [] and entry.summary()["digest"] is False and entry.counts
+
+
+# --------------------------------------------------------------------------
+# which backups count
+
+
+def stored_at(fs, key, when):
+    """Set the storage's time of an object (file://: its mtime)."""
+    t = when.timestamp()
+    os.utime(os.path.join(fs.root, *key.split("/")), (t, t))
+
+
+def test_a_backup_counts_when_its_artifacts_are_stored_and_its_time_is_not_ahead(fs):
+    ok = make(bid("20261125T211500Z", "aaaaaa"), T0)
+    save(fs, ok)
+    stored_at(fs, mf.manifest_key(ok.backup_id), T0 + datetime.timedelta(seconds=1))
+    (entry,), problems = mf.list_backups(fs)
+    assert entry.counts and entry.doubts == [] and problems == []
+    assert entry.stored == (T0 + datetime.timedelta(seconds=1)).timestamp()
+    s = entry.summary()
+    assert s["counted"] is True and s["artifacts_missing"] == [] and s["future_dated"] is False
+    assert s["stored_at"] == "2026-11-25T21:15:01.000000Z" and s["digest"] is True
+
+
+def test_missing_or_truncated_artifacts_do_not_count(fs):
+    gone = make(bid("20261126T000000Z", "aaaaaa"), T0 + datetime.timedelta(days=1))
+    save(fs, gone, with_artifact=False)
+    short = make(bid("20261127T000000Z", "bbbbbb"), T0 + datetime.timedelta(days=2))
+    save(fs, short)
+    fs.put_bytes(mf.artifact_key(short.backup_id, "database.pgdump.zst"), b"x" * 9)
+    good = make(bid("20261125T000000Z", "cccccc"), T0)
+    save(fs, good)
+    entries, problems = mf.list_backups(fs)
+    assert [e.backup_id for e in entries] == [good.backup_id]
+    assert sorted(problems) == [
+        "%s: not counted: artifacts missing or truncated: database.pgdump.zst (missing)" % gone.backup_id,
+        "%s: not counted: artifacts missing or truncated: database.pgdump.zst (9 bytes stored, manifest says 10)"
+        % short.backup_id]
+    entries = mf.list_backups(fs, doubtful=True)[0]
+    assert [(e.backup_id, e.counts) for e in entries] == [
+        (short.backup_id, False), (gone.backup_id, False), (good.backup_id, True)]
+    assert entries[1].summary()["artifacts_missing"] == ["database.pgdump.zst (missing)"]
+
+
+def test_a_manifest_dated_after_its_storage_time_does_not_count(fs):
+    m = make(bid("20261125T211500Z"), T0)
+    save(fs, m)
+    key = mf.manifest_key(m.backup_id)
+    tol = mf.CLOCK_SKEW_TOLERANCE
+    assert tol == 900
+    # stored within the tolerance before finished_at (a writer's clock a little ahead): counts
+    stored_at(fs, key, T0 - datetime.timedelta(seconds=tol))
+    assert mf.list_backups(fs)[0][0].counts
+    # more than that: dated in the future
+    stored_at(fs, key, T0 - datetime.timedelta(seconds=tol + 1))
+    entries, problems = mf.list_backups(fs)
+    assert entries == [] and problems == [
+        "%s: not counted: finished_at 2026-11-25T21:15:00.000000Z is later than its storage time "
+        "2026-11-25T20:59:59.000000Z plus 900 s: dated in the future" % m.backup_id]
+    (entry,) = mf.list_backups(fs, doubtful=True)[0]
+    assert entry.future and entry.summary()["future_dated"] is True
+    # a stated tolerance of the caller
+    assert mf.list_backups(fs, tolerance=3600)[0][0].counts
+
+
+def test_later_storage_times_are_fine_and_a_storage_time_ahead_is_capped_by_now(fs):
+    m = make(bid("20261125T211500Z"), T0)
+    save(fs, m)
+    key = mf.manifest_key(m.backup_id)
+    # a copied or restored repository: stored long after it finished
+    stored_at(fs, key, T0 + datetime.timedelta(days=400))
+    assert mf.list_backups(fs, now=T0 + datetime.timedelta(days=401))[0][0].counts
+    # both finished_at and the storage time ahead of the reader's clock: the clock of the reader decides
+    entries, problems = mf.list_backups(fs, now=T0 - datetime.timedelta(days=2))
+    assert entries == [] and "later than the time now 2026-11-23T21:15:00.000000Z plus 900 s" in problems[0]
+
+
+def test_unknown_storage_time_counts_as_now():
+    m = make(bid("20261125T211500Z"), T0)
+    objs = [ObjectInfo(mf.manifest_key(m.backup_id), 100, None),
+            ObjectInfo(mf.artifact_key(m.backup_id, "database.pgdump.zst"), 10, None)]
+    assert mf.BackupEntry(m, objs).assess(T0).counts
+    assert not mf.BackupEntry(m, objs).assess(T0 - datetime.timedelta(hours=1)).counts
+
+
+def forge(fs, template, when, suffix):
+    """A copy of a real manifest under a new id, finished at ``when``,
+    sealed (as a forger or a host with a wild clock would write it), without
+    artifacts."""
+    doc = json.loads(template.to_json())
+    doc["backup_id"] = bid(when.strftime("%Y%m%dT%H%M%SZ"), suffix)
+    doc["finished_at"] = mf.isoformat(when)
+    forged = mf.Manifest(doc)
+    fs.put_bytes(mf.manifest_key(forged.backup_id), forged.to_json())
+    return forged.backup_id
+
+
+def test_resolve_latest_passes_over_backups_dated_in_the_future(fs):
+    real = make(bid("20261125T211500Z", "aaaaaa"), T0)
+    save(fs, real)
+    forged = [forge(fs, real, datetime.datetime(y, 1, 1, tzinfo=UTC), "f%05d" % y) for y in (2097, 2098, 2099)]
+    for restorable in (False, True):
+        entry = mf.resolve(fs, restorable=restorable)
+        assert entry.backup_id == real.backup_id
+        assert [p.split(":")[0] for p in entry.passed_over] == forged[::-1]
+        assert "dated in the future" in entry.passed_over[0]
+    # named by its id, a backup is returned as it is, with its doubts
+    named = mf.resolve(fs, forged[0])
+    assert named.backup_id == forged[0] and not named.counts and named.missing and named.future
+    # nothing else: the error names what was passed over
+    fs.delete([mf.manifest_key(real.backup_id)])
+    with pytest.raises(NotFoundError) as e:
+        mf.resolve(fs)
+    assert "dated in the future: %s" % forged[2] in str(e.value)
+    assert "named by its backup_id" in e.value.hint
+
+
+def test_resolve_latest_with_artifacts_missing_verify_gets_it_restore_refuses(fs):
+    old = make(bid("20261124T211500Z", "aaaaaa"), T0 - datetime.timedelta(days=1))
+    new = make(bid("20261125T211500Z", "bbbbbb"), T0)
+    for m in (old, new):
+        save(fs, m)
+    fs.delete([mf.artifact_key(new.backup_id, "database.pgdump.zst")])
+    # a verification of the newest backup is what finds and records the damage
+    entry = mf.resolve(fs)
+    assert entry.backup_id == new.backup_id and entry.missing == ["database.pgdump.zst (missing)"]
+    # a restore never quietly takes an older backup: it says which one it could
+    with pytest.raises(IntegrityError) as e:
+        mf.resolve(fs, restorable=True)
+    assert str(e.value).startswith("Backup %s, the newest, cannot be restored: artifacts missing or truncated: "
+                                   "database.pgdump.zst (missing)" % new.backup_id)
+    assert "The newest backup that can be is %s (finished 2026-11-24T21:15:00.000000Z)" % old.backup_id in e.value.hint
+    assert mf.resolve(fs, old.backup_id, restorable=True).backup_id == old.backup_id
+    fs.delete([mf.artifact_key(old.backup_id, "database.pgdump.zst")])
+    with pytest.raises(IntegrityError) as e:
+        mf.resolve(fs, restorable=True)
+    assert "no other backup can be restored either" in e.value.hint
+
+
+def test_resolve_still_refuses_a_newer_unreadable_manifest(fs):
+    real = make(bid("20261125T211500Z", "aaaaaa"), T0)
+    save(fs, real)
+    fs.put_bytes(mf.manifest_key(bid("20261126T000000Z", "bbbbbb")), b"{broken")
+    with pytest.raises(IntegrityError, match="cannot be read"):
+        mf.resolve(fs)

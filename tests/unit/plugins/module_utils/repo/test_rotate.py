@@ -15,6 +15,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.repo.rotate import (
     check_plan,
     parse_grace,
     plan_wal_prune,
+    stored_last,
     wal_position,
 )
 from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectInfo
@@ -72,7 +73,7 @@ def test_grace():
         parse_grace("30s")
 
 
-def _plan(groups, kept, delete, verified=None, pinned=(), policy=None):
+def _plan(groups, kept, delete, verified=None, pinned=(), policy=None, stored_last=None, not_counted=()):
     plan = Plan("file:///x", policy or Policy(last=1), ["kind", "source"],
                 dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc), Duration(days=1))
     plan.groups.update(groups)
@@ -80,6 +81,8 @@ def _plan(groups, kept, delete, verified=None, pinned=(), policy=None):
     plan.delete = [{"backup_id": b, "_keys": []} for b in delete]
     plan.verified.update(verified or {})
     plan.pinned.update(pinned)
+    plan.stored_last.update(stored_last or {})
+    plan.not_counted = [{"backup_id": b, "reasons": ["dated in the future"]} for b in not_counted]
     return plan
 
 
@@ -95,6 +98,8 @@ def test_check_plan_accepts_a_sound_plan():
     (_plan({"g": ["c", "b"]}, ["c", "b"], ["b"]), "both keeps and deletes"),
     (_plan({"g": ["c", "b"]}, ["c"], ["b", "x"]), "did not list"),
     (_plan({"g": ["c", "b"]}, ["c", "b"], [], policy=Policy()), None),
+    (_plan({"g": ["c", "b", "a"]}, ["c"], ["b", "a"], stored_last={"g": "a"}), "manifest was stored last"),
+    (_plan({"g": ["c"]}, ["c"], ["f"], not_counted=["f"]), "do not count"),
 ])
 def test_check_plan_refuses(plan, match):
     if match is None:  # the empty policy with nothing to delete is fine ...
@@ -103,3 +108,19 @@ def test_check_plan_refuses(plan, match):
         match = "policy is empty"
     with pytest.raises(SafetyError, match=match):
         check_plan(plan)
+
+
+class _E(object):
+    def __init__(self, backup_id, stored):
+        self.backup_id, self.stored = backup_id, stored
+
+
+def test_stored_last_names_a_backup_stored_well_after_the_newest():
+    # newest first by finished_at; "b" was stored an hour after "c": its writer's clock was behind
+    assert stored_last([_E("c", 1000.0), _E("b", 1000.0 + 3600), _E("a", 10.0)]) == "b"
+    # within the tolerance (or before): the usual order, nothing to protect
+    assert stored_last([_E("c", 1000.0), _E("b", 1000.0 + 900), _E("a", 10.0)]) is None
+    assert stored_last([_E("c", 1000.0), _E("b", 999.0)]) is None
+    assert stored_last([_E("c", None), _E("b", 5000.0)]) is None
+    assert stored_last([_E("c", 1000.0), _E("b", None), _E("a", 9000.0)]) == "a"
+    assert stored_last([]) is None

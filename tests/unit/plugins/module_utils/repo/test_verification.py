@@ -159,9 +159,10 @@ def test_levels_and_check_mode():
 
     class Entry:
         backup_id = "b1"
+        passed_over = ["b2: dated in the future"]
 
     assert planned(Entry(), "restore", "physical backup") == (True, {
-        "backup_id": "b1", "level": "restore", "passed": None,
+        "backup_id": "b1", "level": "restore", "passed": None, "passed_over": ["b2: dated in the future"],
         "msg": "Would verify physical backup b1 at level restore"})
     assert planned(Entry(), "checksum")[1]["msg"] == "Would verify b1 at level checksum"
 
