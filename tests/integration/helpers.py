@@ -303,20 +303,40 @@ def restore_by_hand(pg, data, fmt, target_db, work_dir, jobs=1):
     return source
 
 
-def table_row_counts(pg, dbname):
-    """{'schema.table': rows} of every user table, counted with SQL."""
-    tables = pg.psql(
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '|' || n.nspname || '.' || c.relname "
-        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-        "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1", dbname=dbname)
-    names = [line.split("|", 1) for line in tables.splitlines() if line]
-    if not names:
-        return {}
-    sql = " UNION ALL ".join("SELECT '%s', count(*) FROM %s" % (plain.replace("'", "''"), quoted)
-                             for quoted, plain in names)
-    out = pg.psql(sql, dbname=dbname)
-    return dict((k, int(v)) for k, v in (line.rsplit("|", 1) for line in out.splitlines() if line))
+def table_row_counts(pg, dbname, pairs=False):
+    """{'schema.table': rows} of every user table, counted with SQL; with
+    ``pairs``, {(schema, table): rows} (two tables whose names join to the
+    same "schema.table" stay apart)."""
+    import psycopg
+    from psycopg import sql
+
+    out = {}
+    with psycopg.connect(**pg.conninfo(dbname)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                    "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2")
+        for schema, table in cur.fetchall():
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
+            key = (schema, table) if pairs else "%s.%s" % (schema, table)
+            assert key not in out, "%s: two tables join to one name; use pairs=True" % (key,)
+            out[key] = cur.fetchone()[0]
+    return out
+
+
+def recorded_counts(manifest):
+    """A logical backup's row counts as {'schema.table': rows}, to compare
+    with table_row_counts (for databases without two tables whose names
+    join to the same string)."""
+    rows = manifest["data"]["table_rows"]
+    out = dict(("%s.%s" % (r["schema"], r["table"]), r["rows"]) for r in rows)
+    assert len(out) == len(rows), "two tables join to one name"
+    return out
+
+
+def set_recorded_count(manifest, name, rows):
+    """Edit the row count a manifest recorded for the table 'schema.table'."""
+    (entry,) = [r for r in manifest["data"]["table_rows"] if "%s.%s" % (r["schema"], r["table"]) == name]
+    entry["rows"] = rows
 
 
 # --------------------------------------------------------------------------

@@ -24,7 +24,8 @@ import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core import scratch as sandbox
 from helpers import (BUILD_COLLECTIONS, DRKIT, ansible_environment, drop_database, fetch_artifact, file_root,
                      find_children, list_keys, make_sample_database, open_multipart_uploads, pg_module_args,
-                     read_proc, restore_by_hand, run_drkit, run_playbook, s3_module_args, table_row_counts, task)
+                     read_proc, recorded_counts, restore_by_hand, run_drkit, run_playbook, s3_module_args,
+                     table_row_counts, task)
 
 ID_RE = re.compile(r"^\d{8}T\d{6}Z-pg-logical-[0-9a-f]{6}$")
 PG_BACKUP = "drkit.backup.pg_backup"
@@ -105,7 +106,7 @@ def check_restore(pg, tmp_path, url, s3, result, source_counts, restored, jobs=1
     work.mkdir()
     restore_by_hand(pg, data, fmt, target, work, jobs=jobs)
     got = table_row_counts(pg, target)
-    assert manifest["data"]["row_counts"] == source_counts
+    assert recorded_counts(manifest) == source_counts
     assert got == source_counts
     return got
 
@@ -248,14 +249,15 @@ def test_schema_filter_and_no_row_counts(pg, s3, bucket, source_db, tmp_path, re
     res = run.result("filtered")
     expected = dict((k, v) for k, v in counts.items()
                     if k.startswith("mcp_documents.") and k != "mcp_documents.alerts")
-    assert expected and res["manifest"]["data"]["row_counts"] == expected
+    assert expected and recorded_counts(res["manifest"]) == expected
     (art,) = res["manifest"]["artifacts"]
     target = "restored_%s" % uuid.uuid4().hex[:8]
     restored.append(target)
     restore_by_hand(pg, fetch_artifact(url, res["backup_id"], art), "custom", target, tmp_path)
     assert table_row_counts(pg, target) == expected
     uncounted = run.result("uncounted")["manifest"]
-    assert "row_counts" not in uncounted["data"] and uncounted["options"]["row_counts"] is False
+    assert "table_rows" not in uncounted["data"] and "row_counts" not in uncounted["data"]
+    assert uncounted["options"]["row_counts"] is False
 
 
 def test_password_with_pgpass_special_characters(pg, s3, bucket, source_db, tmp_path):
@@ -272,7 +274,7 @@ def test_password_with_pgpass_special_characters(pg, s3, bucket, source_db, tmp_
         run = run_playbook([task(PG_BACKUP, **args)], extra_vars={"role_pw": password})
         assert run.rc == 0, run.describe()
         res = run.result(PG_BACKUP)
-        assert res["manifest"]["data"]["row_counts"] == dict(
+        assert recorded_counts(res["manifest"]) == dict(
             (k, v) for k, v in counts.items() if k.startswith("l02_runtime."))
         assert password not in run.text
     finally:
@@ -414,7 +416,7 @@ def test_login_port_backs_up_through_the_module_and_the_cli(pg, s3, bucket, sour
     for p in (by_config, by_flag):
         res = json.loads(p.stdout)
         assert res["manifest"]["source"]["port"] == pg.port
-        assert res["manifest"]["data"]["row_counts"] == counts
+        assert recorded_counts(res["manifest"]) == counts
     check_restore(pg, tmp_path, url, s3, json.loads(by_flag.stdout), counts, restored)
 
 

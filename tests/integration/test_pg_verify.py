@@ -24,7 +24,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.core.errors import In
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import pg_verify
 from helpers import (DRKIT, drop_database, find_children, list_keys, make_sample_database, pg_module_args,
-                     run_playbook, s3_module_args, task)
+                     run_playbook, s3_module_args, set_recorded_count, task)
 
 PG_VERIFY = "drkit.backup.pg_verify"
 ARTIFACT = "database.pgdump.zst"
@@ -183,7 +183,7 @@ def test_restore_level_through_ansible_with_sql_checks(pg, s3, source_db, tmp_pa
     assert res["passed"] is True and res["level"] == "restore" and res["findings"] == []
     assert res["backup_id"] == bak["backup_id"] and res["changed"] is True
     # every table compared, every count equal to the manifest (and the source)
-    assert dict((t["table"], t["actual"]) for t in res["tables"]) == counts
+    assert dict(("%s.%s" % (t["schema"], t["table"]), t["actual"]) for t in res["tables"]) == counts
     assert all(t["ok"] for t in res["tables"]) and len(res["tables"]) == len(counts)
     assert [(c["name"], c["ok"]) for c in res["checks"]] == [
         ("agents present", True), ("agents exact", True), ("SELECT count(*) > 0 FROM mcp_documents.users", True)]
@@ -286,7 +286,7 @@ def test_edited_row_count_and_failing_checks_fail_at_restore_level(pg, s3, sourc
     bid = bak["backup_id"]
     real = counts["mcp_documents.agents"]
     _edit_manifest(tmp_storage_url, bid, s3,
-                   lambda m: m["data"]["row_counts"].update({"mcp_documents.agents": real + 1}))
+                   lambda m: set_recorded_count(m, "mcp_documents.agents", real + 1))
     # checksum level does not look at data facts: it still passes
     assert pg_verify(engine_params(pg, tmp_storage_url, s3, level="checksum"))[1]["passed"] is True
     metrics_dir = str(tmp_path / "metrics")
@@ -304,7 +304,8 @@ def test_edited_row_count_and_failing_checks_fail_at_restore_level(pg, s3, sourc
     recs = records(tmp_storage_url, bid)
     assert [(r["level"], r["result"]) for r in recs] == [("checksum", "pass"), ("restore", "fail")]
     bad = [t for t in recs[1]["tables"] if not t["ok"]]
-    assert bad == [{"table": "mcp_documents.agents", "expected": real + 1, "actual": real, "ok": False}]
+    assert bad == [{"schema": "mcp_documents", "table": "agents", "name": "mcp_documents.agents",
+                    "expected": real + 1, "actual": real, "ok": False}]
     assert [c["ok"] for c in recs[1]["checks"]] == [False, False]
     prom = read_metrics(metrics_dir)
     assert 'drkit_verify_last_status{drkit_job="pg_%s",kind="pg_logical"} 0' % db in prom

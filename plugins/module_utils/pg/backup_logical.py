@@ -46,7 +46,7 @@ from .client import (
     tool_major,
 )
 from .dump import ARTIFACT, NATIVE_ARTIFACT, dump_filter_args, list_archive, table_selected
-from .rowcounts import TABLES_SQL, RowCounter
+from .rowcounts import TABLES_SQL, RowCounter, manifest_rows
 
 KIND = "pg_logical"
 
@@ -187,7 +187,7 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
             data = {"snapshot_time": mf.isoformat(snap_time), "toc_entries": toc_entries,
                     "tables": len(tables)}
             if counter:
-                data["row_counts"] = counter.counts
+                data["table_rows"] = manifest_rows(counter.counts)
             session.commit(data)
     result = session.result()
     result["msg"] = "Backed up %s to %s as %s" % (database, storage.describe(), session.backup_id)
