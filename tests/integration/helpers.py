@@ -340,6 +340,54 @@ def set_recorded_count(manifest, name, rows):
 
 
 # --------------------------------------------------------------------------
+# a full disk, for real
+
+
+class SmallTmpfs(object):
+    """A real tmpfs of ``size`` bytes mounted on ``path`` (needs root):
+    writes beyond it fail with ENOSPC, as on a full disk. ``resize`` gives
+    it room (a remount keeps what it holds); unmounted on exit."""
+
+    def __init__(self, path, size):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._mount("size=%d,mode=0700" % size)
+
+    def _mount(self, options, remount=False):
+        argv = ["mount", "-t", "tmpfs", "-o", ("remount," if remount else "") + options, "tmpfs", str(self.path)]
+        subprocess.run(argv, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def resize(self, size):
+        self._mount("size=%d" % size, remount=True)
+
+    def contents(self):
+        return sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["umount", str(self.path)], check=False)
+        return False
+
+
+def make_blob_database(pg, name, megabytes):
+    """A database of about ``megabytes`` MB of random (incompressible) bytea
+    in blobs (one row per 256 KiB) and 10 rows in small; its row counts."""
+    import psycopg
+
+    pg.psql('CREATE DATABASE "%s"' % name)
+    pg.psql("CREATE TABLE blobs (id int PRIMARY KEY, payload bytea);"
+            "CREATE TABLE small (id int PRIMARY KEY); INSERT INTO small SELECT generate_series(1, 10);",
+            dbname=name)
+    with psycopg.connect(**pg.conninfo(name)) as conn:
+        with conn.cursor().copy("COPY blobs (id, payload) FROM STDIN") as copy:
+            for i in range(megabytes * 4):
+                copy.write_row((i, os.urandom(256 << 10)))
+    return table_row_counts(pg, name)
+
+
+# --------------------------------------------------------------------------
 # source databases
 
 

@@ -22,10 +22,10 @@ import uuid
 import psycopg
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core import scratch as sandbox
-from helpers import (BUILD_COLLECTIONS, DRKIT, ansible_environment, drop_database, fetch_artifact, file_root,
-                     find_children, list_keys, make_sample_database, open_multipart_uploads, pg_module_args,
-                     read_proc, recorded_counts, restore_by_hand, run_drkit, run_playbook, s3_module_args,
-                     table_row_counts, task)
+from helpers import (BUILD_COLLECTIONS, DRKIT, SmallTmpfs, ansible_environment, drop_database, fetch_artifact,
+                     file_root, find_children, list_keys, make_blob_database, make_sample_database,
+                     open_multipart_uploads, pg_module_args, read_proc, recorded_counts, restore_by_hand, run_drkit,
+                     run_playbook, s3_module_args, table_row_counts, task)
 
 ID_RE = re.compile(r"^\d{8}T\d{6}Z-pg-logical-[0-9a-f]{6}$")
 PG_BACKUP = "drkit.backup.pg_backup"
@@ -423,19 +423,15 @@ def test_login_port_backs_up_through_the_module_and_the_cli(pg, s3, bucket, sour
 @pytest.fixture
 def tiny_fs(tmp_path):
     """A small tmpfs: writes fail with ENOSPC. Needs root (mount)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
     mounted = []
 
     def mount(size):
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d,mode=0700" % size, "tmpfs", str(mnt)],
-                       check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        mounted.append(mnt)
-        return mnt
+        mounted.append(SmallTmpfs(tmp_path / "tiny", size))
+        return mounted[-1].path
 
     yield mount
     for m in mounted:
-        subprocess.run(["umount", str(m)], check=False)
+        m.__exit__()
 
 
 def test_disk_full_leaves_nothing(pg, s3, bucket, source_db, tmp_path, tiny_fs):
@@ -461,11 +457,44 @@ def test_disk_full_leaves_nothing(pg, s3, bucket, source_db, tmp_path, tiny_fs):
     msg = run.result("storage full")["msg"]
     assert "file system is full" in msg and "free space or point storage_url elsewhere" in msg, msg
     msg = run.result("work_dir full")["msg"]
-    assert "pg_dump failed" in msg and "No space left on device" in msg, msg
+    assert "The file system of %s is full: no room for the uncompressed directory-format dump of %s" % (
+        work_dir, db) in msg and "point work_dir at a file system with room for it" in msg, msg
     # nothing left: no manifest, no artifact, no temp file, the work dir emptied
     assert [str(p) for p in mnt.rglob("*") if p.is_file()] == []
     assert list((mnt / "backups").rglob("*")) == []  # no empty backups/<id>/ either
     assert_nothing_left(storage_url_for("s3", tmp_path, bucket), s3, bucket)
+
+
+def test_directory_dump_into_a_full_work_dir_exits_3_and_the_next_run_succeeds(pg, tmp_path, restored):
+    """pg_dump -Fd writes the whole uncompressed dump into work_dir first: a
+    full one is a disk-full error (exit 3) naming the directory and what to
+    do, not a pg_dump failure; nothing is stored, the work dir is emptied,
+    the failure is in the metrics, and the next run with room succeeds."""
+    mib = 1 << 20
+    db = "dfull_%s" % uuid.uuid4().hex[:8]
+    counts = make_blob_database(pg, db, 3)
+    restored.append(db)
+    url = "file://%s/store" % tmp_path
+    metrics = tmp_path / "metrics"
+    with SmallTmpfs(tmp_path / "work", mib) as work:
+        argv = ["pg-backup", "--json", "-d", db, "--storage-url", url, "--format", "directory", "--jobs", "2",
+                "--work-dir", str(work.path), "--metrics-dir", str(metrics)]
+        config = dict(login_host=pg.host, port=pg.port, login_user=pg.superuser, login_password=pg.password)
+        proc = run_drkit(argv, config=config, tmp_dir=tmp_path)
+        assert proc.returncode == 3, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert ("drkit pg-backup: error: The file system of %s is full: no room for the uncompressed "
+                "directory-format dump of %s (pg_dump -Fd)" % (work.path, db)) in proc.stderr, proc.stderr
+        assert "point work_dir at a file system with room for it" in proc.stderr
+        assert work.contents() == [] and list_keys(url) == []
+        prom = "".join(p.read_text() for p in metrics.glob("*.prom"))
+        assert 'drkit_backup_last_status{drkit_job="pg_%s",kind="pg_logical"} 0' % db in prom, prom
+
+        work.resize(64 * mib)
+        proc = run_drkit(argv, config=config, tmp_dir=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert recorded_counts(json.loads(proc.stdout)["manifest"]) == counts
+        assert work.contents() == []
 
 
 # --------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (C
                                                                                NotFoundError, SafetyError, ToolError)
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.restore import pg_restore_backup
-from helpers import (drop_database, file_root, make_sample_database, pg_module_args, recorded_counts, run_playbook,
-                     s3_module_args, set_recorded_count, table_row_counts, task)
+from helpers import (SmallTmpfs, drop_database, file_root, make_blob_database, make_sample_database, pg_module_args,
+                     recorded_counts, run_playbook, s3_module_args, set_recorded_count, table_row_counts, task)
 
 PG_RESTORE = "drkit.backup.pg_restore"
 
@@ -532,3 +532,58 @@ def test_tables_whose_names_join_alike_keep_their_own_row_counts(pg, tmp_path, t
     wrong = _legacy_copy(tmp_storage_url, manifest, edit=lambda counts: counts.update({"public.upper": 8}))
     rc, out = drkit("verify", "--level", "restore", "--backup-id", wrong)
     assert rc == 8 and "public.upper: expected 8 rows, restored 7" in out, out
+
+
+# --------------------------------------------------------------------------
+# disk full: the local copy of a parallel restore, on a real small tmpfs
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def blob_backups(pg, tmp_path_factory):
+    """A database of ~3 MB random bytes, backed up in both formats."""
+    db = "blob_%s" % uuid.uuid4().hex[:8]
+    counts = make_blob_database(pg, db, 3)
+    url = "file://%s" % tmp_path_factory.mktemp("blob-store")
+    try:
+        backups = {"custom": take_backup(pg, db, url), "directory": take_backup(pg, db, url, format="directory")}
+    finally:
+        drop_database(pg, db)
+    return url, counts, backups
+
+
+@pytest.mark.parametrize("fmt", ["custom", "directory"])
+def test_restore_into_a_full_work_dir_is_a_clear_disk_full_error(pg, tmp_path, blob_backups, cleanup, fmt):
+    """restore -j 2 downloads (custom) or unpacks (directory) the dump into
+    work_dir: a full one is exit 3 naming the directory and what to do, not
+    a traceback (custom) or "the backup is damaged" (directory); nothing is
+    left, and the next run with room succeeds."""
+    from helpers import run_drkit
+
+    url, counts, backups = blob_backups
+    bak = backups[fmt]
+    (art,) = bak["manifest"]["artifacts"]
+    assert art["raw_size"] > 2 * MiB
+    target = "full_%s" % uuid.uuid4().hex[:8]
+    cleanup.append(target)
+    before = databases(pg)
+    with SmallTmpfs(tmp_path / "work", MiB) as work:
+        argv = ["restore", "--storage-url", url, "--backup-id", bak["backup_id"], "--target-database", target,
+                "-j", "2", "--work-dir", str(work.path), "--host", pg.host, "--port", str(pg.port),
+                "--user", pg.superuser, "--json"]
+        proc = run_drkit(argv, env={"PGPASSWORD": pg.password})
+        assert proc.returncode == 3, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "drkit restore: error: The file system of %s is full: no room for the local copy of %s" % (
+            work.path, art["name"]) in proc.stderr, proc.stderr
+        assert "point work_dir at a file system with room for it" in proc.stderr
+        assert "or run with jobs: 1 (streamed into pg_restore, no local copy)" in proc.stderr
+        assert work.contents() == [] and databases(pg) == before and staging_leftovers(pg) == []
+
+        work.resize(64 * MiB)
+        proc = run_drkit(argv, env={"PGPASSWORD": pg.password})
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["verified"] is True
+        assert table_row_counts(pg, target) == counts
+        assert work.contents() == [] and staging_leftovers(pg) == []

@@ -23,8 +23,8 @@ from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest 
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import IntegrityError
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import pg_verify
-from helpers import (DRKIT, drop_database, find_children, list_keys, make_sample_database, pg_module_args,
-                     run_playbook, s3_module_args, set_recorded_count, task)
+from helpers import (DRKIT, SmallTmpfs, drop_database, find_children, list_keys, make_blob_database,
+                     make_sample_database, pg_module_args, run_playbook, s3_module_args, set_recorded_count, task)
 
 PG_VERIFY = "drkit.backup.pg_verify"
 ARTIFACT = "database.pgdump.zst"
@@ -428,3 +428,43 @@ def test_cli_verify_check_mode_and_before(pg, s3, source_db, tmp_path, tmp_stora
     assert json.loads(out)["backup_id"] == first["backup_id"]
     assert [r["result"] for r in records(tmp_storage_url, first["backup_id"])] == ["pass"]
     assert pg.password not in out + err
+
+
+# --------------------------------------------------------------------------
+# disk full: the local copy of a parallel test-restore, on a real small tmpfs
+
+
+def test_restore_level_with_a_full_work_dir_is_a_clear_disk_full_error(pg, s3, tmp_path, tmp_storage_url):
+    """verify --level restore -j 2 downloads the dump into work_dir first: a
+    full one is exit 3 naming the directory, not a traceback; no scratch
+    database, no verdict recorded (the backup was not judged), nothing left
+    in work_dir; the next run with room passes."""
+    mib = 1 << 20
+    db = "vfull_%s" % uuid.uuid4().hex[:8]
+    make_blob_database(pg, db, 3)
+    try:
+        bak = take_backup(pg, s3, db, tmp_storage_url)
+    finally:
+        drop_database(pg, db)
+    (art,) = bak["manifest"]["artifacts"]
+    assert art["raw_size"] > 2 * mib
+    before = all_databases(pg)
+    with SmallTmpfs(tmp_path / "work", mib) as work:
+        args = ["verify", "--storage-url", tmp_storage_url, "--level", "restore", "--jobs", "2",
+                "--work-dir", str(work.path), "--json"]
+        proc = drkit_popen(tmp_path, pg, args)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 3, err
+        assert "Traceback" not in err
+        assert "drkit verify: error: The file system of %s is full: no room for the local copy of %s" % (
+            work.path, art["name"]) in err, err
+        assert work.contents() == [] and scratch_databases(pg) == [] and all_databases(pg) == before
+        assert records(tmp_storage_url, bak["backup_id"]) == []
+
+        work.resize(64 * mib)
+        proc = drkit_popen(tmp_path, pg, args)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert json.loads(out)["passed"] is True
+        assert work.contents() == [] and scratch_databases(pg) == []
+        assert [r["result"] for r in records(tmp_storage_url, bak["backup_id"])] == ["pass"]

@@ -30,6 +30,7 @@ import tarfile
 import tempfile
 
 from ..core.errors import ConfigError, SourceError
+from ..core.osutil import is_disk_full, local_write_error, ran_out_of_room
 from ..core.process import LocalRunner, tool_version
 from ..core.stream import compression_settings
 from ..repo import manifest as mf
@@ -165,12 +166,14 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
                         session.store_stream(name, handle.stdout, compress=not native, before_commit=finished,
                                              content="pg_dump custom archive", **extra)
                 else:
-                    work_dir = _work_dir(p["work_dir"])
+                    work_dir = _work_dir(p["work_dir"], database)
                     job.cleanup(shutil.rmtree, work_dir, True)
                     out_dir = os.path.join(work_dir, "dump")
                     argv += ["--format=directory", "--jobs=%d" % jobs, "--file=%s" % out_dir]
                     progress("pg_dump -Fd -j %d of %s into %s" % (jobs, database, work_dir))
                     rc, _out, err = runner.run(argv, env=tenv.env)
+                    if rc != 0 and ran_out_of_room(work_dir, err):
+                        raise _work_dir_full(p["work_dir"], database)
                     check_tool_result("pg_dump", rc, err, "dumping database %s" % database)
                     progress("streaming the dump directory to %s" % storage.describe())
                     _store_directory(session, name, out_dir)
@@ -194,11 +197,18 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
     return True, result
 
 
-def _work_dir(parent):
+def _work_dir_full(parent, database, exc=None):
+    return local_write_error(exc, parent or tempfile.gettempdir(),
+                             "the uncompressed directory-format dump of %s (pg_dump -Fd)" % database, "work_dir")
+
+
+def _work_dir(parent, database):
     """A private directory for the uncompressed directory-format dump."""
     try:
         return tempfile.mkdtemp(prefix="drkit-dump-", dir=parent or None)
     except OSError as e:
+        if is_disk_full(e):
+            raise _work_dir_full(parent, database, e)
         raise ConfigError("Cannot create a work directory in %s: %s" % (
             parent or tempfile.gettempdir(), e.strerror or e),
             "Point work_dir at an existing, writable directory with room for the uncompressed dump")

@@ -15,7 +15,7 @@ import stat
 import uuid
 
 from ..core.errors import ConfigError, NotFoundError, StorageError
-from ..core.osutil import fsync_dir
+from ..core.osutil import fsync_dir, is_disk_full
 from .base import READ_CHUNK, TEMP_MARKER, IncompleteUpload, ObjectInfo, ObjectWriter, Storage, check_key
 
 # --------------------------------------------------------------------------
@@ -81,7 +81,7 @@ class _FileWriter(ObjectWriter):
 
 def _file_error(action, exc):
     hint = "Check the path, its permissions and free space"
-    if getattr(exc, "errno", None) == errno.ENOSPC:
+    if is_disk_full(exc):
         hint = "The file system is full: free space or point storage_url elsewhere"
     elif getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
         hint = "Permission denied: run as a user that owns the backup directory"
