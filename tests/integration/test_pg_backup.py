@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 
-import psycopg
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core import scratch as sandbox
 from helpers import (BUILD_COLLECTIONS, DRKIT, SmallTmpfs, ansible_environment, drop_database, fetch_artifact,
@@ -393,6 +392,32 @@ def test_cli_refuses_out_of_range_values_from_the_config_file(pg, source_db, tmp
     assert p.returncode == 2 and "jobs must be at least 1, got 0" in p.stderr, p.stderr
 
 
+def test_one_job_file_serves_backup_verify_and_rotate_but_a_typo_is_refused(pg, source_db, tmp_path):
+    """The roles write one config file per job, read by pg-backup, verify
+    and rotate: each reads it, the keys of the others pass. A key no drkit
+    command knows (login_pasword) is refused by each, exit 2, naming it and
+    the closest known key, before anything connects or is written."""
+    db, _counts = source_db
+    url = "file://%s/store" % tmp_path
+    job = {"job_name": "pg_job", "database": db, "source_database": db, "kind": "pg_logical", "storage_url": url,
+           "login_host": pg.host, "port": pg.port, "login_user": pg.superuser, "login_password": pg.password,
+           "format": "custom", "jobs": 1, "compression_level": 3, "compression_by": "auto",
+           "metrics_dir": str(tmp_path / "metrics"), "checks": [], "prune_wal": False, "keep_last": 2}
+    for argv in (["pg-backup"], ["verify", "--level", "checksum"], ["rotate"]):
+        p = run_drkit(argv, config=job, tmp_dir=tmp_path)
+        assert p.returncode == 0, (argv, p.stderr)
+    assert len([k for k in list_keys(url) if k.endswith("/manifest.json")]) == 1
+
+    typo = dict(job)
+    typo["login_pasword"] = typo.pop("login_password")
+    for argv in (["pg-backup"], ["verify", "--level", "checksum"], ["rotate"]):
+        p = run_drkit(argv, config=typo, tmp_dir=tmp_path)
+        assert p.returncode == 2, (argv, p.stderr)
+        assert "unknown key 'login_pasword' (did you mean 'login_password'?)" in p.stderr, p.stderr
+        assert pg.password not in p.stdout + p.stderr
+    assert len([k for k in list_keys(url) if k.endswith("/manifest.json")]) == 1  # nothing new
+
+
 def test_login_port_backs_up_through_the_module_and_the_cli(pg, s3, bucket, source_db, tmp_path, restored):
     """community.postgresql spells the port login_port: the module, a drkit
     config file and the --login-port flag all take it."""
@@ -505,15 +530,7 @@ def test_directory_dump_into_a_full_work_dir_exits_3_and_the_next_run_succeeds(p
 def big_db(pg):
     """~25 MB of incompressible bytea: the dump outlives several 8 MiB parts."""
     name = "big_%s" % uuid.uuid4().hex[:8]
-    pg.psql('CREATE DATABASE "%s"' % name)
-    pg.psql("CREATE TABLE blobs (id int PRIMARY KEY, payload bytea);"
-            "CREATE TABLE small (id int PRIMARY KEY); INSERT INTO small SELECT generate_series(1, 10);",
-            dbname=name)
-    # Random bytes made here and COPYed in: much faster than generating them in SQL.
-    with psycopg.connect(**pg.conninfo(name)) as conn:
-        with conn.cursor().copy("COPY blobs (id, payload) FROM STDIN") as copy:
-            for i in range(100):
-                copy.write_row((i, os.urandom(256 << 10)))
+    make_blob_database(pg, name, 25)
     try:
         yield name
     finally:

@@ -23,7 +23,7 @@ OPTIONS = Options(
 def backup_info(params):
     """Returns (False, result): listing never changes anything."""
     p = resolve(OPTIONS, params)
-    storage = open_storage(p["storage_url"], **storage_options(p))
+    storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
     entries, problems = mf.list_backups(storage, kind=p["kind"], source=p["source"], database=p["database"],
                                         strict=False)
     if p["backup_id"]:
