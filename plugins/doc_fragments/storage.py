@@ -15,6 +15,9 @@ options:
       - Where backups live. C(file:///absolute/path) for a directory (atomic writes, files 0600,
         directories 0700) or C(s3://bucket/prefix) for Amazon S3 and S3-compatible stores.
       - The layout under it is documented in C(docs/storage-layout.md).
+      - Read strictly (C(docs/storage-layout.md), "Storage URLs"); refused are a query or fragment, an empty,
+        C(.) or C(..) path segment, a port or credentials in an C(s3://) URL, and a bucket name AWS would refuse.
+      - Modules and commands that only read refuse a C(file://) root that does not exist; those that write create it.
     type: str
     required: true
   endpoint_url:

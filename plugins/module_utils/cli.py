@@ -13,7 +13,9 @@ variables; flags win over the file, the file over the environment, the
 environment over the default. Secrets are never accepted as flags (they
 would show in the process list): put them in the 0600 config file or the
 environment (PGPASSWORD, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-REDISCLI_AUTH).
+REDISCLI_AUTH). A config-file key that no drkit command knows (a typo such
+as ``login_pasword``) is refused, naming the key and the closest known one;
+keys of the other commands are fine (one job's file serves several).
 
 Exit codes: 0 success; otherwise the DrkitError's exit_code (2 bad input,
 3 storage, 4 not found, 5 conflict, 6 tool failed, 7 source unreachable,
@@ -26,6 +28,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import argparse
+import difflib
 import json
 import os
 import stat
@@ -71,10 +74,14 @@ def merged(args):
     """The command's parameters: flags > config file > environment > default,
     resolved against the command's options (coerced and checked; a bad
     value is a ConfigError naming the option). Config-file keys may be
-    aliases (``login_port``); keys that are not options of this command
-    pass through (a job's file serves its backup, verify and rotate)."""
+    aliases (``login_port``); keys that are options of another command
+    pass through (a job's file serves its backup, verify and rotate), keys
+    of none are refused (check_config_keys)."""
     options = args.options
-    params = fold_aliases(options, load_config(getattr(args, "config", None)))
+    path = getattr(args, "config", None)
+    config = load_config(path)
+    check_config_keys(path, config, options)
+    params = fold_aliases(options, config)
     for key, value in vars(args).items():
         if key in INTERNAL or value is None:
             continue
@@ -83,6 +90,44 @@ def merged(args):
         if opt.type == "dict" and opt.flags and isinstance(params.get(opt.name), list):
             params[opt.name] = name_values(opt.flags[0], params[opt.name])
     return resolve(options, params)
+
+
+def known_config_keys():
+    """Every key some drkit command reads from a config file: the names and
+    aliases of every command's options, and the destinations of its other
+    flags (``check``, ``dry_run``, ``checks_file``...). Imports every
+    command's options: called only for keys the running command does not know."""
+    keys = set()
+    for _name, _text, options, extras, _run in COMMANDS:
+        for opt in options():
+            keys.update(opt.names)
+        if extras:
+            parser = argparse.ArgumentParser(add_help=False)
+            extras(parser)
+            keys.update(a.dest for a in parser._actions if a.option_strings)  # pylint: disable=protected-access
+    return keys
+
+
+def check_config_keys(path, config, options):
+    """Refuse the keys of a config file that no drkit command reads, naming
+    each and the closest known name (a typo like ``login_pasword`` would
+    otherwise go unnoticed)."""
+    unknown = [k for k in config if not (isinstance(k, str) and k in options)]
+    if not unknown:
+        return
+    known = known_config_keys()
+    unknown = [k for k in unknown if not (isinstance(k, str) and k in known)]
+    if not unknown:
+        return
+    described = []
+    for key in sorted(unknown, key=str):
+        close = difflib.get_close_matches(str(key), sorted(known), n=1)
+        described.append("%r%s" % (key, " (did you mean %r?)" % close[0] if close else ""))
+    raise ConfigError("Config file %s: unknown key%s %s" % (path, "s" if len(unknown) > 1 else "",
+                                                            ", ".join(described)),
+                      "No drkit command reads %s: correct or remove %s (the keys are the option names of "
+                      "the drkit commands and the modules, see docs/options.md)" % (
+                          "them" if len(unknown) > 1 else "it", "them" if len(unknown) > 1 else "it"))
 
 
 def name_values(flag, items):

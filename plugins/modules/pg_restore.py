@@ -162,7 +162,8 @@ timings:
   returned: success and not check mode
   type: dict
 tables:
-  description: Per-table row count comparison with the manifest.
+  description: Per-table row count comparison with the manifest (C(schema), C(table), C(name), C(expected),
+    C(actual), C(ok)), as pg_verify returns it.
   returned: success and not check mode
   type: list
   elements: dict

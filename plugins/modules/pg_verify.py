@@ -133,7 +133,10 @@ findings:
   type: list
   elements: str
 tables:
-  description: Per-table comparison for O(level=restore) (C(table), C(expected), C(actual), C(ok)).
+  description:
+    - Per-table comparison for O(level=restore) (C(schema), C(table), C(name), C(expected), C(actual), C(ok)).
+    - C(schema) and C(table) are kept apart (a table is the pair, C("a.b".c) and C(a."b.c") are two tables);
+      C(name) is both for people, quoted as psql quotes them.
   returned: success
   type: list
   elements: dict

@@ -303,20 +303,89 @@ def restore_by_hand(pg, data, fmt, target_db, work_dir, jobs=1):
     return source
 
 
-def table_row_counts(pg, dbname):
-    """{'schema.table': rows} of every user table, counted with SQL."""
-    tables = pg.psql(
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '|' || n.nspname || '.' || c.relname "
-        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-        "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1", dbname=dbname)
-    names = [line.split("|", 1) for line in tables.splitlines() if line]
-    if not names:
-        return {}
-    sql = " UNION ALL ".join("SELECT '%s', count(*) FROM %s" % (plain.replace("'", "''"), quoted)
-                             for quoted, plain in names)
-    out = pg.psql(sql, dbname=dbname)
-    return dict((k, int(v)) for k, v in (line.rsplit("|", 1) for line in out.splitlines() if line))
+def table_row_counts(pg, dbname, pairs=False):
+    """{'schema.table': rows} of every user table, counted with SQL; with
+    ``pairs``, {(schema, table): rows} (two tables whose names join to the
+    same "schema.table" stay apart)."""
+    import psycopg
+    from psycopg import sql
+
+    out = {}
+    with psycopg.connect(**pg.conninfo(dbname)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                    "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2")
+        for schema, table in cur.fetchall():
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
+            key = (schema, table) if pairs else "%s.%s" % (schema, table)
+            assert key not in out, "%s: two tables join to one name; use pairs=True" % (key,)
+            out[key] = cur.fetchone()[0]
+    return out
+
+
+def recorded_counts(manifest):
+    """A logical backup's row counts as {'schema.table': rows}, to compare
+    with table_row_counts (for databases without two tables whose names
+    join to the same string)."""
+    rows = manifest["data"]["table_rows"]
+    out = dict(("%s.%s" % (r["schema"], r["table"]), r["rows"]) for r in rows)
+    assert len(out) == len(rows), "two tables join to one name"
+    return out
+
+
+def set_recorded_count(manifest, name, rows):
+    """Edit the row count a manifest recorded for the table 'schema.table'."""
+    (entry,) = [r for r in manifest["data"]["table_rows"] if "%s.%s" % (r["schema"], r["table"]) == name]
+    entry["rows"] = rows
+
+
+# --------------------------------------------------------------------------
+# a full disk, for real
+
+
+class SmallTmpfs(object):
+    """A real tmpfs of ``size`` bytes mounted on ``path`` (needs root):
+    writes beyond it fail with ENOSPC, as on a full disk. ``resize`` gives
+    it room (a remount keeps what it holds); unmounted on exit."""
+
+    def __init__(self, path, size):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._mount("size=%d,mode=0700" % size)
+
+    def _mount(self, options, remount=False):
+        argv = ["mount", "-t", "tmpfs", "-o", ("remount," if remount else "") + options, "tmpfs", str(self.path)]
+        subprocess.run(argv, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def resize(self, size):
+        self._mount("size=%d" % size, remount=True)
+
+    def contents(self):
+        return sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["umount", str(self.path)], check=False)
+        return False
+
+
+def make_blob_database(pg, name, megabytes):
+    """A database of about ``megabytes`` MB of random (incompressible) bytea
+    in blobs (one row per 256 KiB) and 10 rows in small; its row counts."""
+    import psycopg
+
+    pg.psql('CREATE DATABASE "%s"' % name)
+    pg.psql("CREATE TABLE blobs (id int PRIMARY KEY, payload bytea);"
+            "CREATE TABLE small (id int PRIMARY KEY); INSERT INTO small SELECT generate_series(1, 10);",
+            dbname=name)
+    # Random bytes made here and COPYed in: much faster than generating them in SQL.
+    with psycopg.connect(**pg.conninfo(name)) as conn:
+        with conn.cursor().copy("COPY blobs (id, payload) FROM STDIN") as copy:
+            for i in range(megabytes * 4):
+                copy.write_row((i, os.urandom(256 << 10)))
+    return table_row_counts(pg, name)
 
 
 # --------------------------------------------------------------------------

@@ -137,8 +137,10 @@ def test_backup_info_empty_and_failures(s3, bucket, tmp_path):
     missing = "drkit-missing-%s" % uuid.uuid4().hex[:8]
     wrong_secret = s3_module_args(s3)
     wrong_secret["secret_key"] = "{{ bad }}"
+    (tmp_path / "empty").mkdir()
     run = run_playbook([
-        task(INFO, name="empty dir", storage_url="file://%s/never-written" % tmp_path),
+        task(INFO, name="empty dir", storage_url="file://%s/empty" % tmp_path),
+        task(INFO, name="missing dir", _ignore_errors=True, storage_url="file://%s/never-written" % tmp_path),
         task(INFO, name="empty bucket", storage_url="s3://%s" % bucket, **s3_module_args(s3)),
         task(INFO, name="missing bucket", _ignore_errors=True, storage_url="s3://%s/x" % missing,
              **s3_module_args(s3)),
@@ -148,10 +150,52 @@ def test_backup_info_empty_and_failures(s3, bucket, tmp_path):
     for name in ("empty dir", "empty bucket"):
         res = run.result(name)
         assert not run.failed(name) and res["count"] == 0 and res["backups"] == [] and res["latest"] is None
-    assert not (tmp_path / "never-written").exists()  # listing creates nothing
+    # a root that does not exist is an error naming it, not an empty storage; listing creates nothing
+    assert run.failed("missing dir") and run.result("missing dir")["msg"].startswith(
+        "The storage root file://%s/never-written does not exist" % tmp_path), run.result("missing dir")
+    assert not (tmp_path / "never-written").exists()
     assert run.failed("missing bucket") and "does not exist" in run.result("missing bucket")["msg"]
     assert run.failed("wrong secret") and "access denied" in run.result("wrong secret")["msg"]
     assert "bad-secret-" not in run.text
     assert run.failed("bad url") and "Unsupported storage_url" in run.result("bad url")["msg"]
     p = run_drkit(["list", "--storage-url", "s3://%s/x" % missing], env=s3.env())
     assert p.returncode == 3 and "does not exist" in p.stderr
+
+
+def test_reading_commands_refuse_a_file_root_that_does_not_exist(pg, tmp_path):
+    """list, rotate, restore, verify and wal-fetch on a file:// root that does
+    not exist (a typo, an unmounted file system): exit 2 naming it, where
+    they used to read an empty storage (list and rotate exited 0). wal-fetch
+    must not say "not archived" (exit 1): PostgreSQL would end the recovery
+    there. A backup still creates the root, and then they read it."""
+    root = tmp_path / "typo"
+    url = "file://%s" % root
+    conn = ["--host", pg.host, "--port", str(pg.port), "--user", pg.superuser]
+    env = {"PGPASSWORD": pg.password}
+    commands = {
+        "list": ["list"],
+        "rotate": ["rotate", "--keep-last", "1"],
+        "restore": ["restore", "--target-database", "never_%s" % uuid.uuid4().hex[:6]] + conn,
+        "verify": ["verify", "--level", "checksum"] + conn,
+        "wal-fetch": ["wal-fetch", "000000010000000000000001", str(tmp_path / "seg")],
+    }
+    for name, argv in commands.items():
+        p = run_drkit(argv + ["--storage-url", url], env=env)
+        assert p.returncode == 2, (name, p.returncode, p.stderr)
+        assert "drkit %s: error: The storage root %s does not exist. Check storage_url" % (name, url) in p.stderr, \
+            (name, p.stderr)
+        assert not root.exists()
+
+    db = "root_%s" % uuid.uuid4().hex[:6]
+    pg.psql('CREATE DATABASE "%s"' % db)
+    try:
+        pg.psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)", dbname=db)
+        p = run_drkit(["pg-backup", "-d", db, "--storage-url", url] + conn, env=env)
+        assert p.returncode == 0, p.stderr
+    finally:
+        drop_database(pg, db)
+    assert root.is_dir()
+    p = run_drkit(["list", "--json", "--storage-url", url])
+    assert p.returncode == 0 and json.loads(p.stdout)["count"] == 1, p.stderr
+    p = run_drkit(["wal-fetch", "000000010000000000000001", str(tmp_path / "seg"), "--storage-url", url])
+    assert p.returncode == 1, p.stderr  # now really "not archived"

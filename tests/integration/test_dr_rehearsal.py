@@ -221,7 +221,7 @@ def test_rehearsal_against_inventory_hosts_then_corrupted_latest(pg, s3, bucket,
         comp = assert_good_report(report, md, page, keys, len(counts))
         assert report["title"] == "DR rehearsal of %s" % host
         # each host restored its own database's backup
-        assert dict((t["table"], t["actual"]) for t in comp["tables"]) == counts
+        assert dict((t["name"], t["actual"]) for t in comp["tables"]) == counts
         (taken,) = [e["result"] for e in run.entries("Take a fresh backup") if e["host"] == host]
         assert comp["backup_id"] == taken["backup_id"] and taken["manifest"]["source"]["database"] == db
         # directory format with two jobs: downloaded and unpacked, then restored in parallel

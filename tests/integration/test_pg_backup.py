@@ -19,12 +19,12 @@ import threading
 import time
 import uuid
 
-import psycopg
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core import scratch as sandbox
-from helpers import (BUILD_COLLECTIONS, DRKIT, ansible_environment, drop_database, fetch_artifact, file_root,
-                     find_children, list_keys, make_sample_database, open_multipart_uploads, pg_module_args,
-                     read_proc, restore_by_hand, run_drkit, run_playbook, s3_module_args, table_row_counts, task)
+from helpers import (BUILD_COLLECTIONS, DRKIT, SmallTmpfs, ansible_environment, drop_database, fetch_artifact,
+                     file_root, find_children, list_keys, make_blob_database, make_sample_database,
+                     open_multipart_uploads, pg_module_args, read_proc, recorded_counts, restore_by_hand, run_drkit,
+                     run_playbook, s3_module_args, table_row_counts, task)
 
 ID_RE = re.compile(r"^\d{8}T\d{6}Z-pg-logical-[0-9a-f]{6}$")
 PG_BACKUP = "drkit.backup.pg_backup"
@@ -96,7 +96,7 @@ def check_restore(pg, tmp_path, url, s3, result, source_counts, restored, jobs=1
     work.mkdir()
     restore_by_hand(pg, data, fmt, target, work, jobs=jobs)
     got = table_row_counts(pg, target)
-    assert manifest["data"]["row_counts"] == source_counts
+    assert recorded_counts(manifest) == source_counts
     assert got == source_counts
     return got
 
@@ -239,14 +239,15 @@ def test_schema_filter_and_no_row_counts(pg, s3, bucket, source_db, tmp_path, re
     res = run.result("filtered")
     expected = dict((k, v) for k, v in counts.items()
                     if k.startswith("mcp_documents.") and k != "mcp_documents.alerts")
-    assert expected and res["manifest"]["data"]["row_counts"] == expected
+    assert expected and recorded_counts(res["manifest"]) == expected
     (art,) = res["manifest"]["artifacts"]
     target = "restored_%s" % uuid.uuid4().hex[:8]
     restored.append(target)
     restore_by_hand(pg, fetch_artifact(url, res["backup_id"], art), "custom", target, tmp_path)
     assert table_row_counts(pg, target) == expected
     uncounted = run.result("uncounted")["manifest"]
-    assert "row_counts" not in uncounted["data"] and uncounted["options"]["row_counts"] is False
+    assert "table_rows" not in uncounted["data"] and "row_counts" not in uncounted["data"]
+    assert uncounted["options"]["row_counts"] is False
 
 
 def test_password_with_pgpass_special_characters(pg, s3, bucket, source_db, tmp_path):
@@ -263,7 +264,7 @@ def test_password_with_pgpass_special_characters(pg, s3, bucket, source_db, tmp_
         run = run_playbook([task(PG_BACKUP, **args)], extra_vars={"role_pw": password})
         assert run.rc == 0, run.describe()
         res = run.result(PG_BACKUP)
-        assert res["manifest"]["data"]["row_counts"] == dict(
+        assert recorded_counts(res["manifest"]) == dict(
             (k, v) for k, v in counts.items() if k.startswith("l02_runtime."))
         assert password not in run.text
     finally:
@@ -382,6 +383,32 @@ def test_cli_refuses_out_of_range_values_from_the_config_file(pg, source_db, tmp
     assert p.returncode == 2 and "jobs must be at least 1, got 0" in p.stderr, p.stderr
 
 
+def test_one_job_file_serves_backup_verify_and_rotate_but_a_typo_is_refused(pg, source_db, tmp_path):
+    """The roles write one config file per job, read by pg-backup, verify
+    and rotate: each reads it, the keys of the others pass. A key no drkit
+    command knows (login_pasword) is refused by each, exit 2, naming it and
+    the closest known key, before anything connects or is written."""
+    db, _counts = source_db
+    url = "file://%s/store" % tmp_path
+    job = {"job_name": "pg_job", "database": db, "source_database": db, "kind": "pg_logical", "storage_url": url,
+           "login_host": pg.host, "port": pg.port, "login_user": pg.superuser, "login_password": pg.password,
+           "format": "custom", "jobs": 1, "compression_level": 3, "compression_by": "auto",
+           "metrics_dir": str(tmp_path / "metrics"), "checks": [], "prune_wal": False, "keep_last": 2}
+    for argv in (["pg-backup"], ["verify", "--level", "checksum"], ["rotate"]):
+        p = run_drkit(argv, config=job, tmp_dir=tmp_path)
+        assert p.returncode == 0, (argv, p.stderr)
+    assert len([k for k in list_keys(url) if k.endswith("/manifest.json")]) == 1
+
+    typo = dict(job)
+    typo["login_pasword"] = typo.pop("login_password")
+    for argv in (["pg-backup"], ["verify", "--level", "checksum"], ["rotate"]):
+        p = run_drkit(argv, config=typo, tmp_dir=tmp_path)
+        assert p.returncode == 2, (argv, p.stderr)
+        assert "unknown key 'login_pasword' (did you mean 'login_password'?)" in p.stderr, p.stderr
+        assert pg.password not in p.stdout + p.stderr
+    assert len([k for k in list_keys(url) if k.endswith("/manifest.json")]) == 1  # nothing new
+
+
 def test_login_port_backs_up_through_the_module_and_the_cli(pg, s3, bucket, source_db, tmp_path, restored):
     """community.postgresql spells the port login_port: the module, a drkit
     config file and the --login-port flag all take it."""
@@ -405,26 +432,22 @@ def test_login_port_backs_up_through_the_module_and_the_cli(pg, s3, bucket, sour
     for p in (by_config, by_flag):
         res = json.loads(p.stdout)
         assert res["manifest"]["source"]["port"] == pg.port
-        assert res["manifest"]["data"]["row_counts"] == counts
+        assert recorded_counts(res["manifest"]) == counts
     check_restore(pg, tmp_path, url, s3, json.loads(by_flag.stdout), counts, restored)
 
 
 @pytest.fixture
 def tiny_fs(tmp_path):
     """A small tmpfs: writes fail with ENOSPC. Needs root (mount)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
     mounted = []
 
     def mount(size):
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d,mode=0700" % size, "tmpfs", str(mnt)],
-                       check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        mounted.append(mnt)
-        return mnt
+        mounted.append(SmallTmpfs(tmp_path / "tiny", size))
+        return mounted[-1].path
 
     yield mount
     for m in mounted:
-        subprocess.run(["umount", str(m)], check=False)
+        m.__exit__()
 
 
 def test_disk_full_leaves_nothing(pg, s3, bucket, source_db, tmp_path, tiny_fs):
@@ -450,11 +473,44 @@ def test_disk_full_leaves_nothing(pg, s3, bucket, source_db, tmp_path, tiny_fs):
     msg = run.result("storage full")["msg"]
     assert "file system is full" in msg and "free space or point storage_url elsewhere" in msg, msg
     msg = run.result("work_dir full")["msg"]
-    assert "pg_dump failed" in msg and "No space left on device" in msg, msg
+    assert "The file system of %s is full: no room for the uncompressed directory-format dump of %s" % (
+        work_dir, db) in msg and "point work_dir at a file system with room for it" in msg, msg
     # nothing left: no manifest, no artifact, no temp file, the work dir emptied
     assert [str(p) for p in mnt.rglob("*") if p.is_file()] == []
     assert list((mnt / "backups").rglob("*")) == []  # no empty backups/<id>/ either
     assert_nothing_left(storage_url_for("s3", tmp_path, bucket), s3, bucket)
+
+
+def test_directory_dump_into_a_full_work_dir_exits_3_and_the_next_run_succeeds(pg, tmp_path, restored):
+    """pg_dump -Fd writes the whole uncompressed dump into work_dir first: a
+    full one is a disk-full error (exit 3) naming the directory and what to
+    do, not a pg_dump failure; nothing is stored, the work dir is emptied,
+    the failure is in the metrics, and the next run with room succeeds."""
+    mib = 1 << 20
+    db = "dfull_%s" % uuid.uuid4().hex[:8]
+    counts = make_blob_database(pg, db, 3)
+    restored.append(db)
+    url = "file://%s/store" % tmp_path
+    metrics = tmp_path / "metrics"
+    with SmallTmpfs(tmp_path / "work", mib) as work:
+        argv = ["pg-backup", "--json", "-d", db, "--storage-url", url, "--format", "directory", "--jobs", "2",
+                "--work-dir", str(work.path), "--metrics-dir", str(metrics)]
+        config = dict(login_host=pg.host, port=pg.port, login_user=pg.superuser, login_password=pg.password)
+        proc = run_drkit(argv, config=config, tmp_dir=tmp_path)
+        assert proc.returncode == 3, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert ("drkit pg-backup: error: The file system of %s is full: no room for the uncompressed "
+                "directory-format dump of %s (pg_dump -Fd)" % (work.path, db)) in proc.stderr, proc.stderr
+        assert "point work_dir at a file system with room for it" in proc.stderr
+        assert work.contents() == [] and list_keys(url) == []
+        prom = "".join(p.read_text() for p in metrics.glob("*.prom"))
+        assert 'drkit_backup_last_status{drkit_job="pg_%s",kind="pg_logical"} 0' % db in prom, prom
+
+        work.resize(64 * mib)
+        proc = run_drkit(argv, config=config, tmp_dir=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert recorded_counts(json.loads(proc.stdout)["manifest"]) == counts
+        assert work.contents() == []
 
 
 # --------------------------------------------------------------------------
@@ -465,15 +521,7 @@ def test_disk_full_leaves_nothing(pg, s3, bucket, source_db, tmp_path, tiny_fs):
 def big_db(pg):
     """~25 MB of incompressible bytea: the dump outlives several 8 MiB parts."""
     name = "big_%s" % uuid.uuid4().hex[:8]
-    pg.psql('CREATE DATABASE "%s"' % name)
-    pg.psql("CREATE TABLE blobs (id int PRIMARY KEY, payload bytea);"
-            "CREATE TABLE small (id int PRIMARY KEY); INSERT INTO small SELECT generate_series(1, 10);",
-            dbname=name)
-    # Random bytes made here and COPYed in: much faster than generating them in SQL.
-    with psycopg.connect(**pg.conninfo(name)) as conn:
-        with conn.cursor().copy("COPY blobs (id, payload) FROM STDIN") as copy:
-            for i in range(100):
-                copy.write_row((i, os.urandom(256 << 10)))
+    make_blob_database(pg, name, 25)
     try:
         yield name
     finally:

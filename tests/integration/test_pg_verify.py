@@ -23,8 +23,8 @@ from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest 
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import IntegrityError
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import pg_verify
-from helpers import (DRKIT, drop_database, find_children, list_keys, make_sample_database, pg_module_args,
-                     run_playbook, s3_module_args, task)
+from helpers import (DRKIT, SmallTmpfs, drop_database, find_children, list_keys, make_blob_database,
+                     make_sample_database, pg_module_args, run_playbook, s3_module_args, set_recorded_count, task)
 
 PG_VERIFY = "drkit.backup.pg_verify"
 ARTIFACT = "database.pgdump.zst"
@@ -183,7 +183,7 @@ def test_restore_level_through_ansible_with_sql_checks(pg, s3, source_db, tmp_pa
     assert res["passed"] is True and res["level"] == "restore" and res["findings"] == []
     assert res["backup_id"] == bak["backup_id"] and res["changed"] is True
     # every table compared, every count equal to the manifest (and the source)
-    assert dict((t["table"], t["actual"]) for t in res["tables"]) == counts
+    assert dict(("%s.%s" % (t["schema"], t["table"]), t["actual"]) for t in res["tables"]) == counts
     assert all(t["ok"] for t in res["tables"]) and len(res["tables"]) == len(counts)
     assert [(c["name"], c["ok"]) for c in res["checks"]] == [
         ("agents present", True), ("agents exact", True), ("SELECT count(*) > 0 FROM mcp_documents.users", True)]
@@ -290,7 +290,7 @@ def test_edited_row_count_and_failing_checks_fail_at_restore_level(pg, s3, sourc
     bid = bak["backup_id"]
     real = counts["mcp_documents.agents"]
     _edit_manifest(tmp_storage_url, bid, s3,
-                   lambda m: m["data"]["row_counts"].update({"mcp_documents.agents": real + 1}))
+                   lambda m: set_recorded_count(m, "mcp_documents.agents", real + 1))
     # checksum level does not look at data facts: it still passes
     assert pg_verify(engine_params(pg, tmp_storage_url, s3, level="checksum"))[1]["passed"] is True
     metrics_dir = str(tmp_path / "metrics")
@@ -308,7 +308,8 @@ def test_edited_row_count_and_failing_checks_fail_at_restore_level(pg, s3, sourc
     recs = records(tmp_storage_url, bid)
     assert [(r["level"], r["result"]) for r in recs] == [("checksum", "pass"), ("restore", "fail")]
     bad = [t for t in recs[1]["tables"] if not t["ok"]]
-    assert bad == [{"table": "mcp_documents.agents", "expected": real + 1, "actual": real, "ok": False}]
+    assert bad == [{"schema": "mcp_documents", "table": "agents", "name": "mcp_documents.agents",
+                    "expected": real + 1, "actual": real, "ok": False}]
     assert [c["ok"] for c in recs[1]["checks"]] == [False, False]
     prom = read_metrics(metrics_dir)
     assert 'drkit_verify_last_status{drkit_job="pg_%s",kind="pg_logical"} 0' % db in prom
@@ -452,3 +453,43 @@ def test_cli_verify_check_mode_and_before(pg, s3, source_db, tmp_path, tmp_stora
     assert json.loads(out)["backup_id"] == first["backup_id"]
     assert [r["result"] for r in records(tmp_storage_url, first["backup_id"])] == ["pass"]
     assert pg.password not in out + err
+
+
+# --------------------------------------------------------------------------
+# disk full: the local copy of a parallel test-restore, on a real small tmpfs
+
+
+def test_restore_level_with_a_full_work_dir_is_a_clear_disk_full_error(pg, s3, tmp_path, tmp_storage_url):
+    """verify --level restore -j 2 downloads the dump into work_dir first: a
+    full one is exit 3 naming the directory, not a traceback; no scratch
+    database, no verdict recorded (the backup was not judged), nothing left
+    in work_dir; the next run with room passes."""
+    mib = 1 << 20
+    db = "vfull_%s" % uuid.uuid4().hex[:8]
+    make_blob_database(pg, db, 3)
+    try:
+        bak = take_backup(pg, s3, db, tmp_storage_url)
+    finally:
+        drop_database(pg, db)
+    (art,) = bak["manifest"]["artifacts"]
+    assert art["raw_size"] > 2 * mib
+    before = all_databases(pg)
+    with SmallTmpfs(tmp_path / "work", mib) as work:
+        args = ["verify", "--storage-url", tmp_storage_url, "--level", "restore", "--jobs", "2",
+                "--work-dir", str(work.path), "--json"]
+        proc = drkit_popen(tmp_path, pg, args)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 3, err
+        assert "Traceback" not in err
+        assert "drkit verify: error: The file system of %s is full: no room for the local copy of %s" % (
+            work.path, art["name"]) in err, err
+        assert work.contents() == [] and scratch_databases(pg) == [] and all_databases(pg) == before
+        assert records(tmp_storage_url, bak["backup_id"]) == []
+
+        work.resize(64 * mib)
+        proc = drkit_popen(tmp_path, pg, args)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert json.loads(out)["passed"] is True
+        assert work.contents() == [] and scratch_databases(pg) == []
+        assert [r["result"] for r in records(tmp_storage_url, bak["backup_id"])] == ["pass"]

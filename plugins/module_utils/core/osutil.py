@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Operating-system helpers: users and groups, directory traversal
 checks, fsync of directories, atomic writes (the one way drkit replaces a
-file that someone may read meanwhile).
+file that someone may read meanwhile), and what a full file system means
+for a local write (the one place that says "disk full").
 """
 
 from __future__ import absolute_import, division, print_function
@@ -11,13 +12,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import errno
 import grp
 import os
 import pwd
 import stat
 import tempfile
 
-from .errors import ConfigError
+from .errors import ConfigError, StorageError
 
 
 def user_ids(user):
@@ -134,3 +136,48 @@ def set_owner(path, uid, gid, mode):
         except PermissionError:
             raise ConfigError("Cannot give %s to uid %d gid %d" % (path, uid, gid),
                               "Run the restore as root (become: true) or as the redis user")
+
+
+# --------------------------------------------------------------------------
+# disk full
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# What a tool that ran out of room prints (strerror, C locale) and what is
+# left on a full file system after the failed write (less than one tool's
+# write buffer, whatever the locale of the tool's messages).
+_DISK_FULL_TEXT = tuple(os.strerror(e) for e in DISK_FULL)
+_ALMOST_NOTHING = 1 << 20
+
+
+def is_disk_full(exc):
+    """Whether an OSError is ENOSPC or EDQUOT."""
+    return getattr(exc, "errno", None) in DISK_FULL
+
+
+def ran_out_of_room(path, tool_output=""):
+    """After a tool failed writing below ``path``: whether it ran out of
+    room (it said so, or the file system holding ``path`` is as good as full)."""
+    if any(text in (tool_output or "") for text in _DISK_FULL_TEXT):
+        return True
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return free * st.f_frsize < _ALMOST_NOTHING
+
+
+def local_write_error(exc, directory, what, option, need=None, alternative=None):
+    """StorageError for a failed write of ``what`` below ``directory`` (a
+    work dir, a download's temp dir), ``option`` being the setting that
+    points there (``alternative``: another way out, in words). A full file
+    system says so, names the directory and what to do; exit code 3 on the
+    command line, like a full storage. ``exc`` None: known to be full."""
+    if exc is None or is_disk_full(exc):
+        room = " (about %d bytes)" % need if need else ""
+        other = ", or %s" % alternative if alternative else ""
+        return StorageError("The file system of %s is full: no room for %s" % (directory, what),
+                            "Free space there, or point %s at a file system with room for it%s%s; "
+                            "nothing was kept from this run" % (option, room, other))
+    return StorageError("Could not write %s in %s: %s" % (what, directory, exc.strerror or exc),
+                        "Check that %s exists and is writable, or point %s elsewhere" % (directory, option))

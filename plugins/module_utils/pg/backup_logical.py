@@ -30,6 +30,7 @@ import tarfile
 import tempfile
 
 from ..core.errors import ConfigError, SourceError
+from ..core.osutil import is_disk_full, local_write_error, ran_out_of_room
 from ..core.process import LocalRunner, tool_version
 from ..core.stream import compression_settings
 from ..repo import manifest as mf
@@ -46,7 +47,7 @@ from .client import (
     tool_major,
 )
 from .dump import ARTIFACT, NATIVE_ARTIFACT, dump_filter_args, list_archive, table_selected
-from .rowcounts import TABLES_SQL, RowCounter
+from .rowcounts import TABLES_SQL, RowCounter, manifest_rows
 
 KIND = "pg_logical"
 
@@ -165,12 +166,14 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
                         session.store_stream(name, handle.stdout, compress=not native, before_commit=finished,
                                              content="pg_dump custom archive", **extra)
                 else:
-                    work_dir = _work_dir(p["work_dir"])
+                    work_dir = _work_dir(p["work_dir"], database)
                     job.cleanup(shutil.rmtree, work_dir, True)
                     out_dir = os.path.join(work_dir, "dump")
                     argv += ["--format=directory", "--jobs=%d" % jobs, "--file=%s" % out_dir]
                     progress("pg_dump -Fd -j %d of %s into %s" % (jobs, database, work_dir))
                     rc, _out, err = runner.run(argv, env=tenv.env)
+                    if rc != 0 and ran_out_of_room(work_dir, err):
+                        raise _work_dir_full(p["work_dir"], database)
                     check_tool_result("pg_dump", rc, err, "dumping database %s" % database)
                     progress("streaming the dump directory to %s" % storage.describe())
                     _store_directory(session, name, out_dir)
@@ -187,18 +190,25 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
             data = {"snapshot_time": mf.isoformat(snap_time), "toc_entries": toc_entries,
                     "tables": len(tables)}
             if counter:
-                data["row_counts"] = counter.counts
+                data["table_rows"] = manifest_rows(counter.counts)
             session.commit(data)
     result = session.result()
     result["msg"] = "Backed up %s to %s as %s" % (database, storage.describe(), session.backup_id)
     return True, result
 
 
-def _work_dir(parent):
+def _work_dir_full(parent, database, exc=None):
+    return local_write_error(exc, parent or tempfile.gettempdir(),
+                             "the uncompressed directory-format dump of %s (pg_dump -Fd)" % database, "work_dir")
+
+
+def _work_dir(parent, database):
     """A private directory for the uncompressed directory-format dump."""
     try:
         return tempfile.mkdtemp(prefix="drkit-dump-", dir=parent or None)
     except OSError as e:
+        if is_disk_full(e):
+            raise _work_dir_full(parent, database, e)
         raise ConfigError("Cannot create a work directory in %s: %s" % (
             parent or tempfile.gettempdir(), e.strerror or e),
             "Point work_dir at an existing, writable directory with room for the uncompressed dump")

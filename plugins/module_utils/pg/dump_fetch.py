@@ -17,6 +17,7 @@ import threading
 import time
 
 from ..core.errors import ConfigError, IntegrityError
+from ..core.osutil import local_write_error
 from ..core.process import tool_version
 from ..core.stream import Digest, check_digest, decompressor_for, read_stored
 from ..core.tar import TarStreamExtractor
@@ -120,13 +121,26 @@ class ArtifactFetch(object):
             self._writing = False
             self._cond.notify_all()
 
+    def _local_error(self, exc=None):
+        """The StorageError of a local write that failed (a full work_dir)."""
+        return local_write_error(exc, self.work_dir or tempfile.gettempdir(),
+                                 "the local copy of %s that pg_restore -j reads" % self.artifact["name"],
+                                 "work_dir", need=self.artifact.get("raw_size") or self.artifact["size"],
+                                 alternative="run with jobs: 1 (streamed into pg_restore, no local copy)")
+
+    def _make_tmp(self):
+        try:
+            self.tmp = tempfile.mkdtemp(prefix="drkit-restore-", dir=self.work_dir)
+        except OSError as e:
+            raise self._local_error(e)
+
     def to_local(self):
         """Custom format -> <tmp>/database.pgdump; directory format -> <tmp>/dump/.
         Returns the path to give pg_restore."""
         if self.fmt == "custom":
             self.start()
             return self.finish()
-        self.tmp = tempfile.mkdtemp(prefix="drkit-restore-", dir=self.work_dir)
+        self._make_tmp()
         extractor = TarStreamExtractor(os.path.join(self.tmp, "dump"), "dump/")
         extractor.start()
         try:
@@ -134,6 +148,8 @@ class ArtifactFetch(object):
         finally:
             extractor.close()
             extractor.join()
+        if isinstance(extractor.error, OSError):
+            raise self._local_error(extractor.error)  # writing failed here, the backup is fine
         if extractor.error:
             raise IntegrityError("Cannot unpack %s: %s" % (self.artifact["name"], extractor.error),
                                  "The backup is damaged; use another backup")
@@ -154,16 +170,22 @@ class ArtifactFetch(object):
         """Custom format only: download into <tmp>/database.pgdump in a thread."""
         if self._thread is not None:
             return
-        self.tmp = tempfile.mkdtemp(prefix="drkit-restore-", dir=self.work_dir)
+        self._make_tmp()
         self._path = os.path.join(self.tmp, "database.pgdump")
-        out = open(self._path, "wb")
+        try:
+            out = open(self._path, "wb")
+        except OSError as e:
+            raise self._local_error(e)
         plain = not self._transforms()
 
         def write(data):
             if self._cancel:
                 raise _Cancelled()
-            out.write(data)
-            out.flush()  # follow() reads the file: what is counted must be in it
+            try:
+                out.write(data)
+                out.flush()  # follow() reads the file: what is counted must be in it
+            except OSError as e:
+                raise self._local_error(e)
             with self._cond:
                 self._written += len(data)
                 if plain and self._written == self.artifact["size"]:
@@ -172,13 +194,16 @@ class ArtifactFetch(object):
 
         def run():
             try:
-                with out:
-                    if plain:
-                        self._copy_hash_behind(write)
-                    else:
-                        self.check_only(consumer=write)
+                if plain:
+                    self._copy_hash_behind(write)
+                else:
+                    self.check_only(consumer=write)
             except BaseException as e:  # pylint: disable=broad-except
                 self._error = e  # raised by wait() or finish()
+            try:
+                out.close()  # flushed after every write: nothing new to write
+            except OSError as e:
+                self._error = self._error or self._local_error(e)
             self._end_writing()
             with self._cond:
                 self._done = True

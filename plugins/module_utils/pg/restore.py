@@ -49,7 +49,7 @@ from .client import (
 )
 from .dump import JOBS, NO_OWNER, NO_PRIVILEGES, SESSION_SETTINGS, run_pg_restore, session_options
 from .dump_fetch import ArtifactFetch
-from .rowcounts import ROW_COUNT_METHOD, compare_counts, restored_counts
+from .rowcounts import ROW_COUNT_METHOD, compare_counts, expected_counts, restored_counts
 
 # drkit.backup.pg_restore / drkit restore
 OPTIONS = Options(
@@ -92,7 +92,7 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
     session_options(p["restore_settings"])  # a bad setting fails before anything is done
     cp = conn_params(p)
     # light: no boto3 import (0.2 s of every restore) when static credentials allow it
-    storage = open_storage(p["storage_url"], light=True, **storage_options(p))
+    storage = open_storage(p["storage_url"], light=True, must_exist=True, **storage_options(p))
     entry = resolve_logical(storage, p)
     manifest = entry.manifest
     maintenance_db = p["maintenance_db"]
@@ -157,18 +157,7 @@ def _restore_and_swap(runner, cp, fetch, pg_restore, plan, p, progress):
         create_database(conn, staging, owner=p["owner"])
         try:
             timings = run_pg_restore(runner, cp, fetch, pg_restore, staging, jobs, p, progress)
-            expected = manifest.get("data", {}).get("row_counts") or {}
-            rows, problems = [], []
-            if expected and p["check_row_counts"]:
-                t1 = time.time()
-                method = p["row_count_method"]
-                counts, scanned = restored_counts(cp, staging, expected, jobs, method)
-                rows, problems = compare_counts(expected, counts)
-                timings.update({"check_seconds": round(time.time() - t1, 3), "row_count_method": method,
-                                "tables_scanned": scanned})
-                if problems:
-                    raise IntegrityError("Restored data differs from the backup's manifest: %s" % (
-                        "; ".join(problems[:10])), "The target was not touched")
+            rows = _check_counts(cp, staging, manifest, p, timings, progress) if p["check_row_counts"] else []
             if plan["target_exists"]:
                 old_name = unique_name(target, "__drkit_old")
                 progress("swapping %s into place (old copy: %s)" % (staging, old_name))
@@ -185,6 +174,26 @@ def _restore_and_swap(runner, cp, fetch, pg_restore, plan, p, progress):
     finally:
         conn.close()
     return timings, rows, old_name
+
+
+def _check_counts(cp, staging, manifest, p, timings, progress):
+    """Compare the restored tables' row counts with the manifest's; the
+    per-table rows, or IntegrityError before anything is put in place."""
+    t1 = time.time()
+    expected, notes = expected_counts(manifest.get("data", {}), cp, staging)
+    for note in notes:
+        progress("note: %s" % note)
+    if expected is None:
+        return []
+    method = p["row_count_method"]
+    counts, scanned = restored_counts(cp, staging, expected, p["jobs"], method)
+    rows, problems = compare_counts(expected, counts)
+    timings.update({"check_seconds": round(time.time() - t1, 3), "row_count_method": method,
+                    "tables_scanned": scanned})
+    if problems:
+        raise IntegrityError("Restored data differs from the backup's manifest: %s" % (
+            "; ".join(problems[:10])), "The target was not touched")
+    return rows
 
 
 def _rename(conn, old, new):

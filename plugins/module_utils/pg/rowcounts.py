@@ -4,15 +4,23 @@
 """Row counts: taken from pg_dump's own snapshot at backup time, compared
 table by table after a restore (PostgreSQL's insert counters, confirmed by
 count(*) where they differ, or count(*) everywhere).
+
+A table is the pair (schema, table) everywhere, never a "schema.table"
+string: "a.b".c and a."b.c" are two tables. The manifest holds
+``data.table_rows``, a list of {"schema", "table", "rows"}; manifests of
+format version 1 held ``data.row_counts`` keyed "schema.table", which
+``expected_counts`` still reads (see ``_legacy_counts``).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
 import threading
 import time
 
+from ..core.errors import IntegrityError
 from ..core.options import Option
 from .client import connect, ident
 
@@ -28,9 +36,16 @@ ORDER BY 1, 2
 """
 
 
+def _count_table(cur, schema, table):
+    """count(*) of one table, both names quoted as identifiers."""
+    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(ident(schema), ident(table)))
+    return cur.fetchone()[0]
+
+
 class RowCounter(threading.Thread):
     """Counts rows of every dumped table inside the exporting transaction,
-    i.e. in pg_dump's own snapshot, while pg_dump runs."""
+    i.e. in pg_dump's own snapshot, while pg_dump runs: {(schema, table): rows}."""
 
     def __init__(self, conn, tables):
         super(RowCounter, self).__init__()
@@ -42,12 +57,9 @@ class RowCounter(threading.Thread):
 
     def run(self):
         try:
-            from psycopg import sql  # pylint: disable=import-outside-toplevel
             with self.conn.cursor() as cur:
                 for schema, table in self.tables:
-                    cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-                        sql.Identifier(schema), sql.Identifier(table)))
-                    self.counts["%s.%s" % (schema, table)] = cur.fetchone()[0]
+                    self.counts[(schema, table)] = _count_table(cur, schema, table)
         except Exception as e:  # pylint: disable=broad-except
             self.error = e
 
@@ -59,31 +71,122 @@ ROW_COUNT_METHOD = Option(
     hint="stats (PostgreSQL's insert counters, count(*) where they differ) or count")
 
 
-def count_rows(cp, dbname, tables, jobs=1):
-    """Exact row counts for 'schema.table' names; a missing table counts as None.
+# --------------------------------------------------------------------------
+# in the manifest
 
-    ``tables`` may map names to the expected counts: with ``jobs`` > 1 the
-    tables are then spread over that many connections by size (biggest
+_PLAIN = re.compile(r"^[a-z_][a-z0-9_$]*$")
+
+
+def qualified_name(schema, table):
+    """schema.table for people, each part double-quoted unless it is a plain
+    lower-case name, as psql shows it: "a.b".c and a."b.c" stay apart."""
+    def part(name):
+        return name if _PLAIN.match(name) else '"%s"' % name.replace('"', '""')
+    return "%s.%s" % (part(schema), part(table))
+
+
+def manifest_rows(counts):
+    """{(schema, table): rows} -> the manifest's ``data.table_rows``: a list
+    of {"schema", "table", "rows"} in (schema, table) order."""
+    return [{"schema": s, "table": t, "rows": counts[(s, t)]} for s, t in sorted(counts)]
+
+
+def expected_counts(data, cp, dbname):
+    """The row counts a backup's manifest recorded, {(schema, table): rows},
+    and notes for the verification; (None, []) if it recorded none
+    (row_counts was off). ``data``: the manifest's ``data``; ``cp``/``dbname``:
+    the restored database, in whose catalog an old manifest's "schema.table"
+    keys are looked up."""
+    rows = data.get("table_rows")
+    if rows is not None:
+        return _table_rows(rows), []
+    legacy = data.get("row_counts")
+    if not legacy:
+        return None, []
+    if not isinstance(legacy, dict):
+        raise IntegrityError("The manifest's row_counts is not a mapping", "The manifest is damaged")
+    conn = connect(cp, dbname, autocommit=True)
+    try:
+        present = _catalog(conn)
+    finally:
+        conn.close()
+    return _legacy_counts(legacy, present)
+
+
+def _table_rows(rows):
+    out = {}
+    for r in rows if isinstance(rows, list) else [rows]:
+        if not (isinstance(r, dict) and isinstance(r.get("schema"), str) and isinstance(r.get("table"), str)
+                and isinstance(r.get("rows"), int) and not isinstance(r["rows"], bool)):
+            raise IntegrityError("The manifest's table_rows holds a malformed entry %r" % (r,),
+                                 "The manifest is damaged")
+        key = (r["schema"], r["table"])
+        if key in out:
+            raise IntegrityError("The manifest's table_rows lists %s twice" % qualified_name(*key),
+                                 "The manifest is damaged")
+        out[key] = r["rows"]
+    return out
+
+
+def _legacy_counts(legacy, present):
+    """Format version 1: {"schema.table": rows}. A key names the table of
+    the restored database whose schema and name joined by a dot give it;
+    when two do ("a.b".c and a."b.c"), the one pg_dump's table list ordered
+    last, as that is the count the old backup kept (its counter wrote the key
+    table by table in (schema, table) order); the other cannot be checked
+    and a note says so. A key no table gives stays a missing table."""
+    by_name = {}
+    for key in sorted(present):
+        by_name.setdefault("%s.%s" % key, []).append(key)
+    out, notes = {}, []
+    for name, rows in sorted(legacy.items()):
+        if not isinstance(rows, int) or isinstance(rows, bool):
+            raise IntegrityError("The manifest's row_counts holds %r for %s" % (rows, name),
+                                 "The manifest is damaged")
+        candidates = by_name.get(name)
+        if not candidates:
+            schema, _dot, table = name.partition(".")
+            out[(schema, table)] = rows
+            continue
+        out[candidates[-1]] = rows
+        if len(candidates) > 1:
+            notes.append("the manifest (format version 1) keys row counts by \"schema.table\": %s share the "
+                         "key %s, only %s was checked" % (
+                             " and ".join(qualified_name(*c) for c in candidates), name,
+                             qualified_name(*candidates[-1])))
+    return out, notes
+
+
+# --------------------------------------------------------------------------
+# after a restore
+
+
+def _catalog(conn):
+    """Every table and partitioned table of the database: {(schema, table)}."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT n.nspname, c.relname FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')")
+        return set(cur.fetchall())
+
+
+def count_rows(cp, dbname, tables, jobs=1):
+    """Exact row counts of (schema, table) pairs; a missing table counts as None.
+
+    ``tables`` may map the pairs to the expected counts: with ``jobs`` > 1
+    the tables are then spread over that many connections by size (biggest
     first onto the least loaded), as pg_restore -j spreads its work."""
     conn = connect(cp, dbname, autocommit=True)
     try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT n.nspname, c.relname FROM pg_class c "
-                        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')")
-            # Keys are "schema.table" and either part may hold a dot: look
-            # the parts up in the catalog rather than splitting the key.
-            present = {}
-            for schema, table in cur.fetchall():
-                present.setdefault("%s.%s" % (schema, table), (schema, table))
-        out = dict((name, None) for name in tables if name not in present)
-        groups = _spread([n for n in sorted(tables) if n in present], tables, jobs)
+        present = _catalog(conn)
+        out = dict((key, None) for key in tables if key not in present)
+        groups = _spread([k for k in sorted(tables) if k in present], tables, jobs)
         errors = []
 
-        def count_in_own_connection(names):
+        def count_in_own_connection(keys):
             try:
                 own = connect(cp, dbname, autocommit=True)
                 try:
-                    out.update(_count(own, names, present))
+                    out.update(_count(own, keys))
                 finally:
                     own.close()
             except Exception as e:  # pylint: disable=broad-except
@@ -93,7 +196,7 @@ def count_rows(cp, dbname, tables, jobs=1):
         for t in threads:
             t.start()
         try:
-            out.update(_count(conn, groups[0], present))
+            out.update(_count(conn, groups[0]))
         finally:
             for t in threads:
                 t.join()
@@ -115,20 +218,14 @@ def _spread(names, weights, jobs):
     return groups
 
 
-def _count(conn, names, present):
-    from psycopg import sql  # pylint: disable=import-outside-toplevel
-    out = {}
+def _count(conn, keys):
     with conn.cursor() as cur:
-        for name in names:
-            schema, table = present[name]
-            cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(ident(schema), ident(table)))
-            out[name] = cur.fetchone()[0]
-    return out
+        return dict(((schema, table), _count_table(cur, schema, table)) for schema, table in keys)
 
 
-def inserted_rows(cp, dbname, names, wait=5.0):
-    """Rows PostgreSQL's statistics counted into each table (with its
-    partitions or inheritance children, as count(*) sees them) since the
+def inserted_rows(cp, dbname, tables, wait=5.0):
+    """Rows PostgreSQL's statistics counted into each (schema, table) (with
+    its partitions or inheritance children, as count(*) sees them) since the
     database was created: after pg_restore into a new database, what COPY
     loaded. Only tables whose counters show inserts alone are returned; an
     empty dict when counters are off or the loading sessions are still there."""
@@ -160,16 +257,17 @@ def inserted_rows(cp, dbname, names, wait=5.0):
                 GROUP BY 1, 2""")
             out = {}
             for schema, table, inserted, changed, seen in cur.fetchall():
-                name = "%s.%s" % (schema, table)
-                if name in names and inserted is not None and changed == 0 and seen:
-                    out[name] = int(inserted)
+                key = (schema, table)
+                if key in tables and inserted is not None and changed == 0 and seen:
+                    out[key] = int(inserted)
             return out
     finally:
         conn.close()
 
 
 def restored_counts(cp, dbname, expected, jobs=1, method="stats"):
-    """Row counts of the restored tables to compare with ``expected``.
+    """Row counts of the restored tables to compare with ``expected``
+    ({(schema, table): rows}).
 
     ``count`` runs count(*) on every table. ``stats`` takes what COPY
     inserted from PostgreSQL's counters (free, where count(*) reads every
@@ -177,21 +275,24 @@ def restored_counts(cp, dbname, expected, jobs=1, method="stats"):
     manifest, so a mismatch is always confirmed by a real count.
     Returns (counts, number of tables counted with count(*))."""
     counts = inserted_rows(cp, dbname, expected) if method == "stats" else {}
-    agreed = dict((name, n) for name, n in counts.items() if n == expected[name])
-    rest = dict((name, n) for name, n in expected.items() if name not in agreed)
+    agreed = dict((key, n) for key, n in counts.items() if n == expected[key])
+    rest = dict((key, n) for key, n in expected.items() if key not in agreed)
     if rest:
         agreed.update(count_rows(cp, dbname, rest, jobs))
     return agreed, len(rest)
 
 
 def compare_counts(expected, actual):
-    """Per-table comparison rows and the list of mismatches."""
+    """Per-table comparison rows ({"schema", "table", "name": both for
+    people, "expected", "actual", "ok"}) and the list of mismatches."""
     rows, problems = [], []
-    for name in sorted(expected):
-        got = actual.get(name)
-        ok = got == expected[name]
-        rows.append({"table": name, "expected": expected[name], "actual": got, "ok": ok})
+    for key in sorted(expected):
+        got = actual.get(key)
+        ok = got == expected[key]
+        name = qualified_name(*key)
+        rows.append({"schema": key[0], "table": key[1], "name": name, "expected": expected[key], "actual": got,
+                     "ok": ok})
         if not ok:
             problems.append("%s: expected %s rows, restored %s" % (
-                name, expected[name], "no table" if got is None else got))
+                name, expected[key], "no table" if got is None else got))
     return rows, problems

@@ -41,7 +41,7 @@ from .client import (
 )
 from .dump import JOBS, NO_OWNER, NO_PRIVILEGES, SESSION_SETTINGS, list_archive, run_pg_restore
 from .dump_fetch import ArtifactFetch
-from .rowcounts import compare_counts, count_rows
+from .rowcounts import compare_counts, count_rows, expected_counts
 from .verify_physical import PHYSICAL_OPTIONS, verify_physical
 
 # drkit.backup.pg_verify / drkit verify
@@ -66,7 +66,7 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
     p = resolve(OPTIONS, params)
     level = p["level"]
     checks = normalise_checks(p["checks"])
-    storage = open_storage(p["storage_url"], light=True, **storage_options(p))
+    storage = open_storage(p["storage_url"], light=True, must_exist=True, **storage_options(p))
     entry = mf.resolve(storage, p["backup_id"], before=p["before"], database=p["source_database"])
     manifest = entry.manifest
     kind = manifest["kind"]
@@ -115,9 +115,11 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
             opts = {"no_owner": p["no_owner"], "no_privileges": p["no_privileges"],
                     "restore_settings": p["restore_settings"]}
             v.timings.update(run_pg_restore(runner, cp, fetch, pg_restore, scratch, jobs, opts, progress))
-            expected = manifest.get("data", {}).get("row_counts")
             with v.timed("check_seconds"):
-                if expected:
+                expected, notes = expected_counts(manifest.get("data", {}), cp, scratch)
+                for note in notes:
+                    v.finding(note, fails=False)
+                if expected is not None:
                     tables, problems = compare_counts(expected, count_rows(cp, scratch, expected, jobs))
                     for problem in problems:
                         v.finding(problem)

@@ -403,7 +403,7 @@ def wal_fetch(params, name, path, storage=None):
             return True, {"name": name, "status": "prefetched", "seconds": round(time.time() - t0, 3),
                           "msg": "restored %s (prefetched)" % name}
     if storage is None:
-        storage = open_storage(p["storage_url"], light=True, **storage_options(p))
+        storage = open_storage(p["storage_url"], light=True, must_exist=True, **storage_options(p))
     threads = []
     if prefetch > 0:
         seg_size = p["wal_segment_size"]

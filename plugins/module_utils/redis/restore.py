@@ -128,7 +128,7 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
     p = resolve(OPTIONS, params)
-    storage = open_storage(p["storage_url"], **storage_options(p))
+    storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
     entry = resolve_redis(storage, p)
     manifest = entry.manifest
     t = _target(p)

@@ -198,7 +198,7 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
     progress = progress or (lambda msg: None)
     p = resolve(OPTIONS, params)
     level = p["level"]
-    storage = open_storage(p["storage_url"], **storage_options(p))
+    storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
     entry = resolve_redis(storage, p)
     manifest = entry.manifest
     if check_mode:

@@ -23,7 +23,7 @@ OPTIONS = Options(
 def backup_info(params):
     """Returns (False, result): listing never changes anything."""
     p = resolve(OPTIONS, params)
-    storage = open_storage(p["storage_url"], **storage_options(p))
+    storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
     # Backups that do not count (artifacts missing, dated in the future) are
     # listed too, marked: counted false and their doubts.
     entries, problems = mf.list_backups(storage, kind=p["kind"], source=p["source"], database=p["database"],

@@ -34,7 +34,9 @@ from ..core.errors import ConfigError, IntegrityError, NotFoundError
 from ..core.options import Option
 
 FORMAT = "drkit.backup/manifest"
-VERSION = 1
+# 2: a logical backup's row counts are data.table_rows, keyed by (schema,
+# table); version 1 keyed data.row_counts by "schema.table" (still read).
+VERSION = 2
 BACKUPS = "backups"
 MANIFEST = "manifest.json"
 PIN = "keep"

@@ -131,6 +131,12 @@ def component_summary(comp):
     }
 
 
+def _label(row):
+    """A per-table row's name for people: PostgreSQL's rows carry schema and
+    table apart and both together as ``name``; Redis's the db number."""
+    return row.get("name") or row.get("table")
+
+
 def _iso(epoch):
     return mf.isoformat(datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc))
 
@@ -260,7 +266,7 @@ def markdown(report):
             key = "keys" if c["kind"] and c["kind"].startswith("redis") else "rows"
             lines += ["<details><summary>Per-table comparison</summary>", "",
                       "| Table | Expected %s | Restored %s | OK |" % (key, key), "|---|---:|---:|---|"]
-            lines += ["| %s | %s | %s | %s |" % (_md(t.get("table")), t.get("expected"), t.get("actual"),
+            lines += ["| %s | %s | %s | %s |" % (_md(_label(t)), t.get("expected"), t.get("actual"),
                                                  "yes" if t.get("ok") else "**no**") for t in c["tables"]]
             lines += ["", "</details>", ""]
     return "\n".join(lines) + "\n"
@@ -307,7 +313,7 @@ def html(report, svg):
                         "<th>Expected</th><th>Restored</th><th>OK</th></tr>")
             for t in c["tables"]:
                 body.append("<tr><td>%s</td><td>%s</td><td>%s</td><td class='%s'>%s</td></tr>" % (
-                    _esc(t.get("table")), t.get("expected"), t.get("actual"),
+                    _esc(_label(t)), t.get("expected"), t.get("actual"),
                     "pass" if t.get("ok") else "fail", "yes" if t.get("ok") else "no"))
             body.append("</table></details>")
     body.append("</body></html>")

@@ -546,7 +546,7 @@ def rotate(params, check_mode=False, diff=False, progress=None, now=None, storag
     group_by = check_group_by(p["group_by"])
     grace = parse_grace(p["incomplete_grace"])
     if storage is None:
-        storage = open_storage(p["storage_url"], **storage_options(p))
+        storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
     metrics_dir = None if check_mode else p["metrics_dir"]
     job = p["job_name"] or "rotate"
     try:

@@ -3,11 +3,18 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """A storage backend from a URL (file:///path, s3://bucket/prefix) and the
 storage options every command takes.
+
+URLs are read strictly (docs/storage-layout.md, "Storage URLs"): no query
+or fragment, no empty, '.' or '..' path segment (one trailing '/' is fine),
+an S3 bucket name as AWS allows it, nothing silently dropped or normalised
+into another place.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
+
+import re
 
 
 try:  # Python 3
@@ -53,30 +60,41 @@ STORAGE_OPTION_NAMES = tuple(o.name for o in STORAGE if o is not STORAGE_URL)
 
 def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_key=None,
                  session_token=None, profile=None, ca_bundle=None, validate_certs=True, light=False,
-                 **_ignored):
+                 must_exist=False, **_ignored):
     """Storage for a storage_url. S3 options fall back to the AWS environment
     (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, ...) as boto3 does.
 
     ``light``: use the standard-library S3 client of s3lite.py when it can
     stand in for boto3 (static credentials, no proxy, ...; see
     ``s3lite.lite_client_for``): for the per-WAL-file commands and for
-    restores and verifications, where boto3's import is 0.2 s of the RTO."""
+    restores and verifications, where boto3's import is 0.2 s of the RTO.
+
+    ``must_exist``: the commands that only read (list, rotate, restore,
+    verify, wal-fetch) refuse a file:// root that does not exist instead of
+    reading it as an empty storage; writing commands create it."""
     if not url or not isinstance(url, str):
         raise ConfigError("storage_url is empty",
                           "Set it to file:///absolute/path or s3://bucket/prefix")
     parts = urlsplit(url)
+    if parts.scheme in ("file", "s3") and ("?" in url or "#" in url):
+        raise ConfigError("storage_url %r has a query or fragment ('?' or '#'), which drkit would drop" % url,
+                          "Remove it; options go in options, not in the URL (write a '?' or '#' that is part of "
+                          "a path as %3F or %23), e.g. file:///var/backups/drkit or s3://bucket/prefix")
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise ConfigError("file:// storage_url %r names a host (%s)" % (url, parts.netloc),
                               "Use three slashes for a local path: file:///var/backups/drkit")
-        return FileStorage(unquote(parts.path))
+        _check_segments(url, parts.path, "file:///var/backups/drkit")
+        storage = FileStorage(unquote(parts.path))
+        if must_exist:
+            storage.require_root()
+        return storage
     if parts.scheme == "s3":
-        if parts.query or parts.fragment:
-            raise ConfigError("s3:// storage_url %r has a query or fragment" % url,
-                              "Pass endpoint and credentials as options, not in the URL")
         if "@" in parts.netloc:
             raise ConfigError("s3:// storage_url must not contain credentials",
                               "Use access_key/secret_key options or AWS_* environment variables")
+        _check_bucket(url, parts.netloc)
+        _check_segments(url, parts.path, "s3://bucket/prefix")
         endpoint_url = endpoint_url or from_environment(ENDPOINT_URL)
         client = None
         if light:
@@ -88,6 +106,43 @@ def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_ke
                          profile=profile, ca_bundle=ca_bundle, validate_certs=validate_certs, client=client)
     raise ConfigError("Unsupported storage_url %r" % url,
                       "Use file:///absolute/path or s3://bucket/prefix")
+
+
+# An S3 general purpose bucket name, as AWS allows it today: 3-63 lower-case
+# letters, digits, '.' and '-', beginning and ending with a letter or digit.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IPV4 = re.compile(r"^[0-9]+(\.[0-9]+){3}$")
+
+
+def _check_bucket(url, bucket):
+    if not bucket:
+        return  # S3Storage says "no bucket name"
+    problem = None
+    if ":" in bucket:
+        problem = "names a port (%s)" % bucket
+        hint = "Give the endpoint (with its port) as endpoint_url, e.g. --endpoint-url http://127.0.0.1:8333"
+    elif not _BUCKET.match(bucket) or ".." in bucket or _IPV4.match(bucket):
+        problem = "has an invalid bucket name %r" % bucket
+        hint = ("S3 bucket names are 3-63 characters: lower-case letters, digits, '.' and '-', beginning and "
+                "ending with a letter or digit, no '..', not an IP address, e.g. s3://prod-backups/postgresql")
+    if problem:
+        raise ConfigError("s3:// storage_url %r %s" % (url, problem), hint)
+
+
+def _check_segments(url, path, example):
+    """Refuse a path with an empty, '.' or '..' segment (also percent-encoded)
+    or an encoded '/' or NUL: it would name another place than it reads as,
+    or the same place under two names. One trailing '/' is allowed."""
+    body = path[1:] if path.startswith("/") else path
+    body = body[:-1] if body.endswith("/") else body
+    if not body:
+        return
+    for raw in body.split("/"):
+        segment = unquote(raw)
+        if segment in ("", ".", "..") or "/" in segment or "\x00" in segment:
+            what = "an empty segment ('//')" if segment == "" else "the segment %r" % raw
+            raise ConfigError("storage_url %r has %s in its path" % (url, what),
+                              "Write the path without empty, '.' or '..' segments, e.g. %s" % example)
 
 
 def storage_options(params):

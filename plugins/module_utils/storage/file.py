@@ -15,7 +15,7 @@ import stat
 import uuid
 
 from ..core.errors import ConfigError, NotFoundError, StorageError
-from ..core.osutil import fsync_dir
+from ..core.osutil import fsync_dir, is_disk_full
 from .base import READ_CHUNK, TEMP_MARKER, IncompleteUpload, ObjectInfo, ObjectWriter, Storage, check_key
 
 # --------------------------------------------------------------------------
@@ -81,7 +81,7 @@ class _FileWriter(ObjectWriter):
 
 def _file_error(action, exc):
     hint = "Check the path, its permissions and free space"
-    if getattr(exc, "errno", None) == errno.ENOSPC:
+    if is_disk_full(exc):
         hint = "The file system is full: free space or point storage_url elsewhere"
     elif getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
         hint = "Permission denied: run as a user that owns the backup directory"
@@ -255,6 +255,22 @@ class FileStorage(Storage):
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise _file_error("remove %s" % path, e)
+
+    def require_root(self):
+        """For the commands that only read: a root that does not exist is
+        an error naming it (a typo, or a file system not mounted), not an
+        empty storage. Exit code 2, never "not found" (wal-fetch's "not
+        archived" would end a recovery)."""
+        try:
+            st = os.stat(self.root)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                raise _file_error("open the storage root %s" % self.root, e)
+            raise ConfigError("The storage root %s does not exist" % self.describe(),
+                              "Check storage_url (a typo? a file system that is not mounted?); only backups "
+                              "and wal-push create it, commands that read never do")
+        if not stat.S_ISDIR(st.st_mode):
+            raise ConfigError("The storage root %s is not a directory" % self.describe(), "Check storage_url")
 
     def check_writable(self):
         try:

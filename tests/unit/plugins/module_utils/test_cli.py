@@ -322,6 +322,43 @@ def test_config_keys_of_other_commands_pass_through(tmp_path, clean_env):
     assert (p["kind"], p["database"], p["keep_daily"], p["jobs"], p["format"]) == ("pg_logical", "app", 7, 2, "custom")
 
 
+@pytest.mark.parametrize("config, text", [
+    ({"login_pasword": "x"}, "unknown key 'login_pasword' (did you mean 'login_password'?)"),
+    ({"storage_ulr": "file:///x", "keep_dayly": 3},
+     "unknown keys 'keep_dayly' (did you mean 'keep_daily'?), 'storage_ulr' (did you mean 'storage_url'?)"),
+    ({"zzz_nothing_like_it": 1}, "unknown key 'zzz_nothing_like_it'. No drkit command reads it"),
+    ({"quiet": True}, "unknown key 'quiet'"),  # a flag only: in a file it did nothing
+    ({"1": "x"}, "unknown key '1'"),
+])
+def test_config_keys_no_command_knows_are_refused(config, text, tmp_path, clean_env):
+    with pytest.raises(ConfigError) as ei:
+        _merged(["pg-backup"], tmp_path, config=config)
+    assert text in str(ei.value) and "Config file %s" % tmp_path in str(ei.value), str(ei.value)
+
+
+def test_a_yaml_key_that_is_not_a_string_is_unknown(tmp_path, clean_env):
+    path = write(tmp_path / "c.yml", "1: x\nstorage_url: file:///x\n", 0o600)
+    with pytest.raises(ConfigError) as ei:
+        cli.merged(cli.build_parser().parse_args(["list", "--config", path]))
+    assert "unknown key 1." in str(ei.value)
+
+
+def test_config_keys_of_any_command_and_their_flags_are_known(tmp_path, clean_env):
+    """One job file serves pg-backup, verify and rotate: the keys the roles
+    write, aliases, and the other flags of a command (check, dry_run) pass."""
+    config = {"job_name": "pg_app", "database": "app", "source_database": "app", "kind": "pg_logical",
+              "storage_url": "file:///x", "login_host": "db", "port": 5432, "login_user": "u", "format": "custom",
+              "jobs": 1, "compression_level": 3, "compression_by": "auto", "metrics_dir": "/m", "checks": [],
+              "prune_wal": False, "keep_last": 3, "keep_daily": 7, "login_password": "s", "db": "app",
+              "aws_secret_key": "k", "dry_run": True, "check": True, "checks_file": "/c.yml", "verbose": True}
+    for command in ("pg-backup", "verify", "rotate", "list"):
+        _merged([command], tmp_path, config=config)
+    keys = cli.known_config_keys()
+    for _name, _text, options, _extras, _run in cli.COMMANDS:
+        assert set(n for o in options() for n in o.names) <= keys
+    assert not {"config", "json", "quiet", "func", "options", "help"} & keys
+
+
 @pytest.mark.parametrize("argv, config, text", [
     (["pg-backup", "--jobs", "0"], None, "jobs must be at least 1, got 0"),
     (["pg-backup", "--compression-level", "30"], None, "compression_level must be 1-19, got 30"),

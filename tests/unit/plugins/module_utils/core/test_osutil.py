@@ -3,14 +3,16 @@
 """osutil.py: check_traversable names the directory another user cannot enter.
 
 osutil.py: atomic_write / atomic_writer, the one way drkit replaces a file
-someone may read meanwhile; uid_of / gid_of.
+someone may read meanwhile; uid_of / gid_of; what a full disk means for a
+local write.
 """
 
+import errno
 import os
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core import osutil
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, StorageError
 from ansible_collections.drkit.backup.plugins.module_utils.core.osutil import (
     atomic_write,
     atomic_writer,
@@ -100,3 +102,32 @@ def test_uid_and_gid_of_names_and_numbers():
     with pytest.raises(ConfigError) as exc:
         gid_of("no-such-group-drkit")
     assert "No such group" in str(exc.value)
+
+
+# --------------------------------------------------------------------------
+# disk full (the real thing, on a small tmpfs, is in tests/integration:
+# test_pg_backup, test_pg_restore, test_pg_verify)
+
+
+def test_a_full_work_dir_names_the_directory_and_what_to_do():
+    err = osutil.local_write_error(OSError(errno.ENOSPC, "No space left on device"), "/srv/work",
+                                   "the local copy of database.pgdump", "work_dir", need=1234,
+                                   alternative="run with jobs: 1")
+    assert isinstance(err, StorageError) and err.exit_code == 3
+    assert str(err) == ("The file system of /srv/work is full: no room for the local copy of database.pgdump. "
+                        "Free space there, or point work_dir at a file system with room for it (about 1234 "
+                        "bytes), or run with jobs: 1; nothing was kept from this run")
+    assert "is full" in str(osutil.local_write_error(OSError(errno.EDQUOT, "quota"), "/w", "x", "work_dir"))
+    assert "is full" in str(osutil.local_write_error(None, "/w", "x", "work_dir"))
+    other = osutil.local_write_error(OSError(errno.EACCES, "Permission denied"), "/w", "x", "work_dir")
+    assert str(other) == ("Could not write x in /w: Permission denied. Check that /w exists and is writable, "
+                          "or point work_dir elsewhere")
+
+
+def test_ran_out_of_room_believes_the_tool_or_the_free_space(tmp_path):
+    assert osutil.ran_out_of_room(str(tmp_path), "pg_dump: error: could not write: No space left on device")
+    assert osutil.ran_out_of_room(str(tmp_path), "pg_dump: error: ... Disk quota exceeded")
+    # this test's directory has room, and the tool said nothing about it
+    assert not osutil.ran_out_of_room(str(tmp_path), "pg_dump: error: permission denied for table t")
+    assert not osutil.ran_out_of_room(str(tmp_path / "gone"), "")
+    assert osutil.is_disk_full(OSError(errno.ENOSPC, "x")) and not osutil.is_disk_full(ValueError())

@@ -107,7 +107,7 @@ def test_missing_field(field):
 
 
 @pytest.mark.parametrize("mutate,fragment", [
-    (lambda d: d.update(version=2), "version 2; this drkit reads up to 1"),
+    (lambda d: d.update(version=3), "version 3; this drkit reads up to 2"),
     (lambda d: d.update(version="1"), "version '1'"),
     (lambda d: d.update(format="something/else"), "has format"),
     (lambda d: d.update(backup_id="not-an-id"), "invalid backup_id"),
@@ -127,6 +127,15 @@ def test_invalid_manifests(mutate, fragment):
 def test_not_a_manifest(data):
     with pytest.raises(IntegrityError):
         mf.Manifest.from_json(data)
+
+
+def test_version_1_manifests_still_read():
+    """Version 2 keyed a logical backup's row counts by (schema, table)
+    (data.table_rows); manifests written before stay readable."""
+    doc = good_doc()
+    assert doc["version"] == mf.VERSION == 2
+    doc.update(version=1, data={"row_counts": {"public.t": 3}})
+    assert mf.Manifest.from_json(json.dumps(doc))["data"]["row_counts"] == {"public.t": 3}
 
 
 def test_upgrade_hint_for_newer_version():

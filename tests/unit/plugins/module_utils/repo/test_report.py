@@ -232,3 +232,14 @@ def test_write_report_files_and_metrics(tmp_path):
     # the last success stays at the passing run's time
     assert "drkit_dr_rehearsal_last_success_timestamp_seconds" in prom
     assert (tmp_path / "r" / "report.md").read_text().startswith("# Weekly: FAILED")
+
+
+def test_tables_are_shown_by_their_qualified_name():
+    """"a.b".c and a."b.c": two rows, told apart by the quoted name pg_verify gives."""
+    tables = [{"schema": "a.b", "table": "c", "name": '"a.b".c', "expected": 10, "actual": 10, "ok": True},
+              {"schema": "a", "table": "b.c", "name": 'a."b.c"', "expected": 20, "actual": 20, "ok": True}]
+    rep = dr.build_report([{"name": "pg", "verification": verification(True, tables=tables), "backup": backup()}])
+    md = dr.markdown(rep)
+    assert '| "a.b".c | 10 | 10 | yes |' in md and '| a."b.c" | 20 | 20 | yes |' in md, md
+    page = dr.html(rep, dr.timeline_svg(rep))
+    assert "<td>&quot;a.b&quot;.c</td><td>10</td>" in page and "<td>a.&quot;b.c&quot;</td><td>20</td>" in page
