@@ -251,6 +251,8 @@ class FileStorage(Storage):
                 return
 
         def onerror(e):
+            if getattr(e, "errno", None) == errno.ENOENT and getattr(e, "filename", None) != start_dir:
+                return  # removed while we listed (a concurrent delete): it holds nothing now
             raise _file_error("list %s" % getattr(e, "filename", base), e)
 
         for dirpath, dirnames, filenames in os.walk(start_dir, onerror=onerror):
@@ -297,7 +299,12 @@ class FileStorage(Storage):
                 if e.errno != errno.ENOENT:
                     raise _file_error("delete %s" % path, e)
         for d in dirs:
-            fsync_dir(d)
+            try:
+                fsync_dir(d)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    raise _file_error("sync %s" % d, e)
+                continue  # a concurrent delete (another rotation) removed it, emptied
             self._prune_empty(d)
         return deleted
 

@@ -299,6 +299,40 @@ def test_delete_prunes_empty_dirs_and_ignores_missing(fs):
     assert os.path.isdir(fs.root)
 
 
+def test_a_directory_emptied_and_removed_by_a_concurrent_delete_is_fine(fs, monkeypatch):
+    """Two rotations at once: right after this one unlinks the manifest, the
+    other one deletes the last artifact, finds the directory empty and
+    removes it, before this one fsyncs that directory."""
+    fs.put_bytes("backups/b1/manifest.json", b"{}")
+    fs.put_bytes("backups/b1/dump", b"x")
+    other = FileStorage(fs.root)
+    real_unlink = os.unlink
+
+    def unlink_then_the_other_rotation(path):
+        real_unlink(path)
+        if path.endswith("manifest.json"):
+            assert other.delete(["backups/b1/dump"]) == ["backups/b1/dump"]
+    monkeypatch.setattr(os, "unlink", unlink_then_the_other_rotation)
+    assert fs.delete(["backups/b1/manifest.json"]) == ["backups/b1/manifest.json"]
+    assert not os.path.exists(os.path.join(fs.root, "backups"))
+
+
+def test_a_directory_removed_while_listing_is_skipped(fs, monkeypatch):
+    """A rotation lists while another one deletes a backup and prunes its
+    directory: the listing goes on without it."""
+    for b in ("b1", "b2", "b3"):
+        fs.put_bytes("backups/%s/manifest.json" % b, b"{}")
+    gone = os.path.join(fs.root, "backups", "b2")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if path == gone:
+            assert FileStorage(fs.root).delete(["backups/b2/manifest.json"])  # and its directory
+        return real_scandir(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [i.key for i in fs.list("backups/")] == ["backups/b1/manifest.json", "backups/b3/manifest.json"]
+
+
 def test_abort_incomplete_removes_leftover(fs):
     w = fs.writer("backups/a/1")
     w.write(b"x")
