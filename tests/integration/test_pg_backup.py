@@ -21,6 +21,9 @@ import uuid
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core import scratch as sandbox
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
+from support.barrier_drkit import race
 from helpers import (BUILD_COLLECTIONS, DRKIT, SmallTmpfs, ansible_environment, drop_database, fetch_artifact,
                      file_root, find_children, list_keys, make_blob_database, make_sample_database,
                      open_multipart_uploads, pg_module_args, read_proc, recorded_counts, restore_by_hand, run_drkit,
@@ -634,3 +637,31 @@ def test_ansible_doc_renders(tmp_path, module):
                  "redis_snapshot": ("compression_level", "compression_threads")}  # drkit.backup.compression
     for word in fragments.get(module, ()):
         assert word in text, word
+
+
+# --------------------------------------------------------------------------
+# racing writers
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_two_backups_released_together_at_their_manifests_both_count(pg, s3, bucket, source_db, tmp_path, kind):
+    """Two drkit pg-backup runs of one database, held just before their
+    manifest write (tests/support/barrier_drkit.py) and released together:
+    unique ids, each manifest written create-only, both backups complete."""
+    db, counts = source_db
+    url = storage_url_for(kind, tmp_path, bucket)
+    cfg = dict(login_host=pg.host, port=pg.port, login_user=pg.superuser, login_password=pg.password)
+    if kind == "s3":
+        cfg.update(s3_module_args(s3))
+    cmd = ["pg-backup", "--json", "--storage-url", url, "-d", db]
+    results = race([cmd, cmd], str(tmp_path / "barrier"), r"/manifest\.json$", config=cfg)
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    ids = sorted(json.loads(r.stdout)["backup_id"] for r in results)
+    assert ids[0] != ids[1]
+    st = open_storage(url, **(s3_module_args(s3) if kind == "s3" else {}))
+    entries, problems = mf.list_backups(st)
+    assert sorted(e.backup_id for e in entries) == ids and problems == []
+    for e in entries:
+        assert e.manifest["data"]["row_counts"] == counts
+        for art in e.manifest["artifacts"]:
+            assert st.stat(mf.artifact_key(e.backup_id, art["name"])).size == art["size"]

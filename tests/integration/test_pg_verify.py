@@ -23,6 +23,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest 
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import IntegrityError
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import pg_verify
+from support.barrier_drkit import race
 from helpers import (DRKIT, SmallTmpfs, drop_database, find_children, list_keys, make_blob_database,
                      make_sample_database, pg_module_args, run_playbook, s3_module_args, set_recorded_count, task)
 
@@ -493,3 +494,22 @@ def test_restore_level_with_a_full_work_dir_is_a_clear_disk_full_error(pg, s3, t
         assert json.loads(out)["passed"] is True
         assert work.contents() == [] and scratch_databases(pg) == []
         assert [r["result"] for r in records(tmp_storage_url, bak["backup_id"])] == ["pass"]
+
+# racing writers
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_two_verifications_at_once_keep_both_records(pg, s3, bucket, source_db, tmp_path, kind):
+    """Two drkit verify runs of one backup, held just before their record
+    write and released together: each record under its own key, create-only."""
+    db, _counts = source_db
+    url = storage_url_for(kind, tmp_path, bucket)
+    bak = take_backup(pg, s3, db, url)
+    cfg = dict(login_host=pg.host, port=pg.port, login_user=pg.superuser, login_password=pg.password)
+    if kind == "s3":
+        cfg.update(s3_module_args(s3))
+    cmd = ["verify", "--level", "checksum", "--storage-url", url, "--backup-id", bak["backup_id"]]
+    results = race([cmd, cmd], str(tmp_path / "barrier"), r"/verify-[^/]*\.json$", config=cfg)
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    recs = records(url, bak["backup_id"], s3)
+    assert [r["result"] for r in recs] == ["pass", "pass"]

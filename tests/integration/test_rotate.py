@@ -6,7 +6,9 @@ Backups are fabricated cheaply (small artifacts, a manifest written last,
 verification records and pins) with chosen finish times, deliberately in a
 different order than their ids and than the objects' write times, so every
 test also proves that the order comes from the manifest.  Each safety rule
-has a test here that fails without the rule."""
+has a test here that fails without the rule. At the end, racing writers:
+rotation while a backup and a WAL push are about to write, two rotations
+at once."""
 
 import datetime as dt
 import hashlib
@@ -28,6 +30,9 @@ from ansible_collections.drkit.backup.plugins.module_utils.core.errors import In
 from ansible_collections.drkit.backup.plugins.module_utils.repo.verification import RECORD_FORMAT, record_key
 from ansible_collections.drkit.backup.plugins.module_utils.repo.retention import Policy
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
+from helpers import run_drkit
+from support.barrier_drkit import race
+from support.unit_helpers import SEG, long_header
 
 UTC = dt.timezone.utc
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -641,3 +646,84 @@ def test_through_ansible(store, tmp_path, ansible_env):
     # the real run wrote metrics
     assert "drkit_rotate_deleted_backups{drkit_job=\"rotate\"} 16" in (metrics_dir / "drkit_rotate.prom").read_text()
     assert store.options.get("secret_key", "no-secret-here") not in r.stdout + r.stderr
+
+
+# --------------------------------------------------------------------------
+# racing writers: rotation while others write, two rotations at once (real
+# drkit processes held at a barrier: tests/support/barrier_drkit.py)
+
+
+def test_rotation_while_a_backup_is_about_to_write_its_manifest(store, pg, pg_database, tmp_path):
+    """A backup whose artifacts are stored and whose manifest is not yet:
+    a rotation run then sees a fresh incomplete backup and leaves it alone;
+    the backup completes afterwards."""
+    old = month(store, range(1, 4))
+    pg.psql("CREATE TABLE t AS SELECT generate_series(1, 100) AS n", dbname=pg_database)
+    cfg = dict(store.options, login_host=pg.host, port=pg.port, login_user=pg.superuser,
+               login_password=pg.password)
+    rotations = []
+
+    def rotate_meanwhile():
+        in_flight = [d for d in store.storage.list_dirs("backups/") if d not in old.values()]
+        assert len(in_flight) == 1 and store.keys("backups/%s/" % in_flight[0])  # artifacts, no manifest
+        r = run_drkit(["rotate", "--json", "--keep-last", "1", "--storage-url", store.url], config=store.options)
+        assert r.returncode == 0, r.stderr
+        rotations.append((in_flight[0], json.loads(r.stdout)))
+
+    [res] = race([["pg-backup", "--json", "--storage-url", store.url, "-d", pg_database]], str(tmp_path / "barrier"),
+                 r"/manifest\.json$", config=cfg, during=rotate_meanwhile)
+    assert res.returncode == 0, res.stderr
+    [(in_flight, rotation)] = rotations
+    assert ids_of(rotation["incomplete_in_progress"]) == [in_flight]
+    assert sorted(ids_of(rotation["deleted"])) == sorted([old[1], old[2]])
+    backup_id = json.loads(res.stdout)["backup_id"]
+    assert backup_id == in_flight and set(store.backups()) == set([backup_id, old[3]])
+    entry = mf.resolve(store.storage, backup_id)
+    for art in entry.manifest["artifacts"]:
+        assert store.storage.stat(mf.artifact_key(backup_id, art["name"])).size == art["size"]
+
+
+def test_rotation_while_a_wal_push_is_about_to_store(store, tmp_path):
+    """A wal-push held just before its create-only write while rotation
+    prunes the WAL no kept backup needs: the push then stores its (newer)
+    segment and exits 0; rotation deleted only what its plan said."""
+    archive = put_wal(store)
+    sysid = 7712224962849331826
+    store.storage.put_bytes(SYSID_KEY, b"%d\n" % sysid)
+    fabricate(store, NOV[1], kind="pg_physical", data={"wal_start_segment": seg(1, 5), "timeline": 1})
+    fabricate(store, NOV[2], kind="pg_physical", data={"wal_start_segment": seg(1, 8), "timeline": 1})
+    name = seg(1, 11)
+    path = tmp_path / "pg_wal" / name
+    path.parent.mkdir()
+    path.write_bytes(long_header(sysid=sysid, segno=11) + b"\0" * (SEG - 8192))
+    rotations = []
+
+    def rotate_meanwhile():
+        r = run_drkit(["rotate", "--json", "--keep-last", "1", "--kind", "pg_physical", "--storage-url", store.url],
+                      config=store.options)
+        assert r.returncode == 0, r.stderr
+        rotations.append(json.loads(r.stdout))
+
+    [res] = race([["wal-push", "--storage-url", store.url, str(path), name]], str(tmp_path / "barrier"),
+                 r"^wal/[0-9A-F]{8}/", config=store.options, during=rotate_meanwhile)
+    assert res.returncode == 0, res.stderr
+    assert rotations[0]["wal_deleted"]["count"] == 9  # segments 1-7, the .partial and the .backup
+    left = store.keys("wal/")
+    assert wal_key(name) in left
+    assert [k for k in left if k.startswith("wal/00000001/0")] == [wal_key(seg(1, n)) for n in range(8, 12)]
+    assert set(left) - set(archive) == set([wal_key(name)])
+
+
+@pytest.mark.parametrize("policies", [("1", "1"), ("3", "1")], ids=["same", "different"])
+def test_two_rotations_at_once(store, tmp_path, policies):
+    """Two rotations plan from the same listing and are released together
+    at their first delete: both exit 0, and what is left is what the
+    stricter plan keeps, the newest verified backup included."""
+    ids = month(store, range(1, 11))
+    write_record(store, ids[4], "pass", NOV[4] + dt.timedelta(hours=1))
+    cmds = [["rotate", "--keep-last", keep, "--storage-url", store.url] for keep in policies]
+    results = race(cmds, str(tmp_path / "barrier"), r"/manifest\.json$", at="delete", config=store.options)
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert store.backups() == [ids[10], ids[4]]
+    assert [k for k in store.keys("backups/") if not k.startswith(("backups/%s/" % ids[10], "backups/%s/" % ids[4]))] \
+        == []

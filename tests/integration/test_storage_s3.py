@@ -2,20 +2,26 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The s3:// backend against a real S3-compatible server (SeaweedFS on
 loopback): multipart uploads with per-part SHA-256 checked by the server,
-aborts that leave nothing open, listing, deletes and error messages."""
+aborts that leave nothing open, create-only writes (If-None-Match, with
+both clients, concurrent writers), listing, deletes and error messages."""
 
 import base64
 import hashlib
+import json
 import os
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core import stream as pl
 from ansible_collections.drkit.backup.plugins.module_utils.core import scratch as sandbox
-from ansible_collections.drkit.backup.plugins.module_utils.storage.base import put_new
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.repo.verification import write_record
+from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectExists, put_new
+from ansible_collections.drkit.backup.plugins.module_utils.storage.s3lite import LiteS3Client
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConflictError, IntegrityError,
                                                                                NotFoundError, StorageError)
 from helpers import open_multipart_uploads
+from support.unit_helpers import create_only_race
 
 MiB = 1 << 20
 
@@ -127,6 +133,62 @@ def test_put_new_on_s3(s3, bucket):
     with pytest.raises(ConflictError):
         put_new(s, "wal/000000010000000000000001", b"other")
     assert s.get_bytes("wal/000000010000000000000001") == b"seg"
+
+
+# --------------------------------------------------------------------------
+# create-only writes: one PUT with If-None-Match: *, honoured by the server
+
+
+def s3_pair(s3, bucket, light):
+    st = open_s3(s3, bucket, light=light)
+    assert isinstance(st.client, LiteS3Client) is light
+    return st
+
+
+@pytest.mark.parametrize("light", [True, False], ids=["s3lite", "boto3"])
+def test_create_only_write_is_refused_by_the_server_when_the_key_exists(s3, bucket, light, monkeypatch):
+    monkeypatch.delenv("DRKIT_S3_CLIENT", raising=False)
+    s = s3_pair(s3, bucket, light)
+    data = os.urandom(20 * MiB)  # larger than a part: still one conditional PUT
+    with s.writer("wal/00000001/seg.zst", create=True) as w:
+        for i in range(0, len(data), 3 * MiB):
+            w.write(data[i:i + 3 * MiB])
+    head = s3.client().head_object(Bucket=bucket, Key="pre/fix/wal/00000001/seg.zst")
+    assert "-" not in head["ETag"]  # not a multipart upload
+    with pytest.raises(ObjectExists) as e:
+        s.put_bytes("wal/00000001/seg.zst", b"other content", create=True)
+    assert "PreconditionFailed" in str(e.value)
+    assert s.get_bytes("wal/00000001/seg.zst") == data
+    assert open_multipart_uploads(s3, bucket) == []
+
+
+@pytest.mark.parametrize("light", [True, False], ids=["s3lite", "boto3"])
+def test_concurrent_create_only_writers_on_s3_exactly_one_wins(s3, bucket, light, monkeypatch):
+    monkeypatch.delenv("DRKIT_S3_CLIENT", raising=False)
+    s = s3_pair(s3, bucket, light)
+    for rnd in range(5):
+        key = "wal/00000001/race-%d.zst" % rnd
+        payloads = [b"writer %d " % i * 100000 for i in range(6)]
+        outcome = create_only_race(s, key, payloads)
+        winners = [i for i, o in outcome.items() if o == "stored"]
+        assert len(winners) == 1 and len(outcome) == len(payloads), outcome
+        assert s.get_bytes(key) == payloads[winners[0]]
+
+
+def test_manifest_and_verification_records_are_create_only_on_s3(s3, bucket):
+    s = open_s3(s3, bucket)
+    backup_id = mf.new_backup_id("pg_logical")
+    m = mf.Manifest.new(backup_id, "pg_logical", mf.utcnow(), {"database": "app"})
+    m.finish(mf.utcnow())
+    mf.write_manifest(s, m)
+    other = mf.Manifest(m, labels={"edited": "yes"})
+    with pytest.raises(ObjectExists):
+        mf.write_manifest(s, other)
+    assert mf.load_manifest(s, backup_id) == m
+    key = write_record(s, backup_id, mf.utcnow(), {"result": "pass"})
+    with pytest.raises(ObjectExists):
+        s.put_bytes(key, b"{}", create=True)
+    assert json.loads(s.get_bytes(key)) == {"result": "pass"}
 
 
 def test_read_stored_detects_a_modified_object(s3, bucket):

@@ -20,6 +20,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.pg import scratch as 
 from ansible_collections.drkit.backup.plugins.module_utils.storage import factory as storage
 from ansible_collections.drkit.backup.plugins.module_utils.repo import wal_layout as wal
 from helpers import run_drkit
+from support.barrier_drkit import race
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +266,106 @@ def test_read_ahead_pushes_ready_segments_and_answers_from_markers(pg, tmp_path,
     r = run_drkit(["wal-push", "--storage-url", url, "--spool-dir", str(spool), str(wal_dir / third), third],
                   config=cfg)
     assert r.returncode == 5, r.stderr
+
+
+# --------------------------------------------------------------------------
+# racing writers: two wal-push processes of one name, released together at
+# the moment their object becomes visible (tests/support/barrier_drkit.py),
+# so that every round has both inside the window between "is the name free?"
+# and "store it". Two clusters archiving into one repository, or a restored
+# copy still archiving, do exactly this.
+
+RACE_ROUNDS = 20
+WAL_KEYS = r"^wal/[0-9A-F]{8}/"
+
+
+def race_pushes(archive, tmp_path, url, files, name):
+    """Two (or more) wal-push processes of ``name``, one per local file."""
+    cmds = [["wal-push", "--verbose", "--storage-url", url, f, name] for f in files]
+    return race(cmds, str(tmp_path / ("barrier-%s" % uuid.uuid4().hex[:8])), WAL_KEYS, config=archive[1])
+
+
+def round_url(archive, i):
+    return "%s/race-%02d" % (archive[0], i)
+
+
+def different_copy(path, tmp_path):
+    """The same segment name and header, different page content."""
+    other = tmp_path / "other" / os.path.basename(path)
+    other.parent.mkdir()
+    shutil.copyfile(path, str(other))
+    with open(str(other), "r+b") as fh:
+        fh.seek(8192 * 3 + 100)
+        fh.write(b"\xde\xad\xbe\xef" * 8)
+    return str(other)
+
+
+def test_racing_pushes_of_different_content_one_wins_the_other_is_refused(pg, archive, tmp_path):
+    (name, path), = segments_of(pg, tmp_path, 1, tag="race")
+    other = different_copy(path, tmp_path)
+    content = {}
+    for f in (path, other):
+        with open(f, "rb") as fh:
+            content[f] = fh.read()
+    outcomes = []
+    for i in range(RACE_ROUNDS):
+        url = round_url(archive, i)
+        results = race_pushes(archive, tmp_path, url, [path, other], name)
+        st = storage.open_storage(url, **archive[1])
+        stored = stored_raw(st, name) if st.stat(wal.wal_key(name)) is not None else None
+        codes = [r.returncode for r in results]
+        winners = [f for f, r in zip((path, other), results) if r.returncode == 0]
+        if stored is None:
+            outcomes.append("archive empty, exits %s" % codes)
+        elif sorted(codes) != [0, 5]:
+            outcomes.append("exits %s" % codes)
+        elif stored != content[winners[0]]:
+            outcomes.append("exit 0 for content that is not stored")
+        else:
+            loser = results[codes.index(5)]
+            assert "different content" in loser.stderr and "left untouched" in loser.stderr, loser.stderr
+            if archive[0].startswith("file://"):  # no temp file left, nothing else stored
+                listed = sorted(os.listdir(url[len("file://"):] + "/wal/" + name[:8]))
+                assert listed == [name + ".zst"], listed
+            outcomes.append("one stored, one refused")
+    summary = dict((o, outcomes.count(o)) for o in set(outcomes))
+    assert outcomes == ["one stored, one refused"] * RACE_ROUNDS, summary
+
+
+def test_racing_pushes_of_identical_content_both_succeed(pg, archive, tmp_path):
+    (name, path), = segments_of(pg, tmp_path, 1, tag="same")
+    copy = tmp_path / "copy" / name
+    copy.parent.mkdir()
+    shutil.copyfile(path, str(copy))
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    for i in range(RACE_ROUNDS // 4):
+        url = round_url(archive, i)
+        results = race_pushes(archive, tmp_path, url, [path, str(copy)], name)
+        assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+        msgs = sorted("already archived" in r.stdout for r in results)
+        assert msgs == [False, True], [r.stdout for r in results]  # one stored it, one found it
+        assert stored_raw(storage.open_storage(url, **archive[1]), name) == raw
+
+
+def test_two_clusters_racing_for_an_empty_archive_one_claims_it(pg, other_cluster, archive, tmp_path):
+    """Both first pushes find no wal/SYSTEM_IDENTIFIER and are released
+    together at its write: the claim is create-only, so one cluster owns the
+    archive and the other's push is refused before it stores anything."""
+    (name, path), = segments_of(pg, tmp_path, 1, tag="mine")
+    (oname, opath), = segments_of(other_cluster, tmp_path, 1, tag="theirs")
+    sysids = {path: pg.psql("SELECT system_identifier FROM pg_control_system()"),
+              opath: other_cluster.psql("SELECT system_identifier FROM pg_control_system()")}
+    for i in range(RACE_ROUNDS // 4):
+        url = round_url(archive, i)
+        cmds = [["wal-push", "--storage-url", url, p, n] for p, n in ((path, name), (opath, oname))]
+        results = race(cmds, str(tmp_path / ("barrier-%d" % i)), r"^wal/SYSTEM_IDENTIFIER$", config=archive[1])
+        codes = [r.returncode for r in results]
+        assert sorted(codes) == [0, 5], [r.stderr for r in results]
+        winner, loser = ((path, name), (opath, oname)) if codes[0] == 0 else ((opath, oname), (path, name))
+        assert "belongs to cluster" in results[codes.index(5)].stderr
+        st = storage.open_storage(url, **archive[1])
+        assert st.get_bytes("wal/SYSTEM_IDENTIFIER").decode().strip() == sysids[winner[0]]
+        assert st.stat(wal.wal_key(winner[1])) is not None
+        if loser[1] != winner[1]:
+            assert st.stat(wal.wal_key(loser[1])) is None

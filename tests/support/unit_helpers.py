@@ -41,3 +41,44 @@ def value(path, name):
     found = [ln for ln in lines(path) if ln.startswith(name + "{") or ln.startswith(name + " ")]
     assert len(found) == 1, found
     return float(found[0].rsplit(" ", 1)[1])
+
+
+# --------------------------------------------------------------------------
+# create-only writers racing for one key (storage/test_file.py,
+# integration/test_storage_s3.py)
+
+
+def in_threads(func, count):
+    """Run func(0) .. func(count - 1) in threads at once; return when all ended."""
+    import threading
+
+    threads = [threading.Thread(target=func, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def create_only_race(storage, key, payloads, timeout=30):
+    """One thread per payload writes it to ``key`` with a create-only writer;
+    all wait for each other after writing and before committing (the window
+    of a check-then-write). Returns {index: "stored" | "exists"}."""
+    import threading
+
+    from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectExists
+
+    at_commit = threading.Barrier(len(payloads))
+    outcome = {}
+
+    def write(i):
+        w = storage.writer(key, create=True)
+        w.write(payloads[i])
+        at_commit.wait(timeout)
+        try:
+            w.commit()
+            outcome[i] = "stored"
+        except ObjectExists:
+            outcome[i] = "exists"
+
+    in_threads(write, len(payloads))
+    return outcome

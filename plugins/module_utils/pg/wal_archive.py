@@ -27,6 +27,29 @@ archive_command contract (PostgreSQL docs, "Setting Up WAL Archiving"):
 * a segment whose page header names another cluster (system identifier) than
   ``wal/SYSTEM_IDENTIFIER`` is refused (exit 5).
 
+Racing writers. Every object under wal/ is written create-only
+(storage.base.create_or_match: a hard link on file://, a PUT with
+``If-None-Match: *`` on S3), never "look, then write": of two pushes of one
+name, whatever their timing, exactly one stores its object and the other
+finds it and compares the decompressed content: identical is success,
+different is exit 5. There is no existence check before the write any
+more; the write is the check.
+
+A push never deletes anything (the credentials of a database host may not
+delete either, docs/storage-layout.md). Once this push's create-only write
+has succeeded, the object under the key is the one it wrote: no other
+writer can replace it (they all write create-only too), and only the
+rotation job deletes WAL, only segments that no kept backup needs. So a
+read-back that differs from what was uploaded means the storage or the
+transfer damaged the bytes, not that someone else's segment is there. It is
+reported (exit 8) and the object stays: PostgreSQL retries, the retry finds
+the object and compares it again, so a damaged transfer ends in "identical,
+success" and a damaged stored copy keeps failing loudly until a person
+looks (the segment stays in pg_wal meanwhile). Deleting it instead would
+gain nothing, and on a server that ignores ``If-None-Match`` (where the
+object might be another writer's after all) it is how acknowledged WAL was
+lost before.
+
 restore_command contract: the file is written to %p atomically (temp file in
 the same directory, then rename); exit 1 when the archive does not hold it,
 another non-zero code for any other failure.
@@ -65,6 +88,7 @@ from ..repo.wal_layout import (
     timeline_of,
     wal_key,
 )
+from ..storage.base import ObjectExists, create_or_match
 from ..storage.factory import STORAGE, open_storage, storage_options
 from .wal_segments import ARCHIVE_HINT, LONG_HEADER, read_long_header
 
@@ -87,6 +111,10 @@ WAL_FETCH_OPTIONS = Options(
     Option("wal_segment_size", "int", default=DEFAULT_SEGMENT_SIZE, choices=tuple(1 << n for n in range(20, 31)),
            allowed="a power of two from 1048576 (1 MiB) to 1073741824 (1 GiB), in bytes"),
 )
+
+
+READBACK_HINT = ("Nothing was deleted; PostgreSQL retries and compares again. If it keeps failing, the stored copy "
+                 "is damaged: check it and remove it with the rotation job's credentials (docs/pitr.md)")
 
 
 class WalMissing(NotFoundError):
@@ -162,43 +190,44 @@ def push_file(storage, path, name, compression_level=COMPRESSION_LEVEL.default, 
     if facts:
         result["system_identifier"] = facts["system_identifier"]
 
-    if storage.stat(key) is not None:
-        stored_sha, _size = stored_raw_digest(storage, key)
-        if stored_sha == local_sha:
-            result.update(status="exists", seconds=round(time.time() - t0, 3))
-            return result
-        what = "timeline history file" if kind == "history" else "WAL file"
-        raise ConflictError(
-            "The archive %s already holds %s %s with different content (stored sha256 %s, local %s)" % (
-                storage.describe(), what, name, stored_sha, local_sha),
-            "The stored copy was left untouched. Two clusters may be archiving to the same storage_url, "
-            "or the archive belongs to an old cluster: give this cluster its own storage_url")
+    uploaded = {}
 
-    compress = ZstdCompress(compression_level, checksum=True)
-    raw = Digest()
-    with storage.writer(key) as w:
-        sink = PipelineSink(w, [compress])
+    def write(w):
+        raw = Digest()
+        sink = PipelineSink(w, [ZstdCompress(compression_level, checksum=True)])
         with _open_local(path, name) as fh:
             pump(TeeReader(fh, raw.update), sink)
         sink.close()
         if raw.hexdigest() != local_sha:
             raise IntegrityError("%s changed while it was being archived" % path,
                                  "Nothing was stored; PostgreSQL will retry")
-    uploaded = sink.result()
-    # Read back what is stored now: its bytes and its decompressed content.
+        uploaded.update(sink.result())
+
+    stored_sha = []
+
+    def identical(st, k):
+        sha, _size = stored_raw_digest(st, k)
+        stored_sha.append(sha)
+        return sha == local_sha
+
     try:
-        content, stored = read_zstd(storage, key, hint=ARCHIVE_HINT, hash_stored=True)
-        if (stored["size"], stored["sha256"], content.hexdigest()) != (uploaded["size"], uploaded["sha256"], local_sha):
-            raise IntegrityError("Re-reading %s from %s gave different content than was uploaded" % (
-                key, storage.describe()), "The storage lost or changed data; the upload will be retried")
-    except DrkitError:
-        # It is our own object from this attempt and it is wrong: remove it
-        # so that PostgreSQL's retry is not refused as "different content".
-        try:
-            storage.delete([key])
-        except DrkitError:
-            pass
-        raise
+        created = create_or_match(storage, key, write, identical)
+    except ObjectExists:
+        what = "timeline history file" if kind == "history" else "WAL file"
+        raise ConflictError(
+            "The archive %s already holds %s %s with different content (stored sha256 %s, local %s)" % (
+                storage.describe(), what, name, stored_sha[-1], local_sha),
+            "The stored copy was left untouched. Two clusters may be archiving to the same storage_url, "
+            "or the archive belongs to an old cluster: give this cluster its own storage_url")
+    if not created:
+        result.update(status="exists", seconds=round(time.time() - t0, 3))
+        return result
+    # Read back what is stored now: its bytes and its decompressed content.
+    # A mismatch is reported and nothing is deleted (see the module doc).
+    content, stored = read_zstd(storage, key, hint=READBACK_HINT, hash_stored=True)
+    if (stored["size"], stored["sha256"], content.hexdigest()) != (uploaded["size"], uploaded["sha256"], local_sha):
+        raise IntegrityError("Re-reading %s from %s gave different content than was uploaded" % (
+            key, storage.describe()), READBACK_HINT)
     result.update(status="stored", stored_size=uploaded["size"], seconds=round(time.time() - t0, 3))
     return result
 

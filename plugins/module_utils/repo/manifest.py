@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..core.errors import ConfigError, IntegrityError, NotFoundError
 from ..core.options import Option
+from ..storage.base import ObjectExists
 
 FORMAT = "drkit.backup/manifest"
 # 2: a logical backup's row counts are data.table_rows, keyed by (schema,
@@ -214,8 +215,16 @@ class Manifest(dict):
 
 
 def write_manifest(storage, manifest):
-    """Written LAST: from this moment on the backup exists."""
-    storage.put_bytes(manifest_key(manifest.backup_id), manifest.to_json())
+    """Written LAST: from this moment on the backup exists. Create-only: a
+    manifest is never replaced (storage contract, docs/storage-layout.md);
+    ObjectExists (exit 5) when the key holds one already."""
+    key = manifest_key(manifest.backup_id)
+    try:
+        storage.put_bytes(key, manifest.to_json(), create=True)
+    except ObjectExists:
+        raise ObjectExists("Backup %s already has a manifest in %s" % (manifest.backup_id, storage.describe()),
+                           "Two backups got the same id; the one that finished first keeps it and this one "
+                           "was not recorded: run it again")
 
 
 def load_manifest(storage, backup_id):

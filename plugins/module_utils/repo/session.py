@@ -23,6 +23,7 @@ from ..core.errors import DrkitError, StorageError
 from ..core.options import Option
 from ..core.stream import PipelineSink, compressor_for, decompressor_for, pump, read_stored
 from ..core.version import VERSION
+from ..storage.base import ObjectExists
 from . import manifest as mf
 
 LABELS = Option("labels", "dict")  # free-form, recorded in the manifest
@@ -116,7 +117,13 @@ class BackupSession(object):
         if data:
             self.manifest["data"].update(data)
         self.manifest.finish(mf.utcnow())
-        mf.write_manifest(self.storage, self.manifest)
+        try:
+            mf.write_manifest(self.storage, self.manifest)
+        except ObjectExists:
+            # Another backup with the same id wrote its manifest first: the
+            # artifact keys are its keys too, so nothing is deleted.
+            self._written = []
+            raise
         self.committed = True
         self._record(True)
         return self.manifest

@@ -2,8 +2,8 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Verification: the one skeleton every verifier (logical, physical, Redis)
-fills in, and its records (backups/<id>/verify-<time>-<rand>.json, never
-rewritten; docs/verification-records.md), written at the end of every run and
+fills in, and its records (backups/<id>/verify-<time>-<rand>.json, written
+create-only, never rewritten; docs/verification-records.md), written at the end of every run and
 read back by rotation.
 """
 
@@ -24,6 +24,7 @@ from ..core.options import Option
 from ..core.signals import signals_raise
 from ..core.stream import read_stored
 from ..core.version import VERSION
+from ..storage.base import ObjectExists
 from . import manifest as mf
 
 LEVELS = ("checksum", "structure", "restore")
@@ -160,6 +161,24 @@ def record_key(backup_id, when):
         when.strftime("%Y%m%dT%H%M%SZ"), binascii.hexlify(os.urandom(2)).decode("ascii"))
 
 
+RECORD_ATTEMPTS = 5
+
+
+def write_record(storage, backup_id, finished, record):
+    """Store a verification record under a new key, create-only (records are
+    never replaced: docs/storage-layout.md); a key taken by a concurrent
+    verification of the same second gets another random part. Returns the key."""
+    data = (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
+    for attempt in range(RECORD_ATTEMPTS):
+        key = record_key(backup_id, finished)
+        try:
+            storage.put_bytes(key, data, create=True)
+            return key
+        except ObjectExists:
+            if attempt == RECORD_ATTEMPTS - 1:
+                raise
+
+
 def finish_verification(storage, params, entry, job, level, passed, started, t0, timings, findings, extra):
     """Shared end of every verifier (logical, physical, Redis): write the
     record next to the manifest (never rewriting it), update the metrics, and
@@ -176,8 +195,7 @@ def finish_verification(storage, params, entry, job, level, passed, started, t0,
         "verifier": {"host": socket.gethostname(), "drkit": VERSION},
     }
     record.update(extra)
-    key = record_key(entry.backup_id, finished)
-    storage.put_bytes(key, (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
+    key = write_record(storage, entry.backup_id, finished, record)
     _record_metrics(params.get("metrics_dir"), job, manifest["kind"], passed, duration, timings, age)
     result = dict(record)
     result.update({"passed": passed, "record_key": key, "duration": duration,

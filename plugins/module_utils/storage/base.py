@@ -20,6 +20,18 @@ from a URL):
 Every writer is used as ``with storage.writer(key) as w: w.write(...)``;
 leaving the block with an exception aborts the write and leaves nothing
 behind under ``key``.
+
+``storage.writer(key, create=True)`` is a create-only write (the storage
+contract in docs/storage-layout.md says which objects need it): it either
+makes the object visible where no object was, or raises ObjectExists and
+changes nothing. It is atomic against every other writer of the key: on
+file:// the temp file is fsynced and hard-linked to the key (link() fails
+when the name exists; renameat2(RENAME_NOREPLACE) where the file system has
+no hard links), on S3 it is one PUT with ``If-None-Match: *`` (the whole
+object in memory: meant for WAL files, manifests and records, not for large
+artifacts, which rely on unique keys instead). ``put_new`` and
+``create_or_match`` build "store once; identical is fine, different is
+refused" on it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -28,7 +40,7 @@ __metaclass__ = type
 
 from collections import namedtuple
 
-from ..core.errors import ConfigError, ConflictError
+from ..core.errors import ConfigError, ConflictError, NotFoundError, StorageError
 
 ObjectInfo = namedtuple("ObjectInfo", ["key", "size", "mtime"])
 """One stored object: key relative to the root, size in bytes, mtime (epoch)."""
@@ -52,8 +64,16 @@ def check_key(key):
         raise ConfigError("Invalid storage key %r" % (key,), "The prefix %s is reserved" % TEMP_MARKER)
 
 
+class ObjectExists(ConflictError):
+    """A create-only write found its key taken; nothing was changed. Callers
+    compare what is there and decide (create_or_match), so this is a result
+    more than a failure; exit code 5 if it escapes."""
+
+
 class ObjectWriter(object):
-    """Write one object. Use as a context manager: an exception aborts."""
+    """Write one object. Use as a context manager: an exception aborts.
+    With ``create`` (see the module doc) commit() raises ObjectExists
+    when the key is taken, and the write is aborted."""
 
     def __init__(self):
         self.size = 0
@@ -88,11 +108,11 @@ class Storage(object):
         """The storage URL, safe to print (never holds a secret)."""
         raise NotImplementedError
 
-    def writer(self, key):
+    def writer(self, key, create=False):
         raise NotImplementedError
 
-    def put_bytes(self, key, data):
-        with self.writer(key) as w:
+    def put_bytes(self, key, data, create=False):
+        with self.writer(key, create=create) as w:
             w.write(data)
         return len(data)
 
@@ -133,14 +153,44 @@ class Storage(object):
         raise NotImplementedError
 
 
+CREATE_ATTEMPTS = 3
+
+
+def create_or_match(storage, key, write, matches, attempts=CREATE_ATTEMPTS):
+    """Store an object once: True when this call created ``key`` (``write(w)``
+    fills a create-only writer), False when the key already holds an object
+    for which ``matches(storage, key)`` is true (identical content).
+    ObjectExists, the stored object untouched, when it holds a different
+    one. Never replaces and never deletes anything.
+
+    An object reported as existing that cannot be read a moment later (a
+    concurrent create that failed: S3 answers 409 while one is in flight,
+    or the rotation job deleted it meanwhile) is tried again, ``attempts``
+    times in all."""
+    for _attempt in range(attempts):
+        try:
+            with storage.writer(key, create=True) as w:
+                write(w)
+            return True
+        except ObjectExists as e:
+            taken = e
+        try:
+            if matches(storage, key):
+                return False
+        except NotFoundError:
+            continue
+        raise taken
+    raise StorageError("%s in %s was reported as existing %d times but could not be read" % (
+        key, storage.describe(), attempts), "Another writer of the same key keeps failing; try again later")
+
+
 def put_new(storage, key, data):
     """Store data under key unless an object is there already; an identical
-    object is accepted, a different one raises ConflictError (never overwritten)."""
-    existing = storage.stat(key)
-    if existing is not None:
-        if existing.size == len(data) and storage.get_bytes(key) == data:
-            return False
+    object is accepted (False), a different one raises ConflictError and is
+    left untouched. Atomic: of several concurrent callers exactly one stores."""
+    try:
+        return create_or_match(storage, key, lambda w: w.write(data),
+                               lambda st, k: st.get_bytes(k) == data)
+    except ObjectExists:
         raise ConflictError("%s already exists in %s with different content" % (key, storage.describe()),
                             "It was left untouched; investigate before removing it by hand")
-    storage.put_bytes(key, data)
-    return True

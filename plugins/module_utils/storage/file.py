@@ -2,7 +2,15 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """file:// storage: temp file + fsync + rename + directory fsync, 0600 files
-in 0700 directories; create-only with link().
+in 0700 directories.
+
+Create-only writes (``writer(key, create=True)``) end with link(temp, key)
+instead of the rename: link() never replaces an existing name (EEXIST), so
+of two writers of one key exactly one succeeds, whatever the timing; then
+the temp name is removed and the directory fsynced. On a file system
+without hard links, renameat2(RENAME_NOREPLACE) does the same in one step;
+with neither, a create-only write fails: it never falls back to a check
+followed by a rename.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,18 +24,75 @@ import uuid
 
 from ..core.errors import ConfigError, NotFoundError, StorageError
 from ..core.osutil import fsync_dir, is_disk_full
-from .base import READ_CHUNK, TEMP_MARKER, IncompleteUpload, ObjectInfo, ObjectWriter, Storage, check_key
+from .base import (
+    READ_CHUNK,
+    TEMP_MARKER,
+    IncompleteUpload,
+    ObjectExists,
+    ObjectInfo,
+    ObjectWriter,
+    Storage,
+    check_key,
+)
+
+# link() errors meaning "this file system has no hard links"
+NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS)
+AT_FDCWD = -100
+RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(src, dst):
+    """rename(src, dst) that fails with EEXIST instead of replacing dst:
+    renameat2(RENAME_NOREPLACE) through glibc (2.28 and later). ctypes is
+    imported here: only file systems without hard links need it."""
+    import ctypes  # pylint: disable=import-outside-toplevel
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        raise OSError(errno.ENOSYS, "renameat2 is not available", dst)
+    fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    if fn(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), dst)
+
+
+def place_new(src, dst):
+    """Give the file ``src`` the name ``dst`` only if ``dst`` does not exist:
+    True when done (``src`` is gone), False when ``dst`` exists (``src``
+    is left for the caller to remove). Atomic: link(), or renameat2 with
+    RENAME_NOREPLACE where there are no hard links; OSError otherwise."""
+    try:
+        os.link(src, dst)
+    except OSError as e:
+        if e.errno == errno.EEXIST:
+            return False
+        if e.errno not in NO_HARD_LINKS:
+            raise
+        try:
+            rename_noreplace(src, dst)
+        except OSError as e2:
+            if e2.errno == errno.EEXIST:
+                return False
+            raise OSError(e2.errno, "the file system supports neither hard links (%s) nor renameat2 "
+                          "RENAME_NOREPLACE (%s), which create-only writes need" % (
+                              e.strerror, e2.strerror), dst)
+        return True
+    os.unlink(src)
+    return True
+
 
 # --------------------------------------------------------------------------
 # file://
 
 
 class _FileWriter(ObjectWriter):
-    def __init__(self, backend, key):
+    def __init__(self, backend, key, create=False):
         super(_FileWriter, self).__init__()
         self._backend = backend
         self._final = backend._path(key)
         self._key = key
+        self._create = create
         directory = os.path.dirname(self._final)
         self._tmp = os.path.join(directory, "%s%s" % (TEMP_MARKER, uuid.uuid4().hex))
         for attempt in (1, 2):
@@ -56,7 +121,12 @@ class _FileWriter(ObjectWriter):
         try:
             os.fsync(self._fh.fileno())
             self._fh.close()
-            os.rename(self._tmp, self._final)
+            if not self._create:
+                os.rename(self._tmp, self._final)
+            elif not place_new(self._tmp, self._final):
+                self.abort()
+                raise ObjectExists("%s already exists in %s" % (self._key, self._backend.describe()),
+                                   "It was left untouched")
             fsync_dir(os.path.dirname(self._final))
         except OSError as e:
             self.abort()
@@ -146,8 +216,8 @@ class FileStorage(Storage):
         if directory.startswith(self.root + os.sep):
             self._give_to_owner(path=directory)
 
-    def writer(self, key):
-        return _FileWriter(self, key)
+    def writer(self, key, create=False):
+        return _FileWriter(self, key, create=create)
 
     def iter_read(self, key, chunk_size=READ_CHUNK):
         path = self._path(key)
@@ -181,6 +251,8 @@ class FileStorage(Storage):
                 return
 
         def onerror(e):
+            if getattr(e, "errno", None) == errno.ENOENT and getattr(e, "filename", None) != start_dir:
+                return  # removed while we listed (a concurrent delete): it holds nothing now
             raise _file_error("list %s" % getattr(e, "filename", base), e)
 
         for dirpath, dirnames, filenames in os.walk(start_dir, onerror=onerror):
@@ -227,7 +299,12 @@ class FileStorage(Storage):
                 if e.errno != errno.ENOENT:
                     raise _file_error("delete %s" % path, e)
         for d in dirs:
-            fsync_dir(d)
+            try:
+                fsync_dir(d)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    raise _file_error("sync %s" % d, e)
+                continue  # a concurrent delete (another rotation) removed it, emptied
             self._prune_empty(d)
         return deleted
 

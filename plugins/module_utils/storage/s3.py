@@ -3,6 +3,15 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """s3:// storage: streamed multipart uploads with a SHA-256 per part,
 aborted on failure; listing, reading and deleting through boto3 or s3lite.
+
+A create-only writer (``writer(key, create=True)``) keeps the object in
+memory and stores it with one PUT carrying ``If-None-Match: *``: the server
+stores it only where no object exists, atomically, and answers 412
+Precondition Failed otherwise (AWS S3 since August 2024, and the SeaweedFS
+of the tests). A server that ignores the header would replace silently:
+docs/storage-layout.md says how to check yours. 409 (ConditionalRequestConflict: another conditional write of
+the key is in flight) is treated the same way: ObjectExists, and
+base.create_or_match reads what is there.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,7 +24,7 @@ import threading
 import time
 
 from ..core.errors import ConfigError, DrkitError, NotFoundError, StorageError
-from .base import READ_CHUNK, IncompleteUpload, ObjectInfo, ObjectWriter, Storage, check_key
+from .base import READ_CHUNK, IncompleteUpload, ObjectExists, ObjectInfo, ObjectWriter, Storage, check_key
 from .s3_boto import boto3_client
 
 # --------------------------------------------------------------------------
@@ -34,11 +43,13 @@ def part_size_for(part_number, base=MIN_PART):
 class _S3Writer(ObjectWriter):
     """Buffers up to one part, uploads parts from a small thread pool.
 
-    Memory is bounded by (max_inflight + 1) * part size."""
+    Memory is bounded by (max_inflight + 1) * part size; a create-only
+    writer holds the whole object (one conditional PUT)."""
 
-    def __init__(self, backend, key, max_inflight=3):
+    def __init__(self, backend, key, max_inflight=3, create=False):
         super(_S3Writer, self).__init__()
         self._b = backend
+        self._create = create
         self._key = key
         self._full_key = backend._full(key)
         self._buf = bytearray()
@@ -55,7 +66,7 @@ class _S3Writer(ObjectWriter):
             self._fail()
         self._buf += data
         self.size += len(data)
-        while len(self._buf) >= part_size_for(self._part_no + 1):
+        while not self._create and len(self._buf) >= part_size_for(self._part_no + 1):
             n = part_size_for(self._part_no + 1)
             chunk = bytes(self._buf[:n])
             del self._buf[:n]
@@ -116,11 +127,12 @@ class _S3Writer(ObjectWriter):
             return
         try:
             if self._upload_id is None:
-                # Small object: one PUT with a whole-object checksum.
+                # Small or create-only object: one PUT with a whole-object checksum.
                 body = bytes(self._buf)
                 digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
+                condition = {"IfNoneMatch": "*"} if self._create else {}
                 self._b.client.put_object(Bucket=self._b.bucket, Key=self._full_key, Body=body,
-                                          ChecksumAlgorithm="SHA256", ChecksumSHA256=digest)
+                                          ChecksumAlgorithm="SHA256", ChecksumSHA256=digest, **condition)
             else:
                 if self._buf:
                     self._send_part(bytes(self._buf))
@@ -136,6 +148,9 @@ class _S3Writer(ObjectWriter):
             raise
         except Exception as e:  # pylint: disable=broad-except
             self.abort()
+            if self._create and _s3_status(e) in (409, 412):
+                raise ObjectExists("%s already exists in %s (%s)" % (self._key, self._b.describe(), _s3_code(e)),
+                                   "It was left untouched")
             raise self._b._error("upload %s" % self._key, e)
         self._done = True
         self._buf = bytearray()
@@ -220,8 +235,8 @@ class S3Storage(Storage):
                                 "Set access_key/secret_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
         return StorageError("Could not %s at %s: %s" % (action, where, exc))
 
-    def writer(self, key):
-        return _S3Writer(self, key)
+    def writer(self, key, create=False):
+        return _S3Writer(self, key, create=create)
 
     def iter_read(self, key, chunk_size=READ_CHUNK):
         try:
@@ -326,6 +341,13 @@ def _s3_code(exc):
     if isinstance(resp, dict):
         return str(resp.get("Error", {}).get("Code", ""))
     return ""
+
+
+def _s3_status(exc):
+    resp = getattr(exc, "response", None)
+    if isinstance(resp, dict):
+        return (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return None
 
 
 def _epoch(dt):

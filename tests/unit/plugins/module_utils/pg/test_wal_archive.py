@@ -153,3 +153,91 @@ def test_an_interrupted_fetch_is_an_interrupt_not_a_corrupt_archive(tmp_path, mo
     with pytest.raises(Terminated):  # exit 143, not IntegrityError's "corrupt" (exit 8)
         fetch_file(st, NAME, str(out))
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------
+# racing writers: a second push of the same name lands between this push's
+# "is the name free?" and its write (two clusters archiving into one
+# repository, a restored copy still archiving)
+
+
+def unzstd(data):
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
+class SecondPushBeforeCommit(FileStorage):
+    """Before the first commit of a WAL key, another push of ``other``
+    under the same name runs to completion: the interleaving that lost WAL."""
+
+    def __init__(self, root, other):
+        super(SecondPushBeforeCommit, self).__init__(root)
+        self.other = other
+        self.other_result = None
+
+    def writer(self, key, *args, **kwargs):
+        w = super(SecondPushBeforeCommit, self).writer(key, *args, **kwargs)
+        if key == wal_key(NAME) and self.other is not None:
+            commit = w.commit
+
+            def commit_after_the_other_push():
+                other, self.other = self.other, None
+                self.other_result = push_file(self, str(other), NAME)
+                commit()
+            w.commit = commit_after_the_other_push
+        return w
+
+
+def test_a_push_that_loses_the_race_to_different_content_is_refused(tmp_path):
+    mine = segment(tmp_path)
+    other = tmp_path / "other" / NAME
+    other.parent.mkdir()
+    other.write_bytes(long_header() + os.urandom(4096) + b"\0" * (SEG - 8192 - 4096))
+    st = SecondPushBeforeCommit(str(tmp_path / "archive"), other)
+    with pytest.raises(ConflictError) as e:
+        push_file(st, str(mine), NAME)
+    assert e.value.exit_code == 5 and "different content" in str(e.value) and "left untouched" in str(e.value)
+    assert st.other_result["status"] == "stored"  # the other push was acknowledged: its WAL must stay
+    assert unzstd(st.get_bytes(wal_key(NAME))) == other.read_bytes()
+    assert os.listdir(str(tmp_path / "archive" / "wal" / NAME[:8])) == [NAME + ".zst"]
+
+
+def test_a_push_that_loses_the_race_to_identical_content_succeeds(tmp_path):
+    mine = segment(tmp_path)
+    same = tmp_path / "same" / NAME
+    same.parent.mkdir()
+    same.write_bytes(mine.read_bytes())
+    st = SecondPushBeforeCommit(str(tmp_path / "archive"), same)
+    res = push_file(st, str(mine), NAME)
+    assert res["status"] == "exists" and st.other_result["status"] == "stored"
+    assert unzstd(st.get_bytes(wal_key(NAME))) == mine.read_bytes()
+
+
+class ReplacedAfterCommit(FileStorage):
+    """After this push's write, the object under the key holds other bytes
+    (storage damage, or a server that ignored the create-only condition)."""
+
+    def __init__(self, root, replacement):
+        super(ReplacedAfterCommit, self).__init__(root)
+        self.replacement = replacement
+
+    def writer(self, key, *args, **kwargs):
+        w = super(ReplacedAfterCommit, self).writer(key, *args, **kwargs)
+        if key == wal_key(NAME):
+            commit = w.commit
+
+            def commit_then_replace():
+                commit()
+                with FileStorage.writer(self, key) as other:  # a plain replacing write
+                    other.write(self.replacement)
+            w.commit = commit_then_replace
+        return w
+
+
+def test_a_read_back_mismatch_is_reported_and_nothing_is_deleted(tmp_path):
+    other = zstandard.ZstdCompressor(write_checksum=True).compress(b"another writer's segment")
+    st = ReplacedAfterCommit(str(tmp_path / "archive"), other)
+    with pytest.raises(IntegrityError) as e:
+        push_file(st, str(segment(tmp_path)), NAME)
+    assert st.stat(wal_key(NAME)) is not None, "deleted"  # it may not be this push's: never deleted
+    assert st.get_bytes(wal_key(NAME)) == other
+    assert "different content than was uploaded" in str(e.value) and "Nothing was deleted" in str(e.value)

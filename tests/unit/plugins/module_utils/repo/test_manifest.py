@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError, NotFoundError
 from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
 from ansible_collections.drkit.backup.plugins.module_utils.storage import file as st
-from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectInfo
+from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectExists, ObjectInfo
 
 UTC = datetime.timezone.utc
 T0 = datetime.datetime(2026, 11, 25, 21, 15, 0, tzinfo=UTC)
@@ -166,6 +166,16 @@ def test_manifest_is_written_last_by_write_manifest(fs):
     m = make(bid("20261125T211500Z"), T0)
     save(fs, m)
     assert mf.load_manifest(fs, m.backup_id) == m
+
+
+def test_a_manifest_is_never_replaced(fs):
+    first = make(bid("20261125T211500Z"), T0)
+    save(fs, first)
+    second = make(bid("20261125T211500Z"), T0 + datetime.timedelta(seconds=1), database="other")
+    with pytest.raises(ObjectExists) as e:
+        mf.write_manifest(fs, second)
+    assert e.value.exit_code == 5 and "already has a manifest" in str(e.value) and "run it again" in str(e.value)
+    assert mf.load_manifest(fs, first.backup_id) == first
 
 
 # --------------------------------------------------------------------------

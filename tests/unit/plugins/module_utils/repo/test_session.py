@@ -1,12 +1,13 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """session.py: how a BackupSession records success and failure in the
-Prometheus textfile (metrics.py)."""
+Prometheus textfile (metrics.py), and that it never replaces or deletes
+another backup's objects."""
 
 import os
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import StorageError
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConflictError, StorageError
 from ansible_collections.drkit.backup.plugins.module_utils.repo import session as backup
 from ansible_collections.drkit.backup.plugins.module_utils.storage import file as st
 from support.unit_helpers import value
@@ -35,6 +36,26 @@ def test_session_records_success_then_failure(tmp_path):
     assert value(path, "drkit_backup_last_attempt_timestamp_seconds") >= ok_time
     # the failed session's artifact was removed
     assert [i.key for i in fs.list("backups/" + s2.backup_id)] == []
+
+
+def test_a_session_whose_id_is_taken_replaces_and_deletes_nothing(tmp_path, monkeypatch):
+    fs = st.FileStorage(str(tmp_path / "store"))
+    src = {"type": "postgresql", "host": "h", "port": 1, "database": "d"}
+    taken = "20261125T211500Z-pg-logical-abcdef"
+    monkeypatch.setattr(backup.mf, "new_backup_id", lambda kind, when=None: taken)
+    with backup.BackupSession(fs, "pg_logical", src) as first:
+        first.store_bytes("a.bin", b"x" * 10)
+        first.commit()
+    manifest = fs.get_bytes("backups/%s/manifest.json" % taken)
+    with pytest.raises(ConflictError) as e:
+        with backup.BackupSession(fs, "pg_logical", src) as second:
+            second.store_bytes("b.bin", b"y" * 10)
+            second.commit()
+    assert e.value.exit_code == 5 and "already has a manifest" in str(e.value)
+    assert fs.get_bytes("backups/%s/manifest.json" % taken) == manifest  # the first one's, unchanged
+    # nothing deleted under the shared prefix (the keys may be the first backup's)
+    left = sorted(i.key.rsplit("/", 1)[1] for i in fs.list("backups/" + taken))
+    assert left == ["a.bin", "b.bin", "manifest.json"]
 
 
 def test_record_failure_before_a_session(tmp_path):

@@ -22,6 +22,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (
     WaitTimeout,
 )
 from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.repo import verification
 from ansible_collections.drkit.backup.plugins.module_utils.repo.verification import (
     RECORD_FORMAT,
     Verification,
@@ -70,6 +71,23 @@ def test_a_passing_run_writes_a_pass_record_and_metrics(backup, tmp_path):
     assert rec["result"] == "pass" and rec["level"] == "checksum" and rec["tables"] == []
     prom = (metrics_dir / "drkit_job1.prom").read_text()
     assert "drkit_verify_last_status" in prom and 'kind="pg_logical"' in prom
+
+
+def test_two_verifications_with_the_same_record_key_keep_both_records(backup, monkeypatch):
+    """Two verifiers of one backup finishing in the same second drew the same
+    random part: the second record goes under a new key, never over the first."""
+    storage, entry = backup
+    keys = iter(["backups/%s/verify-20261125T220000Z-0a0a.json" % entry.backup_id] * 2
+                + ["backups/%s/verify-20261125T220000Z-0b0b.json" % entry.backup_id])
+    monkeypatch.setattr(verification, "record_key", lambda backup_id, when: next(keys))
+    results = []
+    for level in ("checksum", "structure"):
+        v = Verification(storage, {}, entry, level, "job1")
+        with v:
+            v.check_artifacts()
+        results.append(v.finish()[1])
+    assert [r["record_key"].rsplit("-", 1)[1] for r in results] == ["0a0a.json", "0b0b.json"]
+    assert sorted(r["level"] for r in records(storage, entry)) == ["checksum", "structure"]
 
 
 @pytest.mark.parametrize("error", [IntegrityError, ToolError, WaitTimeout])

@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """file.py: the file backend on a real file system: nothing visible before
 commit, modes and ownership, aborts, fsync order, error messages, listing,
-deleting and reading in chunks."""
+deleting and reading in chunks; create-only writes (link, renameat2
+RENAME_NOREPLACE, concurrent writers)."""
 
 import errno
 import os
@@ -10,8 +11,10 @@ import stat
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import NotFoundError, StorageError
-from ansible_collections.drkit.backup.plugins.module_utils.storage.base import TEMP_MARKER
-from ansible_collections.drkit.backup.plugins.module_utils.storage.file import FileStorage
+from ansible_collections.drkit.backup.plugins.module_utils.storage import file as file_module
+from ansible_collections.drkit.backup.plugins.module_utils.storage.base import TEMP_MARKER, ObjectExists
+from ansible_collections.drkit.backup.plugins.module_utils.storage.file import FileStorage, rename_noreplace
+from support.unit_helpers import create_only_race
 
 
 def mode(path):
@@ -160,6 +163,101 @@ def test_failed_rename_aborts(fs, monkeypatch):
 
 
 # --------------------------------------------------------------------------
+# create-only writes
+
+
+def listing(fs, directory):
+    return sorted(os.listdir(os.path.join(fs.root, *directory.split("/"))))
+
+
+def test_create_only_stores_once_and_never_replaces(fs):
+    fs.put_bytes("wal/00000001/seg.zst", b"first", create=True)
+    with pytest.raises(ObjectExists) as e:
+        fs.put_bytes("wal/00000001/seg.zst", b"second", create=True)
+    assert e.value.exit_code == 5 and "wal/00000001/seg.zst already exists" in str(e.value)
+    assert fs.get_bytes("wal/00000001/seg.zst") == b"first"
+    assert listing(fs, "wal/00000001") == ["seg.zst"]  # no temp file left
+    assert mode(os.path.join(fs.root, "wal", "00000001", "seg.zst")) == 0o600
+    assert os.stat(os.path.join(fs.root, "wal", "00000001", "seg.zst")).st_nlink == 1
+
+
+def test_create_only_fsyncs_the_file_before_the_link_then_the_directory(fs, monkeypatch):
+    events = []
+    real_fsync, real_link, real_rename = os.fsync, os.link, os.rename
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink("/proc/self/fd/%d" % fd)))
+        return real_fsync(fd)
+
+    def link(a, b):
+        events.append(("link", b))
+        return real_link(a, b)
+
+    def rename(a, b):
+        events.append(("rename", b))
+        return real_rename(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    monkeypatch.setattr(os, "rename", rename)
+    fs.put_bytes("backups/b1/manifest.json", b"{}", create=True)
+    final = os.path.join(fs.root, "backups", "b1", "manifest.json")
+    assert [e[0] for e in events] == ["fsync", "link", "fsync"], events
+    assert os.path.basename(events[0][1]).startswith(TEMP_MARKER)
+    assert events[1][1] == final and events[2][1] == os.path.dirname(final)
+    assert listing(fs, "backups/b1") == ["manifest.json"]
+
+
+def no_hard_links(monkeypatch):
+    def link(a, b):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(os, "link", link)
+
+
+def test_without_hard_links_renameat2_noreplace_does_it(fs, monkeypatch):
+    no_hard_links(monkeypatch)
+    fs.put_bytes("wal/history/00000002.history.zst", b"first", create=True)
+    with pytest.raises(ObjectExists):
+        fs.put_bytes("wal/history/00000002.history.zst", b"second", create=True)
+    assert fs.get_bytes("wal/history/00000002.history.zst") == b"first"
+    assert listing(fs, "wal/history") == ["00000002.history.zst"]
+
+
+def test_with_neither_a_create_only_write_fails_and_stores_nothing(fs, monkeypatch):
+    no_hard_links(monkeypatch)
+
+    def unsupported(src, dst):
+        raise OSError(errno.EINVAL, "Invalid argument", dst)
+    monkeypatch.setattr(file_module, "rename_noreplace", unsupported)
+    with pytest.raises(StorageError) as e:
+        fs.put_bytes("wal/00000001/seg.zst", b"x", create=True)
+    assert "neither hard links" in str(e.value) and not isinstance(e.value, ObjectExists)
+    assert list(fs.list("")) == [] and list(fs.list_incomplete("")) == []
+
+
+def test_rename_noreplace_never_replaces(tmp_path):
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "b").write_bytes(b"b")
+    with pytest.raises(OSError) as e:
+        rename_noreplace(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert e.value.errno == errno.EEXIST and (tmp_path / "b").read_bytes() == b"b"
+    rename_noreplace(str(tmp_path / "a"), str(tmp_path / "c"))
+    assert sorted(os.listdir(str(tmp_path))) == ["b", "c"]
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_concurrent_create_only_writers_exactly_one_wins(fs, monkeypatch, hard_links):
+    if not hard_links:
+        no_hard_links(monkeypatch)
+    payloads = [b"content of writer %d" % i for i in range(8)]
+    outcome = create_only_race(fs, "wal/00000001/seg.zst", payloads)
+    winners = [i for i, o in outcome.items() if o == "stored"]
+    assert len(winners) == 1 and len(outcome) == len(payloads), outcome
+    assert fs.get_bytes("wal/00000001/seg.zst") == payloads[winners[0]]
+    assert listing(fs, "wal/00000001") == ["seg.zst"]
+
+
+# --------------------------------------------------------------------------
 # reading, listing, deleting
 
 
@@ -199,6 +297,40 @@ def test_delete_prunes_empty_dirs_and_ignores_missing(fs):
     assert os.path.isdir(fs.root)  # the root itself is never removed
     fs.delete(["backups/b/1"])
     assert os.path.isdir(fs.root)
+
+
+def test_a_directory_emptied_and_removed_by_a_concurrent_delete_is_fine(fs, monkeypatch):
+    """Two rotations at once: right after this one unlinks the manifest, the
+    other one deletes the last artifact, finds the directory empty and
+    removes it, before this one fsyncs that directory."""
+    fs.put_bytes("backups/b1/manifest.json", b"{}")
+    fs.put_bytes("backups/b1/dump", b"x")
+    other = FileStorage(fs.root)
+    real_unlink = os.unlink
+
+    def unlink_then_the_other_rotation(path):
+        real_unlink(path)
+        if path.endswith("manifest.json"):
+            assert other.delete(["backups/b1/dump"]) == ["backups/b1/dump"]
+    monkeypatch.setattr(os, "unlink", unlink_then_the_other_rotation)
+    assert fs.delete(["backups/b1/manifest.json"]) == ["backups/b1/manifest.json"]
+    assert not os.path.exists(os.path.join(fs.root, "backups"))
+
+
+def test_a_directory_removed_while_listing_is_skipped(fs, monkeypatch):
+    """A rotation lists while another one deletes a backup and prunes its
+    directory: the listing goes on without it."""
+    for b in ("b1", "b2", "b3"):
+        fs.put_bytes("backups/%s/manifest.json" % b, b"{}")
+    gone = os.path.join(fs.root, "backups", "b2")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if path == gone:
+            assert FileStorage(fs.root).delete(["backups/b2/manifest.json"])  # and its directory
+        return real_scandir(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [i.key for i in fs.list("backups/")] == ["backups/b1/manifest.json", "backups/b3/manifest.json"]
 
 
 def test_abort_incomplete_removes_leftover(fs):

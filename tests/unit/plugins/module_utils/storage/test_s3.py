@@ -1,7 +1,7 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""s3.py: the S3 writer's multipart logic, batched deletes and error messages
-against a fake client (the real-server side is
+"""s3.py: the S3 writer's multipart logic, create-only writes (one
+conditional PUT), batched deletes and error messages against a fake client (the real-server side is
 tests/integration/test_storage_s3.py)."""
 
 import base64
@@ -13,6 +13,7 @@ import time
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import NotFoundError, StorageError
 from ansible_collections.drkit.backup.plugins.module_utils.storage import s3 as s3_module
+from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectExists, put_new
 from ansible_collections.drkit.backup.plugins.module_utils.storage.s3 import (
     MAX_PARTS,
     MIN_PART,
@@ -238,6 +239,76 @@ def test_part_size_growth_is_bounded():
     assert part_size_for(MAX_PARTS) <= 32 * MIN_PART  # memory stays bounded
     total = sum(part_size_for(n) for n in range(1, MAX_PARTS + 1))
     assert total > 400 << 30  # hundreds of GiB fit in one upload
+
+
+# --------------------------------------------------------------------------
+# create-only writes: one PUT with If-None-Match: *
+
+
+class ConditionalS3(FakeS3):
+    """put_object honours If-None-Match like S3: 412 PreconditionFailed
+    when the key exists (or ``answer``: another status and code)."""
+
+    def __init__(self, answer=None, **kw):
+        super(ConditionalS3, self).__init__(**kw)
+        self.answer = answer
+
+    def put_object(self, **kw):
+        from botocore.exceptions import ClientError
+
+        if kw.get("IfNoneMatch") == "*" and (kw["Key"] in self.objects or self.answer):
+            self._call("put_object", **kw)
+            status, code = self.answer or (412, "PreconditionFailed")
+            raise ClientError({"Error": {"Code": code, "Message": code},
+                               "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+        return super(ConditionalS3, self).put_object(**kw)
+
+    def get_object(self, **kw):
+        data = self.objects[kw["Key"]]
+
+        class Body(object):
+            def iter_chunks(self, size):
+                yield data
+
+            def close(self):
+                pass
+        return {"Body": Body()}
+
+
+def test_create_only_is_one_conditional_put_however_large(small_parts):
+    c = ConditionalS3()
+    s = s3_with(c)
+    data = os.urandom(PART * 5 + 17)  # five parts' worth: still no multipart upload
+    with s.writer("wal/00000001/seg.zst", create=True) as w:
+        for i in range(0, len(data), 300):
+            w.write(data[i:i + 300])
+    assert c.names() == ["put_object"]
+    kw = c.calls[0][1]
+    assert kw["IfNoneMatch"] == "*" and kw["Body"] == data and kw["ChecksumSHA256"] == b64sha(data)
+    # a plain write of the same size is still streamed in parts, unconditionally
+    c2 = ConditionalS3()
+    s3_with(c2).put_bytes("backups/x/data", data)
+    assert "put_object" not in c2.names() and "IfNoneMatch" not in str(c2.calls)
+
+
+@pytest.mark.parametrize("status,code", [(412, "PreconditionFailed"), (409, "ConditionalRequestConflict")])
+def test_a_taken_key_is_object_exists_not_a_storage_failure(small_parts, status, code):
+    c = ConditionalS3()
+    s = s3_with(c)
+    s.put_bytes("backups/x/manifest.json", b"first", create=True)
+    c.answer = (status, code)
+    with pytest.raises(ObjectExists) as e:
+        s.put_bytes("backups/x/manifest.json", b"second", create=True)
+    assert e.value.exit_code == 5 and code in str(e.value)
+    assert c.objects["pre/backups/x/manifest.json"] == b"first"
+    assert put_new(s, "backups/x/manifest.json", b"first") is False  # identical: accepted
+
+
+def test_other_errors_of_a_conditional_put_stay_errors(small_parts):
+    c = ConditionalS3(answer=(403, "AccessDenied"))
+    with pytest.raises(StorageError) as e:
+        s3_with(c).put_bytes("k", b"x", create=True)
+    assert not isinstance(e.value, ObjectExists) and "access denied" in str(e.value)
 
 
 # --------------------------------------------------------------------------

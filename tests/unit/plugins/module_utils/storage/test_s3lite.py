@@ -18,6 +18,7 @@ from unittest import mock
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import NotFoundError, StorageError
+from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectExists
 from ansible_collections.drkit.backup.plugins.module_utils.storage.s3 import S3Storage
 from ansible_collections.drkit.backup.plugins.module_utils.storage.s3lite import (
     EMPTY_SHA256,
@@ -436,6 +437,22 @@ def test_put_sends_signed_payload_hash_and_checksum(fake):
     assert h["x-amz-checksum-sha256"] == digest
     assert h["Content-Length"] == "1000"
     assert "x-amz-checksum-sha256" in h["Authorization"]
+
+
+def test_create_only_put_sends_if_none_match_and_a_taken_key_is_object_exists(fake):
+    c = fake.client()
+    c.put_object(Bucket="bkt", Key="k", Body=b"data", IfNoneMatch="*")
+    assert fake.requests[0]["headers"]["If-None-Match"] == "*"
+    fake.app = always(412, {}, xml_error("PreconditionFailed", "At least one of the pre-conditions you "
+                                                               "specified did not hold"))
+    s = S3Storage("bkt", "pre", client=c)
+    with pytest.raises(ObjectExists):
+        s.put_bytes("wal/00000001/seg.zst", b"other", create=True)
+    assert len(fake.requests) == 2  # a 412 is an answer, not retried
+    assert fake.requests[1]["headers"]["If-None-Match"] == "*"
+    fake.app = always(200, {}, b"")
+    s.put_bytes("backups/x/data", b"plain")
+    assert "If-None-Match" not in fake.requests[2]["headers"]  # plain writes stay unconditional
 
 
 def test_region_redirect_is_followed_once(fake):
