@@ -4,9 +4,10 @@
 """PostgreSQL connections, client tools and credentials, and the database
 administration the restores and verifiers need (create, drop, unique names).
 
-Passwords never appear in argv: the Python driver gets them as a keyword,
-client tools (pg_dump, pg_restore, psql) through a 0600 pgpass file in a
-private temp directory that is removed afterwards.
+Passwords never appear in argv and never in a file on disk: the Python
+driver gets them as a keyword, client tools (pg_dump, pg_restore,
+pg_basebackup, psql) through a pgpass file that exists only in memory
+(ToolEnv), which nothing outlives.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,11 +19,11 @@ import glob
 import os
 import re
 import shutil
-import tempfile
 import time
 
 from ..core.errors import ConfigError, SourceError, ToolError
 from ..core.options import Option, resolve
+from ..core.osutil import FD_PATH, memory_file
 
 # The connection options (doc fragment drkit.backup.postgres). The port is
 # ``port`` with the alias ``login_port``, the name community.postgresql uses.
@@ -177,34 +178,40 @@ def _pgpass_escape(value):
 
 class ToolEnv(object):
     """Environment for PostgreSQL client tools, with the password in a
-    private pgpass file. Use as a context manager; the file is removed."""
+    pgpass file that exists only in memory (core/osutil.memory_file: 0600,
+    PGPASSFILE=/proc/self/fd/N, the descriptor passed to the tool alone).
+    No file on any file system, so a SIGKILL leaves the password nowhere;
+    not in the tool's environment either. Where memory files are not
+    available the password goes in the tool's environment (PGPASSWORD),
+    never in a file. Use as a context manager; the descriptor is closed."""
 
     def __init__(self, cp, dbname):
         self.cp = cp
         self.dbname = dbname
-        self._dir = None
+        self._fd = None
         self.env = {}
 
     def __enter__(self):
         cp = self.cp
+        # An inherited PGPASSWORD would win over the file; an empty one is
+        # "not set" to libpq. Without a password, the user's ~/.pgpass applies.
         self.env = {"PGHOST": str(cp["login_host"]), "PGPORT": str(cp["port"]),
                     "PGUSER": str(cp["login_user"]), "PGDATABASE": str(self.dbname),
                     "PGCONNECT_TIMEOUT": str(cp["connect_timeout"]), "PGSSLMODE": cp["ssl_mode"],
-                    # An inherited PGPASSWORD would win over our file; an empty
-                    # one makes libpq fall back to PGPASSFILE.
                     "PGAPPNAME": APP_NAME, "PGPASSWORD": ""}
-        if cp.get("login_password"):
-            self._dir = tempfile.mkdtemp(prefix="drkit-pg-")
-            path = os.path.join(self._dir, "pgpass")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write("*:*:*:*:%s\n" % _pgpass_escape(cp["login_password"]))
-            self.env["PGPASSFILE"] = path
+        password = cp.get("login_password")
+        if password:
+            self._fd = memory_file(("*:*:*:*:%s\n" % _pgpass_escape(password)).encode("utf-8"), "drkit-pgpass")
+            if self._fd is None:
+                self.env["PGPASSWORD"] = str(password)
+            else:
+                self.env["PGPASSFILE"] = FD_PATH % self._fd
         return self
 
     def __exit__(self, *exc):
-        if self._dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         return False
 
 
