@@ -2,7 +2,8 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """PostgreSQL connections, client tools and credentials, and the database
-administration the restores and verifiers need (create, drop, unique names).
+administration the restores and verifiers need (create, drop; the names of
+drkit's own databases are pg/janitor.py's).
 
 Passwords never appear in argv and never in a file on disk: the Python
 driver gets them as a keyword, client tools (pg_dump, pg_restore,
@@ -14,12 +15,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import binascii
 import glob
 import os
 import re
 import shutil
-import time
 
 from ..core.errors import ConfigError, SourceError, ToolError
 from ..core.options import Option, resolve
@@ -234,19 +233,7 @@ def check_tool_result(handle_name, returncode, stderr_text, what):
                         "Nothing was recorded as a backup; fix the cause above and run again")
 
 
-MAX_IDENT = 63
-
-
-def unique_name(prefix, marker=""):
-    """<prefix><marker>_<UTC time>_<pid>_<random>, at most 63 BYTES:
-    PostgreSQL silently cuts longer names, which would cut off the random
-    part (two names collide) and the marker. The prefix is shortened first,
-    on a character boundary."""
-    suffix = "%s_%d_%s" % (time.strftime("%Y%m%d%H%M%S", time.gmtime()), os.getpid(),
-                           binascii.hexlify(os.urandom(3)).decode("ascii"))
-    budget = MAX_IDENT - len(("%s_%s" % (marker, suffix)).encode("utf-8"))
-    prefix = prefix.encode("utf-8")[:max(budget, 0)].decode("utf-8", "ignore")
-    return "%s%s_%s" % (prefix, marker, suffix)
+MAX_IDENT = 63  # bytes: PostgreSQL silently cuts longer names
 
 
 def ident(name):
