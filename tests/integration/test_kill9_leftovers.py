@@ -232,6 +232,81 @@ def test_kill9_during_verify_restore_level(pg, source, drkit):
 
 
 # --------------------------------------------------------------------------
+# kill -9 inside a forced restore's swap
+
+# Runs pg/restore.py's _swap in a process of its own, with a hook that stops
+# after the first rename (target -> old name) until the test kills it.
+SWAP_SCRIPT = r"""
+import importlib.util, os, sys, time
+from importlib.machinery import SourceFileLoader
+loader = SourceFileLoader("drkit_bin", sys.argv[1])
+spec = importlib.util.spec_from_loader("drkit_bin", loader)
+bin_drkit = importlib.util.module_from_spec(spec)
+loader.exec_module(bin_drkit)
+bin_drkit.load_engine()
+from drkit_engine.pg import client, restore
+try:
+    from drkit_engine.pg.janitor import OLD, STAGING, unique_name
+except ImportError:  # drkit before the janitor
+    OLD, STAGING, unique_name = "__drkit_old", "__drkit_restore", client.unique_name
+target = sys.argv[2]
+cp = {"login_host": sys.argv[3], "port": int(sys.argv[4]), "login_user": sys.argv[5],
+      "login_password": os.environ["PGPASSWORD"], "ssl_mode": "disable", "connect_timeout": 10}
+conn = client.connect(cp, "postgres", autocommit=True)
+staging, old = unique_name(target, STAGING), unique_name(target, OLD)
+client.create_database(conn, staging)
+rename = restore._rename
+
+def hooked(conn, a, b):
+    rename(conn, a, b)
+    print("renamed %s %s" % (a, b), flush=True)
+    time.sleep(3600)  # here the test kills us
+
+restore._rename = hooked
+print("staging %s" % staging, flush=True)
+restore._swap(conn, target, staging, old)
+"""
+
+
+def test_kill9_between_the_two_renames_of_the_swap(pg, source, drkit, tmp_path):
+    """A forced restore swaps by renaming the target away, then the staging
+    copy into place. Killed between the two renames, the target must still
+    hold the user's data under its own name (both renames are one
+    transaction), and the next run drops the staging copy only."""
+    _db, url, bak = source
+    target = "k9_swap_%s" % uuid.uuid4().hex[:8]
+    pg.psql('CREATE DATABASE "%s"' % target)
+    pg.psql("CREATE TABLE precious (v int); INSERT INTO precious VALUES (7)", dbname=target)
+    script = tmp_path / "swap.py"
+    script.write_text(SWAP_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(DRKIT), target, pg.host, str(pg.port),
+                             pg.superuser], env=dict(drkit.env, PGPASSWORD=pg.password),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        staging = proc.stdout.readline().split()[-1]
+        renamed = proc.stdout.readline()
+        assert renamed.startswith("renamed %s " % target), renamed + proc.stderr.read()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert databases(pg, target) == [target], "the target is gone; the data is only in %s" % (
+            databases(pg, target + "\\_\\_drkit\\_old\\_%"))
+        assert pg.psql("SELECT v FROM precious", dbname=target) == "7"
+        assert databases(pg, staging) == [staging]
+
+        sweep = drkit.run(["verify", "--level", "restore", "--storage-url", url, "--backup-id", bak["backup_id"]])
+        assert sweep.returncode == 0, sweep.stderr
+        assert "dropped %s" % staging in sweep.stderr, sweep.stderr
+        assert databases(pg, target + "%") == [target]
+        assert pg.psql("SELECT v FROM precious", dbname=target) == "7"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for name in databases(pg, target + "%"):
+            drop_database(pg, name)
+
+
+# --------------------------------------------------------------------------
 # what the janitor must never touch
 
 

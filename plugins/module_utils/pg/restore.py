@@ -206,12 +206,13 @@ def _rename(conn, old, new):
 
 
 def _swap(conn, target, staging, old_name):
+    """Both renames in one transaction (ALTER DATABASE RENAME is
+    transactional): killed at any point, drkit leaves either the original
+    under the target's name or the restored copy there and the original as
+    old_name, never a missing target with the data under another name."""
     with conn.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = %s AND pid <> pg_backend_pid()", (target,))
-    _rename(conn, target, old_name)
-    try:
+    with conn.transaction():
+        _rename(conn, target, old_name)
         _rename(conn, staging, target)
-    except Exception:
-        _rename(conn, old_name, target)
-        raise
