@@ -27,7 +27,7 @@ import uuid
 import pytest
 import yaml
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
-from helpers import DRKIT, drop_database, make_sample_database, pg_module_args, table_row_counts
+from helpers import DRKIT, drop_database, make_sample_database, pg_module_args, recorded_counts, table_row_counts
 from support.netcheck import process_tree
 from support.unit_helpers import dead_tag
 
@@ -197,7 +197,7 @@ def test_kill9_during_parallel_restore_at_the_name_limit(pg, source, drkit):
         assert databases(pg, "%__drkit_%") == [], again.stderr
         assert drkit.leftovers() == [], again.stderr
         assert databases(pg, target) == []  # the killed restore never put anything in place
-        assert table_row_counts(pg, other) == bak["manifest"]["data"]["row_counts"]
+        assert table_row_counts(pg, other) == recorded_counts(bak["manifest"])
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -358,7 +358,7 @@ def test_janitor_spares_live_processes_other_hosts_and_renamed_originals(pg, sou
         os.kill(live.pid, signal.SIGCONT)
         _out, err = live.communicate(timeout=WAIT)
         assert live.returncode == 0, err
-        assert table_row_counts(pg, live_target) == bak["manifest"]["data"]["row_counts"]
+        assert table_row_counts(pg, live_target) == recorded_counts(bak["manifest"])
     finally:
         if live.poll() is None:
             os.kill(live.pid, signal.SIGCONT)
