@@ -33,7 +33,8 @@ options:
     description:
       - Password of O(login_user). If not given, the E(PGPASSWORD) environment variable is used,
         then libpq's own C(~/.pgpass).
-      - Passed to client tools through a private 0600 pgpass file, never on their command line.
+      - Passed to client tools through a 0600 pgpass file that exists only in memory (never on disk, so not even
+        C(kill -9) leaves it behind), never on their command line or in their environment.
     type: str
   ssl_mode:
     description:

@@ -16,6 +16,7 @@ import traceback
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+from .core import janitor
 from .core.errors import DrkitError
 from .core.metrics import METRICS
 from .core.stream import COMPRESSION
@@ -113,7 +114,10 @@ def check_libraries(module, names):
 
 def run_engine(module, func, *args, **kwargs):
     """Call an engine function returning (changed, result) and exit the
-    module with it; a DrkitError becomes a clean fail_json."""
+    module with it; a DrkitError becomes a clean fail_json. A real run first
+    removes the temp directories dead drkit processes of this host left
+    (core/janitor.py), reported as ``leftovers_removed``."""
+    removed = [] if module.check_mode else janitor.sweep(module.params)
     try:
         changed, result = func(*args, **kwargs)
     except DrkitError as e:
@@ -124,5 +128,7 @@ def run_engine(module, func, *args, **kwargs):
     except Exception as e:  # pylint: disable=broad-except
         module.fail_json(msg="Unexpected error: %s" % to_native(e), exception=traceback.format_exc())
     result = dict(result)
+    if removed:
+        result["leftovers_removed"] = removed
     result["changed"] = changed
     module.exit_json(**result)

@@ -35,6 +35,7 @@ import stat
 import sys
 import time
 
+from .core import janitor
 from .core.errors import ConfigError, DrkitError
 from .core.options import fold_aliases, resolve
 from .core.signals import signals_raise
@@ -45,6 +46,9 @@ from .core.signals import signals_raise
 SECRET_KEYS = ("login_password", "secret_key", "aws_secret_key", "session_token", "encryption_passphrase")
 # argparse destinations that are not options
 INTERNAL = ("config", "func", "json", "quiet", "options")
+# PostgreSQL runs these once per WAL file and they create no directories:
+# no janitor in the archiving path
+NO_JANITOR = ("wal-push", "wal-fetch")
 
 
 def load_config(path):
@@ -440,6 +444,8 @@ def main(argv=None):
     try:
         with signals_raise("Nothing was recorded as a backup for this run"):
             params = merged(args)
+            if args.command not in NO_JANITOR and not (params.get("check") or params.get("dry_run")):
+                janitor.sweep(params, _progress(args.quiet))
             _changed, result = args.func(args, params)
     except DrkitError as e:
         sys.stderr.write("drkit %s: %s: %s\n" % (args.command, getattr(e, "label", "error"), e))

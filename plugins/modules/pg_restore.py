@@ -21,7 +21,8 @@ description:
     the target.
   - If O(target_database) exists and holds any user objects, the module refuses unless O(force=true).
     With O(force=true) the restored copy is swapped in (sessions on the old database are terminated,
-    the old database is renamed away and dropped, or kept with O(keep_old=true)).
+    the old database is renamed away in the same transaction that renames the restored copy in, then
+    dropped, or kept with O(keep_old=true)).
   - An existing empty database is replaced without O(force).
 author:
   - drkit.backup contributors (!UNKNOWN)

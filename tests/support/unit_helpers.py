@@ -82,3 +82,23 @@ def create_only_race(storage, key, payloads, timeout=30):
 
     in_threads(write, len(payloads))
     return outcome
+
+
+# the janitor (core/test_janitor.py, pg/test_janitor.py, test_cli.py,
+# test__ansible.py)
+
+
+def dead_pid():
+    """The pid of a process that has ended and been reaped."""
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def dead_tag(host=None):
+    """An owner tag of this host (or ``host``) whose process is dead."""
+    from ansible_collections.drkit.backup.plugins.module_utils.core import janitor
+
+    return "%s_%d_abcdef" % (host or janitor.host_id(), dead_pid())

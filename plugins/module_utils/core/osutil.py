@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Operating-system helpers: users and groups, directory traversal
 checks, fsync of directories, atomic writes (the one way drkit replaces a
-file that someone may read meanwhile), and what a full file system means
-for a local write (the one place that says "disk full").
+file that someone may read meanwhile), what a full file system means for a
+local write (the one place that says "disk full"), files in memory for a
+child process.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -109,6 +110,34 @@ def atomic_write(path, data, mode=0o600, owner=None, sync=True, sync_dir=True):
     with atomic_writer(path, mode, owner, sync, sync_dir) as fh:
         fh.write(data)
     return path
+
+
+FD_PATH = "/proc/self/fd/%d"
+
+
+def memory_file(data, name="drkit"):
+    """A file that exists only in memory (memfd_create), mode 0600, holding
+    ``data`` (bytes): its path for a child process is FD_PATH % fd, and the
+    runners pass the descriptor to children whose environment names that
+    path (core/process.py). Nothing is on any file system: the memory goes
+    when the last descriptor closes, at the latest when drkit and the child
+    end, however they end. Returns the descriptor (close-on-exec), or None
+    where memory files are not available (no memfd_create, no /proc)."""
+    try:
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        return None
+    try:
+        os.fchmod(fd, 0o600)  # memfd_create makes it 0777
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if os.path.exists(FD_PATH % fd):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
 
 
 def _id_of(value, lookup, attr, what):

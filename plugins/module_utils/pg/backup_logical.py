@@ -30,6 +30,7 @@ import tarfile
 import tempfile
 
 from ..core.errors import ConfigError, SourceError
+from ..core.janitor import private_dir
 from ..core.osutil import is_disk_full, local_write_error, ran_out_of_room
 from ..core.process import LocalRunner, tool_version
 from ..core.stream import compression_settings
@@ -47,6 +48,7 @@ from .client import (
     tool_major,
 )
 from .dump import ARTIFACT, NATIVE_ARTIFACT, dump_filter_args, list_archive, table_selected
+from .janitor import sweep_databases
 from .rowcounts import TABLES_SQL, RowCounter, manifest_rows
 
 KIND = "pg_logical"
@@ -125,6 +127,7 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
         conn = job.closing(connect(cp, database))
         facts = server_facts(conn)
         conn.rollback()
+        sweep_databases(conn, progress)
         pg_dump = find_tool("pg_dump", facts["server_version_num"], p["pg_bin_dir"])
         pg_restore = find_tool("pg_restore", facts["server_version_num"], p["pg_bin_dir"])
         source = {"type": "postgresql", "host": cp["login_host"], "port": cp["port"],
@@ -205,7 +208,7 @@ def _work_dir_full(parent, database, exc=None):
 def _work_dir(parent, database):
     """A private directory for the uncompressed directory-format dump."""
     try:
-        return tempfile.mkdtemp(prefix="drkit-dump-", dir=parent or None)
+        return private_dir("dump", parent)
     except OSError as e:
         if is_disk_full(e):
             raise _work_dir_full(parent, database, e)

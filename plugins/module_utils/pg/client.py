@@ -2,27 +2,27 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """PostgreSQL connections, client tools and credentials, and the database
-administration the restores and verifiers need (create, drop, unique names).
+administration the restores and verifiers need (create, drop; the names of
+drkit's own databases are pg/janitor.py's).
 
-Passwords never appear in argv: the Python driver gets them as a keyword,
-client tools (pg_dump, pg_restore, psql) through a 0600 pgpass file in a
-private temp directory that is removed afterwards.
+Passwords never appear in argv and never in a file on disk: the Python
+driver gets them as a keyword, client tools (pg_dump, pg_restore,
+pg_basebackup, psql) through a pgpass file that exists only in memory
+(ToolEnv), which nothing outlives.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import binascii
 import glob
 import os
 import re
 import shutil
-import tempfile
-import time
 
 from ..core.errors import ConfigError, SourceError, ToolError
 from ..core.options import Option, resolve
+from ..core.osutil import FD_PATH, memory_file
 
 # The connection options (doc fragment drkit.backup.postgres). The port is
 # ``port`` with the alias ``login_port``, the name community.postgresql uses.
@@ -177,34 +177,40 @@ def _pgpass_escape(value):
 
 class ToolEnv(object):
     """Environment for PostgreSQL client tools, with the password in a
-    private pgpass file. Use as a context manager; the file is removed."""
+    pgpass file that exists only in memory (core/osutil.memory_file: 0600,
+    PGPASSFILE=/proc/self/fd/N, the descriptor passed to the tool alone).
+    No file on any file system, so a SIGKILL leaves the password nowhere;
+    not in the tool's environment either. Where memory files are not
+    available the password goes in the tool's environment (PGPASSWORD),
+    never in a file. Use as a context manager; the descriptor is closed."""
 
     def __init__(self, cp, dbname):
         self.cp = cp
         self.dbname = dbname
-        self._dir = None
+        self._fd = None
         self.env = {}
 
     def __enter__(self):
         cp = self.cp
+        # An inherited PGPASSWORD would win over the file; an empty one is
+        # "not set" to libpq. Without a password, the user's ~/.pgpass applies.
         self.env = {"PGHOST": str(cp["login_host"]), "PGPORT": str(cp["port"]),
                     "PGUSER": str(cp["login_user"]), "PGDATABASE": str(self.dbname),
                     "PGCONNECT_TIMEOUT": str(cp["connect_timeout"]), "PGSSLMODE": cp["ssl_mode"],
-                    # An inherited PGPASSWORD would win over our file; an empty
-                    # one makes libpq fall back to PGPASSFILE.
                     "PGAPPNAME": APP_NAME, "PGPASSWORD": ""}
-        if cp.get("login_password"):
-            self._dir = tempfile.mkdtemp(prefix="drkit-pg-")
-            path = os.path.join(self._dir, "pgpass")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write("*:*:*:*:%s\n" % _pgpass_escape(cp["login_password"]))
-            self.env["PGPASSFILE"] = path
+        password = cp.get("login_password")
+        if password:
+            self._fd = memory_file(("*:*:*:*:%s\n" % _pgpass_escape(password)).encode("utf-8"), "drkit-pgpass")
+            if self._fd is None:
+                self.env["PGPASSWORD"] = str(password)
+            else:
+                self.env["PGPASSFILE"] = FD_PATH % self._fd
         return self
 
     def __exit__(self, *exc):
-        if self._dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         return False
 
 
@@ -227,19 +233,7 @@ def check_tool_result(handle_name, returncode, stderr_text, what):
                         "Nothing was recorded as a backup; fix the cause above and run again")
 
 
-MAX_IDENT = 63
-
-
-def unique_name(prefix, marker=""):
-    """<prefix><marker>_<UTC time>_<pid>_<random>, at most 63 BYTES:
-    PostgreSQL silently cuts longer names, which would cut off the random
-    part (two names collide) and the marker. The prefix is shortened first,
-    on a character boundary."""
-    suffix = "%s_%d_%s" % (time.strftime("%Y%m%d%H%M%S", time.gmtime()), os.getpid(),
-                           binascii.hexlify(os.urandom(3)).decode("ascii"))
-    budget = MAX_IDENT - len(("%s_%s" % (marker, suffix)).encode("utf-8"))
-    prefix = prefix.encode("utf-8")[:max(budget, 0)].decode("utf-8", "ignore")
-    return "%s%s_%s" % (prefix, marker, suffix)
+MAX_IDENT = 63  # bytes: PostgreSQL silently cuts longer names
 
 
 def ident(name):

@@ -14,10 +14,10 @@ import fnmatch
 import os
 import re
 import shutil
-import tempfile
 import time
 
 from ..core.errors import ConfigError, IntegrityError, ToolError
+from ..core.janitor import private_dir
 from ..core.options import Option
 from ..core.process import BackgroundReader, ProcessFeeder
 from ..core.tar import TarStreamExtractor
@@ -96,7 +96,7 @@ def list_archive(runner, pg_restore, fmt, name, reread):
                     "The dump is not a readable archive; nothing was recorded as a backup")
             listing = reader.data.decode("utf-8", "replace")
     else:
-        tmp = tempfile.mkdtemp(prefix="drkit-toc-")
+        tmp = private_dir("toc")
         try:
             # Only toc.dat is needed for --list: stop unpacking once it is out.
             extractor = TarStreamExtractor(os.path.join(tmp, "dump"), "dump/", only=["toc.dat"])

@@ -18,6 +18,7 @@ import time
 
 from ..core.errors import ConfigError, IntegrityError
 from ..core.osutil import local_write_error
+from ..core.janitor import private_dir
 from ..core.process import tool_version
 from ..core.stream import Digest, check_digest, decompressor_for, read_stored
 from ..core.tar import TarStreamExtractor
@@ -130,7 +131,7 @@ class ArtifactFetch(object):
 
     def _make_tmp(self):
         try:
-            self.tmp = tempfile.mkdtemp(prefix="drkit-restore-", dir=self.work_dir)
+            self.tmp = private_dir("restore", self.work_dir)
         except OSError as e:
             raise self._local_error(e)
 

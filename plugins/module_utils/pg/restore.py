@@ -44,11 +44,11 @@ from .client import (
     find_tool,
     ident,
     server_facts,
-    unique_name,
     user_object_count,
 )
 from .dump import JOBS, NO_OWNER, NO_PRIVILEGES, SESSION_SETTINGS, run_pg_restore, session_options
 from .dump_fetch import ArtifactFetch
+from .janitor import OLD, STAGING, sweep_databases, unique_name
 from .rowcounts import ROW_COUNT_METHOD, compare_counts, expected_counts, restored_counts
 
 # drkit.backup.pg_restore / drkit restore
@@ -107,7 +107,7 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
                 # Download while we connect, check the target and create the database.
                 progress(fetch.describe_download())
                 fetch.start()
-            plan, facts = _plan(cp, maintenance_db, entry, target, p["force"], check_mode)
+            plan, facts = _plan(cp, maintenance_db, entry, target, p["force"], check_mode, progress)
             pg_restore = find_tool("pg_restore", facts["server_version_num"], p["pg_bin_dir"])
             fetch.require_reader(runner, pg_restore)  # before any database is created
             timings, rows, old_name = _restore_and_swap(runner, cp, fetch, pg_restore, plan, p, progress)
@@ -120,11 +120,14 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
     return True, plan
 
 
-def _plan(cp, maintenance_db, entry, target, force, check_mode):
-    """Inspect the target; refuse a non-empty one without force. (plan, facts)"""
+def _plan(cp, maintenance_db, entry, target, force, check_mode, progress=None):
+    """Inspect the target; refuse a non-empty one without force (a real run
+    first drops what dead drkit processes of this host left). (plan, facts)"""
     conn = connect(cp, maintenance_db, autocommit=True)
     try:
         facts = server_facts(conn)
+        if not check_mode:
+            sweep_databases(conn, progress)
         exists = database_exists(conn, target)
     finally:
         conn.close()
@@ -150,7 +153,7 @@ def _restore_and_swap(runner, cp, fetch, pg_restore, plan, p, progress):
     target = plan["target_database"]
     jobs = p["jobs"]
     manifest = fetch.manifest
-    staging = unique_name(target, "__drkit_restore")
+    staging = unique_name(target, STAGING)
     old_name = None
     conn = connect(cp, p["maintenance_db"], autocommit=True)
     try:
@@ -159,7 +162,7 @@ def _restore_and_swap(runner, cp, fetch, pg_restore, plan, p, progress):
             timings = run_pg_restore(runner, cp, fetch, pg_restore, staging, jobs, p, progress)
             rows = _check_counts(cp, staging, manifest, p, timings, progress) if p["check_row_counts"] else []
             if plan["target_exists"]:
-                old_name = unique_name(target, "__drkit_old")
+                old_name = unique_name(target, OLD)
                 progress("swapping %s into place (old copy: %s)" % (staging, old_name))
                 _swap(conn, target, staging, old_name)
                 if not p["keep_old"]:
@@ -203,12 +206,13 @@ def _rename(conn, old, new):
 
 
 def _swap(conn, target, staging, old_name):
+    """Both renames in one transaction (ALTER DATABASE RENAME is
+    transactional): killed at any point, drkit leaves either the original
+    under the target's name or the restored copy there and the original as
+    old_name, never a missing target with the data under another name."""
     with conn.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = %s AND pid <> pg_backend_pid()", (target,))
-    _rename(conn, target, old_name)
-    try:
+    with conn.transaction():
+        _rename(conn, target, old_name)
         _rename(conn, staging, target)
-    except Exception:
-        _rename(conn, old_name, target)
-        raise

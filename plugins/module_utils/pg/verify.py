@@ -37,10 +37,10 @@ from .client import (
     drop_database,
     find_tool,
     server_facts,
-    unique_name,
 )
 from .dump import JOBS, NO_OWNER, NO_PRIVILEGES, SESSION_SETTINGS, list_archive, run_pg_restore
 from .dump_fetch import ArtifactFetch
+from .janitor import SCRATCH, sweep_databases, unique_name
 from .rowcounts import compare_counts, count_rows, expected_counts
 from .verify_physical import PHYSICAL_OPTIONS, verify_physical
 
@@ -105,9 +105,10 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
             conn = connect(cp, p["maintenance_db"], autocommit=True)
             v.cleanup(conn.close)
             facts = server_facts(conn)
+            sweep_databases(conn, progress)
             pg_restore = find_tool("pg_restore", facts["server_version_num"], p["pg_bin_dir"])
             fetch.require_reader(runner, pg_restore)
-            scratch = unique_name("drkit_verify")
+            scratch = unique_name("", SCRATCH)
             progress("restoring %s into scratch database %s" % (entry.backup_id, scratch))
             create_database(conn, scratch)
             v.cleanup(_drop_scratch, conn, scratch, progress)

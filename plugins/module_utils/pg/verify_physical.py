@@ -21,6 +21,7 @@ from ..core.errors import DrkitError, IntegrityError, WaitTimeout
 from ..core.options import Option
 from ..core.osutil import atomic_write
 from ..core.process import LocalRunner
+from ..core.janitor import dir_prefix
 from ..core.scratch import make_scratch_dir
 from ..repo.verification import Verification, planned
 from ..repo.wal_layout import backup_segments, backup_timelines
@@ -84,7 +85,7 @@ def _in_scratch(v, runner, needed, checks, facts):
     p, storage, entry, progress = v.params, v.storage, v.entry, v.progress
     data = entry.manifest["data"]
     timeout = p["timeout"]
-    scratch_root = make_scratch_dir(prefix="drkit-verify-phys-", parent=p["work_dir"] or None)
+    scratch_root = make_scratch_dir(prefix=dir_prefix("verify-phys"), parent=p["work_dir"] or None)
     v.cleanup(shutil.rmtree, scratch_root, True)
     base = os.path.join(scratch_root, "pg")
     os.mkdir(base, 0o711)

@@ -26,6 +26,7 @@ import tempfile
 import time
 
 from ..core.errors import ConfigError, IntegrityError, SafetyError, SourceError, ToolError, WaitTimeout
+from ..core.janitor import dir_prefix, sweep_dirs
 from ..core.options import Option, Options, resolve
 from ..core.osutil import fsync_dir, gid_of, set_owner, uid_of
 from ..core.process import LocalRunner
@@ -176,7 +177,9 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
     st = os.stat(t["data_dir"])
     uid = uid_of(owner) if owner else st.st_uid
     gid = gid_of(group) if group else st.st_gid
-    staging = tempfile.mkdtemp(prefix=".drkit-restore-", dir=t["data_dir"])  # same filesystem: renames are atomic
+    sweep_dirs([t["data_dir"]], progress)  # a dead redis-restore's staging directory
+    # same filesystem: renames are atomic
+    staging = tempfile.mkdtemp(prefix="." + dir_prefix("restore"), dir=t["data_dir"])
     moved = []
     t0 = time.time()
     with signals_raise():

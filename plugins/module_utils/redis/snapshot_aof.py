@@ -10,10 +10,10 @@ __metaclass__ = type
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 
 from ..core.errors import ConfigError, DrkitError, IntegrityError, SourceError, WaitTimeout
+from ..core.janitor import private_dir
 from .client import keyspace
 from .server import AOF_ARTIFACT, FAST_POLL, Pause, local_file_error, total_keys, wait_for
 from .tools import AOF_PREFIX, check_aof_dir, error_lines, parse_aof_manifest
@@ -123,7 +123,7 @@ def snapshot_aof(client, session, runner, tool, timeout, pause_ms, pause_writes,
                 raise SourceError("Could not put auto-aof-rewrite-percentage back to %s on %s: %s" % (
                     old, client.where, e), "Set it by hand: CONFIG SET auto-aof-rewrite-percentage %s" % old)
             progress("auto-aof-rewrite-percentage restored to %s" % old)
-        tmp = tempfile.mkdtemp(prefix="drkit-aof-", dir=work_dir or None)
+        tmp = private_dir("aof", work_dir)
         copy_dir = os.path.join(tmp, "aof")
         os.mkdir(copy_dir, 0o700)
         progress("copying %d AOF files (%d bytes)" % (len(pinned), sum(s for _e, _f, s in pinned)))

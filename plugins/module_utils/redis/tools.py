@@ -14,9 +14,9 @@ import os
 import re
 import shlex
 import shutil
-import tempfile
 
 from ..core.errors import IntegrityError, ToolError
+from ..core.janitor import private_dir
 from ..core.options import Option
 from ..core.process import BackgroundReader, ProcessFeeder
 
@@ -66,7 +66,7 @@ def find_redis_tool(name, bin_dir=None, search=("/usr/bin", "/usr/local/bin", "/
                 server = os.path.realpath(c)
                 break
         if server:
-            d = tempfile.mkdtemp(prefix="drkit-redis-tools-")
+            d = private_dir("redis-tools")
             _TOOL_LINKS.append(d)
             link = os.path.join(d, name)
             os.symlink(server, link)

@@ -14,11 +14,11 @@ __metaclass__ = type
 import os
 import secrets
 import shutil
-import tempfile
 import time
 
 from ..core import metrics
 from ..core.errors import SourceError, ToolError, WaitTimeout
+from ..core.janitor import private_dir
 from ..core.options import Option, Options, resolve
 from ..core.process import LocalRunner
 from ..repo.verification import LEVEL, Verification, planned
@@ -224,7 +224,7 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
             finally:
                 checker.close()
         else:
-            tmp = tempfile.mkdtemp(prefix="drkit-redis-verify-", dir=p["work_dir"] or None)
+            tmp = private_dir("redis-verify", p["work_dir"])
             v.cleanup(shutil.rmtree, tmp, True)
             progress("fetching %s" % art["name"])
             layout, path = fetch_backup(storage, manifest, tmp)

@@ -8,12 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils import cli
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
 from support.spec_capture import engine_options
-from support.unit_helpers import REPO
+from support.unit_helpers import REPO, dead_tag
 
 DRKIT = os.path.join(REPO, "bin", "drkit")
 
@@ -143,6 +144,28 @@ def test_main_list_empty_and_json(capsys, tmp_path):
     assert cli.main(["list", "--storage-url", url, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["backups"] == [] and result["count"] == 0 and result["storage"] == url
+
+
+def test_main_runs_the_janitor_first_except_for_wal_commands_and_check_mode(capsys, tmp_path, monkeypatch):
+    """Every command but wal-push/wal-fetch (per WAL file, run by the server)
+    removes dead drkit processes' temp directories before it runs; a check
+    run removes nothing."""
+    tag = dead_tag()
+    tmp = tmp_path / "tmp"
+    leftover = tmp / ("drkit-restore-%s-abcd1234" % tag)
+    leftover.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    store = tmp_path / "store"
+    store.mkdir()
+    url = "file://" + str(store)
+    wal = tmp_path / "000000010000000000000001"
+    wal.write_bytes(b"\0" * 16)
+    cli.main(["wal-push", "--storage-url", url, str(wal), wal.name])
+    assert cli.main(["rotate", "--storage-url", url, "--keep-last", "1", "--dry-run"]) == 0
+    assert leftover.exists()
+    assert cli.main(["list", "--storage-url", url]) == 0
+    assert not leftover.exists()
+    assert "removed %s, left by dead drkit process %s" % (leftover, tag.split("_")[1]) in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------

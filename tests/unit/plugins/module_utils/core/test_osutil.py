@@ -131,3 +131,26 @@ def test_ran_out_of_room_believes_the_tool_or_the_free_space(tmp_path):
     assert not osutil.ran_out_of_room(str(tmp_path), "pg_dump: error: permission denied for table t")
     assert not osutil.ran_out_of_room(str(tmp_path / "gone"), "")
     assert osutil.is_disk_full(OSError(errno.ENOSPC, "x")) and not osutil.is_disk_full(ValueError())
+
+
+# --------------------------------------------------------------------------
+# memory_file: a secret for a child process, on no file system
+
+
+def test_memory_file_is_0600_in_memory_and_gone_when_closed(tmp_path):
+    fd = osutil.memory_file(b"secret\n" * 10000, "drkit-test")
+    try:
+        path = osutil.FD_PATH % fd
+        assert os.readlink(path).startswith("/memfd:drkit-test")
+        assert oct(os.fstat(fd).st_mode & 0o777) == "0o600"
+        with open(path, "rb") as fh:
+            assert fh.read() == b"secret\n" * 10000
+        assert not os.get_inheritable(fd)  # a child gets it only when passed explicitly
+    finally:
+        os.close(fd)
+    assert not os.path.exists(path)
+
+
+def test_memory_file_unavailable_gives_none(monkeypatch):
+    monkeypatch.delattr(os, "memfd_create")
+    assert osutil.memory_file(b"x") is None

@@ -139,3 +139,27 @@ def test_a_real_tool():
     assert tool_version(LocalRunner(), sys.executable, (r"Python (\S+)",)) == platform.python_version()
     with pytest.raises(ToolError):
         tool_version(LocalRunner(), "/nonexistent/tool")
+
+
+# --------------------------------------------------------------------------
+# descriptors named in the environment (a pgpass in memory) reach the child
+
+
+def test_fds_named_in_the_env_reach_the_child_and_no_others():
+    from ansible_collections.drkit.backup.plugins.module_utils.core.osutil import FD_PATH, memory_file
+    from ansible_collections.drkit.backup.plugins.module_utils.core.process import fds_named
+
+    named, unnamed = memory_file(b"for the child\n"), memory_file(b"not for it\n")
+    try:
+        env = {"PGPASSFILE": FD_PATH % named, "OTHER": "/proc/self/fd/x", "PGHOST": "h"}
+        assert fds_named(env) == (named,) and fds_named(None) == ()
+        code = "import sys; print(open(sys.argv[1]).read().strip()); print(open(sys.argv[2]).read())"
+        rc, out, err = LocalRunner().run([sys.executable, "-c", code, FD_PATH % named, FD_PATH % unnamed],
+                                         env=env)
+        assert rc != 0 and out == b"for the child\n" and "No such file" in err
+        handle = LocalRunner().spawn([sys.executable, "-c", code, FD_PATH % named, FD_PATH % unnamed], env=env)
+        with handle:
+            assert handle.stdout.read() == b"for the child\n" and handle.wait() != 0
+    finally:
+        os.close(named)
+        os.close(unnamed)

@@ -1,13 +1,15 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """pg/client.py without a server: error lines in a tool's stderr,
-check_tool_result, the pgpass file of ToolEnv, conn_params, connection
+check_tool_result, ToolEnv's pgpass in memory, conn_params, connection
 errors, find_tool and tool_major."""
 
 import os
+import tempfile
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, ToolError
+from ansible_collections.drkit.backup.plugins.module_utils.pg import client
 from ansible_collections.drkit.backup.plugins.module_utils.pg.client import (
     ToolEnv,
     check_tool_result,
@@ -70,7 +72,7 @@ def test_check_tool_result_success_with_warnings():
 
 
 # --------------------------------------------------------------------------
-# connection parameters and the pgpass file
+# connection parameters and the password of the client tools
 
 
 @pytest.mark.parametrize("password,line", [
@@ -78,25 +80,41 @@ def test_check_tool_result_success_with_warnings():
     ("with:colon", "*:*:*:*:with\\:colon"),
     ("back\\slash", "*:*:*:*:back\\\\slash"),
     ("both\\:x", "*:*:*:*:both\\\\\\:x"),
-    ("sp ace#$'\"", "*:*:*:*:sp ace#$'\""),
+    ("sp ace#$'\"é", "*:*:*:*:sp ace#$'\"é"),
 ])
-def test_pgpass_file_escaping_mode_and_cleanup(password, line):
+def test_pgpass_in_memory_escaped_0600_and_closed(password, line, tmp_path, monkeypatch):
+    """The pgpass file exists only in memory (a kill -9 used to leave
+    drkit-pg-*/pgpass in the temp directory): nothing is written to any
+    directory, the password is in no environment variable, the descriptor
+    is closed afterwards."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     cp = conn_params({"login_password": password, "login_host": "db", "port": 5433})
     with ToolEnv(cp, "app") as tenv:
         path = tenv.env["PGPASSFILE"]
-        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
-        assert oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
-        with open(path) as fh:
+        assert path.startswith("/proc/self/fd/")
+        fd = int(path.rsplit("/", 1)[1])
+        assert os.readlink(path).startswith("/memfd:drkit-pgpass")
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"  # libpq ignores a group/world-readable one
+        with open(path, encoding="utf-8") as fh:
             assert fh.read() == line + "\n"
         assert tenv.env["PGPASSWORD"] == ""  # an inherited one must not win
-        assert password not in "".join(v for k, v in tenv.env.items() if k != "PGPASSFILE")
+        assert password not in "".join(tenv.env.values())
         assert (tenv.env["PGHOST"], tenv.env["PGPORT"], tenv.env["PGDATABASE"]) == ("db", "5433", "app")
-    assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
+        assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_without_memory_files_the_password_goes_in_the_child_env(monkeypatch):
+    monkeypatch.setattr(client, "memory_file", lambda data, name: None)
+    with ToolEnv(conn_params({"login_password": "pw"}), "app") as tenv:
+        assert tenv.env["PGPASSWORD"] == "pw" and "PGPASSFILE" not in tenv.env
+    assert "PGPASSWORD" not in os.environ or os.environ["PGPASSWORD"] != "pw"
 
 
 def test_no_password_no_pgpass_file():
     with ToolEnv(conn_params({}), "app") as tenv:
-        assert "PGPASSFILE" not in tenv.env
+        assert "PGPASSFILE" not in tenv.env and tenv.env["PGPASSWORD"] == ""
 
 
 @pytest.mark.parametrize("port", ["abc", 0, 70000, -1])
