@@ -80,6 +80,15 @@ options:
       - Where O(mode=aof) copies the AOF files before checking and storing them (needs their size in
         free space). Defaults to the system temp directory.
     type: path
+  state_dir:
+    description:
+      - Where drkit records the original of a Redis setting it changes for a moment (O(mode=aof) turns automatic
+        AOF rewrites off while it pins the files), before changing it. A run killed with SIGKILL leaves that
+        record, and the next snapshot of the same server, in any mode, puts the original back (when the live value
+        is still the temporary one) and says so in its notes.
+      - Defaults to C($XDG_STATE_HOME/drkit), else C(~/.local/state/drkit) of the user running the task (not the
+        temp directory, which systemd's C(PrivateTmp) removes with a killed job).
+    type: path
   redis_bin_dir:
     description:
       - Directory holding C(redis-check-rdb) / C(redis-check-aof). By default they are looked up on

@@ -388,3 +388,88 @@ def test_check_tool_found_through_redis_server_symlink(tmp_path, server):
     assert rc == 0 and "RDB looks OK" in out
     with pytest.raises(ToolError):
         find_redis_tool("redis-check-rdb", str(tmp_path / "nothing"), search=(), use_path=False)
+
+
+# --------------------------------------------------------------------------
+# kill -9 while a setting is changed for a moment (issue 13, hole 12)
+
+
+def _drkit_snapshot(srv, storage_url, state_home, mode):
+    """bin/drkit redis-snapshot as a cron job runs it: the password in
+    REDISCLI_AUTH, the state directory from XDG_STATE_HOME (the default)."""
+    import subprocess
+    import sys
+    from helpers import DRKIT
+    env = dict(os.environ, REDISCLI_AUTH=srv.password, XDG_STATE_HOME=str(state_home))
+    argv = [sys.executable, str(DRKIT), "redis-snapshot", "--host", srv.host, "--port", str(srv.port),
+            "--storage-url", storage_url, "--mode", mode, "--json"]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+
+
+@pytest.mark.parametrize("next_mode", ["aof", "rdb"])
+def test_kill9_while_rewrites_are_off_is_repaired_by_the_next_run(aof_server, tmp_path, tmp_storage_url, next_mode):
+    """drkit killed with SIGKILL while it waits for a running AOF rewrite,
+    auto-aof-rewrite-percentage at 0: the next snapshot, of either mode, puts
+    the original back instead of recording 0 as the original and "restoring"
+    0 (which left automatic rewrites off for good, the AOF growing unwarned)."""
+    fill(aof_server, 20000)
+    c = aof_server.client()
+    c.config_set("auto-aof-rewrite-percentage", 73)
+    c.config_set("rdb-key-save-delay", 200)  # a rewrite of ~4 s (its RDB preamble)
+    c.bgrewriteaof()
+    state = tmp_path / "state"
+    proc = _drkit_snapshot(aof_server, tmp_storage_url, state, "aof")
+    try:
+        # the kill point: drkit says it turned rewrites off (it then waits for the running one)
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "auto-aof-rewrite-percentage 73 -> 0" in line:
+                break
+        wait_until(lambda: c.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "0", 10)
+        assert info(aof_server, "persistence")["aof_rewrite_in_progress"] == 1, "the kill must come during the wait"
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert c.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "0"  # what SIGKILL leaves
+    c.config_set("rdb-key-save-delay", 0)
+    wait_until(lambda: info(aof_server, "persistence")["aof_rewrite_in_progress"] == 0, 60)
+
+    proc = _drkit_snapshot(aof_server, tmp_storage_url, state, next_mode)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    res = json.loads(out)
+    assert c.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "73", err
+    assert any("auto-aof-rewrite-percentage put back to 73" in n and "had left it at 0" in n
+               for n in res["notes"]), res["notes"]
+    if next_mode == "aof":
+        assert res["manifest"]["data"]["auto_aof_rewrite_percentage"] == "73"  # not the 0 a crash left
+    assert list(state.rglob("drkit-redis-settings-*")) == []  # the record goes once the original is back
+
+
+def test_a_live_runs_record_is_respected(aof_server, tmp_path, tmp_storage_url):
+    """A second AOF snapshot of the same server while the first one has the
+    setting changed is refused, and the first run's original survives."""
+    fill(aof_server, 20000)
+    c = aof_server.client()
+    c.config_set("auto-aof-rewrite-percentage", 61)
+    c.config_set("rdb-key-save-delay", 200)
+    c.bgrewriteaof()
+    state = tmp_path / "state"
+    first = _drkit_snapshot(aof_server, tmp_storage_url, state, "aof")
+    try:
+        for line in first.stderr:
+            if "auto-aof-rewrite-percentage 61 -> 0" in line:
+                break
+        second = _drkit_snapshot(aof_server, tmp_storage_url, state, "aof")
+        _out, err = second.communicate(timeout=120)
+        assert second.returncode == 7, err  # SourceError
+        assert "Another drkit run" in err and "auto-aof-rewrite-percentage" in err
+    finally:
+        c.config_set("rdb-key-save-delay", 0)
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert c.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "61"

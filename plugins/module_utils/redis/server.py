@@ -9,9 +9,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
+import json
+import os
 import time
 
-from ..core.errors import ConfigError, DrkitError, WaitTimeout
+from ..core import janitor
+from ..core.errors import ConfigError, DrkitError, SourceError, WaitTimeout
+from ..core.options import Option
+from ..core.osutil import atomic_write
 from .client import ReplyError
 
 RDB_ARTIFACT = "dump.rdb"
@@ -96,4 +102,115 @@ class Pause(object):
             except (ReplyError, DrkitError):
                 pass  # the pause ends by itself after pause_timeout
             self.active = False
+        return False
+
+
+# --------------------------------------------------------------------------
+# Settings changed for a moment (auto-aof-rewrite-percentage during an AOF
+# snapshot). The original is written to a ledger file BEFORE the change, so a
+# run killed with SIGKILL leaves a record: the next run of any mode finds the
+# ledger of a dead owner and puts the original back where the live value is
+# still the temporary one, instead of taking the temporary value for the
+# original and "restoring" it.
+
+LEDGER = "drkit-redis-settings-%s.json"
+STATE_DIR = Option("state_dir", "path", flags=("--state-dir",),
+                   help="where drkit records a Redis setting it changes for a moment, to put it back after a "
+                        "crash (default $XDG_STATE_HOME/drkit, else ~/.local/state/drkit)")
+
+
+def ledger_dir(given=None):
+    """The state directory of STATE_DIR: not the temp directory, which
+    systemd's PrivateTmp removes with a killed job."""
+    if given:
+        return given
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "drkit")
+
+
+def _ledger_path(ledger_dir, client):
+    server = "%s:%s" % (client.cp["host"], client.cp["port"])
+    return os.path.join(ledger_dir, LEDGER % hashlib.sha256(server.encode("utf-8")).hexdigest()[:12]), server
+
+
+def _read_ledger(path):
+    try:
+        with open(path, "rb") as fh:
+            return json.loads(fh.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (IOError, OSError, ValueError) as e:
+        raise ConfigError("Cannot read drkit's record of Redis settings %s: %s" % (path, e),
+                          "It holds the original value of a setting an interrupted run changed; read it, put the "
+                          "setting back by hand if needed (CONFIG SET), then remove the file")
+
+
+def _owner_dead(ledger):
+    parts = str(ledger.get("owner", "")).split("_")
+    return len(parts) == 3 and janitor.is_dead(*parts)
+
+
+def repair_settings(client, ledger_dir, progress=None):
+    """Put back what a dead drkit run left changed on this server; the
+    notes say what was done. A ledger of a live run is left alone."""
+    progress = progress or (lambda msg: None)
+    path, server = _ledger_path(ledger_dir, client)
+    ledger = _read_ledger(path)
+    if ledger is None or not _owner_dead(ledger):
+        return []
+    notes = []
+    for name, values in sorted(ledger.get("settings", {}).items()):
+        live = client.config_get(name)
+        if live == values["temporary"]:
+            client.call("CONFIG", "SET", name, values["original"])
+            notes.append("%s put back to %s: an interrupted drkit run (%s, %s) had left it at %s" % (
+                name, values["original"], ledger.get("owner"), ledger.get("at"), values["temporary"]))
+        else:
+            notes.append("%s is %s: an interrupted drkit run had set it to %s, someone changed it since; "
+                         "left as it is" % (name, live, values["temporary"]))
+        progress(notes[-1])
+    os.unlink(path)
+    return notes
+
+
+class TemporarySetting(object):
+    """CONFIG SET name value for the block, the original put back on every
+    path; the original is in the ledger (``ledger_dir``, 0600) before the
+    change and the ledger is removed once it is back. Two runs on one server
+    at once: the second is refused while the first lives."""
+
+    def __init__(self, client, name, value, ledger_dir, progress=None):
+        self.client, self.name, self.value = client, name, str(value)
+        self.path, self.server = _ledger_path(ledger_dir, client)
+        self.progress = progress or (lambda msg: None)
+        self.original = None
+
+    def __enter__(self):
+        ledger = _read_ledger(self.path)
+        if ledger is not None:
+            if not _owner_dead(ledger):
+                raise SourceError("Another drkit run (%s) has %s of Redis at %s changed for a moment" % (
+                    ledger.get("owner"), self.name, self.client.where),
+                    "Wait until it ends; if no drkit runs, put the setting back by hand and remove %s" % self.path)
+            repair_settings(self.client, os.path.dirname(self.path), self.progress)
+        self.original = self.client.config_get(self.name)
+        os.makedirs(os.path.dirname(self.path), 0o700, exist_ok=True)
+        atomic_write(self.path, json.dumps({
+            "server": self.server, "owner": janitor.owner_tag(),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "settings": {self.name: {"original": self.original, "temporary": self.value}}}, sort_keys=True))
+        self.client.call("CONFIG", "SET", self.name, self.value)
+        self.progress("%s %s -> %s (the original recorded in %s)" % (self.name, self.original, self.value, self.path))
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.client.call("CONFIG", "SET", self.name, self.original)
+        except DrkitError as e:
+            raise SourceError("Could not put %s back to %s on %s: %s" % (
+                self.name, self.original, self.client.where, e),
+                "Set it by hand: CONFIG SET %s %s (the next drkit run tries again: %s)" % (
+                    self.name, self.original, self.path))
+        os.unlink(self.path)
+        self.progress("%s restored to %s" % (self.name, self.original))
         return False

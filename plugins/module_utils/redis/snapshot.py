@@ -42,7 +42,7 @@ from ..core.stream import COMPRESSION, compression_settings
 from ..repo.session import LABELS, BackupJob
 from ..storage.factory import STORAGE, open_storage, storage_options
 from .client import CONNECTION, conn_params, connect, describe
-from .server import server_facts, total_keys
+from .server import STATE_DIR, ledger_dir, repair_settings, server_facts, total_keys
 from .snapshot_aof import aof_paths, snapshot_aof
 from .snapshot_rdb import snapshot_rdb
 from .snapshot_sync import snapshot_remote
@@ -63,6 +63,7 @@ OPTIONS = Options(
            help="longest write pause, ms (default 2000)"),
     COMPRESSION,
     Option("work_dir", "path", flags=("--work-dir",), help="mode aof: where the AOF files are copied"),
+    STATE_DIR,
     REDIS_BIN_DIR,
     LABELS,
 )
@@ -99,6 +100,8 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
 
     with job:
         client = job.closing(connect(cp))
+        ledger = ledger_dir(p["state_dir"])
+        repaired = repair_settings(client, ledger, progress)
         facts = server_facts(client)
         tool = find_redis_tool("redis-check-aof" if mode == "aof" else "redis-check-rdb", bin_dir)
         source = {"type": "redis", "host": cp["host"], "port": cp["port"], "tls": cp["tls"],
@@ -121,7 +124,8 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
                                               pause_writes, progress)
             else:
                 data, notes = snapshot_aof(client, session, runner, tool, timeout, pause_ms, pause_writes,
-                                           p["work_dir"], progress)
+                                           p["work_dir"], progress, ledger)
+            notes = repaired + notes
             data["notes"] = notes
             session.commit(data)
     result = session.result()

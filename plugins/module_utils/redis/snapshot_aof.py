@@ -12,10 +12,10 @@ import shutil
 import tarfile
 import time
 
-from ..core.errors import ConfigError, DrkitError, IntegrityError, SourceError, WaitTimeout
+from ..core.errors import ConfigError, IntegrityError, SourceError, WaitTimeout
 from ..core.janitor import private_dir
 from .client import keyspace
-from .server import AOF_ARTIFACT, FAST_POLL, Pause, local_file_error, total_keys, wait_for
+from .server import AOF_ARTIFACT, FAST_POLL, Pause, TemporarySetting, local_file_error, total_keys, wait_for
 from .tools import AOF_PREFIX, check_aof_dir, error_lines, parse_aof_manifest
 
 # --------------------------------------------------------------------------
@@ -82,17 +82,17 @@ def _copy_prefix(src, dst_path, size):
             offset += len(n)
 
 
-def snapshot_aof(client, session, runner, tool, timeout, pause_ms, pause_writes, work_dir, progress):
+def snapshot_aof(client, session, runner, tool, timeout, pause_ms, pause_writes, work_dir, progress,
+                 ledger_dir):
     deadline = time.time() + timeout
     notes = []
     _d, aofdir, fname, manifest_path = aof_paths(client)
-    old = client.config_get("auto-aof-rewrite-percentage")
     tmp = None
     pinned = []
     try:
-        progress("auto-aof-rewrite-percentage %s -> 0 while the AOF files are pinned" % old)
-        client.call("CONFIG", "SET", "auto-aof-rewrite-percentage", "0")
-        try:
+        # no automatic rewrite while the files are pinned; the original comes back on every path
+        with TemporarySetting(client, "auto-aof-rewrite-percentage", 0, ledger_dir, progress) as rewrites:
+            old = rewrites.original
             wait_for(client, "the running AOF rewrite to finish", deadline,
                      lambda p: not p.get("aof_rewrite_in_progress") and not p.get("aof_rewrite_scheduled"),
                      hint="Raise timeout, or run the backup when no BGREWRITEAOF is running")
@@ -116,13 +116,6 @@ def snapshot_aof(client, session, runner, tool, timeout, pause_ms, pause_writes,
             if pause_writes and pause.t0 is not None and not exact:
                 notes.append("the files changed or the pause ran out while they were pinned; "
                              "key counts are approximate")
-        finally:
-            try:
-                client.call("CONFIG", "SET", "auto-aof-rewrite-percentage", old)
-            except DrkitError as e:
-                raise SourceError("Could not put auto-aof-rewrite-percentage back to %s on %s: %s" % (
-                    old, client.where, e), "Set it by hand: CONFIG SET auto-aof-rewrite-percentage %s" % old)
-            progress("auto-aof-rewrite-percentage restored to %s" % old)
         tmp = private_dir("aof", work_dir)
         copy_dir = os.path.join(tmp, "aof")
         os.mkdir(copy_dir, 0o700)
