@@ -35,10 +35,12 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -445,3 +447,39 @@ def read_proc(pid, what):
             return fh.read()
     except OSError:
         return b""
+
+
+def step_until(pid, reached, timeout=60, run=0.03, drain=0.05):
+    """Hold process ``pid`` stopped, letting it run ``run`` seconds at a time
+    (and its reader ``drain`` seconds to take what it wrote) until
+    ``reached()``: a kill point chosen by what happened (bytes stored, a file
+    grown), not by how long it took. Returns with the process STOPPED."""
+    deadline = time.time() + timeout
+    os.kill(pid, signal.SIGSTOP)
+    while not reached():
+        assert time.time() < deadline, "the kill point was never reached"
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(run)
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(drain)
+    state = read_proc(pid, "stat").rsplit(b")", 1)[1].split()[0]
+    assert state == b"T", "process %d is not stopped at the kill point (state %r)" % (pid, state)
+
+
+def wait_for_child(parent, name, timeout=60, match=None):
+    """The pid of the first descendant of ``parent`` called ``name`` (whose
+    argv holds ``match`` if given)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pids = [p for p in find_children(parent, name) if match is None or match in read_proc(p, "cmdline")]
+        if pids:
+            return pids[0]
+        time.sleep(0.005)
+    raise AssertionError("%s never started under %d" % (name, parent))
+
+
+def temp_upload_over(root, size):
+    """A file:// storage upload (a temp file) holds more than ``size`` bytes."""
+    root = Path(root)
+    return root.exists() and any(p.name.startswith(".drkit-tmp-") and p.stat().st_size > size
+                                 for p in root.rglob("*") if p.is_file())

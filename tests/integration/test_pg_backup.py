@@ -25,9 +25,10 @@ from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest 
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
 from support.barrier_drkit import race
 from helpers import (BUILD_COLLECTIONS, DRKIT, SmallTmpfs, ansible_environment, drop_database, fetch_artifact,
-                     file_root, find_children, list_keys, make_blob_database, make_sample_database,
+                     file_root, list_keys, make_blob_database, make_sample_database,
                      open_multipart_uploads, pg_module_args, read_proc, recorded_counts, restore_by_hand, run_drkit,
-                     run_playbook, s3_module_args, table_row_counts, task)
+                     run_playbook, s3_module_args, step_until, table_row_counts, task, temp_upload_over,
+                     wait_for_child)
 
 ID_RE = re.compile(r"^\d{8}T\d{6}Z-pg-logical-[0-9a-f]{6}$")
 PG_BACKUP = "drkit.backup.pg_backup"
@@ -554,14 +555,8 @@ def test_killed_midway(pg, s3, bucket, big_db, tmp_path, kind, victim):
     reader = threading.Thread(target=lambda: out.update(zip(("stdout", "stderr"), proc.communicate())))
     reader.start()
     try:
-        deadline = time.time() + 60
-        pids = []
-        while not pids and time.time() < deadline and proc.poll() is None:
-            # the dumping pg_dump, not a short "pg_dump --version"
-            pids = [p for p in find_children(proc.pid, "pg_dump") if b"--snapshot=" in read_proc(p, "cmdline")]
-            time.sleep(0.005)
-        assert pids, "pg_dump never started"
-        pid = pids[0]
+        # the dumping pg_dump, not a short "pg_dump --version"
+        pid = wait_for_child(proc.pid, "pg_dump", match=b"--snapshot=")
         os.kill(pid, signal.SIGSTOP)
         # the password is not in pg_dump's argv nor in its environment
         assert pg.password.encode() not in read_proc(pid, "cmdline")
@@ -570,22 +565,11 @@ def test_killed_midway(pg, s3, bucket, big_db, tmp_path, kind, victim):
         def upload_in_progress():
             if kind == "s3":
                 return bool(open_multipart_uploads(s3, bucket))
-            root = file_root(url)
-            return any(p.name.startswith(".drkit-tmp-") and p.stat().st_size > (4 << 20)
-                       for p in root.rglob("*") if p.is_file()) if root.exists() else False
+            return temp_upload_over(file_root(url), 4 << 20)
 
-        # Let pg_dump run in small steps until part of the dump is stored,
-        # so the kill lands mid-upload, deterministically.
-        steps = 0
-        while not upload_in_progress():
-            assert time.time() < deadline, "no upload started"
-            os.kill(pid, signal.SIGCONT)
-            time.sleep(0.03)
-            os.kill(pid, signal.SIGSTOP)
-            time.sleep(0.05)  # drkit drains the pipe
-            steps += 1
-        state = read_proc(pid, "stat").rsplit(b")", 1)[1].split()[0]
-        assert state == b"T", "pg_dump is not stopped mid-dump (state %r)" % state
+        # pg_dump runs in small steps until part of the dump is stored, so
+        # the kill lands mid-upload, deterministically.
+        step_until(pid, upload_in_progress)
         if victim == "pg_dump":
             os.kill(pid, signal.SIGKILL)
         else:
