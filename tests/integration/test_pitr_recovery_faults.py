@@ -535,4 +535,3 @@ def test_a_stop_inside_the_last_segment_short_of_the_end_is_caught(lineage, new_
     assert not postmaster_pid(data_dir)
     assert controldata_state(data_dir) != "shut down", "the directory was promoted"
     assert os.path.exists(os.path.join(data_dir, MARKER))
-

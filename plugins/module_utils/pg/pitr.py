@@ -631,6 +631,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
     write_marker(data_dir, marker, ids)
     restored = False
     private_dir = None
+    planned_warnings = len(warnings)
     result = dict(plan)
     try:
         restore_facts = restore_base_backup(storage, entry, data_dir, ids, progress, skip=[MARKER])
@@ -664,10 +665,9 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
         if overridden:
             warnings.append("postgresql.conf in the base backup sets %s: overridden for this recovery; remove them "
                             "there" % ", ".join("%s = %s" % kv for kv in overridden[:8]))
-        result.update(settings=dict(server), recovery_settings=dict((k, v) for k, v in rec.items()
-                                                                   if k != "restore_command"),
-                      restore_command=rec["restore_command"], created_files=created)
-        for w in warnings[len(plan["warnings"]):]:
+        result.update(settings=dict(server), restore_command=rec["restore_command"], created_files=created,
+                      recovery_settings=dict((k, v) for k, v in rec.items() if k != "restore_command"))
+        for w in warnings[planned_warnings:]:
             progress("warning: %s" % w)
         if not start:
             remove_marker(data_dir)

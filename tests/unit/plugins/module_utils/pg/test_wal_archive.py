@@ -153,3 +153,19 @@ def test_an_interrupted_fetch_is_an_interrupt_not_a_corrupt_archive(tmp_path, mo
     with pytest.raises(Terminated):  # exit 143, not IntegrityError's "corrupt" (exit 8)
         fetch_file(st, NAME, str(out))
     assert not out.exists()
+
+
+def test_restore_command_exit_codes_stay_below_126():
+    """PostgreSQL aborts recovery when restore_command exits above 125 or is
+    killed by a signal (other than SIGTERM, its own shutdown); every error
+    of drkit's own is a code from 1 to 10 (Terminated, 143, only on SIGTERM/SIGHUP)."""
+    from ansible_collections.drkit.backup.plugins.module_utils.core import errors
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            for s in subclasses(sub):
+                yield s
+    codes = dict((c.__name__, c.exit_code) for c in subclasses(errors.DrkitError))
+    assert codes.pop("Terminated") == 143
+    assert codes and all(1 <= code <= 125 for code in codes.values()), codes
