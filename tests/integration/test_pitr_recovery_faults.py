@@ -23,7 +23,8 @@ and the scenarios:
     not start as a primary; the rerun names the failed recovery;
 (c) kill -9 of drkit pitr during the base-backup restore and during replay
     (deterministic: the process kills itself from a hook, after the 20th tar
-    member / once the server log shows a restored WAL file): the server never
+    member / once the server log shows a restored WAL file / once it shows
+    the pause at the target, just before the promotion): the server never
     promotes itself, no secret is in the data directory, the rerun says what
     it found and succeeds;
 (d) LSN precision: PostgreSQL stopping inside the last archived segment,
@@ -410,10 +411,11 @@ if where == "restore":
 else:
     from drkit_engine.pg import pitr
     original = pitr.read_log
+    trigger = where.split(":", 1)[1]
 
     def read_log(path, offset=0):
         text = original(path, offset)
-        if "restored log file" in text:
+        if trigger in text:
             os.kill(os.getpid(), signal.SIGKILL)
         return text
     pitr.read_log = read_log
@@ -470,13 +472,17 @@ def test_kill_9_during_the_restore(lineage, new_dir):
     assert phases(port, lineage["password"]) == {"tl1-base": 5, "tl1-a": 5, "tl2-a": 5, "tl2-b": 5, "tl2-c": 10}
 
 
-@pytest.mark.parametrize("archive", ["intact", "flipped"])
-def test_kill_9_during_replay(lineage, flipped, new_dir, archive):
+@pytest.mark.parametrize("archive, when", [
+    ("intact", "restored log file"),  # replay under way
+    ("flipped", "restored log file"),
+    ("intact", "pausing at the end of recovery"),  # checked, about to be promoted
+])
+def test_kill_9_during_replay(lineage, flipped, new_dir, archive, when):
     data_dir, run_dir = new_dir()
     port = free_port()
     url = flipped["url"] if archive == "flipped" else lineage["url"]
     argv = pitr_argv(url, data_dir, run_dir, port, "--target", "latest", "--backup-id", lineage["b1"])
-    proc = killed_pitr(lineage, "replay", argv)
+    proc = killed_pitr(lineage, "replay:" + when, argv)
     assert proc.returncode == -9, said(proc)
     outcome = settle(data_dir)
     assert outcome != "promoted", outcome  # without drkit's checks, never

@@ -490,6 +490,11 @@ def tidy_postmaster_opts(data_dir, ids):
                      owner=ids and (ids[0], ids[1]))
 
 
+def _check_port(port):
+    if not port_is_free(port):
+        raise ConfigError("port %d is in use on 127.0.0.1" % port, "Pick a free port for the recovered server")
+
+
 def _waldump(params, version_num):
     return find_tool("pg_waldump", version_num, bin_dir=params["pg_bin_dir"])
 
@@ -541,10 +546,9 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
                           "/etc/drkit/wal-archive.yml); drkit keeps no credentials once it exits")
 
     state, found, old_marker = inspect_directory(data_dir)
-    if start:
-        if not port_is_free(port):
-            raise ConfigError("port %d is in use on 127.0.0.1" % port,
-                              "Pick a free port for the recovered server")
+    # (the server of an interrupted recovery there may hold it: stopped below)
+    if start and not (found and pidfile_live(data_dir) and read_pidfile(data_dir)[1] == port):
+        _check_port(port)
     histories = list_history(storage)
     wanted = newest_archive_timeline(histories) if tl_choice == "latest" else tl_choice
     entry = choose_backup(storage, params["backup_id"], target, value, wanted, histories)
@@ -622,6 +626,8 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
     if found:
         progress("found %s in %s: stopping and removing it" % (found, data_dir))
         take_over(data_dir, old_marker, bin_dir, ids, progress)
+        if start:
+            _check_port(port)
     created_dir = state == "absent"
     if created_dir:
         os.makedirs(data_dir, 0o700)

@@ -137,7 +137,10 @@ class ArchiveReader(object):
         """Records from ``start`` in segments first_no..last_no."""
         if not self._have(range(first_no, last_no + 1)):
             return None
-        return run_waldump(self.tool, self.dir, self.timeline, max(start, first_no * self.seg_size))
+        # --end at the window's end: without it pg_waldump waits for the next
+        # segment to appear (seconds of retries) before it gives up
+        return run_waldump(self.tool, self.dir, self.timeline, max(start, first_no * self.seg_size),
+                           (last_no + 1) * self.seg_size)
 
     def find(self, start, predicate, last_no, first_only=True):
         """Records after ``start`` (LSN int) on this timeline that satisfy
