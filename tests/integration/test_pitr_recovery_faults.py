@@ -44,7 +44,7 @@ import uuid
 
 import pytest
 from helpers import DRKIT, REPO_ROOT, run_drkit
-from test_pitr import Cluster, connect_restored, copy_archive, drkit_command, pitr_params
+from test_pitr import connect_restored, copy_archive, drkit_command, new_cluster, pitr_params
 
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port, make_scratch_dir
 from ansible_collections.drkit.backup.plugins.module_utils.pg import backup as pg_physical
@@ -169,10 +169,7 @@ def said(proc):
 
 @pytest.fixture(scope="module")
 def lineage(s3, scratch_root):
-    bucket = "drkit-pitr-faults-%s" % uuid.uuid4().hex[:8]
-    s3.create_bucket(bucket)
-    root = make_scratch_dir(prefix="pitr-faults-", parent=str(scratch_root))
-    c1 = Cluster(root, s3, bucket, "main")
+    root, c1 = new_cluster(s3, scratch_root, "pitr-faults")
     facts = {"root": root, "url": c1.url, "cluster": c1, "password": c1.pg.password}
     c2_dir = os.path.join(make_scratch_dir(prefix="c2-", parent=root), "data")
     try:
@@ -301,22 +298,18 @@ def test_latest_from_a_backup_of_the_promoted_cluster_has_every_commit(lineage, 
     assert "recovery_target" not in text and "restore_command" not in text, text
 
 
-def test_time_after_the_backup_of_the_promoted_cluster(lineage, new_dir):
+@pytest.mark.parametrize("when, extra, backup, rows", [
+    ("t3", [], "b2", dict(PHASES_ALL, **{"tl2-c": 5})),  # after the backup of the promoted cluster
+    ("t2", [], "b1", {"tl1-base": 5, "tl1-a": 5, "tl2-a": 5}),  # timeline 2, replayed across the switch
+    ("t_old", ["--recovery-target-timeline", "1"], "b1", {"tl1-base": 5, "tl1-a": 5, "tl1-b": 5}),  # chosen
+], ids=["after-b2", "timeline-2", "timeline-1-chosen"])
+def test_a_time_recovers_that_timelines_rows(lineage, new_dir, when, extra, backup, rows):
     data_dir, run_dir = new_dir()
     port = free_port()
-    proc = drkit_pitr(lineage, data_dir, run_dir, port, "--target", "time", "--target-value", lineage["t3"])
+    proc = drkit_pitr(lineage, data_dir, run_dir, port, "--target", "time", "--target-value", lineage[when], *extra)
     assert proc.returncode == 0, said(proc)
-    assert json.loads(proc.stdout)["backup_id"] == lineage["b2"]
-    assert phases(port, lineage["password"]) == dict(PHASES_ALL, **{"tl2-c": 5})
-
-
-def test_time_on_the_new_timeline_from_the_first_backup(lineage, new_dir):
-    data_dir, run_dir = new_dir()
-    port = free_port()
-    proc = drkit_pitr(lineage, data_dir, run_dir, port, "--target", "time", "--target-value", lineage["t2"])
-    assert proc.returncode == 0, said(proc)
-    assert json.loads(proc.stdout)["backup_id"] == lineage["b1"]
-    assert phases(port, lineage["password"]) == {"tl1-base": 5, "tl1-a": 5, "tl2-a": 5}
+    assert json.loads(proc.stdout)["backup_id"] == lineage[backup]
+    assert phases(port, lineage["password"]) == rows
 
 
 def test_time_on_the_old_timelines_branch_is_refused_with_the_choice(lineage, new_dir):
@@ -329,21 +322,21 @@ def test_time_on_the_old_timelines_branch_is_refused_with_the_choice(lineage, ne
     assert not os.path.exists(data_dir)
 
 
-def test_time_on_the_old_timeline_when_chosen(lineage, new_dir):
-    data_dir, run_dir = new_dir()
-    port = free_port()
-    proc = drkit_pitr(lineage, data_dir, run_dir, port, "--target", "time", "--target-value", lineage["t_old"],
-                      "--recovery-target-timeline", "1")
-    assert proc.returncode == 0, said(proc)
-    assert json.loads(proc.stdout)["backup_id"] == lineage["b1"]
-    assert phases(port, lineage["password"]) == {"tl1-base": 5, "tl1-a": 5, "tl1-b": 5}
-
-
 def test_verify_restore_level_of_a_backup_carrying_recovery_settings(lineage):
     proc = run_drkit(["verify", "--json", "--storage-url", lineage["url"], "--backup-id", lineage["b2"],
                       "--level", "restore"], config=dict(s3_config(lineage), timeout=120), timeout=600)
     assert proc.returncode == 0, said(proc)
     assert json.loads(proc.stdout)["passed"]
+
+
+def rerun_recovers(lineage, data_dir, run_dir, port, found):
+    """drkit pitr (latest from B1) again into the same directory: it names
+    what it found there, takes it over and recovers everything."""
+    again = drkit_pitr(lineage, data_dir, run_dir, port, "--target", "latest", "--backup-id", lineage["b1"])
+    assert again.returncode == 0, said(again)
+    assert "found %s" % found in again.stderr, said(again)
+    assert phases(port, lineage["password"]) == {"tl1-base": 5, "tl1-a": 5, "tl2-a": 5, "tl2-b": 5, "tl2-c": 10}
+    assert not os.path.exists(os.path.join(data_dir, MARKER))
 
 
 # --------------------------------------------------------------------------
@@ -377,11 +370,7 @@ def test_flipped_byte_fails_and_leaves_nothing_that_starts_as_a_primary(lineage,
     assert files_holding(data_dir, s3_config(lineage)["secret_key"]) == []
     assert try_to_start(data_dir, lineage["password"], os.path.dirname(data_dir)) != "PRIMARY"
     # the rerun (archive repaired) names what it found, cleans it up and succeeds
-    again = drkit_pitr(lineage, data_dir, run_dir, port, "--target", "latest", "--backup-id", lineage["b1"])
-    assert again.returncode == 0, said(again)
-    assert "failed drkit recovery" in again.stderr + again.stdout, said(again)
-    assert phases(port, lineage["password"]) == {"tl1-base": 5, "tl1-a": 5, "tl2-a": 5, "tl2-b": 5, "tl2-c": 10}
-    assert not os.path.exists(os.path.join(data_dir, MARKER))
+    rerun_recovers(lineage, data_dir, run_dir, port, "a failed drkit recovery")
 
 
 # --------------------------------------------------------------------------
@@ -466,10 +455,7 @@ def test_kill_9_during_the_restore(lineage, new_dir):
     assert not postmaster_pid(data_dir)
     assert files_holding(data_dir, s3_config(lineage)["secret_key"]) == []
     assert try_to_start(data_dir, lineage["password"], os.path.dirname(data_dir)) != "PRIMARY"
-    again = drkit_pitr(lineage, data_dir, run_dir, port, "--target", "latest", "--backup-id", lineage["b1"])
-    assert again.returncode == 0, said(again)
-    assert "interrupted drkit recovery" in again.stderr + again.stdout, said(again)
-    assert phases(port, lineage["password"]) == {"tl1-base": 5, "tl1-a": 5, "tl2-a": 5, "tl2-b": 5, "tl2-c": 10}
+    rerun_recovers(lineage, data_dir, run_dir, port, "an interrupted drkit recovery")
 
 
 @pytest.mark.parametrize("archive, when", [
@@ -491,10 +477,7 @@ def test_kill_9_during_replay(lineage, flipped, new_dir, archive, when):
     assert files_holding(data_dir, s3_config(lineage)["secret_key"]) == []
     with open(os.path.join(data_dir, MARKER)) as fh:
         marker = json.load(fh)
-    again = drkit_pitr(lineage, data_dir, run_dir, port, "--target", "latest", "--backup-id", lineage["b1"])
-    assert again.returncode == 0, said(again)
-    assert "interrupted drkit recovery" in again.stderr + again.stdout, said(again)
-    assert phases(port, lineage["password"]) == {"tl1-base": 5, "tl1-a": 5, "tl2-a": 5, "tl2-b": 5, "tl2-c": 10}
+    rerun_recovers(lineage, data_dir, run_dir, port, "an interrupted drkit recovery")
     # the dead run's private directory (the storage credentials) went with it
     assert marker.get("private_dir") and not os.path.exists(marker["private_dir"]), marker
 

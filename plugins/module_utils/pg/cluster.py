@@ -255,33 +255,30 @@ def start_server(bin_dir, data_dir, log_file, ids, timeout=60, settings=None):
             res.returncode, (res.stderr or res.stdout).decode("utf-8", "replace").strip()[-2000:]))
 
 
+def _pg_ctl(bin_dir, action, data_dir, ids, timeout, *extra):
+    """pg_ctl ACTION -D data_dir -w -t timeout as the cluster's OS user
+    (``ids``: uid, gid, ...). Returns the CompletedProcess."""
+    argv = [os.path.join(bin_dir, "pg_ctl"), action, "-D", data_dir] + list(extra) + ["-w", "-t", str(int(timeout))]
+    try:
+        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=server_env(drop_prefixes=RECOVERY_ENV_DROP), cwd="/", timeout=timeout + 30,
+                              check=False, **as_user(ids))
+    except subprocess.TimeoutExpired:
+        raise WaitTimeout("pg_ctl %s did not return within %s s" % (action, timeout + 30))
+    except OSError as e:
+        raise ToolError("Could not run pg_ctl: %s" % e)
+
+
 def stop_server(bin_dir, data_dir, ids, mode="fast", timeout=60):
     """pg_ctl stop -m mode, waiting up to ``timeout`` s, as the cluster's OS
     user (``ids``: uid, gid, ...). True if pg_ctl says it stopped."""
-    argv = [os.path.join(bin_dir, "pg_ctl"), "stop", "-D", data_dir, "-m", mode, "-w", "-t", str(int(timeout))]
-    try:
-        res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=server_env(drop_prefixes=RECOVERY_ENV_DROP), cwd="/", timeout=timeout + 30,
-                             check=False, **as_user(ids))
-    except subprocess.TimeoutExpired:
-        raise WaitTimeout("pg_ctl stop did not return within %s s" % (timeout + 30))
-    except OSError as e:
-        raise ToolError("Could not run pg_ctl: %s" % e)
-    return res.returncode == 0
+    return _pg_ctl(bin_dir, "stop", data_dir, ids, timeout, "-m", mode).returncode == 0
 
 
 def promote_server(bin_dir, data_dir, ids, timeout=60):
     """pg_ctl promote -w as the cluster's OS user: ends a paused recovery.
     ToolError with pg_ctl's words when it fails."""
-    argv = [os.path.join(bin_dir, "pg_ctl"), "promote", "-D", data_dir, "-w", "-t", str(int(timeout))]
-    try:
-        res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=server_env(drop_prefixes=RECOVERY_ENV_DROP), cwd="/", timeout=timeout + 30,
-                             check=False, **as_user(ids))
-    except subprocess.TimeoutExpired:
-        raise WaitTimeout("pg_ctl promote did not return within %s s" % (timeout + 30))
-    except OSError as e:
-        raise ToolError("Could not run pg_ctl: %s" % e)
+    res = _pg_ctl(bin_dir, "promote", data_dir, ids, timeout)
     if res.returncode != 0:
         raise ToolError("pg_ctl promote failed (exit %d): %s" % (
             res.returncode, (res.stderr or res.stdout).decode("utf-8", "replace").strip()[-2000:]))

@@ -28,18 +28,24 @@ def test_long_page_header():
         read_long_header(b"\0" * 10)
 
 
-def test_parse_history_and_recovery_chain(tmp_path):
+def two_timelines(tmp_path):
+    """Timeline 1 segments 2-8; timeline 2 branched off it at 0/6000100
+    (inside segment 6), segments 6-9."""
+    import zstandard
     st = storage.open_storage("file://%s/a" % tmp_path)
 
     def put(name, data=b"x"):
-        import zstandard
         st.put_bytes(wal_key(name), zstandard.ZstdCompressor(write_checksum=True).compress(data))
     for n in range(2, 9):
         put(segment_name(1, n))
-    # timeline 2 branched off timeline 1 at 0/6000100 (inside segment 6)
     put("00000002.history", b"1\t0/6000100\tbefore 2026-11-25 10:00:00+00\n")
     for n in range(6, 10):
         put(segment_name(2, n))
+    return st
+
+
+def test_parse_history_and_recovery_chain(tmp_path):
+    st = two_timelines(tmp_path)
     assert parse_history("1\t0/6000100\treason\n# c\n") == [(1, 0x6000100)]
     chain = recovery_chain(st, 1, "000000010000000000000002")
     assert chain["timeline"] == 2 and chain["missing"] == []
@@ -63,16 +69,7 @@ def test_a_position_is_on_a_timeline_when_its_history_holds_it():
 
 
 def test_recovery_chain_follows_the_timeline_it_is_given(tmp_path):
-    st = storage.open_storage("file://%s/a" % tmp_path)
-
-    def put(name, data=b"x"):
-        import zstandard
-        st.put_bytes(wal_key(name), zstandard.ZstdCompressor(write_checksum=True).compress(data))
-    for n in range(2, 9):
-        put(segment_name(1, n))
-    put("00000002.history", b"1\t0/6000100\tbefore 2026-11-25 10:00:00+00\n")
-    for n in range(6, 10):
-        put(segment_name(2, n))
+    st = two_timelines(tmp_path)
     chain = recovery_chain(st, 1, "000000010000000000000002", target_timeline=1)
     assert chain["timeline"] == 1 and chain["last"] == "000000010000000000000008" and chain["path"] == [(1, None)]
     chain = recovery_chain(st, 1, "000000010000000000000002")
