@@ -339,6 +339,34 @@ def rerun_recovers(lineage, data_dir, run_dir, port, found):
     assert not os.path.exists(os.path.join(data_dir, MARKER))
 
 
+def test_start_false_pauses_at_the_target_until_promoted(lineage, new_dir):
+    """start: false writes the recovery settings with a pause: started by
+    hand, the server stops at the target in recovery and waits for
+    pg_ctl promote; the credentials come from the lasting config file."""
+    data_dir, run_dir = new_dir()
+    port = free_port()
+    proc = run_drkit(pitr_argv(lineage["url"], data_dir, run_dir, port, "--target", "latest", "--backup-id",
+                               lineage["b1"], "--no-start", "--wal-config", lineage["cluster"].config),
+                     config=s3_config(lineage), timeout=600)
+    assert proc.returncode == 0, said(proc)
+    assert not os.path.exists(os.path.join(data_dir, MARKER))
+    assert files_holding(data_dir, s3_config(lineage)["secret_key"]) == []
+    log = os.path.join(os.path.dirname(data_dir), "by-hand.log")
+    with open(log, "w"):
+        pass
+    shutil.chown(log, "postgres", "postgres")
+    assert pg_ctl("start", "-D", data_dir, "-w", "-t", "120", "-l", log).returncode == 0
+    deadline = time.time() + 180
+    while "pausing at the end of recovery" not in open(log).read():
+        text = open(log).read()
+        assert "database system is ready to accept connections\n" not in text, "promoted itself:\n" + text[-3000:]
+        assert time.time() < deadline and postmaster_pid(data_dir), text[-3000:]
+        time.sleep(0.2)
+    assert in_recovery(port, lineage["password"]) is True
+    assert pg_ctl("promote", "-D", data_dir, "-w", "-t", "120").returncode == 0
+    assert phases(port, lineage["password"]) == {"tl1-base": 5, "tl1-a": 5, "tl2-a": 5, "tl2-b": 5, "tl2-c": 10}
+
+
 # --------------------------------------------------------------------------
 # (b) a flipped byte in an archived segment
 
