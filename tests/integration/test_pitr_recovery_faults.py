@@ -42,6 +42,7 @@ import sys
 import time
 import uuid
 
+import psycopg
 import pytest
 from helpers import DRKIT, REPO_ROOT, run_drkit
 from test_pitr import connect_restored, copy_archive, drkit_command, new_cluster, pitr_params
@@ -139,7 +140,15 @@ def try_to_start(data_dir, password, scratch):
             return "refused"
         with open(os.path.join(data_dir, "postmaster.pid")) as fh:
             port = int(fh.read().split("\n")[3])
-        return "in recovery" if in_recovery(port, password) else "PRIMARY"
+        try:
+            return "in recovery" if in_recovery(port, password) else "PRIMARY"
+        except psycopg.OperationalError:
+            # up as a hot standby, then stopped by the FATAL of its recovery
+            deadline = time.time() + 60
+            while postmaster_pid(data_dir) and time.time() < deadline:
+                time.sleep(0.2)
+            assert not postmaster_pid(data_dir), "running but refusing connections"
+            return "refused"
     finally:
         if postmaster_pid(data_dir):
             pg_ctl("stop", "-D", data_dir, "-m", "immediate", "-w")
