@@ -22,13 +22,21 @@ description:
   - The WAL chain in the archive is checked first. WAL missing between the base backup's start and stop
     makes the backup unusable; with O(target=latest) any gap fails the task before anything is restored,
     because recovery would otherwise stop silently at the gap.
-  - Writes C(recovery.signal) and, into C(postgresql.auto.conf), C(restore_command) (C(drkit wal-fetch),
-    storage credentials in a 0600 config file, never on a command line), C(recovery_target_*),
-    C(recovery_target_action=promote), C(recovery_target_timeline=latest), C(port) and
-    C(archive_mode=off) (unless O(keep_archiving)).
-  - Reads the server log while it recovers. The FATAL C(recovery ended before configured recovery target
-    was reached), any C(wal-fetch) error, or (with O(target=latest)) a stop before the end of the archive
-    fail the task. On success it reports where recovery stopped and how long restore and replay took.
+  - Writes C(recovery.signal) and, into C(postgresql.auto.conf), only what the recovered server keeps,
+    C(port), C(archive_mode=off) (unless O(keep_archiving)) and O(settings). Recovery settings the base
+    backup carries there (an older drkit left them in the clusters it promoted) are removed and named in
+    RV(warnings).
+  - The recovery settings go on the server's command line and into no file -- C(restore_command)
+    (C(drkit wal-fetch), storage credentials in a 0600 file in a private directory outside the data
+    directory, removed when the recovery ends), an explicit target (for O(target=latest) the LSN of the
+    last complete record in the archive), the timeline as a number.
+  - Replays to the target and shuts down there (PostgreSQL never promotes by itself), checks where it
+    stopped (at LSN precision for C(latest) and C(lsn)), any C(wal-fetch) error and PostgreSQL's FATAL
+    lines; then replays to the same point again, pauses, and promotes with C(pg_ctl promote).
+  - On failure the server is stopped and the directory stays disabled (C(recovery.signal), no
+    C(restore_command) in any file, the marker C(drkit-pitr.incomplete) with the error), so C(pg_ctl start)
+    refuses it. The next run into that directory says what it found, stops a recovering server there,
+    and starts over; a directory someone promoted by hand is refused.
 author:
   - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -66,9 +74,19 @@ options:
       - Stop just after the target (C(true)) or just before it.
     type: bool
     default: true
+  recovery_target_timeline:
+    description:
+      - The timeline to recover into. V(latest) (as PostgreSQL) is the newest timeline in the archive,
+        V(current) the base backup's, or a timeline number.
+      - With V(latest), a O(target) of C(time), C(xid), C(lsn) or C(name) that lies on an older timeline past
+        the point where the newest one branched off it (a promoted copy archiving into the same
+        repository) is refused, naming both timelines; give the number of the one you mean.
+    type: str
+    default: latest
   data_directory:
     description:
-      - The new data directory to restore into. It must not exist or be empty.
+      - The new data directory to restore into. It must not exist or be empty, or be one that an
+        interrupted or failed drkit recovery left (marker C(drkit-pitr.incomplete)).
     type: path
     required: true
   port:
@@ -77,19 +95,23 @@ options:
     type: int
   start:
     description:
-      - Start the server, wait for the promotion and check the outcome. With C(false) only restore and
-        configure; start it later with C(pg_ctl).
+      - Start the server, check the outcome and promote it. With C(false) only restore and configure; the
+        recovery settings then go into C(postgresql.auto.conf) in a block of their own with
+        C(recovery_target_action=pause); start it with C(pg_ctl), check it, C(pg_ctl promote), then remove
+        that block. Needs O(wal_config) when the storage needs credentials.
     type: bool
     default: true
   timeout:
     description:
-      - Seconds (more than 0) to wait for recovery to finish. On timeout the server keeps running (and replaying).
+      - Seconds (more than 0) to wait for recovery to finish. On timeout the server is stopped and the
+        directory left disabled; run again into it with a longer timeout.
     type: float
     default: 3600
   settings:
     description:
       - Extra settings for the recovered server, written to C(postgresql.auto.conf), e.g.
-        C(unix_socket_directories), C(listen_addresses), C(shared_buffers).
+        C(unix_socket_directories), C(listen_addresses), C(shared_buffers). Recovery settings
+        (C(restore_command), C(recovery_target*), C(primary_conninfo)...) are refused.
     type: dict
   keep_archiving:
     description:
@@ -123,8 +145,10 @@ options:
   wal_config:
     description:
       - An existing drkit config file (0600, readable by the server's OS user) with the storage options
-        for C(restore_command). Without it drkit writes one inside the data directory from the storage
-        options given here, and removes it after a successful recovery.
+        for C(restore_command), such as the one the postgresql_wal_archive role installs. Without it drkit
+        writes one from the storage options given here into a private directory outside the data
+        directory, and removes it when the recovery ends (after a kill -9, the next run into the same
+        directory does).
     type: path
 notes:
   - The target database cluster's OS user (C(postgres)) must be able to enter every parent directory of
@@ -176,6 +200,14 @@ recovered_to:
   returned: success and not check mode
   type: str
   sample: recovery stopping before commit of transaction 7781, time 2026-11-25 14:29:03.1+00
+recovery_target_timeline:
+  description: The timeline recovered into (O(recovery_target_timeline) resolved to a number).
+  returned: always
+  type: int
+target_lsn:
+  description: For O(target=latest), the LSN of the last complete WAL record in the archive, where recovery stops.
+  returned: always
+  type: str
 new_timeline:
   description: The timeline the promoted server writes on.
   returned: success and not check mode
@@ -193,7 +225,8 @@ duration:
   returned: success and not check mode
   type: float
 warnings:
-  description: WAL gaps after the base backup that do not block this target.
+  description: WAL gaps after the base backup that do not block this target; recovery settings the base
+    backup carried (removed); an interrupted or failed drkit recovery found in O(data_directory) (removed).
   returned: always
   type: list
   elements: str

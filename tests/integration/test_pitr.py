@@ -101,12 +101,17 @@ class Cluster(object):
             seg, timeout, self.pg.psql("SELECT * FROM pg_stat_archiver")))
 
 
+def new_cluster(s3, scratch_root, name="pitr"):
+    """(scratch root, Cluster) archiving into a new bucket's prefix main."""
+    bucket = "drkit-%s-%s" % (name, uuid.uuid4().hex[:8])
+    s3.create_bucket(bucket)
+    root = make_scratch_dir(prefix="%s-" % name, parent=str(scratch_root))
+    return root, Cluster(root, s3, bucket, "main")
+
+
 @pytest.fixture(scope="module")
 def cluster(s3, scratch_root):
-    bucket = "drkit-pitr-%s" % uuid.uuid4().hex[:8]
-    s3.create_bucket(bucket)
-    root = make_scratch_dir(prefix="pitr-", parent=str(scratch_root))
-    c = Cluster(root, s3, bucket, "main")
+    root, c = new_cluster(s3, scratch_root)
     try:
         from ansible_collections.drkit.backup.plugins.module_utils.demo import sample_data
         sample_data.generate(c.pg.conninfo("postgres"), scale=SCALE, seed=3, database="agentic_platform")

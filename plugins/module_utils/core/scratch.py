@@ -52,8 +52,12 @@ def free_ports(count, host=LOOPBACK):
 
 
 def port_is_free(port, host=LOOPBACK):
+    """Whether a server could listen on ``port`` now. With SO_REUSEADDR, as
+    PostgreSQL and Redis bind: a listener makes it taken, connections of a
+    server that just stopped (TIME_WAIT) do not."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
         return True
     except OSError:

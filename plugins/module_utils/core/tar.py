@@ -333,15 +333,19 @@ class _TapReader(object):
 class TarExtractor(TarReader):
     """Writes a base backup's tar stream into a directory as it passes:
     regular files (0600) and directories (0700) only, no absolute paths, no
-    '..'. ``uid``/``gid``: the owner of what it creates."""
+    '..'. ``uid``/``gid``: the owner of what it creates. Regular files named
+    in ``skip`` (paths inside the archive) are left out and listed in
+    ``skipped``."""
 
     what = "The base backup"
     hint = "The backup is damaged; use another"
 
-    def __init__(self, root, uid=None, gid=None):
+    def __init__(self, root, uid=None, gid=None, skip=()):
         super(TarExtractor, self).__init__()
         self.root = os.path.realpath(root)
         self.uid, self.gid = uid, gid
+        self.skip = frozenset(skip)
+        self.skipped = []
         self.bytes = 0
         self._fh = None
 
@@ -360,6 +364,9 @@ class TarExtractor(TarReader):
                 self._own(path)
             return None
         if header.isfile:
+            if "/".join(parts) in self.skip:
+                self.skipped.append("/".join(parts))
+                return None
             parent = os.path.dirname(path)
             if not os.path.isdir(parent):
                 os.makedirs(parent, 0o700)

@@ -44,9 +44,10 @@ def check_data_directory(path):
     return "empty"
 
 
-def restore_base_backup(storage, entry, data_dir, ids=None, progress=None):
+def restore_base_backup(storage, entry, data_dir, ids=None, progress=None, skip=()):
     """Stream base.tar.zst from storage (checking size and sha256) into
-    data_dir. Returns facts about it."""
+    data_dir, leaving out the files named in ``skip``. Returns facts about
+    it (``skipped``: those of them the backup held)."""
     progress = progress or (lambda msg: None)
     manifest = entry.manifest
     art = manifest.artifact(ARTIFACT)
@@ -57,7 +58,7 @@ def restore_base_backup(storage, entry, data_dir, ids=None, progress=None):
     os.chmod(data_dir, 0o700)
     if uid is not None:
         os.chown(data_dir, uid, gid)
-    extractor = TarExtractor(data_dir, uid, gid)
+    extractor = TarExtractor(data_dir, uid, gid, skip=skip)
     t0 = time.time()
     progress("restoring %s (%d bytes stored) into %s" % (entry.backup_id, art["size"], data_dir))
     try:
@@ -72,7 +73,8 @@ def restore_base_backup(storage, entry, data_dir, ids=None, progress=None):
     for required in ("PG_VERSION", "backup_label", "global/pg_control"):
         if not os.path.exists(os.path.join(data_dir, required)):
             raise IntegrityError("The restored base backup has no %s" % required)
-    return {"members": extractor.members, "bytes": extractor.bytes, "seconds": round(time.time() - t0, 3)}
+    return {"members": extractor.members, "bytes": extractor.bytes, "seconds": round(time.time() - t0, 3),
+            "skipped": extractor.skipped}
 
 
 def empty_dir(path):

@@ -11,6 +11,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -136,6 +138,52 @@ def conf_quote(value):
     return "'%s'" % str(value).replace("\\", "\\\\").replace("'", "''")
 
 
+# The settings that steer a recovery (PostgreSQL 12+: "Archive Recovery",
+# "Recovery Target" and the standby's connection). A data directory must
+# not keep them once it is a primary: every base backup of it would carry
+# them into the next recovery (a stale recovery_target_time stops a later
+# recovery to latest early; two targets make the server refuse to start).
+TARGET_PARAMS = ("recovery_target", "recovery_target_lsn", "recovery_target_name", "recovery_target_time",
+                 "recovery_target_xid")
+RECOVERY_PARAMS = TARGET_PARAMS + (
+    "restore_command", "archive_cleanup_command", "recovery_end_command", "recovery_target_action",
+    "recovery_target_inclusive", "recovery_target_timeline", "recovery_min_apply_delay", "primary_conninfo",
+    "primary_slot_name", "promote_trigger_file")
+_ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:=\s*|\s+)(.*?)\s*$")
+
+
+def neutral_recovery_settings(target=None, value=None):
+    """Explicit empty values for every recovery target and the other
+    recovery commands: given last (on the command line or at the end of
+    postgresql.auto.conf), they override whatever the configuration files
+    of a restored base backup still say. With ``target`` (one of
+    TARGET_PARAMS) that one is set to ``value`` and comes LAST: PostgreSQL
+    applies the settings in order and refuses to start ("multiple recovery
+    targets specified") when it is told to empty one target after another
+    one was set. Keep the order (a dict's) when writing them out."""
+    out = dict((name, "") for name in TARGET_PARAMS if name != target)
+    out.update(archive_cleanup_command="", recovery_end_command="", primary_conninfo="", primary_slot_name="",
+               recovery_min_apply_delay=0)
+    if target is not None:
+        if target not in TARGET_PARAMS:
+            raise ConfigError("%r is not a recovery target setting" % (target,))
+        out[target] = value
+    return out
+
+
+def strip_recovery_settings(text):
+    """``text`` (postgresql.auto.conf) without the lines that set a recovery
+    setting. Returns (new text, [(name, value as written)])."""
+    kept, removed = [], []
+    for line in text.splitlines(True):
+        m = _ASSIGNMENT.match(line.split("#", 1)[0]) if not line.lstrip().startswith("#") else None
+        if m and m.group(1).lower() in RECOVERY_PARAMS:
+            removed.append((m.group(1).lower(), m.group(2)))
+            continue
+        kept.append(line)
+    return "".join(kept), removed
+
+
 # --------------------------------------------------------------------------
 # starting and watching recovery
 
@@ -174,12 +222,26 @@ def as_user(ids):
     return {"preexec_fn": demote}
 
 
-def start_server(bin_dir, data_dir, log_file, ids, timeout=60):
-    """pg_ctl start without waiting (we watch the promotion ourselves).
+SERVER_OPTIONS = (("lc_messages", "C"), ("logging_collector", False))
+
+
+def server_options(settings=None):
+    """pg_ctl's -o string: ``-c name=value`` for SERVER_OPTIONS and then
+    ``settings``, in their order (pg_ctl runs postgres through the shell:
+    quoted for it)."""
+    pairs = list(SERVER_OPTIONS) + list((settings or {}).items())
+    return " ".join("-c %s" % shlex.quote("%s=%s" % (k, cmdline_value(v))) for k, v in pairs)
+
+
+def start_server(bin_dir, data_dir, log_file, ids, timeout=60, settings=None):
+    """pg_ctl start without waiting (we watch the recovery ourselves).
     Messages in English (lc_messages=C) and to our log file (no collector),
-    so the FATAL we look for cannot be missed."""
+    so the FATAL we look for cannot be missed. ``settings`` go on the
+    postmaster's command line: they live as long as that server process
+    and are in no configuration file (pg_basebackup leaves postmaster.opts,
+    where pg_ctl notes them, out of every backup)."""
     argv = [os.path.join(bin_dir, "pg_ctl"), "start", "-D", data_dir, "-l", log_file, "-W",
-            "-o", "-c lc_messages=C -c logging_collector=off"]
+            "-o", server_options(settings)]
     try:
         res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env=server_env(ids and ids[2], drop_prefixes=RECOVERY_ENV_DROP),
@@ -193,19 +255,48 @@ def start_server(bin_dir, data_dir, log_file, ids, timeout=60):
             res.returncode, (res.stderr or res.stdout).decode("utf-8", "replace").strip()[-2000:]))
 
 
+def _pg_ctl(bin_dir, action, data_dir, ids, timeout, *extra):
+    """pg_ctl ACTION -D data_dir -w -t timeout as the cluster's OS user
+    (``ids``: uid, gid, ...). Returns the CompletedProcess."""
+    argv = [os.path.join(bin_dir, "pg_ctl"), action, "-D", data_dir] + list(extra) + ["-w", "-t", str(int(timeout))]
+    try:
+        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=server_env(drop_prefixes=RECOVERY_ENV_DROP), cwd="/", timeout=timeout + 30,
+                              check=False, **as_user(ids))
+    except subprocess.TimeoutExpired:
+        raise WaitTimeout("pg_ctl %s did not return within %s s" % (action, timeout + 30))
+    except OSError as e:
+        raise ToolError("Could not run pg_ctl: %s" % e)
+
+
 def stop_server(bin_dir, data_dir, ids, mode="fast", timeout=60):
     """pg_ctl stop -m mode, waiting up to ``timeout`` s, as the cluster's OS
     user (``ids``: uid, gid, ...). True if pg_ctl says it stopped."""
-    argv = [os.path.join(bin_dir, "pg_ctl"), "stop", "-D", data_dir, "-m", mode, "-w", "-t", str(int(timeout))]
+    return _pg_ctl(bin_dir, "stop", data_dir, ids, timeout, "-m", mode).returncode == 0
+
+
+def promote_server(bin_dir, data_dir, ids, timeout=60):
+    """pg_ctl promote -w as the cluster's OS user: ends a paused recovery.
+    ToolError with pg_ctl's words when it fails."""
+    res = _pg_ctl(bin_dir, "promote", data_dir, ids, timeout)
+    if res.returncode != 0:
+        raise ToolError("pg_ctl promote failed (exit %d): %s" % (
+            res.returncode, (res.stderr or res.stdout).decode("utf-8", "replace").strip()[-2000:]))
+
+
+def control_state(bin_dir, data_dir):
+    """pg_control's "Database cluster state" (in production, shut down, shut
+    down in recovery, in archive recovery...), or None when pg_controldata
+    cannot read it."""
     try:
-        res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=server_env(drop_prefixes=RECOVERY_ENV_DROP), cwd="/", timeout=timeout + 30,
-                             check=False, **as_user(ids))
-    except subprocess.TimeoutExpired:
-        raise WaitTimeout("pg_ctl stop did not return within %s s" % (timeout + 30))
-    except OSError as e:
-        raise ToolError("Could not run pg_ctl: %s" % e)
-    return res.returncode == 0
+        res = subprocess.run([os.path.join(bin_dir, "pg_controldata"), data_dir], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=server_env(), timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in res.stdout.decode("utf-8", "replace").splitlines():
+        if line.startswith("Database cluster state:"):
+            return line.split(":", 1)[1].strip()
+    return None
 
 
 def read_log(path, offset=0):

@@ -30,6 +30,7 @@ from .backup_physical import ARTIFACT
 from .base_restore import restore_base_backup
 from .checks import failed_checks, normalise_checks, run_checks
 from .client import find_tool
+from .cluster import neutral_recovery_settings
 from .scratch import ScratchPostgres
 from .wal_archive import fetch_file
 from .wal_segments import list_history, missing_segments
@@ -110,12 +111,14 @@ def _in_scratch(v, runner, needed, checks, facts):
         return []
     for name in os.listdir(wal_dir):
         os.chmod(os.path.join(wal_dir, name), 0o644)
+    # On the command line, so they override every recovery setting the
+    # backup's own files may carry (an older drkit pitr left some in the
+    # clusters it promoted: two targets make PostgreSQL refuse to start).
+    settings = {"restore_command": "cp %s/%%f %%p" % shlex.quote(wal_dir), "recovery_target_action": "promote",
+                "recovery_target_timeline": "current", "lc_messages": "C"}
+    settings.update(neutral_recovery_settings("recovery_target", "immediate"))
     server = ScratchPostgres(base, password=None, bin_dir=bin_dir, initdb=False, data_dir=data_dir,
-                             settings={"restore_command": "cp %s/%%f %%p" % shlex.quote(wal_dir),
-                                       "recovery_target": "immediate",
-                                       "recovery_target_action": "promote",
-                                       "recovery_target_timeline": "current",
-                                       "lc_messages": "C"})
+                             settings=settings)
     v.cleanup(_stop_quietly, server)
     atomic_write(os.path.join(data_dir, "recovery.signal"), "")
     if os.path.exists(os.path.join(data_dir, "standby.signal")):

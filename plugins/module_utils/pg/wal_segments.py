@@ -109,19 +109,42 @@ def wait_for_segments(storage, names, timeout, poll=1.0, progress=None, what="th
         time.sleep(poll)
 
 
-def recovery_chain(storage, timeline, start_segment, seg_size=DEFAULT_SEGMENT_SIZE, histories=None):
+def ancestry(histories, timeline):
+    """{ancestor timeline: LSN where ``timeline``'s line of history left it}
+    from timeline's history file (empty for a timeline without one)."""
+    text = histories.get(int(timeline))
+    return dict(parse_history(text)) if text else {}
+
+
+def on_timeline(histories, timeline, tli, lsn):
+    """Whether the WAL position ``lsn`` of timeline ``tli`` is part of
+    ``timeline``'s history: the same timeline, or an ancestor that
+    ``timeline`` left at or after ``lsn``."""
+    if int(tli) == int(timeline):
+        return True
+    switch = ancestry(histories, timeline).get(int(tli))
+    return switch is not None and lsn <= switch
+
+
+def recovery_chain(storage, timeline, start_segment, seg_size=DEFAULT_SEGMENT_SIZE, histories=None,
+                   target_timeline=None):
     """What replay to the end of the archive needs from ``start_segment`` on
-    ``timeline``: follows the newest timeline whose history descends from it.
+    ``timeline``: follows ``target_timeline`` or, without one, the newest
+    timeline whose history descends from it.
 
     Returns dict(timeline=final tli, segments=[names needed that exist or
-    not], missing=[...], last=newest archived segment on the final tli)."""
+    not], missing=[...], last=newest archived segment on the final tli,
+    path=[(tli, LSN where replay leaves it, or None for the final one)])."""
     histories = list_history(storage) if histories is None else histories
-    # The newest timeline whose ancestry includes ours (or ours itself).
-    target = timeline
-    for tli in sorted(histories, reverse=True):
-        if tli > timeline and any(p == timeline for p, _lsn in parse_history(histories[tli])):
-            target = tli
-            break
+    target = target_timeline
+    if target is None:
+        # The newest timeline whose ancestry includes ours (or ours itself).
+        target = timeline
+        for tli in sorted(histories, reverse=True):
+            if tli > timeline and any(p == timeline for p, _lsn in parse_history(histories[tli])):
+                target = tli
+                break
+    target = int(target)
     path = []  # [(tli, switch lsn or None)]
     if target != timeline:
         ancestors = parse_history(histories[target])
@@ -154,4 +177,4 @@ def recovery_chain(storage, timeline, start_segment, seg_size=DEFAULT_SEGMENT_SI
                 missing.append(name)
         if switch is not None:
             start_no = max(start_no, switch // seg_size)
-    return {"timeline": target, "segments": needed, "missing": missing, "last": last}
+    return {"timeline": target, "segments": needed, "missing": missing, "last": last, "path": path}

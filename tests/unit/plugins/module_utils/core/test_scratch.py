@@ -52,6 +52,24 @@ def test_port_is_free_sees_a_listener():
         s.close()
 
 
+def test_port_of_a_server_that_just_closed_a_connection_is_free():
+    """The server side closed first (PostgreSQL does on Terminate): its port
+    holds a TIME_WAIT socket, which a server binding with SO_REUSEADDR (as
+    PostgreSQL does) ignores; a rerun of drkit pitr saw "port in use"."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PostgreSQL's
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    served, _addr = listener.accept()
+    served.close()  # the server closes first: TIME_WAIT on its port
+    client.recv(1)
+    client.close()
+    listener.close()
+    assert port_is_free(port)
+
+
 def test_make_scratch_dir_is_traversable_not_listable(tmp_path):
     path = make_scratch_dir(parent=str(tmp_path))
     try:

@@ -134,6 +134,13 @@ def test_tar_extractor_restores_files_and_refuses_escapes(tmp_path):
     assert (root / "global" / "pg_control").read_bytes() == b"ctl"
     assert (root / "pg_wal" / "archive_status").is_dir()
     assert oct((root / "PG_VERSION").stat().st_mode & 0o777) == oct(0o600)
+    # a file the caller keeps out (drkit's own marker in a backup of a directory promoted by hand)
+    skip_root = tmp_path / "skip"
+    skip_root.mkdir()
+    ex = TarExtractor(str(skip_root), skip=["drkit-pitr.incomplete"])
+    ex.feed(make_tar([("./drkit-pitr.incomplete", b"{}"), ("PG_VERSION", b"15\n")]))
+    ex.close()
+    assert ex.skipped == ["drkit-pitr.incomplete"] and sorted(os.listdir(str(skip_root))) == ["PG_VERSION"]
     for evil in ("../escape", "/etc/passwd", "a/../../b"):
         ex = TarExtractor(str(tmp_path / "data"))
         with pytest.raises(IntegrityError):

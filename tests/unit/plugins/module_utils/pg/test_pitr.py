@@ -1,28 +1,38 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """pitr.py without a server: which backup can reach a target, recovery
-targets and settings, the recovery configuration, and the facts read from
-the server log."""
+targets and settings, the recovery configuration, the facts read from the
+server log, the stop checked at LSN precision, and the refusals before
+anything is touched."""
 
 import datetime
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (
+    ConfigError,
+    IntegrityError,
+    SafetyError,
+)
+from ansible_collections.drkit.backup.plugins.module_utils.pg import pitr
 from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import conf_quote
 from ansible_collections.drkit.backup.plugins.module_utils.pg.pitr import (
     FATAL_TARGET,
+    PAUSED_LINE,
     READY_LINE,
     can_reach,
+    check_stop,
     configure_recovery,
     log_facts,
     recovery_settings,
     validate_target,
 )
+from ansible_collections.drkit.backup.plugins.module_utils.pg.pitr_guard import MARKER, new_marker, write_marker
 from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import parse_lsn
 
 
 def manifest(stop_time, stop_lsn="0/5000000", next_xid=900):
-    return {"finished_at": stop_time, "data": {"stop_time": stop_time, "stop_lsn": stop_lsn, "next_xid": next_xid}}
+    return {"finished_at": stop_time, "data": {"stop_time": stop_time, "stop_lsn": stop_lsn, "next_xid": next_xid,
+                                               "timeline": 1}}
 
 
 def test_can_reach_is_conservative():
@@ -35,6 +45,11 @@ def test_can_reach_is_conservative():
     assert can_reach(m, "xid", 900) and not can_reach(m, "xid", 899)
     assert can_reach(manifest("2026-11-25T10:00:00Z", next_xid=(1 << 32) + 900), "xid", 950)
     assert can_reach(m, "name", "before-migration") and can_reach(m, "latest", None)
+    # on a chosen timeline: only a backup that ends on its line of history
+    histories = {2: "1\t0/4000000\tbefore 2026-11-25 09:00:00+00\n"}
+    assert not can_reach(m, "latest", None, 2, histories)  # stop 0/5000000 is past the branch
+    assert can_reach(m, "latest", None, 1, histories)
+    assert can_reach(manifest("2026-11-25T10:00:00Z", stop_lsn="0/3000000"), "latest", None, 2, dict(histories))
 
 
 def test_validate_target_and_settings():
@@ -47,25 +62,141 @@ def test_validate_target_and_settings():
     target, value = validate_target("time", "2026-11-25T14:30:00+02:00")
     s = recovery_settings(target, value)
     assert s["recovery_target_time"] == "2026-11-25 12:30:00.000000+00"
-    assert s["recovery_target_action"] == "promote" and s["recovery_target_inclusive"] is True
+    assert s["recovery_target_action"] == "pause" and s["recovery_target_inclusive"] is True
     assert recovery_settings("immediate", None)["recovery_target"] == "immediate"
     assert recovery_settings("lsn", parse_lsn("0/3000060"), False)["recovery_target_lsn"] == "0/3000060"
     assert conf_quote("it's") == "'it''s'" and conf_quote(5432) == "5432"
     assert isinstance(value, datetime.datetime)
 
 
-def test_configure_recovery_appends_last_wins(tmp_path):
+def test_every_target_is_explicit_and_the_one_that_counts_comes_last():
+    """PostgreSQL applies settings in order and refuses "multiple recovery
+    targets" when one is emptied after another was set."""
+    targets = ["recovery_target", "recovery_target_lsn", "recovery_target_name", "recovery_target_time",
+               "recovery_target_xid"]
+    for args, name, value in [(("latest", None, True, 2, 0x7000028), "recovery_target_lsn", "0/7000028"),
+                              (("latest", None, True, 1, None), "recovery_target", "immediate"),
+                              (("xid", 900), "recovery_target_xid", "900"),
+                              (("name", "before"), "recovery_target_name", "before")]:
+        s = recovery_settings(*args)
+        keys = [k for k in s if k in targets]
+        assert sorted(keys) == targets and keys[-1] == name and s[name] == value, s
+        assert all(s[k] == "" for k in keys[:-1])
+    s = recovery_settings("latest", None, True, 2, 0x7000028, action="shutdown")
+    assert s["recovery_target_timeline"] == "2" and s["recovery_target_action"] == "shutdown"
+    assert s["recovery_target_inclusive"] is True and s["hot_standby"] is True
+    assert s["primary_conninfo"] == "" and s["recovery_min_apply_delay"] == 0
+
+
+def test_configure_recovery_removes_what_the_backup_carried(tmp_path):
     d = tmp_path / "data"
     d.mkdir()
-    (d / "postgresql.auto.conf").write_text("restore_command = 'old'\n")
-    created = configure_recovery(str(d), {"restore_command": "drkit wal-fetch %f %p", "port": 5433,
-                                          "recovery_target_action": "promote"})
+    (d / "postgresql.auto.conf").write_text(
+        "# Do not edit this file manually!\nwork_mem = '8MB'\nrestore_command = 'old'\n"
+        "recovery_target_time = '2026-11-25 10:00:00+00'\nRecovery_Target_Action = 'promote'\n"
+        "primary_conninfo = 'host=primary'\n")
+    created, removed = configure_recovery(str(d), {"port": 5433, "archive_mode": "off"}, header="b1")
     text = (d / "postgresql.auto.conf").read_text()
-    assert text.index("'old'") < text.index("drkit wal-fetch %f %p")
-    assert "port = 5433" in text and (d / "recovery.signal").exists()
+    assert "work_mem = '8MB'" in text and "port = 5433" in text and (d / "recovery.signal").exists()
+    for gone in ("restore_command", "recovery_target", "primary_conninfo"):
+        assert gone not in text.lower(), text
+    assert [k for k, _v in removed] == ["restore_command", "recovery_target_time", "recovery_target_action",
+                                        "primary_conninfo"]
     assert sorted(created) == ["pg_hba.conf", "pg_ident.conf", "postgresql.conf"]
     with pytest.raises(ConfigError):
         configure_recovery(str(d), {"bad name; DROP": 1})
+
+
+def test_start_false_writes_the_recovery_settings_in_a_block_of_their_own(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    rec = recovery_settings("time", validate_target("time", "2026-11-25T10:00:00Z")[1], True, 1)
+    rec["restore_command"] = "drkit wal-fetch %f %p"
+    configure_recovery(str(d), {"port": 5433}, recovery=rec)
+    text = (d / "postgresql.auto.conf").read_text()
+    block = text[text.index("recovery settings: remove this block"):text.index("end of the recovery settings")]
+    assert "recovery_target_action = 'pause'" in block and "restore_command = 'drkit wal-fetch %f %p'" in block
+    assert block.index("recovery_target_xid = ''") < block.index("recovery_target_time = '2026-11-25")
+    assert "port = 5433" not in block
+
+
+def test_check_stop_at_lsn_precision():
+    line = 'recovery stopping after WAL location (LSN) "0/7000028"'
+    facts = {"recovery_stop": line, "wal_fetch_errors": []}
+    assert check_stop(facts, "latest", None, 0x7000028) == line
+    with pytest.raises(IntegrityError) as exc:
+        check_stop(facts, "latest", None, 0x7000100)  # inside the same segment, short of the end
+    assert "short of 0/7000100 (the end of the archive)" in str(exc.value)
+    assert check_stop(facts, "lsn", 0x7000000, None) == line
+    with pytest.raises(IntegrityError):
+        check_stop(facts, "lsn", 0x7000030, None)
+    with pytest.raises(IntegrityError) as exc:
+        check_stop({"wal_fetch_errors": ["damaged"], "recovery_stop": line}, "latest", None, 0x7000028)
+    assert "wal-fetch errors" in str(exc.value)
+    with pytest.raises(IntegrityError) as exc:
+        check_stop({"wal_fetch_errors": []}, "time", None, None)
+    assert "without reaching the target" in str(exc.value)
+    stop = "recovery stopping before commit of transaction 803, time 2026-11-25 21:44:54.729764+00"
+    assert check_stop({"recovery_stop": stop, "wal_fetch_errors": []}, "time", None, None) == stop
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"settings": {"recovery_target_time": "2026-11-25"}}, "settings may not set recovery_target_time"),
+    ({"settings": {"Restore_Command": "cp"}}, "settings may not set Restore_Command"),
+    ({"start": False, "secret_key": "s", "access_key": "a", "storage_url": "s3://bucket-b/x"}, "lasting config file"),
+    ({"recovery_target_timeline": "newest"}, "recovery_target_timeline must be"),
+])
+def test_refused_before_anything_is_touched(tmp_path, extra, message):
+    params = {"storage_url": "file://%s/repo" % tmp_path, "data_directory": str(tmp_path / "d"), "port": 5999}
+    params.update(extra)
+    with pytest.raises(ConfigError) as exc:
+        pitr.pg_pitr(params)
+    assert message in str(exc.value)
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_marked_directory_is_named_and_a_live_run_refused(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "PG_VERSION").write_text("15\n")
+    write_marker(str(d), dict(new_marker(backup_id="b1"), pid_start="1"))
+    state, found, marker = pitr.inspect_directory(str(d))
+    assert state == "interrupted" and found.startswith("an interrupted drkit recovery") and marker["backup_id"] == "b1"
+    write_marker(str(d), new_marker())  # this process: alive
+    with pytest.raises(SafetyError):
+        pitr.inspect_directory(str(d))
+    (d / MARKER).unlink()
+    with pytest.raises(SafetyError) as exc:
+        pitr.inspect_directory(str(d))  # no marker: a data directory like any other
+    assert "PostgreSQL data directory" in str(exc.value)
+
+
+def test_take_over_never_removes_a_promoted_cluster(tmp_path, monkeypatch):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "base").mkdir()
+    monkeypatch.setattr(pitr, "control_state", lambda bin_dir, data_dir: "in production")
+    with pytest.raises(SafetyError) as exc:
+        pitr.take_over(str(d), {}, "/nowhere", None, lambda m: None)
+    assert "promoted afterwards" in str(exc.value) and (d / "base").is_dir()
+    # restored but never started (backup_label still there): pg_control of a running primary, taken over
+    (d / "backup_label").write_text("START WAL LOCATION: 0/2000028\n")
+    pitr.take_over(str(d), {"private_dir": str(tmp_path / "not-drkits")}, "/nowhere", None, lambda m: None)
+    assert list(d.iterdir()) == []
+    monkeypatch.setattr(pitr, "control_state", lambda bin_dir, data_dir: "shut down in recovery")
+    (d / "base").mkdir()
+    pitr.take_over(str(d), {}, "/nowhere", None, lambda m: None)
+    assert list(d.iterdir()) == []
+
+
+def test_postmaster_opts_keeps_no_recovery_setting(tmp_path):
+    (tmp_path / "postmaster.opts").write_text(
+        '/usr/lib/postgresql/15/bin/postgres "-D" "%s" "-c" "lc_messages=C" "-c" "recovery_target_lsn=0/7000028" '
+        '"-c" "restore_command=drkit wal-fetch --config /tmp/drkit-pitr-x/restore.yml %%f %%p"\n' % tmp_path)
+    pitr.tidy_postmaster_opts(str(tmp_path), None)
+    text = (tmp_path / "postmaster.opts").read_text()
+    assert text.startswith('/usr/lib/postgresql/15/bin/postgres "-D" "%s"' % tmp_path)
+    assert "recovery_target" not in text and "restore_command" not in text
 
 
 def test_log_facts():
@@ -83,3 +214,4 @@ def test_log_facts():
     assert FATAL_TARGET in f["fatal"][0]
     assert not READY_LINE.search("LOG:  database system is ready to accept read-only connections\n")
     assert READY_LINE.search("x LOG:  database system is ready to accept connections\n")
+    assert PAUSED_LINE.search("x LOG:  pausing at the end of recovery\n")

@@ -241,3 +241,19 @@ def test_a_read_back_mismatch_is_reported_and_nothing_is_deleted(tmp_path):
     assert st.stat(wal_key(NAME)) is not None, "deleted"  # it may not be this push's: never deleted
     assert st.get_bytes(wal_key(NAME)) == other
     assert "different content than was uploaded" in str(e.value) and "Nothing was deleted" in str(e.value)
+
+
+def test_restore_command_exit_codes_stay_below_126():
+    """PostgreSQL aborts recovery when restore_command exits above 125 or is
+    killed by a signal (other than SIGTERM, its own shutdown); every error
+    of drkit's own is a code from 1 to 10 (Terminated, 143, only on SIGTERM/SIGHUP)."""
+    from ansible_collections.drkit.backup.plugins.module_utils.core import errors
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            for s in subclasses(sub):
+                yield s
+    codes = dict((c.__name__, c.exit_code) for c in subclasses(errors.DrkitError))
+    assert codes.pop("Terminated") == 143
+    assert codes and all(1 <= code <= 125 for code in codes.values()), codes
