@@ -21,8 +21,8 @@ import sys
 import uuid
 
 import pytest
-from helpers import (DRKIT, file_root, list_keys, make_blob_database, open_multipart_uploads, step_until,
-                     temp_upload_over, wait_for_child)
+from helpers import (DRKIT, file_root, list_keys, make_blob_database, open_multipart_uploads, read_proc,
+                     step_until, temp_upload_over, wait_for_child)
 from pitr_source import ArchivingSource, write_0600
 from redis_support import fill, new_password, start_redis
 from support.seaweedfs import SeaweedS3
@@ -56,6 +56,14 @@ def finish(proc, timeout=300):
 
 def manifests(url, s3=None):
     return [k for k in list_keys(url, s3) if k.endswith("/manifest.json")]
+
+
+def written(pid):
+    """Bytes process ``pid`` has written so far (/proc/<pid>/io wchar)."""
+    for line in read_proc(pid, "io").decode().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
 
 
 def metric(metrics_dir, job, name):
@@ -138,8 +146,11 @@ def test_postgres_stopped_immediately_mid_base_backup(scratch_dir):
         before = sorted(k for k in list_keys(source.wal_url) if k.startswith("backups/"))
         proc = drkit(["pg-backup", "--config", cfg], user="postgres")
         try:
-            streamer = wait_for_child(proc.pid, "pg_basebackup")
-            step_until(streamer, lambda: temp_upload_over(archive / "backups", 1 * MIB))
+            streamer = wait_for_child(proc.pid, "pg_basebackup", match=b"--pgdata=-")  # not a --version
+            # the kill point: 8 MiB of the tar stream written by pg_basebackup (a
+            # fresh cluster compresses to too little to count stored bytes)
+            step_until(streamer, lambda: written(streamer) > 8 * MIB)
+            assert temp_upload_over(archive / "backups", 0)  # mid-upload
             source.pg.stop(mode="immediate")
             os.kill(streamer, signal.SIGCONT)
             rc, out, err = finish(proc)

@@ -112,17 +112,24 @@ def atomic_write(path, data, mode=0o600, owner=None, sync=True, sync_dir=True):
     return path
 
 
-FD_PATH = "/proc/self/fd/%d"
+FD_PATH = "/proc/%d/fd/%d"
+
+
+def memory_file_path(fd):
+    """The path under which processes of this user (our children, and theirs:
+    a wrapper script around pg_dump that closes its descriptors) open the
+    memory file ``fd`` while this process lives: /proc/<our pid>/fd/<fd>."""
+    return FD_PATH % (os.getpid(), fd)
 
 
 def memory_file(data, name="drkit"):
     """A file that exists only in memory (memfd_create), mode 0600, holding
-    ``data`` (bytes): its path for a child process is FD_PATH % fd, and the
-    runners pass the descriptor to children whose environment names that
-    path (core/process.py). Nothing is on any file system: the memory goes
-    when the last descriptor closes, at the latest when drkit and the child
-    end, however they end. Returns the descriptor (close-on-exec), or None
-    where memory files are not available (no memfd_create, no /proc)."""
+    ``data`` (bytes), open as memory_file_path(fd) by processes of this user
+    for as long as this process keeps the descriptor open. Nothing is on any
+    file system: the memory goes when the descriptor closes, at the latest
+    when drkit ends, however it ends. Returns the descriptor (close-on-exec,
+    never inherited), or None where memory files are not available (no
+    memfd_create, no /proc)."""
     try:
         fd = os.memfd_create(name, os.MFD_CLOEXEC)
     except (AttributeError, OSError):
@@ -132,7 +139,7 @@ def memory_file(data, name="drkit"):
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        if os.path.exists(FD_PATH % fd):
+        if os.path.exists(memory_file_path(fd)):
             return fd
     except OSError:
         pass

@@ -102,17 +102,6 @@ def _grow_pipe(fileobj):
         pass
 
 
-_FD_VALUE = re.compile(r"^/proc/self/fd/(\d+)$")
-
-
-def fds_named(env):
-    """The descriptors an environment names as /proc/self/fd/N (a memory
-    file, core/osutil.memory_file): the child gets them, at the same numbers,
-    and no other."""
-    return tuple(sorted(set(int(m.group(1)) for m in (_FD_VALUE.match(str(v)) for v in (env or {}).values())
-                            if m)))
-
-
 class LocalRunner(object):
     """Runs tools as local processes, always from an argument list."""
 
@@ -125,7 +114,7 @@ class LocalRunner(object):
             full_env.update(env)
         try:
             p = subprocess.Popen(
-                list(argv), env=full_env, cwd=cwd, close_fds=True, pass_fds=fds_named(env),
+                list(argv), env=full_env, cwd=cwd, close_fds=True,
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
                 stderr=stderr_file)
@@ -146,7 +135,7 @@ class LocalRunner(object):
             full_env.update(env)
         try:
             p = subprocess.run(list(argv), env=full_env, input=input_data, cwd=cwd,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds_named(env),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                timeout=timeout, close_fds=True, check=False)
         except OSError as e:
             raise ToolError("Could not start %s: %s" % (argv[0], e.strerror or e),

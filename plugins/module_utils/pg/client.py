@@ -22,7 +22,7 @@ import shutil
 
 from ..core.errors import ConfigError, SourceError, ToolError
 from ..core.options import Option, resolve
-from ..core.osutil import FD_PATH, memory_file
+from ..core.osutil import memory_file, memory_file_path
 
 # The connection options (doc fragment drkit.backup.postgres). The port is
 # ``port`` with the alias ``login_port``, the name community.postgresql uses.
@@ -178,7 +178,8 @@ def _pgpass_escape(value):
 class ToolEnv(object):
     """Environment for PostgreSQL client tools, with the password in a
     pgpass file that exists only in memory (core/osutil.memory_file: 0600,
-    PGPASSFILE=/proc/self/fd/N, the descriptor passed to the tool alone).
+    PGPASSFILE=/proc/<drkit's pid>/fd/N, which the tool opens, and a wrapper
+    script's child too, as long as drkit lives).
     No file on any file system, so a SIGKILL leaves the password nowhere;
     not in the tool's environment either. Where memory files are not
     available the password goes in the tool's environment (PGPASSWORD),
@@ -204,7 +205,7 @@ class ToolEnv(object):
             if self._fd is None:
                 self.env["PGPASSWORD"] = str(password)
             else:
-                self.env["PGPASSFILE"] = FD_PATH % self._fd
+                self.env["PGPASSFILE"] = memory_file_path(self._fd)
         return self
 
     def __exit__(self, *exc):

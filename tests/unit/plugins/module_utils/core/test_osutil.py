@@ -140,12 +140,12 @@ def test_ran_out_of_room_believes_the_tool_or_the_free_space(tmp_path):
 def test_memory_file_is_0600_in_memory_and_gone_when_closed(tmp_path):
     fd = osutil.memory_file(b"secret\n" * 10000, "drkit-test")
     try:
-        path = osutil.FD_PATH % fd
+        path = osutil.memory_file_path(fd)
         assert os.readlink(path).startswith("/memfd:drkit-test")
         assert oct(os.fstat(fd).st_mode & 0o777) == "0o600"
         with open(path, "rb") as fh:
             assert fh.read() == b"secret\n" * 10000
-        assert not os.get_inheritable(fd)  # a child gets it only when passed explicitly
+        assert not os.get_inheritable(fd)  # children open it by its path, never inherit it
     finally:
         os.close(fd)
     assert not os.path.exists(path)

@@ -142,24 +142,26 @@ def test_a_real_tool():
 
 
 # --------------------------------------------------------------------------
-# descriptors named in the environment (a pgpass in memory) reach the child
+# a memory file (a pgpass in memory) reaches the tool, and a wrapper's child
 
 
-def test_fds_named_in_the_env_reach_the_child_and_no_others():
-    from ansible_collections.drkit.backup.plugins.module_utils.core.osutil import FD_PATH, memory_file
-    from ansible_collections.drkit.backup.plugins.module_utils.core.process import fds_named
+def test_a_memory_file_reaches_a_child_and_the_child_of_a_wrapper_that_closes_descriptors():
+    """pg_bin_dir may hold wrapper scripts that run the real tool as a child
+    with its descriptors closed (subprocess' default): the path names drkit's
+    descriptor, so the tool still reads it (a descriptor passed to the direct
+    child only, as first written, left the wrapped pg_basebackup without its
+    password)."""
+    from ansible_collections.drkit.backup.plugins.module_utils.core.osutil import memory_file, memory_file_path
 
-    named, unnamed = memory_file(b"for the child\n"), memory_file(b"not for it\n")
+    fd = memory_file(b"for the tool\n")
     try:
-        env = {"PGPASSFILE": FD_PATH % named, "OTHER": "/proc/self/fd/x", "PGHOST": "h"}
-        assert fds_named(env) == (named,) and fds_named(None) == ()
-        code = "import sys; print(open(sys.argv[1]).read().strip()); print(open(sys.argv[2]).read())"
-        rc, out, err = LocalRunner().run([sys.executable, "-c", code, FD_PATH % named, FD_PATH % unnamed],
-                                         env=env)
-        assert rc != 0 and out == b"for the child\n" and "No such file" in err
-        handle = LocalRunner().spawn([sys.executable, "-c", code, FD_PATH % named, FD_PATH % unnamed], env=env)
-        with handle:
-            assert handle.stdout.read() == b"for the child\n" and handle.wait() != 0
+        env = {"PGPASSFILE": memory_file_path(fd)}
+        read = "import os; print(open(os.environ['PGPASSFILE']).read().strip())"
+        rc, out, err = LocalRunner().run([sys.executable, "-c", read], env=env)
+        assert (rc, out) == (0, b"for the tool\n"), err
+        wrapper = ("import subprocess, sys; "
+                   "sys.exit(subprocess.run([sys.executable, '-c', %r], close_fds=True).returncode)" % read)
+        rc, out, err = LocalRunner().run([sys.executable, "-c", wrapper], env=env)
+        assert (rc, out) == (0, b"for the tool\n"), err
     finally:
-        os.close(named)
-        os.close(unnamed)
+        os.close(fd)
