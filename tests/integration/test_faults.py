@@ -165,7 +165,7 @@ def test_postgres_stopped_immediately_mid_base_backup(scratch_dir):
         source.pg.start()  # maybe on another port
         rc, out, err = finish(drkit(["pg-backup", "--config", config("again.yml")], user="postgres"))
         assert rc == 0, err
-        assert len([k for k in manifests(source.wal_url)]) == 1
+        assert len(list(manifests(source.wal_url))) == 1
         assert metric(metrics_dir, "base", "drkit_backup_last_status") == 1
     finally:
         source.pg.destroy()
@@ -298,13 +298,13 @@ def test_kill9_of_drkit_mid_redis_rdb_snapshot(scratch_dir, tmp_path, tmp_storag
         assert rc == 0 and "no complete backups" in out, out
         # the upload the kill cut is a temp file no listing shows; rotation
         # removes it once older than its grace period
-        leftovers = [p for p in file_root(tmp_storage_url).rglob(".drkit-tmp-*")]
+        leftovers = list(file_root(tmp_storage_url).rglob(".drkit-tmp-*"))
         assert leftovers
         for p in leftovers:
             os.utime(str(p), (0, os.stat(str(p)).st_mtime - 2 * 86400))
         rc, out, err = finish(drkit(["rotate", "--storage-url", tmp_storage_url, "--keep-last", "5"]))
         assert rc == 0, err
-        assert not [p for p in file_root(tmp_storage_url).rglob(".drkit-tmp-*")]
+        assert not list(file_root(tmp_storage_url).rglob(".drkit-tmp-*"))
         rc, out, err = finish(drkit(args, env=env))  # the next run succeeds
         assert rc == 0, err
         assert len(manifests(tmp_storage_url)) == 1

@@ -37,7 +37,7 @@ def test_names_fit_63_bytes_and_parse_back(longest_tag, prefix, marker, size):
 
 
 def test_names_are_unique_and_carry_our_tag():
-    names = set(janitor.unique_name("db", janitor.STAGING) for _ in range(50))
+    names = set(janitor.unique_name("db", janitor.STAGING) for dummy in range(50))
     assert len(names) > 1
     for name in names:
         assert janitor.parse(name)[1:] == tuple(core_janitor.owner_tag().split("_"))

@@ -252,8 +252,7 @@ def test_restore_command_exit_codes_stay_below_126():
     def subclasses(cls):
         for sub in cls.__subclasses__():
             yield sub
-            for s in subclasses(sub):
-                yield s
+            yield from subclasses(sub)
     codes = dict((c.__name__, c.exit_code) for c in subclasses(errors.DrkitError))
     assert codes.pop("Terminated") == 143
     assert codes and all(1 <= code <= 125 for code in codes.values()), codes
