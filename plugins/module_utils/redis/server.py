@@ -203,14 +203,35 @@ class TemporarySetting(object):
         self.progress("%s %s -> %s (the original recorded in %s)" % (self.name, self.original, self.value, self.path))
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         try:
-            self.client.call("CONFIG", "SET", self.name, self.original)
+            self._put_back()
         except DrkitError as e:
-            raise SourceError("Could not put %s back to %s on %s: %s" % (
+            failure = SourceError("Could not put %s back to %s on %s: %s" % (
                 self.name, self.original, self.client.where, e),
                 "Set it by hand: CONFIG SET %s %s (the next drkit run tries again: %s)" % (
                     self.name, self.original, self.path))
+            if exc is None:
+                raise failure
+            # the run's own error (often the same lost server) stays the one reported
+            self.progress(str(failure))
+        return False
+
+    def _put_back(self):
+        try:
+            self.client.call("CONFIG", "SET", self.name, self.original)
+        except DrkitError:
+            # The connection is gone but the server may be back (restarted, or
+            # it dropped this client): once more on a new connection, and only
+            # if our value is still there -- a restarted server has its own.
+            self.client.close()
+            self.client.connect()
+            live = self.client.config_get(self.name)
+            if live != self.value:
+                os.unlink(self.path)
+                self.progress("%s is %s on %s now, not drkit's %s (the server restarted, or someone changed it): "
+                              "left as it is" % (self.name, live, self.client.where, self.value))
+                return
+            self.client.call("CONFIG", "SET", self.name, self.original)
         os.unlink(self.path)
         self.progress("%s restored to %s" % (self.name, self.original))
-        return False

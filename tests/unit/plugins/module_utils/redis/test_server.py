@@ -92,3 +92,69 @@ def test_the_state_directory(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.setenv("HOME", "/home/someone")
     assert ledger_dir(None) == "/home/someone/.local/state/drkit"
+
+
+class RestartingClient(FakeClient):
+    """The server restarts inside the block: the old connection fails, a new
+    one finds the server's own value (its config file's), not drkit's."""
+
+    def __init__(self, after_restart, **config):
+        super(RestartingClient, self).__init__(**config)
+        self.after_restart = after_restart
+        self.connections = 1
+        self.lost = False
+
+    def restart(self):
+        self.lost = True
+        self.config["auto-aof-rewrite-percentage"] = self.after_restart
+
+    def call(self, *args):
+        if self.lost:
+            raise SourceError("Redis at %s closed the connection" % self.where)
+        return super(RestartingClient, self).call(*args)
+
+    def close(self):
+        self.lost = False
+
+    def connect(self):
+        self.connections += 1
+
+
+def test_a_restarted_servers_own_value_is_left_and_the_runs_error_reported(tmp_path):
+    client = RestartingClient("100", **{"auto-aof-rewrite-percentage": "100"})
+    notes = []
+    with pytest.raises(SourceError, match="closed the connection"):
+        with TemporarySetting(client, "auto-aof-rewrite-percentage", 0, str(tmp_path), notes.append):
+            client.restart()
+            raise SourceError("Redis at %s closed the connection" % client.where)
+    assert client.connections == 2
+    assert client.config["auto-aof-rewrite-percentage"] == "100"
+    assert any("the server restarted" in n and "left as it is" in n for n in notes), notes
+    assert list(tmp_path.iterdir()) == []  # nothing left for the next run to "repair"
+
+
+def test_a_value_still_temporary_after_reconnecting_is_put_back(tmp_path):
+    client = RestartingClient("0", **{"auto-aof-rewrite-percentage": "100"})
+    with TemporarySetting(client, "auto-aof-rewrite-percentage", 0, str(tmp_path)):
+        client.restart()  # connection dropped, the server kept drkit's value
+    assert client.config["auto-aof-rewrite-percentage"] == "100"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_put_back_does_not_hide_the_runs_own_error(tmp_path):
+    class Gone(RestartingClient):
+        def connect(self):
+            raise SourceError("Cannot connect to Redis at %s" % self.where)
+
+    client = Gone("100", **{"auto-aof-rewrite-percentage": "100"})
+    notes = []
+    with pytest.raises(ValueError, match="the run's own"):
+        with TemporarySetting(client, "auto-aof-rewrite-percentage", 0, str(tmp_path), notes.append):
+            client.restart()
+            raise ValueError("the run's own error")
+    assert any("Could not put auto-aof-rewrite-percentage back to 100" in n for n in notes), notes
+    assert list(tmp_path.glob("drkit-redis-settings-*.json"))  # kept: the next run tries again
+    with pytest.raises(SourceError, match="Could not put"):  # with no error of its own, this is the error
+        with TemporarySetting(Gone("100", **{"auto-aof-rewrite-percentage": "100"}), "auto-aof-rewrite-percentage",
+                              0, str(tmp_path / "other")) as t:
+            t.client.restart()
