@@ -252,6 +252,16 @@ def cmd_wal_fetch(args, params):
     return wal_fetch(params, args.wal_name, args.wal_path)
 
 
+def _wal_stream():
+    from .pg import wal_stream  # pylint: disable=import-outside-toplevel
+    return wal_stream.OPTIONS
+
+
+def cmd_wal_stream(args, params):
+    from .pg.wal_stream import wal_stream  # pylint: disable=import-outside-toplevel
+    return wal_stream(params, progress=_progress(args.quiet))
+
+
 def _pitr():
     from .pg import pitr  # pylint: disable=import-outside-toplevel
     return pitr.OPTIONS
@@ -377,6 +387,8 @@ COMMANDS = (
      cmd_wal_push),
     ("wal-fetch", "restore_command: fetch one WAL file (%%f %%p); exit 1 if not archived", _wal_fetch,
      _wal_fetch_extras, cmd_wal_fetch),
+    ("wal-stream", "stream WAL with pg_receivewal into the archive, partial segments every few seconds "
+     "(runs until SIGTERM)", _wal_stream, None, cmd_wal_stream),
     ("pitr", "point-in-time recovery: restore a physical backup into a new data directory", _pitr, _pitr_extras,
      cmd_pitr),
     ("redis-snapshot", "back up Redis (BGSAVE rdb, remote RDB over SYNC, or AOF)", _redis_snapshot,

@@ -53,6 +53,13 @@ HELP = {
     "drkit_dr_rehearsal_rpo_seconds": ("gauge", "Achieved RPO (backup age at restore) of the last DR rehearsal."),
     "drkit_wal_push_last_success_timestamp_seconds": ("gauge", "Unix time a WAL file was last archived."),
     "drkit_wal_push_failures_total": ("counter", "WAL archive attempts that failed."),
+    "drkit_wal_stream_up": ("gauge", "1 while the streaming archiver's pg_receivewal runs."),
+    "drkit_wal_stream_gap": ("gauge", "1 if the streaming archiver found a gap in the archive (take a base backup)."),
+    "drkit_wal_stream_segments_archived_total": ("counter", "Segments the streaming archiver stored in full."),
+    "drkit_wal_stream_last_segment_timestamp_seconds": ("gauge", "Unix time the last full segment was stored."),
+    "drkit_wal_stream_last_archived_timestamp_seconds": ("gauge", "Unix time WAL last reached the archive (a full "
+                                                                  "segment or a streamed partial)."),
+    "drkit_wal_stream_slot_retained_bytes": ("gauge", "WAL the server keeps for the archiver's replication slot."),
 }
 
 JOB_RE = re.compile(r"^[A-Za-z0-9_.-]+$")

@@ -44,7 +44,7 @@ from ..repo import manifest as mf
 from ..repo.session import BackupJob
 from ..repo.wal_layout import archive_system_identifier, backup_segments, claim_archive, lsn_segment
 from ..storage.factory import open_storage, storage_options
-from .client import ToolEnv, check_tool_result, conn_params, connect, find_tool, server_facts
+from .client import STREAM_APP_NAME, ToolEnv, check_tool_result, conn_params, connect, find_tool, server_facts
 from .wal_segments import wait_for_segments
 
 KIND = "pg_physical"
@@ -56,6 +56,12 @@ FACTS_SQL = """
 SELECT current_setting('wal_level'), current_setting('archive_mode'), current_setting('archive_command'),
        (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),
        (SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global'))
+"""
+# An active slot of drkit's streaming archiver (pg/wal_stream.py sets this
+# application_name): WAL reaches the archive without archive_command.
+STREAM_SQL = """
+SELECT s.slot_name FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+ WHERE s.slot_type = 'physical' AND r.application_name = %s ORDER BY 1 LIMIT 1
 """
 
 
@@ -202,8 +208,17 @@ def _server_state(conn):
             sysid = cur.fetchone()[0]
     except Exception:  # pylint: disable=broad-except
         conn.rollback()  # not allowed for this role: read it from the backup's pg_control instead
+    stream_slot = None
+    try:
+        with conn.cursor() as cur:
+            cur.execute(STREAM_SQL, (STREAM_APP_NAME,))
+            row = cur.fetchone()
+            stream_slot = row[0] if row else None
+    except Exception:  # pylint: disable=broad-except
+        conn.rollback()  # pg_stat_replication hides other roles' sessions from unprivileged ones
     facts.update(wal_level=wal_level, archive_mode=archive_mode, archive_command=archive_command,
-                 wal_segment_size=int(seg_size), tablespaces=int(tablespaces), system_identifier=sysid)
+                 wal_segment_size=int(seg_size), tablespaces=int(tablespaces), system_identifier=sysid,
+                 stream_slot=stream_slot)
     return facts
 
 
@@ -212,11 +227,11 @@ def preflight(facts):
         raise ConfigError("wal_level is minimal on the server: base backups and point-in-time recovery need "
                           "replica (or logical)",
                           "Apply the drkit.backup.postgresql_wal_archive role (sets wal_level=replica; restart)")
-    if facts["archive_mode"] not in ("on", "always"):
+    if facts["archive_mode"] not in ("on", "always") and not facts.get("stream_slot"):
         raise ConfigError("archive_mode is %s on the server: a physical backup is only complete with its WAL "
                           "in the archive" % facts["archive_mode"],
                           "Apply the drkit.backup.postgresql_wal_archive role (archive_mode=on, archive_command "
-                          "= drkit wal-push to the same storage_url)")
+                          "= drkit wal-push to the same storage_url), or run drkit wal-stream into it")
     if facts["in_recovery"] and facts["archive_mode"] != "always":
         raise ConfigError("The server is a standby with archive_mode=%s: its WAL is not archived from here"
                           % facts["archive_mode"], "Back up the primary, or set archive_mode=always on the standby")

@@ -45,6 +45,7 @@ CONN_KEYS = ("login_host", "port", "login_user", "login_password", "ssl_mode", "
 MAINTENANCE_DB = Option("maintenance_db", "str", default="postgres",
                         help="database to connect to for CREATE/DROP DATABASE and server settings")
 APP_NAME = "drkit"
+STREAM_APP_NAME = "drkit_wal_stream"  # the streaming archiver's pg_receivewal (pg/wal_stream.py)
 
 
 def _psycopg():

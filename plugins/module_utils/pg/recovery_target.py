@@ -99,7 +99,7 @@ def end_of_archive(storage, tool, chain, seg_size, floor_lsn=0):
 
 
 def _first_after(storage, tool, tli, start, seg_size, predicate):
-    numbers = [segment_number(n, seg_size) for n in list_timeline(storage, tli)]
+    numbers = [segment_number(n, seg_size) for n in list_timeline(storage, tli, streamed=True)]
     numbers = [n for n in numbers if n >= start // seg_size]
     if not numbers:
         return None

@@ -90,7 +90,7 @@ from ..repo.wal_layout import (
 )
 from ..storage.base import ObjectExists, create_or_match
 from ..storage.factory import STORAGE, open_storage, storage_options
-from .wal_segments import ARCHIVE_HINT, LONG_HEADER, read_long_header
+from .wal_segments import ARCHIVE_HINT, LONG_HEADER, read_long_header, stream_partials
 
 # drkit wal-push (archive_command; pg_wal_archive builds it from the same options)
 READ_AHEAD = Option("read_ahead", "int", default=0, min=0, flags=("--read-ahead",),
@@ -376,10 +376,29 @@ def _push_metrics(metrics_dir, job, ok):
 # fetch
 
 
-def fetch_file(storage, name, path):
+def fetch_file(storage, name, path, partial_ok=True):
     """Write the archived ``name`` to ``path`` atomically. NotFoundError if
-    the archive does not hold it."""
-    key = wal_key(name)
+    the archive does not hold it.
+
+    A segment of which the archive holds only streamed partials (the
+    streaming archiver's segment in progress when the server was lost) is
+    answered with the newest of them, as Barman does: replay goes as far as
+    it holds, then asks for the next segment and ends there."""
+    try:
+        return _fetch_key(storage, name, wal_key(name), path)
+    except NotFoundError:
+        if not partial_ok or classify(name) != "segment":
+            raise
+        partials = stream_partials(storage, name)
+        if not partials:
+            raise
+        end = max(partials)
+        result = _fetch_key(storage, name, partials[end], path)
+        result["streamed_partial_end"] = end
+        return result
+
+
+def _fetch_key(storage, name, key, path):
     try:
         chunks = storage.iter_read(key)
         # The file is fsync'ed before the rename; the directory is not:
@@ -474,7 +493,9 @@ class _Prefetch(threading.Thread):
 
     def run(self):
         try:
-            fetch_file(self.storage, self.name_, self.path)
+            # a streamed partial is never prefetched: the full segment may
+            # arrive before PostgreSQL asks, and then it must be the answer
+            fetch_file(self.storage, self.name_, self.path, partial_ok=False)
             self.ok = True
         except Exception:  # pylint: disable=broad-except
             # Missing (end of the archive) or failing: PostgreSQL asks for it

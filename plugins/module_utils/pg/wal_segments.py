@@ -20,11 +20,13 @@ from ..repo.wal_layout import (
     HISTORY_DIR,
     HISTORY_RE,
     SEGMENT_RE,
+    STREAM_RE,
     WAL,
     name_of_key,
     parse_history,
     segment_name,
     segment_number,
+    stream_end,
     timeline_of,
 )
 
@@ -52,15 +54,30 @@ def read_long_header(head, name=None):
 # reading the archive: listings, chains, waiting
 
 
-def list_timeline(storage, timeline):
-    """Names of the segments archived on a timeline (int or 8-hex), sorted."""
+def list_timeline(storage, timeline, streamed=False):
+    """Names of the segments archived on a timeline (int or 8-hex), sorted.
+    With ``streamed``, also those of which only a streamed partial is there
+    (the streaming archiver's current segment): enough for replay to go as
+    far as the partial holds, not for a base backup's own WAL."""
     tli = timeline if isinstance(timeline, str) else "%08X" % timeline
-    out = []
+    out = set()
     for info in storage.list("%s/%s/" % (WAL, tli)):
         name = name_of_key(info.key)
         if name and SEGMENT_RE.match(name):
-            out.append(name)
+            out.add(name)
+        elif streamed and name and STREAM_RE.match(name):
+            out.add(name[:24])
     return sorted(out)
+
+
+def stream_partials(storage, segment):
+    """{end offset: key} of the streamed partials of ``segment``."""
+    out = {}
+    for info in storage.list("%s/%s/%s." % (WAL, timeline_of(segment), segment)):
+        name = name_of_key(info.key)
+        if name and STREAM_RE.match(name):
+            out[stream_end(name)[1]] = info.key
+    return out
 
 
 def list_history(storage):
@@ -159,7 +176,7 @@ def recovery_chain(storage, timeline, start_segment, seg_size=DEFAULT_SEGMENT_SI
     needed, missing = [], []
     last = None
     for tli, switch in path:
-        archived = list_timeline(storage, tli)
+        archived = list_timeline(storage, tli, streamed=True)
         if switch is not None:
             # PostgreSQL reads the segment holding the switch point from the
             # new timeline (which begins with a copy of it), so the old

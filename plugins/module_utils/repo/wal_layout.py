@@ -26,6 +26,10 @@ SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
 PARTIAL_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{16})\.partial$")
 BACKUP_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{16})\.[0-9A-F]{8}\.backup$")
 HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
+# A partial segment uploaded by the streaming archiver (pg/wal_stream.py):
+# the segment's name plus the end of what it holds (a byte offset in the
+# segment), so each upload has its own key and the newest is the largest.
+STREAM_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{16})\.([0-9A-F]{8})\.stream$")
 
 
 # --------------------------------------------------------------------------
@@ -33,7 +37,7 @@ HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
 
 
 def classify(name):
-    """'segment', 'partial', 'backup' or 'history'; ConfigError otherwise."""
+    """'segment', 'partial', 'backup', 'history' or 'stream'; ConfigError otherwise."""
     if not isinstance(name, str):
         name = str(name)
     if SEGMENT_RE.match(name):
@@ -44,6 +48,8 @@ def classify(name):
         return "backup"
     if HISTORY_RE.match(name):
         return "history"
+    if STREAM_RE.match(name):
+        return "stream"
     raise ConfigError("%r is not a WAL file name PostgreSQL archives" % (name,),
                       "Pass %f as the file name (e.g. 000000010000000000000003, 00000002.history)")
 
@@ -58,6 +64,17 @@ def wal_key(name):
     if kind == "history":
         return "%s/%s%s" % (HISTORY_DIR, name, SUFFIX)
     return "%s/%s/%s%s" % (WAL, timeline_of(name), name, SUFFIX)
+
+
+def stream_name(segment, end):
+    """The name of a streamed partial of ``segment`` holding its first ``end`` bytes."""
+    return "%s.%08X.stream" % (segment, end)
+
+
+def stream_end(name):
+    """(segment, end offset) of a streamed partial's name."""
+    m = STREAM_RE.match(name)
+    return name[:24], int(m.group(3), 16)
 
 
 def name_of_key(key):

@@ -224,9 +224,13 @@ def _flag(info):
     return info
 
 
+# commands added after the registry (their flags are new, nothing to keep working)
+NEW_COMMANDS = ("wal-stream",)
+
+
 def test_every_drkit_flag_from_before_the_registry_still_works():
     now = spec_capture.cli_flags()
-    assert sorted(now) == sorted(BEFORE["cli"])
+    assert sorted(set(now) - set(NEW_COMMANDS)) == sorted(BEFORE["cli"])
     for command, old in BEFORE["cli"].items():
         flags = now[command]["flags"]
         assert now[command]["defaults"] == old["defaults"], command

@@ -1,0 +1,80 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""wal_stream.py: streamed partials on a file:// storage (the archiver
+against a real PostgreSQL is tests/integration/test_wal_stream.py)."""
+
+import os
+
+import pytest
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, NotFoundError, ToolError
+from ansible_collections.drkit.backup.plugins.module_utils.pg import wal_stream
+from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_archive import fetch_file
+from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_segments import (LONG_HEADER, list_timeline,
+                                                                                 stream_partials)
+from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import (classify, name_of_key,
+                                                                                 stream_end, stream_name)
+from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
+
+SEG = 16 << 20
+NAME = "000000010000000000000003"
+
+
+def segment_bytes(written, segno=3, sysid=7309485609034567890):
+    """A segment as pg_receivewal keeps the one in progress: a long page
+    header, ``written`` bytes of WAL, zeros to the segment size."""
+    head = LONG_HEADER.pack(0xD110, 0x0002, 1, segno * SEG, 0, sysid, SEG, 8192)
+    body = head + b"\x5a" * (written - len(head))
+    return body + b"\0" * (SEG - len(body))
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_storage("file://%s" % tmp_path)
+
+
+def test_names_of_streamed_partials():
+    name = stream_name(NAME, 0x2A000)
+    assert name == "000000010000000000000003.0002A000.stream"
+    assert classify(name) == "stream"
+    assert stream_end(name) == (NAME, 0x2A000)
+    assert name_of_key("wal/00000001/%s.zst" % name) == name
+    with pytest.raises(ConfigError):
+        classify("000000010000000000000003.2A000.stream")
+
+
+def test_end_of_data_is_past_the_last_written_byte():
+    assert wal_stream._end_of_data(segment_bytes(100000)) == 100000  # pylint: disable=protected-access
+    assert wal_stream._end_of_data(b"\0" * 4096) == 0  # pylint: disable=protected-access
+
+
+def test_partials_are_create_only_each_under_its_end_and_superseded_ones_pruned(store, tmp_path):
+    first = wal_stream.push_partial(store, NAME, segment_bytes(100000), 1)
+    assert first == 100000
+    assert wal_stream.push_partial(store, NAME, segment_bytes(100000), 1) == 100000  # identical: fine
+    second = wal_stream.push_partial(store, NAME, segment_bytes(300000), 1)
+    assert sorted(stream_partials(store, NAME)) == [100000, 300000]
+    assert list_timeline(store, 1) == [] and list_timeline(store, 1, streamed=True) == [NAME]
+    wal_stream.prune_partials(store, NAME, keep_end=second)
+    assert sorted(stream_partials(store, NAME)) == [300000]
+
+
+def test_a_different_partial_under_the_same_end_is_refused(store):
+    wal_stream.push_partial(store, NAME, segment_bytes(100000), 1)
+    other = bytearray(segment_bytes(100000))
+    other[50000] = 0x11
+    with pytest.raises(ToolError, match="different streamed partial"):
+        wal_stream.push_partial(store, NAME, bytes(other), 1)
+
+
+def test_fetch_answers_a_missing_segment_with_the_newest_partial(store, tmp_path):
+    wal_stream.push_partial(store, NAME, segment_bytes(100000), 1)
+    wal_stream.push_partial(store, NAME, segment_bytes(200000), 1)
+    out = tmp_path / "pg_wal" / NAME
+    out.parent.mkdir()
+    res = fetch_file(store, NAME, str(out))
+    assert res["streamed_partial_end"] == 200000
+    assert out.read_bytes() == segment_bytes(200000)
+    # prefetching never takes a partial: the full segment may come first
+    with pytest.raises(NotFoundError):
+        fetch_file(store, NAME, str(tmp_path / "pg_wal" / "again"), partial_ok=False)
+    assert not os.path.exists(str(tmp_path / "pg_wal" / "again"))
