@@ -260,8 +260,8 @@ def test_kill9_mid_base_backup(archiving_source, scratch_dir, victim):
     rc, out, err = finish(drkit(["rotate", "--storage-url", source.wal_url, "--keep-last", "5"]))
     assert rc == 0, err
     assert not list(archive.rglob(".drkit-tmp-*"))
-    rc, out, err = finish(drkit(["pg-backup", "--config", physical_config(source, scratch_dir / "b.yml",
-                                                                            metrics_dir)], user="postgres"))
+    again = physical_config(source, scratch_dir / "b.yml", metrics_dir)
+    rc, out, err = finish(drkit(["pg-backup", "--config", again], user="postgres"))
     assert rc == 0, err
     assert len(manifests(source.wal_url)) == 1
     assert metric(metrics_dir, "base", "drkit_backup_last_status") == 1

@@ -21,13 +21,20 @@ from helpers import DRKIT, file_root, list_keys
 from pitr_source import write_0600
 
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
-from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import (default_os_user, find_pg_bindir,
-                                                                             os_user_ids, pidfile_live, stop_server)
+from ansible_collections.drkit.backup.plugins.module_utils.pg import cluster
 from ansible_collections.drkit.backup.plugins.module_utils.pg.pitr import pg_pitr
 from ansible_collections.drkit.backup.plugins.module_utils.pg.scratch import ScratchPostgres
 from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import STREAM_RE, name_of_key, parse_lsn
 
 SEG = 16 << 20
+
+
+def pg15():
+    return cluster.find_pg_bindir("15")
+
+
+def postgres_ids():
+    return cluster.os_user_ids(cluster.default_os_user({}))
 
 
 def run_drkit(args, timeout=300):
@@ -48,7 +55,7 @@ class Streamed(object):
         archive.mkdir(mode=0o700)
         shutil.chown(str(archive), "postgres", "postgres")  # restore_command runs as postgres
         self.url = "file://%s" % archive
-        self.pg = ScratchPostgres(str(root / "pg"), password=self.password, bin_dir=find_pg_bindir("15"),
+        self.pg = ScratchPostgres(str(root / "pg"), password=self.password, bin_dir=cluster.find_pg_bindir("15"),
                                   settings={"wal_level": "replica", "archive_mode": "off", "fsync": "off"})
         self.proc = None
         self.metrics = root / "metrics"
@@ -143,8 +150,8 @@ def new_data_dir(scratch_dir):
     yield new
     for base in made:
         data = str(base / "data")
-        if pidfile_live(data):
-            stop_server(find_pg_bindir("15"), data, os_user_ids(default_os_user({})), mode="immediate")
+        if cluster.pidfile_live(data):
+            cluster.stop_server(pg15(), data, postgres_ids(), mode="immediate")
 
 
 def recover(s, new_data_dir, **target):
@@ -186,7 +193,7 @@ def test_lost_server_recovers_the_commits_only_a_streamed_partial_held(streamed,
 
     port, res = recover(s, new_data_dir, target="latest")
     assert rows(port, s.password) == ["before", "after"], res
-    stop_server(find_pg_bindir("15"), res["data_directory"], os_user_ids(default_os_user({})), mode="fast")
+    cluster.stop_server(pg15(), res["data_directory"], postgres_ids(), mode="fast")
 
     port, res = recover(s, new_data_dir, target="time", target_value=noted)
     assert rows(port, s.password) == ["before"], res

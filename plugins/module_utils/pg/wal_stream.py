@@ -414,4 +414,3 @@ def wal_stream(params, progress=None):
             storage.describe(), streamer.gap[0], streamer.gap[1]),
             "Recovery cannot cross it: take a new base backup now", details=result)
     return result["changed"], result
-

@@ -9,10 +9,10 @@ import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, NotFoundError, ToolError
 from ansible_collections.drkit.backup.plugins.module_utils.pg import wal_stream
 from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_archive import fetch_file
-from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_segments import (LONG_HEADER, list_timeline,
-                                                                                 stream_partials)
-from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import (classify, name_of_key,
-                                                                                 stream_end, stream_name)
+from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_segments import LONG_HEADER, list_timeline
+from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_segments import stream_partials
+from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import classify, name_of_key
+from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import stream_end, stream_name
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
 
 SEG = 16 << 20
