@@ -68,6 +68,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import io
 import os
 import threading
 import time
@@ -130,9 +131,9 @@ def stored_raw_digest(storage, key):
     return content.hexdigest(), content.size
 
 
-def file_digest(path):
+def file_digest(path, opener=None):
     digest = Digest()
-    with open(path, "rb") as fh:
+    with (opener or (lambda: open(path, "rb")))() as fh:
         for data in iter(lambda: fh.read(CHUNK), b""):
             digest.update(data)
     return digest.hexdigest(), digest.size
@@ -150,10 +151,11 @@ def _open_local(path, name):
                           "archive_command must pass %p (the path, relative to the data directory) then %f")
 
 
-def _check_segment_content(path, name, kind):
+def _check_segment_content(opener, name, kind):
     """Check the long page header against the file name; return it."""
-    with _open_local(path, name) as fh:
+    with opener() as fh:
         head = fh.read(LONG_HEADER.size)
+        size = fh.seek(0, os.SEEK_END)
     facts = read_long_header(head, name)
     seg_size = facts["segment_size"]
     want = segment_number(name, seg_size)
@@ -163,29 +165,37 @@ def _check_segment_content(path, name, kind):
             name, segment_name(int(timeline_of(name), 16), got, seg_size), name[:24]),
             "The file is misnamed or damaged; it was not archived")
     if kind == "segment":
-        size = os.path.getsize(path)
         if size != seg_size:
             raise IntegrityError("%s is %d bytes, a WAL segment of this cluster is %d" % (name, size, seg_size),
                                  "It is incomplete; it was not archived")
     return facts
 
 
-def push_file(storage, path, name, compression_level=COMPRESSION_LEVEL.default, check_cluster=True):
-    """Archive one file under the contract in the module doc.
+def push_file(storage, path, name, compression_level=COMPRESSION_LEVEL.default, check_cluster=True, content=None):
+    """Archive one file under the contract in the module doc. ``content``:
+    the file's bytes, read once by the caller (the streaming archiver's
+    snapshot of a segment pg_receivewal is still writing); ``path`` then
+    only names it in messages.
 
     Returns a dict: name, key, status ('stored' | 'exists'), raw_size,
     stored_size, raw_sha256, seconds."""
     t0 = time.time()
     kind = classify(name)
     key = wal_key(name)
+    if content is not None:
+        def opener():
+            return io.BytesIO(content)
+    else:
+        def opener():
+            return _open_local(path, name)
     facts = None
-    if kind in ("segment", "partial"):
-        facts = _check_segment_content(path, name, kind)
+    if kind in ("segment", "partial", "stream"):
+        facts = _check_segment_content(opener, name, kind)
         if check_cluster:
             claim_archive(storage, facts["system_identifier"], "WAL file %s" % name)
     elif not os.path.isfile(path):
         raise ConfigError("%s (%s) is not a file" % (path, name))
-    local_sha, local_size = file_digest(path)
+    local_sha, local_size = file_digest(path, opener)
     result = {"name": name, "key": key, "raw_size": local_size, "raw_sha256": local_sha}
     if facts:
         result["system_identifier"] = facts["system_identifier"]
@@ -195,7 +205,7 @@ def push_file(storage, path, name, compression_level=COMPRESSION_LEVEL.default, 
     def write(w):
         raw = Digest()
         sink = PipelineSink(w, [ZstdCompress(compression_level, checksum=True)])
-        with _open_local(path, name) as fh:
+        with opener() as fh:
             pump(TeeReader(fh, raw.update), sink)
         sink.close()
         if raw.hexdigest() != local_sha:

@@ -39,7 +39,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
 import os
 import subprocess
 import threading
@@ -48,7 +47,7 @@ import time
 from ..core import metrics
 from ..core.errors import ConfigError, DrkitError, Terminated, ToolError
 from ..core.options import Option, Options, resolve
-from ..core.stream import COMPRESSION_LEVEL, PipelineSink, ZstdCompress
+from ..core.stream import COMPRESSION_LEVEL
 from ..repo.wal_layout import (
     HISTORY_RE,
     SEGMENT_RE,
@@ -56,14 +55,12 @@ from ..repo.wal_layout import (
     segment_number,
     stream_name,
     timeline_of,
-    wal_key,
 )
-from ..storage.base import ObjectExists, create_or_match
 from ..storage.factory import STORAGE, open_storage, storage_options
 from .client import (CONNECTION, MAINTENANCE_DB, STREAM_APP_NAME, ToolEnv, conn_params, connect, describe, find_tool,
                      server_facts)
-from .wal_archive import push_file, stored_raw_digest
-from .wal_segments import list_timeline, read_long_header, stream_partials
+from .wal_archive import push_file
+from .wal_segments import list_timeline, stream_partials
 
 PARTIAL_SUFFIX = ".partial"
 POLL = 0.2
@@ -98,42 +95,15 @@ def _end_of_data(data):
     return 0
 
 
-def _compress(data, level):
-    out = bytearray()
-
-    class _Buf(object):
-        def write(self, chunk):
-            out.extend(chunk)
-
-    sink = PipelineSink(_Buf(), [ZstdCompress(level, checksum=True)])
-    sink.write(data)
-    sink.close()
-    return bytes(out)
-
-
 def push_partial(storage, segment, data, level):
     """Store the first bytes of ``segment`` (``data``: a snapshot of the
-    spool's .partial file) as a streamed partial, create-only; returns its
-    end offset, or None when there is nothing to store."""
+    spool's .partial file) as a streamed partial, through wal-push's
+    contract (cluster check, create-only, read-back); returns its end
+    offset, or None when there is nothing to store."""
     end = _end_of_data(data)
     if end == 0:
         return None
-    name = stream_name(segment, end)
-    key = wal_key(name)
-    sha = hashlib.sha256(data).hexdigest()
-    blob = _compress(data, level)
-
-    def write(w):
-        w.write(blob)
-
-    def identical(st, k):
-        return stored_raw_digest(st, k)[0] == sha
-
-    try:
-        create_or_match(storage, key, write, identical)
-    except ObjectExists:
-        raise ToolError("The archive %s holds a different streamed partial %s" % (storage.describe(), name),
-                        "Two archivers stream this cluster into one storage_url; run one per cluster")
+    push_file(storage, segment + PARTIAL_SUFFIX, stream_name(segment, end), level, content=data)
     return end
 
 
@@ -222,10 +192,9 @@ class Streamer(object):
         self.last_partial = None  # (segment, end)
         self.last_partial_time = None
         self.gap = None
-        self._checked_gap = False
-
-    def expect_gap_check(self):
-        self._checked_gap = False
+        # set when the stream may not follow the archive (a new slot, WAL the
+        # server recycled): the next segment received is checked, then cleared
+        self.check_gap_next = False
 
     def completed(self):
         names = []
@@ -238,7 +207,7 @@ class Streamer(object):
     def check_gap(self, first):
         """The first segment received after the slot was created must follow
         the archive's newest one on its timeline."""
-        self._checked_gap = True
+        self.check_gap_next = False
         archived = list_timeline(self.storage, timeline_of(first), streamed=True)
         if not archived:
             return
@@ -250,10 +219,10 @@ class Streamer(object):
                           "recycled WAL nobody received (the replication slot was new). Take a new base backup: "
                           "recovery cannot cross the gap" % (self.storage.describe(), newest, first))
 
-    def push_completed(self, want_gap_check):
+    def push_completed(self):
         for name in self.completed():
             path = os.path.join(self.spool, name)
-            if want_gap_check and not self._checked_gap and classify(name) == "segment":
+            if self.check_gap_next and classify(name) == "segment":
                 self.check_gap(name)
             result = push_file(self.storage, path, name, self.level)
             if classify(name) == "segment":
@@ -274,9 +243,6 @@ class Streamer(object):
                     data = fh.read()
             except FileNotFoundError:
                 continue  # completed meanwhile: pushed on the next round
-            if len(data) < 4096:
-                continue
-            read_long_header(data[:4096], segment)
             end = _end_of_data(data)
             if self.last_partial == (segment, end):
                 continue
@@ -350,7 +316,7 @@ def wal_stream(params, progress=None):
         receiver.create_slot()
         progress("created the replication slot %s on %s" % (p["slot_name"], describe(cp)))
     streamer = Streamer(storage, spool, p["compression_level"], progress)
-    want_gap_check = not existed and not streamer.completed()
+    streamer.check_gap_next = not existed and not streamer.completed()
     deadline = time.time() + p["stop_after"] if p["stop_after"] is not None else None
     backoff = 1.0
     next_partial = time.time() + p["partial_interval"]
@@ -371,20 +337,19 @@ def wal_stream(params, progress=None):
                         # slot was dropped or lost): what the spool holds goes to
                         # the archive, then streaming starts where the server is,
                         # and the gap check says what is missing.
-                        streamer.push_completed(False)
+                        streamer.push_completed()
                         streamer.upload_partial()
                         for n in os.listdir(spool):
                             if n.endswith(PARTIAL_SUFFIX):
                                 os.unlink(os.path.join(spool, n))
-                        want_gap_check = True
-                        streamer.expect_gap_check()
+                        streamer.check_gap_next = True
                     write_metrics(p, streamer, False, None)
                     time.sleep(backoff)
                     backoff = min(MAX_BACKOFF, backoff * 2)
                 receiver.start()
             elif backoff > 1.0 and streamer.pushed:
                 backoff = 1.0
-            streamer.push_completed(want_gap_check)
+            streamer.push_completed()
             now = time.time()
             if now >= next_partial:
                 streamer.upload_partial()
@@ -398,7 +363,7 @@ def wal_stream(params, progress=None):
     finally:
         receiver.stop()
     # what pg_receivewal flushed before it stopped
-    streamer.push_completed(want_gap_check)
+    streamer.push_completed()
     streamer.upload_partial()
     write_metrics(p, streamer, False, _slot_facts(cp, dbname, p["slot_name"])[1])
     result = {"changed": streamer.pushed > 0 or streamer.partials > 0, "segments_archived": streamer.pushed,

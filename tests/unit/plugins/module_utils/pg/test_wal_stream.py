@@ -6,7 +6,7 @@ against a real PostgreSQL is tests/integration/test_wal_stream.py)."""
 import os
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, NotFoundError, ToolError
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, ConflictError, NotFoundError
 from ansible_collections.drkit.backup.plugins.module_utils.pg import wal_stream
 from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_archive import fetch_file
 from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_segments import LONG_HEADER, list_timeline
@@ -62,7 +62,7 @@ def test_a_different_partial_under_the_same_end_is_refused(store):
     wal_stream.push_partial(store, NAME, segment_bytes(100000), 1)
     other = bytearray(segment_bytes(100000))
     other[50000] = 0x11
-    with pytest.raises(ToolError, match="different streamed partial"):
+    with pytest.raises(ConflictError, match="different content"):
         wal_stream.push_partial(store, NAME, bytes(other), 1)
 
 
