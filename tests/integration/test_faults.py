@@ -132,54 +132,7 @@ def test_postgres_stopped_immediately_mid_dump(own_pg, tmp_path, tmp_storage_url
 
 
 # --------------------------------------------------------------------------
-# PostgreSQL stopped with -m immediate mid-base-backup
-
-
-def test_postgres_stopped_immediately_mid_base_backup(scratch_dir):
-    source = ArchivingSource(str(scratch_dir), password=secrets.token_urlsafe(16)).start(scale=0.01)
-    try:
-        metrics_dir = scratch_dir / "metrics"  # the postgres OS user must reach it
-        metrics_dir.mkdir()
-        os.chmod(str(metrics_dir), 0o777)
-
-        def config(name):
-            return config_file(scratch_dir / name, {
-                "storage_url": source.wal_url, "login_host": source.pg.host, "port": source.pg.port,
-                "login_user": "postgres", "login_password": source.password, "mode": "physical",
-                "wal_wait_timeout": 120, "metrics_dir": str(metrics_dir), "job_name": "base"}, owner="postgres")
-
-        cfg = config("physical.yml")
-        archive = file_root(source.wal_url)
-        before = sorted(k for k in list_keys(source.wal_url) if k.startswith("backups/"))
-        proc = drkit(["pg-backup", "--config", cfg], user="postgres")
-        try:
-            streamer = wait_for_child(proc.pid, "pg_basebackup", match=b"--pgdata=-")  # not a --version
-            # the kill point: 8 MiB of the tar stream written by pg_basebackup (a
-            # fresh cluster compresses to too little to count stored bytes)
-            step_until(streamer, lambda: written(streamer) > 8 * MIB)
-            assert temp_upload_over(archive / "backups", 0)  # mid-upload
-            source.pg.stop(mode="immediate")
-            os.kill(streamer, signal.SIGCONT)
-            rc, out, err = finish(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert rc == 6, err  # ToolError: pg_basebackup failed
-        assert "pg_basebackup failed while taking the base backup" in err, err
-        assert "Traceback" not in err and source.password not in err
-        assert sorted(k for k in list_keys(source.wal_url) if k.startswith("backups/")) == before
-        assert metric(metrics_dir, "base", "drkit_backup_last_status") == 0
-        source.pg.start()  # maybe on another port
-        rc, out, err = finish(drkit(["pg-backup", "--config", config("again.yml")], user="postgres"))
-        assert rc == 0, err
-        assert len(list(manifests(source.wal_url))) == 1
-        assert metric(metrics_dir, "base", "drkit_backup_last_status") == 1
-    finally:
-        source.pg.destroy()
-
-
-# --------------------------------------------------------------------------
-# kill -9 of drkit, and of its child tool, mid-base-backup and mid-dump
+# base backups of a cluster archiving into file://
 
 
 @pytest.fixture
@@ -218,6 +171,47 @@ def age_temp_uploads(root):
     return leftovers
 
 
+# --------------------------------------------------------------------------
+# PostgreSQL stopped with -m immediate mid-base-backup
+
+
+def test_postgres_stopped_immediately_mid_base_backup(archiving_source, scratch_dir):
+    source = archiving_source
+    metrics_dir = shared_metrics_dir(scratch_dir)
+    archive = file_root(source.wal_url)
+    before = backup_keys(source.wal_url)
+    proc = drkit(["pg-backup", "--config", physical_config(source, scratch_dir / "a.yml", metrics_dir)],
+                 user="postgres")
+    try:
+        streamer = wait_for_child(proc.pid, "pg_basebackup", match=b"--pgdata=-")  # not a --version
+        # the kill point: 8 MiB of the tar stream written by pg_basebackup (a
+        # fresh cluster compresses to too little to count stored bytes)
+        step_until(streamer, lambda: written(streamer) > 8 * MIB)
+        assert temp_upload_over(archive / "backups", 0)  # mid-upload
+        source.pg.stop(mode="immediate")
+        os.kill(streamer, signal.SIGCONT)
+        rc, out, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 6, err  # ToolError: pg_basebackup failed
+    assert "pg_basebackup failed while taking the base backup" in err, err
+    assert "Traceback" not in err and source.password not in err
+    assert backup_keys(source.wal_url) == before
+    assert not list(archive.rglob(".drkit-tmp-*"))  # drkit lived to remove its temp upload
+    assert metric(metrics_dir, "base", "drkit_backup_last_status") == 0
+    source.pg.start()  # maybe on another port
+    again = physical_config(source, scratch_dir / "b.yml", metrics_dir)
+    rc, out, err = finish(drkit(["pg-backup", "--config", again], user="postgres"))
+    assert rc == 0, err
+    assert len(manifests(source.wal_url)) == 1
+    assert metric(metrics_dir, "base", "drkit_backup_last_status") == 1
+
+
+# --------------------------------------------------------------------------
+# kill -9 of drkit, and of its child tool, mid-base-backup and mid-dump
+
+
 @pytest.mark.parametrize("victim", ["drkit", "pg_basebackup"])
 def test_kill9_mid_base_backup(archiving_source, scratch_dir, victim):
     """SIGKILL of drkit itself (its child tool then dies on the broken pipe)
@@ -236,8 +230,11 @@ def test_kill9_mid_base_backup(archiving_source, scratch_dir, victim):
         assert temp_upload_over(archive / "backups", 0)
         drkit_pid = parent_of(streamer)  # proc is runuser
         assert b"pg-backup" in read_proc(drkit_pid, "cmdline")
-        os.kill(drkit_pid if victim == "drkit" else streamer, signal.SIGKILL)
-        os.kill(streamer, signal.SIGCONT)
+        if victim == "drkit":
+            os.kill(drkit_pid, signal.SIGKILL)
+            os.kill(streamer, signal.SIGCONT)  # it writes on, into the broken pipe
+        else:
+            os.kill(streamer, signal.SIGKILL)  # a stopped process dies of it at once
         rc, out, err = finish(proc)
     finally:
         if proc.poll() is None:

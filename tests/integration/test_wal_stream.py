@@ -106,6 +106,14 @@ class Streamed(object):
                 out[seg] = max(end, out.get(seg, 0))
         return out
 
+    def wait_stored(self, segment, timeout=120):
+        """Until the archive holds ``segment`` in full."""
+        deadline = time.time() + timeout
+        while not any(k.endswith("/%s.zst" % segment) for k in list_keys(self.url)):
+            assert self.proc.poll() is None, self.proc.communicate()
+            assert time.time() < deadline, "%s was never stored" % segment
+            time.sleep(0.2)
+
     def wait_streamed_past(self, lsn_text, timeout=60):
         """Until a streamed partial (or the full segment) holds WAL up to ``lsn_text``."""
         lsn = parse_lsn(lsn_text)
@@ -216,10 +224,7 @@ def test_archiver_restarted_leaves_no_gap_and_prunes_superseded_partials(streame
     assert retained > 0
     s.start_streaming(name="again.yml")
     last = pg.psql("SELECT pg_walfile_name(pg_switch_wal())")
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(k.endswith("/%s.zst" % last) for k in list_keys(s.url)):
-        assert s.proc.poll() is None, s.proc.communicate()
-        time.sleep(0.2)
+    s.wait_stored(last)
     rc, out, err = s.stop_streaming()
     assert rc == 0, err
     segments = sorted(name_of_key(k) for k in list_keys(s.url) if name_of_key(k) and len(name_of_key(k)) == 24)
@@ -263,10 +268,7 @@ def test_a_recreated_slot_after_lost_wal_reports_the_gap(streamed):
         pg.psql("CHECKPOINT")
     s.start_streaming(name="again.yml")
     last = pg.psql("SELECT pg_walfile_name(pg_switch_wal())")
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(k.endswith("/%s.zst" % last) for k in list_keys(s.url)):
-        assert s.proc.poll() is None, s.proc.communicate()
-        time.sleep(0.2)
+    s.wait_stored(last)
     rc, out, err = s.stop_streaming()
     assert rc == 6, err
     assert "WAL gap in the archive" in err and "take a new base backup" in err.lower(), err
