@@ -87,6 +87,7 @@ class Clock(object):
     def __call__(self):
         return self.now
 
+
 SEGMENT_2 = "000000010000000000000002"  # WAL from 2 * SEG up to 3 * SEG
 
 
