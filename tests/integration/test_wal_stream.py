@@ -275,3 +275,45 @@ def test_a_recreated_slot_after_lost_wal_reports_the_gap(streamed):
     assert lost not in [name_of_key(k) for k in list_keys(s.url)]
     text = (s.metrics / "drkit_wal_stream.prom").read_text()
     assert 'drkit_wal_stream_gap{drkit_job="wal_stream",kind="pg_wal",slot="drkit_wal_stream"} 1' in text, text
+
+
+def metric(s, name):
+    """The value of ``name`` in the archiver's metrics file, or None."""
+    path = s.metrics / "drkit_wal_stream.prom"
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        if line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_metrics(s, predicate, what, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert s.proc.poll() is None, s.proc.communicate()
+        lag, age = metric(s, "drkit_wal_stream_archive_lag_bytes"), metric(s, "drkit_wal_stream_unarchived_seconds")
+        if lag is not None and age is not None and predicate(lag, age):
+            return lag, age
+        time.sleep(0.5)
+    raise AssertionError("the metrics never showed %s: %s" % (what, (s.metrics / "drkit_wal_stream.prom").read_text()))
+
+
+def test_rpo_metrics_show_wal_the_archive_does_not_hold_and_how_long(streamed):
+    s = streamed
+    s.start_streaming()
+    wait_metrics(s, lambda lag, age: lag == 0 and age == 0, "the archive caught up")
+    # pg_receivewal frozen: the server goes on committing, nothing reaches the archive
+    receiver = int(subprocess.check_output(["pgrep", "-P", str(s.proc.pid), "pg_receivewal"]).split()[0])
+    os.kill(receiver, signal.SIGSTOP)
+    try:
+        s.pg.psql("CREATE TABLE filler AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 20000) g")
+        lag, age = wait_metrics(s, lambda lag, age: lag > 1 << 20 and age >= 6, "WAL waiting for 6 s or more")
+    finally:
+        os.kill(receiver, signal.SIGCONT)
+    assert metric(s, "drkit_wal_stream_up") == 1
+    assert metric(s, "drkit_wal_stream_updated_timestamp_seconds") > time.time() - 30
+    # once it flows again the archive catches up and the age goes back to 0
+    wait_metrics(s, lambda lag, age: lag == 0 and age == 0, "the archive caught up again")
+    rc, _out, err = s.stop_streaming()
+    assert rc == 0, err

@@ -60,6 +60,11 @@ HELP = {
     "drkit_wal_stream_last_archived_timestamp_seconds": ("gauge", "Unix time WAL last reached the archive (a full "
                                                                   "segment or a streamed partial)."),
     "drkit_wal_stream_slot_retained_bytes": ("gauge", "WAL the server keeps for the archiver's replication slot."),
+    "drkit_wal_stream_archive_lag_bytes": ("gauge", "WAL the server has flushed that the archive does not hold yet."),
+    "drkit_wal_stream_unarchived_seconds": ("gauge", "How long the oldest WAL not yet in the archive has been on the "
+                                            "server: the RPO if the server were lost now."),
+    "drkit_wal_stream_updated_timestamp_seconds": ("gauge", "Unix time the streaming archiver last wrote its "
+                                                   "metrics (every 5 s while it runs)."),
 }
 
 JOB_RE = re.compile(r"^[A-Za-z0-9_.-]+$")

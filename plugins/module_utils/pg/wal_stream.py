@@ -33,6 +33,14 @@ one on its timeline, and a gap is reported (error in the log, the
 ``drkit_wal_stream_gap`` metric) and never papered over. The WAL the slot
 holds back on the server is in the metrics (``slot_retained_bytes``), so a
 stopped archiver cannot fill the server's disk unnoticed.
+
+RPO made visible (``RpoWatch``): how far the archive is behind the server,
+in bytes and in seconds. The archive's position is only advanced by what is
+proven stored: a full segment's end, or, for a streamed partial, the write
+position pg_receivewal had reported to the server (pg_stat_replication's
+write_lsn, sampled before the spool file was read, so the file held at
+least that much). The trailing zeros of the file cannot tell where the last
+record ends, the server's own report can.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -52,6 +60,7 @@ from ..repo.wal_layout import (
     HISTORY_RE,
     SEGMENT_RE,
     classify,
+    DEFAULT_SEGMENT_SIZE as SEGMENT_SIZE,
     segment_number,
     stream_name,
     timeline_of,
@@ -65,6 +74,7 @@ from .wal_segments import list_timeline, stream_partials
 PARTIAL_SUFFIX = ".partial"
 POLL = 0.2
 MAX_BACKOFF = 30.0
+METRICS_INTERVAL = 5.0
 
 OPTIONS = Options(
     CONNECTION, STORAGE, COMPRESSION_LEVEL, metrics.METRICS, MAINTENANCE_DB,
@@ -182,8 +192,9 @@ class Receiver(object):
 
 
 class Streamer(object):
-    def __init__(self, storage, spool, level, progress):
+    def __init__(self, storage, spool, level, progress, rpo=None):
         self.storage, self.spool, self.level, self.progress = storage, spool, level, progress
+        self.rpo = rpo or RpoWatch()
         self.pushed = 0
         self.reported = 0  # of pushed, how many the metrics counted
         self.partials = 0
@@ -228,6 +239,7 @@ class Streamer(object):
             if classify(name) == "segment":
                 prune_partials(self.storage, name)
                 self.last_segment, self.last_segment_time = name, time.time()
+                self.rpo.segment_stored(name)
             os.unlink(path)
             self.pushed += 1
             self.progress("archived %s (%s)" % (name, result["status"]))
@@ -245,6 +257,7 @@ class Streamer(object):
                 continue  # completed meanwhile: pushed on the next round
             end = _end_of_data(data)
             if self.last_partial == (segment, end):
+                self.rpo.partial_covered(segment)  # what is stored is what the file holds
                 continue
             stored = push_partial(self.storage, segment, data, self.level)
             if stored is None:
@@ -252,21 +265,79 @@ class Streamer(object):
             prune_partials(self.storage, segment, keep_end=stored)
             self.last_partial, self.last_partial_time = (segment, stored), time.time()
             self.partials += 1
+            self.rpo.partial_covered(segment)
+
+
+class RpoWatch(object):
+    """The archive's position against the server's: ``lag_bytes`` and
+    ``unarchived_seconds`` (how long the oldest WAL not yet in the archive
+    has been flushed on the server, to the resolution of the samples)."""
+
+    def __init__(self, clock=time.time):
+        self.clock = clock
+        self.archived = None  # LSN up to which the archive is proven to hold WAL
+        self.receiver_written = None  # pg_receivewal's write position, last sample
+        self.server = None  # the server's flushed WAL, last sample
+        self.pending = []  # (time first seen, server LSN) not archived yet, oldest first
+
+    def sample(self, server_lsn, receiver_written):
+        """A reading of the server: its flushed position and what the
+        archiver's pg_receivewal reported written (None: not connected)."""
+        now = self.clock()
+        if server_lsn is not None:
+            self.server = server_lsn
+            if self.archived is not None and server_lsn > self.archived and (
+                    not self.pending or server_lsn > self.pending[-1][1]):
+                self.pending.append((now, server_lsn))
+        if receiver_written is not None:
+            self.receiver_written = receiver_written
+
+    def stored(self, lsn):
+        """The archive holds WAL up to ``lsn``."""
+        if self.archived is None or lsn > self.archived:
+            self.archived = lsn
+            if self.server is not None and self.server > lsn and not self.pending:
+                # the server was ahead already when the archive first knew its place
+                self.pending.append((self.clock(), self.server))
+        self.pending = [(t, s) for t, s in self.pending if s > self.archived]
+
+    def partial_covered(self, segment):
+        """A streamed partial of ``segment`` was stored (or already was) from a
+        spool file read after the last sample: it holds at least what
+        pg_receivewal had reported written, within that segment."""
+        if self.receiver_written is None:
+            return
+        start = segment_number(segment) * SEGMENT_SIZE
+        end = start + SEGMENT_SIZE
+        if self.receiver_written > start:
+            self.stored(min(self.receiver_written, end))
+
+    def segment_stored(self, segment):
+        self.stored((segment_number(segment) + 1) * SEGMENT_SIZE)
+
+    def values(self):
+        if self.archived is None or self.server is None:
+            return {}
+        age = self.clock() - self.pending[0][0] if self.pending else 0.0
+        return {"drkit_wal_stream_archive_lag_bytes": max(0, self.server - self.archived),
+                "drkit_wal_stream_unarchived_seconds": round(max(0.0, age), 3)}
 
 
 def _slot_facts(cp, dbname, slot):
-    """(exists, retained bytes) of the slot; retained None when unknown."""
+    """(exists, retained bytes, server's flushed LSN, the slot's receiver's
+    write LSN) of the slot; what is unknown is None."""
     try:
         with connect(cp, dbname, autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute("SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE "
-                        "pg_current_wal_lsn() - restart_lsn END FROM pg_replication_slots "
-                        "WHERE slot_name = %s", (slot,))
+            cur.execute("SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() - s.restart_lsn END, "
+                        "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_flush_lsn() - '0/0' END, "
+                        "r.write_lsn - '0/0' FROM pg_replication_slots s "
+                        "LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = %s", (slot,))
             row = cur.fetchone()
     except DrkitError:
-        return None, None
+        return None, None, None, None
     if row is None:
-        return False, None
-    return True, None if row[0] is None else int(row[0])
+        return False, None, None, None
+    return (True,) + tuple(None if v is None else int(v) for v in row)
 
 
 def _server_version(cp, dbname):
@@ -287,6 +358,8 @@ def write_metrics(p, streamer, up, retained):
         values["drkit_wal_stream_last_archived_timestamp_seconds"] = newest
     if retained is not None:
         values["drkit_wal_stream_slot_retained_bytes"] = retained
+    values.update(streamer.rpo.values())
+    values["drkit_wal_stream_updated_timestamp_seconds"] = time.time()
     try:
         metrics.update_textfile(p["metrics_dir"], p["job_name"] or "wal_stream", values,
                                 labels={"kind": "pg_wal", "slot": p["slot_name"]})
@@ -311,11 +384,17 @@ def wal_stream(params, progress=None):
     dbname = p["maintenance_db"]
     tool = find_tool("pg_receivewal", _server_version(cp, dbname), p["pg_bin_dir"])
     receiver = Receiver(tool, cp, spool, p["slot_name"], p["synchronous"], progress)
-    existed, _retained = _slot_facts(cp, dbname, p["slot_name"])
+    existed = _slot_facts(cp, dbname, p["slot_name"])[0]
     if not existed:
         receiver.create_slot()
         progress("created the replication slot %s on %s" % (p["slot_name"], describe(cp)))
     streamer = Streamer(storage, spool, p["compression_level"], progress)
+
+    def observe():
+        """Read the slot and the server's positions; returns the retained bytes."""
+        _exists, retained, server_lsn, written = _slot_facts(cp, dbname, p["slot_name"])
+        streamer.rpo.sample(server_lsn, written)
+        return retained
     streamer.check_gap_next = not existed and not streamer.completed()
     deadline = time.time() + p["stop_after"] if p["stop_after"] is not None else None
     backoff = 1.0
@@ -352,20 +431,23 @@ def wal_stream(params, progress=None):
             streamer.push_completed()
             now = time.time()
             if now >= next_partial:
+                observe()  # sampled before the spool is read: what it proves stored (RpoWatch)
                 streamer.upload_partial()
                 next_partial = now + p["partial_interval"]
             if now >= next_metrics:
-                write_metrics(p, streamer, receiver.alive(), _slot_facts(cp, dbname, p["slot_name"])[1])
-                next_metrics = now + 5
+                retained = observe()
+                write_metrics(p, streamer, receiver.alive(), retained)
+                next_metrics = now + METRICS_INTERVAL
             time.sleep(POLL)
     except Terminated:
         stopped_by = "SIGTERM"
     finally:
         receiver.stop()
     # what pg_receivewal flushed before it stopped
+    retained = observe()
     streamer.push_completed()
     streamer.upload_partial()
-    write_metrics(p, streamer, False, _slot_facts(cp, dbname, p["slot_name"])[1])
+    write_metrics(p, streamer, False, retained)
     result = {"changed": streamer.pushed > 0 or streamer.partials > 0, "segments_archived": streamer.pushed,
               "partials_uploaded": streamer.partials, "last_segment": streamer.last_segment,
               "last_partial": None if streamer.last_partial is None else list(streamer.last_partial),

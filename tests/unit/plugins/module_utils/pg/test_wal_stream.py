@@ -78,3 +78,60 @@ def test_fetch_answers_a_missing_segment_with_the_newest_partial(store, tmp_path
     with pytest.raises(NotFoundError):
         fetch_file(store, NAME, str(tmp_path / "pg_wal" / "again"), partial_ok=False)
     assert not os.path.exists(str(tmp_path / "pg_wal" / "again"))
+
+
+class Clock(object):
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+SEGMENT_2 = "000000010000000000000002"  # WAL from 2 * SEG up to 3 * SEG
+
+
+def test_rpo_watch_says_nothing_until_the_archive_position_is_known():
+    watch = wal_stream.RpoWatch(Clock())
+    watch.sample(2 * SEG + 100, 2 * SEG + 50)
+    assert watch.values() == {}
+
+
+def test_rpo_watch_counts_from_when_unarchived_wal_was_first_seen():
+    clock = Clock()
+    watch = wal_stream.RpoWatch(clock)
+    watch.sample(2 * SEG + 500, 2 * SEG + 500)
+    watch.partial_covered(SEGMENT_2)
+    assert watch.values() == {"drkit_wal_stream_archive_lag_bytes": 0, "drkit_wal_stream_unarchived_seconds": 0.0}
+    clock.now += 3
+    watch.sample(2 * SEG + 900, 2 * SEG + 500)  # new WAL the receiver has not reported yet
+    clock.now += 4
+    watch.sample(2 * SEG + 1200, 2 * SEG + 900)
+    assert watch.values() == {"drkit_wal_stream_archive_lag_bytes": 700,
+                              "drkit_wal_stream_unarchived_seconds": 4.0}
+    # the partial read after that sample holds what the receiver reported: up to 900
+    watch.partial_covered(SEGMENT_2)
+    assert watch.values() == {"drkit_wal_stream_archive_lag_bytes": 300,
+                              "drkit_wal_stream_unarchived_seconds": 0.0}
+    clock.now += 2
+    assert watch.values()["drkit_wal_stream_unarchived_seconds"] == 2.0
+    watch.segment_stored(SEGMENT_2)
+    assert watch.values() == {"drkit_wal_stream_archive_lag_bytes": 0, "drkit_wal_stream_unarchived_seconds": 0.0}
+
+
+def test_rpo_watch_never_credits_a_partial_with_wal_of_another_segment():
+    watch = wal_stream.RpoWatch(Clock())
+    watch.sample(4 * SEG + 10, 4 * SEG + 10)  # the receiver is two segments further on
+    watch.partial_covered(SEGMENT_2)
+    assert watch.archived == 3 * SEG  # the partial of segment 2 proves at most segment 2
+    watch.partial_covered("000000010000000000000005")  # a partial beyond what was reported proves nothing
+    assert watch.archived == 3 * SEG
+    assert watch.values()["drkit_wal_stream_archive_lag_bytes"] == SEG + 10
+
+
+def test_rpo_watch_position_only_moves_forward():
+    watch = wal_stream.RpoWatch(Clock())
+    watch.segment_stored("000000010000000000000003")
+    watch.sample(4 * SEG, 2 * SEG + 1)
+    watch.partial_covered(SEGMENT_2)  # an older partial does not move the archive back
+    assert watch.archived == 4 * SEG
