@@ -317,3 +317,30 @@ def test_rpo_metrics_show_wal_the_archive_does_not_hold_and_how_long(streamed):
     wait_metrics(s, lambda lag, age: lag == 0 and age == 0, "the archive caught up again")
     rc, _out, err = s.stop_streaming()
     assert rc == 0, err
+
+
+def test_synchronous_mode_loses_no_acknowledged_commit(streamed, new_data_dir):
+    """--synchronous with the archiver named in synchronous_standby_names: a
+    commit returns only once pg_receivewal has flushed it, so a server lost
+    right after the commit (the archiver's host survives and stops cleanly,
+    storing what it received) is recovered with that commit, though no
+    partial was uploaded between the commit and the loss."""
+    s = streamed
+    pg = s.pg
+    pg.psql("CREATE TABLE marks (id serial primary key, phase text)")
+    s.start_streaming(synchronous=True, partial_interval=3600)
+    s.base_backup()
+    pg.psql("ALTER SYSTEM SET synchronous_standby_names = 'drkit_wal_stream'")
+    pg.psql("SELECT pg_reload_conf()")
+    deadline = time.time() + 60
+    while pg.psql("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'drkit_wal_stream'") != "sync":
+        assert time.time() < deadline, "the archiver never became the synchronous standby"
+        time.sleep(0.2)
+    before = s.streamed_partials()
+    pg.psql("INSERT INTO marks (phase) VALUES ('acknowledged')")
+    assert s.streamed_partials() == before  # nothing uploaded since: the spool alone holds it
+    pg.stop(mode="immediate")
+    rc, _out, err = s.stop_streaming()
+    assert rc == 0, err
+    port, res = recover(s, new_data_dir, target="latest")
+    assert rows(port, s.password) == ["acknowledged"], res
