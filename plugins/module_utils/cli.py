@@ -43,7 +43,8 @@ from .core.signals import signals_raise
 # Keys whose value makes a world-readable config file an error, whichever
 # command reads it (one job's file serves several commands); a unit test
 # checks it holds every secret option and alias of the registry.
-SECRET_KEYS = ("login_password", "secret_key", "aws_secret_key", "session_token", "encryption_passphrase")
+SECRET_KEYS = ("login_password", "secret_key", "aws_secret_key", "session_token", "encryption_passphrase",
+               "to_secret_key", "to_aws_secret_key", "to_session_token")
 # argparse destinations that are not options
 INTERNAL = ("config", "func", "json", "quiet", "options")
 # PostgreSQL runs these once per WAL file and they create no directories:
@@ -341,6 +342,16 @@ def cmd_rotate(args, params):
     return changed, result
 
 
+def _copy():
+    from .repo import copy  # pylint: disable=import-outside-toplevel
+    return copy.OPTIONS
+
+
+def cmd_copy(args, params):
+    from .repo.copy import backup_copy  # pylint: disable=import-outside-toplevel
+    return backup_copy(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+
+
 def _redis_snapshot():
     from .redis import snapshot  # pylint: disable=import-outside-toplevel
     return snapshot.OPTIONS
@@ -382,6 +393,8 @@ COMMANDS = (
     ("list", "list complete backups, newest first", _list, None, cmd_list),
     ("rotate", "delete old backups by a keep-last/daily/weekly/monthly/yearly policy", _rotate, _rotate_extras,
      cmd_rotate),
+    ("copy", "copy complete backups and the WAL archive into a second repository (to_storage_url)", _copy,
+     _check("list what would be copied, write nothing"), cmd_copy),
     # archive_command / restore_command: positional %p %f / %f %p as PostgreSQL passes them.
     ("wal-push", "archive_command: store one WAL file (%%p %%f) in the archive", _wal_push, _wal_push_extras,
      cmd_wal_push),

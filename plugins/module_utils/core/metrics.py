@@ -53,6 +53,13 @@ HELP = {
     "drkit_dr_rehearsal_rpo_seconds": ("gauge", "Achieved RPO (backup age at restore) of the last DR rehearsal."),
     "drkit_wal_push_last_success_timestamp_seconds": ("gauge", "Unix time a WAL file was last archived."),
     "drkit_wal_push_failures_total": ("counter", "WAL archive attempts that failed."),
+    "drkit_copy_last_status": ("gauge", "1 if the last repository copy succeeded, 0 if it failed."),
+    "drkit_copy_last_attempt_timestamp_seconds": ("gauge", "Unix time the last repository copy finished."),
+    "drkit_copy_last_success_timestamp_seconds": ("gauge", "Unix time of the last successful repository copy."),
+    "drkit_copy_backups_total": ("counter", "Backups copied into the second repository."),
+    "drkit_copy_bytes_total": ("counter", "Bytes copied into the second repository (backups and WAL)."),
+    "drkit_copy_newest_backup_timestamp_seconds": ("gauge", "Finish time of the newest backup the second "
+                                                   "repository holds after the last successful copy."),
     "drkit_wal_stream_up": ("gauge", "1 while the streaming archiver's pg_receivewal runs."),
     "drkit_wal_stream_gap": ("gauge", "1 if the streaming archiver found a gap in the archive (take a base backup)."),
     "drkit_wal_stream_segments_archived_total": ("counter", "Segments the streaming archiver stored in full."),

@@ -106,14 +106,15 @@ class Option(object):
     _FIELDS = ("type", "default", "choices", "min", "max", "above", "allowed", "elements", "aliases", "env",
                "secret", "no_log", "required", "module", "flags", "off_flags", "split", "metavar", "help", "hint")
 
-    def but(self, **changes):
+    def but(self, name=None, **changes):
         """A copy with some fields changed: the same option with another
-        default or help in one command (the type and range stay)."""
+        default or help in one command (the type and range stay), or under
+        another ``name`` (a second storage's options, to_*)."""
         fields = dict((f, getattr(self, "_allowed" if f == "allowed" else f)) for f in self._FIELDS)
         if fields["secret"]:
             fields["no_log"] = None
         fields.update(changes)
-        return Option(self.name, **fields)
+        return Option(name or self.name, **fields)
 
     def __repr__(self):
         return "Option(%r, %r)" % (self.name, self.type)
