@@ -58,8 +58,16 @@ print("%%.4f %%.4f" %% (t1 - t0, t2 - t1))
 
 def make_segment(pg_bin, work):
     data = os.path.join(work, "pgdata")
-    subprocess.run([os.path.join(pg_bin, "initdb"), "-D", data, "-U", "postgres", "--no-sync", "-A", "trust"],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    argv = [os.path.join(pg_bin, "initdb"), "-D", data, "-U", "postgres", "--no-sync", "-A", "trust"]
+    if os.geteuid() == 0:  # initdb refuses root: run it as postgres in a directory of its own
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        os.mkdir(data, 0o700)
+        os.chown(data, pw.pw_uid, pw.pw_gid)
+        os.chmod(work, 0o755)
+        argv = ["runuser", "-u", "postgres", "--"] + argv
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     segs = sorted(p for p in glob.glob(os.path.join(data, "pg_wal", "0*")) if len(os.path.basename(p)) == 24)
     src = segs[0]
     dst = os.path.join(work, "pg_wal", os.path.basename(src))
