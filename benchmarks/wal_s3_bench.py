@@ -111,7 +111,7 @@ def one_run(trees, s3, name, path, cfg, work, rounds, run_no):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--tree", action="append", required=True, help="label=path of a checkout with .venv")
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--runs", type=int, default=3)

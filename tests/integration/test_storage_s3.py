@@ -416,8 +416,8 @@ def test_a_profile_goes_through_boto3s_credential_chain(s3, bucket, tmp_path, mo
     """Named profiles: obstore's Boto3CredentialProvider, the only place
     boto3 signs nothing but still provides the keys."""
     creds = tmp_path / "credentials"
-    creds.write_text("[backup]\naws_access_key_id = %s\naws_secret_access_key = %s\n" % (s3.access_key,
-                                                                                        s3.secret_key))
+    creds.write_text("[backup]\naws_access_key_id = %s\naws_secret_access_key = %s\n" % (
+        s3.access_key, s3.secret_key))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
@@ -428,4 +428,3 @@ def test_a_profile_goes_through_boto3s_credential_chain(s3, bucket, tmp_path, mo
     with pytest.raises(ConfigError) as e:
         open_storage("s3://%s/prof" % bucket, endpoint_url=s3.endpoint_url, profile="no-such-profile")
     assert "no-such-profile" in str(e.value)
-

@@ -206,7 +206,7 @@ class S3Storage(Storage):
     def _iter_body(self, key, path, result, chunk_size):
         meta = result.meta
         size, etag = meta["size"], meta.get("e_tag")
-        got, retries = 0, 0
+        got, retries, failure = 0, 0, None
         while True:
             try:
                 for chunk in result.stream(min_chunk_size=chunk_size):
@@ -327,8 +327,8 @@ class S3Storage(Storage):
         except Exception as e:  # pylint: disable=broad-except
             code = str((getattr(e, "response", None) or {}).get("Error", {}).get("Code", ""))
             if code != "NoSuchUpload":
-                raise StorageError("Could not abort upload of %s at %s: %s" % (upload.key, self.describe(),
-                                                                                _brief(e)))
+                raise StorageError("Could not abort upload of %s at %s: %s" % (
+                    upload.key, self.describe(), _brief(e)))
 
     def check_writable(self):
         try:
@@ -375,7 +375,7 @@ def _kind(exc):
 
 def _brief(exc):
     # obstore appends a multi-line Rust "Debug source:" dump: the first part says it
-    text = " ".join(str(exc).split("Debug source:")[0].split()) or type(exc).__name__
+    text = " ".join(str(exc).split("Debug source:", maxsplit=1)[0].split()) or type(exc).__name__
     return text if len(text) < 400 else text[:400] + "..."
 
 

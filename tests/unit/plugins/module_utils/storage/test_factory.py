@@ -148,8 +148,8 @@ def test_a_session_token_from_the_environment_goes_only_with_its_own_keys():
     env = {"AWS_ACCESS_KEY_ID": "envkey", "AWS_SECRET_ACCESS_KEY": "envsecret", "AWS_SESSION_TOKEN": "envtoken"}
     # keys from the config file: the environment's token is a leftover
     assert s3_client.resolve_credentials("cfgkey", "cfgsecret", None, env) == ("cfgkey", "cfgsecret", None)
-    assert s3_client.resolve_credentials("cfgkey", "cfgsecret", "cfgtoken", env) == ("cfgkey", "cfgsecret",
-                                                                                      "cfgtoken")
+    want = ("cfgkey", "cfgsecret", "cfgtoken")
+    assert s3_client.resolve_credentials("cfgkey", "cfgsecret", "cfgtoken", env) == want
     # the environment's keys: its token with them
     assert s3_client.resolve_credentials(None, None, None, env) == ("envkey", "envsecret", "envtoken")
     assert s3_client.resolve_credentials("envkey", "envsecret", None, env) == ("envkey", "envsecret", "envtoken")

@@ -78,7 +78,7 @@ class FakeObstore(object):
     def put(self, store, path, data, mode=None, use_multipart=None):
         self.calls.append(("put", path, mode, use_multipart, len(data)))
         if self.put_error:
-            raise self.put_error
+            raise self.put_error  # pylint: disable=raising-bad-type
         if mode == "create" and path in self.objects:
             raise AlreadyExistsError("Object at location %s already exists: PreconditionFailed" % path)
         self.objects[path] = bytes(data)
@@ -89,7 +89,7 @@ class FakeObstore(object):
     def get(self, store, path, options=None):
         self.calls.append(("get", path, options))
         if self.get_error:
-            raise self.get_error
+            raise self.get_error  # pylint: disable=raising-bad-type
         data = self.objects[path]
         start = (options or {}).get("range", {}).get("offset", 0)
         cut = self.cuts.pop(0) if self.cuts else None
