@@ -89,7 +89,7 @@ ensure_venv() {
     want="$(cat "$ROOT/requirements/runtime.txt" "$ROOT/requirements/test.txt" | sha256sum | cut -d' ' -f1)"
     [ -f "$stamp" ] && have="$(cat "$stamp")"
     if [ "$want" = "$have" ] && [ -x "$VENV/bin/weed" ] && [ -x "$VENV/bin/ruff" ] &&
-        "$VENV/bin/python" -c 'import boto3, zstandard, psycopg, yaml, pyrage, ansible, pytest, hypothesis, redis' \
+        "$VENV/bin/python" -c 'import boto3, obstore, zstandard, psycopg, yaml, pyrage, ansible, pytest, hypothesis, redis' \
             >/dev/null 2>&1; then
         log "Python requirements up to date"
         return

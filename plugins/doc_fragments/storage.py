@@ -23,6 +23,7 @@ options:
   endpoint_url:
     description:
       - Endpoint of an S3-compatible store, for example C(https://s3.example.internal).
+      - Written as C(http(s)://host[:port]) with nothing after the port; anything else is refused.
       - Falls back to E(AWS_ENDPOINT_URL_S3), then E(AWS_ENDPOINT_URL).
     type: str
   region:
@@ -41,7 +42,9 @@ options:
     aliases: [aws_secret_key]
   session_token:
     description:
-      - S3 session token for temporary credentials. Falls back to E(AWS_SESSION_TOKEN).
+      - S3 session token for temporary credentials.
+      - E(AWS_SESSION_TOKEN) is used only together with E(AWS_ACCESS_KEY_ID) and E(AWS_SECRET_ACCESS_KEY),
+        never with keys given as options (a leftover token would make every request fail).
     type: str
   profile:
     description:
@@ -57,7 +60,8 @@ options:
     type: bool
     default: true
 requirements:
-  - boto3 (Python library on the managed host) for C(s3://) storage
+  - obstore (Python library, Python 3.11 or later, on the managed host) for C(s3://) storage
+  - boto3 for C(s3://) credentials from a profile, SSO or a role, and for aborting stale multipart uploads
 """
 
     METRICS = r"""

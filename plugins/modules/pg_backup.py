@@ -137,8 +137,8 @@ options:
       - Free-form labels recorded in the manifest.
     type: dict
 notes:
-  - Run the module on a host that has the drkit Python requirements (psycopg, zstandard, boto3);
-    the C(drkit.backup.postgresql_backup) role installs them into C(/opt/drkit).
+  - Run the module on a host that has the drkit Python requirements (psycopg, zstandard, obstore, boto3;
+    Python 3.11 or later); the C(drkit.backup.postgresql_backup) role installs them into C(/opt/drkit).
 seealso:
   - module: drkit.backup.backup_info
 """

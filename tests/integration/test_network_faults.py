@@ -114,3 +114,37 @@ def test_an_upload_cut_every_time_leaves_nothing_listed(pg, s3, bucket, proxy, b
     proxy.clear()
     rc, out, err = run(["list"], cfg)
     assert rc == 0 and "no complete backups" in out, out
+
+
+BLOBS_DIGEST = "SELECT count(*) || ':' || md5(string_agg(md5(payload), '' ORDER BY id)) FROM blobs"
+
+
+def test_a_download_cut_once_mid_body_is_resumed_and_the_restore_succeeds(pg, s3, proxy, stored, blob_db, tmp_path):
+    """One connection reset in the middle of the dump's body: the download
+    goes on from the byte reached (a ranged GET), the restore succeeds with
+    the very data (issue 13, hole 13: it used to exit 3 at once)."""
+    proxy.add(Fault("cut", at=3 * MIB, direction="response", method="GET", min_body=4 * MIB, times=1))
+    rc, out, err, target, work = restore(pg, restore_config(pg, proxy, s3, stored, tmp_path), tmp_path)
+    try:
+        assert proxy.injected["cut"] == 1
+        assert rc == 0, err
+        assert pg.psql(BLOBS_DIGEST, dbname=target) == pg.psql(BLOBS_DIGEST, dbname=blob_db)
+        assert list(work.iterdir()) == []
+    finally:
+        pg.psql('DROP DATABASE IF EXISTS "%s"' % target)
+
+
+def test_a_download_cut_every_time_is_a_transfer_error_and_nothing_is_restored(pg, s3, proxy, stored, tmp_path):
+    """Every answer of more than 2 MiB is reset after 1.5 MiB, the resumed
+    ones too: bounded retries, then exit 3 with a transfer error, neither
+    a connection refusal ("cannot connect") nor a corrupt object."""
+    proxy.add(Fault("cut", at=64 << 10, direction="response", method="GET", min_body=1 * MIB, times=1000))
+    before = set(pg.psql("SELECT datname FROM pg_database").split())
+    rc, out, err, target, work = restore(pg, restore_config(pg, proxy, s3, stored, tmp_path), tmp_path)
+    assert proxy.injected["cut"] >= 2
+    assert rc == 3, err
+    assert "connection lost after" in err and "retried 5 times" in err and "database.pgdump" in err, err
+    assert "cannot connect" not in err and "sha256" not in err and "corrupt or was modified" not in err, err
+    assert "Traceback" not in err and s3.secret_key not in err and pg.password not in err, err
+    assert list(work.iterdir()) == []
+    assert set(pg.psql("SELECT datname FROM pg_database").split()) == before

@@ -91,8 +91,7 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
                           "PostgreSQL would cut the name; choose a shorter one")
     session_options(p["restore_settings"])  # a bad setting fails before anything is done
     cp = conn_params(p)
-    # light: no boto3 import (0.2 s of every restore) when static credentials allow it
-    storage = open_storage(p["storage_url"], light=True, must_exist=True, **storage_options(p))
+    storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
     entry = resolve_logical(storage, p)
     manifest = entry.manifest
     maintenance_db = p["maintenance_db"]

@@ -66,7 +66,7 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
     p = resolve(OPTIONS, params)
     level = p["level"]
     checks = normalise_checks(p["checks"])
-    storage = open_storage(p["storage_url"], light=True, must_exist=True, **storage_options(p))
+    storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
     entry = mf.resolve(storage, p["backup_id"], before=p["before"], database=p["source_database"])
     manifest = entry.manifest
     kind = manifest["kind"]

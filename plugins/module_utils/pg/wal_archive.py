@@ -327,7 +327,7 @@ def wal_push(params, path, name, progress=None, storage=None):
                     return False, result
                 # Different content than what we pushed ahead: go through the full contract.
         if storage is None:
-            storage = open_storage(p["storage_url"], light=True, **storage_options(p))
+            storage = open_storage(p["storage_url"], **storage_options(p))
         ahead = []
         if spool_dir and read_ahead > 0:
             wal_dir = os.path.dirname(os.path.abspath(path))
@@ -461,7 +461,7 @@ def wal_fetch(params, name, path, storage=None):
             return True, {"name": name, "status": "prefetched", "seconds": round(time.time() - t0, 3),
                           "msg": "restored %s (prefetched)" % name}
     if storage is None:
-        storage = open_storage(p["storage_url"], light=True, must_exist=True, **storage_options(p))
+        storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
     threads = []
     if prefetch > 0:
         seg_size = p["wal_segment_size"]

@@ -377,7 +377,7 @@ def wal_stream(params, progress=None):
     if not spool:
         raise ConfigError("spool_dir is required", "Give the archiver a directory of its own (--spool-dir), on a "
                           "disk with room for the WAL of an outage of the storage")
-    storage = open_storage(p["storage_url"], light=True, **storage_options(p))
+    storage = open_storage(p["storage_url"], **storage_options(p))
     storage.check_writable()
     os.makedirs(spool, 0o700, exist_ok=True)
     cp = conn_params(p)

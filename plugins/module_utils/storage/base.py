@@ -11,11 +11,9 @@ from a URL):
 * ``file:///abs/path`` (storage.file): writes go to a hidden temp name in the
   target directory, are fsynced, renamed into place and the directory is
   fsynced.  Files are 0600, directories 0700.
-* ``s3://bucket/prefix`` (storage.s3): boto3; streams are uploaded as
+* ``s3://bucket/prefix`` (storage.s3): obstore; streams are uploaded as
   multipart uploads with a SHA-256 checksum per part, and a failed upload is
-  aborted.  ``open_storage(..., light=True)`` (wal-push, wal-fetch,
-  pg_restore, pg_verify) puts storage.s3lite's standard-library client in
-  front of boto3 when it can.
+  aborted; downloads cut mid-way resume by range.
 
 Every writer is used as ``with storage.writer(key) as w: w.write(...)``;
 leaving the block with an exception aborts the write and leaves nothing

@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover
 from ..core.errors import ConfigError
 from ..core.options import Option, from_environment
 from .file import FileStorage
-from .s3 import S3Storage
+from .s3_client import check_endpoint_url
 
 # The storage options of every command (doc fragment drkit.backup.storage).
 # The module requires storage_url; the engine says itself when it is missing.
@@ -35,20 +35,26 @@ STORAGE_URL = Option("storage_url", "str", required=True, flags=("--storage-url"
                      help="file:///abs/path or s3://bucket/prefix")
 ENDPOINT_URL = Option("endpoint_url", "str", env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"), flags=("--endpoint-url",),
                       help="S3-compatible endpoint (or AWS_ENDPOINT_URL)")
+REGION = Option("region", "str", env=("AWS_REGION", "AWS_DEFAULT_REGION"), flags=("--region",),
+                help="S3 region (or AWS_DEFAULT_REGION)")
+PROFILE = Option("profile", "str", env=("AWS_PROFILE",), flags=("--profile",), help="AWS profile name")
+CA_BUNDLE = Option("ca_bundle", "path", env=("AWS_CA_BUNDLE",), flags=("--ca-bundle",),
+                   help="CA bundle for the S3 endpoint")
 STORAGE = (
     STORAGE_URL,
     ENDPOINT_URL,
-    Option("region", "str", env=("AWS_REGION", "AWS_DEFAULT_REGION"), flags=("--region",),
-           help="S3 region (or AWS_DEFAULT_REGION)"),
+    REGION,
     # An access key id is not secret enough to refuse a readable config file
     # for it, but Ansible hides it like AWS modules do.
     Option("access_key", "str", aliases=("aws_access_key",), env=("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY"),
            no_log=True),
     Option("secret_key", "str", aliases=("aws_secret_key",), env=("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY"),
            secret=True),
-    Option("session_token", "str", env=("AWS_SESSION_TOKEN",), secret=True),
-    Option("profile", "str", env=("AWS_PROFILE",), flags=("--profile",), help="AWS profile name"),
-    Option("ca_bundle", "path", env=("AWS_CA_BUNDLE",), flags=("--ca-bundle",), help="CA bundle for the S3 endpoint"),
+    # No env fallback here: AWS_SESSION_TOKEN only goes with the environment's
+    # own keys (storage.s3_client.resolve_credentials), never with a config file's.
+    Option("session_token", "str", secret=True),
+    PROFILE,
+    CA_BUNDLE,
     Option("validate_certs", "bool", default=True, off_flags=("--no-validate-certs",),
            help="do not validate the S3 endpoint's TLS certificate (tests only)"),
 )
@@ -59,15 +65,12 @@ STORAGE_OPTION_NAMES = tuple(o.name for o in STORAGE if o is not STORAGE_URL)
 
 
 def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_key=None,
-                 session_token=None, profile=None, ca_bundle=None, validate_certs=True, light=False,
+                 session_token=None, profile=None, ca_bundle=None, validate_certs=True,
                  must_exist=False, **_ignored):
-    """Storage for a storage_url. S3 options fall back to the AWS environment
-    (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, ...) as boto3 does.
-
-    ``light``: use the standard-library S3 client of s3lite.py when it can
-    stand in for boto3 (static credentials, no proxy, ...; see
-    ``s3lite.lite_client_for``): for the per-WAL-file commands and for
-    restores and verifications, where boto3's import is 0.2 s of the RTO.
+    """Storage for a storage_url. S3 options fall back to the AWS variables
+    their options name (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION,
+    AWS_ACCESS_KEY_ID, ...); no other AWS_* variable reaches the S3 client
+    (storage.s3_client).
 
     ``must_exist``: the commands that only read (list, rotate, restore,
     verify, wal-fetch) refuse a file:// root that does not exist instead of
@@ -96,14 +99,16 @@ def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_ke
         _check_bucket(url, parts.netloc)
         _check_segments(url, parts.path, "s3://bucket/prefix")
         endpoint_url = endpoint_url or from_environment(ENDPOINT_URL)
-        client = None
-        if light:
-            client = _lite_client_for(endpoint_url=endpoint_url, region=region, access_key=access_key,
-                                      secret_key=secret_key, session_token=session_token, profile=profile,
-                                      ca_bundle=ca_bundle, validate_certs=validate_certs)
+        if endpoint_url:
+            endpoint_url = check_endpoint_url(endpoint_url)
+        region = region or from_environment(REGION)
+        ca_bundle = ca_bundle or from_environment(CA_BUNDLE)
+        # Imported here: a file:// wal-push (one process per WAL segment) needs none of it.
+        from .s3 import S3Storage  # pylint: disable=import-outside-toplevel
         return S3Storage(parts.netloc, unquote(parts.path), endpoint_url=endpoint_url, region=region,
                          access_key=access_key, secret_key=secret_key, session_token=session_token,
-                         profile=profile, ca_bundle=ca_bundle, validate_certs=validate_certs, client=client)
+                         profile=profile or from_environment(PROFILE), ca_bundle=ca_bundle,
+                         validate_certs=validate_certs)
     raise ConfigError("Unsupported storage_url %r" % url,
                       "Use file:///absolute/path or s3://bucket/prefix")
 
@@ -148,10 +153,3 @@ def _check_segments(url, path, example):
 def storage_options(params):
     """Pick the storage options out of a dict of module or CLI parameters."""
     return dict((k, params.get(k)) for k in STORAGE_OPTION_NAMES if params.get(k) is not None)
-
-
-def _lite_client_for(*args, **kwargs):
-    # Imported here: ssl, http.client and xml cost a file:// wal-push (one
-    # process per WAL segment) for nothing.
-    from .s3lite import lite_client_for  # pylint: disable=import-outside-toplevel
-    return lite_client_for(*args, **kwargs)

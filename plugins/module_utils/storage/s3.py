@@ -1,173 +1,116 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""s3:// storage: streamed multipart uploads with a SHA-256 per part,
-aborted on failure; listing, reading and deleting through boto3 or s3lite.
+"""s3:// storage on obstore (the Rust ``object_store`` crate): no request
+is signed by hand here.
 
-A create-only writer (``writer(key, create=True)``) keeps the object in
-memory and stores it with one PUT carrying ``If-None-Match: *``: the server
-stores it only where no object exists, atomically, and answers 412
-Precondition Failed otherwise (AWS S3 since August 2024, and the SeaweedFS
-of the tests). A server that ignores the header would replace silently:
-docs/storage-layout.md says how to check yours. 409 (ConditionalRequestConflict: another conditional write of
-the key is in flight) is treated the same way: ObjectExists, and
-base.create_or_match reads what is there.
+* Streams (backup artifacts) go through obstore's buffered writer: one PUT
+  below PART_SIZE, otherwise a multipart upload in PART_SIZE parts, at most
+  MAX_INFLIGHT in flight, the SHA-256 of each part sent and checked by the
+  server; leaving the writer with an exception aborts the upload.
+* A create-only writer (``writer(key, create=True)``: WAL files, manifests,
+  verification records, probes) keeps the object in memory and stores it
+  with one PUT carrying ``If-None-Match: *`` (obstore's ``mode="create"``):
+  the server stores it only where no object exists, atomically, and answers
+  412 otherwise (AWS S3 since August 2024, and the SeaweedFS of the tests).
+  409 (another conditional write of the key in flight) counts the same:
+  ObjectExists, and base.create_or_match reads what is there.
+* Reads resume: a body cut mid-way is asked again from the byte reached (a
+  ranged GET, If-Match on the first answer's ETag), DOWNLOAD_RETRIES times
+  with backoff; then the error says how far it got. obstore itself retries
+  requests that fail before their body (connection refused, 5xx).
+* boto3 only for what obstore has no call for: listing and aborting
+  stale multipart uploads (the rotation job), and the credential chain
+  behind profiles/SSO (storage.s3_client).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import base64
-import hashlib
+import random
 import threading
 import time
 
 from ..core.errors import ConfigError, DrkitError, NotFoundError, StorageError
 from .base import READ_CHUNK, IncompleteUpload, ObjectExists, ObjectInfo, ObjectWriter, Storage, check_key
 from .s3_boto import boto3_client
+from .s3_client import MAX_RETRIES, make_store, obstore_module, resolve_credentials
 
-# --------------------------------------------------------------------------
-# s3://
-
-MIN_PART = 8 << 20
+PART_SIZE = 8 << 20
+MIN_PART = PART_SIZE  # the name older tests and docs use
 MAX_PARTS = 10000
-
-
-def part_size_for(part_number, base=MIN_PART):
-    """Part size grows with the part number so that 10,000 parts reach ~480 GiB
-    while small streams keep small, memory-friendly parts."""
-    return base << min(max(part_number - 1, 0) // 2000, 5)
+MAX_OBJECT = PART_SIZE * MAX_PARTS  # about 78 GiB in one upload
+MAX_INFLIGHT = 3
+DELETE_BATCH = 1000
+DOWNLOAD_RETRIES = 5
+BACKOFF = 0.2
 
 
 class _S3Writer(ObjectWriter):
-    """Buffers up to one part, uploads parts from a small thread pool.
+    """Memory: at most (MAX_INFLIGHT + 1) parts; a create-only writer holds
+    the whole object (one conditional PUT)."""
 
-    Memory is bounded by (max_inflight + 1) * part size; a create-only
-    writer holds the whole object (one conditional PUT)."""
-
-    def __init__(self, backend, key, max_inflight=3, create=False):
+    def __init__(self, backend, key, create=False):
         super(_S3Writer, self).__init__()
         self._b = backend
-        self._create = create
         self._key = key
-        self._full_key = backend._full(key)
+        self._path = backend._full(key)
+        self._create = create
         self._buf = bytearray()
-        self._upload_id = None
-        self._parts = {}
-        self._part_no = 0
-        self._lock = threading.Lock()
-        self._slots = threading.Semaphore(max_inflight)
-        self._threads = []
-        self._error = None
+        self._file = None
 
     def write(self, data):
-        if self._error:
-            self._fail()
-        self._buf += data
+        if self._done:
+            raise StorageError("Upload of %s was already ended" % self._key)
+        if not data:
+            return
         self.size += len(data)
-        while not self._create and len(self._buf) >= part_size_for(self._part_no + 1):
-            n = part_size_for(self._part_no + 1)
-            chunk = bytes(self._buf[:n])
-            del self._buf[:n]
-            self._send_part(chunk)
-
-    def _send_part(self, chunk):
-        if self._upload_id is None:
-            try:
-                resp = self._b.client.create_multipart_upload(
-                    Bucket=self._b.bucket, Key=self._full_key, ChecksumAlgorithm="SHA256")
-            except Exception as e:  # pylint: disable=broad-except
-                raise self._b._error("start an upload of %s" % self._key, e)
-            self._upload_id = resp["UploadId"]
-        self._part_no += 1
-        if self._part_no > MAX_PARTS:
+        if self._create:
+            self._buf += data
+            return
+        if self.size > MAX_OBJECT:
             self.abort()
-            raise StorageError("Object %s is larger than S3 allows in one upload" % self._key)
-        self._slots.acquire()
-        if self._error:
-            self._slots.release()
-            self._fail()
-        t = threading.Thread(target=self._upload_part, args=(self._part_no, chunk))
-        t.daemon = True
-        t.start()
-        self._threads.append(t)
-
-    def _upload_part(self, number, chunk):
+            raise StorageError("Object %s is larger than one upload may be (%d parts of %d MiB)" % (
+                self._key, MAX_PARTS, PART_SIZE >> 20), "Split the backup (e.g. one dump per database)")
         try:
-            digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode("ascii")
-            resp = self._b.client.upload_part(
-                Bucket=self._b.bucket, Key=self._full_key, UploadId=self._upload_id,
-                PartNumber=number, Body=chunk, ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=digest)
-            with self._lock:
-                part = {"PartNumber": number, "ETag": resp["ETag"]}
-                if resp.get("ChecksumSHA256"):
-                    part["ChecksumSHA256"] = resp["ChecksumSHA256"]
-                self._parts[number] = part
+            if self._file is None:
+                self._file = self._b.obstore.open_writer(self._b.store, self._path, buffer_size=PART_SIZE,
+                                                         max_concurrency=MAX_INFLIGHT)
+            self._file.write(bytes(data))
         except Exception as e:  # pylint: disable=broad-except
-            with self._lock:
-                if self._error is None:
-                    self._error = e
-        finally:
-            self._slots.release()
-
-    def _join(self):
-        for t in self._threads:
-            t.join()
-        self._threads = []
-
-    def _fail(self):
-        err = self._error
-        self.abort()
-        raise self._b._error("upload %s" % self._key, err)
+            self.abort()
+            raise self._b._error("upload %s" % self._key, e)
 
     def commit(self):
         if self._done:
             return
+        self._done = True
         try:
-            if self._upload_id is None:
-                # Small or create-only object: one PUT with a whole-object checksum.
-                body = bytes(self._buf)
-                digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
-                condition = {"IfNoneMatch": "*"} if self._create else {}
-                self._b.client.put_object(Bucket=self._b.bucket, Key=self._full_key, Body=body,
-                                          ChecksumAlgorithm="SHA256", ChecksumSHA256=digest, **condition)
+            if self._file is not None:
+                self._file.close()  # the last part and CompleteMultipartUpload, or the one PUT
             else:
-                if self._buf:
-                    self._send_part(bytes(self._buf))
-                    self._buf = bytearray()
-                self._join()
-                if self._error:
-                    self._fail()
-                parts = [self._parts[n] for n in sorted(self._parts)]
-                self._b.client.complete_multipart_upload(
-                    Bucket=self._b.bucket, Key=self._full_key, UploadId=self._upload_id,
-                    MultipartUpload={"Parts": parts})
-        except StorageError:
-            raise
+                mode = "create" if self._create else "overwrite"
+                self._b.obstore.put(self._b.store, self._path, bytes(self._buf), mode=mode, use_multipart=False)
         except Exception as e:  # pylint: disable=broad-except
-            self.abort()
-            if self._create and _s3_status(e) in (409, 412):
-                raise ObjectExists("%s already exists in %s (%s)" % (self._key, self._b.describe(), _s3_code(e)),
+            if self._create and _kind(e) in ("exists", "conflict"):
+                raise ObjectExists("%s already exists in %s (%s)" % (self._key, self._b.describe(), _brief(e)),
                                    "It was left untouched")
             raise self._b._error("upload %s" % self._key, e)
-        self._done = True
-        self._buf = bytearray()
+        finally:
+            self._buf = bytearray()
 
     def abort(self):
         if self._done:
             return
         self._done = True
         self._buf = bytearray()
-        self._join()
-        if self._upload_id is not None:
+        if self._file is not None:
             try:
-                self._b.client.abort_multipart_upload(
-                    Bucket=self._b.bucket, Key=self._full_key, UploadId=self._upload_id)
+                # obstore aborts the multipart upload when its writer is left with an exception
+                self._file.__exit__(StorageError, StorageError("aborted"), None)
             except Exception:  # pylint: disable=broad-except
-                # Best effort; rotation aborts stale uploads after the grace period.
-                pass
+                pass  # best effort; rotation aborts stale uploads after the grace period
 
 
 class S3Storage(Storage):
@@ -175,19 +118,35 @@ class S3Storage(Storage):
 
     def __init__(self, bucket, prefix, endpoint_url=None, region=None, access_key=None,
                  secret_key=None, session_token=None, profile=None, ca_bundle=None,
-                 validate_certs=True, client=None):
+                 validate_certs=True, store=None):
         if not bucket:
             raise ConfigError("s3:// storage_url has no bucket name",
                               "Write it as s3://bucket/optional/prefix")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.endpoint_url = endpoint_url
-        if client is not None:
-            self.client = client
-            return
-        self.client = boto3_client(endpoint_url=endpoint_url, region=region, access_key=access_key,
-                                   secret_key=secret_key, session_token=session_token, profile=profile,
-                                   ca_bundle=ca_bundle, validate_certs=validate_certs)
+        self.endpoint_url = endpoint_url.rstrip("/") if endpoint_url else endpoint_url
+        self._opts = dict(endpoint_url=self.endpoint_url, region=region, access_key=access_key,
+                          secret_key=secret_key, session_token=session_token, profile=profile,
+                          ca_bundle=ca_bundle, validate_certs=validate_certs)
+        self._admin = None
+        self._lock = threading.Lock()
+        self._sleep = time.sleep
+        self.obstore = obstore_module()[0]
+        self.store = store if store is not None else make_store(bucket, **self._opts)
+
+    @property
+    def client(self):
+        """boto3's S3 client, made on first use: only for the bucket
+        administration obstore has no call for (stale multipart uploads)."""
+        with self._lock:
+            if self._admin is None:
+                opts = dict(self._opts)
+                if not opts["profile"]:
+                    key, secret, token = resolve_credentials(opts["access_key"], opts["secret_key"],
+                                                             opts["session_token"])
+                    opts.update(access_key=key, secret_key=secret, session_token=token)
+                self._admin = boto3_client(**opts)
+            return self._admin
 
     def describe(self):
         url = "s3://%s/%s" % (self.bucket, self.prefix) if self.prefix else "s3://%s" % self.bucket
@@ -212,142 +171,212 @@ class S3Storage(Storage):
     def _error(self, action, exc):
         if isinstance(exc, DrkitError):
             return exc  # already ours, or an interrupt (Terminated): pass it on unchanged
-        code = _s3_code(exc)
+        kind = _kind(exc)
         where = self.describe()
-        if code == "NoSuchBucket":
+        if kind == "nobucket":
             return StorageError("Could not %s: bucket %r does not exist at %s" % (action, self.bucket, where),
                                 "Create the bucket first or fix storage_url")
-        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-            return StorageError("Could not %s: access denied by %s (%s)" % (action, where, code),
+        if kind == "denied":
+            return StorageError("Could not %s: access denied by %s (%s)" % (action, where, _brief(exc)),
                                 "Check access_key/secret_key (or AWS_* variables) and the bucket policy")
-        if code in ("NoSuchKey", "404", "NotFound"):
+        if kind == "notfound":
             return NotFoundError("Could not %s: it does not exist in %s" % (action, where),
                                  "Check the backup id and storage_url")
-        name = type(exc).__name__
-        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"):
-            return StorageError("Could not %s: cannot connect to %s (%s)" % (action, where, exc),
-                                "Check endpoint_url, the network and that the S3 service is up")
-        if name == "SSLError":
-            return StorageError("Could not %s: TLS error talking to %s (%s)" % (action, where, exc),
+        if kind == "tls":
+            return StorageError("Could not %s: TLS error talking to %s (%s)" % (action, where, _brief(exc)),
                                 "Set ca_bundle to the CA that signed the endpoint's certificate")
-        if name == "NoCredentialsError":
-            return StorageError("Could not %s: no S3 credentials found" % action,
-                                "Set access_key/secret_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
-        return StorageError("Could not %s at %s: %s" % (action, where, exc))
+        if kind == "connect":
+            return StorageError("Could not %s: cannot connect to %s (%s)" % (action, where, _brief(exc)),
+                                "Check endpoint_url, the network and that the S3 service is up")
+        return StorageError("Could not %s at %s: %s" % (action, where, _brief(exc)))
 
     def writer(self, key, create=False):
         return _S3Writer(self, key, create=create)
 
-    def iter_read(self, key, chunk_size=READ_CHUNK):
-        try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
-        except Exception as e:  # pylint: disable=broad-except
-            raise self._error("read %s" % key, e)
-        return self._iter_body(key, resp["Body"], chunk_size)
+    # -- reading, resumed where a transfer breaks
 
-    def _iter_body(self, key, body, chunk_size):
+    def iter_read(self, key, chunk_size=READ_CHUNK):
+        path = self._full(key)
         try:
-            yield from body.iter_chunks(chunk_size)
+            result = self.obstore.get(self.store, path)
         except Exception as e:  # pylint: disable=broad-except
             raise self._error("read %s" % key, e)
-        finally:
-            body.close()
+        return self._iter_body(key, path, result, chunk_size)
+
+    def _iter_body(self, key, path, result, chunk_size):
+        meta = result.meta
+        size, etag = meta["size"], meta.get("e_tag")
+        got, retries, failure = 0, 0, None
+        while True:
+            try:
+                for chunk in result.stream(min_chunk_size=chunk_size):
+                    got += len(chunk)
+                    yield chunk
+                break
+            except Exception as e:  # pylint: disable=broad-except
+                if isinstance(e, DrkitError) or _kind(e) not in ("transfer", "connect", "other"):
+                    raise self._error("read %s" % key, e)
+                failure = e
+            if got >= size:
+                break
+            result = None
+            while result is None:
+                if retries >= DOWNLOAD_RETRIES:
+                    raise self._transfer_error(key, got, size, retries, failure)
+                retries += 1
+                self._sleep(BACKOFF * (2 ** (retries - 1)) + random.uniform(0, BACKOFF / 2))
+                options = {"range": {"offset": got}}
+                if etag:
+                    options["if_match"] = etag
+                try:
+                    result = self.obstore.get(self.store, path, options=options)
+                except Exception as e:  # pylint: disable=broad-except
+                    if _kind(e) == "precondition":
+                        raise StorageError("Could not read %s: it was replaced in %s while being read" % (
+                            key, self.describe()), "Try again; if it keeps happening, find who rewrites it")
+                    if _kind(e) not in ("transfer", "connect", "other"):
+                        raise self._error("read %s" % key, e)
+                    failure = e
+        if got != size:
+            raise self._transfer_error(key, got, size, retries, None)
+
+    def _transfer_error(self, key, got, size, retries, exc):
+        cause = " (%s)" % _brief(exc) if exc is not None else ""
+        return StorageError("Could not read from %s: connection lost after %d of %d bytes of %s, retried %d times%s"
+                            % (self.describe(), got, size, key, retries, cause),
+                            "A transfer error, not a corrupt object (each try includes the S3 client's own %d "
+                            "retries): check the network to the S3 endpoint and run the command again" % MAX_RETRIES)
+
+    def get_bytes(self, key):
+        return b"".join(self.iter_read(key))
 
     def stat(self, key):
         try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+            meta = self.obstore.head(self.store, self._full(key))
         except Exception as e:  # pylint: disable=broad-except
-            if _s3_code(e) in ("404", "NoSuchKey", "NotFound"):
+            if _kind(e) == "notfound":
                 return None
             raise self._error("look up %s" % key, e)
-        return ObjectInfo(key, resp["ContentLength"], _epoch(resp.get("LastModified")))
+        return ObjectInfo(key, meta["size"], _epoch(meta.get("last_modified")))
 
     def list(self, prefix=""):
-        paginator = self.client.get_paginator("list_objects_v2")
+        """obstore lists whole path segments: a prefix that ends inside a
+        name ("wal/00000001/0000000100000000000000A3.") lists from that
+        name on (S3 lists in key order) and stops at the first key past it."""
+        full = self._list_prefix(prefix)
+        directory, partial = full.rpartition("/")[0], full.rpartition("/")[2]
+        kwargs = {"prefix": directory or None}
+        if partial:
+            kwargs["offset"] = full
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix(prefix)):
-                for obj in page.get("Contents", ()):
-                    rel = self._rel(obj["Key"])
+            for batch in self.obstore.list(self.store, chunk_size=1000, **kwargs):
+                for meta in batch:
+                    path = meta["path"]
+                    if not path.startswith(full):
+                        if partial and path > full:
+                            return
+                        continue
+                    rel = self._rel(path)
                     if rel:
-                        yield ObjectInfo(rel, obj["Size"], _epoch(obj.get("LastModified")))
-        except StorageError:
-            raise
+                        yield ObjectInfo(rel, meta["size"], _epoch(meta.get("last_modified")))
         except Exception as e:  # pylint: disable=broad-except
             raise self._error("list %s" % (prefix or "/"), e)
 
     def list_dirs(self, prefix):
-        paginator = self.client.get_paginator("list_objects_v2")
-        full = self._list_prefix(prefix)
-        out = []
+        full = self._list_prefix(prefix).rstrip("/")
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
-                for cp in page.get("CommonPrefixes", ()):
-                    out.append(cp["Prefix"][len(full):].rstrip("/"))
+            found = self.obstore.list_with_delimiter(self.store, full or None)
         except Exception as e:  # pylint: disable=broad-except
             raise self._error("list %s" % prefix, e)
-        return sorted(out)
+        start = len(full) + 1 if full else 0
+        return sorted(p[start:].rstrip("/") for p in found["common_prefixes"])
 
     def delete(self, keys):
         keys = list(keys)
-        deleted = []
-        for i in range(0, len(keys), 1000):
-            batch = keys[i:i + 1000]
+        for i in range(0, len(keys), DELETE_BATCH):
+            batch = keys[i:i + DELETE_BATCH]
             try:
-                resp = self.client.delete_objects(
-                    Bucket=self.bucket,
-                    Delete={"Objects": [{"Key": self._full(k)} for k in batch], "Quiet": False})
+                self.obstore.delete(self.store, [self._full(k) for k in batch])
             except Exception as e:  # pylint: disable=broad-except
-                raise self._error("delete %d objects" % len(batch), e)
-            errors = resp.get("Errors") or []
-            if errors:
-                first = errors[0]
-                raise StorageError("Could not delete %s: %s %s" % (
-                    self._rel(first.get("Key", "?")), first.get("Code"), first.get("Message")),
-                    "Check that the credentials may delete objects in this bucket")
-            deleted.extend(self._rel(d["Key"]) for d in resp.get("Deleted", ()))
-        return deleted
+                if _kind(e) == "notfound":
+                    continue  # a missing key is fine
+                err = self._error("delete %d objects" % len(batch), e)
+                err.hint = "Check that the credentials may delete objects in this bucket"
+                raise err
+        return keys
+
+    # -- bucket administration: boto3 (obstore has no call for it)
 
     def list_incomplete(self, prefix=""):
-        paginator = self.client.get_paginator("list_multipart_uploads")
         try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix(prefix)):
                 for up in page.get("Uploads", ()):
-                    yield IncompleteUpload(self._rel(up["Key"]), up["UploadId"],
-                                           _epoch(up.get("Initiated")))
+                    yield IncompleteUpload(self._rel(up["Key"]), up["UploadId"], _epoch(up.get("Initiated")))
+        except DrkitError:
+            raise
         except Exception as e:  # pylint: disable=broad-except
-            raise self._error("list incomplete uploads", e)
+            raise StorageError("Could not list incomplete uploads at %s: %s" % (self.describe(), _brief(e)))
 
     def abort_incomplete(self, upload):
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._full(upload.key),
                                                UploadId=upload.upload_id)
+        except DrkitError:
+            raise
         except Exception as e:  # pylint: disable=broad-except
-            if _s3_code(e) != "NoSuchUpload":
-                raise self._error("abort upload of %s" % upload.key, e)
+            code = str((getattr(e, "response", None) or {}).get("Error", {}).get("Code", ""))
+            if code != "NoSuchUpload":
+                raise StorageError("Could not abort upload of %s at %s: %s" % (
+                    upload.key, self.describe(), _brief(e)))
 
     def check_writable(self):
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self.obstore.list_with_delimiter(self.store, self.prefix or None)
         except Exception as e:  # pylint: disable=broad-except
-            code = _s3_code(e)
-            if code in ("404", "NoSuchBucket", "NotFound"):
+            if _kind(e) in ("nobucket", "notfound"):
                 raise StorageError("Bucket %r does not exist at %s" % (self.bucket, self.describe()),
                                    "Create the bucket first or fix storage_url")
             raise self._error("reach bucket %s" % self.bucket, e)
 
 
-def _s3_code(exc):
-    resp = getattr(exc, "response", None)
-    if isinstance(resp, dict):
-        return str(resp.get("Error", {}).get("Code", ""))
-    return ""
+def _kind(exc):
+    """What an obstore exception means for drkit: exists, conflict,
+    precondition, notfound, nobucket, denied, tls, connect (nothing got
+    through: refused, unresolvable, timed out connecting), transfer (a
+    connection that broke or timed out mid-way), or other."""
+    name = type(exc).__name__
+    text = str(exc)
+    if "NoSuchBucket" in text:
+        return "nobucket"
+    if name == "AlreadyExistsError" or isinstance(exc, FileExistsError):
+        return "exists"
+    if "ConditionalRequestConflict" in text or "status: 409" in text.replace("409 Conflict", "status: 409"):
+        return "conflict"
+    if name == "PreconditionError" or "PreconditionFailed" in text:
+        return "precondition"
+    if name == "NotFoundError" or isinstance(exc, FileNotFoundError) or "NoSuchKey" in text:
+        return "notfound"
+    if name in ("PermissionDeniedError", "UnauthenticatedError") or isinstance(exc, PermissionError) or any(
+            s in text for s in ("AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "403 Forbidden")):
+        return "denied"
+    low = text.lower()
+    if "certificate" in low or "invalidcertificate" in low or "tls handshake" in low:
+        return "tls"
+    if any(s in low for s in ("connection refused", "tcp connect error", "dns error", "failed to lookup",
+                              "error trying to connect", "client error (connect)")):
+        return "connect"
+    if any(s in low for s in ("error decoding response body", "connection reset", "broken pipe", "unexpected eof",
+                              "connection closed", "timed out", "timeout", "error reading a body",
+                              "incompletemessage", "end of file before message length")):
+        return "transfer"
+    return "other"
 
 
-def _s3_status(exc):
-    resp = getattr(exc, "response", None)
-    if isinstance(resp, dict):
-        return (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    return None
+def _brief(exc):
+    # obstore appends a multi-line Rust "Debug source:" dump: the first part says it
+    text = " ".join(str(exc).split("Debug source:", maxsplit=1)[0].split()) or type(exc).__name__
+    return text if len(text) < 400 else text[:400] + "..."
 
 
 def _epoch(dt):

@@ -1,8 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The boto3 S3 client for S3Storage (profiles, SSO and everything
-s3lite does not do).
+"""boto3's S3 client, for the bucket administration obstore has no call
+for: listing and aborting stale multipart uploads (the rotation job). Data
+goes through obstore (storage.s3); this client is made only when rotation
+needs it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,8 +17,7 @@ from ..core.errors import ConfigError
 
 def boto3_client(endpoint_url=None, region=None, access_key=None, secret_key=None, session_token=None,
                  profile=None, ca_bundle=None, validate_certs=True):
-    """The boto3 S3 client for these storage options (also what s3lite
-    hands the calls it does not make itself to)."""
+    """The boto3 S3 client for these storage options."""
     try:
         import boto3  # pylint: disable=import-outside-toplevel
         from botocore.config import Config  # pylint: disable=import-outside-toplevel

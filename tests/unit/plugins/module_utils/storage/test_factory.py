@@ -1,14 +1,15 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """factory.py: storage_url parsing (file://, s3://) with its error messages,
-the storage options picked from module parameters, and light=True choosing
-s3lite's client unless boto3 is asked for."""
+the storage options picked from module parameters, endpoint URLs checked
+before obstore sees them, and the S3 settings built from drkit's options
+only (no stray AWS_* variable)."""
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage, storage_options
 from ansible_collections.drkit.backup.plugins.module_utils.storage.file import FileStorage
-from ansible_collections.drkit.backup.plugins.module_utils.storage.s3lite import LiteS3Client
+from ansible_collections.drkit.backup.plugins.module_utils.storage import s3_client
 
 # --------------------------------------------------------------------------
 # URLs
@@ -111,15 +112,79 @@ def test_storage_options_picks_only_set_storage_keys():
 
 
 # --------------------------------------------------------------------------
-# light=True: s3lite where it can serve
+# S3 settings: explicit, checked, nothing from stray AWS_* variables
 
 
-def test_open_storage_light(clean_env):
-    opts = dict(endpoint_url="http://127.0.0.1:9000", access_key="a", secret_key="b", region="us-east-1")
-    s = open_storage("s3://bkt/pre", light=True, **opts)
-    assert isinstance(s.client, LiteS3Client)
-    assert s.describe() == "s3://bkt/pre (endpoint http://127.0.0.1:9000)"
-    assert not isinstance(open_storage("s3://bkt/pre", **opts).client, LiteS3Client)
-    clean_env.setenv("DRKIT_S3_CLIENT", "boto3")
-    assert not isinstance(open_storage("s3://bkt/pre", light=True, **opts).client, LiteS3Client)
-    assert isinstance(open_storage("file:///tmp/x", light=True), FileStorage)
+@pytest.mark.parametrize("url,fragment", [
+    ("127.0.0.1:8333", "does not start with http"),
+    ("localhost", "does not start with http"),
+    ("ftp://127.0.0.1", "does not start with http"),
+    ("http://", "names no host"),
+    ("http://:9000", "names no host"),
+    ("http://127.0.0.1:99999", "not a valid URL"),
+    ("http://127.0.0.1:port", "not a valid URL"),
+    ("http://127.0.0.1:", "empty or zero port"),
+    ("http://127.0.0.1:0", "empty or zero port"),
+    ("http://[::1", "not a valid URL"),
+    ("http://user:pw@127.0.0.1:9000", "user name or password"),
+    ("http://127.0.0.1:9000/bucket", "path, query or fragment"),
+    ("http://127.0.0.1:9000?x=1", "path, query or fragment"),
+    ("http://s3 .example.com", "invalid host name"),
+    ("http://exa_mple.com", "invalid host name"),
+])
+def test_a_bad_endpoint_url_is_a_clear_error_before_obstore_sees_it(url, fragment):
+    with pytest.raises(ConfigError) as e:
+        open_storage("s3://bucket/x", endpoint_url=url, access_key="a", secret_key="b")
+    assert fragment in str(e.value) and "endpoint_url" in str(e.value) and "http://127.0.0.1:8333" in str(e.value)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000", "https://s3.example.internal/", "http://[::1]:9000",
+                                 "https://s3.eu-west-1.amazonaws.com"])
+def test_good_endpoint_urls(url):
+    assert s3_client.check_endpoint_url(url) == url.rstrip("/")
+
+
+def test_a_session_token_from_the_environment_goes_only_with_its_own_keys():
+    env = {"AWS_ACCESS_KEY_ID": "envkey", "AWS_SECRET_ACCESS_KEY": "envsecret", "AWS_SESSION_TOKEN": "envtoken"}
+    # keys from the config file: the environment's token is a leftover
+    assert s3_client.resolve_credentials("cfgkey", "cfgsecret", None, env) == ("cfgkey", "cfgsecret", None)
+    want = ("cfgkey", "cfgsecret", "cfgtoken")
+    assert s3_client.resolve_credentials("cfgkey", "cfgsecret", "cfgtoken", env) == want
+    # the environment's keys: its token with them
+    assert s3_client.resolve_credentials(None, None, None, env) == ("envkey", "envsecret", "envtoken")
+    assert s3_client.resolve_credentials("envkey", "envsecret", None, env) == ("envkey", "envsecret", "envtoken")
+    # none at all: boto3's chain
+    assert s3_client.resolve_credentials(None, None, None, {"AWS_SESSION_TOKEN": "t"}) == (None, None, None)
+    with pytest.raises(ConfigError):
+        s3_client.resolve_credentials("a", None, None, env)
+
+
+def test_store_settings_are_explicit():
+    config, client, retry = s3_client.store_settings("bkt", endpoint_url="http://127.0.0.1:9000", region=None,
+                                                     access_key="a", secret_key="b")
+    assert config["skip_signature"] is False and "token" not in config
+    assert config["region"] == "us-east-1" and config["endpoint"] == "http://127.0.0.1:9000"
+    assert config["checksum_algorithm"] == "sha256" and config["conditional_put"] == "etag"
+    assert client["allow_http"] is True and "allow_invalid_certificates" not in client
+    assert client["timeout"] == s3_client.REQUEST_TIMEOUT  # not obstore's 30 s, which would cut long downloads
+    assert retry["max_retries"] == s3_client.MAX_RETRIES
+
+
+def test_the_store_is_built_without_aws_variables_and_they_come_back(clean_env):
+    seen = {}
+
+    class Store(object):
+        def __init__(self, **kw):
+            import os
+            seen["env"] = sorted(k for k in os.environ if k.startswith("AWS_"))
+            seen["kw"] = kw
+
+    clean_env.setenv("AWS_SESSION_TOKEN", "leftover")
+    clean_env.setenv("AWS_SKIP_SIGNATURE", "true")
+    clean_env.setattr(s3_client, "obstore_module", lambda: (None, Store))
+    s3_client.make_store("bkt", endpoint_url="http://127.0.0.1:9000", access_key="a", secret_key="b")
+    assert seen["env"] == []
+    assert "token" not in seen["kw"]["config"] and seen["kw"]["config"]["skip_signature"] is False
+    assert seen["kw"]["credential_provider"] is None
+    import os
+    assert os.environ["AWS_SESSION_TOKEN"] == "leftover" and os.environ["AWS_SKIP_SIGNATURE"] == "true"

@@ -1,357 +1,313 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""s3.py: the S3 writer's multipart logic, create-only writes (one
-conditional PUT), batched deletes and error messages against a fake client (the real-server side is
-tests/integration/test_storage_s3.py)."""
+"""s3.py against a fake obstore module: which obstore call each write
+makes (create-only: one conditional PUT; streams: the buffered writer,
+aborted on failure), batched deletes, listing by partial prefix, error
+messages, and downloads resumed by range after a cut (the real-server side
+is tests/integration/test_storage_s3.py and test_network_faults.py)."""
 
-import base64
-import hashlib
-import os
-import threading
-import time
+import datetime
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import NotFoundError, StorageError
 from ansible_collections.drkit.backup.plugins.module_utils.storage import s3 as s3_module
 from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectExists, put_new
-from ansible_collections.drkit.backup.plugins.module_utils.storage.s3 import (
-    MAX_PARTS,
-    MIN_PART,
-    S3Storage,
-    part_size_for,
-)
+from ansible_collections.drkit.backup.plugins.module_utils.storage.s3 import S3Storage
 
 
-class FakeS3(object):
-    """Records calls; optionally fails or blocks in upload_part."""
+# obstore's exception classes are matched by name (storage.s3._kind)
+class AlreadyExistsError(Exception):
+    pass
 
-    def __init__(self, fail_part=None, fail_complete=False, block=None):
+
+class PreconditionError(Exception):
+    pass
+
+
+class PermissionDeniedError(Exception):
+    pass
+
+
+class GenericError(Exception):
+    pass
+
+
+class FakeWritable(object):
+    def __init__(self, fake, path, buffer_size, max_concurrency):
+        self.fake, self.path, self.data = fake, path, bytearray()
+        fake.calls.append(("open_writer", path, buffer_size, max_concurrency))
+
+    def write(self, data):
+        if self.fake.fail_write:
+            raise GenericError("Generic S3 error: error sending request: connection reset by peer")
+        self.data += data
+        return len(data)
+
+    def close(self):
+        self.fake.calls.append(("close", self.path))
+        self.fake.objects[self.path] = bytes(self.data)
+
+    def __exit__(self, exc_type, exc, tb):
+        self.fake.calls.append(("abort", self.path, exc_type is not None))
+
+
+class FakeResult(object):
+    def __init__(self, data, start, cut_at):
+        self.data, self.start, self.cut_at = data, start, cut_at
+        self.meta = {"size": len(data), "e_tag": '"etag-1"', "path": "x"}
+
+    def stream(self, min_chunk_size):
+        pos = self.start
+        while pos < len(self.data):
+            end = min(pos + min_chunk_size, len(self.data))
+            if self.cut_at is not None and end > self.cut_at:
+                raise GenericError("Generic S3 error: error decoding response body: connection reset by peer")
+            yield self.data[pos:end]
+            pos = end
+
+
+class FakeObstore(object):
+    def __init__(self):
         self.calls = []
-        self.parts = {}
         self.objects = {}
-        self.fail_part = fail_part
-        self.fail_complete = fail_complete
-        self.block = block
-        self.lock = threading.Lock()
-        self.inflight = 0
-        self.max_inflight = 0
+        self.fail_write = False
+        self.put_error = None
+        self.cuts = []  # per GET, body offset at which the answer is cut (None: whole)
+        self.get_error = None
 
-    def _call(self, name, **kw):
-        with self.lock:
-            self.calls.append((name, kw))
+    def put(self, store, path, data, mode=None, use_multipart=None):
+        self.calls.append(("put", path, mode, use_multipart, len(data)))
+        if self.put_error:
+            raise self.put_error  # pylint: disable=raising-bad-type
+        if mode == "create" and path in self.objects:
+            raise AlreadyExistsError("Object at location %s already exists: PreconditionFailed" % path)
+        self.objects[path] = bytes(data)
 
-    def names(self):
-        return [c[0] for c in self.calls]
+    def open_writer(self, store, path, buffer_size, max_concurrency):
+        return FakeWritable(self, path, buffer_size, max_concurrency)
 
-    def put_object(self, **kw):
-        self._call("put_object", **kw)
-        self.objects[kw["Key"]] = kw["Body"]
-        return {}
+    def get(self, store, path, options=None):
+        self.calls.append(("get", path, options))
+        if self.get_error:
+            raise self.get_error  # pylint: disable=raising-bad-type
+        data = self.objects[path]
+        start = (options or {}).get("range", {}).get("offset", 0)
+        cut = self.cuts.pop(0) if self.cuts else None
+        return FakeResult(data, start, cut)
 
-    def create_multipart_upload(self, **kw):
-        self._call("create_multipart_upload", **kw)
-        return {"UploadId": "up-1"}
+    def head(self, store, path):
+        if path not in self.objects:
+            raise type("NotFoundError", (Exception,), {})("not found")
+        return {"size": len(self.objects[path]), "last_modified": datetime.datetime(2026, 1, 1)}
 
-    def upload_part(self, **kw):
-        with self.lock:
-            self.inflight += 1
-            self.max_inflight = max(self.max_inflight, self.inflight)
-        try:
-            self._call("upload_part", **kw)
-            if self.block is not None:
-                self.block.wait(10)
-            if self.fail_part == kw["PartNumber"]:
-                raise RuntimeError("connection reset while sending part %d" % kw["PartNumber"])
-            with self.lock:
-                self.parts[kw["PartNumber"]] = kw["Body"]
-            return {"ETag": '"etag-%d"' % kw["PartNumber"], "ChecksumSHA256": kw["ChecksumSHA256"]}
-        finally:
-            with self.lock:
-                self.inflight -= 1
+    def list(self, store, prefix=None, offset=None, chunk_size=50):
+        self.calls.append(("list", prefix, offset))
+        keys = sorted(k for k in self.objects if not prefix or k.startswith(prefix + "/"))
+        if offset:
+            keys = [k for k in keys if k > offset]
+        yield [{"path": k, "size": len(self.objects[k]), "last_modified": None} for k in keys]
 
-    def complete_multipart_upload(self, **kw):
-        self._call("complete_multipart_upload", **kw)
-        if self.fail_complete:
-            raise RuntimeError("InvalidPart")
-        parts = kw["MultipartUpload"]["Parts"]
-        self.objects[kw["Key"]] = b"".join(self.parts[p["PartNumber"]] for p in parts)
-        return {}
+    def list_with_delimiter(self, store, prefix=None):
+        base = prefix + "/" if prefix else ""
+        dirs = sorted(set(base + k[len(base):].split("/")[0] for k in self.objects
+                          if k.startswith(base) and "/" in k[len(base):]))
+        return {"common_prefixes": dirs, "objects": []}
 
-    def abort_multipart_upload(self, **kw):
-        self._call("abort_multipart_upload", **kw)
-        return {}
-
-
-PART = 1000
+    def delete(self, store, paths):
+        self.calls.append(("delete", list(paths)))
+        for p in paths:
+            self.objects.pop(p, None)
 
 
 @pytest.fixture
-def small_parts(monkeypatch):
-    # Real parts are 8 MiB; 1000 bytes keeps the test fast and the logic the same.
-    monkeypatch.setattr(s3_module, "part_size_for", lambda n: PART)
+def fake():
+    return FakeObstore()
 
 
-def s3_with(client, prefix="pre"):
-    return S3Storage("bucket", prefix, client=client)
+def s3_with(fake, prefix="pre"):
+    s = S3Storage("bucket", prefix, store=object())
+    s.obstore = fake
+    s._sleep = lambda seconds: None
+    return s
 
 
-def b64sha(data):
-    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+def names(fake):
+    return [c[0] for c in fake.calls]
 
 
 # --------------------------------------------------------------------------
-# writer
+# writes
 
 
-def test_small_object_is_one_put_with_checksum(small_parts):
-    c = FakeS3()
-    s = s3_with(c)
-    s.put_bytes("backups/x/manifest.json", b"{}")
-    assert c.names() == ["put_object"]
-    kw = c.calls[0][1]
-    assert kw["Key"] == "pre/backups/x/manifest.json" and kw["Bucket"] == "bucket"
-    assert kw["ChecksumAlgorithm"] == "SHA256" and kw["ChecksumSHA256"] == b64sha(b"{}")
+def test_create_only_is_one_conditional_put_however_large(fake):
+    s = s3_with(fake)
+    data = b"x" * (3 * s3_module.PART_SIZE + 17)  # several parts' worth: still one PUT
+    with s.writer("wal/00000001/seg.zst", create=True) as w:
+        for i in range(0, len(data), 1 << 20):
+            w.write(data[i:i + (1 << 20)])
+    assert fake.calls == [("put", "pre/wal/00000001/seg.zst", "create", False, len(data))]
+    assert fake.objects["pre/wal/00000001/seg.zst"] == data
 
 
-def test_empty_object_is_one_put(small_parts):
-    c = FakeS3()
-    s3_with(c).put_bytes("k", b"")
-    assert c.names() == ["put_object"] and c.objects["pre/k"] == b""
+def test_a_stream_goes_through_the_buffered_writer_in_parts(fake):
+    s = s3_with(fake)
+    with s.writer("backups/x/db") as w:
+        w.write(b"a" * 10)
+        w.write(b"b" * 10)
+    assert fake.calls == [("open_writer", "pre/backups/x/db", s3_module.PART_SIZE, s3_module.MAX_INFLIGHT),
+                          ("close", "pre/backups/x/db")]
+    assert fake.objects["pre/backups/x/db"] == b"a" * 10 + b"b" * 10 and w.size == 20
 
 
-def test_multipart_parts_sized_ordered_and_checksummed(small_parts):
-    c = FakeS3()
-    data = os.urandom(PART * 5 + 123)
-    with s3_with(c).writer("backups/x/db") as w:
-        for i in range(0, len(data), 777):  # writes not aligned with parts
-            w.write(data[i:i + 777])
-    names = c.names()
-    assert names[0] == "create_multipart_upload" and names[-1] == "complete_multipart_upload"
-    assert "abort_multipart_upload" not in names and "put_object" not in names
-    assert c.calls[0][1]["ChecksumAlgorithm"] == "SHA256"
-    uploads = [kw for n, kw in c.calls if n == "upload_part"]
-    assert sorted(u["PartNumber"] for u in uploads) == [1, 2, 3, 4, 5, 6]
-    for u in uploads:
-        assert u["UploadId"] == "up-1" and u["Key"] == "pre/backups/x/db"
-        assert u["ChecksumSHA256"] == b64sha(u["Body"])  # the server checks each part
-        assert len(u["Body"]) == (123 if u["PartNumber"] == 6 else PART)
-    parts = c.calls[-1][1]["MultipartUpload"]["Parts"]
-    assert [p["PartNumber"] for p in parts] == [1, 2, 3, 4, 5, 6]
-    assert all(p["ChecksumSHA256"] == b64sha(c.parts[p["PartNumber"]]) for p in parts)
-    assert c.objects["pre/backups/x/db"] == data
-    assert w.size == len(data)
+def test_empty_object_is_one_put(fake):
+    s3_with(fake).put_bytes("k", b"")
+    assert names(fake) == ["put"] and fake.objects["pre/k"] == b""
 
 
-def test_exactly_one_part_boundary(small_parts):
-    c = FakeS3()
-    data = os.urandom(PART * 2)
-    s3_with(c).put_bytes("k", data)
-    assert sorted(kw["PartNumber"] for n, kw in c.calls if n == "upload_part") == [1, 2]
-    assert c.objects["pre/k"] == data
-
-
-def test_failed_part_aborts_upload(small_parts):
-    c = FakeS3(fail_part=2)
-    with pytest.raises(StorageError) as e:
-        with s3_with(c).writer("backups/x/db") as w:
-            for _i in range(6):
-                w.write(os.urandom(PART))
-                time.sleep(0.01)  # let the failing part finish so write() sees it
-    assert "connection reset" in str(e.value) and "backups/x/db" in str(e.value)
-    assert "abort_multipart_upload" in c.names()
-    assert "complete_multipart_upload" not in c.names()
-    assert c.calls[-1][0] == "abort_multipart_upload"  # nothing sent after the abort
-    assert c.calls[-1][1]["UploadId"] == "up-1"
-    assert not c.objects
-
-
-def test_failed_last_part_detected_at_commit(small_parts):
-    c = FakeS3(fail_part=3)
-    w = s3_with(c).writer("k")
-    w.write(os.urandom(PART * 2 + 10))
-    with pytest.raises(StorageError):
-        w.commit()
-    assert "complete_multipart_upload" not in c.names()
-    assert c.names()[-1] == "abort_multipart_upload"
-
-
-def test_failed_complete_aborts(small_parts):
-    c = FakeS3(fail_complete=True)
-    with pytest.raises(StorageError) as e:
-        s3_with(c).put_bytes("k", os.urandom(PART * 2 + 1))
-    assert "InvalidPart" in str(e.value)
-    assert c.names()[-1] == "abort_multipart_upload"
-
-
-def test_exception_in_block_aborts(small_parts):
-    c = FakeS3()
+def test_exception_in_block_aborts_the_upload(fake):
     with pytest.raises(ValueError):
-        with s3_with(c).writer("k") as w:
-            w.write(os.urandom(PART * 3))
+        with s3_with(fake).writer("k") as w:
+            w.write(b"x" * 100)
             raise ValueError("pg_dump exited 1")
-    assert c.names()[-1] == "abort_multipart_upload"
-    assert "complete_multipart_upload" not in c.names()
+    assert fake.calls[-1] == ("abort", "pre/k", True)
+    assert "close" not in names(fake) and "pre/k" not in fake.objects
 
 
-def test_exception_before_first_part_sends_nothing(small_parts):
-    c = FakeS3()
+def test_exception_before_any_write_sends_nothing(fake):
     with pytest.raises(ValueError):
-        with s3_with(c).writer("k") as w:
+        with s3_with(fake).writer("k", create=True) as w:
             w.write(b"x" * 10)
             raise ValueError("boom")
-    assert c.calls == []  # no upload was started, nothing to abort, no PUT
+    assert fake.calls == []
 
 
-def test_inflight_parts_are_bounded(small_parts):
-    """Memory bound: with parts blocked on the network, write() stops
-    accepting data after max_inflight parts plus one buffered part."""
-    gate = threading.Event()
-    c = FakeS3(block=gate)
-    w = s3_with(c).writer("k")
-    accepted = []
-
-    def produce():
-        for _i in range(20):
-            w.write(os.urandom(PART))
-            accepted.append(1)
-
-    t = threading.Thread(target=produce)
-    t.daemon = True
-    t.start()
-    time.sleep(0.5)
-    try:
-        assert c.max_inflight == 3
-        # 3 parts in flight, the 4th blocks in write(): at most 4 parts of data held.
-        assert len(accepted) <= 4
-        assert len(w._buf) < PART
-    finally:
-        gate.set()
-    t.join(10)
-    w.commit()
-    assert len(accepted) == 20 and c.max_inflight == 3
-    assert len(c.objects["pre/k"]) == 20 * PART
+def test_failed_part_aborts_and_names_the_key(fake):
+    fake.fail_write = True
+    with pytest.raises(StorageError) as e:
+        with s3_with(fake).writer("backups/x/db") as w:
+            w.write(b"x")
+    assert "backups/x/db" in str(e.value) and "connection reset" in str(e.value)
+    assert fake.calls[-1][0] == "abort"
 
 
-def test_part_size_growth_is_bounded():
-    assert part_size_for(1) == MIN_PART == 8 << 20
-    assert part_size_for(2000) == MIN_PART
-    assert part_size_for(2001) == 2 * MIN_PART
-    assert part_size_for(MAX_PARTS) <= 32 * MIN_PART  # memory stays bounded
-    total = sum(part_size_for(n) for n in range(1, MAX_PARTS + 1))
-    assert total > 400 << 30  # hundreds of GiB fit in one upload
+def test_an_object_past_the_upload_limit_is_refused(fake, monkeypatch):
+    monkeypatch.setattr(s3_module, "MAX_OBJECT", 100)
+    with pytest.raises(StorageError) as e:
+        with s3_with(fake).writer("backups/x/db") as w:
+            w.write(b"x" * 60)
+            w.write(b"x" * 60)
+    assert "larger than one upload may be" in str(e.value)
+    assert fake.calls[-1][0] == "abort"
 
 
-# --------------------------------------------------------------------------
-# create-only writes: one PUT with If-None-Match: *
-
-
-class ConditionalS3(FakeS3):
-    """put_object honours If-None-Match like S3: 412 PreconditionFailed
-    when the key exists (or ``answer``: another status and code)."""
-
-    def __init__(self, answer=None, **kw):
-        super(ConditionalS3, self).__init__(**kw)
-        self.answer = answer
-
-    def put_object(self, **kw):
-        from botocore.exceptions import ClientError
-
-        if kw.get("IfNoneMatch") == "*" and (kw["Key"] in self.objects or self.answer):
-            self._call("put_object", **kw)
-            status, code = self.answer or (412, "PreconditionFailed")
-            raise ClientError({"Error": {"Code": code, "Message": code},
-                               "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
-        return super(ConditionalS3, self).put_object(**kw)
-
-    def get_object(self, **kw):
-        data = self.objects[kw["Key"]]
-
-        class Body(object):
-            def iter_chunks(self, size):
-                yield data
-
-            def close(self):
-                pass
-        return {"Body": Body()}
-
-
-def test_create_only_is_one_conditional_put_however_large(small_parts):
-    c = ConditionalS3()
-    s = s3_with(c)
-    data = os.urandom(PART * 5 + 17)  # five parts' worth: still no multipart upload
-    with s.writer("wal/00000001/seg.zst", create=True) as w:
-        for i in range(0, len(data), 300):
-            w.write(data[i:i + 300])
-    assert c.names() == ["put_object"]
-    kw = c.calls[0][1]
-    assert kw["IfNoneMatch"] == "*" and kw["Body"] == data and kw["ChecksumSHA256"] == b64sha(data)
-    # a plain write of the same size is still streamed in parts, unconditionally
-    c2 = ConditionalS3()
-    s3_with(c2).put_bytes("backups/x/data", data)
-    assert "put_object" not in c2.names() and "IfNoneMatch" not in str(c2.calls)
-
-
-@pytest.mark.parametrize("status,code", [(412, "PreconditionFailed"), (409, "ConditionalRequestConflict")])
-def test_a_taken_key_is_object_exists_not_a_storage_failure(small_parts, status, code):
-    c = ConditionalS3()
-    s = s3_with(c)
+@pytest.mark.parametrize("error", [
+    AlreadyExistsError("Object at location pre/k already exists: PreconditionFailed"),
+    GenericError("Generic S3 error: Client error with status 409 Conflict: ConditionalRequestConflict"),
+])
+def test_a_taken_key_is_object_exists_not_a_storage_failure(fake, error):
+    s = s3_with(fake)
     s.put_bytes("backups/x/manifest.json", b"first", create=True)
-    c.answer = (status, code)
+    fake.put_error = error
     with pytest.raises(ObjectExists) as e:
         s.put_bytes("backups/x/manifest.json", b"second", create=True)
-    assert e.value.exit_code == 5 and code in str(e.value)
-    assert c.objects["pre/backups/x/manifest.json"] == b"first"
+    assert e.value.exit_code == 5
+    assert fake.objects["pre/backups/x/manifest.json"] == b"first"
+    fake.put_error = None
     assert put_new(s, "backups/x/manifest.json", b"first") is False  # identical: accepted
 
 
-def test_other_errors_of_a_conditional_put_stay_errors(small_parts):
-    c = ConditionalS3(answer=(403, "AccessDenied"))
+def test_other_errors_of_a_conditional_put_stay_errors(fake):
+    fake.put_error = PermissionDeniedError("The operation lacked the necessary privileges: AccessDenied")
     with pytest.raises(StorageError) as e:
-        s3_with(c).put_bytes("k", b"x", create=True)
+        s3_with(fake).put_bytes("k", b"x", create=True)
     assert not isinstance(e.value, ObjectExists) and "access denied" in str(e.value)
 
 
 # --------------------------------------------------------------------------
-# delete and errors
+# downloads: resumed by range after a cut
 
 
-def test_s3_delete_is_batched_by_1000():
-    class C(FakeS3):
-        def delete_objects(self, **kw):
-            self._call("delete_objects", **kw)
-            return {"Deleted": [{"Key": o["Key"]} for o in kw["Delete"]["Objects"]]}
-
-    c = C()
-    keys = ["backups/x/%04d" % i for i in range(2500)]
-    assert s3_with(c).delete(keys) == keys
-    sizes = [len(kw["Delete"]["Objects"]) for n, kw in c.calls]
-    assert sizes == [1000, 1000, 500]
-    assert c.calls[0][1]["Delete"]["Objects"][0]["Key"] == "pre/backups/x/0000"
+def test_a_download_cut_once_is_resumed_from_the_byte_reached(fake):
+    s = s3_with(fake)
+    data = bytes(range(256)) * 4096  # 1 MiB
+    fake.objects["pre/k"] = data
+    fake.cuts = [300000]
+    out = b"".join(s.iter_read("k", chunk_size=65536))
+    assert out == data
+    gets = [c for c in fake.calls if c[0] == "get"]
+    assert gets[0][2] is None
+    assert gets[1][2] == {"range": {"offset": 4 * 65536}, "if_match": '"etag-1"'}
 
 
-def test_s3_delete_reports_errors():
-    class C(FakeS3):
-        def delete_objects(self, **kw):
-            return {"Deleted": [], "Errors": [{"Key": "pre/k", "Code": "AccessDenied", "Message": "no"}]}
-
+def test_a_download_cut_every_time_is_a_transfer_error(fake):
+    s = s3_with(fake)
+    fake.objects["pre/k"] = b"x" * 1000
+    fake.cuts = [0] * 100
     with pytest.raises(StorageError) as e:
-        s3_with(C()).delete(["k"])
-    assert "Could not delete k: AccessDenied" in str(e.value)
+        b"".join(s.iter_read("k", chunk_size=100))
+    msg = str(e.value)
+    assert "connection lost after 0 of 1000 bytes of k" in msg
+    assert "retried %d times" % s3_module.DOWNLOAD_RETRIES in msg
+    assert "not a corrupt object" in msg and not isinstance(e.value, NotFoundError)
+    assert len([c for c in fake.calls if c[0] == "get"]) == s3_module.DOWNLOAD_RETRIES + 1
 
 
-def test_s3_error_messages_name_the_cause():
-    from botocore.exceptions import ClientError, EndpointConnectionError
+def test_an_object_replaced_while_being_read_is_not_stitched_together(fake):
+    s = s3_with(fake)
+    fake.objects["pre/k"] = b"x" * 1000
+    fake.cuts = [500]
+    chunks = s.iter_read("k", chunk_size=100)
+    got = [next(chunks) for _i in range(5)]
+    fake.get_error = PreconditionError("Request precondition failure for path pre/k: PreconditionFailed")
+    with pytest.raises(StorageError) as e:
+        list(chunks)
+    assert "replaced" in str(e.value) and b"".join(got) == b"x" * 500
 
-    s = s3_with(FakeS3())
 
-    def client_error(code):
-        return ClientError({"Error": {"Code": code, "Message": code}}, "PutObject")
+def test_a_missing_object_is_not_found_at_once(fake):
+    fake.get_error = type("NotFoundError", (Exception,), {})("Object at location pre/k not found")
+    with pytest.raises(NotFoundError):
+        s3_with(fake).iter_read("k")
+    assert len(fake.calls) == 1
 
-    e = s._error("upload k", client_error("NoSuchBucket"))
-    assert "bucket 'bucket' does not exist" in str(e) and "Create the bucket" in str(e)
-    e = s._error("upload k", client_error("InvalidAccessKeyId"))
-    assert "access denied" in str(e) and "access_key" in str(e)
-    e = s._error("read k", client_error("NoSuchKey"))
+
+# --------------------------------------------------------------------------
+# listing, delete, errors
+
+
+def test_listing_by_a_partial_name_starts_there_and_stops_after(fake):
+    s = s3_with(fake)
+    for k in ("wal/1/A.0", "wal/1/A.partial.1", "wal/1/AB", "wal/1/B", "wal/2/A.x"):
+        fake.objects["pre/" + k] = b"."
+    assert [i.key for i in s.list("wal/1/A.")] == ["wal/1/A.0", "wal/1/A.partial.1"]
+    assert ("list", "pre/wal/1", "pre/wal/1/A.") in fake.calls
+    assert [i.key for i in s.list("wal/")] == ["wal/1/A.0", "wal/1/A.partial.1", "wal/1/AB", "wal/1/B", "wal/2/A.x"]
+    assert s.list_dirs("wal/") == ["1", "2"]
+
+
+def test_s3_delete_is_batched_by_1000(fake):
+    keys = ["backups/x/%04d" % i for i in range(2500)]
+    assert s3_with(fake).delete(keys) == keys
+    sizes = [len(c[1]) for c in fake.calls if c[0] == "delete"]
+    assert sizes == [1000, 1000, 500]
+    assert fake.calls[0][1][0] == "pre/backups/x/0000"
+
+
+@pytest.mark.parametrize("exc,fragment,hint", [
+    (GenericError("Generic S3 error: NoSuchBucket: The specified bucket does not exist"),
+     "bucket 'bucket' does not exist", "Create the bucket"),
+    (PermissionDeniedError("InvalidAccessKeyId"), "access denied", "access_key"),
+    (GenericError("Generic S3 error: error sending request for url (http://127.0.0.1:1/b/k): client error "
+                  "(Connect): tcp connect error: Connection refused (os error 111)"), "cannot connect",
+     "endpoint_url"),
+    (GenericError("error sending request: invalid peer certificate: UnknownIssuer"), "TLS error", "ca_bundle"),
+])
+def test_s3_error_messages_name_the_cause(fake, exc, fragment, hint):
+    e = s3_with(fake)._error("upload k", exc)
+    assert fragment in str(e) and hint in str(e)
+
+
+def test_a_missing_key_is_not_found():
+    s = s3_with(FakeObstore())
+    e = s._error("read k", type("NotFoundError", (Exception,), {})("Object at location k not found"))
     assert isinstance(e, NotFoundError)
-    e = s._error("upload k", EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
-    assert "cannot connect" in str(e) and "endpoint_url" in str(e)
