@@ -47,7 +47,7 @@ SPEC_CHANGES = {
 # AWS_SESSION_TOKEN goes only with the environment's own keys (storage.s3_client.resolve_credentials),
 # so session_token has no env fallback of its own any more (None: the key is gone).
 SPEC_CHANGES.update(((m, "session_token"), {"fallback": None}) for m in MODULES
-                    if "session_token" in BEFORE["modules"][m]["argument_spec"])
+                    if m in BEFORE["modules"] and "session_token" in BEFORE["modules"][m]["argument_spec"])
 FLAG_CHANGES = {
     # the module's choices, now the CLI's too
     ("list", "--kind"): {"choices": ["pg_logical", "pg_physical", "redis_rdb", "redis_aof"]},
