@@ -528,7 +528,7 @@ def test_pg_verify_dispatches_physical_backups(cluster, scenario):
 # what the run needs, checked by the plan
 
 
-def test_pitr_restore_playbook_plan_names_a_missing_parent_directory(cluster, tmp_path, restore_dirs):
+def test_pitr_restore_playbook_plan_names_a_missing_parent_directory(cluster, scenario, tmp_path, restore_dirs):
     """The plan (check mode) refuses a data_directory whose parent does not
     exist, naming it and the fix; it used to pass, and the run then failed
     with 'Unexpected error: [Errno 2] No such file or directory'."""
@@ -553,7 +553,7 @@ def test_pitr_restore_playbook_plan_names_a_missing_parent_directory(cluster, tm
     assert c.s3.secret_key not in run.text
 
 
-def test_pitr_plan_refuses_a_parent_this_user_cannot_write(cluster, restore_dirs):
+def test_pitr_plan_refuses_a_parent_this_user_cannot_write(cluster, scenario, restore_dirs):
     """A read-only parent (EROFS stops root too): the plan says so, naming it."""
     import subprocess
     parent = os.path.join(os.path.dirname(restore_dirs()), "read-only")

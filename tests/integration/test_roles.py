@@ -163,7 +163,7 @@ def test_redis_persistence_with_only_persist_false_converges(tmp_path, scratch_r
             # here the play says it is in place, as a first job role would have
             "_drkit_runtime_installed": True,
         })
-        for d in ("etc/drkit", "log", "lock", "systemd"):
+        for d in ("etc/drkit", "log", "lock", "systemd", "cron.d"):
             (root / d).mkdir(parents=True)
         tasks = [{"name": "the runtime's group and metrics directory",
                   "ansible.builtin.include_role": {"name": "drkit.backup.drkit_runtime", "tasks_from": "metrics_dir.yml"},
