@@ -88,10 +88,12 @@ def test_preflight_says_what_to_fix_and_changes_nothing(tmp_path, override, mess
      ["postgresql_backup_databases[0]:", "format", "custom, directory"]),
     ("postgresql_backup", {"postgresql_backup_databases": [{"shedule": "0 3 * * *"}]},
      ["postgresql_backup_databases[0]:", "name"]),
-    ("postgresql_backup", {"postgresql_backup_retention": {"keep_dayly": 7}}, ["postgresql_backup_retention.keep_dayly"]),
+    ("postgresql_backup", {"postgresql_backup_retention": {"keep_dayly": 7}},
+     ["postgresql_backup_retention.keep_dayly"]),
     ("postgresql_backup", {"postgresql_backup_storage_options": {"secret_kay": "x"}},
      ["postgresql_backup_storage_options.secret_kay"]),
-    ("redis_backup", {"redis_backup_instances": [{"login_port": "abc"}]}, ["login_port", "redis_backup_instances", "int"]),
+    ("redis_backup", {"redis_backup_instances": [{"login_port": "abc"}]},
+     ["login_port", "redis_backup_instances", "int"]),
     ("redis_backup", {"redis_backup_instances": [{"login_port": 6380, "shedule": "0 3 * * *"}]},
      ["redis_backup_instances.shedule"]),
     ("redis_backup", {"redis_backup_instances": [{"login_port": 6380, "retention": {"keep_dayly": 7}}]},
@@ -114,6 +116,9 @@ def test_a_bad_key_or_value_in_an_item_is_refused_naming_it(tmp_path, role_name,
 
 # --------------------------------------------------------------------------
 # redis_backup_persistence merges over the documented defaults
+
+
+APPLY = "Apply the persistence settings (AOF, fsync, RDB save rules)"
 
 
 @pytest.fixture
@@ -166,12 +171,13 @@ def test_redis_persistence_with_only_persist_false_converges(tmp_path, scratch_r
         for d in ("etc/drkit", "log", "lock", "systemd", "cron.d"):
             (root / d).mkdir(parents=True)
         tasks = [{"name": "the runtime's group and metrics directory",
-                  "ansible.builtin.include_role": {"name": "drkit.backup.drkit_runtime", "tasks_from": "metrics_dir.yml"},
+                  "ansible.builtin.include_role": {"name": "drkit.backup.drkit_runtime",
+                                                   "tasks_from": "metrics_dir.yml"},
                   "vars": {"drkit_runtime_metrics_dir": str(root / "metrics")}},
                  role("drkit.backup.redis_backup")]
         run = run_playbook(tasks, extra_vars=variables, tmp_dir=tmp_path)
         assert run.rc == 0, run.describe()
-        applied = [r for r in run.results if r["task"].endswith("Apply the persistence settings (AOF, fsync, RDB save rules)")]
+        applied = [r for r in run.results if r["task"].endswith(APPLY)]
         assert applied and applied[-1]["status"] == "ok" and applied[-1]["result"]["changed"], run.describe()
         live = client.config_get("*")
         assert (live["appendonly"], live["appendfsync"], live["save"]) == ("yes", "everysec", "3600 1 300 100 60 10000")
@@ -180,7 +186,7 @@ def test_redis_persistence_with_only_persist_false_converges(tmp_path, scratch_r
 
         again = run_playbook(tasks, extra_vars=variables, tmp_dir=tmp_path)
         assert again.rc == 0, again.describe()
-        applied = [r for r in again.results if r["task"].endswith("Apply the persistence settings (AOF, fsync, RDB save rules)")]
+        applied = [r for r in again.results if r["task"].endswith(APPLY)]
         assert applied and applied[-1]["status"] == "ok", again.describe()
         assert not applied[-1]["result"]["changed"], again.describe()
     finally:
