@@ -189,7 +189,7 @@ kept:
       type: int
     reasons:
       description: Every rule that keeps it, for example C(daily 2026-11-25), C(weekly 2026-W48),
-        V(within 2d), V(newest backup \(safety\)), V(stored last \(safety ...\)), V(pinned).
+        V(within 2d), V(newest backup (safety\)), V(stored last (safety ...\)), V(pinned).
       type: list
       elements: str
 not_counted:

@@ -52,7 +52,7 @@ SEMANTIC = re.compile(r"\b(RV|[OVE])\(((?:[^\\)]+|\\.)+)\)")
 def test_markup_renders_whole(where, text):
     broken = [m.group(0) for m in CLASSIC.finditer(text) if m.group(2).count("(") != m.group(2).count(")")]
     for m in SEMANTIC.finditer(text):
-        inner = re.sub(r"\\(.)", "", m.group(2))
+        inner = re.sub(r"\\(.)", r"\1", m.group(2))
         if inner.count("(") != inner.count(")"):
             broken.append(m.group(0))
     assert not broken, "%s: markup cut at its first ')' by ansible-doc: %s" % (where, broken)
