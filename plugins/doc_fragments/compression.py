@@ -26,4 +26,6 @@ options:
         V(256) use that many worker threads, V(-1) one per CPU.
     type: int
     default: 0
+requirements:
+  - zstandard (Python library on the managed host)
 """

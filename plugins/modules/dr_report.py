@@ -70,7 +70,7 @@ EXAMPLES = r"""
         backup: "{{ pg_backup_result }}"
         verification: "{{ pg_verify_result }}"
     report_dir: "{{ playbook_dir }}/../reports/{{ inventory_hostname }}"
-    metrics_dir: /var/lib/node_exporter/textfile_collector
+    metrics_dir: /var/lib/prometheus/node-exporter
   delegate_to: localhost
 """
 

@@ -17,7 +17,7 @@ description:
     SHA-256 into a C(file://) directory or an C(s3://) bucket, without a full-size local copy
     (except for O(format=directory), where C(pg_dump) itself needs a directory).
   - Row counts of every dumped table are taken inside the very snapshot C(pg_dump) uses
-    (C(pg_export_snapshot()) and C(pg_dump --snapshot)) and recorded in the manifest, so a
+    (the function pg_export_snapshot() and C(pg_dump --snapshot)) and recorded in the manifest, so a
     later test-restore can prove it got exactly the data that was backed up.
   - After the upload the stored object is read back, its size and SHA-256 compared with what was
     written, and its structure checked with C(pg_restore --list). Only then is the manifest
@@ -161,7 +161,7 @@ EXAMPLES = r"""
     format: directory
     jobs: 4
     storage_url: file:///var/backups/drkit
-    metrics_dir: /var/lib/node_exporter/textfile_collector
+    metrics_dir: /var/lib/prometheus/node-exporter
 
 - name: Physical base backup of the whole cluster, for point-in-time recovery
   drkit.backup.pg_backup:

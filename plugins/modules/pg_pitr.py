@@ -67,7 +67,7 @@ options:
   target_value:
     description:
       - For O(target=time) an ISO 8601 time (no zone means UTC), for C(xid) a transaction id, for C(lsn)
-        an LSN such as C(0/3000060), for C(name) a restore point made with C(pg_create_restore_point()).
+        an LSN such as C(0/3000060), for C(name) a restore point made with pg_create_restore_point().
     type: str
   target_inclusive:
     description:
@@ -151,9 +151,14 @@ options:
         directory does).
     type: path
 notes:
+  - O(data_directory) must be new (its parent must exist and be writable by the user running the module) or an
+    empty directory. The plan (check mode) checks this and fails naming the directory and the fix.
   - The target database cluster's OS user (C(postgres)) must be able to enter every parent directory of
     O(data_directory) and run O(drkit_command).
   - After the recovery the server keeps running, logging to C(log/drkit-pitr.log) in the data directory.
+requirements:
+  - zstandard (Python library on the managed host)
+  - PostgreSQL server binaries (pg_ctl, pg_waldump) of the base backup's major version on the host
 seealso:
   - module: drkit.backup.pg_backup
   - name: Point-in-time recovery (docs/pitr.md)

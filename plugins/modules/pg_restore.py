@@ -96,9 +96,9 @@ options:
     description:
       - How O(check_row_counts) gets the restored counts. V(stats) reads what PostgreSQL's statistics counted
         into each table while C(pg_restore) loaded the new database (C(n_tup_ins), with partitions and
-        inheritance children; nothing to scan) and runs C(count(*)) on any table where that differs from the
-        manifest, so a mismatch is always confirmed by a real count. V(count) runs C(count(*)) on every table.
-      - M(drkit.backup.pg_verify) always counts with C(count(*)).
+        inheritance children; nothing to scan) and runs SELECT count(*) on any table where that differs from the
+        manifest, so a mismatch is always confirmed by a real count. V(count) runs SELECT count(*) on every table.
+      - M(drkit.backup.pg_verify) always counts with SELECT count(*).
     type: str
     choices: [stats, count]
     default: stats
@@ -111,6 +111,8 @@ options:
     description:
       - Local directory for the decompressed dump when O(jobs) > 1 or the dump is in directory format.
     type: path
+requirements:
+  - zstandard (Python library on the managed host)
 seealso:
   - module: drkit.backup.pg_backup
   - module: drkit.backup.pg_verify

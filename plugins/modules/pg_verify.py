@@ -82,6 +82,8 @@ options:
     description:
       - Local directory for decompressed dumps when O(jobs) > 1 or the dump is in directory format.
     type: path
+requirements:
+  - zstandard (Python library on the managed host)
 seealso:
   - module: drkit.backup.pg_backup
   - module: drkit.backup.pg_restore
@@ -99,7 +101,7 @@ EXAMPLES = r"""
       - name: agents present
         sql: SELECT count(*) FROM mcp_documents.agents
         min: 1
-    metrics_dir: /var/lib/node_exporter/textfile_collector
+    metrics_dir: /var/lib/prometheus/node-exporter
 
 - name: Quick integrity check of one backup
   drkit.backup.pg_verify:

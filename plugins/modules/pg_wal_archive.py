@@ -17,7 +17,7 @@ description:
     C(archive_timeout) with C(ALTER SYSTEM), reloads the configuration and reports whether a restart is
     needed (C(wal_level) and C(archive_mode) only take effect after one).
   - With O(test_archive=true), proves that archiving works end to end. It emits a little WAL, switches to a
-    new segment with C(pg_switch_wal()), and waits until C(pg_stat_archiver) reports it archived and the
+    new segment with pg_switch_wal(), and waits until C(pg_stat_archiver) reports it archived and the
     segment is in the archive; otherwise it fails with the archiver's view and what to check.
   - The engine behind the role M(drkit.backup.postgresql_wal_archive). It uses C(ALTER SYSTEM) through
     the drkit engine rather than community.postgresql's C(postgresql_set), so that the collection needs no

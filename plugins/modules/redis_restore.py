@@ -101,6 +101,7 @@ options:
       - Directory holding C(redis-check-rdb) / C(redis-check-aof).
     type: path
 requirements:
+  - zstandard (Python library on the managed host)
   - redis-server and redis-tools on the host (checks, and the scratch server for conversions)
 seealso:
   - module: drkit.backup.redis_snapshot

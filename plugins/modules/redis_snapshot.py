@@ -104,6 +104,9 @@ notes:
     +client|pause +client|unpause).
   - Key counts per database come from C(INFO keyspace). Keys with a TTL may expire before a restore
     loads them, so verification accepts between C(keys - expires) and C(keys).
+requirements:
+  - C(redis-check-rdb) and, for O(mode=aof), C(redis-check-aof) on the host the module runs on (Debian package
+    redis-tools; a C(redis-server) binary is used under those names when only it exists)
 seealso:
   - module: drkit.backup.redis_verify
   - module: drkit.backup.redis_restore
@@ -117,7 +120,7 @@ EXAMPLES = r"""
     login_password: "{{ vault_redis_password }}"
     storage_url: s3://prod-backups/redis
     endpoint_url: https://s3.example.internal
-    metrics_dir: /var/lib/node_exporter/textfile_collector
+    metrics_dir: /var/lib/prometheus/node-exporter
   become: true
   become_user: redis
 

@@ -63,6 +63,7 @@ options:
       - Directory holding C(redis-check-rdb) / C(redis-check-aof). See M(drkit.backup.redis_snapshot).
     type: path
 requirements:
+  - zstandard (Python library on the managed host)
   - redis-server and redis-tools (C(redis-cli), C(redis-check-rdb), C(redis-check-aof)) on the host for V(restore)
 seealso:
   - module: drkit.backup.redis_snapshot
@@ -74,7 +75,7 @@ EXAMPLES = r"""
   drkit.backup.redis_verify:
     storage_url: s3://prod-backups/redis
     level: restore
-    metrics_dir: /var/lib/node_exporter/textfile_collector
+    metrics_dir: /var/lib/prometheus/node-exporter
   register: redis_check
 
 - name: Structure check of one backup

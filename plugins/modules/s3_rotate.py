@@ -147,7 +147,7 @@ EXAMPLES = r"""
     keep_yearly: 7
     keep_within: 2d
     timezone: Europe/Berlin
-    metrics_dir: /var/lib/node_exporter/textfile_collector
+    metrics_dir: /var/lib/prometheus/node-exporter
 
 - name: Show what would be deleted, and why the others stay
   drkit.backup.s3_rotate:
@@ -189,7 +189,7 @@ kept:
       type: int
     reasons:
       description: Every rule that keeps it, for example C(daily 2026-11-25), C(weekly 2026-W48),
-        C(within 2d), C(newest backup (safety)), C(stored last (safety ...)), C(pinned).
+        V(within 2d), V(newest backup (safety\)), V(stored last (safety ...\)), V(pinned).
       type: list
       elements: str
 not_counted:

@@ -522,3 +522,47 @@ def test_pg_verify_dispatches_physical_backups(cluster, scenario):
     _changed, res = pg_verify(params)
     assert res["passed"] and res["level"] == "structure"
     assert "pg_verifybackup" in res["physical"]
+
+
+# --------------------------------------------------------------------------
+# what the run needs, checked by the plan
+
+
+def test_pitr_restore_playbook_plan_names_a_missing_parent_directory(cluster, scenario, tmp_path, restore_dirs):
+    """The plan (check mode) refuses a data_directory whose parent does not
+    exist, naming it and the fix; it used to pass, and the run then failed
+    with 'Unexpected error: [Errno 2] No such file or directory'."""
+    c = cluster
+    base = os.path.dirname(restore_dirs())
+    parent = os.path.join(base, "no-such", "parent")
+    data_dir = os.path.join(parent, "data")
+    run = run_collection_playbook("pitr_restore", {
+        "pitr_storage_url": c.url,
+        "pitr_storage_options": {"endpoint_url": c.s3.endpoint_url, "access_key": c.s3.access_key,
+                                 "secret_key": c.s3.secret_key, "region": c.s3.region},
+        "pitr_target": "latest", "pitr_data_directory": data_dir, "pitr_port": free_port(),
+        "pitr_drkit_command": drkit_command(),
+    }, tmp_path)
+    assert run.rc != 0
+    assert run.failed("Plan the recovery (check mode)"), run.describe()
+    msg = run.result("Plan the recovery (check mode)")["msg"]
+    assert "The parent directory %s of data_directory %s does not exist" % (parent, data_dir) in msg, msg
+    assert "mkdir -p %s" % parent in msg and "Unexpected error" not in msg
+    assert not run.entries("Restore and recover")
+    assert not os.path.exists(os.path.join(base, "no-such"))
+    assert c.s3.secret_key not in run.text
+
+
+def test_pitr_plan_refuses_a_parent_this_user_cannot_write(cluster, scenario, restore_dirs):
+    """A read-only parent (EROFS stops root too): the plan says so, naming it."""
+    import subprocess
+    parent = os.path.join(os.path.dirname(restore_dirs()), "read-only")
+    os.mkdir(parent)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", parent], check=True)
+    try:
+        with pytest.raises(ConfigError) as exc:
+            pg_pitr(dict(s3_params(cluster.s3, cluster.url), data_directory=os.path.join(parent, "data"),
+                         port=free_port(), target="latest"), check_mode=True)
+    finally:
+        subprocess.run(["umount", parent], check=True)
+    assert "The parent directory %s of data_directory %s/data is not writable" % (parent, parent) in str(exc.value)

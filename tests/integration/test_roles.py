@@ -4,6 +4,9 @@
 cover: check mode on a host where nothing is installed yet, and preflight
 failures that say what to fix (and change nothing)."""
 
+import os
+import shutil
+
 import pytest
 from helpers import run_playbook
 
@@ -66,3 +69,126 @@ def test_preflight_says_what_to_fix_and_changes_nothing(tmp_path, override, mess
     assert message in run.text, run.describe()
     assert not root.exists()
     assert "very-secret-key-123" not in run.text
+
+
+# --------------------------------------------------------------------------
+# typos and bad values inside list items and dicts: refused before anything
+# runs, naming the key (they used to pass: the default schedule ran, rotation
+# warned of an empty policy later, a port "abc" became 0)
+
+
+@pytest.mark.parametrize("role_name,override,messages", [
+    ("postgresql_backup", {"postgresql_backup_databases": ["app", {"name": "other", "shedule": "0 3 * * *"}]},
+     ["postgresql_backup_databases[1]: unknown key 'shedule' (did you mean schedule?)"]),
+    ("postgresql_backup", {"postgresql_backup_databases": [{"name": "app", "retention": {"keep_dayly": 7}}]},
+     ["postgresql_backup_databases[0].retention: unknown key 'keep_dayly' (did you mean keep_daily?)"]),
+    ("postgresql_backup", {"postgresql_backup_databases": [{"name": "app", "login_port": "abc"}]},
+     ["postgresql_backup_databases[0]:", "login_port", "int"]),
+    ("postgresql_backup", {"postgresql_backup_databases": [{"name": "app", "format": "tar"}]},
+     ["postgresql_backup_databases[0]:", "format", "custom, directory"]),
+    ("postgresql_backup", {"postgresql_backup_databases": [{"shedule": "0 3 * * *"}]},
+     ["postgresql_backup_databases[0]:", "name"]),
+    ("postgresql_backup", {"postgresql_backup_retention": {"keep_dayly": 7}},
+     ["postgresql_backup_retention.keep_dayly"]),
+    ("postgresql_backup", {"postgresql_backup_storage_options": {"secret_kay": "x"}},
+     ["postgresql_backup_storage_options.secret_kay"]),
+    ("redis_backup", {"redis_backup_instances": [{"login_port": "abc"}]},
+     ["login_port", "redis_backup_instances", "int"]),
+    ("redis_backup", {"redis_backup_instances": [{"login_port": 6380, "shedule": "0 3 * * *"}]},
+     ["redis_backup_instances.shedule"]),
+    ("redis_backup", {"redis_backup_instances": [{"login_port": 6380, "retention": {"keep_dayly": 7}}]},
+     ["keep_dayly"]),
+    ("redis_backup", {"redis_backup_persistence": {"apendonly": True}}, ["redis_backup_persistence.apendonly"]),
+])
+def test_a_bad_key_or_value_in_an_item_is_refused_naming_it(tmp_path, role_name, override, messages):
+    root = tmp_path / "fresh"
+    variables = fresh_paths(root)
+    variables.update(override)
+    run = run_playbook([role("drkit.backup." + role_name)], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc != 0
+    failed = [r for r in run.results if r["status"] == "failed"]
+    assert len(failed) == 1, run.describe()
+    for message in messages:
+        assert message in failed[0]["result"]["msg"], run.describe()
+    assert not root.exists()
+    assert "very-secret-key-123" not in run.text and "redis-secret-456" not in run.text
+
+
+# --------------------------------------------------------------------------
+# redis_backup_persistence merges over the documented defaults
+
+
+APPLY = "Apply the persistence settings (AOF, fsync, RDB save rules)"
+
+
+@pytest.fixture
+def drkit_group():
+    """The drkit group (the runtime creates it) and redis's membership, put
+    back as they were afterwards."""
+    import grp
+    import subprocess
+    try:
+        before = grp.getgrnam("drkit").gr_mem
+    except KeyError:
+        before = None
+    yield "drkit"
+    if before is None:
+        subprocess.run(["groupdel", "drkit"], check=False)
+    elif "redis" not in before:
+        subprocess.run(["gpasswd", "-d", "redis", "drkit"], check=False, stdout=subprocess.DEVNULL)
+
+
+def test_redis_persistence_with_only_persist_false_converges(tmp_path, scratch_root, drkit_group):
+    """The role's own advice for a server without a config file,
+    ``redis_backup_persistence: {persist: false}``, replaced the whole default
+    dict and the run failed ("one of the following is required: save,
+    appendonly, ..."). It is merged key by key over
+    redis_backup_persistence_defaults now: the defaults are applied live and
+    nothing is written to the server's config file."""
+    from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import make_scratch_dir
+    from support.redis_server import ScratchRedis
+
+    base = make_scratch_dir(prefix="redis-role-", parent=str(scratch_root))
+    server = ScratchRedis(os.path.join(base, "redis"), password="redis-secret-456")
+    server.start()
+    try:
+        conf_before = open(server.conf_file).read()
+        client = server.client()
+        assert client.config_get("appendonly")["appendonly"] == "no"
+        root = tmp_path / "host"
+        variables = fresh_paths(root)
+        variables.update({
+            "redis_backup_instances": [{"login_host": "127.0.0.1", "login_port": server.port}],
+            "redis_backup_manage_persistence": True,
+            "redis_backup_persistence": {"persist": False},
+            "redis_backup_check_jobs": False,
+            "redis_backup_systemd_unit_dir": str(root / "systemd"),
+            "drkit_runtime_group": drkit_group,
+            # the runtime's venv and pip install are test_molecule.py's subject;
+            # here the play says it is in place, as a first job role would have
+            "_drkit_runtime_installed": True,
+        })
+        for d in ("etc/drkit", "log", "lock", "systemd", "cron.d"):
+            (root / d).mkdir(parents=True)
+        tasks = [{"name": "the runtime's group and metrics directory",
+                  "ansible.builtin.include_role": {"name": "drkit.backup.drkit_runtime",
+                                                   "tasks_from": "metrics_dir.yml"},
+                  "vars": {"drkit_runtime_metrics_dir": str(root / "metrics")}},
+                 role("drkit.backup.redis_backup")]
+        run = run_playbook(tasks, extra_vars=variables, tmp_dir=tmp_path)
+        assert run.rc == 0, run.describe()
+        applied = [r for r in run.results if r["task"].endswith(APPLY)]
+        assert applied and applied[-1]["status"] == "ok" and applied[-1]["result"]["changed"], run.describe()
+        live = client.config_get("*")
+        assert (live["appendonly"], live["appendfsync"], live["save"]) == ("yes", "everysec", "3600 1 300 100 60 10000")
+        assert open(server.conf_file).read() == conf_before  # persist: false, no CONFIG REWRITE
+        assert "redis-secret-456" not in run.text
+
+        again = run_playbook(tasks, extra_vars=variables, tmp_dir=tmp_path)
+        assert again.rc == 0, again.describe()
+        applied = [r for r in again.results if r["task"].endswith(APPLY)]
+        assert applied and applied[-1]["status"] == "ok", again.describe()
+        assert not applied[-1]["result"]["changed"], again.describe()
+    finally:
+        server.destroy()
+        shutil.rmtree(base, ignore_errors=True)

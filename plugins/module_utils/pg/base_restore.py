@@ -27,7 +27,8 @@ def check_data_directory(path):
     running server's directory."""
     if not path or not os.path.isabs(path):
         raise ConfigError("data_directory must be an absolute path, got %r" % (path,))
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
+        check_can_create(path)
         return "absent"
     if not os.path.isdir(path):
         raise SafetyError("data_directory %s exists and is not a directory" % path, "Choose a new path")
@@ -41,7 +42,35 @@ def check_data_directory(path):
         what = "a PostgreSQL data directory" if "PG_VERSION" in entries else "not empty"
         raise SafetyError("data_directory %s is %s (%d entries): refusing to restore over it" % (
             path, what, len(entries)), "Restore into a new or empty directory; nothing was changed")
+    if not _writable(path):
+        raise ConfigError("data_directory %s is empty but this run's user (uid %d) cannot write it" % (
+            path, os.geteuid()), "Run as a user who may write it (become: true), or chown/chmod it")
     return "empty"
+
+
+def _writable(path):
+    # effective ids: what open() and mkdir() use when Ansible became root
+    return os.access(path, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def check_can_create(path):
+    """A new data directory needs an existing parent that this run's user
+    may write: say which and how to fix it before anything is fetched
+    (the plan of a point-in-time recovery checks it, not only the run)."""
+    parent = os.path.dirname(os.path.normpath(path))
+    if not os.path.isdir(parent):
+        missing = parent
+        while not os.path.isdir(os.path.dirname(missing)):
+            missing = os.path.dirname(missing)
+        raise ConfigError("The parent directory %s of data_directory %s does not exist%s" % (
+            parent, path, "" if missing == parent else " (%s is missing)" % missing),
+            "Create it first (mkdir -p %s, as root: root-owned, mode 0755, so the server's OS user can enter it), "
+            "or choose a data_directory in an existing directory" % parent)
+    if not _writable(parent):
+        raise ConfigError("The parent directory %s of data_directory %s is not writable by this run's user "
+                          "(uid %d)" % (parent, path, os.geteuid()),
+                          "Run as a user who may create directories there (become: true), or create %s "
+                          "yourself, empty, owned by the server's OS user, mode 0700" % path)
 
 
 def restore_base_backup(storage, entry, data_dir, ids=None, progress=None, skip=()):

@@ -21,3 +21,24 @@ def test_check_data_directory(tmp_path):
     # so fake one with a pid whose cmdline does... skip when none runs)
     with pytest.raises(ConfigError):
         check_data_directory("relative/path")
+
+
+def test_a_new_data_directory_needs_an_existing_parent(tmp_path):
+    target = tmp_path / "a" / "b" / "data"
+    with pytest.raises(ConfigError) as exc:
+        check_data_directory(str(target))
+    msg = str(exc.value)
+    assert "The parent directory %s of data_directory %s does not exist (%s is missing)" % (
+        target.parent, target, tmp_path / "a") in msg
+    assert "mkdir -p %s" % target.parent in msg
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_new_data_directory_needs_a_parent_this_user_may_write(tmp_path, monkeypatch):
+    # root writes anywhere: the answer of access(2) is what is faked here
+    import os
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: path != str(tmp_path))
+    with pytest.raises(ConfigError) as exc:
+        check_data_directory(str(tmp_path / "data"))
+    assert "The parent directory %s of data_directory %s is not writable by this run's user" % (
+        tmp_path, tmp_path / "data") in str(exc.value)
