@@ -23,7 +23,8 @@ options:
   endpoint_url:
     description:
       - Endpoint of an S3-compatible store, for example C(https://s3.example.internal).
-      - Written as C(http(s)://host[:port]) with nothing after the port; anything else is refused.
+      - Written as C(http://host[:port]) or C(https://host[:port]) with nothing after the port; anything else is
+        refused.
       - Falls back to E(AWS_ENDPOINT_URL_S3), then E(AWS_ENDPOINT_URL).
     type: str
   region:
