@@ -19,6 +19,7 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 from .core import janitor
 from .core.errors import DrkitError
 from .core.metrics import METRICS
+from .core.progress import Progress
 from .core.stream import COMPRESSION
 from .pg import client as pg_client
 from .pg.dump import SESSION_SETTINGS
@@ -116,8 +117,13 @@ def run_engine(module, func, *args, **kwargs):
     """Call an engine function returning (changed, result) and exit the
     module with it; a DrkitError becomes a clean fail_json. A real run first
     removes the temp directories dead drkit processes of this host left
-    (core/janitor.py), reported as ``leftovers_removed``."""
+    (core/janitor.py), reported as ``leftovers_removed``. ``metered=True``:
+    the function takes ``progress``; it gets a quiet one (a module prints
+    nothing but its result) whose byte meters become the result's ``steps``."""
     removed = [] if module.check_mode else janitor.sweep(module.params)
+    progress = Progress("quiet") if kwargs.pop("metered", False) else None
+    if progress is not None:
+        kwargs["progress"] = progress
     try:
         changed, result = func(*args, **kwargs)
     except DrkitError as e:
@@ -128,6 +134,8 @@ def run_engine(module, func, *args, **kwargs):
     except Exception as e:  # pylint: disable=broad-except
         module.fail_json(msg="Unexpected error: %s" % to_native(e), exception=traceback.format_exc())
     result = dict(result)
+    if progress is not None:
+        result["steps"] = progress.steps()
     if removed:
         result["leftovers_removed"] = removed
     result["changed"] = changed

@@ -38,6 +38,7 @@ import time
 from .core import janitor
 from .core.errors import ConfigError, DrkitError
 from .core.options import fold_aliases, resolve
+from .core.progress import for_terminal, human_age, human_bytes
 from .core.signals import signals_raise
 
 # Keys whose value makes a world-readable config file an error, whichever
@@ -50,6 +51,8 @@ INTERNAL = ("config", "func", "json", "quiet", "options")
 # PostgreSQL runs these once per WAL file and they create no directories:
 # no janitor in the archiving path
 NO_JANITOR = ("wal-push", "wal-fetch")
+# commands that move no data through a progress meter: no ``steps`` in their result
+NO_STEPS = ("list", "wal-fetch")
 
 
 def load_config(path):
@@ -147,16 +150,6 @@ def name_values(flag, items):
     return out
 
 
-def _progress(quiet):
-    if quiet:
-        return lambda msg: None
-
-    def say(msg):
-        sys.stderr.write("%s drkit: %s\n" % (time.strftime("%H:%M:%S"), msg))
-        sys.stderr.flush()
-    return say
-
-
 # --------------------------------------------------------------------------
 # flags from the registry
 
@@ -195,7 +188,9 @@ def add_options(parser, options):
 def _add_common(p):
     p.add_argument("--config", help="YAML file with options (0600 if it holds secrets)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress on stderr (by default: bars on a terminal, otherwise a line every "
+                        "DRKIT_PROGRESS_INTERVAL seconds, default 60)")
 
 
 def _check(text):
@@ -216,7 +211,7 @@ def _pg_backup():
 
 def cmd_pg_backup(args, params):
     from .pg.backup import pg_backup  # pylint: disable=import-outside-toplevel
-    return pg_backup(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+    return pg_backup(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 
 def _wal_push():
@@ -233,7 +228,7 @@ def _wal_push_extras(p):
 
 def cmd_wal_push(args, params):
     from .pg.wal_archive import wal_push  # pylint: disable=import-outside-toplevel
-    return wal_push(params, args.wal_path, args.wal_name, progress=_progress(args.quiet))
+    return wal_push(params, args.wal_path, args.wal_name, progress=args.progress)
 
 
 def _wal_fetch():
@@ -260,7 +255,7 @@ def _wal_stream():
 
 def cmd_wal_stream(args, params):
     from .pg.wal_stream import wal_stream  # pylint: disable=import-outside-toplevel
-    return wal_stream(params, progress=_progress(args.quiet))
+    return wal_stream(params, progress=args.progress)
 
 
 def _pitr():
@@ -283,7 +278,7 @@ def cmd_pitr(args, params):
         k, v = item.split("=", 1)
         settings[k.strip()] = v
     params["settings"] = settings
-    return pg_pitr(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+    return pg_pitr(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 
 def _verify():
@@ -300,7 +295,7 @@ def cmd_verify(args, params):
     from .pg.verify import pg_verify  # pylint: disable=import-outside-toplevel
     if params.get("checks_file"):
         params["checks"] = load_config(params["checks_file"]).get("checks", [])
-    return pg_verify(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+    return pg_verify(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 
 def _restore():
@@ -310,7 +305,7 @@ def _restore():
 
 def cmd_restore(args, params):
     from .pg.restore import pg_restore_backup  # pylint: disable=import-outside-toplevel
-    return pg_restore_backup(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+    return pg_restore_backup(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 
 def _list():
@@ -336,7 +331,7 @@ def _rotate_extras(p):
 def cmd_rotate(args, params):
     from .repo.rotate import format_report, rotate  # pylint: disable=import-outside-toplevel
     check = bool(params.get("dry_run") or params.get("check"))
-    changed, result = rotate(params, check_mode=check, progress=_progress(args.quiet))
+    changed, result = rotate(params, check_mode=check, progress=args.progress)
     if not args.json:
         sys.stdout.write(format_report(result))
     return changed, result
@@ -359,7 +354,7 @@ def _redis_snapshot():
 
 def cmd_redis_snapshot(args, params):
     from .redis.snapshot import redis_snapshot  # pylint: disable=import-outside-toplevel
-    return redis_snapshot(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+    return redis_snapshot(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 
 def _redis_verify():
@@ -369,7 +364,7 @@ def _redis_verify():
 
 def cmd_redis_verify(args, params):
     from .redis.verify import redis_verify  # pylint: disable=import-outside-toplevel
-    return redis_verify(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+    return redis_verify(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 
 def _redis_restore():
@@ -379,7 +374,7 @@ def _redis_restore():
 
 def cmd_redis_restore(args, params):
     from .redis.restore import redis_restore  # pylint: disable=import-outside-toplevel
-    return redis_restore(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+    return redis_restore(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 
 # name, help, options, extra flags, engine call
@@ -423,13 +418,8 @@ def _print_result(args, result):
         rows = result.get("backups", [])
         if not rows:
             sys.stdout.write("no complete backups in %s\n" % result.get("storage"))
-        for b in rows:
-            sys.stdout.write("%-40s %-12s %-28s %12d  %s%s%s%s\n" % (
-                b["backup_id"], b["kind"], b["finished_at"], b["size"],
-                b["source"].get("database") or b["source"].get("host"),
-                "  [pinned]" if b.get("pinned") else "",
-                "  [ARTIFACTS MISSING]" if b.get("artifacts_missing") else "",
-                "  [DATED IN THE FUTURE]" if b.get("future_dated") else ""))
+        else:
+            sys.stdout.write(list_table(rows, time.time()))
         for p in result.get("problems", []):
             sys.stderr.write("warning: %s\n" % p)
         for b in rows:
@@ -437,6 +427,29 @@ def _print_result(args, result):
                 sys.stderr.write("warning: %s does not count: %s\n" % (b["backup_id"], "; ".join(b["doubts"])))
         return
     sys.stdout.write("%s\n" % result.get("msg", "done"))
+
+
+def list_table(rows, now):
+    """``drkit list`` for people: sizes like 1.2 GiB, ages like "3 h ago"
+    (``--json`` keeps the exact bytes and ISO times). One line per backup,
+    its id first, no header: scripts read the first field."""
+    lines = []
+    for b in rows:
+        lines.append("%-40s %-12s %-13s %10s  %s%s%s%s" % (
+            b["backup_id"], b["kind"], _age(b.get("finished_at"), now), human_bytes(b["size"]),
+            b["source"].get("database") or b["source"].get("host"),
+            "  [pinned]" if b.get("pinned") else "",
+            "  [ARTIFACTS MISSING]" if b.get("artifacts_missing") else "",
+            "  [DATED IN THE FUTURE]" if b.get("future_dated") else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _age(iso, now):
+    from .repo.manifest import parse_time  # pylint: disable=import-outside-toplevel
+    try:
+        return human_age(now - parse_time(iso).timestamp())
+    except DrkitError:
+        return str(iso)  # listed as it is: the backup's doubts say what is wrong
 
 
 def build_parser(only=None):
@@ -468,10 +481,13 @@ def main(argv=None):
         return 2
     try:
         with signals_raise("Nothing was recorded as a backup for this run"):
+            args.progress = for_terminal(sys.stderr, quiet=args.quiet)
             params = merged(args)
             if args.command not in NO_JANITOR and not (params.get("check") or params.get("dry_run")):
-                janitor.sweep(params, _progress(args.quiet))
+                janitor.sweep(params, args.progress)
             _changed, result = args.func(args, params)
+            if args.command not in NO_STEPS:
+                result = dict(result, steps=args.progress.steps())
     except DrkitError as e:
         sys.stderr.write("drkit %s: %s: %s\n" % (args.command, getattr(e, "label", "error"), e))
         return e.exit_code

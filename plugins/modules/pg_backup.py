@@ -219,6 +219,34 @@ msg:
   description: What was done (or would be done in check mode).
   returned: always
   type: str
+steps:
+  description:
+    - The byte streams of the run, in order, one per artifact and step (C(upload), C(re-read),
+      C(download), C(restore) or C(verify)), with their throughput. Empty in check mode.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    step:
+      description: What the bytes went through.
+      type: str
+      sample: upload
+    what:
+      description: The artifact.
+      type: str
+      sample: database.pgdump
+    bytes:
+      description: Bytes that went through (what the tool wrote for an upload, what was stored otherwise).
+      type: int
+      sample: 1288490189
+    seconds:
+      description: How long it took.
+      type: float
+      sample: 61.2
+    bytes_per_second:
+      description: bytes / seconds (null when it took no measurable time).
+      type: int
+      sample: 21053761
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -231,7 +259,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True,
                            required_if=[("mode", "logical", ["database"])])
     check_libraries(module, [("psycopg", "psycopg"), ("zstandard", "zstandard")])
-    run_engine(module, pg_backup, module.params, check_mode=module.check_mode)
+    run_engine(module, pg_backup, module.params, check_mode=module.check_mode, metered=True)
 
 
 if __name__ == "__main__":

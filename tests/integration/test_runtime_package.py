@@ -148,7 +148,7 @@ import drkit_engine
 mods = sorted(m.name for m in pkgutil.walk_packages(drkit_engine.__path__, "drkit_engine."))
 for name in mods:
     importlib.import_module(name)
-import boto3, obstore, psycopg, pyrage, yaml, zstandard
+import boto3, obstore, psycopg, pyrage, tqdm, yaml, zstandard
 psycopg.pq.version()  # the binary implementation loads
 missing = []
 for name in ("drkit_engine.demo", "drkit_engine.demo.sample_data", "drkit_engine._ansible", "ansible"):

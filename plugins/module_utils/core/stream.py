@@ -164,10 +164,11 @@ class PipelineSink(object):
     """A binary file-like object: bytes written to it flow through the
     transforms into the storage writer.  ``result()`` after ``close()``."""
 
-    def __init__(self, writer, transforms=()):
+    def __init__(self, writer, transforms=(), meter=None):
         self._writer = writer
         self._transforms = [t for t in transforms if t is not None]
         self.raw = _Counter()
+        self._meter = meter  # core.progress.Meter: counts what the producer wrote
         self.stored = Digest()
         self.closed = False
 
@@ -179,6 +180,8 @@ class PipelineSink(object):
     def write(self, data):
         n = len(data)
         self.raw.update(data)
+        if self._meter is not None:
+            self._meter.update(n)
         for t in self._transforms:
             data = t.update(data)
             if not data:
@@ -244,7 +247,7 @@ def pump(fileobj, sink, chunk=CHUNK):
 
 
 def read_stored(storage, key, expected_size=None, expected_sha256=None, transforms=(), consumer=None, hint=None,
-                chunks=None, hash_stored=True, read_ahead=True):
+                chunks=None, hash_stored=True, read_ahead=True, meter=None):
     """Stream an object back from storage, checking its sha256 and size.
 
     Each raw chunk goes through ``transforms`` (decryption, decompression)
@@ -255,12 +258,15 @@ def read_stored(storage, key, expected_size=None, expected_sha256=None, transfor
     ``chunks``: storage.iter_read(key) when the caller opened it already.
     Without ``hash_stored`` or an expected sha256 the stored bytes are only
     counted (the returned sha256 is None); without ``read_ahead`` they are
-    read in this thread."""
+    read in this thread. ``meter`` (core.progress.Meter) counts the stored
+    bytes as they are read."""
     digest = Digest() if hash_stored or expected_sha256 is not None else _Counter()
     transforms = [t for t in transforms if t is not None]
     wants = consumer is not None
     if chunks is None:
         chunks = storage.iter_read(key)
+    if meter is not None:
+        chunks = metered(chunks, meter)
     if wants and transforms and read_ahead:
         # Reading and hashing in a thread overlap with decompression and the
         # consumer here (all three release the GIL): about 0.3 s less per GB.
@@ -291,6 +297,18 @@ def check_digest(storage, key, digest, expected_size=None, expected_sha256=None)
         raise IntegrityError("Stored object %s in %s does not match its manifest: %s" % (
             key, storage.describe(), "; ".join(problems)),
             "The object is corrupt or was modified; do not restore from it, use another backup")
+
+
+def metered(chunks, meter):
+    """The chunks, each counted by ``meter`` as it passes (closing the source when closed)."""
+    try:
+        for chunk in chunks:
+            meter.update(len(chunk))
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _hashed(chunks, digest):

@@ -45,6 +45,7 @@ from .client import (
     connect,
     find_tool,
     server_facts,
+    size_estimate,
     tool_major,
 )
 from .dump import ARTIFACT, NATIVE_ARTIFACT, dump_filter_args, list_archive, table_selected
@@ -127,6 +128,7 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
         conn = job.closing(connect(cp, database))
         facts = server_facts(conn)
         conn.rollback()
+        db_size = size_estimate(conn, "database")
         sweep_databases(conn, progress)
         pg_dump = find_tool("pg_dump", facts["server_version_num"], p["pg_bin_dir"])
         pg_restore = find_tool("pg_restore", facts["server_version_num"], p["pg_bin_dir"])
@@ -166,7 +168,10 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
                             check_tool_result("pg_dump", handle.wait(), handle.stderr_text(),
                                               "dumping database %s" % database)
                         extra = {"dump_compression": "zstd:%d" % level} if native else {}
+                        # pg_dump gives no total: estimate from the database's size, unless pg_dump
+                        # compresses (its output then bears no known relation to that size)
                         session.store_stream(name, handle.stdout, compress=not native, before_commit=finished,
+                                             total=None if native else db_size, estimate=True,
                                              content="pg_dump custom archive", **extra)
                 else:
                     work_dir = _work_dir(p["work_dir"], database)
@@ -218,7 +223,10 @@ def _work_dir(parent, database):
 
 
 def _store_directory(session, name, directory):
-    writer, sink = session.open_sink(name)
+    # the dump is on disk: its size plus tar's 512-byte headers and padding is
+    # the total (an estimate: a long name takes a PAX header more)
+    size = sum(512 + -(-os.path.getsize(os.path.join(directory, e)) // 512) * 512 for e in os.listdir(directory))
+    writer, sink = session.open_sink(name, total=size + 1024, estimate=True)
     try:
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for entry in sorted(os.listdir(directory)):

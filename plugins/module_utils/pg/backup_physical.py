@@ -44,7 +44,16 @@ from ..repo import manifest as mf
 from ..repo.session import BackupJob
 from ..repo.wal_layout import archive_system_identifier, backup_segments, claim_archive, lsn_segment
 from ..storage.factory import open_storage, storage_options
-from .client import STREAM_APP_NAME, ToolEnv, check_tool_result, conn_params, connect, find_tool, server_facts
+from .client import (
+    STREAM_APP_NAME,
+    ToolEnv,
+    check_tool_result,
+    conn_params,
+    connect,
+    find_tool,
+    server_facts,
+    size_estimate,
+)
 from .wal_segments import wait_for_segments
 
 KIND = "pg_physical"
@@ -275,6 +284,7 @@ def pg_backup_physical(p, check_mode=False, runner=None, progress=None):
         if facts["system_identifier"]:
             claim_archive(storage, facts["system_identifier"], "This cluster")
         pg_basebackup = find_tool("pg_basebackup", facts["server_version_num"], p["pg_bin_dir"])
+        cluster_size = size_estimate(conn, "cluster")  # pg_basebackup to stdout gives no total
         seg_size = facts["wal_segment_size"]
         source = {"type": "postgresql", "host": cp["login_host"], "port": cp["port"],
                   "server_version": facts["server_version"], "server_version_num": facts["server_version_num"],
@@ -314,6 +324,7 @@ def pg_backup_physical(p, check_mode=False, runner=None, progress=None):
                             raise IntegrityError("pg_basebackup's tar stream ended without an end-of-archive marker")
                     try:
                         session.store_stream(ARTIFACT, _TapReader(handle.stdout, tap), before_commit=finished,
+                                             total=cluster_size, estimate=True,
                                              content="pg_basebackup tar (base.tar, backup_manifest included)")
                     finally:
                         watch.stop()

@@ -15,6 +15,7 @@ import shutil
 import time
 
 from ..core.errors import ConfigError, IntegrityError, SafetyError
+from ..core.progress import meter
 from ..core.stream import decompressor_for, read_stored
 from ..core.tar import TarExtractor
 from ..repo import manifest as mf
@@ -91,9 +92,10 @@ def restore_base_backup(storage, entry, data_dir, ids=None, progress=None, skip=
     t0 = time.time()
     progress("restoring %s (%d bytes stored) into %s" % (entry.backup_id, art["size"], data_dir))
     try:
-        read_stored(storage, key, art["size"], art["sha256"],
-                    transforms=[decompressor_for(manifest.get("compression"))] if art.get("compressed", True) else [],
-                    consumer=extractor.feed)
+        with meter(progress, "restore", ARTIFACT, art["size"]) as m:
+            read_stored(storage, key, art["size"], art["sha256"],
+                        transforms=[decompressor_for(manifest.get("compression"))] if art.get("compressed", True)
+                        else [], consumer=extractor.feed, meter=m)
     finally:
         extractor.close()
     if not extractor.ended:

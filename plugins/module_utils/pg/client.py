@@ -109,6 +109,35 @@ def server_facts(conn):
             "in_recovery": in_recovery}
 
 
+# What a progress meter can expect a dump or base backup to write when the
+# tool says nothing: the database's size on disk (a logical dump of it is
+# usually smaller: no indexes, no dead rows), or the size of the default
+# tablespace, which the preflight of a physical backup ensures holds the
+# whole cluster but pg_global and pg_wal (neither pg_basebackup
+# --wal-method=none sends WAL). Both are allowed for every role.
+SIZE_SQL = {"database": "SELECT pg_database_size(current_database())",
+            "cluster": "SELECT pg_tablespace_size('pg_default') + coalesce(("
+                       "SELECT pg_tablespace_size('pg_global')"
+                       " WHERE has_tablespace_privilege('pg_global', 'CREATE')), 0)"}
+
+
+def size_estimate(conn, what):
+    """Bytes on disk of the ``what`` ("database" or "cluster") for a
+    progress estimate, or None if the server will not say (the
+    transaction is rolled back either way)."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(SIZE_SQL[what])
+            value = cur.fetchone()[0]
+    except Exception:  # pylint: disable=broad-except
+        value = None  # only an estimate: without it the meter shows no total
+    try:
+        conn.rollback()
+    except Exception:  # pylint: disable=broad-except
+        pass
+    return int(value) if value else None
+
+
 # Where distributions install each major version: Debian/Ubuntu, PGDG RPMs.
 BIN_LAYOUTS = ("/usr/lib/postgresql/%s/bin", "/usr/pgsql-%s/bin")
 

@@ -193,7 +193,7 @@ def run_pg_restore(runner, cp, fetch, pg_restore, dbname, jobs, params, progress
             progress("streaming %s into pg_restore (database %s)" % (fetch.artifact["name"], dbname))
             t0 = time.time()
             rc, err = _feed(runner, restore_argv(pg_restore, dbname, 1, params), tenv.env,
-                            lambda feeder: fetch.check_only(consumer=feeder))
+                            lambda feeder: fetch.check_only(consumer=feeder, step="restore"))
             timings["download_seconds"] = round(fetch.seconds, 3)
             timings["restore_seconds"] = round(time.time() - t0, 3)
             timings["streamed"] = True

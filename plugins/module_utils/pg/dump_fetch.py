@@ -20,6 +20,7 @@ from ..core.errors import ConfigError, IntegrityError
 from ..core.osutil import local_write_error
 from ..core.janitor import private_dir
 from ..core.process import tool_version
+from ..core.progress import meter
 from ..core.stream import Digest, check_digest, decompressor_for, read_stored
 from ..core.tar import TarStreamExtractor
 from ..repo import manifest as mf
@@ -39,10 +40,13 @@ class ArtifactFetch(object):
     that have arrived so far to a consumer (pg_restore --section=pre-data
     reads the table of contents at the head of the file), ``wait`` gives the
     path once every byte is there, and ``finish`` once its size and sha256
-    are checked too (for a plain archive the hashing runs behind the writes)."""
+    are checked too (for a plain archive the hashing runs behind the writes).
+    Each read of the artifact goes through a progress meter (core.progress)
+    of ``progress``: step "download" unless the caller names another."""
 
-    def __init__(self, storage, manifest, work_dir=None):
+    def __init__(self, storage, manifest, work_dir=None, progress=None):
         self.storage = storage
+        self.progress = progress
         self.manifest = manifest
         self.fmt = manifest.get("options", {}).get("format", "custom")
         names = [a["name"] for a in manifest["artifacts"]]
@@ -88,11 +92,15 @@ class ArtifactFetch(object):
                 self.artifact["name"], self.manifest.backup_id, self.storage.describe()),
                 "The backup is damaged; use another backup")
 
-    def check_only(self, consumer=None):
+    def _meter(self, step):
+        return meter(self.progress, step, self.artifact["name"], self.artifact["size"])
+
+    def check_only(self, consumer=None, step="download"):
         t0 = time.time()
         self._require_present()
-        res = read_stored(self.storage, self.key, self.artifact["size"], self.artifact["sha256"],
-                          transforms=self._transforms() if consumer else (), consumer=consumer)
+        with self._meter(step) as m:
+            res = read_stored(self.storage, self.key, self.artifact["size"], self.artifact["sha256"],
+                              transforms=self._transforms() if consumer else (), consumer=consumer, meter=m)
         self.seconds = time.time() - t0
         return res
 
@@ -109,8 +117,10 @@ class ArtifactFetch(object):
         hasher.daemon = True
         hasher.start()
         try:
-            for chunk in self.storage.iter_read(self.key):
-                write(chunk)
+            with self._meter("download") as m:
+                for chunk in self.storage.iter_read(self.key):
+                    write(chunk)
+                    m.update(len(chunk))
             self.seconds = time.time() - t0
         finally:
             self._end_writing()

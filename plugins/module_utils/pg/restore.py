@@ -98,7 +98,7 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
 
     if check_mode:
         return True, _plan(cp, maintenance_db, entry, target, p["force"], check_mode)[0]
-    fetch = ArtifactFetch(storage, manifest, p["work_dir"])
+    fetch = ArtifactFetch(storage, manifest, p["work_dir"], progress)
     t0 = time.time()
     with signals_raise():
         try:

@@ -82,12 +82,12 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
     tables, check_results, scratch = [], [], None
     v = Verification(storage, p, entry, level, job, progress)
     with v:
-        fetch = ArtifactFetch(storage, manifest, p["work_dir"])
+        fetch = ArtifactFetch(storage, manifest, p["work_dir"], progress)
         v.cleanup(fetch.cleanup)
         v.check_artifacts(skip=[fetch.artifact["name"]])
         if level == "checksum":
             progress("checking size and sha256 of %s" % fetch.artifact["name"])
-            fetch.check_only()
+            fetch.check_only(step="verify")
             v.timings["download_seconds"] = round(fetch.seconds, 3)
         elif level == "structure":
             pg_restore = find_tool("pg_restore", manifest["source"].get("server_version_num"), p["pg_bin_dir"])
@@ -95,7 +95,7 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
             progress("checking %s and listing it with pg_restore --list" % fetch.artifact["name"])
             with v.timed("download_seconds"):
                 toc = list_archive(runner, pg_restore, fetch.fmt, fetch.artifact["name"],
-                                   lambda consumer: fetch.check_only(consumer=consumer))
+                                   lambda consumer: fetch.check_only(consumer=consumer, step="verify"))
             expected_toc = manifest.get("data", {}).get("toc_entries")
             if expected_toc is not None and toc != expected_toc:
                 raise IntegrityError("pg_restore --list shows %d entries, the manifest recorded %d" % (

@@ -13,6 +13,7 @@ import os
 
 from ..core.errors import ConfigError, IntegrityError, NotFoundError
 from ..core.options import Option, resolve
+from ..core.progress import meter
 from ..core.stream import decompressor_for, read_stored
 from ..core.tar import TarStreamExtractor
 from ..repo import manifest as mf
@@ -63,16 +64,17 @@ def _transforms(manifest, art):
     return [decompressor_for(manifest.get("compression"))] if art.get("compressed") else []
 
 
-def read_artifact(storage, manifest, art, consumer=None):
+def read_artifact(storage, manifest, art, consumer=None, progress=None, step="download"):
     key = mf.artifact_key(manifest.backup_id, art["name"])
     if storage.stat(key) is None:
         raise IntegrityError("Artifact %s of backup %s is missing from %s" % (
             art["name"], manifest.backup_id, storage.describe()), "The backup is damaged; use another backup")
-    return read_stored(storage, key, art["size"], art["sha256"],
-                       transforms=_transforms(manifest, art) if consumer else (), consumer=consumer)
+    with meter(progress, step, art["name"], art["size"]) as m:
+        return read_stored(storage, key, art["size"], art["sha256"],
+                           transforms=_transforms(manifest, art) if consumer else (), consumer=consumer, meter=m)
 
 
-def fetch_backup(storage, manifest, dest_dir, aof_dirname="appendonlydir"):
+def fetch_backup(storage, manifest, dest_dir, aof_dirname="appendonlydir", progress=None):
     """Download the backup into dest_dir, checking size and sha256 on the way.
     Returns ('rdb', path of dump.rdb) or ('aof', path of the AOF directory)."""
     art = main_artifact(manifest)
@@ -80,14 +82,14 @@ def fetch_backup(storage, manifest, dest_dir, aof_dirname="appendonlydir"):
         path = os.path.join(dest_dir, "dump.rdb")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
-            read_artifact(storage, manifest, art, consumer=out.write)
+            read_artifact(storage, manifest, art, consumer=out.write, progress=progress)
         return "rdb", path
     aofdir = os.path.join(dest_dir, aof_dirname)
     os.mkdir(aofdir, 0o700)
     ex = TarStreamExtractor(aofdir, AOF_PREFIX)
     ex.start()
     try:
-        read_artifact(storage, manifest, art, consumer=ex.feed)
+        read_artifact(storage, manifest, art, consumer=ex.feed, progress=progress)
     finally:
         ex.close()
         ex.join()

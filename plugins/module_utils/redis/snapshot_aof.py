@@ -151,7 +151,8 @@ def snapshot_aof(client, session, runner, tool, timeout, pause_ms, pause_writes,
                                      "The AOF is damaged; nothing was recorded as a backup")
         art = AOF_ARTIFACT + (".zst" if session.compression else "")
         progress("streaming the AOF copy to %s" % session.storage.describe())
-        writer, sink = session.open_sink(art)
+        # the files and tar's headers: an estimate of what the tar writes
+        writer, sink = session.open_sink(art, total=sum(512 + f["size"] for f in files) + 10240, estimate=True)
         try:
             with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for name in [fname + ".manifest"] + [f["name"] for f in files]:

@@ -235,7 +235,7 @@ def snapshot_rdb(client, session, runner, tool, timeout, progress):
             checker = RdbChecker(runner, tool, path)
             try:
                 session.store_stream(art, TeeReader(fh, checker.feed), before_commit=checker.finish,
-                                     content="Redis RDB")
+                                     total=st.st_size, content="Redis RDB")
             finally:
                 checker.close()
             size, check = st.st_size, checker.facts

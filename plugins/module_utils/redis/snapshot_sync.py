@@ -120,7 +120,7 @@ def snapshot_remote(client, cp, session, runner, tool, timeout, pause_ms, pause_
                 raise SourceError("The RDB from %s ended early" % sync.where)
             checker.finish()
         try:
-            session.store_stream(art, tee, before_commit=finished, content="Redis RDB")
+            session.store_stream(art, tee, before_commit=finished, total=length, content="Redis RDB")
         finally:
             checker.close()
     finally:

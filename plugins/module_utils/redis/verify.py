@@ -214,12 +214,12 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
         t1 = time.time()
         if level == "checksum":
             progress("checking size and sha256 of %s" % art["name"])
-            read_artifact(storage, manifest, art)
+            read_artifact(storage, manifest, art, progress=progress, step="verify")
         elif level == "structure" and manifest["kind"] == "redis_rdb":
             progress("checking %s with redis-check-rdb while reading it back" % art["name"])
             checker = RdbChecker(runner, find_redis_tool("redis-check-rdb", bin_dir), art["name"])
             try:
-                read_artifact(storage, manifest, art, consumer=checker.feed)
+                read_artifact(storage, manifest, art, consumer=checker.feed, progress=progress, step="verify")
                 facts = checker.finish()
             finally:
                 checker.close()
@@ -227,7 +227,7 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
             tmp = private_dir("redis-verify", p["work_dir"])
             v.cleanup(shutil.rmtree, tmp, True)
             progress("fetching %s" % art["name"])
-            layout, path = fetch_backup(storage, manifest, tmp)
+            layout, path = fetch_backup(storage, manifest, tmp, progress=progress)
             v.timings["download_seconds"] = round(time.time() - t1, 3)
             progress("checking its structure")
             facts = check_structure(runner, layout, path, bin_dir)

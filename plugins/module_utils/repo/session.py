@@ -21,6 +21,7 @@ import time
 from ..core import metrics
 from ..core.errors import DrkitError, StorageError
 from ..core.options import Option
+from ..core.progress import meter
 from ..core.stream import PipelineSink, compressor_for, decompressor_for, pump, read_stored
 from ..core.version import VERSION
 from ..storage.base import ObjectExists
@@ -50,6 +51,7 @@ class BackupSession(object):
         self.committed = False
         self.failure_recorded = False
         self.progress = progress or (lambda msg: None)
+        self._sink_meter = None
 
     # -- writing
 
@@ -59,33 +61,41 @@ class BackupSession(object):
     def _transforms(self, compress):
         return [compressor_for(self.compression)] if compress else []
 
-    def store_stream(self, name, fileobj, compress=True, before_commit=None, **extra):
+    def store_stream(self, name, fileobj, compress=True, before_commit=None, total=None, estimate=False, **extra):
         """Stream fileobj into artifact ``name``. ``before_commit()`` runs once
         the stream ended and before the object is committed: raise there (e.g.
-        the producer exited non-zero) and nothing is stored."""
+        the producer exited non-zero) and nothing is stored. ``total``: the
+        bytes the producer will write, if known (``estimate``: a guess), for
+        the progress meter."""
         key = self.key(name)
         self._written.append(key)
-        with self.storage.writer(key) as w:
-            sink = PipelineSink(w, self._transforms(compress))
-            pump(fileobj, sink)
-            sink.close()
-            if before_commit is not None:
-                before_commit()
+        with meter(self.progress, "upload", name, total, estimate) as m:
+            with self.storage.writer(key) as w:
+                sink = PipelineSink(w, self._transforms(compress), meter=m)
+                pump(fileobj, sink)
+                sink.close()
+                if before_commit is not None:
+                    before_commit()
         res = sink.result()
         return self.manifest.add_artifact(name, res["size"], res["sha256"], raw_size=res["raw_size"],
                                           compressed=bool(compress), **extra)
 
-    def open_sink(self, name, compress=True):
+    def open_sink(self, name, compress=True, total=None, estimate=False):
         """For producers that write (tarfile, a callback): returns
-        (writer, sink). Close the sink, then call finish_sink."""
+        (writer, sink). Close the sink, then call finish_sink (or abort the
+        writer). ``total``/``estimate``: as for store_stream."""
         key = self.key(name)
         self._written.append(key)
         w = self.storage.writer(key)
-        return w, PipelineSink(w, self._transforms(compress))
+        self._sink_meter = meter(self.progress, "upload", name, total, estimate)
+        return w, PipelineSink(w, self._transforms(compress), meter=self._sink_meter)
 
     def finish_sink(self, name, writer, sink, compress=True, **extra):
         sink.close()
         writer.commit()
+        if self._sink_meter is not None:
+            self._sink_meter.close()
+            self._sink_meter = None
         res = sink.result()
         return self.manifest.add_artifact(name, res["size"], res["sha256"], raw_size=res["raw_size"],
                                           compressed=bool(compress), **extra)
@@ -108,8 +118,9 @@ class BackupSession(object):
         decompressed content goes to consumer (structure checks)."""
         art = self.manifest.artifact(name)
         transforms = [decompressor_for(self.manifest["compression"])] if art.get("compressed") else []
-        return read_stored(self.storage, self.key(name), art["size"], art["sha256"],
-                           transforms=transforms, consumer=consumer)
+        with meter(self.progress, "re-read", name, art["size"]) as m:
+            return read_stored(self.storage, self.key(name), art["size"], art["sha256"],
+                               transforms=transforms, consumer=consumer, meter=m)
 
     # -- finishing
 
@@ -160,6 +171,9 @@ class BackupSession(object):
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             return False
+        if self._sink_meter is not None:
+            self._sink_meter.close(failed=True)  # an open_sink whose producer failed
+            self._sink_meter = None
         if not self.committed:
             try:
                 self.storage.delete(list(self._written))

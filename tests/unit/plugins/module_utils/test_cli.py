@@ -438,3 +438,29 @@ def test_wal_push_builds_only_its_own_flags_and_imports_no_other_command():
     assert level == "5"
     assert "drkit_engine.pg.pitr" not in modules and "drkit_engine.redis" not in modules
     assert "drkit_engine.repo.rotate" not in modules and "drkit_engine.pg.backup" not in modules
+
+
+# --------------------------------------------------------------------------
+# drkit list for people
+
+
+def test_list_prints_human_sizes_and_ages_one_line_per_backup_id_first():
+    now = 1764000000.0  # 2025-11-24T16:00:00Z
+    rows = [
+        {"backup_id": "20251124T130000Z-pg-logical-aaaaaa", "kind": "pg_logical",
+         "finished_at": "2025-11-24T13:00:00.000000Z", "size": 1288490189, "source": {"database": "app"},
+         "pinned": True},
+        {"backup_id": "20251112T160000Z-redis-rdb-bbbbbb", "kind": "redis_rdb",
+         "finished_at": "2025-11-12T16:00:00.000000Z", "size": 512, "source": {"host": "10.0.0.5"},
+         "artifacts_missing": True},
+    ]
+    lines = cli.list_table(rows, now).splitlines()
+    assert len(lines) == 2 and [ln.split()[0] for ln in lines] == [r["backup_id"] for r in rows]
+    assert "3 h ago" in lines[0] and "1.2 GiB" in lines[0] and lines[0].endswith("app  [pinned]")
+    assert "12 d ago" in lines[1] and "512 B" in lines[1] and "[ARTIFACTS MISSING]" in lines[1]
+    assert "1288490189" not in lines[0] and "2025-11-24T13" not in lines[0]
+
+
+def test_list_shows_an_unreadable_time_as_it_is():
+    rows = [{"backup_id": "x", "kind": "pg_logical", "finished_at": "yesterday", "size": 1, "source": {}}]
+    assert "yesterday" in cli.list_table(rows, 0.0)

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What a progress meter (core/progress.py) costs per 64 KiB chunk.
+
+Times ``meter.update(65536)`` alone, in each mode the CLI and the modules
+use (a plain callable's null meter, quiet = the modules and ``-q``, log
+lines = cron/systemd, a tqdm bar = a terminal, drawn into /dev/null), and
+the same chunks through a PipelineSink with zstd -3 into /dev/null without
+and with a meter, to put the meter next to the work it measures.
+Median of --repeat runs of --chunks chunks. Usage:
+  .venv/bin/python benchmarks/progress_meter.py [--chunks 200000] [--repeat 5]
+Not a test: numbers only, no assertions.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+
+from _engine import load_engine  # noqa: E402
+
+load_engine()
+from drkit_engine.core import progress as pr  # noqa: E402
+from drkit_engine.core.stream import PipelineSink, ZstdCompress  # noqa: E402
+
+CHUNK = 64 * 1024
+
+
+class _Null(object):
+    def write(self, data):
+        return len(data)
+
+
+def per_chunk(make_meter, chunks, repeat):
+    """Median microseconds per update(CHUNK) of a fresh meter, minus the empty loop."""
+    runs = []
+    for _ in range(repeat):
+        m = make_meter()
+        t0 = time.perf_counter()
+        for _ in range(chunks):
+            m.update(CHUNK)
+        t1 = time.perf_counter()
+        for _ in range(chunks):
+            pass
+        t2 = time.perf_counter()
+        m.close()
+        runs.append(((t1 - t0) - (t2 - t1)) / chunks * 1e6)
+    return statistics.median(runs)
+
+
+def through_sink(with_meter, chunks, repeat, progress):
+    data = os.urandom(CHUNK // 2) * 2  # compressible, like a dump
+    runs = []
+    for _ in range(repeat):
+        m = progress.meter("upload", "bench") if with_meter else None
+        sink = PipelineSink(_Null(), [ZstdCompress(3)], meter=m)
+        t0 = time.perf_counter()
+        for _ in range(chunks):
+            sink.write(data)
+        sink.close()
+        runs.append((time.perf_counter() - t0) / chunks * 1e6)
+        if m is not None:
+            m.close()
+    return statistics.median(runs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chunks", type=int, default=200000)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    devnull = open(os.devnull, "w")
+    quiet = pr.Progress("quiet", devnull)
+    log = pr.Progress("log", devnull, interval=60)
+    bar = pr.Progress("bar", devnull)
+    rows = [
+        ("null meter (a plain progress callable)", per_chunk(lambda: pr.meter(None, "upload"), args.chunks,
+                                                             args.repeat)),
+        ("quiet (modules, drkit -q)", per_chunk(lambda: quiet.meter("upload", "bench"), args.chunks, args.repeat)),
+        ("log lines every 60 s (cron, systemd)", per_chunk(lambda: log.meter("upload", "bench", 1 << 40),
+                                                           args.chunks, args.repeat)),
+        ("tqdm bar (a terminal)", per_chunk(lambda: bar.meter("upload", "bench", 1 << 40), args.chunks,
+                                            args.repeat)),
+    ]
+    sink_chunks = max(1, args.chunks // 20)
+    plain = through_sink(False, sink_chunks, args.repeat, quiet)
+    metered = through_sink(True, sink_chunks, args.repeat, bar)
+    print("| what | µs per 64 KiB chunk |")
+    print("|---|---:|")
+    for name, us in rows:
+        print("| meter.update: %s | %.3f |" % (name, us))
+    print("| PipelineSink + zstd -3, no meter | %.1f |" % plain)
+    print("| PipelineSink + zstd -3, tqdm bar meter | %.1f |" % metered)
+    print("\n%d chunks per run (%d through the sink), median of %d runs; Python %s" % (
+        args.chunks, sink_chunks, args.repeat, sys.version.split()[0]))
+
+
+if __name__ == "__main__":
+    main()
