@@ -40,13 +40,13 @@ class _Null(object):
 def per_chunk(make_meter, chunks, repeat):
     """Median microseconds per update(CHUNK) of a fresh meter, minus the empty loop."""
     runs = []
-    for _ in range(repeat):
+    for _run in range(repeat):
         m = make_meter()
         t0 = time.perf_counter()
-        for _ in range(chunks):
+        for _chunk in range(chunks):
             m.update(CHUNK)
         t1 = time.perf_counter()
-        for _ in range(chunks):
+        for _chunk in range(chunks):
             pass
         t2 = time.perf_counter()
         m.close()
@@ -60,7 +60,7 @@ def dump_like_chunks(n=64):
     window, so no chunk compresses against an identical one."""
     text = b"INSERT INTO agents VALUES (42, 'idle', '{}');\n" * 90
     out = []
-    for _ in range(n):
+    for _chunk in range(n):
         chunk = b""
         while len(chunk) < CHUNK:
             chunk += os.urandom(4096) + text
@@ -73,7 +73,7 @@ def through_sink(chunks, repeat, progress):
     meter, the two alternating so that both see the same machine."""
     data = dump_like_chunks()
     runs = {False: [], True: []}
-    for _ in range(repeat):
+    for _run in range(repeat):
         for with_meter in (False, True):
             m = progress.meter("upload", "bench") if with_meter else None
             sink = PipelineSink(_Null(), [ZstdCompress(3)], meter=m)
@@ -95,18 +95,18 @@ def main():
     devnull = open(os.devnull, "w")
     quiet = pr.Progress("quiet", devnull)
     log = pr.Progress("log", devnull, interval=60)
-    bar = pr.Progress("bar", devnull)
+    bars = pr.Progress("bar", devnull)
     rows = [
         ("null meter (a plain progress callable)", per_chunk(lambda: pr.meter(None, "upload"), args.chunks,
                                                              args.repeat)),
         ("quiet (modules, drkit -q)", per_chunk(lambda: quiet.meter("upload", "bench"), args.chunks, args.repeat)),
         ("log lines every 60 s (cron, systemd)", per_chunk(lambda: log.meter("upload", "bench", 1 << 40),
                                                            args.chunks, args.repeat)),
-        ("tqdm bar (a terminal)", per_chunk(lambda: bar.meter("upload", "bench", 1 << 40), args.chunks,
+        ("tqdm bar (a terminal)", per_chunk(lambda: bars.meter("upload", "bench", 1 << 40), args.chunks,
                                             args.repeat)),
     ]
     sink_chunks = max(1, args.chunks // 40)
-    plain, metered = through_sink(sink_chunks, args.repeat, bar)
+    plain, metered = through_sink(sink_chunks, args.repeat, bars)
     print("| what | µs per 64 KiB chunk |")
     print("|---|---:|")
     for name, us in rows:

@@ -105,7 +105,7 @@ def log_line(step, what, done, total, estimate, seconds):
     if total:
         pct = min(100.0, 100.0 * done / total)
         text += " of %s%s (%s%d%%)" % ("~" if estimate else "", human_bytes(total),
-                                        "estimate, " if estimate else "", pct)
+                                       "estimate, " if estimate else "", pct)
     text += ", %s/s" % human_bytes(rate)
     if total and rate > 0 and done < total:
         text += ", %s%s left" % ("about " if estimate else "", human_duration((total - done) / rate))
@@ -136,7 +136,7 @@ class Meter(object):
         self.started = clock()
         self.seconds = 0.0
         self.next_log = None
-        self.bar = None
+        self.tqdm_bar = None
         if owner is not None:
             owner.opened(self)
 
@@ -146,10 +146,10 @@ class Meter(object):
             # The estimate was short (an estimate of a dump's size from the
             # database's): grow it so the bar never passes 100 %.
             self.total = self.done + self.done // 10
-            if self.bar is not None:
-                self.bar.total = self.total
-        if self.bar is not None:
-            self.bar.update(n)
+            if self.tqdm_bar is not None:
+                self.tqdm_bar.total = self.total
+        if self.tqdm_bar is not None:
+            self.tqdm_bar.update(n)
         elif self.next_log is not None:
             now = self.owner.clock()
             if now >= self.next_log:
@@ -225,8 +225,8 @@ class Progress(object):
                 desc += " (estimate)"
             with self._lock:
                 self._bars += 1
-                m.bar = self._tqdm(total=m.total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                                    file=self.stream, leave=True, dynamic_ncols=True, mininterval=0.5)
+                m.tqdm_bar = self._tqdm(total=m.total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                                   file=self.stream, leave=True, dynamic_ncols=True, mininterval=0.5)
         elif self.mode == "log":
             m.next_log = m.started + self.interval
 
@@ -237,12 +237,12 @@ class Progress(object):
 
     def closed(self, m, failed=False):
         m.seconds = self.clock() - m.started
-        if m.bar is not None:
+        if m.tqdm_bar is not None:
             with self._lock:
                 if m.estimate and not failed:
-                    m.bar.total = m.done  # the true size, now that it is known
-                    m.bar.refresh()
-                m.bar.close()
+                    m.tqdm_bar.total = m.done  # the true size, now that it is known
+                    m.tqdm_bar.refresh()
+                m.tqdm_bar.close()
                 self._bars -= 1
         elif self.mode == "log" and m.seconds >= self.interval:
             # long enough to have logged on the way: say how it ended

@@ -186,7 +186,7 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
         try:
             progress("fetching %s into %s" % (entry.backup_id, staging))
             got_layout, path = fetch_backup(storage, manifest, staging, aof_dirname="fetched-aof",
-                                           progress=progress)
+                                            progress=progress)
             facts = check_structure(runner, got_layout, path, p["redis_bin_dir"])
             conv_ks = None
             rdb_file, aof_dir = None, None

@@ -73,7 +73,7 @@ def test_log_line_with_an_estimate_and_without_a_total():
 def test_a_line_per_interval_not_per_chunk():
     p, clock, out = logging_progress(interval=60)
     with p.meter("upload", "database.pgdump", total=100 * MiB) as m:
-        for _ in range(59):  # a chunk a second for 59 s: nothing yet
+        for _step in range(59):  # a chunk a second for 59 s: nothing yet
             clock.now += 1
             m.update(MiB)
         assert out.getvalue() == ""
@@ -81,7 +81,7 @@ def test_a_line_per_interval_not_per_chunk():
         m.update(MiB)  # 60 s: the first line
         assert out.getvalue() == "12:00:00 drkit: upload database.pgdump: 60.0 MiB of 100.0 MiB (60%), " \
                                  "1.0 MiB/s, 40 s left\n"
-        for _ in range(30):
+        for _step in range(30):
             clock.now += 1
             m.update(MiB)
         assert out.getvalue().count("\n") == 1  # the next one is due at 120 s
@@ -98,7 +98,7 @@ def test_a_line_per_interval_not_per_chunk():
 def test_interval_zero_logs_every_chunk_and_short_steps_log_nothing_at_the_end():
     p, clock, out = logging_progress(interval=0)
     with p.meter("download", "x", total=3) as m:
-        for _ in range(3):
+        for _step in range(3):
             clock.now += 0.5
             m.update(1)
     assert out.getvalue().count("drkit: download x: ") == 3 + 1  # three lines and the end
@@ -189,7 +189,7 @@ def test_bars_show_bytes_rate_and_estimate_on_the_stream():
     out = Tty()
     p = pr.Progress("bar", out, interval=60)
     with p.meter("upload", "database.pgdump.zst", total=8 * MiB, estimate=True) as m:
-        for _ in range(4):
+        for _step in range(4):
             m.update(MiB)
         p("a message above the bar")
     with p.meter("re-read", "database.pgdump.zst", total=4 * MiB) as m:
