@@ -16,6 +16,7 @@ import json
 import os
 import pty
 import re
+import secrets
 import struct
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import uuid
 import pytest
 from helpers import (DRKIT, drop_database, make_blob_database, pg_module_args, run_drkit, run_playbook,
                      table_row_counts, task)
+from pitr_source import ArchivingSource, write_0600
 
 pytestmark = pytest.mark.integration
 
@@ -48,9 +50,10 @@ def conn_flags(pg):
     return ["--host", pg.host, "--port", str(pg.port), "--user", pg.superuser]
 
 
-def run_in_pty(argv, env, timeout=300):
-    """Run argv with stdin/stderr on a pseudo-terminal of 120 columns,
-    stdout on a pipe; returns (rc, stdout, what the terminal showed)."""
+def run_in_pty(argv, env, timeout=300, prefix=()):
+    """Run argv (``prefix`` first: runuser...) with stdin/stderr on a
+    pseudo-terminal of 120 columns, stdout on a pipe; returns (rc, stdout,
+    what the terminal showed)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     shown = []
@@ -71,7 +74,7 @@ def run_in_pty(argv, env, timeout=300):
     e.update(env)
     e.pop("DRKIT_PROGRESS_INTERVAL", None)
     try:
-        proc = subprocess.run([sys.executable, str(DRKIT)] + argv, stdin=slave, stderr=slave,
+        proc = subprocess.run(list(prefix) + [sys.executable, str(DRKIT)] + argv, stdin=slave, stderr=slave,
                               stdout=subprocess.PIPE, env=e, timeout=timeout, check=False)
     finally:
         os.close(slave)
@@ -188,3 +191,27 @@ def test_module_results_carry_steps_and_print_nothing_else(pg, blob_db, tmp_path
         assert "drkit: upload" not in run.text and "B/s" not in run.stderr
     finally:
         drop_database(pg, target)
+
+
+def test_a_physical_backup_bar_is_estimated_from_the_cluster_size(scratch_dir):
+    """pg_basebackup to stdout gives no total: the bar's total is the size of
+    the cluster's default tablespace, labelled as an estimate."""
+    source = ArchivingSource(str(scratch_dir), password=secrets.token_urlsafe(16)).start(scale=0.002)
+    try:
+        config = write_0600(scratch_dir / "base.yml", {
+            "storage_url": source.wal_url, "login_host": source.pg.host, "port": source.pg.port,
+            "login_user": "postgres", "login_password": source.password, "mode": "physical",
+            "wal_wait_timeout": 120}, owner="postgres")
+        rc, out, shown = run_in_pty(["pg-backup", "--json", "--config", config], {},
+                                    prefix=["runuser", "-u", "postgres", "--"])
+        assert rc == 0, shown
+        upload = bar_lines(shown, "upload base.tar.zst (estimate):")
+        assert upload and upload[-1].startswith("upload base.tar.zst (estimate): 100%|"), shown
+        assert RATE.search(upload[-1]), upload[-1]
+        assert bar_lines(shown, "re-read base.tar.zst: 100%|"), shown
+        result = json.loads(out)
+        base = [a for a in result["manifest"]["artifacts"] if a["name"] == "base.tar.zst"][0]
+        assert [(s["step"], s["what"], s["bytes"]) for s in result["steps"]] == [
+            ("upload", "base.tar.zst", base["raw_size"]), ("re-read", "base.tar.zst", base["size"])]
+    finally:
+        source.destroy()
