@@ -275,14 +275,21 @@ def for_terminal(stream=None, quiet=False, environ=None):
     if quiet:
         return Progress("quiet", stream, interval)
     isatty = getattr(stream, "isatty", None)
-    return Progress("bar" if isatty is not None and isatty() else "log", stream, interval)
+    if isatty is None or not isatty():
+        return Progress("log", stream, interval)
+    try:
+        return Progress("bar", stream, interval)
+    except ConfigError as e:
+        # an older runtime without tqdm: progress lines rather than a failed backup
+        progress = Progress("log", stream, interval)
+        progress("note: %s" % e)
+        return progress
 
 
 def _tqdm_class():
     try:
         from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     except ImportError:
-        raise ConfigError("Progress bars on a terminal need the Python library tqdm",
-                          "Install it (pip install tqdm) in the Python that runs drkit, or run with "
-                          "--quiet or with stderr redirected (progress then goes in log lines)")
+        raise ConfigError("Progress bars on a terminal need the Python library tqdm; showing progress lines "
+                          "instead", "Install it (pip install tqdm) in the Python that runs drkit")
     return tqdm

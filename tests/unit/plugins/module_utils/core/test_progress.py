@@ -5,6 +5,7 @@ injected clock), the steps it records, tqdm bars on a stream, and the meters
 the pipeline feeds (PipelineSink, read_stored) on a real file backend."""
 
 import io
+import sys
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core import progress as pr
@@ -175,6 +176,15 @@ def test_for_terminal_picks_bars_log_lines_or_nothing():
     assert log.mode == "log" and log.interval == 2.5
     assert pr.for_terminal(io.StringIO(), environ={}).interval == 60
     assert pr.for_terminal(Tty(), quiet=True, environ={}).mode == "quiet"
+
+
+def test_a_terminal_without_tqdm_gets_log_lines_and_a_note(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm raises ImportError
+    out = Tty()
+    p = pr.for_terminal(out, environ={})
+    assert p.mode == "log"
+    assert "note: Progress bars on a terminal need the Python library tqdm" in out.getvalue()
+    assert "pip install tqdm" in out.getvalue()
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "1,5"])
