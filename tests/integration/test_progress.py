@@ -148,6 +148,17 @@ def test_without_a_terminal_progress_goes_in_log_lines_and_json_has_steps(pg, bl
     assert p.returncode == 0 and p.stderr == "", p.stderr
     assert [s["step"] for s in json.loads(p.stdout)["steps"]] == ["upload", "re-read"]
 
+    # the directory format: pg_dump writes the files itself, the meter follows the directory
+    p = run_drkit(["pg-backup", "--json", "-d", db, "--storage-url", url, "--format", "directory", "--jobs", "2",
+                   "--work-dir", str(tmp_path)] + conn_flags(pg), env=env)
+    assert p.returncode == 0, p.stderr
+    assert re.search(r" drkit: dump pg_dump -Fd: [\d.]+ [KMG]?i?B of ~[\d.]+ [KMG]iB \(estimate, \d+%\)", p.stderr), \
+        p.stderr
+    steps = json.loads(p.stdout)["steps"]
+    assert [(s["step"], s["what"]) for s in steps] == [("dump", "pg_dump -Fd"), ("upload", "database.dir.tar.zst"),
+                                                      ("re-read", "database.dir.tar.zst")]
+    assert steps[0]["bytes"] > 6 << 20 and steps[1]["bytes"] > steps[0]["bytes"]  # the tar: files + headers
+
     # a bad interval is refused before anything runs, naming the variable
     p = run_drkit(["pg-backup", "-d", db, "--storage-url", url] + conn_flags(pg),
                   env=dict(env, DRKIT_PROGRESS_INTERVAL="soon"))
@@ -157,7 +168,7 @@ def test_without_a_terminal_progress_goes_in_log_lines_and_json_has_steps(pg, bl
     p = run_drkit(["list", "--storage-url", url])
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
-    assert len(lines) == 2 and all(re.search(r" (just now|\d+ s ago) +[\d.]+ MiB  %s$" % db, ln) for ln in lines), \
+    assert len(lines) == 3 and all(re.search(r" (just now|\d+ s ago) +[\d.]+ MiB  %s$" % db, ln) for ln in lines), \
         p.stdout
     listed = json.loads(run_drkit(["list", "--json", "--storage-url", url]).stdout)
     assert all(isinstance(b["size"], int) and b["finished_at"].endswith("Z") for b in listed["backups"])

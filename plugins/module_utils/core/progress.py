@@ -257,6 +257,55 @@ class Progress(object):
             return list(self._steps)
 
 
+class DirectoryGrowth(object):
+    """Feeds ``meter`` with the growth of the files in ``path`` while a tool
+    writes them where no stream passes through drkit (``pg_dump -Fd``):
+    polled every ``every`` seconds by a thread, and once more at the end."""
+
+    def __init__(self, path, meter, every=1.0):
+        self.path = path
+        self.meter = meter
+        self.every = every
+        self._seen = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drkit-progress-dir")
+        self._thread.daemon = True
+
+    def size(self):
+        total = 0
+        try:
+            entries = list(os.scandir(self.path))
+        except OSError:
+            return 0  # not created yet
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                pass  # removed meanwhile
+        return total
+
+    def poll(self):
+        size = self.size()
+        if size > self._seen:
+            self.meter.update(size - self._seen)
+            self._seen = size
+
+    def _run(self):
+        while not self._stop.wait(self.every):
+            self.poll()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._stop.set()
+        self._thread.join()
+        self.poll()
+        return False
+
+
 def meter(progress, step, what=None, total=None, estimate=False):
     """A Meter from ``progress`` when it makes them (a Progress), else one
     that counts for nobody (a plain callable, None)."""

@@ -33,6 +33,7 @@ from ..core.errors import ConfigError, SourceError
 from ..core.janitor import private_dir
 from ..core.osutil import is_disk_full, local_write_error, ran_out_of_room
 from ..core.process import LocalRunner, tool_version
+from ..core.progress import DirectoryGrowth, meter
 from ..core.stream import compression_settings
 from ..repo import manifest as mf
 from ..repo.session import BackupJob
@@ -179,7 +180,10 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
                     out_dir = os.path.join(work_dir, "dump")
                     argv += ["--format=directory", "--jobs=%d" % jobs, "--file=%s" % out_dir]
                     progress("pg_dump -Fd -j %d of %s into %s" % (jobs, database, work_dir))
-                    rc, _out, err = runner.run(argv, env=tenv.env)
+                    # no stream to count: the dump directory's growth, against the database's size
+                    with meter(progress, "dump", "pg_dump -Fd", db_size, estimate=True) as m, \
+                            DirectoryGrowth(out_dir, m):
+                        rc, _out, err = runner.run(argv, env=tenv.env)
                     if rc != 0 and ran_out_of_room(work_dir, err):
                         raise _work_dir_full(p["work_dir"], database)
                     check_tool_result("pg_dump", rc, err, "dumping database %s" % database)

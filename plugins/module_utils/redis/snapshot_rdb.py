@@ -188,6 +188,10 @@ def snapshot_rdb(client, session, runner, tool, timeout, progress):
         raise ConfigError("The server's data directory %s is not on this host" % d,
                           "Run the task on the Redis host (delegate_to), or use mode: remote")
     art = RDB_ARTIFACT + (".zst" if session.compression else "")
+    try:
+        previous = os.path.getsize(path)  # the last save's size: the progress estimate of this one
+    except OSError:
+        previous = None
     t_request = time.time()
     progress("BGSAVE on %s" % client.where)
     ks, pers0, exact = bgsave(client, deadline, progress, notes)
@@ -205,7 +209,7 @@ def snapshot_rdb(client, session, runner, tool, timeout, progress):
             checker = RdbChecker(runner, tool, "the RDB written by this BGSAVE")
             try:
                 session.store_stream(art, TeeReader(reader, checker.feed), before_commit=checker.finish,
-                                     content="Redis RDB")
+                                     total=previous, estimate=True, content="Redis RDB")
                 pers, size, check = reader.final, reader.count, checker.facts
             except _Fallback:
                 notes.append("the file streamed during the save was replaced; read the saved file instead")

@@ -232,3 +232,26 @@ def test_the_sink_counts_what_the_producer_wrote_and_read_stored_what_is_stored(
     up, back = p.steps()
     assert up["bytes"] == len(data) == res["raw_size"]
     assert back["bytes"] == res["size"] < len(data)
+
+
+def test_directory_growth_counts_what_a_tool_writes_into_a_directory(tmp_path):
+    """pg_dump -Fd writes its files itself: the meter follows the directory."""
+    out = tmp_path / "dump"
+    p = pr.Progress("quiet", io.StringIO())
+    with p.meter("dump", "pg_dump -Fd", total=1000, estimate=True) as m:
+        growth = pr.DirectoryGrowth(str(out), m, every=3600)  # polled by hand here, not by its thread
+        growth.poll()
+        assert m.done == 0  # the directory does not exist yet
+        out.mkdir()
+        (out / "toc.dat").write_bytes(b"t" * 100)
+        (out / "3001.dat").write_bytes(b"d" * 300)
+        growth.poll()
+        assert m.done == 400
+        with open(str(out / "3001.dat"), "ab") as fh:
+            fh.write(b"d" * 50)
+        (out / "sub").mkdir()  # not a file: not counted
+        growth.poll()
+        assert m.done == 450
+        with growth:  # and once more at the end
+            (out / "3002.dat").write_bytes(b"e" * 25)
+    assert p.steps()[0]["bytes"] == 475
