@@ -166,7 +166,7 @@ record_key:
   type: str
 steps:
   description:
-    - The byte streams of the run, in order, one per artifact and step (C(upload), C(re-read),
+    - The byte streams of the run, in order, one per artifact and step (C(dump), C(upload), C(re-read),
       C(download), C(restore) or C(verify)), with their throughput. Empty in check mode.
   returned: always
   type: list
