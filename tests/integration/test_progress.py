@@ -155,8 +155,8 @@ def test_without_a_terminal_progress_goes_in_log_lines_and_json_has_steps(pg, bl
     assert re.search(r" drkit: dump pg_dump -Fd: [\d.]+ [KMG]?i?B of ~[\d.]+ [KMG]iB \(estimate, \d+%\)", p.stderr), \
         p.stderr
     steps = json.loads(p.stdout)["steps"]
-    assert [(s["step"], s["what"]) for s in steps] == [("dump", "pg_dump -Fd"), ("upload", "database.dir.tar.zst"),
-                                                      ("re-read", "database.dir.tar.zst")]
+    assert [(s["step"], s["what"]) for s in steps] == [
+        ("dump", "pg_dump -Fd"), ("upload", "database.dir.tar.zst"), ("re-read", "database.dir.tar.zst")]
     assert steps[0]["bytes"] > 6 << 20 and steps[1]["bytes"] > steps[0]["bytes"]  # the tar: files + headers
 
     # a bad interval is refused before anything runs, naming the variable

@@ -226,7 +226,7 @@ class Progress(object):
             with self._lock:
                 self._bars += 1
                 m.tqdm_bar = self._tqdm(total=m.total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                                   file=self.stream, leave=True, dynamic_ncols=True, mininterval=0.5)
+                                        file=self.stream, leave=True, dynamic_ncols=True, mininterval=0.5)
         elif self.mode == "log":
             m.next_log = m.started + self.interval
 
