@@ -344,7 +344,7 @@ def _copy():
 
 def cmd_copy(args, params):
     from .repo.copy import backup_copy  # pylint: disable=import-outside-toplevel
-    return backup_copy(params, check_mode=bool(params.get("check")), progress=_progress(args.quiet))
+    return backup_copy(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 
 def _redis_snapshot():

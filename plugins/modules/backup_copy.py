@@ -168,6 +168,35 @@ msg:
   description: One-line summary.
   returned: always
   type: str
+steps:
+  description:
+    - The byte streams of the run, in order, one per artifact and step (C(copy) from the source into the
+      destination, C(re-read) at the destination), with their throughput. Empty in check mode or when
+      everything was there already.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    step:
+      description: What the bytes went through.
+      type: str
+      sample: copy
+    what:
+      description: The artifact.
+      type: str
+      sample: database.pgdump
+    bytes:
+      description: Bytes that went through.
+      type: int
+      sample: 1288490189
+    seconds:
+      description: How long it took.
+      type: float
+      sample: 61.2
+    bytes_per_second:
+      description: bytes / seconds (null when it took no measurable time).
+      type: int
+      sample: 21053761
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -178,7 +207,7 @@ from ..module_utils.repo.copy import OPTIONS, backup_copy
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True)
-    run_engine(module, backup_copy, module.params, check_mode=module.check_mode)
+    run_engine(module, backup_copy, module.params, check_mode=module.check_mode, metered=True)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import time
 from ..core import metrics
 from ..core.errors import ConfigError, ConflictError, IntegrityError
 from ..core.options import Option, Options, resolve
+from ..core.progress import meter
 from ..core.stream import read_stored
 from ..storage.base import put_new
 from ..storage.factory import STORAGE, open_storage, storage_options
@@ -75,10 +76,12 @@ def _same_repository(src, dst):
     return src.describe() == dst.describe()
 
 
-def copy_artifact(src, dst, key, size, sha256):
+def copy_artifact(src, dst, key, size, sha256, progress=None):
     """Copy one artifact, checked on the way (the source's bytes against the
     manifest) and read back at the destination. Returns the bytes copied
-    (0 when the destination already held it, checked)."""
+    (0 when the destination already held it, checked). Progress meters:
+    steps "copy" and "re-read"."""
+    name = key.rsplit("/", 1)[-1]
     info = dst.stat(key)
     if info is not None:
         try:
@@ -88,10 +91,11 @@ def copy_artifact(src, dst, key, size, sha256):
                 key, dst.describe()), "Artifacts are never overwritten: investigate the destination's object "
                 "(a different backup under the same id, or damage) and remove it by hand if it is not needed")
         return 0
-    with dst.writer(key) as w:
-        read_stored(src, key, expected_size=size, expected_sha256=sha256, consumer=w.write)
+    with meter(progress, "copy", name, size) as m, dst.writer(key) as w:
+        read_stored(src, key, expected_size=size, expected_sha256=sha256, consumer=w.write, meter=m)
     try:
-        read_stored(dst, key, expected_size=size, expected_sha256=sha256)
+        with meter(progress, "re-read", name, size) as m:
+            read_stored(dst, key, expected_size=size, expected_sha256=sha256, meter=m)
     except IntegrityError as e:
         raise IntegrityError("The copy in the destination does not read back as sent: %s" % e.message,
                              "No manifest was written, so the destination's copy does not count. Run the copy "
@@ -105,7 +109,7 @@ def copy_backup(src, dst, entry, progress):
     copied = 0
     for a in m["artifacts"]:
         key = mf.artifact_key(m.backup_id, a["name"])
-        copied += copy_artifact(src, dst, key, a["size"], a["sha256"])
+        copied += copy_artifact(src, dst, key, a["size"], a["sha256"], progress)
     raw = src.get_bytes(mf.manifest_key(m.backup_id))
     if mf.Manifest.from_json(raw) != m:
         raise IntegrityError("The manifest of %s in %s changed while it was copied" % (m.backup_id, src.describe()),

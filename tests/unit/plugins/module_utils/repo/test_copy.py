@@ -4,10 +4,12 @@
 tests/integration/test_backup_copy.py)."""
 
 import datetime
+import io
 import hashlib
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, ConflictError, IntegrityError
+from ansible_collections.drkit.backup.plugins.module_utils.core.progress import Progress
 from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
 from ansible_collections.drkit.backup.plugins.module_utils.repo.copy import backup_copy, copy_wal
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
@@ -108,3 +110,14 @@ def test_wal_copy_skips_superseded_partials_prunes_the_destinations_and_refuses_
         copy_wal(a, b, lambda msg: None)
     assert "differs" in str(e.value)
     assert b.get_bytes("wal/00000001/%s.zst" % SEGMENT) == b"other cluster"
+
+
+def test_each_copied_artifact_is_a_copy_and_a_re_read_step(repos):
+    src, dst = repos
+    make_backup(src, b"abc" * 1000)
+    progress = Progress("quiet", io.StringIO())
+    backup_copy(dict(storage_url=src, to_storage_url=dst), progress=progress)
+    assert [(s["step"], s["what"], s["bytes"]) for s in progress.steps()] == [
+        ("copy", "database.pgdump.zst", 3000), ("re-read", "database.pgdump.zst", 3000)]
+    backup_copy(dict(storage_url=src, to_storage_url=dst), progress=progress)
+    assert len(progress.steps()) == 2  # nothing left to copy: no new step
