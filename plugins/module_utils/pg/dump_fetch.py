@@ -24,6 +24,7 @@ from ..core.stream import Digest, check_digest, decompressor_for, read_stored
 from ..core.tar import TarStreamExtractor
 from ..repo import manifest as mf
 from .client import PG_DUMP_ZSTD_MAJOR, tool_major
+from .dump import dump_format
 
 
 class _Cancelled(Exception):
@@ -44,7 +45,7 @@ class ArtifactFetch(object):
     def __init__(self, storage, manifest, work_dir=None):
         self.storage = storage
         self.manifest = manifest
-        self.fmt = manifest.get("options", {}).get("format", "custom")
+        self.fmt = dump_format(manifest)
         names = [a["name"] for a in manifest["artifacts"]]
         if not names:
             raise IntegrityError("Backup %s lists no artifacts" % manifest.backup_id)

@@ -1,0 +1,269 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Databases in Docker containers (issue 16), on a real Docker Engine
+(tests/support/docker_engine.py: the tests' own dockerd, no bridge, host
+networking) with PostgreSQL 15 running in containers of an image built
+from Debian's packages.
+
+* A logical backup of a database in one container, with pg_dump running
+  inside it, to SeaweedFS, restored by pg_restore running inside another
+  container: row counts and a per-table digest of every table are equal,
+  no local process ran, and nothing was written in the source container.
+* A missing, stopped (never started, and exited), unhealthy container, and
+  one that lacks pg_dump, fail with a message naming it, and nothing is
+  stored.
+"""
+
+import json
+import secrets
+import time
+import uuid
+
+import psycopg
+import pytest
+from ansible_collections.drkit.backup.plugins.module_utils.core import process
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, SourceError, ToolError
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
+from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
+from ansible_collections.drkit.backup.plugins.module_utils.pg.restore import pg_restore_backup
+from helpers import list_keys, run_drkit, s3_module_args
+from psycopg import sql
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+# The server in the container: data directory on an anonymous volume (so
+# `docker diff` shows only what else is written in the container), no Unix
+# socket, 127.0.0.1 on the port given; initdb reads the password from a pipe.
+PG_SCRIPT = """set -e
+D=/var/lib/postgresql/data
+if [ ! -s "$D/PG_VERSION" ]; then
+  printf '%s\\n' "$DRKIT_PG_PASSWORD" | {bin}/initdb -D "$D" -U postgres -A scram-sha-256 \\
+      --pwfile=/dev/stdin --no-locale -E UTF8 >/dev/null
+fi
+exec {bin}/postgres -D "$D" -c listen_addresses=127.0.0.1 -c port="$DRKIT_PG_PORT" \\
+    -c unix_socket_directories= -c fsync=off -c synchronous_commit=off -c full_page_writes=off
+""".format(bin=PG_BIN)
+SECOND = 1000000000  # the Engine API counts healthcheck times in nanoseconds
+
+
+def _name(what):
+    return "drkit-%s-%s" % (what, uuid.uuid4().hex[:8])
+
+
+def create_container(engine, image, name, command, healthcheck=None, environment=None, volumes=None, user=None):
+    api = engine.client()
+    host_config = api.create_host_config(network_mode="host")
+    return api.create_container(image, command=command, name=name, host_config=host_config,
+                                healthcheck=healthcheck, environment=environment, volumes=volumes,
+                                user=user)["Id"]
+
+
+def wait_health(engine, name, status, timeout=120):
+    api = engine.client()
+    deadline = time.time() + timeout
+    while True:
+        state = api.inspect_container(name)["State"]
+        health = (state.get("Health") or {}).get("Status")
+        if health == status:
+            return
+        if not state.get("Running"):
+            raise AssertionError("container %s stopped: %s\n%s" % (name, state, api.logs(name)[-3000:]))
+        if time.time() > deadline:
+            raise AssertionError("container %s not %s within %ss: %s\n%s" % (
+                name, status, timeout, state, api.logs(name)[-3000:]))
+        time.sleep(0.2)
+
+
+class PgContainer(object):
+    """PostgreSQL 15 in a container of the test image, on host networking."""
+
+    def __init__(self, engine, image):
+        self.engine = engine
+        self.name = _name("pg")
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(16)
+        check = ["CMD", PG_BIN + "/pg_isready", "-q", "-h", self.host, "-p", str(self.port)]
+        self.id = create_container(
+            engine, image, self.name, ["sh", "-c", PG_SCRIPT], user="postgres",
+            environment={"DRKIT_PG_PASSWORD": self.password, "DRKIT_PG_PORT": str(self.port)},
+            volumes=["/var/lib/postgresql/data"],
+            healthcheck={"test": check, "interval": SECOND, "timeout": 5 * SECOND, "retries": 60})
+        engine.client().start(self.id)
+        wait_health(engine, self.name, "healthy")
+
+    def conninfo(self, dbname="postgres"):
+        return {"host": self.host, "port": self.port, "user": "postgres", "password": self.password,
+                "dbname": dbname}
+
+    def args(self, **more):
+        """pg_backup/pg_restore options for this server and its container."""
+        out = {"login_host": self.host, "port": self.port, "login_user": "postgres",
+               "login_password": self.password, "container": self.name, "docker_host": self.engine.url}
+        out.update(more)
+        return out
+
+    def execute(self, dbname, *statements):
+        with psycopg.connect(autocommit=True, **self.conninfo(dbname)) as conn, conn.cursor() as cur:
+            for stmt in statements:
+                cur.execute(stmt)
+
+
+@pytest.fixture(scope="module")
+def pg_source(docker_engine, pg_redis_image):
+    return PgContainer(docker_engine, pg_redis_image)
+
+
+@pytest.fixture(scope="module")
+def pg_target(docker_engine, pg_redis_image):
+    return PgContainer(docker_engine, pg_redis_image)
+
+
+@pytest.fixture(scope="module")
+def app_database(pg_source):
+    """A database with a few tables of different shapes in the source container."""
+    pg_source.execute("postgres", "CREATE DATABASE app")
+    pg_source.execute(
+        "app",
+        "CREATE SCHEMA agents",
+        "CREATE TABLE agents.agents (id bigserial PRIMARY KEY, name text NOT NULL, meta jsonb, "
+        "created timestamptz NOT NULL DEFAULT '2026-01-01')",
+        "INSERT INTO agents.agents (name, meta) SELECT 'agent-' || g, "
+        "CASE WHEN g % 7 = 0 THEN NULL ELSE jsonb_build_object('n', g, 'tag', 'ünï ' || g) END "
+        "FROM generate_series(1, 20000) g",
+        "CREATE TABLE agents.events (agent_id bigint REFERENCES agents.agents, seq int, payload bytea, "
+        "PRIMARY KEY (agent_id, seq))",
+        "INSERT INTO agents.events SELECT (g % 20000) + 1, g, decode(md5(g::text), 'hex') "
+        "FROM generate_series(1, 50000) g",
+        "CREATE TABLE public.settings (k text PRIMARY KEY, v numeric)",
+        "INSERT INTO public.settings SELECT 'k' || g, g / 3.0 FROM generate_series(1, 500) g",
+        "CREATE TABLE public.empty_one (x int)")
+    return "app"
+
+
+def table_facts(conninfo):
+    """{schema.table: (rows, md5 of every row as text, in order)}."""
+    out = {}
+    with psycopg.connect(**conninfo) as conn, conn.cursor() as cur:
+        cur.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                    "ORDER BY 1, 2")
+        for schema, table in cur.fetchall():
+            cur.execute(sql.SQL("SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) "
+                                "FROM {} t").format(sql.Identifier(schema, table)))
+            out["%s.%s" % (schema, table)] = tuple(cur.fetchone())
+    return out
+
+
+@pytest.fixture
+def no_local_tools(monkeypatch):
+    """Any tool started on this machine instead of in a container fails the test."""
+    def refuse(self, argv, *args, **kwargs):
+        raise AssertionError("a local process was started: %s" % (argv,))
+    monkeypatch.setattr(process.LocalRunner, "spawn", refuse)
+    monkeypatch.setattr(process.LocalRunner, "run", refuse)
+
+
+def storage_args(s3, bucket, prefix):
+    return dict(s3_module_args(s3), storage_url="s3://%s/%s" % (bucket, prefix))
+
+
+def test_backup_in_one_container_restores_into_another(docker_engine, pg_source, pg_target, app_database,
+                                                        s3, bucket, no_local_tools):
+    api = docker_engine.client()
+    before = api.diff(pg_source.name)
+    storage = storage_args(s3, bucket, "containers")
+
+    changed, backup = pg_backup(pg_source.args(database=app_database, **storage))
+    assert changed
+    stored = s3.client().get_object(Bucket=bucket, Key="containers/" + backup["manifest_key"])
+    src = json.loads(stored["Body"].read())["source"]
+    # the dump ran in the source container, with its own pg_dump
+    assert src["container"]["id"] == pg_source.id and src["container"]["name"] == pg_source.name
+    # nothing was written in the container (no temp dump, no docker cp)
+    assert api.diff(pg_source.name) == before
+
+    changed, restore = pg_restore_backup(pg_target.args(target_database="app_copy", **storage))
+    assert changed and restore["verified"], restore
+    expected = table_facts(pg_source.conninfo(app_database))
+    assert len(expected) == 4 and expected["agents.events"][0] == 50000
+    assert table_facts(pg_target.conninfo("app_copy")) == expected
+
+
+def test_a_parallel_restore_through_a_container_is_refused_before_anything(pg_source, pg_target, app_database,
+                                                                            s3, bucket, no_local_tools):
+    storage = storage_args(s3, bucket, "jobs")
+    pg_backup(pg_source.args(database=app_database, **storage))
+    with pytest.raises(ConfigError) as err:
+        pg_restore_backup(pg_target.args(target_database="app_jobs", jobs=2, **storage))
+    assert "jobs > 1 cannot run through a container" in str(err.value)
+    with psycopg.connect(**pg_target.conninfo()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'app_jobs%'")
+        assert cur.fetchone()[0] == 0
+
+
+def test_a_missing_container_is_named(docker_engine, pg_source, app_database, s3, bucket):
+    storage = storage_args(s3, bucket, "missing")
+    with pytest.raises(SourceError) as err:
+        pg_backup(pg_source.args(database=app_database, container="drkit-no-such-container", **storage))
+    assert "Container drkit-no-such-container does not exist on the Docker Engine at %s" % docker_engine.url \
+        in str(err.value)
+    assert list_keys(storage["storage_url"], s3=s3) == []
+
+
+def test_a_container_never_started_is_named(docker_engine, pg_redis_image, pg_source, app_database, s3, bucket):
+    name = _name("created")
+    create_container(docker_engine, pg_redis_image, name, ["sleep", "infinity"])
+    storage = storage_args(s3, bucket, "created")
+    with pytest.raises(SourceError) as err:
+        pg_backup(pg_source.args(database=app_database, container=name, **storage))
+    assert "Container %s is not running (status created" % name in str(err.value)
+    assert "docker start %s" % name in err.value.hint
+    assert list_keys(storage["storage_url"], s3=s3) == []
+
+
+def test_drkit_pg_backup_names_a_stopped_container(docker_engine, pg_redis_image, pg_source, app_database, s3,
+                                                   bucket, tmp_path):
+    api = docker_engine.client()
+    name = _name("stopped")
+    api.start(create_container(docker_engine, pg_redis_image, name, ["sleep", "infinity"]))
+    api.stop(name, timeout=1)
+    storage = storage_args(s3, bucket, "stopped")
+    config = dict(pg_source.args(**storage), container=name)
+    config.pop("docker_host")
+    res = run_drkit(["pg-backup", "--database", app_database, "--docker-host", docker_engine.url],
+                    config=config, tmp_dir=tmp_path)
+    assert res.returncode == SourceError.exit_code, res.stderr
+    assert "Container %s is not running (status exited" % name in res.stderr
+    assert pg_source.password not in res.stderr + res.stdout
+    assert list_keys(storage["storage_url"], s3=s3) == []
+
+
+def test_an_unhealthy_container_is_named(docker_engine, pg_redis_image, pg_source, app_database, s3, bucket):
+    name = _name("unhealthy")
+    docker_engine.client().start(create_container(
+        docker_engine, pg_redis_image, name, ["sleep", "infinity"],
+        healthcheck={"test": ["CMD", "sh", "-c", "echo database gone; exit 1"], "interval": SECOND,
+                     "timeout": 5 * SECOND, "retries": 1}))
+    wait_health(docker_engine, name, "unhealthy")
+    storage = storage_args(s3, bucket, "unhealthy")
+    with pytest.raises(SourceError) as err:
+        pg_backup(pg_source.args(database=app_database, container=name, **storage))
+    assert "Container %s is unhealthy" % name in str(err.value)
+    assert "database gone" in str(err.value)
+    assert list_keys(storage["storage_url"], s3=s3) == []
+
+
+def test_a_container_without_pg_dump_is_named(docker_engine, pg_redis_image, pg_source, app_database, s3, bucket):
+    # The tools' container is not the server's here (both on the host network):
+    # one whose image lost pg_dump.
+    api = docker_engine.client()
+    name = _name("notools")
+    api.start(create_container(docker_engine, pg_redis_image, name, ["sleep", "infinity"]))
+    gone = api.exec_create(name, ["rm", "-f", PG_BIN + "/pg_dump", "/usr/bin/pg_dump"])["Id"]
+    api.exec_start(gone)
+    assert api.exec_inspect(gone)["ExitCode"] == 0
+    storage = storage_args(s3, bucket, "notools")
+    with pytest.raises(ToolError) as err:
+        pg_backup(pg_source.args(database=app_database, container=name, **storage))
+    assert "pg_dump is not in container %s: tried %s/pg_dump" % (name, PG_BIN) in str(err.value)
+    assert list_keys(storage["storage_url"], s3=s3) == []
