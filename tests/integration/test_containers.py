@@ -12,9 +12,11 @@ from Debian's packages.
 * A missing, stopped (never started, and exited), unhealthy container, and
   one that lacks pg_dump, fail with a message naming it, and nothing is
   stored.
+* The tests' engine itself: no bridge network, nothing left mounted.
 """
 
 import json
+import os
 import secrets
 import time
 import uuid
@@ -28,6 +30,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_b
 from ansible_collections.drkit.backup.plugins.module_utils.pg.restore import pg_restore_backup
 from helpers import list_keys, run_drkit, s3_module_args
 from psycopg import sql
+from support.docker_engine import DockerEngine, mounts_below
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 # The server in the container: data directory on an anonymous volume (so
@@ -267,3 +270,16 @@ def test_a_container_without_pg_dump_is_named(docker_engine, pg_redis_image, pg_
         pg_backup(pg_source.args(database=app_database, container=name, **storage))
     assert "pg_dump is not in container %s: tried %s/pg_dump" % (name, PG_BIN) in str(err.value)
     assert list_keys(storage["storage_url"], s3=s3) == []
+
+
+def test_the_tests_engine_has_no_bridge_and_leaves_nothing_behind(scratch_dir):
+    engine = DockerEngine(str(scratch_dir / "d"))
+    engine.start()
+    try:
+        assert sorted(n["Name"] for n in engine.client().networks()) == ["host", "none"]
+        assert not os.path.exists("/sys/class/net/docker0")
+        assert mounts_below(engine.base_dir) != []  # dockerd's netns bind mount, which destroy() must undo
+    finally:
+        engine.destroy()
+    assert mounts_below(engine.base_dir) == []
+    assert not os.path.exists(engine.base_dir)

@@ -148,6 +148,18 @@ class DockerEngine(ScratchServer):
             self._client = None
         super(DockerEngine, self).stop(mode=mode, timeout=timeout)
 
+    def destroy(self):
+        """Stop, then unmount what dockerd leaves mounted below base_dir (the
+        bind mount of its network namespace, exec/netns/default; rmtree
+        would stop at it), then remove base_dir."""
+        try:
+            self.stop(mode="fast")
+        finally:
+            for path in mounts_below(self.base_dir):
+                subprocess.run(["umount", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               check=False)
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
     def remove_all_containers(self):
         api = self.client()
         for c in api.containers(all=True):
@@ -169,6 +181,18 @@ class DockerEngine(ScratchServer):
         if not api.images(name=ref):
             raise DockerEngineError("docker import of %s did not create %s" % (tarball, ref))
         return ref, {"built_seconds": built, "import_seconds": round(time.time() - t0, 1)}
+
+
+def mounts_below(directory):
+    """Mount points below ``directory``, deepest first."""
+    prefix = os.path.abspath(directory).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mounts") as fh:
+        for line in fh:
+            point = line.split()[1].replace("\\040", " ")
+            if point.startswith(prefix):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
 
 
 def recipe_key(recipe):

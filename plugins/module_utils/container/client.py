@@ -93,7 +93,8 @@ def open_client(s):
         # version="auto" asks the Engine for its API version: the reachability check.
         return docker.APIClient(base_url=s["docker_host"], tls=tls, version="auto", timeout=API_TIMEOUT)
     except docker.errors.TLSParameterError as e:
-        raise ConfigError("Docker TLS settings: %s" % e, "Check docker_tls, docker_tls_verify, ca_path, client_cert, client_key")
+        raise ConfigError("Docker TLS settings: %s" % e,
+                          "Check docker_tls, docker_tls_verify, ca_path, client_cert, client_key")
     except docker.errors.DockerException as e:
         raise SourceError("Cannot reach the Docker Engine at %s: %s" % (s["docker_host"], _first_line(e)),
                           "Check docker_host (or DOCKER_HOST) and that dockerd runs and this user may use "
