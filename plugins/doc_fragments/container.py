@@ -13,19 +13,20 @@ class ModuleDocFragment(object):
 options:
   container:
     description:
-      - Name or id of the Docker container the database runs in. The client tools (C(pg_dump), C(pg_restore))
-        then run inside that container, those of the server's own version, through the Docker Engine API
-        (C(docker exec) with the Docker SDK for Python); their output streams out of the exec's socket into the
-        same pipeline (nothing is written inside the container, no C(docker cp)) and a restore streams back
-        in through the exec's standard input.
-      - drkit itself still connects to the server from where it runs, at O(login_host) and O(port) (for the
-        snapshot, row counts and database administration); inside the container the tools connect to the same
-        O(login_host) and O(port), which fits a container on the host network or one whose port is published
-        under the same number.
+      - Name or id of the Docker container the database runs in. Its own client tools, those of the server's
+        version, then run inside that container through the Docker Engine API (C(docker exec) with the Docker
+        SDK for Python), their output streamed out of the exec's socket into the same pipeline; nothing is
+        written inside the container and nothing is copied with C(docker cp).
+      - M(drkit.backup.pg_backup) (O(mode=logical)) runs C(pg_dump) there and M(drkit.backup.pg_restore) runs
+        C(pg_restore) there, fed through the exec's standard input; custom format and one job only. The tools
+        connect to the same login host and port as drkit, which fits a container on the host network or one
+        whose port is published under the same number. The password reaches them in the exec's environment
+        (E(PGPASSWORD)), never a command line.
+      - M(drkit.backup.redis_snapshot) (O(mode=rdb) only) runs its BGSAVE over its own connection, then
+        streams the saved RDB out of the container through the Engine's archive API, checked by the
+        container's C(redis-check-rdb) on the way.
       - A container that is missing, not running, paused, restarting or unhealthy (its healthcheck failing), or
         that lacks the tool, fails the task with a message naming it; nothing is written.
-      - The custom format only, one job (O(jobs=1)); the password reaches the tool in the exec's environment
-        (E(PGPASSWORD)), never its command line.
       - See C(docs/containers.md).
     type: str
   docker_host:

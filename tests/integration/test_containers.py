@@ -12,6 +12,10 @@ from Debian's packages.
 * A missing, stopped (never started, and exited), unhealthy container, and
   one that lacks pg_dump, fail with a message naming it, and nothing is
   stored.
+* A Redis rdb snapshot of a server in a container: our BGSAVE, dump.rdb
+  streamed out through the Engine's archive API and checked by the
+  container's redis-check-rdb; loaded by hand into a local redis-server,
+  every sampled key equal.
 * The tests' engine itself: no bridge network, nothing left mounted.
 """
 
@@ -23,12 +27,15 @@ import uuid
 
 import psycopg
 import pytest
+import redis
 from ansible_collections.drkit.backup.plugins.module_utils.core import process
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, SourceError, ToolError
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.restore import pg_restore_backup
-from helpers import list_keys, run_drkit, s3_module_args
+from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot import redis_snapshot
+from helpers import decompress_to, fetch_artifact, list_keys, run_drkit, s3_module_args
+from redis_support import dump_values, fill, sample_keys, start_redis
 from psycopg import sql
 from support.docker_engine import DockerEngine, mounts_below
 
@@ -170,8 +177,8 @@ def storage_args(s3, bucket, prefix):
     return dict(s3_module_args(s3), storage_url="s3://%s/%s" % (bucket, prefix))
 
 
-def test_backup_in_one_container_restores_into_another(docker_engine, pg_source, pg_target, app_database,
-                                                        s3, bucket, no_local_tools):
+def test_backup_in_one_container_restores_into_another(
+        docker_engine, pg_source, pg_target, app_database, s3, bucket, no_local_tools):
     api = docker_engine.client()
     before = api.diff(pg_source.name)
     storage = storage_args(s3, bucket, "containers")
@@ -192,8 +199,8 @@ def test_backup_in_one_container_restores_into_another(docker_engine, pg_source,
     assert table_facts(pg_target.conninfo("app_copy")) == expected
 
 
-def test_a_parallel_restore_through_a_container_is_refused_before_anything(pg_source, pg_target, app_database,
-                                                                            s3, bucket, no_local_tools):
+def test_a_parallel_restore_through_a_container_is_refused_before_anything(
+        pg_source, pg_target, app_database, s3, bucket, no_local_tools):
     storage = storage_args(s3, bucket, "jobs")
     pg_backup(pg_source.args(database=app_database, **storage))
     with pytest.raises(ConfigError) as err:
@@ -283,3 +290,67 @@ def test_the_tests_engine_has_no_bridge_and_leaves_nothing_behind(scratch_dir):
         engine.destroy()
     assert mounts_below(engine.base_dir) == []
     assert not os.path.exists(engine.base_dir)
+
+
+class RedisContainer(object):
+    """redis-server in a container of the test image, on host networking; the
+    password reaches it on stdin (a config read from ``-``), not in argv."""
+
+    def __init__(self, engine, image):
+        self.name = _name("redis")
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(16)
+        script = ('printf \'requirepass "%s"\\n\' "$DRKIT_REDIS_PASSWORD" | exec redis-server - --bind 127.0.0.1 '
+                  '--port "$DRKIT_REDIS_PORT" --dir /data --dbfilename dump.rdb --save "" --appendonly no')
+        check = ["CMD", "sh", "-c", 'REDISCLI_AUTH="$DRKIT_REDIS_PASSWORD" redis-cli -p "$DRKIT_REDIS_PORT" ping '
+                 '| grep -q PONG']
+        self.id = create_container(
+            engine, image, self.name, ["sh", "-c", script], user="redis", volumes=["/data"],
+            environment={"DRKIT_REDIS_PASSWORD": self.password, "DRKIT_REDIS_PORT": str(self.port)},
+            healthcheck={"test": check, "interval": SECOND, "timeout": 5 * SECOND, "retries": 60})
+        engine.client().start(self.id)
+        wait_health(engine, self.name, "healthy")
+
+    def client(self, **kwargs):
+        kw = dict(host=self.host, port=self.port, password=self.password, socket_timeout=30)
+        kw.update(kwargs)
+        return redis.Redis(**kw)
+
+
+def test_redis_rdb_snapshot_out_of_a_container(docker_engine, pg_redis_image, tmp_storage_url, scratch_dir,
+                                               no_local_tools):
+    server = RedisContainer(docker_engine, pg_redis_image)
+    fill(server, 3000, db=0)
+    fill(server, 500, db=3, prefix="other")
+    changed, result = redis_snapshot({"login_host": server.host, "login_port": server.port,
+                                      "login_password": server.password, "container": server.name,
+                                      "docker_host": docker_engine.url, "storage_url": tmp_storage_url})
+    assert changed and result["key_counts_exact"], result
+    manifest = result["manifest"]
+    assert manifest["source"]["container"]["id"] == server.id
+    assert manifest["data"]["rdb"]["check"]["keys"] == 3500
+    assert manifest["tools"]["redis-check-rdb"]  # the container's own, with its version
+
+    # by hand: the stored RDB into a local redis-server, every sampled key equal
+    artifact = manifest["artifacts"][0]
+    data = fetch_artifact(tmp_storage_url, result["backup_id"], artifact)
+    base_dir = scratch_dir / "loaded"
+    base_dir.mkdir()
+    decompress_to(data, str(base_dir / "dump.rdb"))
+    os.chown(str(base_dir), os.getuid(), os.getgid())
+    loaded = start_redis(base_dir)
+    try:
+        for db, prefix, n in ((0, "k", 3000), (3, "other", 500)):
+            keys = sample_keys(n, prefix=prefix)
+            assert dump_values(loaded, keys, db=db) == dump_values(server, keys, db=db)
+            assert loaded.client(db=db).dbsize() == n
+    finally:
+        loaded.destroy()
+
+
+def test_redis_in_a_container_is_rdb_mode_only(docker_engine, tmp_storage_url):
+    with pytest.raises(ConfigError) as err:
+        redis_snapshot({"mode": "aof", "container": "agentic-redis", "docker_host": docker_engine.url,
+                        "storage_url": tmp_storage_url})
+    assert "container is for mode: rdb" in str(err.value)

@@ -25,12 +25,14 @@ __metaclass__ = type
 import os
 import posixpath
 import socket
+import tarfile
 import tempfile
 import threading
 import time
 
-from ..core.errors import ToolError
+from ..core.errors import SourceError, ToolError
 from ..core.process import STDERR_LIMIT, BackgroundReader, LocalRunner, grow_pipe
+from ..core.stream import CHUNK
 from .client import docker_settings, inspect_container, open_client
 
 # "executable file not found" / "no such file": the exec could not start the tool
@@ -190,6 +192,63 @@ class ExecHandle(object):
         return False
 
 
+class _ChunkReader(object):
+    """read(n) over an iterator of byte chunks (the Engine's archive stream)."""
+
+    def __init__(self, chunks):
+        self._chunks = iter(chunks)
+        self._buf = b""
+        self._pos = 0
+
+    def read(self, n=-1):
+        parts, want = [], n
+        while want != 0:
+            if self._pos >= len(self._buf):
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._buf, self._pos = chunk, 0
+            end = len(self._buf) if want < 0 else min(len(self._buf), self._pos + want)
+            parts.append(self._buf[self._pos:end])
+            if want > 0:
+                want -= end - self._pos
+            self._pos = end
+        return b"".join(parts)
+
+
+class ContainerFile(object):
+    """One file of a container, streamed out of the Engine's archive API
+    (GET /containers/{id}/archive: a tar of that one file, read with tarfile
+    as it arrives): read(), ``size``, ``mtime`` (the container's clock); a
+    context manager."""
+
+    def __init__(self, response, tar, member):
+        self._response = response
+        self._tar = tar
+        self._fh = tar.extractfile(member)
+        self.size = member.size
+        self.mtime = member.mtime
+        self.name = member.name
+
+    def read(self, n=-1):
+        return self._fh.read(n)
+
+    def close(self):
+        for closer in (self._fh.close, self._tar.close, getattr(self._response, "close", None)):
+            if closer:
+                try:
+                    closer()
+                except (OSError, ValueError, tarfile.TarError):
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
 class ContainerRunner(object):
     """Runs tools inside one container, from argument lists (paths are the
     container's), with the same spawn/run interface as LocalRunner.
@@ -250,6 +309,29 @@ class ContainerRunner(object):
             reader.join(timeout)
             return rc, bytes(reader.data), handle.stderr_text()
 
+    def open_file(self, path):
+        """A ContainerFile streaming ``path`` (inside the container) out of the
+        Engine's archive API: nothing copied in the container, no local copy.
+        SourceError naming the container and the path when it is not a
+        regular file there."""
+        from docker.errors import DockerException, NotFound  # pylint: disable=import-outside-toplevel
+        try:
+            chunks, stat = self.client.get_archive(self.container, path, chunk_size=CHUNK)
+        except NotFound:
+            raise SourceError("%s does not exist in container %s" % (path, self.container),
+                              "Check that the container is the server's own (its data directory is there)")
+        except DockerException as e:
+            raise SourceError("Cannot read %s from %s: %s" % (path, self.description, str(e).strip()[:300]),
+                              "Check docker_host and that the container runs")
+        tar = tarfile.open(fileobj=_ChunkReader(chunks), mode="r|")
+        member = tar.next()
+        if member is None or not member.isfile():
+            tar.close()
+            raise SourceError("%s in container %s is not a regular file (%s)" % (
+                path, self.container, stat.get("linkTarget") or "mode %o" % stat.get("mode", 0)),
+                "Point the server's dir/dbfilename at a regular file")
+        return ContainerFile(chunks, tar, member)
+
     def locate(self, name, candidates):
         """The first of ``candidates`` (paths or names, in the container) that
         runs ``--version`` successfully: (path, version text). ToolError
@@ -276,4 +358,3 @@ def open_runner(params):
     runner = ContainerRunner(open_client(s), s["container"], s["docker_host"])
     runner.check()
     return runner
-

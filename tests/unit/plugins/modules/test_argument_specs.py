@@ -52,7 +52,7 @@ DOCKER_FLAGS = ("--container", "--docker-host", "--docker-tls", "--docker-tls-ve
 NEW_FLAGS = {("pg-backup", "--login-port"), ("verify", "--login-port"), ("restore", "--login-port"),
              ("redis-snapshot", "--state-dir"), ("pitr", "--recovery-target-timeline")}
 # databases in containers (issue 16)
-NEW_FLAGS.update((command, flag) for command in ("pg-backup", "restore") for flag in DOCKER_FLAGS)
+NEW_FLAGS.update((command, flag) for command in ("pg-backup", "restore", "redis-snapshot") for flag in DOCKER_FLAGS)
 # options added since the snapshot, on purpose: (module, option) -> its argument_spec entry (None: not compared)
 NEW_OPTIONS = {
     # the ledger of a setting changed for a moment (issue 13, hole 12)
@@ -61,7 +61,7 @@ NEW_OPTIONS = {
     ("pg_pitr", "recovery_target_timeline"): None,
 }
 # databases in containers (issue 16): the Docker options of community.docker
-NEW_OPTIONS.update(((module, name), None) for module in ("pg_backup", "pg_restore")
+NEW_OPTIONS.update(((module, name), None) for module in ("pg_backup", "pg_restore", "redis_snapshot")
                    for name in ("container", "docker_host", "docker_tls", "docker_tls_verify", "ca_path",
                                 "client_cert", "client_key"))
 

@@ -42,6 +42,7 @@ def handle_pair(exit_code=0, stdin=False, stdout=True, running=0):
 def test_stdout_is_demultiplexed_into_a_pipe_and_stderr_kept_apart():
     handle, engine = handle_pair(exit_code=0)
     big = bytes(range(256)) * 8192  # 2 MiB: more than a pipe holds, read while it flows
+
     def engine_side():
         engine.sendall(frame(1, b"PGDMP") + frame(2, b"pg_dump: warning: x\n") + frame(1, big))
         engine.close()
