@@ -35,7 +35,7 @@ options:
         then libpq's own C(~/.pgpass).
       - Passed to client tools through a 0600 pgpass file that exists only in memory (never on disk, so not even
         C(kill -9) leaves it behind), never on their command line or in their environment. Tools run inside a
-        container (O(container)) cannot open drkit's memory file, so they get it in the exec's environment
+        container (option C(container)) cannot open drkit's memory file, so they get it in the exec's environment
         (E(PGPASSWORD)), still never on a command line or disk.
     type: str
   ssl_mode:
