@@ -211,6 +211,25 @@ def test_a_parallel_restore_through_a_container_is_refused_before_anything(
         assert cur.fetchone()[0] == 0
 
 
+def test_drkit_restore_into_a_container(docker_engine, pg_source, pg_target, app_database, s3, bucket, tmp_path):
+    storage = storage_args(s3, bucket, "cli")
+    pg_backup(pg_source.args(database=app_database, **storage))
+    # a pg_bin_dir that exists only inside the target container: a pg_restore
+    # run on this machine instead could not be found
+    api = docker_engine.client()
+    only_there = "/opt/drkit-%s" % uuid.uuid4().hex[:8]
+    link = api.exec_create(pg_target.name, ["ln", "-s", PG_BIN, only_there], user="root")["Id"]
+    api.exec_start(link)
+    assert api.exec_inspect(link)["ExitCode"] == 0 and not os.path.exists(only_there)
+    config = dict(pg_target.args(**storage))
+    res = run_drkit(["restore", "--container", config.pop("container"), "--target-database", "app_cli",
+                     "--pg-bin-dir", only_there, "--json"], config=config, tmp_dir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["verified"] is True
+    assert pg_target.password not in res.stdout + res.stderr
+    assert table_facts(pg_target.conninfo("app_cli")) == table_facts(pg_source.conninfo(app_database))
+
+
 def test_a_missing_container_is_named(docker_engine, pg_source, app_database, s3, bucket):
     storage = storage_args(s3, bucket, "missing")
     with pytest.raises(SourceError) as err:

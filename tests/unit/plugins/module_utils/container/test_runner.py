@@ -6,13 +6,15 @@ API: an 8-byte header per frame): stdout comes out as a pipe, stderr is
 kept apart, stdin goes in and its end is a half-close, the exit code is
 the Engine's. The real Engine: tests/integration/test_containers.py."""
 
+import io
 import socket
 import struct
+import tarfile
 import threading
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.container.runner import ContainerRunner, ExecHandle
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ToolError
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import SourceError, ToolError
 
 
 def frame(stream, data):
@@ -104,3 +106,50 @@ def test_closing_an_unfinished_handle_ends_the_stream():
     handle.close()
     assert engine.recv(10) == b""  # the Engine sees the connection go: the tool's stdio ends
     engine.close()
+
+
+# --------------------------------------------------------------------------
+# a file out of the archive API (a tar of that one file, in chunks)
+
+
+class FakeArchive(object):
+    def __init__(self, tar_bytes, chunk):
+        self.tar_bytes = tar_bytes
+        self.chunk = chunk
+
+    def get_archive(self, container, path, chunk_size=None):
+        data = self.tar_bytes
+        return (data[i:i + self.chunk] for i in range(0, len(data), self.chunk)), {"name": path, "mode": 0o644}
+
+
+def one_file_tar(name, payload, kind=tarfile.REGTYPE):
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.size = len(payload) if kind == tarfile.REGTYPE else 0
+        info.mtime = 1700000000
+        tar.addfile(info, io.BytesIO(payload) if kind == tarfile.REGTYPE else None)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 512, 10240, 1 << 20])
+def test_a_container_file_streams_out_of_the_archive_whatever_the_chunks(chunk):
+    payload = bytes(range(256)) * 400 + b"REDIS-END"
+    runner = ContainerRunner(FakeArchive(one_file_tar("dump.rdb", payload), chunk), "redis", "unix:///x")
+    with runner.open_file("/data/dump.rdb") as fh:
+        assert (fh.size, fh.mtime, fh.name) == (len(payload), 1700000000, "dump.rdb")
+        parts = []
+        while True:
+            data = fh.read(4096)
+            if not data:
+                break
+            parts.append(data)
+    assert b"".join(parts) == payload
+
+
+def test_a_container_path_that_is_not_a_regular_file_is_named():
+    runner = ContainerRunner(FakeArchive(one_file_tar("data", b"", tarfile.DIRTYPE), 512), "redis", "unix:///x")
+    with pytest.raises(SourceError) as err:
+        runner.open_file("/data")
+    assert "/data in container redis is not a regular file" in str(err.value)
