@@ -34,7 +34,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import f
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.restore import pg_restore_backup
 from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot import redis_snapshot
-from helpers import decompress_to, fetch_artifact, list_keys, run_drkit, s3_module_args
+from helpers import decompress_to, fetch_artifact, list_keys, run_drkit, run_playbook, s3_module_args, task
 from redis_support import dump_values, fill, sample_keys, start_redis
 from psycopg import sql
 from support.docker_engine import DockerEngine, mounts_below
@@ -228,6 +228,18 @@ def test_drkit_restore_into_a_container(docker_engine, pg_source, pg_target, app
     assert json.loads(res.stdout)["verified"] is True
     assert pg_target.password not in res.stdout + res.stderr
     assert table_facts(pg_target.conninfo("app_cli")) == table_facts(pg_source.conninfo(app_database))
+
+
+def test_the_module_takes_a_container_in_check_mode(docker_engine, pg_source, app_database, s3, bucket, tmp_path):
+    storage = storage_args(s3, bucket, "module")
+    args = dict(pg_source.args(database=app_database, **storage), login_password="{{ pw }}")
+    run = run_playbook([task("drkit.backup.pg_backup", register="b", **args)], check=True,
+                       extra_vars={"pw": pg_source.password}, tmp_dir=tmp_path)
+    assert run.rc == 0, run.describe()
+    res = run.result("drkit.backup.pg_backup")
+    assert "in container %s" % pg_source.name in res["msg"], res
+    assert pg_source.password not in run.text
+    assert list_keys(storage["storage_url"], s3=s3) == []
 
 
 def test_a_missing_container_is_named(docker_engine, pg_source, app_database, s3, bucket):
