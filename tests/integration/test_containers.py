@@ -230,7 +230,7 @@ def test_drkit_restore_into_a_container(docker_engine, pg_source, pg_target, app
     assert table_facts(pg_target.conninfo("app_cli")) == table_facts(pg_source.conninfo(app_database))
 
 
-def test_the_module_takes_a_container_in_check_mode(docker_engine, pg_source, app_database, s3, bucket, tmp_path):
+def test_the_module_takes_a_container_in_check_mode(pg_source, app_database, s3, bucket, tmp_path):
     storage = storage_args(s3, bucket, "module")
     args = dict(pg_source.args(database=app_database, **storage), login_password="{{ pw }}")
     run = run_playbook([task("drkit.backup.pg_backup", register="b", **args)], check=True,
