@@ -21,7 +21,9 @@ set -euo pipefail
 # cron, logrotate: the roles' default scheduler and its log rotation (tests run
 # the cron lines themselves and check the logrotate snippet).
 # faketime: libfaketime, a clock ahead or behind for one drkit process (tests/integration/test_clock_trouble.py).
-APT_PACKAGES="postgresql postgresql-client redis-server redis-tools zstd python3 python3-venv shellcheck prometheus cron logrotate faketime"
+# docker.io: dockerd for the container tests, which start their own daemon (tests/support/docker_engine.py;
+# the package's own service is never started); mmdebstrap: builds their images from Debian packages.
+APT_PACKAGES="postgresql postgresql-client redis-server redis-tools zstd python3 python3-venv shellcheck prometheus cron logrotate faketime docker.io mmdebstrap"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -89,7 +91,7 @@ ensure_venv() {
     want="$(cat "$ROOT/requirements/runtime.txt" "$ROOT/requirements/test.txt" | sha256sum | cut -d' ' -f1)"
     [ -f "$stamp" ] && have="$(cat "$stamp")"
     if [ "$want" = "$have" ] && [ -x "$VENV/bin/weed" ] && [ -x "$VENV/bin/ruff" ] &&
-        "$VENV/bin/python" -c 'import boto3, obstore, zstandard, psycopg, yaml, pyrage, ansible, pytest, hypothesis, redis' \
+        "$VENV/bin/python" -c 'import boto3, obstore, zstandard, psycopg, yaml, pyrage, docker, ansible, pytest, hypothesis, redis' \
             >/dev/null 2>&1; then
         log "Python requirements up to date"
         return

@@ -22,6 +22,12 @@ session  s3            started SeaweedS3: .endpoint_url .access_key
                        .secret_key .region .client() .create_bucket() .env()
 session  redis_server  started ScratchRedis with a random password: .host
                        .port .password .dir .client() .cli()
+session  docker_engine started DockerEngine, a dockerd of the tests' own
+                       (tests/support/docker_engine.py: no bridge, no
+                       iptables, its own root and unix socket): .url .client()
+session  pg_redis_image  reference of the PostgreSQL 15 + Redis test image in
+                       docker_engine, imported from the cached rootfs tarball
+                       (built with mmdebstrap when missing)
 session  scratch_root  pathlib.Path of the session's scratch root (0711,
                        traversable by the ``postgres`` OS user)
 function bucket        name of a fresh bucket on ``s3`` (emptied and deleted after)
@@ -51,7 +57,7 @@ REPO_ROOT = TESTS_DIR.parent
 BUILD_COLLECTIONS = REPO_ROOT / "build" / "collections"
 COLLECTION_LINK = BUILD_COLLECTIONS / "ansible_collections" / "drkit" / "backup"
 
-SERVICE_FIXTURES = {"pg", "s3", "redis_server", "bucket", "pg_database"}
+SERVICE_FIXTURES = {"pg", "s3", "redis_server", "bucket", "pg_database", "docker_engine", "pg_redis_image"}
 
 
 def _ensure_collection_link():
@@ -82,6 +88,7 @@ os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(BUILD_COLLECTIONS) + (":" + _prev i
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import make_scratch_dir
 from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import find_pg_bindir
 from ansible_collections.drkit.backup.plugins.module_utils.pg.scratch import ScratchPostgres
+from support.docker_engine import DockerEngine
 from support.redis_server import ScratchRedis
 from support.seaweedfs import SeaweedS3  # noqa: E402
 
@@ -228,6 +235,31 @@ def redis_server(scratch_root):
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture(scope="session")
+def docker_engine(scratch_root):
+    # A machine where dockerd cannot start fails these tests loudly: never a skip.
+    engine = DockerEngine(str(scratch_root / "docker"))
+    try:
+        engine.start()
+    except Exception as exc:  # noqa: BLE001 - reported as the fixture's failure
+        engine.destroy()
+        pytest.fail("The tests' Docker Engine did not start: %s" % exc, pytrace=False)
+    try:
+        yield engine
+    finally:
+        engine.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_redis_image(docker_engine):
+    try:
+        ref, timings = docker_engine.ensure_image()
+    except Exception as exc:  # noqa: BLE001 - reported as the fixture's failure
+        pytest.fail("The PostgreSQL/Redis test image could not be built or imported: %s" % exc, pytrace=False)
+    print("test image %s: %s" % (ref, timings))
+    return ref
 
 
 # --------------------------------------------------------------------------

@@ -34,7 +34,9 @@ options:
       - Password of O(login_user). If not given, the E(PGPASSWORD) environment variable is used,
         then libpq's own C(~/.pgpass).
       - Passed to client tools through a 0600 pgpass file that exists only in memory (never on disk, so not even
-        C(kill -9) leaves it behind), never on their command line or in their environment.
+        C(kill -9) leaves it behind), never on their command line or in their environment. Tools run inside a
+        container (option C(container)) cannot open drkit's memory file, so they get it in the exec's environment
+        (E(PGPASSWORD)), still never on a command line or disk.
     type: str
   ssl_mode:
     description:

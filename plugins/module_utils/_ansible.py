@@ -16,6 +16,7 @@ import traceback
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+from .container.client import DOCKER
 from .core import janitor
 from .core.errors import DrkitError
 from .core.metrics import METRICS
@@ -101,6 +102,11 @@ def backup_selector_argument_spec():
 def restore_settings_argument_spec():
     """doc fragment drkit.backup.postgres.restore_settings"""
     return argument_spec([SESSION_SETTINGS])
+
+
+def container_argument_spec():
+    """doc fragment drkit.backup.container"""
+    return argument_spec(DOCKER)
 
 
 def check_libraries(module, names):

@@ -28,6 +28,7 @@ author:
   - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.postgres
+  - drkit.backup.container
   - drkit.backup.storage
   - drkit.backup.storage.metrics
   - drkit.backup.compression

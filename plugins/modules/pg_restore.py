@@ -28,6 +28,7 @@ author:
   - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.postgres
+  - drkit.backup.container
   - drkit.backup.postgres.restore_settings
   - drkit.backup.storage
   - drkit.backup.backup_selector

@@ -37,6 +37,7 @@ author:
   - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.redis
+  - drkit.backup.container
   - drkit.backup.storage
   - drkit.backup.storage.metrics
   - drkit.backup.compression

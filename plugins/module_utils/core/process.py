@@ -93,7 +93,7 @@ class ProcessHandle(object):
         return False
 
 
-def _grow_pipe(fileobj):
+def grow_pipe(fileobj):
     # A 1 MiB pipe halves the number of syscalls/wakeups on a fast producer.
     try:
         import fcntl  # pylint: disable=import-outside-toplevel
@@ -103,9 +103,11 @@ def _grow_pipe(fileobj):
 
 
 class LocalRunner(object):
-    """Runs tools as local processes, always from an argument list."""
+    """Runs tools as local processes, always from an argument list.
+    (container.runner.ContainerRunner runs them inside a container.)"""
 
     description = "local"
+    shares_files = True  # the tool sees this machine's files (pgpass in memory, work_dir)
 
     def spawn(self, argv, env=None, stdin=False, stdout=True, cwd=None):
         stderr_file = tempfile.TemporaryFile(prefix="drkit-stderr-")
@@ -123,9 +125,9 @@ class LocalRunner(object):
             raise ToolError("Could not start %s: %s" % (argv[0], e.strerror or e),
                             "Install it or set the path to its binaries (pg_bin_dir / PATH)")
         if stdout:
-            _grow_pipe(p.stdout)
+            grow_pipe(p.stdout)
         if stdin:
-            _grow_pipe(p.stdin)
+            grow_pipe(p.stdin)
         return ProcessHandle(argv, p, stderr_file)
 
     def run(self, argv, env=None, input_data=None, timeout=None, cwd=None):
@@ -143,6 +145,12 @@ class LocalRunner(object):
         except subprocess.TimeoutExpired:
             raise ToolError("%s did not finish within %s s" % (os.path.basename(argv[0]), timeout))
         return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
+
+
+def shares_files(runner):
+    """Whether tools started by ``runner`` see this machine's files: a local
+    process does, a tool in a container does not."""
+    return getattr(runner, "shares_files", True)
 
 
 def tool_version(runner, path, patterns=(), default=None, strict=True):

@@ -9,7 +9,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
+from ..container.client import DOCKER
 from ..core import metrics
+from ..core.errors import ConfigError
 from ..core.options import Option, Options, resolve
 from ..core.stream import COMPRESSION
 from ..repo.session import LABELS
@@ -20,7 +22,7 @@ from .client import CONNECTION, MAINTENANCE_DB
 from .dump import FORMATS, JOBS
 
 OPTIONS = Options(
-    CONNECTION, STORAGE, metrics.METRICS,
+    CONNECTION, STORAGE, metrics.METRICS, DOCKER,
     Option("database", "str", aliases=("db",), flags=("--database", "-d")),
     Option("mode", "str", default="logical", choices=("logical", "physical"), flags=("--mode",)),
     # physical
@@ -55,5 +57,10 @@ def pg_backup(params, check_mode=False, runner=None, progress=None):
     (logical | physical)."""
     p = resolve(OPTIONS, params)
     if p["mode"] == "physical":
+        if p["container"]:
+            raise ConfigError("container is for mode: logical; a physical backup connects to the server from "
+                              "outside its container, over the replication protocol",
+                              "Leave container unset and point login_host and port at the server's published "
+                              "port")
         return pg_backup_physical(p, check_mode=check_mode, runner=runner, progress=progress)
     return pg_backup_logical(p, check_mode=check_mode, runner=runner, progress=progress)

@@ -32,7 +32,8 @@ import tempfile
 from ..core.errors import ConfigError, SourceError
 from ..core.janitor import private_dir
 from ..core.osutil import is_disk_full, local_write_error, ran_out_of_room
-from ..core.process import LocalRunner, tool_version
+from ..container.runner import open_runner
+from ..core.process import shares_files
 from ..core.progress import DirectoryGrowth, meter
 from ..core.stream import compression_settings
 from ..repo import manifest as mf
@@ -44,12 +45,12 @@ from .client import (
     check_tool_result,
     conn_params,
     connect,
-    find_tool,
+    locate_tool,
     server_facts,
     size_estimate,
     tool_major,
 )
-from .dump import ARTIFACT, NATIVE_ARTIFACT, dump_filter_args, list_archive, table_selected
+from .dump import ARTIFACT, NATIVE_ARTIFACT, check_in_container, dump_filter_args, list_archive, table_selected
 from .janitor import sweep_databases
 from .rowcounts import TABLES_SQL, RowCounter, manifest_rows
 
@@ -104,9 +105,10 @@ def dumps_natively(fmt, by, pg_dump_version):
 def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
     """pg_backup with mode: logical; ``p``: the options resolved by
     pg.backup.pg_backup. Returns (changed, result dict)."""
-    runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
     fmt, jobs, level, filters = validate(p)
+    runner = runner or open_runner(p)
+    check_in_container(runner, fmt, jobs)
     cp = conn_params(p)
     database = p["database"]
     storage = open_storage(p["storage_url"], **storage_options(p))
@@ -120,10 +122,10 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
             facts = server_facts(conn)
         finally:
             conn.close()
-        find_tool("pg_dump", facts["server_version_num"], p["pg_bin_dir"])
+        locate_tool(runner, "pg_dump", facts["server_version_num"], p["pg_bin_dir"])
         job.check_storage()
-        return job.planned("Would back up database %s (PostgreSQL %s) in %s format to %s" % (
-            database, facts["server_version"], fmt, storage.describe()))
+        return job.planned("Would back up database %s (PostgreSQL %s)%s in %s format to %s" % (
+            database, facts["server_version"], _where(runner), fmt, storage.describe()))
 
     with job:
         conn = job.closing(connect(cp, database))
@@ -131,13 +133,15 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
         conn.rollback()
         db_size = size_estimate(conn, "database")
         sweep_databases(conn, progress)
-        pg_dump = find_tool("pg_dump", facts["server_version_num"], p["pg_bin_dir"])
-        pg_restore = find_tool("pg_restore", facts["server_version_num"], p["pg_bin_dir"])
+        pg_dump, dump_version = locate_tool(runner, "pg_dump", facts["server_version_num"], p["pg_bin_dir"])
+        pg_restore, restore_version = locate_tool(runner, "pg_restore", facts["server_version_num"],
+                                                  p["pg_bin_dir"])
         source = {"type": "postgresql", "host": cp["login_host"], "port": cp["port"],
                   "database": database, "server_version": facts["server_version"],
                   "server_version_num": facts["server_version_num"], "client_host": socket.gethostname()}
-        tools = {"pg_dump": tool_version(runner, pg_dump, default="unknown"),
-                 "pg_restore": tool_version(runner, pg_restore, default="unknown")}
+        if not shares_files(runner):
+            source["container"] = runner.facts()
+        tools = {"pg_dump": dump_version, "pg_restore": restore_version}
         native = dumps_natively(fmt, p["compression_by"], tools["pg_dump"])
         options = {"format": fmt, "jobs": jobs, "row_counts": row_counts,
                    "compression_by": "pg_dump" if native else "drkit"}
@@ -155,13 +159,13 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
             if counter:
                 counter.start()
             name = NATIVE_ARTIFACT if native else ARTIFACT[fmt]
-            with ToolEnv(cp, database) as tenv:
+            with ToolEnv(cp, database, local=shares_files(runner)) as tenv:
                 argv = [pg_dump, "--no-password", "--snapshot=%s" % snapshot,
                         "--compress=zstd:%d" % level if native else "--compress=0"]
                 argv += dump_filter_args(filters)
                 if fmt == "custom":
-                    progress("pg_dump -Fc%s of %s streaming to %s" % (
-                        " (zstd by pg_dump)" if native else "", database, storage.describe()))
+                    progress("pg_dump -Fc%s of %s%s streaming to %s" % (
+                        " (zstd by pg_dump)" if native else "", database, _where(runner), storage.describe()))
                     argv += ["--format=custom"]
                     handle = runner.spawn(argv, env=tenv.env)
                     with handle:
@@ -207,6 +211,10 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
     result = session.result()
     result["msg"] = "Backed up %s to %s as %s" % (database, storage.describe(), session.backup_id)
     return True, result
+
+
+def _where(runner):
+    return "" if shares_files(runner) else " in %s" % runner.description
 
 
 def _work_dir_full(parent, database, exc=None):

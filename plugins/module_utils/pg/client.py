@@ -17,12 +17,14 @@ __metaclass__ = type
 
 import glob
 import os
+import posixpath
 import re
 import shutil
 
 from ..core.errors import ConfigError, SourceError, ToolError
 from ..core.options import Option, resolve
 from ..core.osutil import memory_file, memory_file_path
+from ..core.process import shares_files, tool_version
 
 # The connection options (doc fragment drkit.backup.postgres). The port is
 # ``port`` with the alias ``login_port``, the name community.postgresql uses.
@@ -192,6 +194,23 @@ def find_tool(name, server_version_num=None, bin_dir=None):
                       "Install the PostgreSQL client package (e.g. postgresql-client) or set pg_bin_dir")
 
 
+def locate_tool(runner, name, server_version_num=None, bin_dir=None):
+    """(path, version text) of a client tool where ``runner`` runs it: on
+    this machine (find_tool), or inside the container of a
+    container.runner.ContainerRunner, tried in find_tool's order (pg_bin_dir,
+    the server's major version in each BIN_LAYOUTS, then PATH)."""
+    if shares_files(runner):
+        path = find_tool(name, server_version_num, bin_dir)
+        return path, tool_version(runner, path, default="unknown")
+    if bin_dir:
+        candidates = [posixpath.join(bin_dir, name)]
+    else:
+        major = server_version_num // 10000 if server_version_num else None
+        candidates = [posixpath.join(layout % major, name) for layout in BIN_LAYOUTS] if major else []
+        candidates.append(name)
+    return runner.locate(name, candidates)
+
+
 PG_DUMP_ZSTD_MAJOR = 16  # first pg_dump/pg_restore with zstd in the custom format
 
 
@@ -212,12 +231,14 @@ class ToolEnv(object):
     script's child too, as long as drkit lives).
     No file on any file system, so a SIGKILL leaves the password nowhere;
     not in the tool's environment either. Where memory files are not
-    available the password goes in the tool's environment (PGPASSWORD),
+    available, or the tool cannot open drkit's (``local=False``: it runs in
+    a container), the password goes in the tool's environment (PGPASSWORD),
     never in a file. Use as a context manager; the descriptor is closed."""
 
-    def __init__(self, cp, dbname):
+    def __init__(self, cp, dbname, local=True):
         self.cp = cp
         self.dbname = dbname
+        self.local = local
         self._fd = None
         self.env = {}
 
@@ -230,7 +251,9 @@ class ToolEnv(object):
                     "PGCONNECT_TIMEOUT": str(cp["connect_timeout"]), "PGSSLMODE": cp["ssl_mode"],
                     "PGAPPNAME": APP_NAME, "PGPASSWORD": ""}
         password = cp.get("login_password")
-        if password:
+        if password and not self.local:
+            self.env["PGPASSWORD"] = str(password)
+        elif password:
             self._fd = memory_file(("*:*:*:*:%s\n" % _pgpass_escape(password)).encode("utf-8"), "drkit-pgpass")
             if self._fd is None:
                 self.env["PGPASSWORD"] = str(password)

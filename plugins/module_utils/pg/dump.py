@@ -19,7 +19,7 @@ import time
 from ..core.errors import ConfigError, IntegrityError, ToolError
 from ..core.janitor import private_dir
 from ..core.options import Option
-from ..core.process import BackgroundReader, ProcessFeeder
+from ..core.process import BackgroundReader, ProcessFeeder, shares_files
 from ..core.tar import TarStreamExtractor
 from .client import ToolEnv, stderr_errors
 
@@ -72,6 +72,30 @@ def table_selected(schema, table, filters):
     if match_table(filters["exclude_tables"]):
         return False
     return True
+
+
+def dump_format(manifest):
+    """The pg_dump format of a logical backup (manifests from before the
+    option was recorded hold custom-format dumps)."""
+    return manifest.get("options", {}).get("format", "custom")
+
+
+def check_in_container(runner, fmt, jobs, restore=False):
+    """A tool in a container reads and writes only the exec's stdin and
+    stdout (nothing is written inside the container, no docker cp): so the
+    custom format, one job. ConfigError otherwise (before anything runs)."""
+    if shares_files(runner):
+        return
+    if fmt != "custom":
+        raise ConfigError("A %s in the directory format cannot run through a container: pg_%s -Fd needs "
+                          "the dump as a directory on the tool's own disk" % (
+                              "restore of a backup" if restore else "backup", "restore" if restore else "dump"),
+                          "Restore it on a host with the PostgreSQL client tools (leave container unset)"
+                          if restore else "Use format: custom with container")
+    if jobs > 1:
+        raise ConfigError("jobs > 1 cannot run through a container: parallel pg_restore needs the dump as "
+                          "a file on its own disk, and drkit streams into the container's pg_restore",
+                          "Use jobs: 1 with container, or restore from a host with the client tools")
 
 
 def list_archive(runner, pg_restore, fmt, name, reread):
@@ -186,7 +210,7 @@ def _feed(runner, argv, env, produce):
 def run_pg_restore(runner, cp, fetch, pg_restore, dbname, jobs, params, progress):
     """Restore the fetched artifact into dbname. Returns timings."""
     timings = {}
-    with ToolEnv(cp, dbname) as tenv:
+    with ToolEnv(cp, dbname, local=shares_files(runner)) as tenv:
         tenv.env["PGOPTIONS"] = session_options(params.get("restore_settings"))
         if jobs <= 1 and fetch.fmt == "custom":
             # Stream: storage -> sha256 -> zstd -> pg_restore stdin, no local copy.

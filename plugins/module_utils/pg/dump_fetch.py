@@ -25,6 +25,7 @@ from ..core.stream import Digest, check_digest, decompressor_for, read_stored
 from ..core.tar import TarStreamExtractor
 from ..repo import manifest as mf
 from .client import PG_DUMP_ZSTD_MAJOR, tool_major
+from .dump import dump_format
 
 
 class _Cancelled(Exception):
@@ -48,7 +49,7 @@ class ArtifactFetch(object):
         self.storage = storage
         self.progress = progress
         self.manifest = manifest
-        self.fmt = manifest.get("options", {}).get("format", "custom")
+        self.fmt = dump_format(manifest)
         names = [a["name"] for a in manifest["artifacts"]]
         if not names:
             raise IntegrityError("Backup %s lists no artifacts" % manifest.backup_id)

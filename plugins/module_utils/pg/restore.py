@@ -28,7 +28,8 @@ import time
 
 from ..core.errors import ConfigError, IntegrityError, SafetyError
 from ..core.options import Option, Options, resolve
-from ..core.process import LocalRunner
+from ..container.client import DOCKER
+from ..container.runner import open_runner
 from ..core.signals import signals_raise
 from ..repo import manifest as mf
 from ..storage.factory import STORAGE, open_storage, storage_options
@@ -41,19 +42,28 @@ from .client import (
     create_database,
     database_exists,
     drop_database,
-    find_tool,
     ident,
+    locate_tool,
     server_facts,
     user_object_count,
 )
-from .dump import JOBS, NO_OWNER, NO_PRIVILEGES, SESSION_SETTINGS, run_pg_restore, session_options
+from .dump import (
+    JOBS,
+    NO_OWNER,
+    NO_PRIVILEGES,
+    SESSION_SETTINGS,
+    check_in_container,
+    dump_format,
+    run_pg_restore,
+    session_options,
+)
 from .dump_fetch import ArtifactFetch
 from .janitor import OLD, STAGING, sweep_databases, unique_name
 from .rowcounts import ROW_COUNT_METHOD, compare_counts, expected_counts, restored_counts
 
 # drkit.backup.pg_restore / drkit restore
 OPTIONS = Options(
-    CONNECTION, STORAGE, mf.BACKUP_SELECTOR,
+    CONNECTION, STORAGE, mf.BACKUP_SELECTOR, DOCKER,
     Option("source_database", "str", flags=("--source-database",), help="only backups of this database"),
     Option("target_database", "str", required=True, flags=("--target-database",)),
     Option("force", "bool", default=False, flags=("--force",),
@@ -80,7 +90,6 @@ def resolve_logical(storage, p):
 
 def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
     """Restore a logical backup into target_database. Returns (changed, result)."""
-    runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
     p = resolve(OPTIONS, params)
     target = p["target_database"]
@@ -95,6 +104,8 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
     entry = resolve_logical(storage, p)
     manifest = entry.manifest
     maintenance_db = p["maintenance_db"]
+    runner = runner or open_runner(p)
+    check_in_container(runner, dump_format(manifest), p["jobs"], restore=True)
 
     if check_mode:
         return True, _plan(cp, maintenance_db, entry, target, p["force"], check_mode)[0]
@@ -107,7 +118,7 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
                 progress(fetch.describe_download())
                 fetch.start()
             plan, facts = _plan(cp, maintenance_db, entry, target, p["force"], check_mode, progress)
-            pg_restore = find_tool("pg_restore", facts["server_version_num"], p["pg_bin_dir"])
+            pg_restore = locate_tool(runner, "pg_restore", facts["server_version_num"], p["pg_bin_dir"])[0]
             fetch.require_reader(runner, pg_restore)  # before any database is created
             timings, rows, old_name = _restore_and_swap(runner, cp, fetch, pg_restore, plan, p, progress)
         finally:

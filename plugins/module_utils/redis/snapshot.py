@@ -32,12 +32,15 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import posixpath
 import socket
 
+from ..container.client import DOCKER
+from ..container.runner import open_runner
 from ..core import metrics
 from ..core.errors import ConfigError
 from ..core.options import Option, Options, resolve
-from ..core.process import LocalRunner, tool_version
+from ..core.process import shares_files
 from ..core.stream import COMPRESSION, compression_settings
 from ..repo.session import LABELS, BackupJob
 from ..storage.factory import STORAGE, open_storage, storage_options
@@ -46,14 +49,14 @@ from .server import STATE_DIR, ledger_dir, repair_settings, server_facts, total_
 from .snapshot_aof import aof_paths, snapshot_aof
 from .snapshot_rdb import snapshot_rdb
 from .snapshot_sync import snapshot_remote
-from .tools import REDIS_BIN_DIR, VERSION_PATTERNS, find_redis_tool
+from .tools import REDIS_BIN_DIR, locate_redis_tool
 
 MODES = ("rdb", "remote", "aof")
 KIND = {"rdb": "redis_rdb", "remote": "redis_rdb", "aof": "redis_aof"}
 
 # drkit.backup.redis_snapshot / drkit redis-snapshot
 OPTIONS = Options(
-    CONNECTION, STORAGE, metrics.METRICS,
+    CONNECTION, STORAGE, metrics.METRICS, DOCKER,
     Option("mode", "str", default="rdb", choices=MODES, flags=("--mode",)),
     Option("timeout", "float", default=600, above=0, flags=("--timeout",),
            help="seconds to wait for the save (default 600)"),
@@ -75,10 +78,14 @@ OPTIONS = Options(
 
 def redis_snapshot(params, check_mode=False, runner=None, progress=None):
     """Engine entry point. Returns (changed, result dict)."""
-    runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
     p = resolve(OPTIONS, params)
     mode, timeout, pause_ms = p["mode"], p["timeout"], p["pause_timeout"]
+    if p["container"] and mode != "rdb":
+        raise ConfigError("container is for mode: rdb (mode %s does not run inside the container)" % mode,
+                          "Use mode: rdb with container; mode: remote reads the RDB from outside over the "
+                          "replication protocol and needs no container option")
+    runner = runner or open_runner(p)
     cp = conn_params(p)
     kind = KIND[mode]
     storage = open_storage(p["storage_url"], **storage_options(p))
@@ -90,8 +97,8 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
     if check_mode:
         with connect(cp) as client:
             facts = server_facts(client)
-            plan = _check_plan(client, mode, cp)
-        find_redis_tool("redis-check-aof" if mode == "aof" else "redis-check-rdb", bin_dir)
+            plan = _check_plan(client, mode, cp, runner)
+        locate_redis_tool(runner, "redis-check-aof" if mode == "aof" else "redis-check-rdb", bin_dir)
         job.check_storage()
         changed, result = job.planned("Would back up Redis %s at %s (mode %s: %s) to %s" % (
             facts["server_version"], describe(cp), mode, plan, storage.describe()))
@@ -103,15 +110,16 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
         ledger = ledger_dir(p["state_dir"])
         repaired = repair_settings(client, ledger, progress)
         facts = server_facts(client)
-        tool = find_redis_tool("redis-check-aof" if mode == "aof" else "redis-check-rdb", bin_dir)
+        tool, version = locate_redis_tool(runner, "redis-check-aof" if mode == "aof" else "redis-check-rdb", bin_dir)
         source = {"type": "redis", "host": cp["host"], "port": cp["port"], "tls": cp["tls"],
                   "server_version": facts["server_version"], "role": facts["role"],
                   "redis_mode": facts["redis_mode"], "run_id": facts["run_id"],
                   "client_host": socket.gethostname()}
-        version = tool_version(runner, tool, VERSION_PATTERNS, strict=False)
+        if not shares_files(runner):
+            source["container"] = runner.facts()
         if version is None and mode == "aof":  # redis-check-aof has no --version; it is the same binary
-            version = tool_version(runner, find_redis_tool("redis-check-rdb", bin_dir), VERSION_PATTERNS, strict=False)
-        tools = {os.path.basename(tool): version}
+            version = locate_redis_tool(runner, "redis-check-rdb", bin_dir)[1]
+        tools = {posixpath.basename(tool): version}
         options = {"mode": mode}
         if mode != "rdb":
             options["pause_writes"] = pause_writes
@@ -138,8 +146,11 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
     return True, result
 
 
-def _check_plan(client, mode, cp):
+def _check_plan(client, mode, cp, runner):
     """Read-only checks for check mode; returns a short description."""
+    if mode == "rdb" and not shares_files(runner):
+        d, name = client.config_get("dir"), client.config_get("dbfilename")
+        return "BGSAVE, then read %s from %s" % (posixpath.join(d or "", name or ""), runner.description)
     if mode == "rdb":
         d, name = client.config_get("dir"), client.config_get("dbfilename")
         if not d or not os.path.isdir(d):

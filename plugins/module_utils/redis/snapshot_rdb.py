@@ -10,9 +10,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import posixpath
 import time
 
 from ..core.errors import ConfigError, SourceError, WaitTimeout
+from ..core.process import shares_files
 from ..core.stream import TeeReader
 from .client import ReplyError, command_error, keyspace, parse_info
 from .server import CHUNK_DEFAULT, POLL, RDB_ARTIFACT, local_file_error, no_child, total_keys, wait_for
@@ -176,13 +178,74 @@ class GrowingFile(object):
             time.sleep(0.01)
 
 
-def snapshot_rdb(client, session, runner, tool, timeout, progress):
-    deadline = time.time() + timeout
-    notes = []
+def _rdb_location(client):
     d, name = client.config_get("dir"), client.config_get("dbfilename")
     if not d or not name:
         raise SourceError("CONFIG GET dir/dbfilename returned nothing on %s" % client.where,
                           "The user needs +config|get; or use mode: remote")
+    return d, name
+
+
+def snapshot_rdb_in_container(client, session, runner, tool, timeout, progress):
+    """rdb mode for a server in a container: our BGSAVE (over drkit's own
+    connection, INFO pipelined before it for exact key counts), then the
+    saved file streamed out of the container through the Engine's archive
+    API into the pipeline, and through redis-check-rdb run inside the
+    container on the way. Nothing is copied inside the container."""
+    deadline = time.time() + timeout
+    notes = []
+    d, name = _rdb_location(client)
+    path = posixpath.join(d, name)
+    art = RDB_ARTIFACT + (".zst" if session.compression else "")
+    t_request = time.time()
+    progress("BGSAVE on %s" % client.where)
+    ks, pers0, exact = bgsave(client, deadline, progress, notes)
+    t_fork = time.time()
+    pers = wait_bgsave(client, pers0, deadline, t_request)
+    save_seconds = round(time.time() - t_fork, 3)
+    with runner.open_file(path) as fh:
+        # the server's clock on both sides: the file is at least as new as the save INFO reports
+        if pers.get("rdb_last_save_time") and fh.mtime < pers["rdb_last_save_time"] - 1:
+            raise SourceError("%s in %s was not written by this BGSAVE (modified %s)" % (
+                path, runner.description, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(fh.mtime))),
+                "The container is probably not the one of the Redis server at %s" % client.where)
+        after = client.info("persistence")
+        if exact and (after.get("rdb_bgsave_in_progress") or after.get("rdb_saves") != pers.get("rdb_saves")):
+            exact = False
+            notes.append("another save started right after ours; the copy may be newer than the key counts")
+        progress("streaming %s (%d bytes) out of %s to %s" % (path, fh.size, runner.description,
+                                                              session.storage.describe()))
+        checker = RdbChecker(runner, tool, "%s of %s" % (path, runner.description))
+        try:
+            session.store_stream(art, TeeReader(fh, checker.feed), before_commit=checker.finish,
+                                 content="Redis RDB")
+        finally:
+            checker.close()
+        size, check = fh.size, checker.facts
+    session.reread(art)
+    return _rdb_data(ks, exact, check, notes, pers, save_seconds,
+                     {"size": size, "path": path, "check": check, "streamed_during_save": False,
+                      "container": runner.container})
+
+
+def _rdb_data(ks, exact, check, notes, pers, save_seconds, rdb):
+    if exact and check.get("keys") is not None and check["keys"] != total_keys(ks):
+        notes.append("redis-check-rdb read %d keys, INFO keyspace said %d at the fork" % (
+            check["keys"], total_keys(ks)))
+        exact = False
+    return {
+        "keyspace": ks, "keys_total": total_keys(ks), "key_counts_exact": exact, "rdb": rdb,
+        "lastsave": pers.get("rdb_last_save_time"), "save_seconds": save_seconds,
+        "persistence": {"aof_enabled": bool(pers.get("aof_enabled"))},
+    }, notes
+
+
+def snapshot_rdb(client, session, runner, tool, timeout, progress):
+    if not shares_files(runner):
+        return snapshot_rdb_in_container(client, session, runner, tool, timeout, progress)
+    deadline = time.time() + timeout
+    notes = []
+    d, name = _rdb_location(client)
     path = os.path.join(d, name)
     if not os.path.isdir(d):
         raise ConfigError("The server's data directory %s is not on this host" % d,
@@ -244,13 +307,5 @@ def snapshot_rdb(client, session, runner, tool, timeout, progress):
                 checker.close()
             size, check = st.st_size, checker.facts
     session.reread(art)
-    if exact and check.get("keys") is not None and check["keys"] != total_keys(ks):
-        notes.append("redis-check-rdb read %d keys, INFO keyspace said %d at the fork" % (
-            check["keys"], total_keys(ks)))
-        exact = False
-    return {
-        "keyspace": ks, "keys_total": total_keys(ks), "key_counts_exact": exact,
-        "rdb": {"size": size, "path": path, "check": check, "streamed_during_save": save_seconds is None},
-        "lastsave": pers.get("rdb_last_save_time"), "save_seconds": save_seconds,
-        "persistence": {"aof_enabled": bool(pers.get("aof_enabled"))},
-    }, notes
+    return _rdb_data(ks, exact, check, notes, pers, save_seconds,
+                     {"size": size, "path": path, "check": check, "streamed_during_save": save_seconds is None})

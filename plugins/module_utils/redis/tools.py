@@ -11,6 +11,7 @@ __metaclass__ = type
 
 import atexit
 import os
+import posixpath
 import re
 import shlex
 import shutil
@@ -18,7 +19,7 @@ import shutil
 from ..core.errors import IntegrityError, ToolError
 from ..core.janitor import private_dir
 from ..core.options import Option
-from ..core.process import BackgroundReader, ProcessFeeder
+from ..core.process import BackgroundReader, ProcessFeeder, shares_files, tool_version
 
 AOF_PREFIX = "aof/"
 REDIS_BIN_DIR = Option("redis_bin_dir", "path", flags=("--redis-bin-dir",),
@@ -102,6 +103,23 @@ def error_lines(text):
         i = next(i for i, ln in enumerate(lines) if "RDB ERROR DETECTED" in ln)
         return " | ".join(lines[i + 1:i + 4])
     return " | ".join(lines[-3:])
+
+
+def locate_redis_tool(runner, name, bin_dir=None):
+    """(path, version or None) of redis-check-rdb / redis-check-aof where
+    ``runner`` runs it: on this machine (find_redis_tool), or inside the
+    container of a container.runner.ContainerRunner (redis_bin_dir, PATH,
+    then the usual directories)."""
+    if shares_files(runner):
+        path = find_redis_tool(name, bin_dir)
+        return path, tool_version(runner, path, VERSION_PATTERNS, strict=False)
+    candidates = [posixpath.join(bin_dir, name)] if bin_dir else [name, "/usr/local/bin/" + name, "/usr/bin/" + name]
+    path, text = runner.locate(name, candidates)
+    for pattern in VERSION_PATTERNS:
+        m = re.search(pattern, text)
+        if m:
+            return path, m.group(1)
+    return path, None
 
 
 class RdbChecker(object):

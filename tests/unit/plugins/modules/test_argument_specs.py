@@ -53,8 +53,12 @@ FLAG_CHANGES = {
     ("list", "--kind"): {"choices": ["pg_logical", "pg_physical", "redis_rdb", "redis_aof"]},
     ("rotate", "--kind"): {"choices": ["pg_logical", "pg_physical", "redis_rdb", "redis_aof"]},
 }
+DOCKER_FLAGS = ("--container", "--docker-host", "--docker-tls", "--docker-tls-verify", "--docker-ca-path",
+                "--docker-client-cert", "--docker-client-key")
 NEW_FLAGS = {("pg-backup", "--login-port"), ("verify", "--login-port"), ("restore", "--login-port"),
              ("redis-snapshot", "--state-dir"), ("pitr", "--recovery-target-timeline")}
+# databases in containers (issue 16)
+NEW_FLAGS.update((command, flag) for command in ("pg-backup", "restore", "redis-snapshot") for flag in DOCKER_FLAGS)
 # options added since the snapshot, on purpose: (module, option) -> its argument_spec entry (None: not compared)
 NEW_OPTIONS = {
     # the ledger of a setting changed for a moment (issue 13, hole 12)
@@ -62,6 +66,10 @@ NEW_OPTIONS = {
     # the recovery timeline (issue 13, hole 11)
     ("pg_pitr", "recovery_target_timeline"): None,
 }
+# databases in containers (issue 16): the Docker options of community.docker
+NEW_OPTIONS.update(((module, name), None) for module in ("pg_backup", "pg_restore", "redis_snapshot")
+                   for name in ("container", "docker_host", "docker_tls", "docker_tls_verify", "ca_path",
+                                "client_cert", "client_key"))
 
 # One spec function per doc fragment.
 FRAGMENTS = {
@@ -72,6 +80,7 @@ FRAGMENTS = {
     "drkit.backup.redis": _ansible.redis_argument_spec,
     "drkit.backup.compression": _ansible.compression_argument_spec,
     "drkit.backup.backup_selector": _ansible.backup_selector_argument_spec,
+    "drkit.backup.container": _ansible.container_argument_spec,
 }
 
 

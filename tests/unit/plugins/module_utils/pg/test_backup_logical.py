@@ -48,3 +48,25 @@ def test_validate_returns_the_resolved_values():
     fmt, jobs, level, filters = validate(resolve(OPTIONS, {"database": "app", "schemas": "a,b"}))
     assert (fmt, jobs, level) == ("custom", 1, 3)
     assert filters == {"schemas": ["a", "b"], "exclude_schemas": [], "tables": [], "exclude_tables": []}
+
+
+def test_a_physical_backup_does_not_take_a_container(tmp_path):
+    from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
+
+    with pytest.raises(ConfigError) as e:
+        pg_backup({"mode": "physical", "container": "agentic-postgres", "storage_url": "file://%s" % tmp_path})
+    assert "container is for mode: logical" in e.value.message and "replication protocol" in e.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_format_backup_through_a_container_is_refused_before_anything(tmp_path):
+    from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
+
+    class InContainer(object):
+        shares_files = False
+
+    with pytest.raises(ConfigError) as e:
+        pg_backup({"database": "app", "format": "directory", "container": "agentic-postgres",
+                   "storage_url": "file://%s" % tmp_path}, runner=InContainer())
+    assert "directory format cannot run through a container" in e.value.message
+    assert list(tmp_path.iterdir()) == []

@@ -112,6 +112,39 @@ def test_without_memory_files_the_password_goes_in_the_child_env(monkeypatch):
     assert "PGPASSWORD" not in os.environ or os.environ["PGPASSWORD"] != "pw"
 
 
+def test_a_tool_in_a_container_gets_the_password_in_its_env_not_a_memory_file(monkeypatch):
+    # drkit's /proc/<pid>/fd/N does not exist in the container's mount namespace
+    def no_memory_file(data, name):
+        raise AssertionError("a memory file for a tool that cannot open it")
+    monkeypatch.setattr(client, "memory_file", no_memory_file)
+    with ToolEnv(conn_params({"login_password": "pw"}), "app", local=False) as tenv:
+        assert tenv.env["PGPASSWORD"] == "pw" and "PGPASSFILE" not in tenv.env
+
+
+class InContainer(object):
+    shares_files = False
+    description = "container db"
+
+    def __init__(self):
+        self.asked = []
+
+    def locate(self, name, candidates):
+        self.asked.append((name, list(candidates)))
+        return candidates[0], "%s (PostgreSQL) 15.14" % name
+
+
+def test_locate_tool_in_a_container_tries_the_server_s_major_then_path():
+    runner = InContainer()
+    assert client.locate_tool(runner, "pg_dump", 150014) == ("/usr/lib/postgresql/15/bin/pg_dump",
+                                                             "pg_dump (PostgreSQL) 15.14")
+    client.locate_tool(runner, "pg_restore", 150014, "/opt/pg/bin")
+    client.locate_tool(runner, "pg_dump")
+    assert runner.asked == [
+        ("pg_dump", ["/usr/lib/postgresql/15/bin/pg_dump", "/usr/pgsql-15/bin/pg_dump", "pg_dump"]),
+        ("pg_restore", ["/opt/pg/bin/pg_restore"]),
+        ("pg_dump", ["pg_dump"])]
+
+
 def test_no_password_no_pgpass_file():
     with ToolEnv(conn_params({}), "app") as tenv:
         assert "PGPASSFILE" not in tenv.env and tenv.env["PGPASSWORD"] == ""

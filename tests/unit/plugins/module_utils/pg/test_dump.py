@@ -5,8 +5,11 @@ sections."""
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
+from ansible_collections.drkit.backup.plugins.module_utils.core.process import LocalRunner
 from ansible_collections.drkit.backup.plugins.module_utils.pg.dump import (
     RESTORE_SETTINGS,
+    check_in_container,
+    dump_format,
     restore_argv,
     session_options,
 )
@@ -49,3 +52,35 @@ def test_restore_argv_sections_come_before_the_archive():
                     "--section=data", "--section=post-data", "--no-owner", "/x/dump"]
     assert "--section=pre-data" in restore_argv("pg_restore", "db", 1, {}, sections=("pre-data",))
     assert not any(a.startswith("--section") for a in restore_argv("pg_restore", "db", 1, {}))
+
+
+# --------------------------------------------------------------------------
+# what a tool in a container can do (only the exec's stdin and stdout)
+
+
+class InContainer(object):
+    shares_files = False
+
+
+def test_a_container_takes_the_custom_format_with_one_job():
+    check_in_container(InContainer(), "custom", 1)
+    check_in_container(InContainer(), "custom", 1, restore=True)
+    check_in_container(LocalRunner(), "directory", 4, restore=True)  # local tools: anything
+
+
+@pytest.mark.parametrize("fmt, jobs, restore, words", [
+    ("directory", 1, False, ["A backup in the directory format cannot run through a container",
+                             "Use format: custom with container"]),
+    ("directory", 1, True, ["A restore of a backup in the directory format", "leave container unset"]),
+    ("custom", 2, True, ["jobs > 1 cannot run through a container", "Use jobs: 1 with container"]),
+])
+def test_what_a_container_cannot_do_is_refused_with_what_to_do(fmt, jobs, restore, words):
+    with pytest.raises(ConfigError) as err:
+        check_in_container(InContainer(), fmt, jobs, restore=restore)
+    for word in words:
+        assert word in str(err.value) + " / " + err.value.hint
+
+
+def test_dump_format_of_old_manifests_is_custom():
+    assert dump_format({}) == "custom"
+    assert dump_format({"options": {"format": "directory"}}) == "directory"

@@ -1,0 +1,70 @@
+# -*- coding: utf-8 -*-
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # The database runs in a Docker container; names as community.docker's.
+    DOCUMENTATION = r"""
+options:
+  container:
+    description:
+      - Name or id of the Docker container the database runs in. Its own client tools, those of the server's
+        version, then run inside that container through the Docker Engine API (C(docker exec) with the Docker
+        SDK for Python), their output streamed out of the exec's socket into the same pipeline; nothing is
+        written inside the container and nothing is copied with C(docker cp).
+      - M(drkit.backup.pg_backup) (C(mode=logical)) runs C(pg_dump) there and M(drkit.backup.pg_restore) runs
+        C(pg_restore) there, fed through the exec's standard input; custom format and one job only. The tools
+        connect to the same login host and port as drkit, which fits a container on the host network or one
+        whose port is published under the same number. The password reaches them in the exec's environment
+        (E(PGPASSWORD)), never a command line.
+      - M(drkit.backup.redis_snapshot) (C(mode=rdb) only) runs its BGSAVE over its own connection, then
+        streams the saved RDB out of the container through the Engine's archive API, checked by the
+        container's C(redis-check-rdb) on the way.
+      - A container that is missing, not running, paused, restarting or unhealthy (its healthcheck failing), or
+        that lacks the tool, fails the task with a message naming it; nothing is written.
+      - See C(docs/containers.md).
+    type: str
+  docker_host:
+    description:
+      - Address of the Docker Engine API, as in community.docker, for example C(unix:///var/run/docker.sock) or
+        C(tcp://192.0.2.23:2376). If not set, the E(DOCKER_HOST) environment variable is used.
+    type: str
+    default: unix:///var/run/docker.sock
+    aliases: [docker_url]
+  docker_tls:
+    description:
+      - Use TLS to the Docker Engine without verifying its certificate. If not set, the E(DOCKER_TLS)
+        environment variable is used. O(docker_tls_verify) also verifies it.
+      - community.docker calls it C(tls); here that name is the Redis connection's.
+    type: bool
+    default: false
+  docker_tls_verify:
+    description:
+      - Use TLS to the Docker Engine and verify its certificate, against O(ca_path) when given. If not set, the
+        E(DOCKER_TLS_VERIFY) environment variable is used.
+      - community.docker calls it C(validate_certs) (alias C(tls_verify)); here that name is the S3 storage's.
+    type: bool
+    default: false
+  ca_path:
+    description:
+      - CA certificate (PEM) that signed the Docker Engine's certificate.
+    type: path
+    aliases: [ca_cert, cacert_path]
+  client_cert:
+    description:
+      - Client certificate (PEM) for the Docker Engine; needs O(client_key).
+    type: path
+    aliases: [tls_client_cert, cert_path]
+  client_key:
+    description:
+      - Key (PEM) of O(client_cert).
+    type: path
+    aliases: [tls_client_key, key_path]
+requirements:
+  - docker (the Docker SDK for Python) on the host that runs drkit, when O(container) is set
+"""
