@@ -272,7 +272,7 @@ def test_role_creates_a_missing_file_root_for_the_job_user(job_host, pg, scratch
 
 def test_role_fails_clearly_when_the_job_user_cannot_write_the_file_root(job_host, pg, scratch_dir, tmp_path):
     root, wrapper = job_host
-    storage = scratch_dir / "drkit"
+    storage = scratch_dir / "backups"
     storage.mkdir(mode=0o755)  # root:root 0755: made by hand as root
     variables = file_job_vars(root, wrapper, pg, "file://%s" % storage)
     run = run_playbook([role("drkit.backup.postgresql_backup")], extra_vars=variables, tmp_dir=tmp_path)
