@@ -2,10 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Role behaviour that the molecule scenarios (test_molecule.py) do not
 cover: check mode on a host where nothing is installed yet, preflight
-failures that say what to fix (and change nothing), and a file:// storage
+failures that say what to fix (and change nothing), a file:// storage
 root that the job user could not write (issue 14): the role creates a
 missing one for the job user (0750), and its check of each job as its user
-fails the play with drkit's message when the user cannot write there."""
+fails the play with drkit's message when the user cannot write there; and
+check mode on a converged runtime reports no change."""
 
 import os
 import pwd
@@ -283,3 +284,56 @@ def test_role_fails_clearly_when_the_job_user_cannot_write_the_file_root(job_hos
     assert os.stat(str(storage)).st_uid == 0  # an existing directory keeps its owner
     assert os.listdir(str(storage)) == []
     assert pg.password not in run.text
+
+
+# --------------------------------------------------------------------------
+# check mode on a converged host (issue 14, item 6)
+
+
+def runtime_vars(root):
+    variables = {k: v for k, v in fresh_paths(root).items() if k.startswith("drkit_runtime_")}
+    variables.update({"drkit_runtime_group": "postgres",  # creates no group on this machine
+                      "drkit_runtime_job_users": ["postgres"],
+                      "drkit_runtime_metrics_dir": "%s/metrics" % root})
+    return variables
+
+
+def site_packages(root):
+    (path,) = (root / "opt" / "drkit" / "venv" / "lib").glob("python3*/site-packages")
+    return path
+
+
+def test_check_mode_on_a_converged_runtime_reports_no_change(scratch_dir, tmp_path):
+    """A package installed by hand into the runtime's venv with a requirement
+    that is missing makes ``pip check`` fail for the venv. The role used to
+    "reinstall" on every run: pip changed nothing (changed=0 for real), but
+    check mode reported the pip task as changed every time. Only the
+    runtime's own dependency tree counts now; a hole in it is repaired."""
+    root = scratch_dir / "rt"
+    (root / "logrotate.d").mkdir(parents=True)
+    (root / "bin").mkdir()
+    variables = runtime_vars(root)
+    tasks = [role("drkit.backup.drkit_runtime")]
+    run = run_playbook(tasks, extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc == 0, run.describe()
+
+    extra = site_packages(root) / "unrelated_tool-1.0.dist-info"
+    extra.mkdir()
+    (extra / "METADATA").write_text("Metadata-Version: 2.1\nName: unrelated-tool\nVersion: 1.0\n"
+                                    "Requires-Dist: no-such-dependency-drkit\n")
+    (extra / "RECORD").write_text("unrelated_tool-1.0.dist-info/METADATA,,\n")
+    for check in (True, False, True):
+        again = run_playbook(tasks, extra_vars=variables, check=check, tmp_dir=tmp_path)
+        assert again.rc == 0, again.describe()
+        assert again.stats["localhost"]["changed"] == 0, (check, again.describe())
+
+    # a hole in the runtime's own tree: check mode says so, the real run repairs it
+    (dist_info,) = site_packages(root).glob("[Pp]y[Yy][Aa][Mm][Ll]-*.dist-info")
+    shutil.rmtree(str(dist_info))
+    check = run_playbook(tasks, extra_vars=variables, check=True, tmp_dir=tmp_path)
+    assert check.rc == 0 and check.stats["localhost"]["changed"] > 0, check.describe()
+    repair = run_playbook(tasks, extra_vars=variables, tmp_dir=tmp_path)
+    assert repair.rc == 0 and repair.stats["localhost"]["changed"] > 0, repair.describe()
+    assert list(site_packages(root).glob("[Pp]y[Yy][Aa][Mm][Ll]-*.dist-info"))
+    check = run_playbook(tasks, extra_vars=variables, check=True, tmp_dir=tmp_path)
+    assert check.rc == 0 and check.stats["localhost"]["changed"] == 0, check.describe()
