@@ -351,9 +351,10 @@ class S3Storage(Storage):
             raise self._error("reach bucket %s" % self.bucket, e)
 
     def probe(self, user=None):
-        """HEAD the bucket (a PUT alone would pass where a missing bucket is
-        created on the fly, as SeaweedFS does), create the probe object with
-        one conditional PUT and read its size back. Never deletes it: backup
+        """Reach the bucket first (check_writable: a PUT alone would pass
+        where a missing bucket is created on the fly, as SeaweedFS does),
+        create the probe object with one conditional PUT and read its size
+        back. Never deletes it: backup
         credentials may not; a lifecycle rule on the probe prefix does."""
         user = user or current_user()
         try:

@@ -5,7 +5,7 @@ contract's create-only ``probe/<host>-<time>`` object. On file:// it is
 created, written, fsynced and removed by the user the job runs as (here the
 OS user ``nobody`` in a child process: root may write anywhere), leaving
 nothing behind, and a root that user cannot write is an error naming the
-root, the user and the fix. On S3 (a fake client here; the real server in
+root, the user and the fix. On S3 (obstore faked here; the real server in
 tests/integration/test_storage_s3.py) it is one conditional PUT that is
 never deleted."""
 
@@ -162,67 +162,72 @@ def test_file_probe_that_cannot_create_its_file_says_why(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# S3 (fake client)
+# S3 (obstore faked as in test_s3.py)
 
 
-class FakeS3(object):
+class PermissionDeniedError(Exception):
+    pass
+
+
+class ProbeObstore(object):
+    """What S3Storage.probe calls of obstore; records the calls."""
+
     def __init__(self, taken=(), deny_put=False):
         self.calls = []
         self.objects = dict((k, b"x") for k in taken)
         self.deny_put = deny_put
 
-    def head_bucket(self, **kw):
-        self.calls.append(("head_bucket", kw))
+    def list_with_delimiter(self, store, prefix=None):
+        self.calls.append(("list_with_delimiter", prefix))
+        return {"common_prefixes": [], "objects": []}
 
-    def put_object(self, **kw):
-        self.calls.append(("put_object", kw))
+    def put(self, store, path, data, mode=None, use_multipart=None):
+        self.calls.append(("put", path, mode, bytes(data)))
         if self.deny_put:
-            raise ClientError("AccessDenied", 403)
-        if kw.get("IfNoneMatch") == "*" and kw["Key"] in self.objects:
-            raise ClientError("PreconditionFailed", 412)
-        self.objects[kw["Key"]] = kw["Body"]
-        return {}
+            raise PermissionDeniedError("The operation lacked the necessary privileges: AccessDenied")
+        if mode == "create" and path in self.objects:
+            raise type("AlreadyExistsError", (Exception,), {})("Object at location %s already exists" % path)
+        self.objects[path] = bytes(data)
 
-    def head_object(self, **kw):
-        self.calls.append(("head_object", kw))
-        if kw["Key"] not in self.objects:
-            raise ClientError("404", 404)
-        return {"ContentLength": len(self.objects[kw["Key"]])}
+    def head(self, store, path):
+        self.calls.append(("head", path))
+        if path not in self.objects:
+            raise type("NotFoundError", (Exception,), {})("not found")
+        return {"size": len(self.objects[path]), "last_modified": datetime.datetime(2026, 1, 1)}
 
-    def delete_objects(self, **kw):  # pragma: no cover - must not be called
-        self.calls.append(("delete_objects", kw))
+    def delete(self, store, paths):  # pragma: no cover - must not be called
+        self.calls.append(("delete", list(paths)))
 
 
-class ClientError(Exception):
-    def __init__(self, code, status):
-        super(ClientError, self).__init__(code)
-        self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+def s3_with(fake, prefix):
+    s = S3Storage("bkt", prefix, store=object())
+    s.obstore = fake
+    return s
 
 
 def test_s3_probe_is_one_conditional_put_under_the_prefix_and_never_deletes():
-    client = FakeS3()
-    key = S3Storage("bkt", "pg/prod", client=client).probe(user="postgres")
+    fake = ProbeObstore()
+    key = s3_with(fake, "pg/prod").probe(user="postgres")
     assert key.startswith("probe/")
-    names = [c[0] for c in client.calls]
-    assert names == ["head_bucket", "put_object", "head_object"]
-    put = client.calls[1][1]
-    assert put["Key"] == "pg/prod/" + key and put["IfNoneMatch"] == "*"
-    body = json.loads(put["Body"].decode())
+    assert [c[0] for c in fake.calls] == ["list_with_delimiter", "put", "head"]
+    put = fake.calls[1]
+    assert put[1] == "pg/prod/" + key and put[2] == "create"
+    body = json.loads(put[3].decode())
     assert body["probe"] == key and body["user"] == "postgres"
-    assert "pg/prod/" + key in client.objects  # left for the lifecycle rule
+    assert "pg/prod/" + key in fake.objects  # left for the lifecycle rule
 
 
 def test_s3_probe_takes_a_new_key_when_one_is_taken(monkeypatch):
-    client = FakeS3(taken=["probe/taken"])
+    fake = ProbeObstore(taken=["probe/taken"])
     keys = iter(["probe/taken", "probe/free"])
     monkeypatch.setattr(base, "probe_key", lambda: next(keys))
-    assert S3Storage("bkt", "", client=client).probe() == "probe/free"
-    assert client.objects["probe/taken"] == b"x"
+    assert s3_with(fake, "").probe() == "probe/free"
+    assert fake.objects["probe/taken"] == b"x"
 
 
 def test_s3_probe_denied_names_storage_user_and_the_probe_prefix():
     with pytest.raises(StorageError) as e:
-        S3Storage("bkt", "pg", client=FakeS3(deny_put=True)).probe(user="postgres")
+        s3_with(ProbeObstore(deny_put=True), "pg").probe(user="postgres")
     msg = str(e.value)
     assert "Cannot write to s3://bkt/pg with the S3 credentials of user postgres" in msg
     assert "access denied" in msg and "under pg/, probe/ included" in msg
