@@ -347,6 +347,16 @@ def cmd_copy(args, params):
     return backup_copy(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 
+def _probe():
+    from .storage import factory  # pylint: disable=import-outside-toplevel
+    return factory.STORAGE
+
+
+def cmd_probe(args, params):
+    from .storage.factory import probe_storage  # pylint: disable=import-outside-toplevel
+    return probe_storage(params, progress=_progress(args.quiet))
+
+
 def _redis_snapshot():
     from .redis import snapshot  # pylint: disable=import-outside-toplevel
     return snapshot.OPTIONS
@@ -399,6 +409,8 @@ COMMANDS = (
      "(runs until SIGTERM)", _wal_stream, None, cmd_wal_stream),
     ("pitr", "point-in-time recovery: restore a physical backup into a new data directory", _pitr, _pitr_extras,
      cmd_pitr),
+    ("probe", "check that this user can write to the storage (a probe object under probe/, removed again on "
+     "file://)", _probe, None, cmd_probe),
     ("redis-snapshot", "back up Redis (BGSAVE rdb, remote RDB over SYNC, or AOF)", _redis_snapshot,
      _check("say what would be done, write nothing"), cmd_redis_snapshot),
     ("redis-verify", "verify a Redis backup (checksum, structure or load into a scratch server)", _redis_verify,

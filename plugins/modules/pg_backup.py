@@ -35,7 +35,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Connects to the server and storage read-only and reports what would be done.
+    description:
+      - Connects to the server read-only, proves that the storage can be written (the storage contract's
+        probe object C(probe/<host>-<time>), created and removed again on C(file://), left for a lifecycle
+        rule on S3) and reports what would be done. No backup is written.
   diff_mode:
     support: none
     description: Returns no diff.
@@ -216,6 +219,13 @@ storage:
   description: The storage, as a URL without secrets.
   returned: always
   type: str
+probe:
+  description:
+    - Check mode only. Key of the probe object that proved the storage writable (removed again on C(file://);
+      on S3 it stays for the lifecycle rule on C(probe/), see docs/storage-layout.md).
+  returned: check mode
+  type: str
+  sample: probe/db1-20261125T211500.123456Z
 msg:
   description: What was done (or would be done in check mode).
   returned: always

@@ -44,8 +44,11 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Connects, checks what the mode needs (data directory, AOF files, storage) read-only
-      and reports what would be done. No BGSAVE, no CONFIG SET, nothing written.
+    description:
+      - Connects, checks what the mode needs (data directory, AOF files) read-only, proves that the storage
+        can be written (the storage contract's probe object C(probe/<host>-<time>), created and removed again
+        on C(file://), left for a lifecycle rule on S3) and reports what would be done. No BGSAVE, no CONFIG
+        SET, no backup written.
   diff_mode:
     support: none
     description: Returns no diff.
@@ -190,6 +193,13 @@ storage:
   description: The storage, as a URL without secrets.
   returned: always
   type: str
+probe:
+  description:
+    - Check mode only. Key of the probe object that proved the storage writable (removed again on C(file://);
+      on S3 it stays for the lifecycle rule on C(probe/), see docs/storage-layout.md).
+  returned: check mode
+  type: str
+  sample: probe/db1-20261125T211500.123456Z
 msg:
   description: What was done (or would be done in check mode).
   returned: always

@@ -9,9 +9,11 @@ they back up -- PostgreSQL (the session's scratch cluster, with a sample
 database), Redis running as the ``redis`` OS user (so the rdb mode reads the
 RDB file as in production) and SeaweedFS S3 -- on free loopback ports in
 their own directories, and hands the details to the scenario in a 0600 JSON
-file (DRKIT_MOLECULE_VARS). Each scenario runs check mode, converge,
-idempotence (a second converge must change nothing) and the testinfra
-verifier, which runs the scheduled command lines for real.
+file (DRKIT_MOLECULE_VARS). Each scenario runs converge, idempotence (a
+second converge must change nothing), check mode on the converged host
+(it must report changed=0, asserted here: drift detection relies on it)
+and the testinfra verifier, which runs the scheduled command lines for
+real; the default scenario runs check mode on the fresh host first, too.
 """
 
 import json
@@ -143,6 +145,12 @@ def test_molecule_scenario(scenario, molecule_vars, tmp_path):
     assert {"converge", "idempotence", "verify"} <= set(sequence)
     for step in sequence:
         assert "%s > %s: Executed: Successful" % (scenario, step) in out, out[-6000:]
+    # check mode after idempotence, on the converged host: nothing to change
+    assert "check" in sequence[sequence.index("idempotence"):]
+    converged_check = out.split("[%s > idempotence] Executed" % scenario, 1)[1].split(
+        "[%s > check] Executed" % scenario, 1)[0]
+    recap = re.findall(r"^instance\s*:.*$", converged_check, re.M)
+    assert recap and all(" changed=0 " in line for line in recap), converged_check[-6000:]
     assert re.search(r"=+ \d+ passed", out), out[-6000:]
     for secret in (data["molecule_pg_password"], data["molecule_redis_password"],
                    data["molecule_s3_options"]["secret_key"]):

@@ -119,10 +119,12 @@ def test_check_mode_writes_nothing(pg, s3, bucket, source_db, tmp_path, kind):
     res = run.result(PG_BACKUP)
     assert res["changed"] is True and res.get("backup_id") is None
     assert res["msg"].startswith("Would back up database %s (PostgreSQL 15" % db)
-    assert list_keys(url, s3) == []
     if kind == "file":
-        assert not file_root(url).exists()  # not even the directory
+        assert not file_root(url).exists()  # the probe removed what it wrote, even the directory
+        assert list_keys(url, s3) == []
     else:
+        # the storage contract's probe object, create-only and left for the lifecycle rule
+        assert list_keys(url, s3) == [res["probe"]] and res["probe"].startswith("probe/")
         assert open_multipart_uploads(s3, bucket) == []
     assert_no_secret(run, pg, s3)
 

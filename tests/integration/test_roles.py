@@ -1,14 +1,22 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Role behaviour that the molecule scenarios (test_molecule.py) do not
-cover: check mode on a host where nothing is installed yet, and preflight
-failures that say what to fix (and change nothing)."""
+cover: check mode on a host where nothing is installed yet, preflight
+failures that say what to fix (and change nothing), a file:// storage
+root that the job user could not write (issue 14): the role creates a
+missing one for the job user (0750), and its check of each job as its user
+fails the play with drkit's message when the user cannot write there; and
+check mode on a converged runtime reports no change."""
 
 import os
+import pwd
+import shlex
 import shutil
+import stat
+import sys
 
 import pytest
-from helpers import run_playbook
+from helpers import DRKIT, run_playbook
 
 
 def role(name):
@@ -162,6 +170,8 @@ def test_redis_persistence_with_only_persist_false_converges(tmp_path, scratch_r
             "redis_backup_manage_persistence": True,
             "redis_backup_persistence": {"persist": False},
             "redis_backup_check_jobs": False,
+            # the role creates a missing file:// root: keep it below the test's directory
+            "redis_backup_storage_url": "file://%s" % (root / "storage"),
             "redis_backup_systemd_unit_dir": str(root / "systemd"),
             "drkit_runtime_group": drkit_group,
             # the runtime's venv and pip install are test_molecule.py's subject;
@@ -192,3 +202,138 @@ def test_redis_persistence_with_only_persist_false_converges(tmp_path, scratch_r
     finally:
         server.destroy()
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# file:// storage roots and the job check as the job user
+
+
+def role_results(run, name):
+    """Results of a task of an included role (Ansible prefixes the role name)."""
+    return [r for r in run.results if r["task"].split(" : ", 1)[-1] == name]
+
+
+@pytest.fixture
+def job_host(scratch_dir):
+    """The paths of a host where the runtime is in place: the checkout's
+    drkit behind a wrapper (the runtime install itself is skipped, see
+    test_runtime_package.py and the molecule scenarios for it), all of it
+    below a directory the postgres OS user can enter."""
+    if os.geteuid() != 0:
+        pytest.fail("the job check runs as the postgres OS user: run the tests as root (CI does)")
+    root = scratch_dir / "host"
+    for d in ("etc/drkit", "log", "lock", "metrics", "cron.d"):
+        (root / d).mkdir(parents=True)
+        os.chmod(str(root / d), 0o755)
+    os.chmod(str(root), 0o755)
+    wrapper = scratch_dir / "drkit"
+    wrapper.write_text("#!/bin/sh\nexec %s %s \"$@\"\n" % (shlex.quote(sys.executable), shlex.quote(str(DRKIT))))
+    wrapper.chmod(0o755)
+    return root, str(wrapper)
+
+
+def file_job_vars(root, wrapper, pg, storage_url):
+    variables = fresh_paths(root)
+    variables.update({
+        "_drkit_runtime_installed": True,  # skip the runtime install: the wrapper runs the checkout's drkit
+        "drkit_runtime_command": wrapper,
+        "drkit_runtime_group": "postgres",  # creates no group on this machine
+        "postgresql_backup_databases": ["postgres"],
+        "postgresql_backup_storage_url": storage_url,
+        "postgresql_backup_storage_options": {},
+        "postgresql_backup_login_host": pg.host,
+        "postgresql_backup_login_port": pg.port,
+        "postgresql_backup_login_password": pg.password,
+        "postgresql_backup_pg_bin_dir": pg.bin_dir,
+    })
+    return variables
+
+
+def test_role_creates_a_missing_file_root_for_the_job_user(job_host, pg, scratch_dir, tmp_path):
+    root, wrapper = job_host
+    parent = scratch_dir / "var-backups"
+    parent.mkdir(mode=0o755)  # root's, like /var/backups
+    storage = parent / "drkit"
+    variables = file_job_vars(root, wrapper, pg, "file://%s" % storage)
+    run = run_playbook([role("drkit.backup.postgresql_backup")], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc == 0, run.describe()
+    info = os.stat(str(storage))
+    assert pwd.getpwuid(info.st_uid).pw_name == "postgres" and stat.S_IMODE(info.st_mode) == 0o750
+    checks = role_results(run, "Jobs | Check each job once as its user (connects, finds the tools, proves the "
+                               "storage writable)")
+    assert [r["result"]["results"][0]["rc"] for r in checks] == [0], run.describe()
+    assert os.listdir(str(storage)) == []  # the probe removed what it wrote
+    assert pg.password not in run.text
+
+    again = run_playbook([role("drkit.backup.postgresql_backup")], extra_vars=variables, tmp_dir=tmp_path)
+    assert again.rc == 0, again.describe()
+    created = role_results(again, "Jobs | Create the missing file:// storage roots, owned by the job user (0750)")
+    assert created and not any(r["result"].get("changed") for r in created), again.describe()
+
+
+def test_role_fails_clearly_when_the_job_user_cannot_write_the_file_root(job_host, pg, scratch_dir, tmp_path):
+    root, wrapper = job_host
+    storage = scratch_dir / "backups"
+    storage.mkdir(mode=0o755)  # root:root 0755: made by hand as root
+    variables = file_job_vars(root, wrapper, pg, "file://%s" % storage)
+    run = run_playbook([role("drkit.backup.postgresql_backup")], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc != 0
+    assert "Job pg_postgres would fail as OS user postgres (exit code 3)" in run.text, run.describe()
+    assert "Cannot write to file://%s as user postgres" % storage in run.text
+    assert "chown postgres %s" % storage in run.text
+    assert os.stat(str(storage)).st_uid == 0  # an existing directory keeps its owner
+    assert os.listdir(str(storage)) == []
+    assert pg.password not in run.text
+
+
+# --------------------------------------------------------------------------
+# check mode on a converged host (issue 14, item 6)
+
+
+def runtime_vars(root):
+    variables = {k: v for k, v in fresh_paths(root).items() if k.startswith("drkit_runtime_")}
+    variables.update({"drkit_runtime_group": "postgres",  # creates no group on this machine
+                      "drkit_runtime_job_users": ["postgres"],
+                      "drkit_runtime_metrics_dir": "%s/metrics" % root})
+    return variables
+
+
+def site_packages(root):
+    (path,) = (root / "opt" / "drkit" / "venv" / "lib").glob("python3*/site-packages")
+    return path
+
+
+def test_check_mode_on_a_converged_runtime_reports_no_change(scratch_dir, tmp_path):
+    """A package installed by hand into the runtime's venv with a requirement
+    that is missing makes ``pip check`` fail for the venv. The role used to
+    "reinstall" on every run: pip changed nothing (changed=0 for real), but
+    check mode reported the pip task as changed every time. Only the
+    runtime's own dependency tree counts now; a hole in it is repaired."""
+    root = scratch_dir / "rt"
+    (root / "logrotate.d").mkdir(parents=True)
+    (root / "bin").mkdir()
+    variables = runtime_vars(root)
+    tasks = [role("drkit.backup.drkit_runtime")]
+    run = run_playbook(tasks, extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc == 0, run.describe()
+
+    extra = site_packages(root) / "unrelated_tool-1.0.dist-info"
+    extra.mkdir()
+    (extra / "METADATA").write_text("Metadata-Version: 2.1\nName: unrelated-tool\nVersion: 1.0\n"
+                                    "Requires-Dist: no-such-dependency-drkit\n")
+    (extra / "RECORD").write_text("unrelated_tool-1.0.dist-info/METADATA,,\n")
+    for check in (True, False, True):
+        again = run_playbook(tasks, extra_vars=variables, check=check, tmp_dir=tmp_path)
+        assert again.rc == 0, again.describe()
+        assert again.stats["localhost"]["changed"] == 0, (check, again.describe())
+
+    # a hole in the runtime's own tree: check mode says so, the real run repairs it
+    (dist_info,) = site_packages(root).glob("[Pp]y[Yy][Aa][Mm][Ll]-*.dist-info")
+    shutil.rmtree(str(dist_info))
+    check = run_playbook(tasks, extra_vars=variables, check=True, tmp_dir=tmp_path)
+    assert check.rc == 0 and check.stats["localhost"]["changed"] > 0, check.describe()
+    repair = run_playbook(tasks, extra_vars=variables, tmp_dir=tmp_path)
+    assert repair.rc == 0 and repair.stats["localhost"]["changed"] > 0, repair.describe()
+    assert list(site_packages(root).glob("[Pp]y[Yy][Aa][Mm][Ll]-*.dist-info"))
+    check = run_playbook(tasks, extra_vars=variables, check=True, tmp_dir=tmp_path)
+    assert check.rc == 0 and check.stats["localhost"]["changed"] == 0, check.describe()

@@ -8,8 +8,10 @@ pg_switch_wal() and finds the segment in SeaweedFS; a second run changes
 nothing and restarts nothing."""
 
 import os
+import pwd
 import shlex
 import shutil
+import stat
 import sys
 import uuid
 
@@ -124,3 +126,37 @@ def test_role_refuses_a_compression_level_out_of_range_before_setting_anything(p
     assert "compression_level must be 1-19, got %d" % level in run.text, run.describe()
     assert plain_cluster.psql("SHOW archive_mode") == "off"
     assert plain_cluster.psql("SHOW archive_command") in ("(disabled)", "")
+
+
+def test_role_with_file_storage_creates_the_archive_for_postgres_or_stops_before_archiving(plain_cluster, s3, bucket,
+                                                                                           tmp_path):
+    """file:// (issue 14): a directory postgres may not write stops the role
+    with drkit probe's message before archive_command is set (it would fail
+    on every segment); a missing one is created for postgres (0750), and
+    archiving works into it."""
+    pg = plain_cluster
+    base = os.path.dirname(pg.base_dir)
+    variables = role_vars(pg, s3, bucket, base)
+    variables["postgresql_wal_archive_storage_options"] = {}
+    closed = os.path.join(base, "root-owned")
+    os.mkdir(closed, 0o755)  # root:root 0755
+    variables["postgresql_wal_archive_storage_url"] = "file://" + closed
+    run = run_playbook([ROLE_TASK], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc != 0
+    assert "archive_command would fail on every WAL segment: as OS user postgres" in run.text, run.describe()
+    assert "Cannot write to file://%s as user postgres" % closed in run.text
+    assert pg.psql("SHOW archive_mode") == "off"
+    assert os.listdir(closed) == []
+
+    parent = os.path.join(base, "var-backups")
+    os.mkdir(parent, 0o755)
+    archive = os.path.join(parent, "wal-archive")
+    variables["postgresql_wal_archive_storage_url"] = "file://" + archive
+    run = run_playbook([ROLE_TASK], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc == 0, run.describe()
+    info = os.stat(archive)
+    assert pwd.getpwuid(info.st_uid).pw_name == "postgres" and stat.S_IMODE(info.st_mode) == 0o750
+    segment = entries(run, "Prove archiving works (pg_switch_wal, pg_stat_archiver, the segment in the archive)")
+    segment = segment[-1]["result"]["test"]["segment"]
+    assert storage.open_storage("file://" + archive).stat(wal.wal_key(segment)) is not None
+    assert not os.path.exists(os.path.join(archive, "probe"))

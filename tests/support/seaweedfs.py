@@ -41,6 +41,7 @@ import shutil
 import signal
 import socket
 import sys
+import uuid
 
 try:
     from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import ScratchServer, kill_group, tail_file
@@ -139,6 +140,9 @@ class SeaweedS3(ScratchServer):
         self.config_file = os.path.join(self.base_dir, "s3-identities.json")
         self.access_key = access_key
         self.secret_key = secret_key
+        # credentials that may read and list but not write (a restore host's)
+        self.readonly_access_key = "drkit-test-readonly"
+        self.readonly_secret_key = "drkit-test-readonly-secret-%s" % uuid.uuid4().hex[:8]
         self.region = REGION
         self.weed = weed or find_weed()
         self.ports = {}
@@ -157,6 +161,10 @@ class SeaweedS3(ScratchServer):
             "name": "drkit-test-admin",
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }, {
+            "name": "drkit-test-readonly",
+            "credentials": [{"accessKey": self.readonly_access_key, "secretKey": self.readonly_secret_key}],
+            "actions": ["Read", "List"],
         }]}
         fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

@@ -241,3 +241,48 @@ def test_the_sources_digest_follows_the_engine_files(helper, tmp_path):
     (root / "plugins" / "module_utils" / "demo").mkdir()
     (root / "plugins" / "module_utils" / "demo" / "x.py").write_text("b")
     assert helper.sources_digest(str(root)) != first
+
+
+# ---------------------------------------------------------------- deps_ok: the runtime's own tree
+
+def fake_dist(name, *requires):
+    return type("D", (), {"metadata": type("M", (), {
+        "__getitem__": lambda self, key: name,
+        "get_all": lambda self, key: list(requires)})()})()
+
+
+def test_dependency_tree_follows_requirements_of_installed_distributions(helper):
+    installed = {
+        "drkit-backup-runtime": fake_dist("drkit-backup-runtime", "boto3 (==1.44.8)", "psycopg[binary]==3.3.9"),
+        "boto3": fake_dist("boto3", "botocore<1.45.0,>=1.44.8", "s3transfer<0.20.0,>=0.19.0"),
+        "botocore": fake_dist("botocore", "urllib3!=2.2.0,<3,>=1.25.4; python_version >= \"3.10\"",
+                              "awscrt==0.29.2; extra == \"crt\""),
+        "psycopg": fake_dist("psycopg", "psycopg-binary==3.3.9; implementation_name != \"pypy\" and extra == "
+                             "\"binary\""),
+        "unrelated-tool": fake_dist("unrelated-tool", "no-such-dependency-drkit"),
+    }
+    tree = helper.dependency_tree(installed["drkit-backup-runtime"], installed)
+    assert tree == {"drkit-backup-runtime", "boto3", "botocore", "s3transfer", "urllib3", "awscrt", "psycopg",
+                    "psycopg-binary"}
+
+
+TREE = {"drkit-backup-runtime", "boto3", "botocore", "pyyaml"}
+
+
+@pytest.mark.parametrize("rc,output,problems", [
+    (0, "No broken requirements found.", []),
+    # a package installed by hand beside the runtime: not the runtime's business
+    (1, "unrelated-tool 1.0 requires no-such-dependency-drkit, which is not installed.", []),
+    (1, "drkit-backup-runtime 0.1.0 requires pyyaml, which is not installed.\n"
+        "unrelated-tool 1.0 requires nothing-else, which is not installed.",
+     ["drkit-backup-runtime 0.1.0 requires pyyaml, which is not installed."]),
+    (1, "boto3 1.44.8 has requirement botocore<1.45.0,>=1.44.8, but you have botocore 1.40.0.",
+     ["boto3 1.44.8 has requirement botocore<1.45.0,>=1.44.8, but you have botocore 1.40.0."]),
+    (1, "PyYAML 6.0.4 is not supported on this platform",
+     ["PyYAML 6.0.4 is not supported on this platform"]),
+    # pip that did not run, or said something unreadable: not a verdict
+    (1, "/opt/drkit/venv/bin/python: No module named pip", ["/opt/drkit/venv/bin/python: No module named pip"]),
+    (2, "", ["pip check exited 2 without naming a problem"]),
+])
+def test_only_pip_checks_complaints_about_the_runtimes_tree_count(helper, rc, output, problems):
+    assert helper.tree_problems(rc, output, TREE) == problems

@@ -34,6 +34,32 @@ def user_ids(user):
     return pw.pw_uid, pw.pw_gid, groups, pw.pw_dir
 
 
+def current_user():
+    """The name of the user this process runs as (its uid when it has none)."""
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "uid %d" % uid
+
+
+def owner_and_mode(path):
+    """``owned by root:root, mode 0755`` for a message, or "" when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return "owned by %s:%s, mode %04o" % (user, group, stat.S_IMODE(st.st_mode))
+
+
 def check_traversable(path, uid, gids):
     """Raise ConfigError unless every ancestor of ``path`` can be entered by
     uid/gids (the classic permission bits; ACLs are not looked at)."""

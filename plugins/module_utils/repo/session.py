@@ -217,19 +217,19 @@ class BackupJob(object):
         self.progress = progress or (lambda msg: None)
         self._session = None
         self._cleanups = []
+        self._probe = None
 
     def check_storage(self):
-        """Check mode: the storage is reachable, without writing anything."""
-        if self.storage.scheme == "s3":
-            # HEAD bucket: read-only. A HEAD of a key in a missing bucket is a
-            # plain 404 and would pass for "no such backup yet".
-            self.storage.check_writable()
-        else:
-            self.storage.exists(mf.manifest_key(mf.new_backup_id(self.kind)))  # readable, creates nothing
+        """Check mode: this user can write where the real run will, proven
+        by the storage contract's probe object (storage.probe: created and
+        removed again on file://, left to the lifecycle rule on S3). A
+        read-only look passed where the first real run then failed."""
+        self._probe = self.storage.probe()
 
     def planned(self, msg):
         """The check-mode result of every backup entry point."""
-        return True, {"changed": True, "backup_id": None, "storage": self.storage.describe(), "msg": msg}
+        return True, {"changed": True, "backup_id": None, "storage": self.storage.describe(), "msg": msg,
+                      "probe": self._probe}
 
     def session(self, source, **kwargs):
         self._session = BackupSession(self.storage, self.kind, source, metrics_dir=self.metrics_dir,

@@ -30,15 +30,28 @@ object in memory: meant for WAL files, manifests and records, not for large
 artifacts, which rely on unique keys instead). ``put_new`` and
 ``create_or_match`` build "store once; identical is fine, different is
 refused" on it.
+
+``storage.probe()`` is the pre-flight of every writing job's check mode
+(and of ``drkit probe``): it writes a create-only probe object
+``probe/<host>-<UTC time>`` as the job would write a manifest, so a check
+passes only where the real run can write. On file:// the probe removes it
+again (and any directory it had to create); on object stores it stays:
+backup credentials may not delete, and the storage contract leaves the
+``probe/`` prefix to a lifecycle rule.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
+import json
+import re
+import socket
 from collections import namedtuple
 
 from ..core.errors import ConfigError, ConflictError, NotFoundError, StorageError
+from ..core.version import VERSION
 
 ObjectInfo = namedtuple("ObjectInfo", ["key", "size", "mtime"])
 """One stored object: key relative to the root, size in bytes, mtime (epoch)."""
@@ -48,6 +61,10 @@ IncompleteUpload = namedtuple("IncompleteUpload", ["key", "upload_id", "started"
 
 TEMP_MARKER = ".drkit-tmp-"
 READ_CHUNK = 1 << 20
+PROBE_PREFIX = "probe/"
+# a probe key taken already (two probes of one host in one microsecond) is
+# tried again under a new time this often
+PROBE_ATTEMPTS = 3
 
 
 def check_key(key):
@@ -149,6 +166,42 @@ class Storage(object):
     def check_writable(self):
         """Fail early, with a clear message, when the root cannot be written."""
         raise NotImplementedError
+
+    def probe(self, user=None):
+        """Write a create-only probe object as the real run would write (see
+        the module doc) and return its key; StorageError naming the storage,
+        ``user`` (the OS user, for the message) and the fix when it cannot."""
+        raise NotImplementedError
+
+
+def probe_key(host=None, now=None):
+    """``probe/<host>-<UTC time>`` (the storage contract): the host name
+    reduced to letters, digits, '.', '_' and '-', the time to the
+    microsecond."""
+    host = re.sub(r"[^A-Za-z0-9._-]+", "_", host or socket.gethostname() or "host").strip("._") or "host"
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return "%s%s-%s" % (PROBE_PREFIX, host, now.strftime("%Y%m%dT%H%M%S.%fZ"))
+
+
+def probe_body(key, user):
+    """What a probe object holds: enough for a person who finds one."""
+    return (json.dumps({"probe": key, "user": user, "drkit": VERSION,
+                        "note": "drkit's pre-flight write check; safe to delete"}, sort_keys=True)
+            + "\n").encode("utf-8")
+
+
+def write_probe(storage, user, attempts=PROBE_ATTEMPTS):
+    """Create a probe object in ``storage`` (create-only) and return its
+    key; a key taken already gets a new time."""
+    for _attempt in range(attempts):
+        key = probe_key()
+        try:
+            storage.put_bytes(key, probe_body(key, user), create=True)
+            return key
+        except ObjectExists:
+            continue
+    raise StorageError("Could not create a probe object in %s: %d keys in a row were taken" % (
+        storage.describe(), attempts), "Another process writes the same probe keys; try again")
 
 
 CREATE_ATTEMPTS = 3

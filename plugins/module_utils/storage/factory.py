@@ -150,6 +150,20 @@ def _check_segments(url, path, example):
                               "Write the path without empty, '.' or '..' segments, e.g. %s" % example)
 
 
+def probe_storage(params, progress=None):
+    """``drkit probe``: prove, as the user running it, that the storage can
+    be written the way a backup or wal-push writes it (Storage.probe).
+    The WAL archive role runs it as the server's OS user."""
+    say = progress or (lambda msg: None)
+    storage = open_storage(params.get("storage_url"), **storage_options(params))
+    say("probing %s" % storage.describe())
+    key = storage.probe()
+    kept = "" if storage.scheme == "file" else " (kept for the lifecycle rule on probe/)"
+    return False, {"changed": False, "storage": storage.describe(), "probe": key,
+                   "msg": "%s is writable: %s created%s" % (
+                       storage.describe(), key, " and removed" if storage.scheme == "file" else kept)}
+
+
 def storage_options(params):
     """Pick the storage options out of a dict of module or CLI parameters."""
     return dict((k, params.get(k)) for k in STORAGE_OPTION_NAMES if params.get(k) is not None)

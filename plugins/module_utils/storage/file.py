@@ -11,6 +11,11 @@ the temp name is removed and the directory fsynced. On a file system
 without hard links, renameat2(RENAME_NOREPLACE) does the same in one step;
 with neither, a create-only write fails: it never falls back to a check
 followed by a rename.
+
+A root that this user cannot write (not its owner, or missing in a
+directory it may not create it in) is told once, by ``not_writable``,
+naming the root, the user and the fix: for the probe of check mode and for
+the real run's up-front check alike.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -23,7 +28,7 @@ import stat
 import uuid
 
 from ..core.errors import ConfigError, NotFoundError, StorageError
-from ..core.osutil import fsync_dir, is_disk_full
+from ..core.osutil import current_user, fsync_dir, is_disk_full, owner_and_mode
 from .base import (
     READ_CHUNK,
     TEMP_MARKER,
@@ -33,6 +38,7 @@ from .base import (
     ObjectWriter,
     Storage,
     check_key,
+    write_probe,
 )
 
 # link() errors meaning "this file system has no hard links"
@@ -350,13 +356,102 @@ class FileStorage(Storage):
             raise ConfigError("The storage root %s is not a directory" % self.describe(), "Check storage_url")
 
     def check_writable(self):
+        user = current_user()
         try:
             self._makedirs(self.root)
-        except StorageError:
-            raise
-        if not os.access(self.root, os.W_OK | os.X_OK):
-            raise StorageError("Backup directory %s is not writable by this user" % self.root,
-                               "Fix its owner/permissions or run as the user that owns it")
+        except StorageError as e:
+            raise not_writable(self.root, user, e)
+        if not _can(self.root, os.W_OK | os.X_OK):
+            raise not_writable(self.root, user)
+
+    def probe(self, user=None):
+        """Create, write, fsync (the create-only writer's link and directory
+        fsync) and remove a probe object, as this user; the directories it
+        had to create, the root included, are removed again."""
+        user = user or current_user()
+        created = _missing_dirs(self.root)
+        try:
+            key = write_probe(self, user)
+            self.delete([key])
+        except StorageError as e:
+            raise not_writable(self.root, user, e)
+        finally:
+            for directory in created:  # deepest first; only if still empty
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    pass
+        return key
+
+
+def _can(path, mode):
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
+
+
+def _missing_dirs(path):
+    """``path`` and its ancestors that do not exist, deepest first."""
+    missing = []
+    while True:
+        try:
+            os.lstat(path)
+            return missing
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                return missing  # cannot tell (a directory on the way is closed): not ours to remove
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            return missing
+        path = parent
+
+
+def not_writable(root, user, exc=None):
+    """The StorageError for a file:// root that ``user`` cannot write:
+    what stands in the way (the root's owner and mode, the directory it
+    would have to be created in, a directory on the way it may not pass)
+    and how to fix it. ``exc``: the error the attempt raised, for the
+    causes not told apart here (a full or read-only file system)."""
+    url = "file://" + root
+    create = ("create it owned by %s, mode 0750 (install -d -o %s -m 0750 %s), or let the drkit.backup role "
+              "that schedules the job create it (it does for a file:// storage_url)" % (user, user, root))
+    missing = _missing_dirs(root)
+    existing = os.path.dirname(missing[-1]) if missing else root
+    blocked = _first_not_passable(existing)
+    if blocked:
+        return StorageError("Cannot write to %s as user %s: it may not enter %s (%s)" % (
+            url, user, blocked, owner_and_mode(blocked)),
+            "Let %s pass (chmod o+x %s, or a group of %s), or put the storage elsewhere" % (user, blocked, user))
+    if not missing:
+        if not os.path.isdir(root):
+            return StorageError("Cannot write to %s: %s is not a directory" % (url, root),
+                                "Point storage_url at a directory")
+        if not _can(root, os.W_OK | os.X_OK):
+            return StorageError("Cannot write to %s as user %s: it may not create files in %s (%s)" % (
+                url, user, root, owner_and_mode(root)),
+                "Give it to %s (chown %s %s; chmod 0750 %s), or point storage_url at a directory that does not "
+                "exist yet and let the drkit.backup role create it" % (user, user, root, root))
+    elif not _can(existing, os.W_OK | os.X_OK):
+        return StorageError("Cannot write to %s as user %s: %s does not exist and %s may not create it in %s (%s)" % (
+            url, user, root, user, existing, owner_and_mode(existing)), create[0].upper() + create[1:])
+    if exc is None:
+        return StorageError("Cannot write to %s as user %s" % (url, user), "Check the path and its permissions")
+    return StorageError("Cannot write to %s as user %s: %s" % (url, user, getattr(exc, "message", exc)),
+                        getattr(exc, "hint", None))
+
+
+def _first_not_passable(path):
+    """The first directory from / down to ``path`` that this user may not
+    enter (search permission), or None."""
+    parts = [p for p in path.split(os.sep) if p]
+    current = os.sep
+    for part in [None] + parts:
+        if part is not None:
+            current = os.path.join(current, part)
+        if os.path.isdir(current) and not _can(current, os.X_OK):
+            return current
+    return None
 
 
 def iter_file(fh, chunk_size):

@@ -33,7 +33,18 @@ import threading
 import time
 
 from ..core.errors import ConfigError, DrkitError, NotFoundError, StorageError
-from .base import READ_CHUNK, IncompleteUpload, ObjectExists, ObjectInfo, ObjectWriter, Storage, check_key
+from ..core.osutil import current_user
+from .base import (
+    PROBE_PREFIX,
+    READ_CHUNK,
+    IncompleteUpload,
+    ObjectExists,
+    ObjectInfo,
+    ObjectWriter,
+    Storage,
+    check_key,
+    write_probe,
+)
 from .s3_boto import boto3_client
 from .s3_client import MAX_RETRIES, make_store, obstore_module, resolve_credentials
 
@@ -338,6 +349,27 @@ class S3Storage(Storage):
                 raise StorageError("Bucket %r does not exist at %s" % (self.bucket, self.describe()),
                                    "Create the bucket first or fix storage_url")
             raise self._error("reach bucket %s" % self.bucket, e)
+
+    def probe(self, user=None):
+        """Reach the bucket first (check_writable: a PUT alone would pass
+        where a missing bucket is created on the fly, as SeaweedFS does),
+        create the probe object with one conditional PUT and read its size
+        back. Never deletes it: backup
+        credentials may not; a lifecycle rule on the probe prefix does."""
+        user = user or current_user()
+        try:
+            self.check_writable()
+            key = write_probe(self, user)
+            if self.stat(key) is None:
+                raise StorageError("%s was stored but cannot be found" % key,
+                                   "The endpoint does not keep what it accepts; check the S3 service")
+        except StorageError as e:
+            where = "under %s/" % self.prefix if self.prefix else "in the bucket"
+            raise type(e)("Cannot write to %s with the S3 credentials of user %s: %s" % (
+                self.describe(), user, e.message), "%s. Backup credentials need put, get and list %s, %s "
+                "included (the storage contract, docs/storage-layout.md)" % (
+                    (e.hint or "Check the storage options").rstrip("."), where, PROBE_PREFIX))
+        return key
 
 
 def _kind(exc):

@@ -9,8 +9,8 @@ usage: runtime_wheel.py build COLLECTION_ROOT [--wheel FILE] [--wheelhouse DIR]
            filename, name, version, fingerprint.
        runtime_wheel.py installed VENV
            On a host, with any Python 3. Prints JSON about the package installed
-           in VENV: version, fingerprint, deps_ok (pip check); {} when it is
-           not installed.
+           in VENV: version, fingerprint, deps_ok (pip check, as far as the
+           package's own dependency tree goes); {} when it is not installed.
 
 Building. The sources (pyproject.toml, requirements/runtime.txt,
 plugins/module_utils) are copied to a private directory first: the collection
@@ -35,6 +35,12 @@ comes out of the wheel here and out of the installed distribution on the
 host, whichever setuptools built it (other metadata files differ).
 The role replaces the package when the fingerprints differ, also for the
 same version (a build between two releases).
+
+deps_ok: ``pip check`` of the venv, but only its complaints about the
+package's own dependency tree (its Requires-Dist, and theirs, whatever the
+markers) count. A package installed by hand beside it with a broken
+requirement made the role "reinstall" on every run: pip changed nothing, so
+a real run reported no change while check mode always reported one.
 """
 
 import argparse
@@ -281,16 +287,64 @@ def cmd_build(args):
 
 # ----------------------------------------------------------------- installed
 
+# a line of pip check about one distribution: "NAME VERSION requires ...",
+# "NAME VERSION has requirement ...", "NAME VERSION is not supported on this platform"
+PIP_CHECK_LINE = re.compile(r"^(\S+) \S+ (requires|has requirement|is not supported)")
+
+
+def requirement_name(text):
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", text or "")
+    return canonical(m.group(1)) if m else None
+
+
+def dependency_tree(dist, installed):
+    """Canonical names of ``dist`` and of everything it requires, directly
+    or not (markers and extras not evaluated: a superset), among the
+    ``installed`` distributions ({canonical name: distribution})."""
+    names = set([canonical(dist.metadata["Name"] or "")])
+    todo = [dist]
+    while todo:
+        for req in todo.pop().metadata.get_all("Requires-Dist") or []:
+            name = requirement_name(req)
+            if name and name not in names:
+                names.add(name)
+                if name in installed:
+                    todo.append(installed[name])
+    return names
+
+
+def tree_problems(returncode, output, tree):
+    """The lines of pip check's answer that concern ``tree``; any line it
+    cannot read counts too (a pip that failed to run proves nothing)."""
+    if returncode == 0:
+        return []
+    problems = []
+    named = False
+    for line in (output or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        m = PIP_CHECK_LINE.match(line)
+        named = named or m is not None
+        if not m or canonical(m.group(1)) in tree:
+            problems.append(line)
+    if not named and not problems:
+        problems.append("pip check exited %d without naming a problem" % returncode)
+    return problems
+
+
 def cmd_installed(args):
     venv = os.path.abspath(args.venv)
     paths = glob.glob(os.path.join(venv, "lib", "python*", "site-packages"))
     if not paths:
         return {}
     from importlib import metadata
-    dists = [d for d in metadata.distributions(path=paths) if canonical(d.metadata["Name"] or "") == NAME]
-    if not dists:
+    installed = {}
+    for d in metadata.distributions(path=paths):
+        installed.setdefault(canonical(d.metadata["Name"] or ""), d)
+    dist = installed.get(NAME)
+    if dist is None:
         return {}
-    dist = dists[0]
     version = dist.metadata["Version"]
     info = {
         "version": version,
@@ -303,8 +357,9 @@ def cmd_installed(args):
         proc = subprocess.run([python, "-I", "-m", "pip", "check", "--disable-pip-version-check"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                               check=False)
-        info["deps_ok"] = proc.returncode == 0
-        info["pip_check"] = proc.stdout.strip()
+        problems = tree_problems(proc.returncode, proc.stdout, dependency_tree(dist, installed))
+        info["deps_ok"] = not problems
+        info["pip_check"] = "\n".join(problems)
     return info
 
 

@@ -141,6 +141,7 @@ def test_job_check_mode_writes_nothing(tmp_path):
     job = backup.BackupJob(fs, "pg_logical", str(tmp_path / "metrics"), "app")
     job.check_storage()
     changed, result = job.planned("Would back up d")
+    assert result.pop("probe").startswith("probe/")  # proven writable, and the probe removed again
     assert changed and result == {"changed": True, "backup_id": None, "storage": fs.describe(),
                                   "msg": "Would back up d"}
     assert not (tmp_path / "store").exists() and not (tmp_path / "metrics").exists()
