@@ -239,7 +239,8 @@ def test_the_module_takes_a_container_in_check_mode(pg_source, app_database, s3,
     res = run.result("drkit.backup.pg_backup")
     assert "in container %s" % pg_source.name in res["msg"], res
     assert pg_source.password not in run.text
-    assert list_keys(storage["storage_url"], s3=s3) == []
+    # check mode wrote nothing but its create-only probe object (the storage contract's probe/ prefix)
+    assert [k for k in list_keys(storage["storage_url"], s3=s3) if not k.startswith("probe/")] == []
 
 
 def test_a_missing_container_is_named(docker_engine, pg_source, app_database, s3, bucket):
