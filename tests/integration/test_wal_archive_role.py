@@ -70,6 +70,10 @@ def test_role_configures_restarts_once_and_proves_archiving(plain_cluster, s3, b
     pg = plain_cluster
     base = os.path.dirname(pg.base_dir)
     variables = role_vars(pg, s3, bucket, base)
+    metrics_dir = os.path.join(base, "metrics")
+    os.mkdir(metrics_dir, 0o755)
+    shutil.chown(metrics_dir, "postgres", "postgres")  # archive_command writes the metrics as postgres
+    variables["postgresql_wal_archive_metrics_dir"] = metrics_dir
     assert pg.psql("SHOW archive_mode") == "off"
 
     run = run_playbook([ROLE_TASK], extra_vars=variables, check=True, tmp_dir=tmp_path)
@@ -96,6 +100,11 @@ def test_role_configures_restarts_once_and_proves_archiving(plain_cluster, s3, b
     assert variables["postgresql_wal_archive_storage_options"]["secret_key"] not in pg.psql("SHOW archive_command")
     st_cfg = os.stat(variables["postgresql_wal_archive_config_file"])
     assert oct(st_cfg.st_mode & 0o777) == oct(0o600)
+    # the cluster's own metrics job: two clusters on one host keep theirs apart
+    prom = os.path.join(metrics_dir, "drkit_wal_%d.prom" % pg.port)
+    assert os.listdir(metrics_dir) == [os.path.basename(prom)], os.listdir(metrics_dir)
+    with open(prom) as fh:
+        assert 'drkit_job="wal_%d"' % pg.port in fh.read()
 
     again = run_playbook([ROLE_TASK], extra_vars=variables, tmp_dir=tmp_path)
     assert again.rc == 0, again.describe()

@@ -8,6 +8,7 @@ it streams, and a second run changes nothing. The line starts the archiver
 only when none runs (flock -n), and starts it again after a kill -9."""
 
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -34,7 +35,7 @@ def quiet_cluster(scratch_root):
                              bin_dir=cluster.find_pg_bindir("15"),
                              settings={"wal_level": "replica", "archive_mode": "off", "fsync": "off"})
     server.start()
-    for sub in ("archive", "etc", "spool", "metrics", "log", "lock"):
+    for sub in ("etc", "spool", "metrics", "log", "lock"):  # the archive: the role creates it
         os.mkdir(os.path.join(base, sub), 0o750)
         shutil.chown(os.path.join(base, sub), "postgres", "postgres")
     try:
@@ -116,6 +117,8 @@ def test_role_supervises_the_archiver_with_cron(quiet_cluster, tmp_path):
     assert run.rc == 0, run.describe()
     assert pg.password not in run.stdout
     assert oct(os.stat(variables["postgresql_wal_stream_config_file"]).st_mode & 0o777) == oct(0o600)
+    archive = os.stat(os.path.join(base, "archive"))  # created for the archiver's user
+    assert (archive.st_uid, oct(archive.st_mode & 0o777)) == (pwd.getpwnam("postgres").pw_uid, oct(0o750))
     user, command = cron_line(cron_file)
     assert user == "postgres" and "flock -n" in command and pg.password not in command
     assert streaming(pg)
@@ -175,3 +178,15 @@ def test_role_stops_with_a_clear_message_when_the_archiver_cannot_connect(quiet_
     assert "did not start streaming within 12 s" in run.text
     assert variables["postgresql_wal_stream_log_file"] in run.text
     assert wrong not in run.stdout
+
+
+def test_role_stops_when_the_archivers_user_cannot_write_the_archive(quiet_cluster, tmp_path):
+    pg, base = quiet_cluster
+    variables = role_vars(pg, base)
+    locked = os.path.join(base, "locked")
+    os.mkdir(locked, 0o700)  # root's: postgres cannot write into it
+    variables["postgresql_wal_stream_storage_url"] = "file://%s" % locked
+    run = run_playbook([ROLE_TASK], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc != 0
+    assert "as OS user postgres" in run.text and locked in run.text, run.text
+    assert not os.path.exists(variables["postgresql_wal_stream_cron_file"])  # nothing scheduled
