@@ -3,6 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTEST ?= $(VENV)/bin/pytest
 PYTEST_FLAGS ?= -q -p no:cacheprovider
+# two workers, each test file whole on one (tests/conftest.py groups them); the slowest tests listed at the end
+TEST_FLAGS ?= -n 2 --dist loadgroup --durations=25
 
 .PHONY: bootstrap test unit integration molecule lint sanity changelog build demo bench-pitr
 
@@ -13,7 +15,7 @@ bootstrap:
 # then the quality gates. Any non-zero exit fails the target, pytest's 5 (no
 # tests collected) included.
 test: bootstrap
-	$(PYTEST) $(PYTEST_FLAGS) tests
+	$(PYTEST) $(PYTEST_FLAGS) $(TEST_FLAGS) tests
 	scripts/lint.sh
 	scripts/sanity.sh
 

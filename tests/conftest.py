@@ -47,6 +47,7 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -103,12 +104,36 @@ def pytest_report_header(config):
     return ["drkit: collection at %s" % COLLECTION_LINK, "drkit: PostgreSQL bin dir %s" % bindir]
 
 
+# Under pytest-xdist (make test runs two workers) every test file runs whole
+# on one worker, and these files, which install and run things on this
+# machine as root (roles, molecule, the runtime in /opt/drkit, playbooks on
+# localhost), all on the same one, one after the other.
+SERIAL_FILES = {"test_molecule", "test_roles", "test_runtime_package", "test_wal_archive_role",
+                "test_wal_stream_role", "test_dr_rebuild", "test_dr_rehearsal", "test_runbook",
+                "test_collection_build", "test_role_docs", "test_alert_rules"}
+
+
 def pytest_collection_modifyitems(config, items):
     integration_dir = TESTS_DIR / "integration"
+    grouped = config.pluginmanager.hasplugin("xdist")
     for item in items:
         path = Path(str(getattr(item, "path", None) or item.fspath))
         if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())) or integration_dir in path.parents:
             item.add_marker(pytest.mark.integration)
+        if grouped:
+            item.add_marker(pytest.mark.xdist_group("serial" if path.stem in SERIAL_FILES else str(path)))
+
+
+# Each xdist worker gets a temp directory of its own (inherited by the drkit
+# processes it starts): the janitor of one worker's drkit runs must not sweep
+# what another worker's killed process left for its test to look at.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _worker_tmp = os.path.join(tempfile.gettempdir(), "drkit-xdist-%s-%s" % (
+        os.environ["PYTEST_XDIST_WORKER"], os.environ.get("PYTEST_XDIST_TESTRUNUID", uuid.uuid4().hex)[:12]))
+    os.makedirs(_worker_tmp, exist_ok=True)
+    os.chmod(_worker_tmp, 0o1777)  # like /tmp: the postgres OS user works below it too
+    os.environ["TMPDIR"] = _worker_tmp
+    tempfile.tempdir = None
 
 
 # --------------------------------------------------------------------------
