@@ -356,7 +356,7 @@ def _probe():
 
 def cmd_probe(args, params):
     from .storage.factory import probe_storage  # pylint: disable=import-outside-toplevel
-    return probe_storage(params, progress=_progress(args.quiet))
+    return probe_storage(params, progress=args.progress)
 
 
 def _redis_snapshot():

@@ -67,7 +67,7 @@ def parse_connection_string(text):
         if not part:
             continue
         name, sep, value = part.partition("=")
-        if not sep or not name.strip():
+        if not sep or not re.match(r"^[A-Za-z]+$", name.strip()):
             raise ConfigError("azure_connection_string is not a connection string (a part has no 'Name=value')",
                               "Copy it as the portal or `az storage account show-connection-string` gives it: "
                               "DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;EndpointSuffix=...")
