@@ -189,7 +189,7 @@ def make_store(container, **options):
             return azure_store(config=config, client_options=client, retry_config=retry)
     except Exception as e:  # pylint: disable=broad-except
         # obstore's message, never the config (it holds the secret), and the secret masked should it quote it
-        text = str(e).split("Debug source:")[0].strip()
+        text = str(e).split("Debug source:", maxsplit=1)[0].strip()
         secret = config.get("account_key") or config.get("sas_key")
         raise ConfigError("Cannot set up the Azure Blob client: %s" % text.replace(secret, "***"),
                           "Check azure_endpoint, ca_bundle and the Azure credentials")

@@ -197,9 +197,8 @@ class S3Storage(Storage):
         kind = _kind(exc)
         where = self.describe()
         if kind == "nobucket":
-            return StorageError("Could not %s: %s %r does not exist at %s" % (action, self.container, self.bucket,
-                                                                               where),
-                                "Create the %s first or fix storage_url" % self.container)
+            return StorageError("Could not %s: %s %r does not exist at %s" % (
+                action, self.container, self.bucket, where), "Create the %s first or fix storage_url" % self.container)
         if kind == "denied":
             return StorageError("Could not %s: access denied by %s (%s)" % (action, where, _brief(exc)),
                                 self.credentials_hint)
