@@ -60,6 +60,9 @@ STRAY = {
 
 
 def test_stray_azure_variables_do_not_reach_the_client(azurite, container, monkeypatch):
+    """drkit sets skip_signature, the credential type, the endpoint and the
+    container explicitly and builds the store with no AZURE_* variable in
+    the environment (the unit test shows that part on its own)."""
     for k, v in STRAY.items():
         monkeypatch.setenv(k, v)
     s = open_az(azurite, container)

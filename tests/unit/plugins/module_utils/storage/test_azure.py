@@ -123,7 +123,7 @@ def test_azure_settings_come_from_the_environment(monkeypatch):
     assert s.store.config["account_name"] == "envacct"
 
 
-def test_the_client_is_built_without_the_azure_environment(monkeypatch):
+def test_explicit_settings_leave_no_room_for_stray_variables(monkeypatch):
     monkeypatch.setenv("AZURE_STORAGE_TOKEN", "stray-bearer-token")
     monkeypatch.setenv("AZURE_SKIP_SIGNATURE", "true")
     monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:9")
@@ -134,6 +134,32 @@ def test_the_client_is_built_without_the_azure_environment(monkeypatch):
     import os
 
     assert os.environ["AZURE_STORAGE_TOKEN"] == "stray-bearer-token"  # restored
+
+
+def test_no_azure_variable_is_in_the_environment_while_the_store_is_built(monkeypatch):
+    """obstore reads every AZURE_* variable it knows while AzureStore is
+    built (test_storage_azure.py shows AZURE_SKIP_SIGNATURE and
+    AZURE_STORAGE_TOKEN taking effect): drkit sets the dangerous ones
+    explicitly and builds the store with none in the environment, so one it
+    does not set (a customer-provided AZURE_ENCRYPTION_KEY, a future
+    setting) cannot ride along either."""
+    import os
+
+    import obstore
+
+    seen = {}
+
+    class FakeStore(object):
+        def __init__(self, **kwargs):
+            seen["env"] = sorted(k for k in os.environ if k.startswith(("AZURE_", "AZURITE_")))
+            self.config = kwargs["config"]
+
+    monkeypatch.setenv("AZURE_ENCRYPTION_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+    monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:9")
+    monkeypatch.setattr(ac, "obstore_module", lambda: (obstore, FakeStore))
+    store = ac.make_store("backups", account_name="acct", account_key=KEY)
+    assert seen["env"] == [] and store.config["account_name"] == "acct"
+    assert os.environ["AZURE_ENCRYPTION_KEY"].startswith("AAAA")  # restored
 
 
 def test_azure_secrets_are_secrets_without_flags_and_refused_in_readable_config_files():
