@@ -148,7 +148,29 @@ PYEOF
     "$PG_NEWER_DIR/bin/pg_dump" --version >&2
 }
 
+# Azurite (npm), the local Azure Storage server of the az:// tests
+# (tests/support/azurite.py), installed into a cache outside the checkout
+# that every run and every worktree reuses. Node.js comes with the machine
+# (nodesource's nodejs ships npm).
+AZURITE_VERSION="3.37.0"
+AZURITE_DIR="${DRKIT_TEST_NPM_DIR:-/var/cache/drkit-test-npm}"
+ensure_azurite() {
+    local bin="$AZURITE_DIR/node_modules/.bin/azurite-blob"
+    if [ -x "$bin" ] && grep -q "\"version\": \"$AZURITE_VERSION\"" "$AZURITE_DIR/node_modules/azurite/package.json" 2>/dev/null; then
+        log "Azurite $AZURITE_VERSION present in $AZURITE_DIR"
+        return
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        log "npm not found: the Azure Blob (az://) tests will fail; install Node.js with npm"
+        return
+    fi
+    log "installing Azurite $AZURITE_VERSION (npm) into $AZURITE_DIR"
+    mkdir -p "$AZURITE_DIR"
+    npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >&2
+}
+
 install_packages
 ensure_venv
 ensure_pg_newer
+ensure_azurite
 log "done"

@@ -20,6 +20,9 @@ session  pg_newer      started ScratchPostgres of the newer PostgreSQL that
                        (for what only 16+ has: pg_dump's zstd); .bin_dir
 session  s3            started SeaweedS3: .endpoint_url .access_key
                        .secret_key .region .client() .create_bucket() .env()
+session  azurite       started Azurite (npm azurite, blob service only): .account
+                       .account_key .endpoint .connection_string .options()
+                       .env() .create_container() .sas_token(container)
 session  redis_server  started ScratchRedis with a random password: .host
                        .port .password .dir .client() .cli()
 session  docker_engine started DockerEngine, a dockerd of the tests' own
@@ -31,6 +34,7 @@ session  pg_redis_image  reference of the PostgreSQL 15 + Redis test image in
 session  scratch_root  pathlib.Path of the session's scratch root (0711,
                        traversable by the ``postgres`` OS user)
 function bucket        name of a fresh bucket on ``s3`` (emptied and deleted after)
+function container     name of a fresh container on ``azurite`` (deleted after)
 function pg_database   name of a fresh database on ``pg`` (dropped after)
 function scratch_dir   pathlib.Path of a fresh directory the ``postgres`` OS user
                        can reach (pytest's tmp_path cannot be: it is below a
@@ -58,7 +62,8 @@ REPO_ROOT = TESTS_DIR.parent
 BUILD_COLLECTIONS = REPO_ROOT / "build" / "collections"
 COLLECTION_LINK = BUILD_COLLECTIONS / "ansible_collections" / "drkit" / "backup"
 
-SERVICE_FIXTURES = {"pg", "s3", "redis_server", "bucket", "pg_database", "docker_engine", "pg_redis_image"}
+SERVICE_FIXTURES = {"pg", "s3", "redis_server", "bucket", "pg_database", "docker_engine", "pg_redis_image",
+                    "azurite", "container"}
 
 
 def _ensure_collection_link():
@@ -89,6 +94,7 @@ os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(BUILD_COLLECTIONS) + (":" + _prev i
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import make_scratch_dir
 from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import find_pg_bindir
 from ansible_collections.drkit.backup.plugins.module_utils.pg.scratch import ScratchPostgres
+from support.azurite import Azurite
 from support.docker_engine import DockerEngine
 from support.redis_server import ScratchRedis
 from support.seaweedfs import SeaweedS3  # noqa: E402
@@ -248,6 +254,29 @@ def bucket(s3):
         if s3.is_running():
             try:
                 s3.delete_bucket(name)
+            except Exception:  # noqa: BLE001 - the test may have deleted it
+                pass
+
+
+@pytest.fixture(scope="session")
+def azurite(scratch_root):
+    server = Azurite(str(scratch_root / "azurite"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def container(azurite):
+    name = azurite.create_container()
+    try:
+        yield name
+    finally:
+        if azurite.is_running():
+            try:
+                azurite.delete_container(name)
             except Exception:  # noqa: BLE001 - the test may have deleted it
                 pass
 

@@ -13,10 +13,12 @@ options:
   storage_url:
     description:
       - Where backups live. C(file:///absolute/path) for a directory (atomic writes, files 0600,
-        directories 0700) or C(s3://bucket/prefix) for Amazon S3 and S3-compatible stores.
+        directories 0700), C(s3://bucket/prefix) for Amazon S3 and S3-compatible stores, or
+        C(az://container/prefix) for Azure Blob Storage (C(azure://) is read the same).
       - The layout under it is documented in C(docs/storage-layout.md).
       - Read strictly (C(docs/storage-layout.md), "Storage URLs"); refused are a query or fragment, an empty,
-        C(.) or C(..) path segment, a port or credentials in an C(s3://) URL, and a bucket name AWS would refuse.
+        C(.) or C(..) path segment, a port or credentials in an C(s3://) or C(az://) URL, and a bucket or
+        container name AWS or Azure would refuse.
       - Modules and commands that only read refuse a C(file://) root that does not exist; those that write create it.
     type: str
     required: true
@@ -53,15 +55,46 @@ options:
     type: str
   ca_bundle:
     description:
-      - CA bundle to validate the S3 endpoint's certificate. Falls back to E(AWS_CA_BUNDLE).
+      - CA bundle to validate the S3 or Azure endpoint's certificate (added to the system's CAs). Falls back
+        to E(AWS_CA_BUNDLE).
     type: path
   validate_certs:
     description:
-      - Whether to validate the S3 endpoint's TLS certificate. Only turn this off for tests.
+      - Whether to validate the S3 or Azure endpoint's TLS certificate. Only turn this off for tests.
     type: bool
     default: true
+  azure_account_name:
+    description:
+      - Azure storage account of an C(az://) O(storage_url). Falls back to E(AZURE_STORAGE_ACCOUNT_NAME), then
+        E(AZURE_STORAGE_ACCOUNT).
+      - The Azure options are read for C(az://) only, the S3 ones for C(s3://) only.
+    type: str
+  azure_account_key:
+    description:
+      - Azure storage account key. Falls back to E(AZURE_STORAGE_ACCOUNT_KEY), then E(AZURE_STORAGE_KEY).
+      - Give one of O(azure_account_key), O(azure_sas_token) or O(azure_connection_string); there is no fallback
+        to Entra ID, managed identity or the Azure CLI.
+    type: str
+  azure_sas_token:
+    description:
+      - Shared access signature for the container (with or without its leading C(?)). Falls back to
+        E(AZURE_STORAGE_SAS_TOKEN).
+      - Backups and WAL archiving need read, add, create, write and list (C(racwl)); rotation also delete.
+    type: str
+  azure_connection_string:
+    description:
+      - Azure Storage connection string (C(AccountName), C(AccountKey) or C(SharedAccessSignature), and
+        C(BlobEndpoint) or C(EndpointSuffix)). Falls back to E(AZURE_STORAGE_CONNECTION_STRING).
+      - When set it stands for the account name, key or SAS token and endpoint, whatever those options say.
+    type: str
+  azure_endpoint:
+    description:
+      - Azure Blob endpoint, for Azurite or a sovereign cloud, e.g. C(https://ACCOUNT.blob.core.chinacloudapi.cn)
+        or, path-style, C(http://127.0.0.1:10000/devstoreaccount1). Default
+        C(https://ACCOUNT.blob.core.windows.net). Falls back to E(AZURE_STORAGE_ENDPOINT).
+    type: str
 requirements:
-  - obstore (Python library, Python 3.11 or later, on the managed host) for C(s3://) storage
+  - obstore (Python library, Python 3.11 or later, on the managed host) for C(s3://) and C(az://) storage
   - boto3 for C(s3://) credentials from a profile, SSO or a role, and for aborting stale multipart uploads
 """
 

@@ -45,7 +45,9 @@ from .core.signals import signals_raise
 # command reads it (one job's file serves several commands); a unit test
 # checks it holds every secret option and alias of the registry.
 SECRET_KEYS = ("login_password", "secret_key", "aws_secret_key", "session_token", "encryption_passphrase",
-               "to_secret_key", "to_aws_secret_key", "to_session_token")
+               "azure_account_key", "azure_sas_token", "azure_connection_string",
+               "to_secret_key", "to_aws_secret_key", "to_session_token",
+               "to_azure_account_key", "to_azure_sas_token", "to_azure_connection_string")
 # argparse destinations that are not options
 INTERNAL = ("config", "func", "json", "quiet", "options")
 # PostgreSQL runs these once per WAL file and they create no directories:

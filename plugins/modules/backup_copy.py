@@ -42,7 +42,8 @@ attributes:
 options:
   to_storage_url:
     description:
-      - The destination repository, C(file:///absolute/path) or C(s3://bucket/prefix); not the source.
+      - The destination repository, C(file:///absolute/path), C(s3://bucket/prefix) or
+        C(az://container/prefix); not the source.
     type: str
     required: true
   to_endpoint_url:
@@ -80,6 +81,26 @@ options:
       - Whether to validate the destination's TLS certificate. Only turn this off for tests.
     type: bool
     default: true
+  to_azure_account_name:
+    description:
+      - The destination's Azure storage account (C(az://) destinations).
+    type: str
+  to_azure_account_key:
+    description:
+      - The destination's Azure storage account key.
+    type: str
+  to_azure_sas_token:
+    description:
+      - A SAS token for the destination's container.
+    type: str
+  to_azure_connection_string:
+    description:
+      - The destination's Azure Storage connection string.
+    type: str
+  to_azure_endpoint:
+    description:
+      - The destination's Azure Blob endpoint (Azurite, sovereign clouds).
+    type: str
   kind:
     description:
       - Only backups of this kind.

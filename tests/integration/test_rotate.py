@@ -1,6 +1,7 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""s3_rotate on real storage: a SeaweedFS S3 server and a directory.
+"""s3_rotate on real storage: a directory, a SeaweedFS S3 server and Azurite
+(Azure Blob).
 
 Backups are fabricated cheaply (small artifacts, a manifest written last,
 verification records and pins) with chosen finish times, deliberately in a
@@ -78,11 +79,24 @@ def make_s3_store(s3, bucket):
                   "secret_key": s3.secret_key, "region": s3.region})
 
 
-@pytest.fixture(params=["file", "s3"])
+def make_az_store(azurite, container):
+    return Store("az", "az://%s/rotate-test" % container, azurite.options())
+
+
+@pytest.fixture(params=["file", "s3", "az"])
 def store(request, tmp_path):
     if request.param == "file":
         return make_file_store(tmp_path)
+    if request.param == "az":
+        return make_az_store(request.getfixturevalue("azurite"), request.getfixturevalue("container"))
     return make_s3_store(request.getfixturevalue("s3"), request.getfixturevalue("bucket"))
+
+
+def az_env(store):
+    """An az:// store's options as the AZURE_STORAGE_* variables."""
+    return {"AZURE_STORAGE_ACCOUNT_NAME": store.options["azure_account_name"],
+            "AZURE_STORAGE_KEY": store.options["azure_account_key"],
+            "AZURE_STORAGE_ENDPOINT": store.options["azure_endpoint"]}
 
 
 @pytest.fixture
@@ -543,6 +557,8 @@ def test_cli_dry_run_then_rotate(store, tmp_path):
         env.update(AWS_ACCESS_KEY_ID=store.options["access_key"], AWS_SECRET_ACCESS_KEY=store.options["secret_key"],
                    AWS_DEFAULT_REGION=store.options["region"])
         common += ["--endpoint-url", store.options["endpoint_url"]]
+    if store.backend == "az":
+        env.update(az_env(store))
     r = drkit(["rotate", "--dry-run", "--keep-last", "3"] + common, env=env)
     assert r.returncode == 0, r.stderr
     assert "would delete 7 of 10 backups" in r.stdout
@@ -633,6 +649,8 @@ def test_through_ansible(store, tmp_path, ansible_env):
     if store.backend == "s3":
         env.update(AWS_ACCESS_KEY_ID=store.options["access_key"], AWS_SECRET_ACCESS_KEY=store.options["secret_key"],
                    AWS_DEFAULT_REGION=store.options["region"], AWS_ENDPOINT_URL=store.options["endpoint_url"])
+    if store.backend == "az":
+        env.update(az_env(store))
     book = tmp_path / "rotate.yml"
     book.write_text(textwrap.dedent(PLAYBOOK))
     metrics_dir = tmp_path / "metrics"
@@ -646,6 +664,7 @@ def test_through_ansible(store, tmp_path, ansible_env):
     # the real run wrote metrics
     assert "drkit_rotate_deleted_backups{drkit_job=\"rotate\"} 16" in (metrics_dir / "drkit_rotate.prom").read_text()
     assert store.options.get("secret_key", "no-secret-here") not in r.stdout + r.stderr
+    assert store.options.get("azure_account_key", "no-secret-here") not in r.stdout + r.stderr
 
 
 # --------------------------------------------------------------------------

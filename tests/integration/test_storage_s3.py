@@ -1,32 +1,27 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The s3:// backend (obstore) against a real S3-compatible server (SeaweedFS
-on loopback): multipart uploads with per-part SHA-256 checked by the server,
-aborts that leave nothing open, create-only writes (If-None-Match,
-concurrent writers), listing, deletes, error messages, no stray AWS_*
-variable reaching the client, and the per-file commands (wal-push,
-wal-fetch, restore) without boto3."""
+"""What only the s3:// backend (obstore) has, against a real S3-compatible
+server (SeaweedFS on loopback): multipart uploads with per-part SHA-256
+checked by the server, aborts that leave no upload open, a create-only write
+that is one PUT, error messages, no stray AWS_* variable reaching the
+client, and the per-file commands (wal-push, wal-fetch) without boto3. The
+storage contract (create-only races, listing, deletes, read-back) is
+test_storage_contract.py, for every backend."""
 
 import base64
 import hashlib
-import json
 import os
 import shutil
-import threading
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core import stream as pl
 from ansible_collections.drkit.backup.plugins.module_utils.core import scratch as sandbox
-from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
-from ansible_collections.drkit.backup.plugins.module_utils.repo.verification import write_record
-from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectExists, put_new
+from ansible_collections.drkit.backup.plugins.module_utils.storage.base import ObjectExists
 from ansible_collections.drkit.backup.plugins.module_utils.repo import wal_layout as wal
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConflictError, IntegrityError,
-                                                                               ConfigError, NotFoundError,
-                                                                               StorageError)
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (IntegrityError,
+                                                                               ConfigError, StorageError)
 from helpers import open_multipart_uploads, run_drkit
-from support.unit_helpers import create_only_race
 
 MiB = 1 << 20
 
@@ -110,36 +105,6 @@ def test_incomplete_uploads_listed_and_aborted(s3, bucket):
     assert [key for key, _upload in open_multipart_uploads(s3, bucket)] == ["elsewhere/db.zst"]
 
 
-def test_list_stat_dirs_delete_with_prefix(s3, bucket):
-    s = open_s3(s3, bucket)
-    other = open_s3(s3, bucket, prefix="pre/fixture")  # a prefix that starts like ours
-    keys = ["backups/a/1", "backups/a/2", "backups/b/1", "wal/0001"]
-    for k in keys:
-        s.put_bytes(k, k.encode())
-    other.put_bytes("backups/z/1", b"z")
-    assert sorted(i.key for i in s.list("")) == keys
-    assert sorted(i.key for i in s.list("backups/")) == keys[:3]
-    assert s.list_dirs("backups/") == ["a", "b"]
-    assert s.stat("backups/a/1").size == len(b"backups/a/1") and s.stat("backups/a/1").mtime > 0
-    assert s.stat("backups/a/3") is None
-    with pytest.raises(NotFoundError) as e:
-        s.get_bytes("backups/a/3")
-    assert "backups/a/3" in str(e.value)
-    assert sorted(s.delete(["backups/a/1", "backups/a/2", "backups/a/missing"]))[:2] == ["backups/a/1",
-                                                                                         "backups/a/2"]
-    assert sorted(i.key for i in s.list("")) == ["backups/b/1", "wal/0001"]
-    assert [i.key for i in other.list("")] == ["backups/z/1"]
-
-
-def test_put_new_on_s3(s3, bucket):
-    s = open_s3(s3, bucket)
-    assert put_new(s, "wal/000000010000000000000001", b"seg") is True
-    assert put_new(s, "wal/000000010000000000000001", b"seg") is False
-    with pytest.raises(ConflictError):
-        put_new(s, "wal/000000010000000000000001", b"other")
-    assert s.get_bytes("wal/000000010000000000000001") == b"seg"
-
-
 # --------------------------------------------------------------------------
 # create-only writes: one PUT with If-None-Match: *, honoured by the server
 
@@ -157,33 +122,6 @@ def test_create_only_write_is_refused_by_the_server_when_the_key_exists(s3, buck
     assert "already exists" in str(e.value)
     assert s.get_bytes("wal/00000001/seg.zst") == data
     assert open_multipart_uploads(s3, bucket) == []
-
-
-def test_concurrent_create_only_writers_on_s3_exactly_one_wins(s3, bucket):
-    s = open_s3(s3, bucket)
-    for rnd in range(5):
-        key = "wal/00000001/race-%d.zst" % rnd
-        payloads = [b"writer %d " % i * 100000 for i in range(6)]
-        outcome = create_only_race(s, key, payloads)
-        winners = [i for i, o in outcome.items() if o == "stored"]
-        assert len(winners) == 1 and len(outcome) == len(payloads), outcome
-        assert s.get_bytes(key) == payloads[winners[0]]
-
-
-def test_manifest_and_verification_records_are_create_only_on_s3(s3, bucket):
-    s = open_s3(s3, bucket)
-    backup_id = mf.new_backup_id("pg_logical")
-    m = mf.Manifest.new(backup_id, "pg_logical", mf.utcnow(), {"database": "app"})
-    m.finish(mf.utcnow())
-    mf.write_manifest(s, m)
-    other = mf.Manifest(m, labels={"edited": "yes"})
-    with pytest.raises(ObjectExists):
-        mf.write_manifest(s, other)
-    assert mf.load_manifest(s, backup_id) == m
-    key = write_record(s, backup_id, mf.utcnow(), {"result": "pass"})
-    with pytest.raises(ObjectExists):
-        s.put_bytes(key, b"{}", create=True)
-    assert json.loads(s.get_bytes(key)) == {"result": "pass"}
 
 
 def test_read_stored_detects_a_modified_object(s3, bucket):
@@ -265,14 +203,6 @@ def test_round_trips_with_odd_keys(s3, bucket):
     assert [i.key for i in s.list("a/")] == ["a/sub/x"]
 
 
-def test_missing_key(s3, bucket):
-    s = open_s3(s3, bucket)
-    assert s.stat("no/such/key") is None
-    with pytest.raises(NotFoundError):
-        s.iter_read("no/such/key")
-    assert list(s.list("no/such/")) == []
-
-
 def test_a_wrong_secret_is_access_denied_in_every_operation_and_never_echoed(s3, bucket):
     secret = "not-the-secret-%d" % os.getpid()
     s = open_s3(s3, bucket, secret_key=secret)
@@ -282,31 +212,6 @@ def test_a_wrong_secret_is_access_denied_in_every_operation_and_never_echoed(s3,
             op()
         assert "access denied" in str(e.value), str(e.value)
         assert secret not in str(e.value) and "Signature=" not in str(e.value)
-
-
-def test_listing_over_1000_keys_and_by_partial_name(s3, bucket):
-    s = open_s3(s3, bucket)
-    keys = ["many/k%04d" % i for i in range(1005)]
-    errors = []
-
-    def put(part):
-        try:
-            for k in part:
-                s.put_bytes(k, k.encode(), create=True)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=put, args=(keys[i::4],)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert [i.key for i in s.list("many/")] == keys
-    assert [i.key for i in s.list("many/k100")] == ["many/k1000", "many/k1001", "many/k1002", "many/k1003",
-                                                    "many/k1004"]
-    assert sorted(s.delete(keys)) == keys
-    assert list(s.list("many/")) == []
 
 
 # --------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A storage backend from a URL (file:///path, s3://bucket/prefix) and the
-storage options every command takes.
+"""A storage backend from a URL (file:///path, s3://bucket/prefix,
+az://container/prefix) and the storage options every command takes.
 
 URLs are read strictly (docs/storage-layout.md, "Storage URLs"): no query
 or fragment, no empty, '.' or '..' path segment (one trailing '/' is fine),
 an S3 bucket name as AWS allows it, nothing silently dropped or normalised
-into another place.
+into another place. ``azure://`` is read as ``az://`` (obstore knows
+both); the docs name ``az://`` only.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -32,14 +33,25 @@ from .s3_client import check_endpoint_url
 # The storage options of every command (doc fragment drkit.backup.storage).
 # The module requires storage_url; the engine says itself when it is missing.
 STORAGE_URL = Option("storage_url", "str", required=True, flags=("--storage-url",),
-                     help="file:///abs/path or s3://bucket/prefix")
+                     help="file:///abs/path, s3://bucket/prefix or az://container/prefix")
 ENDPOINT_URL = Option("endpoint_url", "str", env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"), flags=("--endpoint-url",),
                       help="S3-compatible endpoint (or AWS_ENDPOINT_URL)")
 REGION = Option("region", "str", env=("AWS_REGION", "AWS_DEFAULT_REGION"), flags=("--region",),
                 help="S3 region (or AWS_DEFAULT_REGION)")
 PROFILE = Option("profile", "str", env=("AWS_PROFILE",), flags=("--profile",), help="AWS profile name")
 CA_BUNDLE = Option("ca_bundle", "path", env=("AWS_CA_BUNDLE",), flags=("--ca-bundle",),
-                   help="CA bundle for the S3 endpoint")
+                   help="CA bundle for the S3 or Azure endpoint")
+# Azure Blob (az://). The secrets have no flag (core.options) and are in cli.SECRET_KEYS.
+AZURE_ACCOUNT_NAME = Option("azure_account_name", "str", env=("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT"),
+                            flags=("--azure-account-name",), help="Azure storage account (az://)")
+AZURE_ACCOUNT_KEY = Option("azure_account_key", "str", env=("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY"),
+                           secret=True)
+AZURE_SAS_TOKEN = Option("azure_sas_token", "str", env=("AZURE_STORAGE_SAS_TOKEN",), secret=True)
+AZURE_CONNECTION_STRING = Option("azure_connection_string", "str", env=("AZURE_STORAGE_CONNECTION_STRING",),
+                                 secret=True)
+AZURE_ENDPOINT = Option("azure_endpoint", "str", env=("AZURE_STORAGE_ENDPOINT",), flags=("--azure-endpoint",),
+                        help="Azure Blob endpoint (Azurite, sovereign clouds)")
+AZURE = (AZURE_ACCOUNT_NAME, AZURE_ACCOUNT_KEY, AZURE_SAS_TOKEN, AZURE_CONNECTION_STRING, AZURE_ENDPOINT)
 STORAGE = (
     STORAGE_URL,
     ENDPOINT_URL,
@@ -56,8 +68,8 @@ STORAGE = (
     PROFILE,
     CA_BUNDLE,
     Option("validate_certs", "bool", default=True, off_flags=("--no-validate-certs",),
-           help="do not validate the S3 endpoint's TLS certificate (tests only)"),
-)
+           help="do not validate the S3 or Azure endpoint's TLS certificate (tests only)"),
+) + AZURE
 STORAGE_OPTION_NAMES = tuple(o.name for o in STORAGE if o is not STORAGE_URL)
 
 
@@ -66,20 +78,23 @@ STORAGE_OPTION_NAMES = tuple(o.name for o in STORAGE if o is not STORAGE_URL)
 
 def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_key=None,
                  session_token=None, profile=None, ca_bundle=None, validate_certs=True,
-                 must_exist=False, **_ignored):
+                 azure_account_name=None, azure_account_key=None, azure_sas_token=None,
+                 azure_connection_string=None, azure_endpoint=None, must_exist=False, **_ignored):
     """Storage for a storage_url. S3 options fall back to the AWS variables
     their options name (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION,
     AWS_ACCESS_KEY_ID, ...); no other AWS_* variable reaches the S3 client
-    (storage.s3_client).
+    (storage.s3_client). The same for Azure (az://) with its AZURE_STORAGE_*
+    variables (storage.azure_client); each backend ignores the other's
+    options.
 
     ``must_exist``: the commands that only read (list, rotate, restore,
     verify, wal-fetch) refuse a file:// root that does not exist instead of
     reading it as an empty storage; writing commands create it."""
     if not url or not isinstance(url, str):
         raise ConfigError("storage_url is empty",
-                          "Set it to file:///absolute/path or s3://bucket/prefix")
+                          "Set it to file:///absolute/path, s3://bucket/prefix or az://container/prefix")
     parts = urlsplit(url)
-    if parts.scheme in ("file", "s3") and ("?" in url or "#" in url):
+    if parts.scheme in ("file", "s3", "az", "azure") and ("?" in url or "#" in url):
         raise ConfigError("storage_url %r has a query or fragment ('?' or '#'), which drkit would drop" % url,
                           "Remove it; options go in options, not in the URL (write a '?' or '#' that is part of "
                           "a path as %3F or %23), e.g. file:///var/backups/drkit or s3://bucket/prefix")
@@ -109,8 +124,24 @@ def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_ke
                          access_key=access_key, secret_key=secret_key, session_token=session_token,
                          profile=profile or from_environment(PROFILE), ca_bundle=ca_bundle,
                          validate_certs=validate_certs)
+    if parts.scheme in ("az", "azure"):
+        if "@" in parts.netloc:
+            raise ConfigError("az:// storage_url must not contain credentials",
+                              "Use azure_account_key, azure_sas_token or azure_connection_string (config file "
+                              "or AZURE_STORAGE_* variables)")
+        _check_container(url, parts.netloc)
+        _check_segments(url, parts.path, "az://container/prefix")
+        from .azure import AzureStorage  # pylint: disable=import-outside-toplevel
+        env = dict((o.name, from_environment(o)) for o in AZURE)
+        return AzureStorage(parts.netloc, unquote(parts.path),
+                            account_name=azure_account_name or env["azure_account_name"],
+                            account_key=azure_account_key or env["azure_account_key"],
+                            sas_token=azure_sas_token or env["azure_sas_token"],
+                            connection_string=azure_connection_string or env["azure_connection_string"],
+                            endpoint=azure_endpoint or env["azure_endpoint"],
+                            ca_bundle=ca_bundle or from_environment(CA_BUNDLE), validate_certs=validate_certs)
     raise ConfigError("Unsupported storage_url %r" % url,
-                      "Use file:///absolute/path or s3://bucket/prefix")
+                      "Use file:///absolute/path, s3://bucket/prefix or az://container/prefix")
 
 
 # An S3 general purpose bucket name, as AWS allows it today: 3-63 lower-case
@@ -132,6 +163,24 @@ def _check_bucket(url, bucket):
                 "ending with a letter or digit, no '..', not an IP address, e.g. s3://prod-backups/postgresql")
     if problem:
         raise ConfigError("s3:// storage_url %r %s" % (url, problem), hint)
+
+
+# An Azure container name: 3-63 lower-case letters, digits and single '-',
+# beginning and ending with a letter or digit.
+_CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _check_container(url, container):
+    if not container:
+        return  # AzureStorage says "no container name"
+    if ":" in container:
+        raise ConfigError("az:// storage_url %r names a port (%s)" % (url, container),
+                          "Give the endpoint (with its port) as azure_endpoint, e.g. "
+                          "--azure-endpoint http://127.0.0.1:10000/devstoreaccount1")
+    if not _CONTAINER.match(container):
+        raise ConfigError("az:// storage_url %r has an invalid container name %r" % (url, container),
+                          "Azure container names are 3-63 characters: lower-case letters, digits and single "
+                          "'-', beginning and ending with a letter or digit, e.g. az://prod-backups/postgresql")
 
 
 def _check_segments(url, path, example):

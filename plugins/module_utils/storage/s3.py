@@ -80,10 +80,10 @@ class _S3Writer(ObjectWriter):
         if self._create:
             self._buf += data
             return
-        if self.size > MAX_OBJECT:
+        if self.size > self._b.max_object():
             self.abort()
             raise StorageError("Object %s is larger than one upload may be (%d parts of %d MiB)" % (
-                self._key, MAX_PARTS, PART_SIZE >> 20), "Split the backup (e.g. one dump per database)")
+                self._key, self._b.max_parts, PART_SIZE >> 20), "Split the backup (e.g. one dump per database)")
         try:
             if self._file is None:
                 self._file = self._b.obstore.open_writer(self._b.store, self._path, buffer_size=PART_SIZE,
@@ -104,7 +104,7 @@ class _S3Writer(ObjectWriter):
                 mode = "create" if self._create else "overwrite"
                 self._b.obstore.put(self._b.store, self._path, bytes(self._buf), mode=mode, use_multipart=False)
         except Exception as e:  # pylint: disable=broad-except
-            if self._create and _kind(e) in ("exists", "conflict"):
+            if self._create and _kind(e) in self._b.exists_kinds:
                 raise ObjectExists("%s already exists in %s (%s)" % (self._key, self._b.describe(), _brief(e)),
                                    "It was left untouched")
             raise self._b._error("upload %s" % self._key, e)
@@ -126,6 +126,15 @@ class _S3Writer(ObjectWriter):
 
 class S3Storage(Storage):
     scheme = "s3"
+    max_parts = MAX_PARTS
+    # what a refused create-only PUT raises (see _kind): 412, or 409 while
+    # another conditional write of the key is in flight
+    exists_kinds = ("exists", "conflict")
+    # the words of the error messages (storage.azure says them its way)
+    service = "S3"
+    container = "bucket"
+    credentials_hint = "Check access_key/secret_key (or AWS_* variables) and the bucket policy"
+    endpoint_option = "endpoint_url"
 
     def __init__(self, bucket, prefix, endpoint_url=None, region=None, access_key=None,
                  secret_key=None, session_token=None, profile=None, ca_bundle=None,
@@ -159,6 +168,9 @@ class S3Storage(Storage):
                 self._admin = boto3_client(**opts)
             return self._admin
 
+    def max_object(self):
+        return MAX_OBJECT  # read at call time: a test lowers it
+
     def describe(self):
         url = "s3://%s/%s" % (self.bucket, self.prefix) if self.prefix else "s3://%s" % self.bucket
         if self.endpoint_url:
@@ -185,11 +197,11 @@ class S3Storage(Storage):
         kind = _kind(exc)
         where = self.describe()
         if kind == "nobucket":
-            return StorageError("Could not %s: bucket %r does not exist at %s" % (action, self.bucket, where),
-                                "Create the bucket first or fix storage_url")
+            return StorageError("Could not %s: %s %r does not exist at %s" % (
+                action, self.container, self.bucket, where), "Create the %s first or fix storage_url" % self.container)
         if kind == "denied":
             return StorageError("Could not %s: access denied by %s (%s)" % (action, where, _brief(exc)),
-                                "Check access_key/secret_key (or AWS_* variables) and the bucket policy")
+                                self.credentials_hint)
         if kind == "notfound":
             return NotFoundError("Could not %s: it does not exist in %s" % (action, where),
                                  "Check the backup id and storage_url")
@@ -198,7 +210,8 @@ class S3Storage(Storage):
                                 "Set ca_bundle to the CA that signed the endpoint's certificate")
         if kind == "connect":
             return StorageError("Could not %s: cannot connect to %s (%s)" % (action, where, _brief(exc)),
-                                "Check endpoint_url, the network and that the S3 service is up")
+                                "Check %s, the network and that the %s service is up" % (
+                                    self.endpoint_option, self.service))
         return StorageError("Could not %s at %s: %s" % (action, where, _brief(exc)))
 
     def writer(self, key, create=False):
@@ -255,8 +268,9 @@ class S3Storage(Storage):
         cause = " (%s)" % _brief(exc) if exc is not None else ""
         return StorageError("Could not read from %s: connection lost after %d of %d bytes of %s, retried %d times%s"
                             % (self.describe(), got, size, key, retries, cause),
-                            "A transfer error, not a corrupt object (each try includes the S3 client's own %d "
-                            "retries): check the network to the S3 endpoint and run the command again" % MAX_RETRIES)
+                            "A transfer error, not a corrupt object (each try includes the %s client's own %d "
+                            "retries): check the network to the %s endpoint and run the command again" % (
+                                self.service, MAX_RETRIES, self.service))
 
     def get_bytes(self, key):
         return b"".join(self.iter_read(key))
@@ -346,9 +360,10 @@ class S3Storage(Storage):
             self.obstore.list_with_delimiter(self.store, self.prefix or None)
         except Exception as e:  # pylint: disable=broad-except
             if _kind(e) in ("nobucket", "notfound"):
-                raise StorageError("Bucket %r does not exist at %s" % (self.bucket, self.describe()),
-                                   "Create the bucket first or fix storage_url")
-            raise self._error("reach bucket %s" % self.bucket, e)
+                raise StorageError("%s %r does not exist at %s" % (self.container.capitalize(), self.bucket,
+                                                                   self.describe()),
+                                   "Create the %s first or fix storage_url" % self.container)
+            raise self._error("reach %s %s" % (self.container, self.bucket), e)
 
     def probe(self, user=None):
         """Reach the bucket first (check_writable: a PUT alone would pass
@@ -362,11 +377,12 @@ class S3Storage(Storage):
             key = write_probe(self, user)
             if self.stat(key) is None:
                 raise StorageError("%s was stored but cannot be found" % key,
-                                   "The endpoint does not keep what it accepts; check the S3 service")
+                                   "The endpoint does not keep what it accepts; check the %s service" % self.service)
         except StorageError as e:
-            where = "under %s/" % self.prefix if self.prefix else "in the bucket"
-            raise type(e)("Cannot write to %s with the S3 credentials of user %s: %s" % (
-                self.describe(), user, e.message), "%s. Backup credentials need put, get and list %s, %s "
+            where = "under %s/" % self.prefix if self.prefix else "in the %s" % self.container
+            raise type(e)("Cannot write to %s with the %s credentials of user %s: %s" % (
+                self.describe(), self.service, user, e.message),
+                "%s. Backup credentials need put, get and list %s, %s "
                 "included (the storage contract, docs/storage-layout.md)" % (
                     (e.hint or "Check the storage options").rstrip("."), where, PROBE_PREFIX))
         return key
@@ -379,9 +395,9 @@ def _kind(exc):
     connection that broke or timed out mid-way), or other."""
     name = type(exc).__name__
     text = str(exc)
-    if "NoSuchBucket" in text:
+    if "NoSuchBucket" in text or "ContainerNotFound" in text:  # S3's and Azure's error codes
         return "nobucket"
-    if name == "AlreadyExistsError" or isinstance(exc, FileExistsError):
+    if name == "AlreadyExistsError" or isinstance(exc, FileExistsError) or "BlobAlreadyExists" in text:
         return "exists"
     if "ConditionalRequestConflict" in text or "status: 409" in text.replace("409 Conflict", "status: 409"):
         return "conflict"
@@ -390,7 +406,8 @@ def _kind(exc):
     if name == "NotFoundError" or isinstance(exc, FileNotFoundError) or "NoSuchKey" in text:
         return "notfound"
     if name in ("PermissionDeniedError", "UnauthenticatedError") or isinstance(exc, PermissionError) or any(
-            s in text for s in ("AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "403 Forbidden")):
+            s in text for s in ("AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "403 Forbidden",
+                                "AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch")):
         return "denied"
     low = text.lower()
     if "certificate" in low or "invalidcertificate" in low or "tls handshake" in low:

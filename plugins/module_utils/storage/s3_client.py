@@ -135,6 +135,11 @@ def store_settings(bucket, endpoint_url=None, region=None, access_key=None, secr
         config["secret_access_key"] = secret_key
         if session_token:
             config["token"] = session_token
+    return config, client_options(endpoint_url, ca_bundle, validate_certs), {"max_retries": MAX_RETRIES}
+
+
+def client_options(endpoint_url=None, ca_bundle=None, validate_certs=True):
+    """obstore's HTTP client options (timeouts, TLS) of every backend."""
     client = {"connect_timeout": CONNECT_TIMEOUT, "timeout": REQUEST_TIMEOUT, "read_timeout": READ_TIMEOUT,
               "allow_http": bool(endpoint_url and endpoint_url.startswith("http://"))}
     if validate_certs is False:
@@ -146,16 +151,22 @@ def store_settings(bucket, endpoint_url=None, region=None, access_key=None, secr
         except OSError as e:
             raise ConfigError("ca_bundle %s cannot be read: %s" % (ca_bundle, e.strerror or e),
                               "Point ca_bundle (or AWS_CA_BUNDLE) at a PEM file with the endpoint's CA")
-    retry = {"max_retries": MAX_RETRIES}
-    return config, client, retry
+    return client
 
 
-@contextmanager
 def without_aws_environment():
     """No AWS_* variable in the process environment for the duration (see
     the module doc); restored afterwards."""
+    return without_environment(("AWS_",))
+
+
+@contextmanager
+def without_environment(prefixes):
+    """No variable whose name starts with one of ``prefixes`` in the process
+    environment for the duration; restored afterwards. One lock for every
+    backend: two stores built at once must not restore each other's."""
     with _ENV_LOCK:
-        saved = dict((k, v) for k, v in os.environ.items() if k.upper().startswith("AWS_"))
+        saved = dict((k, v) for k, v in os.environ.items() if k.upper().startswith(tuple(prefixes)))
         for k in saved:
             del os.environ[k]
         try:

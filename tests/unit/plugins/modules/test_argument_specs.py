@@ -70,6 +70,13 @@ NEW_OPTIONS = {
 NEW_OPTIONS.update(((module, name), None) for module in ("pg_backup", "pg_restore", "redis_snapshot")
                    for name in ("container", "docker_host", "docker_tls", "docker_tls_verify", "ca_path",
                                 "client_cert", "client_key"))
+# Azure Blob storage (issue 15): every module and command with storage options gains the Azure ones
+AZURE_OPTIONS = ("azure_account_name", "azure_account_key", "azure_sas_token", "azure_connection_string",
+                 "azure_endpoint")
+NEW_OPTIONS.update(((module, name), None) for module in BEFORE["modules"]
+                   if "storage_url" in BEFORE["modules"][module]["argument_spec"] for name in AZURE_OPTIONS)
+NEW_FLAGS.update((command, flag) for command in BEFORE["cli"] if "--storage-url" in BEFORE["cli"][command]["flags"]
+                 for flag in ("--azure-account-name", "--azure-endpoint"))
 
 # One spec function per doc fragment.
 FRAGMENTS = {
