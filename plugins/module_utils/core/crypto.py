@@ -195,8 +195,8 @@ class _Feed(object):
     and a writer collecting its output. Holds no reference to the transform,
     so a transform dropped half-way (a failed pipeline) ends the thread."""
 
-    _EOF = object()
-    _ABORT = object()
+    EOF = object()
+    ABORT = object()
 
     def __init__(self):
         self.inbox = queue.Queue(_IN_DEPTH)
@@ -211,9 +211,9 @@ class _Feed(object):
             if self._eof:
                 return b""
             item = self.inbox.get()
-            if item is self._ABORT:
+            if item is self.ABORT:
                 raise _Aborted()
-            if item is self._EOF:
+            if item is self.EOF:
                 self._eof = True
                 return b""
             self._buf = memoryview(item)
@@ -290,22 +290,32 @@ class _Streaming(object):
         if self._finished:
             return b""
         self._finished = True
-        self._put(_Feed._EOF)
+        self._put(_Feed.EOF)
         self._thread.join()
         self._raise()
         return self._feed.take()
 
     def close(self):
-        """Stop the thread early (a pipeline that failed elsewhere)."""
-        if not self._finished and self._thread.is_alive():
-            self._finished = True
+        """Stop the thread early (a pipeline that failed elsewhere): what it
+        has not read yet is dropped, then it reads the end."""
+        if self._finished or not self._thread.is_alive():
+            return
+        self._finished = True
+        while True:
             try:
-                self._feed.inbox.put_nowait(_Feed._ABORT)
-            except queue.Full:
-                pass  # the thread is a daemon; its reader drains at most a few chunks
+                self._feed.inbox.get_nowait()
+            except queue.Empty:
+                break
+        try:
+            self._feed.inbox.put_nowait(_Feed.ABORT)
+        except queue.Full:
+            pass  # the thread died meanwhile and nothing reads: it holds no resource
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except Exception:  # pylint: disable=broad-except
+            pass  # at interpreter exit the modules may be gone; the thread is a daemon
 
     def _translate(self, error):
         raise NotImplementedError

@@ -104,7 +104,7 @@ def test_wrong_identity_is_an_integrity_error(fs):
 def test_a_flipped_byte_fails_authentication(fs, where):
     secret, recipient = keypair()
     data = os.urandom(400000)  # several 64 KiB chunks
-    res = store(fs, "k", data, [recipient], compress=False)
+    store(fs, "k", data, [recipient], compress=False)
     path = os.path.join(fs.root, "k")
     raw = bytearray(open(path, "rb").read())
     pos = {"header": 30, "middle": len(raw) // 2, "last": len(raw) - 5}[where]
