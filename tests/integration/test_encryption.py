@@ -21,6 +21,8 @@ from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_b
 from ansible_collections.drkit.backup.plugins.module_utils.pg.restore import pg_restore_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import pg_verify
 from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.repo.copy import backup_copy
+from ansible_collections.drkit.backup.plugins.module_utils.repo.listing import backup_info
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage, storage_options
 from helpers import drop_database, pg_module_args, s3_module_args, table_row_counts
 
@@ -108,9 +110,11 @@ def test_encrypted_backup_verify_restore_round_trip(pg, s3, bucket, secret_db, t
     assert stored.startswith(b"age-encryption.org/v1\n") and b"confidential-" not in stored
     assert hashlib.sha256(stored).hexdigest() == art["sha256"] and len(stored) == art["size"]
 
-    # the stored bytes check without a key
+    # the stored bytes check without a key; listing shows the fingerprints
     _changed, res = pg_verify(engine_params(pg, url, s3, backup_id=bid, level="checksum"))
     assert res["passed"] is True, res
+    _changed, listed = backup_info(dict(params, backup_id=bid))
+    assert listed["backups"][0]["manifest"]["encryption"]["recipients"] == fps
     # structure and a test restore with the escrow key (the toc is checked here, not at backup time)
     _changed, res = pg_verify(engine_params(pg, url, s3, backup_id=bid, level="structure",
                                             encryption_identity_file=escrow_key))
@@ -126,6 +130,15 @@ def test_encrypted_backup_verify_restore_round_trip(pg, s3, bucket, secret_db, t
         assert table_row_counts(pg, target) == table_row_counts(pg, secret_db) == {
             "public.other": 123, "public.secret_rows": 4000}, jobs
     assert staging_leftovers(pg) == []
+    if kind == "file":
+        # a copy is the stored bytes as they are: no key needed, and it restores with the identity
+        copy_url = "file://%s" % (tmp_path / "copy")
+        backup_copy(dict(params, to_storage_url=copy_url, backup_id=bid, copy_wal=False))
+        _storage, _key, copied = stored_artifact(engine_params(pg, copy_url), bid, art["name"])
+        assert copied == stored
+        pg_restore_backup(engine_params(pg, copy_url, backup_id=bid, target_database=target, force=True,
+                                        encryption_identity_file=escrow_key))
+        assert table_row_counts(pg, target)["public.secret_rows"] == 4000
 
 
 def test_missing_or_wrong_identity_fails_before_anything_is_created(pg, tmp_path, secret_db, cleanup):

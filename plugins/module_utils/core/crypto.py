@@ -83,7 +83,10 @@ def _lines(text):
 def load_recipients(values, option=ENCRYPTION_RECIPIENTS.name):
     """The age recipients (their strings, checked) from ``values``: each an
     ``age1...`` key or the path of a file of them (one a line, # comments).
-    None or [] -> []: nothing is encrypted."""
+    None or [] -> []: nothing is encrypted (and pyrage is not even imported:
+    wal-push starts once per WAL file)."""
+    if not values:
+        return []
     rage = _pyrage()
     out = []
     for value in values or []:
