@@ -132,7 +132,10 @@ def load_identities(path, option=ENCRYPTION_IDENTITY_FILE.name):
         raise ConfigError("%s: cannot read %s: %s" % (option, path, getattr(e, "strerror", None) or e),
                           ENCRYPTION_IDENTITY_FILE.hint)
     identities = []
-    for number, line in enumerate(_lines(text), 1):
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
         try:
             identities.append(rage.x25519.Identity.from_str(line))
         except Exception:  # pylint: disable=broad-except
