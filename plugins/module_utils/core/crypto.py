@@ -373,7 +373,6 @@ def encryptor_for(recipients):
     return Encrypt(recipients) if recipients else None
 
 
-
 # --------------------------------------------------------------------------
 # Objects without a manifest (the WAL archive): a one-line cleartext header
 # before the age stream. It says what a reader needs without the key: that
@@ -423,5 +422,4 @@ def split_header(chunks, what):
 def _prepend(head, chunks):
     if head:
         yield head
-    for chunk in chunks:
-        yield chunk
+    yield from chunks
