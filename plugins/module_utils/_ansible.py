@@ -18,6 +18,7 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 from .container.client import DOCKER
 from .core import janitor
+from .core.crypto import DECRYPTION, ENCRYPTION
 from .core.errors import DrkitError
 from .core.metrics import METRICS
 from .core.progress import Progress
@@ -92,6 +93,16 @@ def metrics_argument_spec():
 def compression_argument_spec():
     """doc fragment drkit.backup.compression"""
     return argument_spec(COMPRESSION)
+
+
+def encryption_argument_spec():
+    """doc fragment drkit.backup.encryption"""
+    return argument_spec(ENCRYPTION)
+
+
+def decryption_argument_spec():
+    """doc fragment drkit.backup.encryption.decryption"""
+    return argument_spec(DECRYPTION)
 
 
 def backup_selector_argument_spec():

@@ -32,6 +32,7 @@ extends_documentation_fragment:
   - drkit.backup.storage
   - drkit.backup.storage.metrics
   - drkit.backup.compression
+  - drkit.backup.encryption
 attributes:
   check_mode:
     support: full

@@ -4,7 +4,7 @@
 """The streaming data path.
 
     producer (process stdout, file, tar stream...)
-      -> transforms (zstd compression, later age encryption)
+      -> transforms (zstd compression, then age encryption: core.crypto)
       -> digest (sha256 + byte count of what is stored)
       -> storage writer
 
@@ -201,6 +201,11 @@ class PipelineSink(object):
                     break
                 tail = later.update(tail)
             self._emit(tail)
+
+    def write_stored(self, data):
+        """Bytes stored as they are, past the transforms (a cleartext
+        header before an encrypted stream); counted in the stored digest."""
+        self._emit(data)
 
     def flush(self):
         pass

@@ -13,6 +13,7 @@ from ..container.client import DOCKER
 from ..core import metrics
 from ..core.errors import ConfigError
 from ..core.options import Option, Options, resolve
+from ..core.crypto import ENCRYPTION
 from ..core.stream import COMPRESSION
 from ..repo.session import LABELS
 from ..storage.factory import STORAGE
@@ -36,6 +37,7 @@ OPTIONS = Options(
     Option("format", "str", default="custom", choices=FORMATS, flags=("--format",)),
     JOBS.but(help="logical, format directory: parallel pg_dump jobs (default 1)"),
     COMPRESSION,
+    ENCRYPTION,
     Option("compression_by", "str", default="auto", choices=COMPRESSION_BY, flags=("--compression-by",),
            help="who compresses a custom-format dump: pg_dump itself (zstd, pg_dump 16+), drkit's zstd, "
                 "or auto (pg_dump when it can)"),
@@ -62,5 +64,10 @@ def pg_backup(params, check_mode=False, runner=None, progress=None):
                               "outside its container, over the replication protocol",
                               "Leave container unset and point login_host and port at the server's published "
                               "port")
+        if p["encryption_recipients"]:
+            raise ConfigError("encryption_recipients is not supported with mode: physical yet (base backups and "
+                              "their WAL are stored unencrypted)",
+                              "Leave encryption_recipients unset for physical backups, or use mode: logical "
+                              "(docs/encryption.md)")
         return pg_backup_physical(p, check_mode=check_mode, runner=runner, progress=progress)
     return pg_backup_logical(p, check_mode=check_mode, runner=runner, progress=progress)

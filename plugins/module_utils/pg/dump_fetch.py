@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 
+from ..core.crypto import Keyring
 from ..core.errors import ConfigError, IntegrityError
 from ..core.osutil import local_write_error
 from ..core.janitor import private_dir
@@ -45,8 +46,9 @@ class ArtifactFetch(object):
     Each read of the artifact goes through a progress meter (core.progress)
     of ``progress``: step "download" unless the caller names another."""
 
-    def __init__(self, storage, manifest, work_dir=None, progress=None):
+    def __init__(self, storage, manifest, work_dir=None, progress=None, keyring=None):
         self.storage = storage
+        self.keyring = keyring or Keyring()  # core.crypto: the reader's age identities, if any
         self.progress = progress
         self.manifest = manifest
         self.fmt = dump_format(manifest)
@@ -71,7 +73,10 @@ class ArtifactFetch(object):
 
     def require_reader(self, runner, pg_restore):
         """An archive compressed by pg_dump itself (zstd, PostgreSQL 16+)
-        can only be read by pg_restore 16+: say so before downloading."""
+        can only be read by pg_restore 16+, an encrypted one only with the
+        identity of one of its recipients: say so before downloading (and
+        before any database is created)."""
+        self.require_key()
         method = self.artifact.get("dump_compression")
         if not method:
             return
@@ -82,10 +87,27 @@ class ArtifactFetch(object):
                 "Use pg_restore %d or later: install that client package or set pg_bin_dir"
                 % PG_DUMP_ZSTD_MAJOR)
 
+    def require_key(self):
+        """ConfigError naming the recipients' fingerprints when the artifact
+        is encrypted and this reader holds none of their identities."""
+        if self.artifact.get("encrypted"):
+            self.keyring.check(self.manifest.get("encryption") or {}, self._what())
+
+    def _what(self):
+        return "Artifact %s of backup %s" % (self.artifact["name"], self.manifest.backup_id)
+
     def _transforms(self):
+        # stored = encrypt(compress(dump)): decrypt first, then decompress
+        out = []
+        if self.artifact.get("encrypted"):
+            out.append(self.keyring.decryptor(self.manifest.get("encryption"), self._what()))
         if self.artifact.get("compressed", True):
-            return [decompressor_for(self.manifest.get("compression"))]
-        return []
+            out.append(decompressor_for(self.manifest.get("compression")))
+        return out
+
+    @property
+    def _plain(self):
+        return not self.artifact.get("encrypted") and not self.artifact.get("compressed", True)
 
     def _require_present(self):
         if self.storage.stat(self.key) is None:
@@ -188,7 +210,7 @@ class ArtifactFetch(object):
             out = open(self._path, "wb")
         except OSError as e:
             raise self._local_error(e)
-        plain = not self._transforms()
+        plain = self._plain
 
         def write(data):
             if self._cancel:

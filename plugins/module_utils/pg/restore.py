@@ -26,6 +26,7 @@ __metaclass__ = type
 
 import time
 
+from ..core.crypto import DECRYPTION, Keyring
 from ..core.errors import ConfigError, IntegrityError, SafetyError
 from ..core.options import Option, Options, resolve
 from ..container.client import DOCKER
@@ -76,6 +77,7 @@ OPTIONS = Options(
            help="do not compare row counts with the manifest"),
     MAINTENANCE_DB, ROW_COUNT_METHOD, SESSION_SETTINGS,
     Option("work_dir", "path", flags=("--work-dir",), help="where jobs > 1 decompresses the dump"),
+    DECRYPTION,
 )
 
 
@@ -109,8 +111,9 @@ def pg_restore_backup(params, check_mode=False, runner=None, progress=None):
 
     if check_mode:
         return True, _plan(cp, maintenance_db, entry, target, p["force"], check_mode)[0]
-    fetch = ArtifactFetch(storage, manifest, p["work_dir"], progress)
+    fetch = ArtifactFetch(storage, manifest, p["work_dir"], progress, Keyring(p["encryption_identity_file"]))
     t0 = time.time()
+    fetch.require_key()  # an encrypted backup without its identity fails before anything is done
     with signals_raise():
         try:
             if p["jobs"] > 1 and fetch.fmt == "custom":

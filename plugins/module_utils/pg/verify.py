@@ -21,6 +21,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ..core import metrics
+from ..core.crypto import DECRYPTION, Keyring
 from ..core.errors import ConfigError, IntegrityError
 from ..core.options import Option, Options, resolve
 from ..core.process import LocalRunner
@@ -57,6 +58,7 @@ OPTIONS = Options(
     Option("work_dir", "path", flags=("--work-dir",), help="where jobs > 1 decompresses the dump"),
     SESSION_SETTINGS,
     PHYSICAL_OPTIONS,
+    DECRYPTION,
 )
 
 
@@ -82,7 +84,7 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
     tables, check_results, scratch = [], [], None
     v = Verification(storage, p, entry, level, job, progress)
     with v:
-        fetch = ArtifactFetch(storage, manifest, p["work_dir"], progress)
+        fetch = ArtifactFetch(storage, manifest, p["work_dir"], progress, Keyring(p["encryption_identity_file"]))
         v.cleanup(fetch.cleanup)
         v.check_artifacts(skip=[fetch.artifact["name"]])
         if level == "checksum":

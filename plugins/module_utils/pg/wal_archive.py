@@ -73,11 +73,12 @@ import os
 import threading
 import time
 
-from ..core import metrics
+from ..core import crypto, metrics
 from ..core.errors import ConfigError, ConflictError, DrkitError, IntegrityError, NotFoundError, StorageError
 from ..core.options import Option, Options, resolve
 from ..core.osutil import atomic_write, atomic_writer
-from ..core.stream import CHUNK, COMPRESSION_LEVEL, Digest, PipelineSink, TeeReader, ZstdCompress, pump, read_zstd
+from ..core.stream import (CHUNK, COMPRESSION_LEVEL, Digest, PipelineSink, TeeReader, ZstdCompress, ZstdDecompress,
+                           pump, read_stored, read_zstd)
 from ..repo.wal_layout import (
     DEFAULT_SEGMENT_SIZE,
     PARTIAL_RE,
@@ -97,7 +98,7 @@ from .wal_segments import ARCHIVE_HINT, LONG_HEADER, read_long_header, stream_pa
 READ_AHEAD = Option("read_ahead", "int", default=0, min=0, flags=("--read-ahead",),
                     help="also push up to N further .ready segments in parallel (needs --spool-dir)")
 WAL_PUSH_OPTIONS = Options(
-    STORAGE, COMPRESSION_LEVEL,
+    STORAGE, COMPRESSION_LEVEL, crypto.ENCRYPTION,
     Option("spool_dir", "path", flags=("--spool-dir",),
            help="enables read-ahead: markers of WAL files pushed ahead are kept here"),
     READ_AHEAD,
@@ -105,7 +106,7 @@ WAL_PUSH_OPTIONS = Options(
 )
 # drkit wal-fetch (restore_command)
 WAL_FETCH_OPTIONS = Options(
-    STORAGE,
+    STORAGE, crypto.DECRYPTION,
     Option("prefetch", "int", default=0, min=0, flags=("--prefetch",), metavar="N",
            help="also download the next N segments in parallel into pg_wal/.drkit-prefetch"),
     # initdb --wal-segsize: a power of two from 1 MiB to 1 GiB; a config-file key only
@@ -126,8 +127,13 @@ class WalMissing(NotFoundError):
 
 
 def stored_raw_digest(storage, key):
-    """(sha256, size) of the uncompressed content of a stored WAL object."""
-    content, _stored = read_zstd(storage, key, hint=ARCHIVE_HINT)
+    """(sha256, size) of the uncompressed content of a stored WAL object.
+    An encrypted one says it in its cleartext header (core.crypto): no key
+    is needed, the archiver holds none."""
+    header, chunks = crypto.split_header(storage.iter_read(key), "Archived %s" % key)
+    if header is not None:
+        return header.get("sha256"), header.get("size")
+    content, _stored = read_zstd(storage, key, hint=ARCHIVE_HINT, chunks=chunks)
     return content.hexdigest(), content.size
 
 
@@ -171,11 +177,15 @@ def _check_segment_content(opener, name, kind):
     return facts
 
 
-def push_file(storage, path, name, compression_level=COMPRESSION_LEVEL.default, check_cluster=True, content=None):
+def push_file(storage, path, name, compression_level=COMPRESSION_LEVEL.default, check_cluster=True, content=None,
+              recipients=None):
     """Archive one file under the contract in the module doc. ``content``:
     the file's bytes, read once by the caller (the streaming archiver's
     snapshot of a segment pg_receivewal is still writing); ``path`` then
-    only names it in messages.
+    only names it in messages. ``recipients`` (core.crypto.load_recipients):
+    the object is age-encrypted after compression, behind a cleartext header
+    with the content's sha256 (timeline history files stay clear: PITR plans
+    from them without a key).
 
     Returns a dict: name, key, status ('stored' | 'exists'), raw_size,
     stored_size, raw_sha256, seconds."""
@@ -201,10 +211,13 @@ def push_file(storage, path, name, compression_level=COMPRESSION_LEVEL.default, 
         result["system_identifier"] = facts["system_identifier"]
 
     uploaded = {}
+    recipients = recipients if kind != "history" else None
 
     def write(w):
         raw = Digest()
-        sink = PipelineSink(w, [ZstdCompress(compression_level, checksum=True)])
+        sink = PipelineSink(w, [ZstdCompress(compression_level, checksum=True), crypto.encryptor_for(recipients)])
+        if recipients:
+            sink.write_stored(crypto.object_header(recipients, local_sha, local_size))
         with opener() as fh:
             pump(TeeReader(fh, raw.update), sink)
         sink.close()
@@ -232,10 +245,16 @@ def push_file(storage, path, name, compression_level=COMPRESSION_LEVEL.default, 
     if not created:
         result.update(status="exists", seconds=round(time.time() - t0, 3))
         return result
-    # Read back what is stored now: its bytes and its decompressed content.
-    # A mismatch is reported and nothing is deleted (see the module doc).
-    content, stored = read_zstd(storage, key, hint=READBACK_HINT, hash_stored=True)
-    if (stored["size"], stored["sha256"], content.hexdigest()) != (uploaded["size"], uploaded["sha256"], local_sha):
+    # Read back what is stored now: its bytes and its decompressed content
+    # (encrypted: its bytes only, this host holds no key). A mismatch is
+    # reported and nothing is deleted (see the module doc).
+    if recipients:
+        stored = read_stored(storage, key, hint=READBACK_HINT, read_ahead=False)
+        readback = (stored["size"], stored["sha256"], local_sha)
+    else:
+        content, stored = read_zstd(storage, key, hint=READBACK_HINT, hash_stored=True)
+        readback = (stored["size"], stored["sha256"], content.hexdigest())
+    if readback != (uploaded["size"], uploaded["sha256"], local_sha):
         raise IntegrityError("Re-reading %s from %s gave different content than was uploaded" % (
             key, storage.describe()), READBACK_HINT)
     result.update(status="stored", stored_size=uploaded["size"], seconds=round(time.time() - t0, 3))
@@ -314,6 +333,7 @@ def wal_push(params, path, name, progress=None, storage=None):
     try:
         p = resolve(WAL_PUSH_OPTIONS, params)
         spool_dir, read_ahead, level = p["spool_dir"], p["read_ahead"], p["compression_level"]
+        recipients = crypto.load_recipients(p["encryption_recipients"])
         if spool_dir:
             sha = _read_marker(spool_dir, name)
             if sha is not None:
@@ -333,11 +353,11 @@ def wal_push(params, path, name, progress=None, storage=None):
             wal_dir = os.path.dirname(os.path.abspath(path))
             ahead = [n for n in ready_files(wal_dir, name, read_ahead) if _read_marker(spool_dir, n) is None]
             ahead = [(n, os.path.join(wal_dir, n)) for n in ahead]
-        threads = [_AheadPush(storage, p, n, level, spool_dir) for n, p in ahead]
+        threads = [_AheadPush(storage, p, n, level, spool_dir, recipients) for n, p in ahead]
         for t in threads:
             t.start()
         try:
-            result = push_file(storage, path, name, compression_level=level)
+            result = push_file(storage, path, name, compression_level=level, recipients=recipients)
         finally:
             for t in threads:
                 t.join()
@@ -354,15 +374,17 @@ def wal_push(params, path, name, progress=None, storage=None):
 
 
 class _AheadPush(threading.Thread):
-    def __init__(self, storage, path, name, level, spool_dir):
+    def __init__(self, storage, path, name, level, spool_dir, recipients=None):
         super(_AheadPush, self).__init__()
         self.daemon = True
         self.storage, self.path, self.name_, self.level, self.spool_dir = storage, path, name, level, spool_dir
+        self.recipients = recipients
         self.ok = False
 
     def run(self):
         try:
-            res = push_file(self.storage, self.path, self.name_, compression_level=self.level)
+            res = push_file(self.storage, self.path, self.name_, compression_level=self.level,
+                            recipients=self.recipients)
             _write_marker(self.spool_dir, self.name_, res["raw_sha256"])
             self.ok = True
         except Exception:  # pylint: disable=broad-except
@@ -386,16 +408,17 @@ def _push_metrics(metrics_dir, job, ok):
 # fetch
 
 
-def fetch_file(storage, name, path, partial_ok=True):
+def fetch_file(storage, name, path, partial_ok=True, keyring=None):
     """Write the archived ``name`` to ``path`` atomically. NotFoundError if
     the archive does not hold it.
 
     A segment of which the archive holds only streamed partials (the
     streaming archiver's segment in progress when the server was lost) is
     answered with the newest of them, as Barman does: replay goes as far as
-    it holds, then asks for the next segment and ends there."""
+    it holds, then asks for the next segment and ends there. ``keyring``
+    (core.crypto.Keyring): the identities for encrypted objects."""
     try:
-        return _fetch_key(storage, name, wal_key(name), path)
+        return _fetch_key(storage, name, wal_key(name), path, keyring)
     except NotFoundError:
         if not partial_ok or classify(name) != "segment":
             raise
@@ -403,14 +426,17 @@ def fetch_file(storage, name, path, partial_ok=True):
         if not partials:
             raise
         end = max(partials)
-        result = _fetch_key(storage, name, partials[end], path)
+        result = _fetch_key(storage, name, partials[end], path, keyring)
         result["streamed_partial_end"] = end
         return result
 
 
-def _fetch_key(storage, name, key, path):
+def _fetch_key(storage, name, key, path, keyring=None):
+    what = "Archived %s (%s in %s)" % (name, key, storage.describe())
+    header, chunks = crypto.split_header(storage.iter_read(key), what)
+    # no key, or none of the recipients': fails here, before a file is created
+    decrypt = (keyring or crypto.Keyring()).decryptor(header, what) if header is not None else None
     try:
-        chunks = storage.iter_read(key)
         # The file is fsync'ed before the rename; the directory is not:
         # PostgreSQL makes a restored file durable itself (durable_rename).
         with atomic_writer(path, sync_dir=False) as fh:
@@ -420,7 +446,13 @@ def _fetch_key(storage, name, key, path):
                 if len(head) < LONG_HEADER.size:
                     head.extend(raw[:LONG_HEADER.size - len(head)])
                 fh.write(raw)
-            content, _stored = read_zstd(storage, key, write, hint=ARCHIVE_HINT, chunks=chunks)
+            if decrypt is None:
+                content, _stored = read_zstd(storage, key, write, hint=ARCHIVE_HINT, chunks=chunks)
+            else:
+                # Decrypted chunks reach only the temp file; it is renamed into
+                # place once age authenticated the whole stream and the content
+                # matches the header (atomic_writer drops it otherwise).
+                content = _read_encrypted(storage, key, header, decrypt, write, chunks, what)
             if classify(name) == "segment":
                 facts = read_long_header(bytes(head), name)
                 if content.size != facts["segment_size"]:
@@ -430,6 +462,22 @@ def _fetch_key(storage, name, key, path):
     except (IOError, OSError) as e:
         raise StorageError("Cannot write %s: %s" % (path, e.strerror or e),
                            "restore_command runs as the server's OS user in the data directory")
+
+
+def _read_encrypted(storage, key, header, decrypt, write, chunks, what):
+    content = Digest()
+
+    def take(data):
+        content.update(data)
+        write(data)
+    read_stored(storage, key, transforms=[decrypt, ZstdDecompress()], consumer=take, hint=ARCHIVE_HINT,
+                chunks=chunks, hash_stored=False, read_ahead=False)
+    if (content.hexdigest(), content.size) != (header.get("sha256"), header.get("size")):
+        raise IntegrityError("%s decrypts to content other than its header names (sha256 %s, %d bytes; header: "
+                             "%s, %s bytes)" % (what, content.hexdigest(), content.size, header.get("sha256"),
+                                                header.get("size")),
+                             "The object's header was edited or damaged; it was not restored")
+    return content
 
 
 PREFETCH_DIR = ".drkit-prefetch"
@@ -452,6 +500,7 @@ def wal_fetch(params, name, path, storage=None):
     kind = classify(name)
     t0 = time.time()
     p = resolve(WAL_FETCH_OPTIONS, params)
+    keyring = crypto.Keyring(p["encryption_identity_file"])
     prefetch = p["prefetch"] if kind == "segment" else 0
     spool = prefetch_dir_for(path)
     if kind == "segment":
@@ -477,11 +526,11 @@ def wal_fetch(params, name, path, storage=None):
             for i in range(1, prefetch + 1):
                 nxt = segment_name(tli, number + i, seg_size)
                 if nxt not in present:
-                    threads.append(_Prefetch(storage, nxt, os.path.join(spool, nxt)))
+                    threads.append(_Prefetch(storage, nxt, os.path.join(spool, nxt), keyring))
     for t in threads:
         t.start()
     try:
-        result = fetch_file(storage, name, path)
+        result = fetch_file(storage, name, path, keyring=keyring)
     except NotFoundError:
         raise WalMissing("%s is not in the archive %s" % (name, storage.describe()),
                          "Normal at the end of the archive; otherwise check storage_url")
@@ -495,17 +544,17 @@ def wal_fetch(params, name, path, storage=None):
 
 
 class _Prefetch(threading.Thread):
-    def __init__(self, storage, name, path):
+    def __init__(self, storage, name, path, keyring=None):
         super(_Prefetch, self).__init__()
         self.daemon = True
-        self.storage, self.name_, self.path = storage, name, path
+        self.storage, self.name_, self.path, self.keyring = storage, name, path, keyring
         self.ok = False
 
     def run(self):
         try:
             # a streamed partial is never prefetched: the full segment may
             # arrive before PostgreSQL asks, and then it must be the answer
-            fetch_file(self.storage, self.name_, self.path, partial_ok=False)
+            fetch_file(self.storage, self.name_, self.path, partial_ok=False, keyring=self.keyring)
             self.ok = True
         except Exception:  # pylint: disable=broad-except
             # Missing (end of the archive) or failing: PostgreSQL asks for it

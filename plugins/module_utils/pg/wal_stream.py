@@ -52,7 +52,7 @@ import subprocess
 import threading
 import time
 
-from ..core import metrics
+from ..core import crypto, metrics
 from ..core.errors import ConfigError, DrkitError, Terminated, ToolError
 from ..core.options import Option, Options, resolve
 from ..core.stream import COMPRESSION_LEVEL
@@ -77,7 +77,7 @@ MAX_BACKOFF = 30.0
 METRICS_INTERVAL = 5.0
 
 OPTIONS = Options(
-    CONNECTION, STORAGE, COMPRESSION_LEVEL, metrics.METRICS, MAINTENANCE_DB,
+    CONNECTION, STORAGE, COMPRESSION_LEVEL, crypto.ENCRYPTION, metrics.METRICS, MAINTENANCE_DB,
     Option("slot_name", "str", default="drkit_wal_stream", flags=("--slot",),
            help="physical replication slot (created if missing; default drkit_wal_stream)"),
     Option("spool_dir", "path", flags=("--spool-dir",),
@@ -105,7 +105,7 @@ def _end_of_data(data):
     return 0
 
 
-def push_partial(storage, segment, data, level):
+def push_partial(storage, segment, data, level, recipients=None):
     """Store the first bytes of ``segment`` (``data``: a snapshot of the
     spool's .partial file) as a streamed partial, through wal-push's
     contract (cluster check, create-only, read-back); returns its end
@@ -113,7 +113,8 @@ def push_partial(storage, segment, data, level):
     end = _end_of_data(data)
     if end == 0:
         return None
-    push_file(storage, segment + PARTIAL_SUFFIX, stream_name(segment, end), level, content=data)
+    push_file(storage, segment + PARTIAL_SUFFIX, stream_name(segment, end), level, content=data,
+              recipients=recipients)
     return end
 
 
@@ -192,8 +193,9 @@ class Receiver(object):
 
 
 class Streamer(object):
-    def __init__(self, storage, spool, level, progress, rpo=None):
+    def __init__(self, storage, spool, level, progress, rpo=None, recipients=None):
         self.storage, self.spool, self.level, self.progress = storage, spool, level, progress
+        self.recipients = recipients  # age (core.crypto): segments and partials encrypted as wal-push does
         self.rpo = rpo or RpoWatch()
         self.pushed = 0
         self.reported = 0  # of pushed, how many the metrics counted
@@ -235,7 +237,7 @@ class Streamer(object):
             path = os.path.join(self.spool, name)
             if self.check_gap_next and classify(name) == "segment":
                 self.check_gap(name)
-            result = push_file(self.storage, path, name, self.level)
+            result = push_file(self.storage, path, name, self.level, recipients=self.recipients)
             if classify(name) == "segment":
                 prune_partials(self.storage, name)
                 self.last_segment, self.last_segment_time = name, time.time()
@@ -259,7 +261,7 @@ class Streamer(object):
             if self.last_partial == (segment, end):
                 self.rpo.partial_covered(segment)  # what is stored is what the file holds
                 continue
-            stored = push_partial(self.storage, segment, data, self.level)
+            stored = push_partial(self.storage, segment, data, self.level, self.recipients)
             if stored is None:
                 continue
             prune_partials(self.storage, segment, keep_end=stored)
@@ -377,6 +379,7 @@ def wal_stream(params, progress=None):
     if not spool:
         raise ConfigError("spool_dir is required", "Give the archiver a directory of its own (--spool-dir), on a "
                           "disk with room for the WAL of an outage of the storage")
+    recipients = crypto.load_recipients(p["encryption_recipients"])
     storage = open_storage(p["storage_url"], **storage_options(p))
     storage.check_writable()
     os.makedirs(spool, 0o700, exist_ok=True)
@@ -388,7 +391,7 @@ def wal_stream(params, progress=None):
     if not existed:
         receiver.create_slot()
         progress("created the replication slot %s on %s" % (p["slot_name"], describe(cp)))
-    streamer = Streamer(storage, spool, p["compression_level"], progress)
+    streamer = Streamer(storage, spool, p["compression_level"], progress, recipients=recipients)
 
     def observe():
         """Read the slot and the server's positions; returns the retained bytes."""

@@ -18,7 +18,7 @@ __metaclass__ = type
 
 import time
 
-from ..core import metrics
+from ..core import crypto, metrics
 from ..core.errors import DrkitError, StorageError
 from ..core.options import Option
 from ..core.progress import meter
@@ -31,7 +31,7 @@ LABELS = Option("labels", "dict")  # free-form, recorded in the manifest
 
 
 class BackupSession(object):
-    def __init__(self, storage, kind, source, tools=None, compression=None, encryption=None,
+    def __init__(self, storage, kind, source, tools=None, compression=None, recipients=None,
                  options=None, labels=None, metrics_dir=None, job=None, progress=None):
         self.storage = storage
         self.started = mf.utcnow()
@@ -40,9 +40,12 @@ class BackupSession(object):
         tools = dict(tools or {})
         tools.setdefault("drkit", VERSION)
         self.compression = compression
+        # age recipients (core.crypto.load_recipients): every artifact is
+        # encrypted after compression; the manifest names their fingerprints
+        self.recipients = list(recipients or [])
         self.manifest = mf.Manifest.new(
             self.backup_id, kind, self.started, source, tools=tools,
-            compression=_public_compression(compression), encryption=encryption,
+            compression=_public_compression(compression), encryption=crypto.describe(self.recipients),
             options=options, labels=labels)
         self.metrics_dir = metrics_dir
         self.job = job or kind
@@ -58,8 +61,20 @@ class BackupSession(object):
     def key(self, name):
         return mf.artifact_key(self.backup_id, name)
 
+    @property
+    def encrypted(self):
+        return bool(self.recipients)
+
     def _transforms(self, compress):
-        return [compressor_for(self.compression)] if compress else []
+        # compress -> encrypt (DESIGN.md's data path); the digest after them is of the stored bytes
+        return ([compressor_for(self.compression)] if compress else []) + [crypto.encryptor_for(self.recipients)]
+
+    def _add(self, name, sink, compress, extra):
+        res = sink.result()
+        if self.encrypted:
+            extra["encrypted"] = True
+        return self.manifest.add_artifact(name, res["size"], res["sha256"], raw_size=res["raw_size"],
+                                          compressed=bool(compress), **extra)
 
     def store_stream(self, name, fileobj, compress=True, before_commit=None, total=None, estimate=False, **extra):
         """Stream fileobj into artifact ``name``. ``before_commit()`` runs once
@@ -76,9 +91,7 @@ class BackupSession(object):
                 sink.close()
                 if before_commit is not None:
                     before_commit()
-        res = sink.result()
-        return self.manifest.add_artifact(name, res["size"], res["sha256"], raw_size=res["raw_size"],
-                                          compressed=bool(compress), **extra)
+        return self._add(name, sink, compress, extra)
 
     def open_sink(self, name, compress=True, total=None, estimate=False):
         """For producers that write (tarfile, a callback): returns
@@ -96,9 +109,7 @@ class BackupSession(object):
         if self._sink_meter is not None:
             self._sink_meter.close()
             self._sink_meter = None
-        res = sink.result()
-        return self.manifest.add_artifact(name, res["size"], res["sha256"], raw_size=res["raw_size"],
-                                          compressed=bool(compress), **extra)
+        return self._add(name, sink, compress, extra)
 
     def store_bytes(self, name, data, compress=False, **extra):
         key = self.key(name)
@@ -107,17 +118,23 @@ class BackupSession(object):
             sink = PipelineSink(w, self._transforms(compress))
             sink.write(data)
             sink.close()
-        res = sink.result()
-        return self.manifest.add_artifact(name, res["size"], res["sha256"], raw_size=res["raw_size"],
-                                          compressed=bool(compress), **extra)
+        return self._add(name, sink, compress, extra)
 
     # -- checking
 
     def reread(self, name, consumer=None):
         """Read an artifact back from storage and check size and sha256;
-        decompressed content goes to consumer (structure checks)."""
+        decompressed content goes to consumer (structure checks). An
+        encrypted artifact cannot be decoded here (a backup host holds no
+        identity): only its stored bytes are checked, and a consumer is
+        refused."""
         art = self.manifest.artifact(name)
-        transforms = [decompressor_for(self.manifest["compression"])] if art.get("compressed") else []
+        if art.get("encrypted"):
+            if consumer is not None:
+                raise ValueError("encrypted artifacts cannot be decoded without an identity")
+            transforms = []
+        else:
+            transforms = [decompressor_for(self.manifest["compression"])] if art.get("compressed") else []
         with meter(self.progress, "re-read", name, art["size"]) as m:
             return read_stored(self.storage, self.key(name), art["size"], art["sha256"],
                                transforms=transforms, consumer=consumer, meter=m)

@@ -55,7 +55,10 @@ FLAG_CHANGES = {
 }
 DOCKER_FLAGS = ("--container", "--docker-host", "--docker-tls", "--docker-tls-verify", "--docker-ca-path",
                 "--docker-client-cert", "--docker-client-key")
-NEW_FLAGS = {("pg-backup", "--login-port"), ("verify", "--login-port"), ("restore", "--login-port"),
+NEW_FLAGS = {("pg-backup", "--encryption-recipient"), ("restore", "--encryption-identity-file"),
+             ("verify", "--encryption-identity-file"), ("wal-push", "--encryption-recipient"),
+             ("wal-stream", "--encryption-recipient"), ("wal-fetch", "--encryption-identity-file"),
+             ("pg-backup", "--login-port"), ("verify", "--login-port"), ("restore", "--login-port"),
              ("redis-snapshot", "--state-dir"), ("pitr", "--recovery-target-timeline")}
 # databases in containers (issue 16)
 NEW_FLAGS.update((command, flag) for command in ("pg-backup", "restore", "redis-snapshot") for flag in DOCKER_FLAGS)
@@ -66,6 +69,10 @@ NEW_OPTIONS = {
     # the recovery timeline (issue 13, hole 11)
     ("pg_pitr", "recovery_target_timeline"): None,
 }
+# client-side encryption (issue 15): recipients where backups are written, the identity where they are read
+NEW_OPTIONS[("pg_backup", "encryption_recipients")] = {"type": "list", "elements": "str"}
+NEW_OPTIONS.update(((module, "encryption_identity_file"), None)
+                   for module in ("pg_restore", "pg_verify"))
 # databases in containers (issue 16): the Docker options of community.docker
 NEW_OPTIONS.update(((module, name), None) for module in ("pg_backup", "pg_restore", "redis_snapshot")
                    for name in ("container", "docker_host", "docker_tls", "docker_tls_verify", "ca_path",
@@ -86,6 +93,8 @@ FRAGMENTS = {
     "drkit.backup.storage.metrics": _ansible.metrics_argument_spec,
     "drkit.backup.redis": _ansible.redis_argument_spec,
     "drkit.backup.compression": _ansible.compression_argument_spec,
+    "drkit.backup.encryption": _ansible.encryption_argument_spec,
+    "drkit.backup.encryption.decryption": _ansible.decryption_argument_spec,
     "drkit.backup.backup_selector": _ansible.backup_selector_argument_spec,
     "drkit.backup.container": _ansible.container_argument_spec,
 }
