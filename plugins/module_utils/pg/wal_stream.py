@@ -136,6 +136,7 @@ class Receiver(object):
         self.tail = []
         self._env = None
         self._reader = None
+        self.from_spool = False
 
     def argv(self):
         argv = [self.tool, "--directory", self.spool, "--slot", self.slot, "--no-loop", "--no-password",
@@ -158,6 +159,8 @@ class Receiver(object):
     def start(self):
         self._env = ToolEnv(self.cp, "postgres").__enter__()
         self.tail = []
+        # pg_receivewal starts where the spool ends or, with nothing there, at the slot's restart_lsn
+        self.from_spool = any(SEGMENT_RE.match(n[:24]) for n in os.listdir(self.spool))
         # the name physical backups look for (pg/backup_physical.py)
         env = dict(os.environ, **self._env.env)
         env["PGAPPNAME"] = STREAM_APP_NAME
@@ -342,6 +345,17 @@ def _slot_facts(cp, dbname, slot):
     return (True,) + tuple(None if v is None else int(v) for v in row)
 
 
+def _advance_slot(cp, dbname, slot, progress):
+    try:
+        with connect(cp, dbname, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_replication_slot_advance(%s, pg_current_wal_flush_lsn())", (slot,))
+            progress("warning: the WAL at the replication slot %s's position is gone from the server; moved the "
+                     "slot to the server's position %s" % (slot, cur.fetchone()[1]))
+    except Exception as e:  # pylint: disable=broad-except
+        # the next restart tries again; an error here must not stop the archiver
+        progress("warning: could not move the replication slot %s: %s" % (slot, e))
+
+
 def _server_version(cp, dbname):
     with connect(cp, dbname, autocommit=True) as conn:
         return server_facts(conn)["server_version_num"]
@@ -425,6 +439,12 @@ def wal_stream(params, progress=None):
                             if n.endswith(PARTIAL_SUFFIX):
                                 os.unlink(os.path.join(spool, n))
                         streamer.check_gap_next = True
+                        if not receiver.from_spool:
+                            # It started at the slot's restart_lsn, and the server no longer
+                            # has that WAL: every restart would ask for it again. Moving the
+                            # slot to where the server is loses nothing more (the WAL is gone);
+                            # the gap check reports what the archive lacks.
+                            _advance_slot(cp, dbname, p["slot_name"], progress)
                     write_metrics(p, streamer, False, None)
                     time.sleep(backoff)
                     backoff = min(MAX_BACKOFF, backoff * 2)
