@@ -311,7 +311,10 @@ def run_scenario(api, target, scenario, marker, p, clock=time.monotonic):
     if scenario == "restart":
         dd.restart(api, cid, stop_timeout)
     elif scenario == "crash":
-        out["killed_pid"] = dd.crash(api, cid)
+        try:
+            out["killed_pid"] = dd.crash(api, cid)
+        except SourceError as e:
+            return dict(out, status="not_shown", reason=str(e))
     else:
         dd.stop_start(api, cid, stop_timeout)
     rec = dd.wait_recovered(api, cid, started, probe, p["recovery_timeout"], clock=clock, t0=t0)
@@ -362,12 +365,12 @@ def container_drill(params, check_mode=False):
         compose["findings"], compose["depends_on"] = dd.compose_findings(services, wanted)
     scenarios = []
     markers = {}
-    if not check_mode:
+    if run and not check_mode:
         for (entry, info), target in zip(pairs, targets):
             markers[target["name"]] = marker_for(dict(entry, kind=target["kind"]), info, p["login_passwords"])
         for target in targets:
             marker = markers[target["name"]]
-            if run and marker is not None:
+            if marker is not None and marker.probe():
                 marker.prepare()
             tokens = []
             try:
@@ -377,14 +380,14 @@ def container_drill(params, check_mode=False):
                     if res.get("marker"):
                         tokens.append(res["marker"]["token"])
             finally:
-                if marker is not None and run and tokens:
+                if marker is not None and tokens:
                     if marker.probe():
                         marker.cleanup(tokens)
                     else:
                         target["findings"].append("%s does not answer: the drill's marker(s) %s are left in it" % (
                             target["name"], ", ".join(tokens)))
             if marker is not None:
-                target["persistence"] = marker.promise if run else None
+                target["persistence"] = marker.promise
     report = rp.build(p["title"], started_at, socket.gethostname(), targets, compose, scenarios,
                       not_shown(pairs, p["compose_file"]), inspect_only=check_mode or not run)
     paths = {}
