@@ -300,7 +300,10 @@ def run_scenario(api, target, scenario, marker, p, clock=time.monotonic):
         return dict(out, status="not_run", reason="not healthy before the failure: %s" % problem[0])
     token = secrets.token_hex(8)
     if marker is not None:
-        marker.write(token, scenario)
+        try:
+            marker.write(token, scenario)
+        except Exception as e:  # pylint: disable=broad-except
+            return dict(out, status="not_run", reason="could not write the marker: %s" % _first_line(e))
         out["marker"] = {"token": token, "promise": marker.promise, "must_keep": marker.must_keep}
         if marker.settle:
             time.sleep(marker.settle)
@@ -326,7 +329,12 @@ def run_scenario(api, target, scenario, marker, p, clock=time.monotonic):
             p["recovery_timeout"], rec["state"], target["restart_policy"]))
         return out
     if marker is not None:
-        kept = marker.check(token)
+        try:
+            kept = marker.check(token)
+        except Exception as e:  # pylint: disable=broad-except
+            out["marker"]["kept"] = None
+            out.update(status="failed", reason="back, but the marker could not be read: %s" % _first_line(e))
+            return out
         out["marker"]["kept"] = kept
         if not kept:
             out["reason"] = "the %s written before the failure is gone (%s)" % (
@@ -334,6 +342,11 @@ def run_scenario(api, target, scenario, marker, p, clock=time.monotonic):
             if marker.must_keep:
                 out["status"] = "failed"
     return out
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _where(marker):
@@ -380,7 +393,7 @@ def container_drill(params, check_mode=False):
                     if res.get("marker"):
                         tokens.append(res["marker"]["token"])
             finally:
-                if marker is not None and tokens:
+                if marker is not None and (tokens or getattr(marker, "created_table", False)):
                     if marker.probe():
                         marker.cleanup(tokens)
                     else:
