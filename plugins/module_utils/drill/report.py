@@ -62,6 +62,8 @@ def _marker_text(s):
         return "-"
     if "kept" not in m:
         return "not checked"
+    if m["kept"] is None:
+        return "unreadable"
     return "kept" if m["kept"] else ("LOST" if m["must_keep"] else "lost (allowed)")
 
 
