@@ -166,6 +166,9 @@ def test_the_drill_measures_a_restart_and_a_crash_of_postgres(docker_engine, dri
     changed, res = container_drill(drill_args(docker_engine, drill_pg, confirm=True, scenarios=["restart", "crash"],
                                               report_dir=str(tmp_path / "report"), recovery_timeout=120))
     assert changed and res["passed"], res["findings"]
+    for s in res["scenarios"]:  # the figures of docs/containers.md (pytest -s)
+        print("drill %s %s: RTO %s s, healthy %s s, answers %s s" % (
+            s["kind"], s["scenario"], s["rto_seconds"], s["healthy_seconds"], s["answers_seconds"]))
     by = dict((s["scenario"], s) for s in res["scenarios"])
     assert sorted(by) == ["crash", "restart"]
     for s in by.values():
@@ -198,6 +201,8 @@ def test_a_redis_without_restart_policy_does_not_come_back_from_a_crash(docker_e
     assert "%s has no restart policy: a crash leaves it down until someone starts it" % drill_redis.name \
         in res["findings"]
     stop_start, crash = res["scenarios"]
+    print("drill redis stop_start: RTO %s s, healthy %s s, answers %s s" % (
+        stop_start["rto_seconds"], stop_start["healthy_seconds"], stop_start["answers_seconds"]))
     # AOF everysec: the key written 1.5 s before the stop is there after the start
     assert stop_start["status"] == "passed" and stop_start["rto_seconds"] > 0, stop_start
     assert stop_start["marker"]["kept"] is True and "everysec" in stop_start["marker"]["promise"]
