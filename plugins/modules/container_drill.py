@@ -17,7 +17,7 @@ description:
     C(com.docker.compose.project) of O(compose_project), and reports each gap as a finding. It checks the restart
     policy, the healthcheck, and whether the data directory is on a named volume. That directory is PGDATA (else
     C(/var/lib/postgresql/data)) for PostgreSQL, and C(--dir) (else C(/data)) for Redis. With O(compose_file) it
-    also checks the compose file's C(depends_on) conditions (C(condition: service_healthy)).
+    also checks the compose file's C(depends_on) conditions (whether they wait with C(condition=service_healthy)).
   - Then, only with O(confirm=true), it runs each scenario of O(scenarios) on each container, one at a time.
     C(restart) is C(docker restart). C(crash) sends SIGKILL to the container's main process (C(State.Pid)) from
     the Docker host. It does not use C(docker kill), because the Engine records that as a stop by hand and
@@ -71,7 +71,7 @@ options:
   compose_file:
     description:
       - The project's compose file. Its services are checked for C(restart), C(healthcheck) and, for every
-        service that depends on a drilled one, C(condition: service_healthy).
+        service that depends on a drilled one, C(condition=service_healthy).
     type: path
   login_passwords:
     description:
