@@ -34,11 +34,17 @@ from test_containers import PG_BIN, PG_SCRIPT, SECOND, _name, wait_health
 PLAYBOOK = str(REPO_ROOT / "playbooks" / "container_drill.yml")
 
 
-def start_container(engine, image, name, script, user, volume, env, check, restart_policy=None, binds=None):
+# both containers belong to one compose project, as the audited platform's do
+PROJECT = "drkit-drill-%s" % secrets.token_hex(4)
+
+
+def start_container(engine, image, name, script, user, volume, env, check, service, restart_policy=None,
+                    binds=None):
     api = engine.client()
     host_config = api.create_host_config(network_mode="host", restart_policy=restart_policy, binds=binds)
+    labels = {"com.docker.compose.project": PROJECT, "com.docker.compose.service": service}
     cid = api.create_container(image, command=["sh", "-c", script], name=name, host_config=host_config, user=user,
-                               environment=env, volumes=[volume],
+                               environment=env, volumes=[volume], labels=labels,
                                healthcheck={"test": check, "interval": SECOND, "timeout": 5 * SECOND,
                                             "retries": 60})["Id"]
     api.start(cid)
@@ -58,7 +64,7 @@ class DrillPg(object):
         self.id = start_container(
             engine, image, self.name, PG_SCRIPT, "postgres", "/var/lib/postgresql/data",
             {"DRKIT_PG_PASSWORD": self.password, "DRKIT_PG_PORT": str(self.port)},
-            ["CMD", PG_BIN + "/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+            ["CMD", PG_BIN + "/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)], "agentic-postgres",
             restart_policy={"Name": "unless-stopped"},
             binds={self.volume: {"bind": "/var/lib/postgresql/data", "mode": "rw"}})
 
@@ -84,7 +90,8 @@ class DrillRedis(object):
         check = ["CMD", "sh", "-c", 'REDISCLI_AUTH="$DRKIT_REDIS_PASSWORD" redis-cli -p "$DRKIT_REDIS_PORT" ping '
                  '| grep -q PONG']
         self.id = start_container(engine, image, self.name, script, "redis", "/data",
-                                  {"DRKIT_REDIS_PASSWORD": self.password, "DRKIT_REDIS_PORT": str(self.port)}, check)
+                                  {"DRKIT_REDIS_PASSWORD": self.password, "DRKIT_REDIS_PORT": str(self.port)}, check,
+                                  "agentic-redis")
 
     def entry(self):
         return {"name": self.name, "kind": "redis", "port": self.port}
@@ -136,15 +143,41 @@ def test_without_confirmation_nothing_is_touched(docker_engine, drill_pg, drill_
     assert not (tmp_path / "r").exists() and not (tmp_path / "p").exists()
 
 
+COMPOSE = """
+services:
+  agentic-postgres:
+    restart: unless-stopped
+    healthcheck: {test: ["CMD", "pg_isready"]}
+  agentic-redis:
+    healthcheck: {test: ["CMD", "redis-cli", "ping"]}
+  l01-data-layer:
+    depends_on:
+      agentic-postgres: {condition: service_healthy}
+      agentic-redis: {condition: service_healthy}
+  l09-api-gateway:
+    depends_on: [agentic-postgres]
+"""
+
+
 def test_check_mode_inspects_only(docker_engine, drill_pg, drill_redis, tmp_path):
+    """The compose project found by its label, the containers' settings given
+    by service name, the compose file read."""
     before = [started_at(docker_engine, t.name) for t in (drill_pg, drill_redis)]
-    args = drill_args(docker_engine, drill_pg, drill_redis, report_dir=str(tmp_path / "r"),
-                      login_passwords="{{ pw }}", confirm=True)
+    (tmp_path / "compose.yml").write_text(COMPOSE)
+    args = {"compose_project": PROJECT, "compose_file": str(tmp_path / "compose.yml"), "docker_host": docker_engine.url,
+            "containers": [dict(drill_pg.entry(), name="agentic-postgres"),
+                           dict(drill_redis.entry(), name="agentic-redis")],
+            "report_dir": str(tmp_path / "r"), "login_passwords": "{{ pw }}", "confirm": True}
     run = run_playbook([task("drkit.backup.container_drill", register="d", **args)], check=True, tmp_dir=tmp_path,
                        extra_vars={"pw": {drill_pg.name: drill_pg.password, drill_redis.name: drill_redis.password}})
     assert run.rc == 0, run.describe()
     res = run.result("drkit.backup.container_drill")
     assert res["inspect_only"] is True and res["scenarios"] == [] and res["changed"] is False
+    assert sorted(c["name"] for c in res["containers"]) == sorted([drill_pg.name, drill_redis.name])
+    assert "compose service l09-api-gateway depends on agentic-postgres without condition: service_healthy" \
+        in " ".join(res["findings"])
+    assert "compose service agentic-redis declares restart: no (unset)" in " ".join(res["findings"])
+    assert not any("l01-data-layer" in f for f in res["findings"])
     assert "%s has no restart policy: a crash leaves it down" % drill_redis.name in " ".join(res["findings"])
     pg = [c for c in res["containers"] if c["name"] == drill_pg.name][0]
     assert pg["restart_policy"] == "unless-stopped" and pg["healthcheck"] is True, pg

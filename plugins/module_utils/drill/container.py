@@ -245,7 +245,9 @@ def redis_promise(conf):
 def marker_for(entry, info, passwords):
     kind = entry["kind"] or dd.guess_kind(info)
     host = entry["login_host"] or "127.0.0.1"
-    password = (passwords or {}).get(entry["name"])
+    service = ((info.get("Config") or {}).get("Labels") or {}).get(dd.SERVICE_LABEL)
+    passwords = passwords or {}
+    password = passwords.get(entry["name"]) or (passwords.get(service) if service else None)
     if kind == "postgres":
         port = entry["port"] or published_port(info, 5432) or 5432
         cp = pg_client.conn_params({"login_host": host, "port": port, "login_user": entry["login_user"] or "postgres",
