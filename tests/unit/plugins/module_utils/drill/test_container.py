@@ -62,3 +62,20 @@ def test_the_report_says_what_was_not_shown_and_escapes_names():
     assert "db\\|&lt;x&gt;" in md and "host network, which cannot be disconnected" in md
     assert "<x>" not in rp.html(report)
     assert rp.summary(report).endswith("scenarios: 1 FAILED")
+
+
+def entry(**kw):
+    out = dict((k, None) for k in dc.TARGET_KEYS)
+    out.update(kw)
+    return out
+
+
+def test_markers_reach_the_server_by_the_published_port_and_the_password_by_service_name():
+    info = {"Config": {"Labels": {"com.docker.compose.service": "db"}, "Image": "postgres:15"},
+            "NetworkSettings": {"Ports": {"5432/tcp": [{"HostIp": "0.0.0.0", "HostPort": "15432"}]}}}
+    m = dc.marker_for(entry(name="agentic-db-1", kind="postgres"), info, {"db": "s3cret"})
+    assert isinstance(m, dc.PgMarker) and m.cp["port"] == 15432 and m.cp["login_password"] == "s3cret"
+    assert m.cp["login_host"] == "127.0.0.1" and m.database == "postgres"
+    r = dc.marker_for(entry(name="cache", kind="redis", port=7000), {"Config": {}}, None)
+    assert isinstance(r, dc.RedisMarker) and r.cp["port"] == 7000 and r.cp["password"] is None
+    assert dc.marker_for(entry(name="gw", kind="other"), {"Config": {}}, None) is None
