@@ -71,6 +71,13 @@ def _rto(s):
     return fmt_s(s["rto_seconds"]) if s["rto_seconds"] is not None else "-"
 
 
+def _volume_text(t):
+    vol = t["data_volume"]
+    if not vol:
+        return "**none**" if t["data_dir"] else "-"
+    return md("%s %s%s" % (vol["type"], vol["name"] or vol["source"], " (anonymous)" if vol["anonymous"] else ""))
+
+
 def markdown(report):
     lines = ["# %s: %s" % (md(report["title"]), "inspection only" if report["inspect_only"] else
                            ("PASSED" if report["passed"] else "FAILED")), "",
@@ -85,13 +92,9 @@ def markdown(report):
     lines += ["## Containers", "", "| Container | Kind | Restart policy | Healthcheck | Data directory | Volume |",
               "|---|---|---|---|---|---|"]
     for t in report["containers"]:
-        vol = t["data_volume"]
         lines.append("| %s | %s | %s | %s | %s | %s |" % (
             md(t["name"]), md(t["kind"]), md(t["restart_policy"]), "yes" if t["healthcheck"] else "**no**",
-            md(t["data_dir"] or "-"),
-            "**none**" if t["data_dir"] and not vol else
-            ("-" if not vol else md("%s %s%s" % (vol["type"], vol["name"] or vol["source"],
-                                                  " (anonymous)" if vol["anonymous"] else "")))))
+            md(t["data_dir"] or "-"), _volume_text(t)))
     lines.append("")
     if report["scenarios"]:
         lines += ["## Scenarios (RTO: from the failure until healthy and answering)", "",
@@ -120,8 +123,8 @@ def html(report):
             "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
             ".pass{color:#2a7a2a}.fail{color:#b00020}.bar{background:#59a14f;height:12px}</style></head><body>",
-            "<h1>%s: <span class='%s'>%s</span></h1>" % (esc(report["title"]),
-                                                          "fail" if not report["passed"] else "pass", state),
+            "<h1>%s: <span class='%s'>%s</span></h1>" % (
+                esc(report["title"]), "fail" if not report["passed"] else "pass", state),
             "<p>%s &middot; %s to %s</p>" % (esc(report["host"]), esc(report["started_at"]),
                                              esc(report["finished_at"]))]
     if report["findings"]:
