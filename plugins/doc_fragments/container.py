@@ -68,3 +68,48 @@ options:
 requirements:
   - docker (the Docker SDK for Python) on the host that runs drkit, when O(container) is set
 """
+
+    # The Engine connection alone, for commands that take many containers
+    # (container_drill). A copy of the options above: ansible-test reads doc
+    # fragments as plain string constants, so they cannot be composed.
+    ENGINE = r"""
+options:
+  docker_host:
+    description:
+      - Address of the Docker Engine API, as in community.docker, for example C(unix:///var/run/docker.sock) or
+        C(tcp://192.0.2.23:2376). If not set, the E(DOCKER_HOST) environment variable is used.
+    type: str
+    default: unix:///var/run/docker.sock
+    aliases: [docker_url]
+  docker_tls:
+    description:
+      - Use TLS to the Docker Engine without verifying its certificate. If not set, the E(DOCKER_TLS)
+        environment variable is used. O(docker_tls_verify) also verifies it.
+      - community.docker calls it C(tls); here that name is the Redis connection's.
+    type: bool
+    default: false
+  docker_tls_verify:
+    description:
+      - Use TLS to the Docker Engine and verify its certificate, against O(ca_path) when given. If not set, the
+        E(DOCKER_TLS_VERIFY) environment variable is used.
+      - community.docker calls it C(validate_certs) (alias C(tls_verify)); here that name is the S3 storage's.
+    type: bool
+    default: false
+  ca_path:
+    description:
+      - CA certificate (PEM) that signed the Docker Engine's certificate.
+    type: path
+    aliases: [ca_cert, cacert_path]
+  client_cert:
+    description:
+      - Client certificate (PEM) for the Docker Engine; needs O(client_key).
+    type: path
+    aliases: [tls_client_cert, cert_path]
+  client_key:
+    description:
+      - Key (PEM) of O(client_cert).
+    type: path
+    aliases: [tls_client_key, key_path]
+requirements:
+  - docker (the Docker SDK for Python) on the host that runs drkit
+"""

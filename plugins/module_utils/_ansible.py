@@ -16,7 +16,7 @@ import traceback
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
-from .container.client import DOCKER
+from .container.client import DOCKER, DOCKER_ENGINE
 from .core import janitor
 from .core.crypto import DECRYPTION, ENCRYPTION
 from .core.errors import DrkitError
@@ -118,6 +118,11 @@ def restore_settings_argument_spec():
 def container_argument_spec():
     """doc fragment drkit.backup.container"""
     return argument_spec(DOCKER)
+
+
+def container_engine_argument_spec():
+    """doc fragment drkit.backup.container.engine"""
+    return argument_spec(DOCKER_ENGINE)
 
 
 def check_libraries(module, names):

@@ -47,7 +47,8 @@ from .core.signals import signals_raise
 SECRET_KEYS = ("login_password", "secret_key", "aws_secret_key", "session_token", "encryption_passphrase",
                "azure_account_key", "azure_sas_token", "azure_connection_string",
                "to_secret_key", "to_aws_secret_key", "to_session_token",
-               "to_azure_account_key", "to_azure_sas_token", "to_azure_connection_string")
+               "to_azure_account_key", "to_azure_sas_token", "to_azure_connection_string",
+               "login_passwords")
 # argparse destinations that are not options
 INTERNAL = ("config", "func", "json", "quiet", "options")
 # PostgreSQL runs these once per WAL file and they create no directories:

@@ -45,6 +45,8 @@ DOCKER = (
            flags=("--docker-client-key",), help="key of client_cert"),
 )
 DOCKER_KEYS = tuple(o.name for o in DOCKER)
+# the Engine connection alone, for commands that take many containers (container_drill)
+DOCKER_ENGINE = DOCKER[1:]
 
 
 def _docker():

@@ -3,11 +3,12 @@
 """The engine's layers (plugins/module_utils), checked from its imports the way
 pgBackRest's test/define.yaml orders its modules:
 
-    core <- {storage, container} <- repo <- {pg, redis} <- {cli, _ansible}      demo on top
+    core <- {storage, container} <- repo <- {pg, redis} <- drill <- {cli, _ansible}      demo on top
 
 A module may import its own package and the packages below it, never one
 above or beside it (pg and redis know nothing of each other, nor storage and
-container: running tools inside a database's container), nothing imports
+container: running tools inside a database's container; drill: rehearsals
+that use both databases), nothing imports
 demo, only _ansible imports Ansible, and there is no import circle, lazy
 imports included. Engine imports are relative only, so the same files work as
 ansible_collections.drkit.backup.plugins.module_utils (the modules) and as the
@@ -22,7 +23,8 @@ import pytest
 
 ENGINE = Path(__file__).resolve().parents[4] / "plugins" / "module_utils"
 
-RANK = {"core": 0, "storage": 1, "container": 1, "repo": 2, "pg": 3, "redis": 3, "cli": 4, "_ansible": 4, "demo": 5}
+RANK = {"core": 0, "storage": 1, "container": 1, "repo": 2, "pg": 3, "redis": 3, "drill": 4, "cli": 5, "_ansible": 5,
+        "demo": 6}
 ENGINE_NAMES = ("ansible_collections", "drkit_engine")
 
 

@@ -31,7 +31,7 @@ from support.unit_helpers import REPO
 
 MODULES = spec_capture.module_names()
 # modules added since the snapshot of the front doors
-NEW_MODULES = ("backup_copy",)
+NEW_MODULES = ("backup_copy", "container_drill")
 BEFORE = json.loads(open(os.path.join(os.path.dirname(__file__), "front_doors.before.json")).read())
 
 # What the option registry changed on purpose (everything else is as before).
@@ -97,6 +97,7 @@ FRAGMENTS = {
     "drkit.backup.encryption.decryption": _ansible.decryption_argument_spec,
     "drkit.backup.backup_selector": _ansible.backup_selector_argument_spec,
     "drkit.backup.container": _ansible.container_argument_spec,
+    "drkit.backup.container.engine": _ansible.container_engine_argument_spec,
 }
 
 
