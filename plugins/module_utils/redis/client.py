@@ -214,13 +214,19 @@ class RedisClient(object):
         except socket.timeout:
             raise SourceError("Redis at %s did not answer within %ss" % (self.where, self.sock.gettimeout()),
                               "The server is overloaded or blocked; try again or raise connect_timeout")
+        except (ConnectionResetError, ConnectionAbortedError):
+            # a reset instead of an orderly close: the same lost server (a restart under load)
+            raise self._closed()
         except OSError as e:
             raise SourceError("Connection to Redis at %s failed: %s" % (self.where, e))
         if not data:
-            raise SourceError("Redis at %s closed the connection" % self.where,
-                              "Look at the Redis log; the server may have dropped this client (output buffer "
-                              "limits, timeout) or restarted", details={"retryable": True})
+            raise self._closed()
         self._buf += data
+
+    def _closed(self):
+        return SourceError("Redis at %s closed the connection" % self.where,
+                           "Look at the Redis log; the server may have dropped this client (output buffer "
+                           "limits, timeout) or restarted", details={"retryable": True})
 
     def read_line(self):
         while True:
@@ -279,6 +285,8 @@ class RedisClient(object):
             self.sock.sendall(data)
         except socket.timeout:
             raise SourceError("Sending to Redis at %s timed out" % self.where)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            raise self._closed()
         except OSError as e:
             raise SourceError("Connection to Redis at %s failed: %s" % (self.where, e))
 

@@ -63,6 +63,29 @@ def test_replies_of_every_type_and_errors_never_echo_arguments():
     srv.join(5)
 
 
+class ResetSocket(object):
+    """A connection the server reset (a restart under load): recv and send fail."""
+
+    def recv(self, _size):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    def sendall(self, _data):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("call", ["read", "send"])
+def test_a_reset_connection_is_a_closed_connection_not_a_failed_one(call):
+    c, _srv = client_pair([])
+    c.sock = ResetSocket()
+    with pytest.raises(SourceError) as e:
+        if call == "read":
+            c.read_line()
+        else:
+            c.send(["PING"])
+    assert "Redis at fake:1 closed the connection" in str(e.value)
+    assert e.value.details.get("retryable") is True
+
+
 def test_conn_params_rules(monkeypatch):
     monkeypatch.delenv("REDISCLI_AUTH", raising=False)
     cp = redis_client.conn_params({})
