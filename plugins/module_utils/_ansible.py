@@ -19,7 +19,7 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 from .container.client import DOCKER, DOCKER_ENGINE
 from .core import janitor
 from .core.crypto import DECRYPTION, ENCRYPTION
-from .core.errors import DrkitError
+from .core.errors import DrkitError, Terminated
 from .core.metrics import METRICS
 from .core.progress import Progress
 from .core.stream import COMPRESSION
@@ -148,7 +148,7 @@ def run_engine(module, func, *args, **kwargs):
         kwargs["progress"] = progress
     try:
         changed, result = func(*args, **kwargs)
-    except DrkitError as e:
+    except (DrkitError, Terminated) as e:
         details = dict((k, v) for k, v in e.details.items() if k not in ("msg", "failed", "changed"))
         module.fail_json(msg=to_native(e), error=type(e).__name__, **details)
     except KeyboardInterrupt:

@@ -36,7 +36,7 @@ import sys
 import time
 
 from .core import janitor
-from .core.errors import ConfigError, DrkitError
+from .core.errors import ConfigError, DrkitError, Terminated
 from .core.options import fold_aliases, resolve
 from .core.progress import for_terminal, human_age, human_bytes
 from .core.signals import signals_raise
@@ -503,7 +503,7 @@ def main(argv=None):
             _changed, result = args.func(args, params)
             if args.command not in NO_STEPS:
                 result = dict(result, steps=args.progress.steps())
-    except DrkitError as e:
+    except (DrkitError, Terminated) as e:
         sys.stderr.write("drkit %s: %s: %s\n" % (args.command, getattr(e, "label", "error"), e))
         return e.exit_code
     except KeyboardInterrupt:

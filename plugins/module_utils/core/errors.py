@@ -4,8 +4,13 @@
 """Exception hierarchy of the drkit engine.
 
 Every error carries a message that says what failed and what to do about it.
-Modules catch DrkitError once in main() and turn it into fail_json; the CLI
-prints it on stderr and exits with ``exit_code``.
+Modules catch DrkitError (and Terminated) once in main() and turn it into
+fail_json; the CLI prints it on stderr and exits with ``exit_code``.
+
+Terminated is not a DrkitError: like KeyboardInterrupt it derives from
+BaseException, so no ``except DrkitError`` or ``except Exception`` meant for
+a failed step (a metrics file, a best-effort query) can swallow a SIGTERM and
+keep a stopped job running.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -13,8 +18,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
-class DrkitError(Exception):
-    """Base class: anything the engine raises on purpose."""
+class _Explained(object):
+    """A message, a hint saying what to do, details for the module result."""
 
     exit_code = 1
 
@@ -22,12 +27,16 @@ class DrkitError(Exception):
         self.message = message
         self.hint = hint
         self.details = details or {}
-        super(DrkitError, self).__init__(self.__str__())
+        super(_Explained, self).__init__(self.__str__())
 
     def __str__(self):
         if self.hint:
             return "%s. %s" % (self.message.rstrip("."), self.hint)
         return self.message
+
+
+class DrkitError(_Explained, Exception):
+    """Base class: anything the engine raises on purpose."""
 
 
 class ConfigError(DrkitError):
@@ -84,7 +93,8 @@ class SafetyError(DrkitError):
     exit_code = 10
 
 
-class Terminated(DrkitError):
-    """Stopped by SIGTERM/SIGHUP (core.signals); exit 143 like a shell."""
+class Terminated(_Explained, BaseException):
+    """Stopped by SIGTERM/SIGHUP (core.signals); exit 143 like a shell. An
+    interrupt, not an error: see the module docstring."""
 
     exit_code = 143

@@ -109,7 +109,7 @@ class ZstdDecompress(object):
         try:
             return self._d.decompress(data)
         except DrkitError:
-            raise  # e.g. Terminated from a signal handler: an interrupt, not corruption
+            raise  # ours already says what failed
         except Exception as e:  # pylint: disable=broad-except
             raise IntegrityError("The stored data is corrupt, not a valid zstd stream: %s" % e,
                                  "The object is corrupt; use another backup")

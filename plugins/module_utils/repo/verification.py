@@ -113,9 +113,9 @@ class Verification(object):
             func, args = self._cleanups.pop()
             try:
                 func(*args)
-            except Exception as e:  # pylint: disable=broad-except
-                first = first or e  # the other clean-ups still run
-        if first is not None and raise_errors:
+            except BaseException as e:  # pylint: disable=broad-except
+                first = first or e  # the other clean-ups still run, also after a second SIGTERM
+        if first is not None and (raise_errors or not isinstance(first, Exception)):
             raise first
 
     @contextmanager

@@ -11,6 +11,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (
     SafetyError,
     SourceError,
     StorageError,
+    Terminated,
     ToolError,
     WaitTimeout,
 )
@@ -33,3 +34,17 @@ def test_exit_codes_are_distinct_and_nonzero():
     assert issubclass(NotFoundError, StorageError)
     assert issubclass(ConflictError, StorageError)
     assert all(issubclass(c, DrkitError) for c in classes)
+
+
+def test_an_interrupt_is_not_caught_as_an_error():
+    """``except DrkitError`` / ``except Exception`` around a best-effort step
+    must not swallow a SIGTERM (core.signals raises Terminated)."""
+    for handler in (DrkitError, Exception):
+        try:
+            try:
+                raise Terminated("Interrupted by signal 15", "Nothing was recorded")
+            except handler:
+                raise AssertionError("caught by except %s" % handler.__name__)
+        except Terminated as e:
+            assert e.exit_code == 143
+            assert str(e) == "Interrupted by signal 15. Nothing was recorded"

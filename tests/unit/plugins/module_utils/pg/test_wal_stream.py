@@ -135,3 +135,35 @@ def test_rpo_watch_position_only_moves_forward():
     watch.sample(4 * SEG, 2 * SEG + 1)
     watch.partial_covered(SEGMENT_2)  # an older partial does not move the archive back
     assert watch.archived == 4 * SEG
+
+
+def test_a_sigterm_during_the_slot_query_stops_the_archiver(monkeypatch):
+    """CI once saw wal-stream ignore SIGTERM for 60 s: the signal handler's
+    Terminated was raised inside _slot_facts' connect, whose ``except
+    DrkitError`` took it for an unreachable server, and the loop went on."""
+    from ansible_collections.drkit.backup.plugins.module_utils.core.errors import SourceError, Terminated
+
+    def stopped(*_args, **_kwargs):
+        raise Terminated("Interrupted by signal 15")
+    monkeypatch.setattr(wal_stream, "connect", stopped)
+    with pytest.raises(Terminated):
+        wal_stream._slot_facts({}, "postgres", "drkit_wal_stream")
+
+    def unreachable(*_args, **_kwargs):
+        raise SourceError("could not connect")
+    monkeypatch.setattr(wal_stream, "connect", unreachable)
+    assert wal_stream._slot_facts({}, "postgres", "drkit_wal_stream") == (None, None, None, None)
+
+
+def test_a_sigterm_while_writing_metrics_is_not_a_metrics_warning(monkeypatch, tmp_path):
+    from ansible_collections.drkit.backup.plugins.module_utils.core.errors import Terminated
+
+    def stopped(*_args, **_kwargs):
+        raise Terminated("Interrupted by signal 15")
+    monkeypatch.setattr(wal_stream.metrics, "update_textfile", stopped)
+    said = []
+    streamer = wal_stream.Streamer(None, str(tmp_path), 3, said.append)
+    with pytest.raises(Terminated):
+        wal_stream.write_metrics({"metrics_dir": str(tmp_path), "job_name": None, "slot_name": "s"}, streamer,
+                                 True, None)
+    assert said == []

@@ -133,6 +133,20 @@ def test_sigterm_inside_runs_the_cleanups_and_restores_the_handler(backup):
     assert records(storage, entry) == []
 
 
+def test_a_second_sigterm_in_a_cleanup_still_runs_the_other_cleanups(backup):
+    storage, entry = backup
+    undone = []
+
+    def interrupted():
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler is still ours while cleaning up
+    with pytest.raises(Terminated):
+        with Verification(storage, {}, entry, "restore", "j") as v:
+            v.cleanup(undone.append, "scratch database dropped")
+            v.cleanup(interrupted)
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert undone == ["scratch database dropped"]
+
+
 def test_a_failing_cleanup_does_not_stop_the_others(backup):
     storage, entry = backup
     undone = []
