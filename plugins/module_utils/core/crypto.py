@@ -37,7 +37,7 @@ import json
 import queue
 import threading
 
-from .errors import ConfigError, DrkitError, IntegrityError
+from .errors import ConfigError, DrkitError, IntegrityError, Terminated
 from .options import Option
 
 FORMAT = "age"
@@ -339,7 +339,7 @@ class Encrypt(_Streaming):
         super(Encrypt, self).__init__(lambda reader, writer: rage.encrypt_io(reader, writer, keys))
 
     def _translate(self, error):
-        if isinstance(error, DrkitError):
+        if isinstance(error, (DrkitError, Terminated)):
             return error
         return IntegrityError("age encryption failed: %s" % error, "Check the recipients (docs/encryption.md)")
 
@@ -358,7 +358,7 @@ class Decrypt(_Streaming):
         super(Decrypt, self).__init__(lambda reader, writer: rage.decrypt_io(reader, writer, ids))
 
     def _translate(self, error):
-        if isinstance(error, DrkitError):
+        if isinstance(error, (DrkitError, Terminated)):
             return error
         text = str(error) or type(error).__name__
         if "No matching keys" in text:

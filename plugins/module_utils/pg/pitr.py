@@ -57,7 +57,7 @@ import stat
 import sys
 import time
 
-from ..core.errors import ConfigError, DrkitError, IntegrityError, NotFoundError, SafetyError, WaitTimeout
+from ..core.errors import ConfigError, DrkitError, IntegrityError, NotFoundError, SafetyError, Terminated, WaitTimeout
 from ..core.options import Option, Options, resolve
 from ..core.osutil import atomic_write, check_traversable
 from ..core.scratch import port_is_free
@@ -786,8 +786,9 @@ def _disable(data_dir, bin_dir, ids, marker, exc):
             if not stop_server(bin_dir, data_dir, ids, mode="fast", timeout=60):
                 stop_server(bin_dir, data_dir, ids, mode="immediate", timeout=60)
         atomic_write(os.path.join(data_dir, "recovery.signal"), "", owner=ids and (ids[0], ids[1]))
+        ours = isinstance(exc, (DrkitError, Terminated))
         marker.update(state="failed (%s)" % marker.get("state", "?"),
-                      error=str(exc) if isinstance(exc, DrkitError) else "%s: %s" % (type(exc).__name__, exc))
+                      error=str(exc) if ours else "%s: %s" % (type(exc).__name__, exc))
         write_marker(data_dir, marker, ids)
     except (DrkitError, OSError):
         pass  # the original error is what the caller must see

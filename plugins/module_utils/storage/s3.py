@@ -193,7 +193,7 @@ class S3Storage(Storage):
 
     def _error(self, action, exc):
         if isinstance(exc, DrkitError):
-            return exc  # already ours, or an interrupt (Terminated): pass it on unchanged
+            return exc  # already ours: pass it on unchanged
         kind = _kind(exc)
         where = self.describe()
         if kind == "nobucket":
