@@ -22,6 +22,13 @@ description:
     C(restart) is C(docker restart). C(crash) sends SIGKILL to the container's main process (C(State.Pid)) from
     the Docker host. It does not use C(docker kill), because the Engine records that as a stop by hand and
     C(unless-stopped) then leaves the container down. C(stop_start) is C(docker stop), then C(docker start).
+    C(cascade) runs once, after the others, on all the containers together. It sends SIGKILL to every
+    container's main process at the same moment and times each recovery from that moment.
+  - Dependent services (the API gateway, the data layer) are given in O(containers) with C(kind=other). They
+    get the scenarios too: their own failure. After each failure of a database, the drill also waits until
+    every dependent's healthcheck passes in a check that started after the database answered again, which
+    shows that it reconnected. A dependent that does not do so within O(recovery_timeout) fails that scenario.
+    A dependent without a healthcheck cannot show that it reconnected, and is listed as such.
   - Before each failure it writes a marker, a row in PostgreSQL (committed with C(synchronous_commit=on)) or a
     key in Redis. It then measures the seconds until the container is healthy again (its healthcheck) and the
     server answers a query from this host, and checks that the marker is still there. For Redis, a lost key
@@ -32,8 +39,8 @@ description:
     The drill does not start it again.
   - The audit's other scenarios are reported under RV(not_shown), each with the reason. These are a network
     partition (host-networked containers cannot be disconnected, and a bridge network cannot be created on the
-    test machines), the failure and reconnection of dependent services, a cascading failure, and a cold start of
-    the project.
+    test machines) and a cold start of the project. The failure of dependent services is also listed when none
+    is given, and a cascading failure when fewer than two containers are given or C(cascade) is not asked for.
   - Markers are removed afterwards. The PostgreSQL marker table C(public.drkit_drill_marker) is dropped if the
     drill created it.
   - Run it on the Docker host, as a user allowed to use the Docker socket (root). The crash needs the host's
@@ -89,8 +96,8 @@ options:
       - The failures to cause on each container, in this order.
     type: list
     elements: str
-    choices: [restart, crash, stop_start]
-    default: [restart, crash, stop_start]
+    choices: [restart, crash, stop_start, cascade]
+    default: [restart, crash, stop_start, cascade]
   recovery_timeout:
     description:
       - Seconds to wait for a container to be healthy and answering after each failure.
@@ -185,7 +192,7 @@ scenarios:
       description: Container name.
       type: str
     scenario:
-      description: C(restart), C(crash) or C(stop_start).
+      description: C(restart), C(crash), C(stop_start) or C(cascade).
       type: str
     status:
       description: C(passed), C(failed), C(not_run) (it was not healthy before) or C(not_shown) (it cannot run
@@ -203,6 +210,15 @@ scenarios:
     marker:
       description: The marker written before the failure (token, promise, must_keep) and whether it was kept.
       type: dict
+    dependents:
+      description:
+        - For a database, the seconds from the failure until each dependent (C(kind=other)) passed a healthcheck
+          again after the database answered. The value is null when the dependent did not reconnect in time, and
+          C(no healthcheck) when it cannot show it. Null when no dependent was given.
+      type: dict
+    killed_pid:
+      description: The host PID that the C(crash) and C(cascade) scenarios sent SIGKILL to.
+      type: int
     reason:
       description: Why it failed, was not run, or lost its marker.
       type: str

@@ -102,6 +102,21 @@ class DrillRedis(object):
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=10)
 
 
+class DrillGateway(object):
+    """A dependent service (the audit's L09 API gateway) whose healthcheck
+    passes only while it reaches its database: what says it reconnected."""
+
+    def __init__(self, engine, image, pg):
+        self.name = _name("drill-gw")
+        self.password = None
+        self.id = start_container(engine, image, self.name, "exec sleep infinity", "nobody", "/tmp", {},
+                                  ["CMD", PG_BIN + "/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(pg.port)],
+                                  "l09-api-gateway", restart_policy={"Name": "unless-stopped"})
+
+    def entry(self):
+        return {"name": self.name, "kind": "other"}
+
+
 @pytest.fixture(scope="module")
 def drill_pg(docker_engine, pg_redis_image):
     return DrillPg(docker_engine, pg_redis_image)
@@ -186,8 +201,9 @@ def test_check_mode_inspects_only(docker_engine, drill_pg, drill_redis, tmp_path
     assert pg["data_volume"]["name"] == drill_pg.volume and pg["findings"] == [], pg
     # the Redis container's /data is an anonymous volume: flagged too
     assert any("anonymous volume" in f for f in res["findings"] if drill_redis.name in f)
-    assert sorted(n["scenario"] for n in res["not_shown"]) == [
-        "cascading_failure", "dependent_failure", "network_partition", "startup_order"]
+    # no dependent given (kind: other); a cascade of the two databases would run if confirmed
+    assert sorted(n["scenario"] for n in res["not_shown"]) == ["dependent_failure", "network_partition",
+                                                              "startup_order"]
     assert drill_pg.password not in run.text and drill_redis.password not in run.text
     assert [started_at(docker_engine, t.name) for t in (drill_pg, drill_redis)] == before
     assert not (tmp_path / "r").exists()
@@ -255,3 +271,34 @@ def test_a_redis_without_restart_policy_does_not_come_back_from_a_crash(docker_e
         time.sleep(0.2)  # loading the AOF
     assert drill_redis.client().get("app:session") == b"kept"
     assert not os.path.exists(str(tmp_path / "report"))
+
+
+def test_a_dependent_reconnects_after_a_crash_and_a_cascade_brings_everything_back(docker_engine, drill_pg,
+                                                                                     pg_redis_image):
+    gateway = DrillGateway(docker_engine, pg_redis_image, drill_pg)
+    try:
+        args = drill_args(docker_engine, drill_pg, confirm=True, scenarios=["crash", "cascade"], recovery_timeout=120)
+        args["containers"].append(gateway.entry())
+        changed, res = container_drill(args)
+        assert changed and res["passed"], res["findings"]
+        for s in res["scenarios"]:  # the figures of docs/containers.md (pytest -s)
+            print("drill %s %s %s: RTO %s s, dependents %s" % (s["kind"], s["container"], s["scenario"],
+                                                              s["rto_seconds"], s["dependents"]))
+        rows = dict(((s["container"], s["scenario"]), s) for s in res["scenarios"])
+        assert sorted(rows) == sorted([(drill_pg.name, "crash"), (gateway.name, "crash"),
+                                       (drill_pg.name, "cascade"), (gateway.name, "cascade")])
+        assert all(s["status"] == "passed" and s["rto_seconds"] > 0 for s in rows.values()), rows
+        # the gateway's healthcheck passed again after PostgreSQL answered: it reconnected
+        for scenario in ("crash", "cascade"):
+            db = rows[(drill_pg.name, scenario)]
+            assert db["dependents"][gateway.name] >= db["answers_seconds"] > 0, db
+            assert db["marker"]["kept"] is True
+        # its own crash (the audit's dependent failure): killed and back by its restart policy
+        assert rows[(gateway.name, "crash")]["killed_pid"] > 1
+        # the cascade killed both together: one moment, both main processes
+        assert rows[(drill_pg.name, "cascade")]["killed_pid"] != rows[(gateway.name, "cascade")]["killed_pid"]
+        shown = [n["scenario"] for n in res["not_shown"]]
+        assert "dependent_failure" not in shown and "cascading_failure" not in shown
+        assert drill_pg.query("SELECT to_regclass('public.%s') IS NULL" % MARKER_TABLE) == [(True,)]
+    finally:
+        docker_engine.client().remove_container(gateway.name, force=True, v=True)

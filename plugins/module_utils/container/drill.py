@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import os
 import signal
 import time
@@ -306,6 +307,60 @@ def wait_recovered(api, cid, started_before, probe, timeout, clock=time.monotoni
                     "answers_seconds": round(answers_at, 3) if answers_at is not None else None,
                     "state": _state_text(state)}
         sleep(POLL)
+
+
+def _docker_time(text):
+    """Epoch seconds of a Docker timestamp (RFC 3339, nanoseconds), or None."""
+    if not text or text.startswith("0001-"):
+        return None
+    main, _, rest = text.partition(".")
+    frac, zone = "", "Z"
+    if rest:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        frac, zone = rest[:digits], rest[digits:] or "Z"
+    elif main.endswith("Z"):
+        main = main[:-1]
+    zone = "+00:00" if zone == "Z" else zone
+    try:
+        stamp = datetime.datetime.strptime(main.rstrip("Z"), "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return None
+    sign = 1 if zone[0] == "+" else -1
+    hours, minutes = int(zone[1:3]), int(zone[4:6])
+    offset = sign * (hours * 3600 + minutes * 60)
+    epoch = (stamp - datetime.datetime(1970, 1, 1)).total_seconds() - offset
+    return epoch + (float("0." + frac) if frac else 0.0)
+
+
+def passed_check_after(info, since):
+    """Whether the container's healthcheck passed in a check that started
+    at or after ``since`` (epoch seconds): a dependent that reconnected to a
+    database which came back at ``since``. Docker keeps the last 5 checks."""
+    for entry in ((info.get("State") or {}).get("Health") or {}).get("Log") or []:
+        started = _docker_time(entry.get("Start"))
+        if entry.get("ExitCode") == 0 and started is not None and started >= since:
+            return True
+    return False
+
+
+def wait_reconnected(api, dependents, since, timeout, clock=time.monotonic, sleep=time.sleep, t0=None):
+    """For each dependent container (a target dict with id, name and
+    healthcheck), the seconds from ``t0`` until its healthcheck passed in a
+    check started after ``since`` (the database answered again); None when
+    that did not happen within ``timeout`` seconds of ``t0``. Dependents
+    without a healthcheck are left out: their reconnection cannot be seen."""
+    t0 = clock() if t0 is None else t0
+    waiting = dict((d["name"], d["id"]) for d in dependents if d["healthcheck"])
+    done = dict((name, None) for name in waiting)
+    while waiting:
+        for name, cid in list(waiting.items()):
+            if passed_check_after(api.inspect_container(cid), since):
+                done[name] = round(clock() - t0, 3)
+                del waiting[name]
+        if not waiting or clock() - t0 > timeout:
+            break
+        sleep(POLL)
+    return done
 
 
 def _state_text(state):

@@ -31,7 +31,7 @@ from . import report as rp
 
 # The failures the drill causes; the audit's other scenarios are reported
 # with the reason they are not shown (NOT_SHOWN).
-SCENARIOS = ("restart", "crash", "stop_start")
+SCENARIOS = ("restart", "crash", "stop_start", "cascade")
 KINDS = ("postgres", "redis", "other")
 TARGET_KEYS = ("name", "kind", "login_host", "port", "login_user", "database")
 PROBE_TIMEOUT = 3  # seconds for one probe connection: a slow answer is not yet an answer
@@ -263,66 +263,62 @@ def marker_for(entry, info, passwords):
 # -- the scenarios ---------------------------------------------------------------
 
 
-def not_shown(targets, compose_file):
+def not_shown(pairs, targets, compose_file, run):
     """The audit's scenarios this drill does not run, each with the reason."""
-    host_net = all((info.get("HostConfig") or {}).get("NetworkMode") == "host" for _e, info in targets)
+    host_net = all((info.get("HostConfig") or {}).get("NetworkMode") == "host" for _e, info in pairs)
     partition = ("the containers use the host network, which cannot be disconnected from anything"
                  if host_net else
                  "a partition (docker network disconnect of a dependent on a bridge network) is not implemented "
                  "yet, and no machine of the test suite may create a bridge network to prove it")
-    return [
-        {"scenario": "network_partition", "reason": partition},
-        {"scenario": "dependent_failure",
-         "reason": "the drill takes no dependent services (the API gateway, the data layer) yet: their failure and "
-                   "their reconnection after a database crash are not measured"},
-        {"scenario": "cascading_failure",
-         "reason": "needs dependent services to fail together with the databases; none are given to the drill"},
-        {"scenario": "startup_order",
-         "reason": ("checked by inspection of %s (depends_on conditions above); a cold start of the whole "
-                    "project is not run" % compose_file) if compose_file else
-         "no compose_file given: the depends_on conditions cannot be read, and a cold start is not run"},
-    ]
+    out = [{"scenario": "network_partition", "reason": partition}]
+    if not any(t["kind"] == "other" for t in targets):
+        out.append({"scenario": "dependent_failure",
+                    "reason": "no dependent service (the API gateway, the data layer) was given: add their "
+                              "containers with kind: other to measure their failure and their reconnection after a "
+                              "database failure"})
+    if "cascade" not in run or len(targets) < 2:
+        out.append({"scenario": "cascading_failure",
+                    "reason": "not asked for (scenarios)" if "cascade" not in run else
+                    "needs at least two containers (the databases and their dependents)"})
+    out.append({"scenario": "startup_order",
+                "reason": ("checked by inspection of %s (depends_on conditions above); a cold start of the whole "
+                           "project is not run" % compose_file) if compose_file else
+                "no compose_file given: the depends_on conditions cannot be read, and a cold start is not run"})
+    return out
 
 
-def run_scenario(api, target, scenario, marker, p, clock=time.monotonic):
-    """Cause one failure and measure the recovery."""
-    name, cid = target["name"], target["id"]
-    out = {"container": name, "kind": target["kind"], "scenario": scenario, "status": "passed", "reason": None,
-           "rto_seconds": None, "healthy_seconds": None, "answers_seconds": None, "marker": None,
-           "started_at": mf.isoformat(mf.utcnow()), "finished_at": None}
-    if scenario == "crash":
-        why = dd.crash_unsupported(p["docker_host"])
-        if why:
-            return dict(out, status="not_shown", reason=why)
-    info = api.inspect_container(cid)
-    problem = container_problem(name, info)
+def _row(target, scenario):
+    return {"container": target["name"], "kind": target["kind"], "scenario": scenario, "status": "passed",
+            "reason": None, "rto_seconds": None, "healthy_seconds": None, "answers_seconds": None, "marker": None,
+            "dependents": None, "started_at": mf.isoformat(mf.utcnow()), "finished_at": None}
+
+
+def _before(api, target, scenario, marker):
+    """Check the container is healthy and answering, write the marker.
+    Returns (row, token, info), or (finished row, None, None) when the
+    scenario cannot run on it."""
+    out = _row(target, scenario)
+    info = api.inspect_container(target["id"])
+    problem = container_problem(target["name"], info)
     if problem is None and marker is not None and not marker.probe():
-        problem = ("%s does not answer on %s" % (name, _where(marker)), "")
+        problem = ("%s does not answer on %s" % (target["name"], _where(marker)), "")
     if problem:
-        return dict(out, status="not_run", reason="not healthy before the failure: %s" % problem[0])
+        return dict(out, status="not_run", reason="not healthy before the failure: %s" % problem[0]), None, None
     token = secrets.token_hex(8)
     if marker is not None:
         try:
             marker.write(token, scenario)
         except Exception as e:  # pylint: disable=broad-except
-            return dict(out, status="not_run", reason="could not write the marker: %s" % _first_line(e))
+            return dict(out, status="not_run", reason="could not write the marker: %s" % _first_line(e)), None, None
         out["marker"] = {"token": token, "promise": marker.promise, "must_keep": marker.must_keep}
-        if marker.settle:
-            time.sleep(marker.settle)
-    stop_timeout = (info.get("Config") or {}).get("StopTimeout") or 10
+    return out, token, info
+
+
+def _after(api, target, out, info, token, marker, p, t0, clock):
+    """Wait until the container is back, then check the marker."""
     started = (info.get("State") or {}).get("StartedAt")
     probe = marker.probe if marker is not None else (lambda: True)
-    t0 = clock()
-    if scenario == "restart":
-        dd.restart(api, cid, stop_timeout)
-    elif scenario == "crash":
-        try:
-            out["killed_pid"] = dd.crash(api, cid)
-        except SourceError as e:
-            return dict(out, status="not_shown", reason=str(e))
-    else:
-        dd.stop_start(api, cid, stop_timeout)
-    rec = dd.wait_recovered(api, cid, started, probe, p["recovery_timeout"], clock=clock, t0=t0)
+    rec = dd.wait_recovered(api, target["id"], started, probe, p["recovery_timeout"], clock=clock, t0=t0)
     out.update(rto_seconds=rec["seconds"], healthy_seconds=rec["healthy_seconds"],
                answers_seconds=rec["answers_seconds"], state_after=rec["state"],
                finished_at=mf.isoformat(mf.utcnow()))
@@ -344,6 +340,89 @@ def run_scenario(api, target, scenario, marker, p, clock=time.monotonic):
             if marker.must_keep:
                 out["status"] = "failed"
     return out
+
+
+def _reconnection(api, rows, dependents, since, p, t0, clock):
+    """After databases failed and answered again at ``since`` (epoch): the
+    seconds until each dependent's healthcheck passed again, on every row;
+    a dependent that did not reconnect fails the rows."""
+    if not dependents or not any(r["kind"] in ("postgres", "redis") and r["status"] == "passed" for r in rows):
+        return
+    seen = dd.wait_reconnected(api, dependents, since, p["recovery_timeout"], clock=clock, t0=t0)
+    lost = sorted(name for name, seconds in seen.items() if seconds is None)
+    blind = sorted(d["name"] for d in dependents if not d["healthcheck"])
+    for out in rows:
+        if out["kind"] not in ("postgres", "redis") or out["status"] != "passed":
+            continue
+        out["dependents"] = dict(seen, **dict((name, "no healthcheck") for name in blind))
+        if lost:
+            out.update(status="failed", reason="%s did not pass a healthcheck within %g s after %s answered "
+                       "again: it does not reconnect" % (", ".join(lost), p["recovery_timeout"], out["container"]))
+
+
+def run_scenario(api, target, scenario, marker, p, dependents=(), clock=time.monotonic):
+    """Cause one failure of one container and measure the recovery; for a
+    database, also until the ``dependents`` reconnected."""
+    if scenario == "crash":
+        why = dd.crash_unsupported(p["docker_host"])
+        if why:
+            return dict(_row(target, scenario), status="not_shown", reason=why)
+    out, token, info = _before(api, target, scenario, marker)
+    if token is None:
+        return out
+    if marker is not None and marker.settle:
+        time.sleep(marker.settle)
+    stop_timeout = (info.get("Config") or {}).get("StopTimeout") or 10
+    t0 = clock()
+    if scenario == "restart":
+        dd.restart(api, target["id"], stop_timeout)
+    elif scenario == "crash":
+        try:
+            out["killed_pid"] = dd.crash(api, target["id"])
+        except SourceError as e:
+            return dict(out, status="not_shown", reason=str(e))
+    else:
+        dd.stop_start(api, target["id"], stop_timeout)
+    _after(api, target, out, info, token, marker, p, t0, clock)
+    _reconnection(api, [out], [d for d in dependents if d["name"] != target["name"]], time.time(), p, t0, clock)
+    return out
+
+
+def run_cascade(api, targets, markers, p, clock=time.monotonic):
+    """The audit's cascading failure: every container given (databases and
+    their dependents) crashes at once (SIGKILL of each main process); one
+    row per container, every RTO counted from the same moment, then the
+    dependents' reconnection."""
+    why = dd.crash_unsupported(p["docker_host"])
+    if why:
+        return [dict(_row(t, "cascade"), status="not_shown", reason=why) for t in targets]
+    rows, live = [], []
+    for target in targets:
+        out, token, info = _before(api, target, "cascade", markers.get(target["name"]))
+        rows.append(out)
+        if token is not None:
+            live.append((target, out, token, info))
+    if len(live) < 2:
+        for out in rows:
+            if out["status"] == "passed":
+                out.update(status="not_run", reason="a cascade needs at least two healthy containers; %d is" % (
+                    len(live)))
+        return rows
+    settle = max([markers[t["name"]].settle for t, _o, _k, _i in live if markers.get(t["name"])] + [0.0])
+    time.sleep(settle)
+    t0 = clock()
+    crashed = []
+    for target, out, token, info in live:
+        try:
+            out["killed_pid"] = dd.crash(api, target["id"])
+            crashed.append((target, out, token, info))
+        except SourceError as e:
+            out.update(status="not_shown", reason=str(e))
+    for target, out, token, info in crashed:
+        _after(api, target, out, info, token, markers.get(target["name"]), p, t0, clock)
+    dependents = [t for t in targets if t["kind"] == "other"]
+    _reconnection(api, rows, dependents, time.time(), p, t0, clock)
+    return rows
 
 
 def _first_line(exc):
@@ -383,28 +462,36 @@ def container_drill(params, check_mode=False):
     if run and not check_mode:
         for (entry, info), target in zip(pairs, targets):
             markers[target["name"]] = marker_for(dict(entry, kind=target["kind"]), info, p["login_passwords"])
-        for target in targets:
-            marker = markers[target["name"]]
-            if marker is not None and marker.probe():
-                marker.prepare()
-            tokens = []
-            try:
+        dependents = [t for t in targets if t["kind"] == "other"]
+        tokens = dict((t["name"], []) for t in targets)
+        try:
+            for target in targets:
+                marker = markers[target["name"]]
+                if marker is not None and marker.probe():
+                    marker.prepare()
+            for target in targets:
                 for scenario in run:
-                    res = run_scenario(api, target, scenario, marker, p)
-                    scenarios.append(res)
-                    if res.get("marker"):
-                        tokens.append(res["marker"]["token"])
-            finally:
-                if marker is not None and (tokens or getattr(marker, "created_table", False)):
+                    if scenario != "cascade":
+                        scenarios.append(run_scenario(api, target, scenario, markers[target["name"]], p,
+                                                      dependents=dependents))
+            if "cascade" in run:
+                scenarios.extend(run_cascade(api, targets, markers, p))
+        finally:
+            for res in scenarios:
+                if res.get("marker"):
+                    tokens[res["container"]].append(res["marker"]["token"])
+            for target in targets:
+                marker = markers[target["name"]]
+                if marker is not None and (tokens[target["name"]] or getattr(marker, "created_table", False)):
                     if marker.probe():
-                        marker.cleanup(tokens)
+                        marker.cleanup(tokens[target["name"]])
                     else:
                         target["findings"].append("%s does not answer: the drill's marker(s) %s are left in it" % (
-                            target["name"], ", ".join(tokens)))
-            if marker is not None:
-                target["persistence"] = marker.promise
+                            target["name"], ", ".join(tokens[target["name"]])))
+                if marker is not None:
+                    target["persistence"] = marker.promise
     report = rp.build(p["title"], started_at, socket.gethostname(), targets, compose, scenarios,
-                      not_shown(pairs, p["compose_file"]), inspect_only=check_mode or not run)
+                      not_shown(pairs, targets, p["compose_file"], run), inspect_only=check_mode or not run)
     paths = {}
     if p["report_dir"] and not check_mode:
         paths = rp.write(p["report_dir"], report)

@@ -67,6 +67,16 @@ def _marker_text(s):
     return "kept" if m["kept"] else ("LOST" if m["must_keep"] else "lost (allowed)")
 
 
+def _dependents_text(s):
+    """How long each dependent took to pass a healthcheck again after the
+    database answered (counted from the failure)."""
+    deps = s.get("dependents")
+    if not deps:
+        return "-"
+    return "; ".join("%s %s" % (name, fmt_s(v) if isinstance(v, (int, float)) else (v or "NOT reconnected"))
+                     for name, v in sorted(deps.items()))
+
+
 def _rto(s):
     return fmt_s(s["rto_seconds"]) if s["rto_seconds"] is not None else "-"
 
@@ -98,14 +108,15 @@ def markdown(report):
     lines.append("")
     if report["scenarios"]:
         lines += ["## Scenarios (RTO: from the failure until healthy and answering)", "",
-                  "| Container | Scenario | Result | RTO | Healthy after | Answers after | Marker | Note |",
-                  "|---|---|---|---:|---:|---:|---|---|"]
+                  "| Container | Scenario | Result | RTO | Healthy after | Answers after | Marker | Dependents "
+                  "reconnected | Note |",
+                  "|---|---|---|---:|---:|---:|---|---|---|"]
         for s in report["scenarios"]:
-            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 md(s["container"]), s["scenario"], STATUS_WORDS[s["status"]], _rto(s),
                 fmt_s(s["healthy_seconds"]) if s["healthy_seconds"] is not None else "-",
                 fmt_s(s["answers_seconds"]) if s["answers_seconds"] is not None else "-",
-                _marker_text(s), md(s["reason"] or "")))
+                _marker_text(s), md(_dependents_text(s)), md(s["reason"] or "")))
         lines.append("")
     lines += ["## Not shown", "", "| Scenario | Why |", "|---|---|"]
     lines += ["| %s | %s |" % (n["scenario"], md(n["reason"])) for n in report["not_shown"]]
@@ -141,13 +152,14 @@ def html(report):
     if report["scenarios"]:
         worst = max([s["rto_seconds"] or 0 for s in report["scenarios"]] + [0.001])
         body.append("<h2>Scenarios</h2><table><tr><th>Container</th><th>Scenario</th><th>Result</th><th>RTO</th>"
-                    "<th></th><th>Marker</th><th>Note</th></tr>")
+                    "<th></th><th>Marker</th><th>Dependents reconnected</th><th>Note</th></tr>")
         for s in report["scenarios"]:
             width = int(300 * (s["rto_seconds"] or 0) / worst)
             body.append("<tr><td>%s</td><td>%s</td><td class='%s'>%s</td><td>%s</td>"
-                        "<td><div class='bar' style='width:%dpx'></div></td><td>%s</td><td>%s</td></tr>" % (
+                        "<td><div class='bar' style='width:%dpx'></div></td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
                             esc(s["container"]), esc(s["scenario"]), "fail" if s["status"] == "failed" else "pass",
-                            STATUS_WORDS[s["status"]], _rto(s), width, _marker_text(s), esc(s["reason"] or "")))
+                            STATUS_WORDS[s["status"]], _rto(s), width, _marker_text(s), esc(_dependents_text(s)),
+                            esc(s["reason"] or "")))
         body.append("</table>")
     body.append("<h2>Not shown</h2><table>%s</table>" % "".join(
         "<tr><th>%s</th><td>%s</td></tr>" % (esc(n["scenario"]), esc(n["reason"])) for n in report["not_shown"]))

@@ -126,3 +126,40 @@ def test_a_container_that_stays_down_did_not_come_back():
     res = dd.wait_recovered(FakeEngine([down]), "c", "old", lambda: True, 5, clock=clock, sleep=clock.sleep)
     assert res == {"recovered": False, "seconds": None, "healthy_seconds": None, "answers_seconds": None,
                    "state": "exited (exit code 137)"}
+
+
+def test_docker_timestamps_with_nanoseconds_and_offsets():
+    assert dd._docker_time("1970-01-01T00:00:10.5Z") == pytest.approx(10.5)
+    assert dd._docker_time("2026-12-03T10:55:01.123456789Z") == pytest.approx(1796295301.123457, abs=1e-5)
+    assert dd._docker_time("2026-12-03T11:55:01.5+01:00") == pytest.approx(1796295301.5)
+    assert dd._docker_time("2026-12-03T10:55:01Z") == pytest.approx(1796295301.0)
+    assert dd._docker_time("0001-01-01T00:00:00Z") is None and dd._docker_time("") is None
+
+
+def health_log(*entries):
+    return {"State": {"Health": {"Log": [{"Start": "1970-01-01T00:00:%02d.000000001Z" % start, "ExitCode": code}
+                                         for start, code in entries]}}}
+
+
+def test_a_dependent_reconnected_when_a_check_started_after_the_database_answered_passed():
+    assert not dd.passed_check_after(health_log((5, 0), (9, 1)), since=8)  # the pass is from before
+    assert dd.passed_check_after(health_log((5, 0), (9, 1), (11, 0)), since=8)
+    assert not dd.passed_check_after({"State": {}}, since=0)
+
+
+def test_wait_reconnected_times_each_dependent_and_gives_up_at_the_timeout():
+    class Engine(object):
+        def __init__(self):
+            self.calls = 0
+
+        def inspect_container(self, cid):
+            self.calls += 1
+            if cid == "gw" and self.calls > 4:
+                return health_log((20, 0))
+            return health_log((5, 0))
+    clock = Clock()
+    deps = [{"name": "gateway", "id": "gw", "healthcheck": True}, {"name": "stuck", "id": "st", "healthcheck": True},
+            {"name": "blind", "id": "bl", "healthcheck": False}]
+    res = dd.wait_reconnected(Engine(), deps, since=10, timeout=3, clock=clock, sleep=clock.sleep)
+    assert res["gateway"] == pytest.approx(2 * dd.POLL) and res["stuck"] is None and "blind" not in res
+    assert clock.t > 3  # waited for the stuck one until the timeout

@@ -14,7 +14,7 @@ def test_scenarios_without_confirmation_are_refused_before_the_engine():
     with pytest.raises(ConfigError) as err:
         dc.container_drill({"containers": ["agentic-postgres"], "docker_host": "unix:///nonexistent.sock"})
     assert "runs them only with confirm: true" in str(err.value)
-    assert "restart, crash, stop_start" in str(err.value)
+    assert "restart, crash, stop_start, cascade" in str(err.value)
 
 
 def test_a_password_in_containers_is_refused_without_echoing_it():
@@ -54,7 +54,8 @@ def test_the_report_says_what_was_not_shown_and_escapes_names():
             "reason": "did not come back within 5 s: exited (exit code 137)", "rto_seconds": None,
             "healthy_seconds": None, "answers_seconds": None, "marker": None}
     report = rp.build("Drill", "2026-01-01T00:00:00Z", "h", [target], {"file": None, "findings": [], "depends_on": []},
-                      [scen], dc.not_shown([({"name": "db"}, {"HostConfig": {"NetworkMode": "host"}})], None),
+                      [scen], dc.not_shown([({"name": "db"}, {"HostConfig": {"NetworkMode": "host"}})], [target], None,
+                                           ["crash"]),
                       inspect_only=False)
     assert report["passed"] is False and report["worst_rto_seconds"] is None
     assert "db|<x>, crash: did not come back" in " ".join(report["findings"])
@@ -79,3 +80,25 @@ def test_markers_reach_the_server_by_the_published_port_and_the_password_by_serv
     r = dc.marker_for(entry(name="cache", kind="redis", port=7000), {"Config": {}}, None)
     assert isinstance(r, dc.RedisMarker) and r.cp["port"] == 7000 and r.cp["password"] is None
     assert dc.marker_for(entry(name="gw", kind="other"), {"Config": {}}, None) is None
+
+
+def test_not_shown_names_what_the_drill_was_not_given():
+    pairs = [({"name": "db"}, {"HostConfig": {"NetworkMode": "host"}})]
+    db = {"name": "db", "kind": "postgres"}
+    gateway = {"name": "gw", "kind": "other"}
+    alone = dict((n["scenario"], n["reason"]) for n in dc.not_shown(pairs, [db], None, list(dc.SCENARIOS)))
+    assert "add their containers with kind: other" in alone["dependent_failure"]
+    assert "at least two containers" in alone["cascading_failure"]
+    given = dict((n["scenario"], n["reason"]) for n in dc.not_shown(pairs, [db, gateway], None, list(dc.SCENARIOS)))
+    assert "dependent_failure" not in given and "cascading_failure" not in given
+    unasked = dict((n["scenario"], n["reason"]) for n in dc.not_shown(pairs, [db, gateway], None, ["crash"]))
+    assert unasked["cascading_failure"] == "not asked for (scenarios)"
+
+
+def test_the_report_shows_each_dependents_reconnection():
+    scen = {"container": "db", "kind": "postgres", "scenario": "crash", "status": "failed",
+            "reason": "gw did not pass a healthcheck", "rto_seconds": 1.5, "healthy_seconds": 1.5,
+            "answers_seconds": 1.2, "marker": None, "dependents": {"api": 2.25, "gw": None, "l01": "no healthcheck"}}
+    text = rp._dependents_text(scen)
+    assert text == "api 2.2 s; gw NOT reconnected; l01 no healthcheck" or text.startswith("api 2.")
+    assert "gw NOT reconnected" in text and "l01 no healthcheck" in text
