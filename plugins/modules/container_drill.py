@@ -25,7 +25,7 @@ description:
     C(cascade) runs once, after the others, on all the containers together. It sends SIGKILL to every
     container's main process at the same moment and times each recovery from that moment.
   - Dependent services (the API gateway, the data layer) are given in O(containers) with C(kind=other). They
-    get the scenarios too: their own failure. After each failure of a database, the drill also waits until
+    get the scenarios too, which is their own failure. After each failure of a database, the drill also waits until
     every dependent's healthcheck passes in a check that started after the database answered again, which
     shows that it reconnected. A dependent that does not do so within O(recovery_timeout) fails that scenario.
     A dependent without a healthcheck cannot show that it reconnected, and is listed as such.
