@@ -24,6 +24,8 @@ description:
     C(unless-stopped) then leaves the container down. C(stop_start) is C(docker stop), then C(docker start).
     C(cascade) runs once, after the others, on all the containers together. It sends SIGKILL to every
     container's main process at the same moment and times each recovery from that moment.
+    C(cold_start) runs last. It stops every container, then starts the dependents first and the databases last,
+    as a reboot of the Docker host may do. The Engine never reads C(depends_on).
   - Dependent services (the API gateway, the data layer) are given in O(containers) with C(kind=other). They
     get the scenarios too, which is their own failure. After each failure of a database, the drill also waits until
     every dependent's healthcheck passes in a check that started after the database answered again, which
@@ -39,8 +41,9 @@ description:
     The drill does not start it again.
   - The audit's other scenarios are reported under RV(not_shown), each with the reason. These are a network
     partition (host-networked containers cannot be disconnected, and a bridge network cannot be created on the
-    test machines) and a cold start of the project. The failure of dependent services is also listed when none
-    is given, and a cascading failure when fewer than two containers are given or C(cascade) is not asked for.
+    test machines). The failure of dependent services is also listed when none is given. A cascading failure
+    and the startup order are listed when fewer than two containers are given, or when C(cascade) or
+    C(cold_start) is not asked for.
   - Markers are removed afterwards. The PostgreSQL marker table C(public.drkit_drill_marker) is dropped if the
     drill created it.
   - Run it on the Docker host, as a user allowed to use the Docker socket (root). The crash needs the host's
@@ -96,8 +99,8 @@ options:
       - The failures to cause on each container, in this order.
     type: list
     elements: str
-    choices: [restart, crash, stop_start, cascade]
-    default: [restart, crash, stop_start, cascade]
+    choices: [restart, crash, stop_start, cascade, cold_start]
+    default: [restart, crash, stop_start, cascade, cold_start]
   recovery_timeout:
     description:
       - Seconds to wait for a container to be healthy and answering after each failure.
@@ -192,7 +195,7 @@ scenarios:
       description: Container name.
       type: str
     scenario:
-      description: C(restart), C(crash), C(stop_start) or C(cascade).
+      description: C(restart), C(crash), C(stop_start), C(cascade) or C(cold_start).
       type: str
     status:
       description: C(passed), C(failed), C(not_run) (it was not healthy before) or C(not_shown) (it cannot run

@@ -31,7 +31,8 @@ from . import report as rp
 
 # The failures the drill causes; the audit's other scenarios are reported
 # with the reason they are not shown (NOT_SHOWN).
-SCENARIOS = ("restart", "crash", "stop_start", "cascade")
+SCENARIOS = ("restart", "crash", "stop_start", "cascade", "cold_start")
+TOGETHER = ("cascade", "cold_start")  # once, on all the containers at the same time
 KINDS = ("postgres", "redis", "other")
 TARGET_KEYS = ("name", "kind", "login_host", "port", "login_user", "database")
 PROBE_TIMEOUT = 3  # seconds for one probe connection: a slow answer is not yet an answer
@@ -280,10 +281,12 @@ def not_shown(pairs, targets, compose_file, run):
         out.append({"scenario": "cascading_failure",
                     "reason": "not asked for (scenarios)" if "cascade" not in run else
                     "needs at least two containers (the databases and their dependents)"})
-    out.append({"scenario": "startup_order",
-                "reason": ("checked by inspection of %s (depends_on conditions above); a cold start of the whole "
-                           "project is not run" % compose_file) if compose_file else
-                "no compose_file given: the depends_on conditions cannot be read, and a cold start is not run"})
+    if "cold_start" not in run or len(targets) < 2:
+        out.append({"scenario": "startup_order",
+                    "reason": ("checked by inspection of %s (depends_on conditions above)" % compose_file
+                               if compose_file else "no compose_file given: depends_on conditions not read") +
+                    ("; a cold start is not asked for (scenarios)" if "cold_start" not in run else
+                     "; a cold start needs at least two containers")})
     return out
 
 
@@ -388,41 +391,64 @@ def run_scenario(api, target, scenario, marker, p, dependents=(), clock=time.mon
     return out
 
 
-def run_cascade(api, targets, markers, p, clock=time.monotonic):
-    """The audit's cascading failure: every container given (databases and
-    their dependents) crashes at once (SIGKILL of each main process); one
-    row per container, every RTO counted from the same moment, then the
-    dependents' reconnection."""
-    why = dd.crash_unsupported(p["docker_host"])
-    if why:
-        return [dict(_row(t, "cascade"), status="not_shown", reason=why) for t in targets]
+def _together(api, targets, markers, scenario, cause, p, clock):
+    """A failure of every given container at once: markers written,
+    ``cause(live, clock)`` fails them all and returns the moment the RTOs
+    count from, then each recovery and the dependents' reconnection. One
+    row per container."""
     rows, live = [], []
     for target in targets:
-        out, token, info = _before(api, target, "cascade", markers.get(target["name"]))
+        out, token, info = _before(api, target, scenario, markers.get(target["name"]))
         rows.append(out)
         if token is not None:
             live.append((target, out, token, info))
     if len(live) < 2:
         for out in rows:
             if out["status"] == "passed":
-                out.update(status="not_run", reason="a cascade needs at least two healthy containers; %d is" % (
-                    len(live)))
+                out.update(status="not_run", reason="%s needs at least two healthy containers; %d is" % (
+                    scenario, len(live)))
         return rows
-    settle = max([markers[t["name"]].settle for t, _o, _k, _i in live if markers.get(t["name"])] + [0.0])
-    time.sleep(settle)
-    t0 = clock()
-    crashed = []
+    time.sleep(max([markers[t["name"]].settle for t, _o, _k, _i in live if markers.get(t["name"])] + [0.0]))
+    t0 = cause(live, clock)
     for target, out, token, info in live:
-        try:
-            out["killed_pid"] = dd.crash(api, target["id"])
-            crashed.append((target, out, token, info))
-        except SourceError as e:
-            out.update(status="not_shown", reason=str(e))
-    for target, out, token, info in crashed:
-        _after(api, target, out, info, token, markers.get(target["name"]), p, t0, clock)
-    dependents = [t for t in targets if t["kind"] == "other"]
-    _reconnection(api, rows, dependents, time.time(), p, t0, clock)
+        if out["status"] == "passed":
+            _after(api, target, out, info, token, markers.get(target["name"]), p, t0, clock)
+    _reconnection(api, rows, [t for t in targets if t["kind"] == "other"], time.time(), p, t0, clock)
     return rows
+
+
+def run_cascade(api, targets, markers, p, clock=time.monotonic):
+    """The audit's cascading failure: every given container (databases and
+    their dependents) crashes at once, SIGKILL of each main process."""
+    why = dd.crash_unsupported(p["docker_host"])
+    if why:
+        return [dict(_row(t, "cascade"), status="not_shown", reason=why) for t in targets]
+
+    def kill_all(live, clock):
+        t0 = clock()
+        for target, out, _token, _info in live:
+            try:
+                out["killed_pid"] = dd.crash(api, target["id"])
+            except SourceError as e:
+                out.update(status="not_shown", reason=str(e))
+        return t0
+    return _together(api, targets, markers, "cascade", kill_all, p, clock)
+
+
+def run_cold_start(api, targets, markers, p, clock=time.monotonic):
+    """The audit's startup order, the hard way: every given container stopped,
+    then started dependents first and databases last, as a Docker host's
+    reboot may do it (the Engine starts containers by restart policy and never
+    reads depends_on; only ``docker compose up`` does). The RTOs count from
+    the first start."""
+    def stop_then_start(live, clock):
+        for target, _out, _token, info in live:
+            api.stop(target["id"], timeout=(info.get("Config") or {}).get("StopTimeout") or 10)
+        t0 = clock()
+        for target, _out, _token, _info in sorted(live, key=lambda item: item[0]["kind"] != "other"):
+            api.start(target["id"])
+        return t0
+    return _together(api, targets, markers, "cold_start", stop_then_start, p, clock)
 
 
 def _first_line(exc):
@@ -471,11 +497,13 @@ def container_drill(params, check_mode=False):
                     marker.prepare()
             for target in targets:
                 for scenario in run:
-                    if scenario != "cascade":
+                    if scenario not in TOGETHER:
                         scenarios.append(run_scenario(api, target, scenario, markers[target["name"]], p,
                                                       dependents=dependents))
             if "cascade" in run:
                 scenarios.extend(run_cascade(api, targets, markers, p))
+            if "cold_start" in run:
+                scenarios.extend(run_cold_start(api, targets, markers, p))
         finally:
             for res in scenarios:
                 if res.get("marker"):

@@ -89,10 +89,13 @@ def test_not_shown_names_what_the_drill_was_not_given():
     alone = dict((n["scenario"], n["reason"]) for n in dc.not_shown(pairs, [db], None, list(dc.SCENARIOS)))
     assert "add their containers with kind: other" in alone["dependent_failure"]
     assert "at least two containers" in alone["cascading_failure"]
+    assert "a cold start needs at least two containers" in alone["startup_order"]
     given = dict((n["scenario"], n["reason"]) for n in dc.not_shown(pairs, [db, gateway], None, list(dc.SCENARIOS)))
-    assert "dependent_failure" not in given and "cascading_failure" not in given
-    unasked = dict((n["scenario"], n["reason"]) for n in dc.not_shown(pairs, [db, gateway], None, ["crash"]))
+    assert sorted(given) == ["network_partition"]
+    unasked = dict((n["scenario"], n["reason"]) for n in dc.not_shown(pairs, [db, gateway], "c.yml", ["crash"]))
     assert unasked["cascading_failure"] == "not asked for (scenarios)"
+    assert unasked["startup_order"] == ("checked by inspection of c.yml (depends_on conditions above); a cold start "
+                                        "is not asked for (scenarios)")
 
 
 def test_the_report_shows_each_dependents_reconnection():
