@@ -186,8 +186,11 @@ def test_cli_signs_and_verifies(pg, small_db, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["verify_keys"] == [kid] and out["backups"][0]["signature_verified"] is True
-    # a wrong key: the backup does not count, and verify of latest finds nothing trusted
+    # a wrong key: the backup does not count (marked in the table), and verify of latest finds nothing trusted
     _other_key, other_pub, other_id = key_files(tmp_path, "other")
+    proc = run_drkit(["list", "--verify-key", other_pub] + base, tmp_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "[SIGNATURE NOT TRUSTED]" in proc.stdout
     proc = run_drkit(["verify", "--level", "checksum", "--verify-key", other_pub, "--json"] + base, tmp_dir=tmp_path)
     assert proc.returncode != 0
     assert kid in proc.stderr and other_id in proc.stderr, proc.stderr

@@ -134,3 +134,35 @@ def test_rotation_does_not_count_forged_manifests(fs, repo):
     # without verify_keys the forgeries fill keep_last and every genuine backup would go
     blind = plan_rotation(fs, Policy(last=2), now=now, wal=False)
     assert set(repo["genuine"]) <= set(i["backup_id"] for i in blind.delete)
+
+
+@pytest.mark.parametrize("kind,short", [("pg_physical", "pg-physical"), ("redis_rdb", "redis-rdb")])
+def test_pitr_and_redis_choose_only_trusted_backups(fs, kind, short):
+    from ansible_collections.drkit.backup.plugins.module_utils.pg.pitr import choose_backup
+    from ansible_collections.drkit.backup.plugins.module_utils.redis.artifacts import resolve_redis
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    pub = key.public_key()
+    trust = signing.Trust({signing.key_id(pub): pub})
+    ids = []
+    for n, signer in enumerate((signing.Signer(key), None)):  # genuine, then a newer unsigned one
+        when = T0 + datetime.timedelta(minutes=n)
+        m = mf.Manifest.new("%s-%s-%06x" % (when.strftime("%Y%m%dT%H%M%SZ"), short, n), kind,
+                            when - datetime.timedelta(seconds=5), {"type": kind.split("_")[0], "host": "h",
+                                                                   "port": 1})
+        m.add_artifact(ART, 10, "ab" * 32)
+        m.finish(when)
+        ids.append(store(fs, m, signer))
+    genuine, forged = ids
+    if kind == "pg_physical":
+        def choose(bid, t):
+            return choose_backup(fs, bid, "latest", None, trust=t)
+    else:
+        def choose(bid, t):
+            return resolve_redis(fs, {"backup_id": bid or "latest",
+                                      "verify_keys": [signing.public_line(pub)] if t else None})
+    assert choose(None, None).backup_id == forged
+    assert choose(None, trust).backup_id == genuine
+    with pytest.raises(IntegrityError, match="is not signed"):
+        choose(forged, trust)
+    assert choose(genuine, trust).backup_id == genuine
