@@ -17,7 +17,6 @@ from ansible_collections.drkit.backup.plugins.module_utils.repo import listing
 from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
 from ansible_collections.drkit.backup.plugins.module_utils.repo.retention import Policy
 from ansible_collections.drkit.backup.plugins.module_utils.repo.rotate import check_plan, plan_rotation
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 UTC = datetime.timezone.utc
