@@ -191,7 +191,8 @@ def load_verify_keys(values, option=VERIFY_KEYS.name):
     out = {}
     for value in values or []:
         value = value.strip()
-        if value.startswith("ssh-") or value.startswith("-----BEGIN"):
+        # inline: an OpenSSH line ("ssh-ed25519 AAAA... comment") or a PEM block; else a path
+        if (value.startswith("ssh-") and " " in value) or value.startswith("-----BEGIN"):
             keys = _public_keys(value, "%s entry %s..." % (option, value[:20]))
         else:
             try:
