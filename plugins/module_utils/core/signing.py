@@ -43,7 +43,8 @@ SIGNING_KEY_FILE = Option(
 SIGNING = (SIGNING_KEY_FILE,)
 # Readers (doc fragment drkit.backup.signing.verify): the trusted public keys.
 VERIFY_KEYS = Option(
-    "verify_keys", "list", elements="str", flags=("--verify-key",), metavar="KEY_OR_FILE",
+    # public keys: no secret (no_log=False silences Ansible's warning for the name)
+    "verify_keys", "list", elements="str", no_log=False, flags=("--verify-key",), metavar="KEY_OR_FILE",
     help="trust manifests signed by this Ed25519 public key (ssh-ed25519 ... or PEM) or every key in this "
          "file; repeatable. Set: unsigned or forged manifests do not count",
     hint="Give Ed25519 public keys: an 'ssh-ed25519 AAAA...' line, a PEM public key "
@@ -62,7 +63,7 @@ def _serialization():
 
 
 def _raw_public(public_key):
-    serialization, _ = _serialization()
+    serialization = _serialization()[0]
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -74,7 +75,7 @@ def key_id(public_key):
 
 def public_line(public_key):
     """The public key as one ``ssh-ed25519 AAAA...`` line (what verify_keys takes)."""
-    serialization, _ = _serialization()
+    serialization = _serialization()[0]
     return public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 

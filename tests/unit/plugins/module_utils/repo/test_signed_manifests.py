@@ -91,7 +91,7 @@ def test_listing_marks_forged_manifests(fs, repo):
 def test_backup_info_with_verify_keys(fs, repo, tmp_path):
     pub = tmp_path / "signing.pub"
     pub.write_text(signing.public_line(repo["key"].public_key()) + "\n")
-    _, result = listing.backup_info({"storage_url": "file://" + fs.root, "verify_keys": [str(pub)]})
+    _changed, result = listing.backup_info({"storage_url": "file://" + fs.root, "verify_keys": [str(pub)]})
     assert result["latest"]["backup_id"] == repo["genuine"][-1]
     assert result["not_counted"] == 3
     assert result["verify_keys"] == repo["trust"].ids()
