@@ -194,3 +194,39 @@ def test_cli_signs_and_verifies(pg, small_db, tmp_path):
     proc = run_drkit(["verify", "--level", "checksum", "--verify-key", other_pub, "--json"] + base, tmp_dir=tmp_path)
     assert proc.returncode != 0
     assert kid in proc.stderr and other_id in proc.stderr, proc.stderr
+
+
+def test_redis_snapshot_signed_and_a_forgery_refused(tmp_path, tmp_storage_url):
+    from ansible_collections.drkit.backup.plugins.module_utils.redis import snapshot as redis_backup
+    from ansible_collections.drkit.backup.plugins.module_utils.redis.verify import redis_verify
+    from redis_support import fill, new_password, start_redis
+
+    srv = start_redis(tmp_path / "src", password=new_password())
+    try:
+        fill(srv, 500)
+        key, pub, kid = key_files(tmp_path, "redis-host")
+        _c, snap = redis_backup.redis_snapshot({"login_host": srv.host, "login_port": srv.port,
+                                                "login_password": srv.password, "storage_url": tmp_storage_url,
+                                                "signing_key_file": key})
+    finally:
+        srv.destroy()
+    assert snap["signed_by"] == kid
+    storage = open_storage(tmp_storage_url)
+    doc = json.loads(storage.get_bytes(mf.manifest_key(snap["backup_id"])))
+    when = mf.parse_time(doc["finished_at"]) + datetime.timedelta(minutes=1)
+    forged = "%s-redis-rdb-f00001" % when.strftime("%Y%m%dT%H%M%SZ")
+    for a in doc["artifacts"]:
+        storage.put_bytes(mf.artifact_key(forged, a["name"]),
+                          b"".join(storage.iter_read(mf.artifact_key(snap["backup_id"], a["name"]))))
+    doc["backup_id"], doc["finished_at"] = forged, mf.isoformat(when)
+    del doc["signature"]
+    doc[mf.DIGEST] = mf.Manifest.digest(doc)
+    storage.put_bytes(mf.manifest_key(forged), json.dumps(doc).encode(), create=True)
+
+    _c, res = redis_verify({"storage_url": tmp_storage_url, "level": "checksum", "verify_keys": [pub]})
+    assert res["passed"] is True and res["backup_id"] == snap["backup_id"]
+    assert [p.split(":")[0] for p in res["passed_over"]] == [forged]
+    with pytest.raises(IntegrityError, match="is not signed"):
+        redis_verify({"storage_url": tmp_storage_url, "level": "checksum", "backup_id": forged, "verify_keys": [pub]})
+    # without verify_keys the forgery is 'latest'
+    assert redis_verify({"storage_url": tmp_storage_url, "level": "checksum"})[1]["backup_id"] == forged
