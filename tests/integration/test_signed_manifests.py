@@ -11,7 +11,8 @@ the digest recomputed), one signed by the attacker's own key, one unsigned.
 With verify_keys: listing marks them, verify and restore of 'latest' pass
 over them to the genuine backup, verify, restore and PITR refuse them by
 id naming the key ids, and rotation neither counts nor deletes them;
-retiring a key makes its backups untrusted. The CLI takes --verify-key and
+retiring a key makes its backups untrusted; a copy takes only the genuine
+backups, signatures included. The CLI takes --verify-key and
 --signing-key-file."""
 
 import datetime
@@ -27,6 +28,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.pg.pitr import pg_pit
 from ansible_collections.drkit.backup.plugins.module_utils.pg.restore import pg_restore_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import pg_verify
 from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from ansible_collections.drkit.backup.plugins.module_utils.repo.copy import backup_copy
 from ansible_collections.drkit.backup.plugins.module_utils.repo.listing import backup_info
 from ansible_collections.drkit.backup.plugins.module_utils.repo.rotate import rotate
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage, storage_options
@@ -163,6 +165,14 @@ def test_forged_manifests_are_refused_and_not_counted(pg, s3, bucket, small_db, 
     with pytest.raises(IntegrityError) as e:
         pg_verify(dict(params, level="checksum", backup_id=genuine[0], verify_keys=[new_pub]))
     assert "signed by the key id %s, which is not one of the trusted keys" % old_id in str(e.value)
+
+    # a copy takes the genuine backups with their signatures, and leaves the forgeries out
+    dst = "file://%s" % (tmp_path / "copy")
+    _c, copied = backup_copy(dict(params, to_storage_url=dst, verify_keys=trusted, copy_wal=False))
+    assert sorted(copied["copied"]) == sorted(genuine)
+    assert sorted(p.split(":")[0] for p in copied["problems"]) == sorted(forged)
+    _c, listed = backup_info({"storage_url": dst, "verify_keys": trusted})
+    assert sorted((b["backup_id"], b["signature_verified"]) for b in listed["backups"]) == [(g, True) for g in genuine]
 
     # rotation with keep_last 1: the older genuine backup goes, the forgeries neither fill the slot nor go
     _c, rot = rotate(dict(params, keep_last=1, verify_keys=trusted))
