@@ -22,7 +22,8 @@ options:
         when a key they trust signed it, so someone who can write to the bucket but has no backup host's key
         cannot forge or edit a manifest (docs/encryption.md).
       - The file's content is a secret; drkit reads it, never puts it on a command line or in a message. Mode
-        C(0600), owned by the user that runs the backup.
+        C(0600) (or C(0400)), owned by the user that runs the backup; a file readable by group or others is
+        refused.
       - Unset (the default), the manifest is not signed.
       - Falls back to the environment variable E(DRKIT_SIGNING_KEY_FILE).
     type: path

@@ -26,6 +26,8 @@ __metaclass__ = type
 import base64
 import binascii
 import hashlib
+import os
+import stat
 
 from .errors import ConfigError, IntegrityError
 from .options import Option
@@ -103,9 +105,15 @@ class Signer(object):
         serialization, ed25519 = _serialization()
         try:
             with open(path, "rb") as fh:
+                mode = os.fstat(fh.fileno()).st_mode
                 data = fh.read(65536)
         except OSError as e:
             raise ConfigError("%s: cannot read %s: %s" % (option, path, e.strerror or e), SIGNING_KEY_FILE.hint)
+        # as for a config file holding secrets (cli.load_config): whoever can
+        # read the key can sign manifests every reader trusts
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError("%s: %s is readable by others (mode %o); anyone who can read it can forge manifests"
+                              % (option, path, stat.S_IMODE(mode)), "chmod 600 %s" % path)
         key, why = None, "not a PEM, OpenSSH or raw 32-byte Ed25519 private key"
         try:
             if len(data) == 32:

@@ -229,6 +229,15 @@ def test_bad_signing_keys_never_show_their_content(tmp_path):
         signing.Signer.from_file(str(tmp_path / "missing"))
 
 
+def test_a_signing_key_readable_by_others_is_refused(tmp_path):
+    path = write(tmp_path, "loose.key", pem_private(new_key()), 0o640)
+    with pytest.raises(ConfigError) as e:
+        signing.Signer.from_file(path)
+    assert "readable by others (mode 640)" in str(e.value) and e.value.hint == "chmod 600 %s" % path
+    os.chmod(path, 0o400)
+    assert signing.Signer.from_file(path).key_id
+
+
 def test_verify_keys_from_inline_values_and_files(tmp_path):
     a, b, c = new_key(), new_key(), new_key()
     ssh_b = signing.public_line(b.public_key())
