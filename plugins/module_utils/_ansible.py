@@ -22,6 +22,7 @@ from .core.crypto import DECRYPTION, ENCRYPTION
 from .core.errors import DrkitError, Terminated
 from .core.metrics import METRICS
 from .core.progress import Progress
+from .core.signing import SIGNING, VERIFYING
 from .core.stream import COMPRESSION
 from .pg import client as pg_client
 from .pg.dump import SESSION_SETTINGS
@@ -103,6 +104,16 @@ def encryption_argument_spec():
 def decryption_argument_spec():
     """doc fragment drkit.backup.encryption.decryption"""
     return argument_spec(DECRYPTION)
+
+
+def signing_argument_spec():
+    """doc fragment drkit.backup.signing"""
+    return argument_spec(SIGNING)
+
+
+def verify_argument_spec():
+    """doc fragment drkit.backup.signing.verify"""
+    return argument_spec(VERIFYING)
 
 
 def backup_selector_argument_spec():

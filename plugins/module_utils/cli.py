@@ -450,12 +450,13 @@ def list_table(rows, now):
     its id first, no header: scripts read the first field."""
     lines = []
     for b in rows:
-        lines.append("%-40s %-12s %-13s %10s  %s%s%s%s" % (
+        lines.append("%-40s %-12s %-13s %10s  %s%s%s%s%s" % (
             b["backup_id"], b["kind"], _age(b.get("finished_at"), now), human_bytes(b["size"]),
             b["source"].get("database") or b["source"].get("host"),
             "  [pinned]" if b.get("pinned") else "",
             "  [ARTIFACTS MISSING]" if b.get("artifacts_missing") else "",
-            "  [DATED IN THE FUTURE]" if b.get("future_dated") else ""))
+            "  [DATED IN THE FUTURE]" if b.get("future_dated") else "",
+            "  [SIGNATURE NOT TRUSTED]" if b.get("signature_verified") is False else ""))
     return "\n".join(lines) + "\n"
 
 

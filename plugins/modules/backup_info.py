@@ -26,6 +26,7 @@ author:
   - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.storage
+  - drkit.backup.signing.verify
 attributes:
   check_mode:
     support: full
@@ -113,7 +114,8 @@ backups:
       description: The full manifest.
       type: dict
     counted:
-      description: Whether the backup counts (artifacts stored with their recorded sizes, not dated in the future).
+      description: Whether the backup counts (artifacts stored with their recorded sizes, not dated in the future,
+        and, with O(verify_keys), signed by one of those keys).
       type: bool
     doubts:
       description: Why it does not count, one message each (empty when it counts).
@@ -132,6 +134,13 @@ backups:
     digest:
       description: Whether the manifest carries its digest (C(manifest_sha256)); manifests written before
         drkit sealed them do not, and are read as before.
+      type: bool
+    signed_by:
+      description: The key id (SHA-256 of the raw Ed25519 public key) the manifest names as its signer, null when
+        it is not signed. Checked only with O(verify_keys).
+      type: str
+    signature_verified:
+      description: With O(verify_keys), whether one of those keys signed the manifest as it is; null without.
       type: bool
 count:
   description: Number of backups returned.
@@ -154,6 +163,11 @@ storage:
   description: The storage, as a URL without secrets.
   returned: always
   type: str
+verify_keys:
+  description: The key ids of O(verify_keys) the signatures were checked against (empty when unset).
+  returned: always
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule

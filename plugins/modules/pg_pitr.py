@@ -41,6 +41,7 @@ author:
   - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.storage
+  - drkit.backup.signing.verify
 attributes:
   check_mode:
     support: full

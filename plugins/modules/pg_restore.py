@@ -33,6 +33,7 @@ extends_documentation_fragment:
   - drkit.backup.storage
   - drkit.backup.backup_selector
   - drkit.backup.encryption.decryption
+  - drkit.backup.signing.verify
 attributes:
   check_mode:
     support: full

@@ -41,6 +41,7 @@ extends_documentation_fragment:
   - drkit.backup.storage
   - drkit.backup.storage.metrics
   - drkit.backup.compression
+  - drkit.backup.signing
 attributes:
   check_mode:
     support: full
@@ -189,6 +190,11 @@ duration:
   description: Seconds from start to manifest written.
   returned: success and not check mode
   type: float
+signed_by:
+  description: Key id (SHA-256 of the raw Ed25519 public key) of O(signing_key_file) that signed the manifest,
+    null when it is not signed.
+  returned: success and not check mode
+  type: str
 storage:
   description: The storage, as a URL without secrets.
   returned: always

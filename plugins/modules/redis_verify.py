@@ -30,6 +30,7 @@ extends_documentation_fragment:
   - drkit.backup.storage
   - drkit.backup.storage.metrics
   - drkit.backup.backup_selector
+  - drkit.backup.signing.verify
 attributes:
   check_mode:
     support: full

@@ -47,6 +47,7 @@ author:
 extends_documentation_fragment:
   - drkit.backup.storage
   - drkit.backup.storage.metrics
+  - drkit.backup.signing.verify
 attributes:
   check_mode:
     support: full

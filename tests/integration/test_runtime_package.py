@@ -149,6 +149,7 @@ mods = sorted(m.name for m in pkgutil.walk_packages(drkit_engine.__path__, "drki
 for name in mods:
     importlib.import_module(name)
 import boto3, obstore, psycopg, pyrage, tqdm, yaml, zstandard
+from cryptography.hazmat.primitives.asymmetric import ed25519
 psycopg.pq.version()  # the binary implementation loads
 missing = []
 for name in ("drkit_engine.demo", "drkit_engine.demo.sample_data", "drkit_engine._ansible", "ansible"):

@@ -14,6 +14,7 @@ from ..core import metrics
 from ..core.errors import ConfigError
 from ..core.options import Option, Options, resolve
 from ..core.crypto import ENCRYPTION
+from ..core.signing import SIGNING
 from ..core.stream import COMPRESSION
 from ..repo.session import LABELS
 from ..storage.factory import STORAGE
@@ -38,6 +39,7 @@ OPTIONS = Options(
     JOBS.but(help="logical, format directory: parallel pg_dump jobs (default 1)"),
     COMPRESSION,
     ENCRYPTION,
+    SIGNING,
     Option("compression_by", "str", default="auto", choices=COMPRESSION_BY, flags=("--compression-by",),
            help="who compresses a custom-format dump: pg_dump itself (zstd, pg_dump 16+), drkit's zstd, "
                 "or auto (pg_dump when it can)"),

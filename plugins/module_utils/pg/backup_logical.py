@@ -36,6 +36,7 @@ from ..container.runner import open_runner
 from ..core.process import shares_files
 from ..core.progress import DirectoryGrowth, meter
 from ..core.crypto import load_recipients
+from ..core.signing import signer_for
 from ..core.stream import compression_settings
 from ..repo import manifest as mf
 from ..repo.session import BackupJob
@@ -113,7 +114,8 @@ def pg_backup_logical(p, check_mode=False, runner=None, progress=None):
     cp = conn_params(p)
     database = p["database"]
     storage = open_storage(p["storage_url"], **storage_options(p))
-    job = BackupJob(storage, KIND, p["metrics_dir"], p["job_name"] or "pg_%s" % database, progress)
+    signer = signer_for(p.get("signing_key_file"))  # a bad key fails check mode too
+    job = BackupJob(storage, KIND, p["metrics_dir"], p["job_name"] or "pg_%s" % database, progress, signer=signer)
     compression = compression_settings(p)
     recipients = load_recipients(p.get("encryption_recipients"))  # a bad key fails check mode too
     row_counts = p["row_counts"]

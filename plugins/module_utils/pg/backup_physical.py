@@ -38,6 +38,7 @@ import time
 
 from ..core.errors import ConfigError, IntegrityError, WaitTimeout
 from ..core.process import LocalRunner, tool_version
+from ..core.signing import signer_for
 from ..core.stream import compression_settings
 from ..core.tar import TarTap, _TapReader
 from ..repo import manifest as mf
@@ -258,7 +259,9 @@ def pg_backup_physical(p, check_mode=False, runner=None, progress=None):
     wal_timeout, checkpoint = p["wal_wait_timeout"], p["checkpoint"]
     cp = conn_params(p)
     storage = open_storage(p["storage_url"], **storage_options(p))
-    job = BackupJob(storage, KIND, p["metrics_dir"], p["job_name"] or "pg_physical_%s" % cp["port"], progress)
+    signer = signer_for(p.get("signing_key_file"))  # a bad key fails check mode too
+    job = BackupJob(storage, KIND, p["metrics_dir"], p["job_name"] or "pg_physical_%s" % cp["port"], progress,
+                    signer=signer)
     compression = compression_settings(p)
     dbname = p["database"] or p["maintenance_db"]
 

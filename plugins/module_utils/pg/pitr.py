@@ -61,6 +61,7 @@ from ..core.errors import ConfigError, DrkitError, IntegrityError, NotFoundError
 from ..core.options import Option, Options, resolve
 from ..core.osutil import atomic_write, check_traversable
 from ..core.scratch import port_is_free
+from ..core.signing import VERIFYING, Trust
 from ..repo import manifest as mf
 from ..repo.wal_layout import DEFAULT_SEGMENT_SIZE, backup_segments, format_lsn, parse_lsn
 from ..storage.factory import STORAGE, STORAGE_OPTION_NAMES, open_storage, storage_options
@@ -171,16 +172,17 @@ def can_reach(manifest, target, value, timeline=None, histories=None):
     return True
 
 
-def choose_backup(storage, backup_id, target, value, timeline=None, histories=None):
+def choose_backup(storage, backup_id, target, value, timeline=None, histories=None, trust=None):
     on = " on timeline %d" % timeline if isinstance(timeline, int) else ""
     if backup_id not in (None, "", "latest"):
-        entry = mf.resolve(storage, backup_id, kind=KIND)
+        entry = mf.resolve(storage, backup_id, kind=KIND, trust=trust)
         if not can_reach(entry.manifest, target, value, timeline, histories):
             raise ConfigError("Base backup %s cannot reach the %s target %s%s: it ended after it%s" % (
                 entry.backup_id, target, _show(target, value), on, " or on another timeline" if on else ""),
                 "Pick an older base backup, or leave backup_id unset to let drkit choose")
         return entry
-    entries = mf.list_backups(storage, kind=KIND, strict=False)[0]
+    # with verify_keys, a base backup not signed by a trusted key is not among them
+    entries = mf.list_backups(storage, kind=KIND, strict=False, trust=trust)[0]
     if not entries:
         raise NotFoundError("No complete physical base backup in %s" % storage.describe(),
                             "Take one with drkit.backup.pg_backup mode: physical")
@@ -232,6 +234,7 @@ OPTIONS = Options(
            help="drkit config file (0600, readable by the server's OS user) for restore_command"),
     Option("prefetch", "int", default=DEFAULT_PREFETCH, min=0,
            help="WAL segments restore_command downloads ahead (drkit wal-fetch --prefetch)"),
+    VERIFYING,
 )
 
 
@@ -544,6 +547,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
                           "Use target, target_value, target_inclusive and recovery_target_timeline")
     timeout = params["timeout"]
     storage_url = params["storage_url"]
+    trust = Trust.from_params(params)
     storage = open_storage(storage_url, **storage_options(params))
     if not start and storage_options(params) and not params["wal_config"]:
         raise ConfigError("With start: false, restore_command needs a lasting config file for the storage options",
@@ -556,7 +560,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
         _check_port(port)
     histories = list_history(storage)
     wanted = newest_archive_timeline(histories) if tl_choice == "latest" else tl_choice
-    entry = choose_backup(storage, params["backup_id"], target, value, wanted, histories)
+    entry = choose_backup(storage, params["backup_id"], target, value, wanted, histories, trust)
     manifest = entry.manifest
     data = manifest["data"]
     seg_size = int(data.get("wal_segment_size") or DEFAULT_SEGMENT_SIZE)

@@ -32,6 +32,7 @@ from ..core.options import Option, Options, resolve
 from ..container.client import DOCKER
 from ..container.runner import open_runner
 from ..core.signals import signals_raise
+from ..core.signing import VERIFYING, Trust
 from ..repo import manifest as mf
 from ..storage.factory import STORAGE, open_storage, storage_options
 from .client import (
@@ -78,11 +79,13 @@ OPTIONS = Options(
     MAINTENANCE_DB, ROW_COUNT_METHOD, SESSION_SETTINGS,
     Option("work_dir", "path", flags=("--work-dir",), help="where jobs > 1 decompresses the dump"),
     DECRYPTION,
+    VERIFYING,
 )
 
 
 def resolve_logical(storage, p):
-    entry = mf.resolve(storage, p["backup_id"], before=p["before"], database=p["source_database"], restorable=True)
+    entry = mf.resolve(storage, p["backup_id"], before=p["before"], database=p["source_database"], restorable=True,
+                       trust=Trust.from_params(p))
     kind = entry.manifest["kind"]
     if kind != "pg_logical":
         raise ConfigError("Backup %s is a %s backup" % (entry.backup_id, kind),

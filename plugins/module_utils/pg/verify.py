@@ -25,6 +25,7 @@ from ..core.crypto import DECRYPTION, Keyring
 from ..core.errors import ConfigError, IntegrityError
 from ..core.options import Option, Options, resolve
 from ..core.process import LocalRunner
+from ..core.signing import VERIFYING, Trust
 from ..repo import manifest as mf
 from ..repo.verification import LEVEL, Verification, planned
 from ..storage.factory import STORAGE, open_storage, storage_options
@@ -59,6 +60,7 @@ OPTIONS = Options(
     SESSION_SETTINGS,
     PHYSICAL_OPTIONS,
     DECRYPTION,
+    VERIFYING,
 )
 
 
@@ -68,8 +70,9 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
     p = resolve(OPTIONS, params)
     level = p["level"]
     checks = normalise_checks(p["checks"])
+    trust = Trust.from_params(p)
     storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
-    entry = mf.resolve(storage, p["backup_id"], before=p["before"], database=p["source_database"])
+    entry = mf.resolve(storage, p["backup_id"], before=p["before"], database=p["source_database"], trust=trust)
     manifest = entry.manifest
     kind = manifest["kind"]
     if kind == "pg_physical":

@@ -14,6 +14,7 @@ import os
 from ..core.errors import ConfigError, IntegrityError, NotFoundError
 from ..core.options import Option, resolve
 from ..core.progress import meter
+from ..core.signing import VERIFYING, Trust
 from ..core.stream import decompressor_for, read_stored
 from ..core.tar import TarStreamExtractor
 from ..repo import manifest as mf
@@ -23,7 +24,7 @@ REDIS_KINDS = ("redis_rdb", "redis_aof")
 # Which Redis backup redis_verify and redis_restore read.
 SELECTOR = mf.BACKUP_SELECTOR + (
     Option("source", "str", flags=("--source",), help="only backups of this source (redis:<host>:<port>)"),
-)
+) + VERIFYING
 
 
 # --------------------------------------------------------------------------
@@ -35,22 +36,28 @@ def resolve_redis(storage, params):
     or before ``before``, optionally from one ``source``)."""
     p = resolve(SELECTOR, params)
     bid = p["backup_id"]
+    trust = Trust.from_params(p)
     if bid != "latest":
-        entry = mf.resolve(storage, bid)
+        entry = mf.resolve(storage, bid, trust=trust)
         if entry.manifest["kind"] not in REDIS_KINDS:
             raise ConfigError("Backup %s is a %s backup, not a Redis backup" % (bid, entry.manifest["kind"]),
                               "Use pg_verify / pg_restore for PostgreSQL backups")
         return entry
-    # Never a backup dated in the future; a damaged newest one is taken, and its checks fail it.
-    entries, _problems = mf.list_backups(storage, source=p["source"] or None, strict=False, doubtful=True)
-    entries = [e for e in entries if e.manifest["kind"] in REDIS_KINDS and not e.future]
+    # Never a backup dated in the future, nor one not signed by a key of verify_keys (when set); a damaged
+    # newest one is taken, and its checks fail it.
+    entries, _problems = mf.list_backups(storage, source=p["source"] or None, strict=False, doubtful=True,
+                                         trust=trust)
+    entries = [e for e in entries if e.manifest["kind"] in REDIS_KINDS]
     if p["before"]:
         limit = mf.parse_time(p["before"])
         entries = [e for e in entries if e.finished <= limit]
+    passed_over = ["%s: %s" % (e.backup_id, e.future or e.untrusted) for e in entries if e.future or e.untrusted]
+    entries = [e for e in entries if not (e.future or e.untrusted)]
     if not entries:
         raise NotFoundError("No complete Redis backup in %s%s" % (
             storage.describe(), " finished at or before %s" % p["before"] if p["before"] else ""),
             "Take one with redis_snapshot first, or check storage_url, source and before")
+    entries[0].passed_over = passed_over
     return entries[0]
 
 

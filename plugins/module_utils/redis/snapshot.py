@@ -41,6 +41,7 @@ from ..core import metrics
 from ..core.errors import ConfigError
 from ..core.options import Option, Options, resolve
 from ..core.process import shares_files
+from ..core.signing import SIGNING, signer_for
 from ..core.stream import COMPRESSION, compression_settings
 from ..repo.session import LABELS, BackupJob
 from ..storage.factory import STORAGE, open_storage, storage_options
@@ -65,6 +66,7 @@ OPTIONS = Options(
     Option("pause_timeout", "int", default=2000, min=10, max=60000, flags=("--pause-timeout",),
            help="longest write pause, ms (default 2000)"),
     COMPRESSION,
+    SIGNING,
     Option("work_dir", "path", flags=("--work-dir",), help="mode aof: where the AOF files are copied"),
     STATE_DIR,
     REDIS_BIN_DIR,
@@ -89,7 +91,9 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
     cp = conn_params(p)
     kind = KIND[mode]
     storage = open_storage(p["storage_url"], **storage_options(p))
-    job = BackupJob(storage, kind, p["metrics_dir"], p["job_name"] or "redis_%s" % cp["port"], progress)
+    signer = signer_for(p["signing_key_file"])  # a bad key fails check mode too
+    job = BackupJob(storage, kind, p["metrics_dir"], p["job_name"] or "redis_%s" % cp["port"], progress,
+                    signer=signer)
     pause_writes = p["pause_writes"]
     bin_dir = p["redis_bin_dir"]
     compression = compression_settings(p)

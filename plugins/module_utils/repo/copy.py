@@ -40,6 +40,7 @@ from ..core import metrics
 from ..core.errors import ConfigError, ConflictError, IntegrityError
 from ..core.options import Option, Options, resolve
 from ..core.progress import meter
+from ..core.signing import VERIFYING, Trust
 from ..core.stream import read_stored
 from ..storage.base import put_new
 from ..storage.factory import STORAGE, open_storage, storage_options
@@ -59,6 +60,7 @@ OPTIONS = Options(
     Option("backup_id", "str", flags=("--backup-id",),
            help="copy this backup only (default: every complete backup the destination lacks)"),
     Option("copy_wal", "bool", default=True, off_flags=("--no-wal",), help="do not copy the WAL archive"),
+    VERIFYING,
 )
 
 
@@ -183,14 +185,16 @@ def backup_copy(params, check_mode=False, progress=None):
         raise ConfigError("to_storage_url is required: the repository to copy into",
                           "Give the destination as to_storage_url (--to-storage-url), its credentials as "
                           "to_access_key/to_secret_key in the config file")
+    trust = Trust.from_params(p)
     src = open_storage(p["storage_url"], **storage_options(p))
     dst = open_storage(dest["storage_url"], **storage_options(dest))
     if _same_repository(src, dst):
         raise ConfigError("The source and the destination are the same repository (%s)" % src.describe(),
                           "Copy into another bucket, prefix or directory")
     t0 = time.time()
+    # with verify_keys, a backup not signed by a trusted key is not copied (it is in problems)
     entries, problems = mf.list_backups(src, kind=p.get("kind"), source=p.get("source"),
-                                        database=p.get("database"), strict=False)
+                                        database=p.get("database"), strict=False, trust=trust)
     if p.get("backup_id"):
         entries = [e for e in entries if e.backup_id == p["backup_id"]]
         if not entries:

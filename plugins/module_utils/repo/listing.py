@@ -9,6 +9,7 @@ __metaclass__ = type
 
 
 from ..core.options import Option, Options, resolve
+from ..core.signing import VERIFYING, Trust
 from ..storage.factory import STORAGE, open_storage, storage_options
 from . import manifest as mf
 
@@ -17,17 +18,20 @@ OPTIONS = Options(
     STORAGE, mf.BACKUP_FILTERS,
     Option("backup_id", "str"),
     Option("limit", "int", min=1, hint="Use 1 or more, or leave limit unset for every backup"),
+    VERIFYING,
 )
 
 
 def backup_info(params):
     """Returns (False, result): listing never changes anything."""
     p = resolve(OPTIONS, params)
+    trust = Trust.from_params(p)
     storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
-    # Backups that do not count (artifacts missing, dated in the future) are
-    # listed too, marked: counted false and their doubts.
+    # Backups that do not count (artifacts missing, dated in the future, not
+    # signed by a key of verify_keys) are listed too, marked: counted false
+    # and their doubts.
     entries, problems = mf.list_backups(storage, kind=p["kind"], source=p["source"], database=p["database"],
-                                        strict=False, doubtful=True)
+                                        strict=False, doubtful=True, trust=trust)
     if p["backup_id"]:
         entries = [e for e in entries if e.backup_id == p["backup_id"]]
     if p["limit"]:
@@ -40,4 +44,5 @@ def backup_info(params):
     counted = [b for b in backups if b["counted"]]
     return False, {"changed": False, "storage": storage.describe(), "backups": backups,
                    "count": len(backups), "latest": counted[0] if counted else None,
-                   "not_counted": len(backups) - len(counted), "problems": problems}
+                   "not_counted": len(backups) - len(counted), "problems": problems,
+                   "verify_keys": trust.ids() if trust else []}

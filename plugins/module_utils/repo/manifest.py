@@ -15,7 +15,9 @@ rotation and restore.  A backup with a manifest counts only when the
 manifest is intact (its digest matches) and every artifact it lists is
 stored with the recorded size, and when its finished_at is no later than
 the storage's own time of the manifest plus CLOCK_SKEW_TOLERANCE
-(docs/retention.md, "Which backups count").
+(docs/retention.md, "Which backups count"), and, when the reader trusts
+signing keys (verify_keys), when it is signed by one of them
+(core/signing.py, docs/encryption.md).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -59,6 +61,9 @@ ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-([a-z0-9-]+)-([0-9a-f]{6})$")
 REQUIRED = ("format", "version", "backup_id", "kind", "started_at", "finished_at", "source", "artifacts")
 # SHA-256 over the manifest's canonical JSON without this key (Manifest.digest).
 DIGEST = "manifest_sha256"
+# Ed25519 signature over the canonical JSON without this key and the digest
+# (Manifest.canonical, core/signing.py); old readers ignore it.
+SIGNATURE = "signature"
 # How far a manifest's finished_at may lie after the storage's time of the
 # manifest object (S3 LastModified, file mtime) or the reader's clock: the
 # 15 minutes of clock skew S3 request signing accepts, so a manifest any
@@ -164,6 +169,27 @@ class Manifest(dict):
         drkit had one do not)."""
         return DIGEST in self
 
+    @property
+    def signed_by(self):
+        """The key id the manifest names as its signer (unchecked), or None."""
+        sig = self.get(SIGNATURE)
+        return sig.get("key_id") if isinstance(sig, dict) else None
+
+    @staticmethod
+    def canonical(obj):
+        """What the signature covers: the canonical JSON (keys sorted, no
+        whitespace, ASCII) of a parsed manifest without its signature and
+        digest."""
+        body = dict((k, v) for k, v in obj.items() if k not in (DIGEST, SIGNATURE))
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+    def check_signature(self, trust, where="manifest"):
+        """The key id of the trusted key that signed it (core.signing.Trust);
+        IntegrityError if none did. ``trust`` None: not checked, None."""
+        if trust is None:
+            return None
+        return trust.check(self.get(SIGNATURE), self.canonical(self), where)
+
     @staticmethod
     def digest(obj):
         """SHA-256 of a parsed manifest's canonical JSON (keys sorted, no
@@ -172,10 +198,16 @@ class Manifest(dict):
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(text.encode("ascii")).hexdigest()
 
-    def to_json(self):
-        """The stored form, sealed with the digest of its content (as a
-        reader will parse it: JSON turns tuples into lists, keys into strings)."""
-        body = json.loads(json.dumps(dict((k, v) for k, v in self.items() if k != DIGEST)))
+    def to_json(self, signer=None):
+        """The stored form, signed by ``signer`` (core.signing.Signer) if
+        given, then sealed with the digest of its content (both over the
+        content as a reader will parse it: JSON turns tuples into lists,
+        keys into strings)."""
+        body = json.loads(json.dumps(dict((k, v) for k, v in self.items() if k not in (DIGEST, SIGNATURE))))
+        if signer is not None:
+            self[SIGNATURE] = body[SIGNATURE] = signer.sign(self.canonical(body))
+        elif SIGNATURE in self:
+            body[SIGNATURE] = self[SIGNATURE]
         self[DIGEST] = self.digest(body)
         return (json.dumps(self, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
@@ -214,20 +246,23 @@ class Manifest(dict):
         return cls(obj)
 
 
-def write_manifest(storage, manifest):
+def write_manifest(storage, manifest, signer=None):
     """Written LAST: from this moment on the backup exists. Create-only: a
     manifest is never replaced (storage contract, docs/storage-layout.md);
-    ObjectExists (exit 5) when the key holds one already."""
+    ObjectExists (exit 5) when the key holds one already. Signed by
+    ``signer`` (core.signing.Signer) when given."""
     key = manifest_key(manifest.backup_id)
     try:
-        storage.put_bytes(key, manifest.to_json(), create=True)
+        storage.put_bytes(key, manifest.to_json(signer), create=True)
     except ObjectExists:
         raise ObjectExists("Backup %s already has a manifest in %s" % (manifest.backup_id, storage.describe()),
                            "Two backups got the same id; the one that finished first keeps it and this one "
                            "was not recorded: run it again")
 
 
-def load_manifest(storage, backup_id):
+def load_manifest(storage, backup_id, trust=None):
+    """The manifest of a backup; with ``trust`` (core.signing.Trust), only
+    when one of its keys signed it (IntegrityError otherwise)."""
     check_backup_id(backup_id)
     key = manifest_key(backup_id)
     try:
@@ -239,6 +274,7 @@ def load_manifest(storage, backup_id):
     if manifest.backup_id != backup_id:
         raise IntegrityError("%s claims backup id %s" % (key, manifest.backup_id),
                              "The manifest was moved or edited; do not trust this backup")
+    manifest.check_signature(trust, "%s of %s" % (key, storage.describe()))
     return manifest
 
 
@@ -257,6 +293,8 @@ class BackupEntry(object):
         self.keys = sorted(self.objects)
         self.missing = []       # artifact names not stored with their recorded size
         self.future = None      # "finished_at ... after ..." when dated in the future
+        self.untrusted = None   # why its signature is not trusted (set by check_trust; verify_keys set)
+        self.signature_verified = None  # True/False once check_trust ran with verify_keys, else None
         self.passed_over = []   # set by resolve(): newer backups it did not pick, and why
 
     @property
@@ -281,6 +319,20 @@ class BackupEntry(object):
     def verification_keys(self):
         p = backup_prefix(self.backup_id) + "verify-"
         return [k for k in self.keys if k.startswith(p) and k.endswith(".json")]
+
+    def check_trust(self, trust, where=None):
+        """With ``trust`` (verify_keys set): note whether a trusted key
+        signed the manifest; an unsigned or forged one does not count. Returns self."""
+        self.untrusted = None
+        self.signature_verified = None
+        if trust is not None:
+            try:
+                self.manifest.check_signature(trust, where or manifest_key(self.backup_id))
+                self.signature_verified = True
+            except IntegrityError as e:
+                self.untrusted = "signature: %s" % e
+                self.signature_verified = False
+        return self
 
     def assess(self, now=None, tolerance=CLOCK_SKEW_TOLERANCE):
         """Check what the listing can tell without reading an artifact: every
@@ -312,6 +364,8 @@ class BackupEntry(object):
             out.append("artifacts missing or truncated: %s" % ", ".join(self.missing))
         if self.future:
             out.append(self.future)
+        if self.untrusted:
+            out.append(self.untrusted)
         return out
 
     @property
@@ -330,6 +384,7 @@ class BackupEntry(object):
             "stored_at": isoformat(_from_epoch(self.stored)) if self.stored is not None else None,
             "digest": m.sealed, "counted": self.counts, "doubts": self.doubts,
             "artifacts_missing": list(self.missing), "future_dated": bool(self.future),
+            "signed_by": m.signed_by, "signature_verified": self.signature_verified,
         }
 
 
@@ -361,15 +416,16 @@ def scan_objects(storage):
 
 
 def list_backups(storage, kind=None, source=None, database=None, strict=True, workers=16, groups=None,
-                 doubtful=False, now=None, tolerance=CLOCK_SKEW_TOLERANCE):
+                 doubtful=False, now=None, tolerance=CLOCK_SKEW_TOLERANCE, trust=None):
     """Backups with a manifest, newest first by the finish time in their
     manifest, each assessed (BackupEntry.assess) from the one listing.
 
     Returns (entries, problems).  With strict=True an unreadable or invalid
     manifest raises; otherwise it is reported in problems and skipped.
-    Backups that do not count (artifacts missing, dated in the future) are
-    left out and reported in problems too, unless ``doubtful`` is true: then
-    they are in entries, with their ``doubts``.  ``groups`` is a
+    Backups that do not count (artifacts missing, dated in the future, with
+    ``trust``: not signed by a trusted key) are left out and reported in
+    problems too, unless ``doubtful`` is true: then they are in entries,
+    with their ``doubts``.  ``groups`` is a
     scan_objects() result to reuse instead of listing again."""
     if groups is None:
         groups = scan_objects(storage)
@@ -404,6 +460,7 @@ def list_backups(storage, kind=None, source=None, database=None, strict=True, wo
         if database and m["source"].get("database") != database:
             continue
         e.assess(now, tolerance)
+        e.check_trust(trust)
         if e.counts or doubtful:
             out.append(e)
         else:
@@ -413,11 +470,13 @@ def list_backups(storage, kind=None, source=None, database=None, strict=True, wo
 
 
 def resolve(storage, backup_id="latest", kind=None, before=None, database=None, source=None, now=None,
-            restorable=False):
+            restorable=False, trust=None):
     """The BackupEntry for an id, 'latest', or the newest at or before a time.
 
-    'latest' is never a backup dated in the future: those are passed over
-    and named in the entry's ``passed_over``.  A newer backup whose manifest
+    'latest' is never a backup dated in the future, nor, with ``trust``
+    (verify_keys), one not signed by a trusted key: those are passed over
+    and named in the entry's ``passed_over``; such a backup named by its id
+    is refused (IntegrityError naming the key ids).  A newer backup whose manifest
     cannot be read stops the choice (IntegrityError).  When the newest
     backup left has artifacts missing, a verification gets it (and fails
     it, with a record); with ``restorable`` (a restore) it is refused with
@@ -426,17 +485,18 @@ def resolve(storage, backup_id="latest", kind=None, before=None, database=None, 
     is (its own checks say what is wrong with it)."""
     if backup_id not in (None, "", "latest"):
         check_backup_id(backup_id)
-        manifest = load_manifest(storage, backup_id)
+        manifest = load_manifest(storage, backup_id, trust)
         if kind and manifest["kind"] != kind:
             raise ConfigError("Backup %s is a %s backup, not %s" % (backup_id, manifest["kind"], kind))
-        return BackupEntry(manifest, storage.list(backup_prefix(backup_id))).assess(now)
+        return BackupEntry(manifest, storage.list(backup_prefix(backup_id))).assess(now).check_trust(trust)
     entries, problems = list_backups(storage, kind=kind, database=database, source=source, strict=False,
-                                     doubtful=True, now=now)
+                                     doubtful=True, now=now, trust=trust)
     if before is not None:
         limit = parse_time(before)
         entries = [e for e in entries if e.finished <= limit]
-    passed_over = ["%s: %s" % (e.backup_id, e.future) for e in entries if e.future]
-    entries = [e for e in entries if not e.future]
+    passed_over = ["%s: %s" % (e.backup_id, e.future or e.untrusted) for e in entries if e.future or e.untrusted]
+    skipped = [e for e in entries if e.future or e.untrusted]
+    entries = [e for e in entries if not (e.future or e.untrusted)]
     # A newer backup whose manifest cannot be read must not be skipped in
     # silence: 'latest' would quietly mean an older backup.
     newest_ok = entries[0].backup_id if entries else ""
@@ -448,10 +508,12 @@ def resolve(storage, backup_id="latest", kind=None, before=None, database=None, 
         what = "%s backup" % kind if kind else "backup"
         if before is not None:
             what += " finished at or before %s" % before
+        why = "dated in the future" if all(e.future for e in skipped) else "passed over"
         raise NotFoundError("No complete %s in %s%s" % (
-            what, storage.describe(), "; dated in the future: %s" % " | ".join(passed_over) if passed_over else ""),
+            what, storage.describe(), "; %s: %s" % (why, " | ".join(passed_over)) if passed_over else ""),
             "Take a backup first, or check storage_url and filters" if not passed_over else
-            "A backup dated in the future is used only when named by its backup_id; see docs/retention.md")
+            "A backup dated in the future is used only when named by its backup_id (docs/retention.md); one not "
+            "signed by a key of verify_keys is never used (docs/encryption.md)")
     entry = entries[0]
     if restorable and entry.missing:
         good = [e for e in entries if e.counts]

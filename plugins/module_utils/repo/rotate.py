@@ -8,8 +8,11 @@ Safety rules that hold whatever the policy says:
 
 * Everything is read first (listing, every manifest, the verification
   records needed); any listing or read error aborts before a delete.
-* Only backups that count (BackupEntry.assess) are given to the policy;
-  the others are reported in ``not_counted`` and never deleted.
+* Only backups that count (BackupEntry.assess; with verify_keys also
+  BackupEntry.check_trust: signed by a trusted key) are given to the
+  policy; the others are reported in ``not_counted`` and never deleted,
+  so a forged or unsigned manifest can neither fill a keep_* slot nor
+  push a genuine backup out of one.
 * In each group the newest backup, the one stored well after it
   (stored_last) and the newest backup whose latest verification record
   passed are never deleted; pinned backups (``backups/<id>/keep``) are
@@ -43,6 +46,7 @@ from collections import OrderedDict
 from ..core import metrics
 from ..core.errors import ConfigError, DrkitError, SafetyError
 from ..core.options import Option, Options, resolve
+from ..core.signing import VERIFYING, Trust
 from ..storage.factory import STORAGE, open_storage, storage_options
 from . import manifest as mf
 from .retention import RETENTION, Duration, Policy, apply_policy, check_group_by, group_key
@@ -60,6 +64,7 @@ OPTIONS = Options(
            help="leave incomplete backups younger than this (default 1d, at least 1h)"),
     Option("prune_wal", "bool", default=True, off_flags=("--no-prune-wal",),
            help="do not delete the WAL that no kept physical backup needs"),
+    VERIFYING,
 )
 WAL_PREFIX = WAL + "/"
 HOUSEKEEPING_PREFIXES = (mf.BACKUPS + "/", WAL_PREFIX)
@@ -223,8 +228,11 @@ def _entry_item(entry, group):
 
 
 def plan_rotation(storage, policy, group_by=None, kind=None, source=None, database=None,
-                  grace=DEFAULT_GRACE, now=None, wal=True, progress=None):
-    """Read everything, decide, check the safety rules. Deletes nothing."""
+                  grace=DEFAULT_GRACE, now=None, wal=True, progress=None, trust=None):
+    """Read everything, decide, check the safety rules. Deletes nothing.
+    With ``trust`` (core.signing.Trust, verify_keys), a backup whose
+    manifest no trusted key signed does not count: it neither fills a keep_*
+    slot nor is deleted, like one dated in the future."""
     say = progress or (lambda msg: None)
     group_by = check_group_by(group_by)
     if not isinstance(grace, Duration):
@@ -236,7 +244,7 @@ def plan_rotation(storage, policy, group_by=None, kind=None, source=None, databa
     objects = mf.scan_objects(storage)
     keys_by_id = dict((bid, [i.key for i in infos]) for bid, infos in objects.items())
     say("reading manifests of %d backup directories" % len(objects))
-    entries = mf.list_backups(storage, strict=True, groups=objects, doubtful=True, now=plan.now)[0]
+    entries = mf.list_backups(storage, strict=True, groups=objects, doubtful=True, now=plan.now, trust=trust)[0]
     uploads = []
     if not policy.empty:
         for prefix in HOUSEKEEPING_PREFIXES:
@@ -387,8 +395,9 @@ def check_plan(plan):
                               "manifest was stored last" % (last, group), hint)
     doubtful = doomed.intersection(i["backup_id"] for i in plan.not_counted)
     if doubtful:
-        raise SafetyError("Rotation refused: the plan would delete backups that do not count (artifacts missing "
-                          "or dated in the future): %s" % ", ".join(sorted(doubtful)), hint)
+        raise SafetyError("Rotation refused: the plan would delete backups that do not count (artifacts missing, "
+                          "dated in the future or not signed by a trusted key): %s" % ", ".join(sorted(doubtful)),
+                          hint)
     pinned = plan.pinned & doomed
     if pinned:
         raise SafetyError("Rotation refused: the plan would delete pinned backups %s" % ", ".join(sorted(pinned)),
@@ -542,6 +551,7 @@ def rotate(params, check_mode=False, diff=False, progress=None, now=None, storag
     """Plan and (unless check_mode) execute a rotation. Returns (changed, result).
     ``now`` and ``storage`` are for tests (a clock, a storage with faults)."""
     p = resolve(OPTIONS, params)
+    trust = Trust.from_params(p)
     policy = Policy.from_params(p)
     group_by = check_group_by(p["group_by"])
     grace = parse_grace(p["incomplete_grace"])
@@ -551,7 +561,8 @@ def rotate(params, check_mode=False, diff=False, progress=None, now=None, storag
     job = p["job_name"] or "rotate"
     try:
         plan = plan_rotation(storage, policy, group_by=group_by, kind=p["kind"], source=p["source"],
-                             database=p["database"], grace=grace, now=now, wal=p["prune_wal"], progress=progress)
+                             database=p["database"], grace=grace, now=now, wal=p["prune_wal"], progress=progress,
+                             trust=trust)
         done = None if check_mode else execute(storage, plan, progress=progress)
     except DrkitError:
         _record(metrics_dir, job, ok=False)

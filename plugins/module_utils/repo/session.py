@@ -32,8 +32,10 @@ LABELS = Option("labels", "dict")  # free-form, recorded in the manifest
 
 class BackupSession(object):
     def __init__(self, storage, kind, source, tools=None, compression=None, recipients=None,
-                 options=None, labels=None, metrics_dir=None, job=None, progress=None):
+                 options=None, labels=None, metrics_dir=None, job=None, progress=None, signer=None):
         self.storage = storage
+        # core.signing.Signer (signing_key_file) or None: signs the manifest
+        self.signer = signer
         self.started = mf.utcnow()
         self._t0 = time.time()
         self.backup_id = mf.new_backup_id(kind, self.started)
@@ -146,7 +148,7 @@ class BackupSession(object):
             self.manifest["data"].update(data)
         self.manifest.finish(mf.utcnow())
         try:
-            mf.write_manifest(self.storage, self.manifest)
+            mf.write_manifest(self.storage, self.manifest, self.signer)
         except ObjectExists:
             # Another backup with the same id wrote its manifest first: the
             # artifact keys are its keys too, so nothing is deleted.
@@ -166,6 +168,7 @@ class BackupSession(object):
             "sha256": m["artifacts"][0]["sha256"] if m["artifacts"] else None,
             "duration": m["duration_seconds"],
             "storage": self.storage.describe(),
+            "signed_by": m.signed_by,
         }
 
     def _record(self, ok):
@@ -226,8 +229,9 @@ class BackupJob(object):
     propagates.
     """
 
-    def __init__(self, storage, kind, metrics_dir=None, job=None, progress=None):
+    def __init__(self, storage, kind, metrics_dir=None, job=None, progress=None, signer=None):
         self.storage = storage
+        self.signer = signer  # core.signing.Signer for every session of the job, or None
         self.kind = kind
         self.metrics_dir = metrics_dir
         self.job = job or kind
@@ -249,6 +253,7 @@ class BackupJob(object):
                       "probe": self._probe}
 
     def session(self, source, **kwargs):
+        kwargs.setdefault("signer", self.signer)
         self._session = BackupSession(self.storage, self.kind, source, metrics_dir=self.metrics_dir,
                                       job=self.job, progress=self.progress, **kwargs)
         return self._session

@@ -77,6 +77,15 @@ NEW_OPTIONS.update(((module, "encryption_identity_file"), None)
 NEW_OPTIONS.update(((module, name), None) for module in ("pg_backup", "pg_restore", "redis_snapshot")
                    for name in ("container", "docker_host", "docker_tls", "docker_tls_verify", "ca_path",
                                 "client_cert", "client_key"))
+# signed manifests (issue 15): the signing key where backups are written, the public keys where they are read
+SIGNING_MODULES = ("pg_backup", "redis_snapshot")
+VERIFY_MODULES = ("backup_info", "backup_copy", "s3_rotate", "pg_verify", "pg_restore", "pg_pitr",
+                  "redis_verify", "redis_restore")
+NEW_OPTIONS.update(((module, "signing_key_file"), None) for module in SIGNING_MODULES)
+NEW_OPTIONS.update(((module, "verify_keys"), None) for module in VERIFY_MODULES)
+NEW_FLAGS.update((command, "--signing-key-file") for command in ("pg-backup", "redis-snapshot"))
+NEW_FLAGS.update((command, "--verify-key") for command in ("list", "copy", "rotate", "verify", "restore", "pitr",
+                                                           "redis-verify", "redis-restore"))
 # Azure Blob storage (issue 15): every module and command with storage options gains the Azure ones
 AZURE_OPTIONS = ("azure_account_name", "azure_account_key", "azure_sas_token", "azure_connection_string",
                  "azure_endpoint")
@@ -95,6 +104,8 @@ FRAGMENTS = {
     "drkit.backup.compression": _ansible.compression_argument_spec,
     "drkit.backup.encryption": _ansible.encryption_argument_spec,
     "drkit.backup.encryption.decryption": _ansible.decryption_argument_spec,
+    "drkit.backup.signing": _ansible.signing_argument_spec,
+    "drkit.backup.signing.verify": _ansible.verify_argument_spec,
     "drkit.backup.backup_selector": _ansible.backup_selector_argument_spec,
     "drkit.backup.container": _ansible.container_argument_spec,
     "drkit.backup.container.engine": _ansible.container_engine_argument_spec,
