@@ -132,8 +132,13 @@ class SeaweedS3(ScratchServer):
     what = "weed mini S3"
     stop_timeout = 15
 
-    def __init__(self, base_dir, access_key=DEFAULT_ACCESS_KEY, secret_key=DEFAULT_SECRET_KEY, weed=None):
+    def __init__(self, base_dir, access_key=DEFAULT_ACCESS_KEY, secret_key=DEFAULT_SECRET_KEY, weed=None, tls=None):
         super(SeaweedS3, self).__init__(base_dir)
+        # tls: a support.tls.TestCA; the gateway then serves HTTPS with its
+        # server certificate on a port of its own (https_endpoint_url), HTTP
+        # on endpoint_url as before (the readiness check and bucket set-up)
+        self.tls = tls
+        self.https_endpoint_url = None
         self.data_dir = os.path.join(self.base_dir, "data")
         self.log_dir = os.path.join(self.base_dir, "logs")
         self.log_file = os.path.join(self.base_dir, "weed.log")
@@ -185,6 +190,8 @@ class SeaweedS3(ScratchServer):
                 # no grace period before the volume server stops (mini default: 1 s)
                 "-volume.preStopSeconds=0"]
         argv += ["-%s=%d" % (flag, port) for flag, port in sorted(self.ports.items())]
+        if self.tls is not None:
+            argv += ["-s3.cert.file=%s" % self.tls.cert_file, "-s3.key.file=%s" % self.tls.key_file]
         return argv
 
     # -- the lifecycle (ScratchServer) ----------------------------------
@@ -195,11 +202,14 @@ class SeaweedS3(ScratchServer):
         self._write_identities()
 
     def _pick_port(self):
-        ports, admin = _free_ports(len(PORT_FLAGS))
-        self.ports = dict(zip(PORT_FLAGS, ports))
+        flags = PORT_FLAGS + (("s3.port.https",) if self.tls is not None else ())
+        ports, admin = _free_ports(len(flags))
+        self.ports = dict(zip(flags, ports))
         self.ports["admin.port"] = admin
         self.port = self.ports["s3.port"]
         self.endpoint_url = "http://127.0.0.1:%d" % self.port
+        if self.tls is not None:
+            self.https_endpoint_url = "https://127.0.0.1:%d" % self.ports["s3.port.https"]
         self._client = None
 
     def _command(self):
