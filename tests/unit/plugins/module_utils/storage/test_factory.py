@@ -229,7 +229,8 @@ def test_server_side_encryption_is_refused_for_azure():
     assert "S3 settings" in str(e.value) and "encryption scope" in str(e.value)
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage\n", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"])
+@pytest.mark.parametrize("content", [b"", b"garbage\n",
+                                     b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"])
 def test_a_ca_bundle_without_a_certificate_is_refused_naming_the_file(tmp_path, content):
     path = tmp_path / "ca.pem"
     path.write_bytes(content)

@@ -335,5 +335,6 @@ def test_a_delete_refused_for_lack_of_permission_says_to_use_the_rotation_creden
     fake.delete = denied
     with pytest.raises(StorageError) as e:
         s3_with(fake).delete(["backups/x/manifest.json", "backups/x/db.zst"])
-    assert "Could not delete 2 objects (backups/x/manifest.json first): access denied by s3://bucket/pre" in str(e.value)
+    assert ("Could not delete 2 objects (backups/x/manifest.json first): access denied by s3://bucket/pre"
+            in str(e.value))
     assert "run rotation with credentials that may delete" in e.value.hint
