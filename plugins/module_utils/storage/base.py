@@ -67,6 +67,12 @@ PROBE_PREFIX = "probe/"
 PROBE_ATTEMPTS = 3
 
 
+# StorageError.details["reason"] of a delete the credentials may not do (a
+# backup host's, by the storage contract): callers that delete only to tidy
+# up carry on, rotation fails.
+DELETE_DENIED = "delete denied"
+
+
 def check_key(key):
     if not key or key.startswith("/") or "\\" in key:
         raise ConfigError("Invalid storage key %r" % (key,),

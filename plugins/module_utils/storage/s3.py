@@ -35,6 +35,7 @@ import time
 from ..core.errors import ConfigError, DrkitError, NotFoundError, StorageError
 from ..core.osutil import current_user
 from .base import (
+    DELETE_DENIED,
     PROBE_PREFIX,
     READ_CHUNK,
     IncompleteUpload,
@@ -345,7 +346,8 @@ class S3Storage(Storage):
                     raise StorageError("Could not delete %s: access denied by %s (%s)" % (
                         what, self.describe(), _brief(e)),
                         "These credentials may not delete objects (a backup host's should not): run rotation "
-                        "with credentials that may delete, e.g. the rotation job's")
+                        "with credentials that may delete, e.g. the rotation job's",
+                        details={"reason": DELETE_DENIED})
                 err = self._error("delete %s" % what, e)
                 err.hint = err.hint or "Check that the credentials may delete objects in this %s" % self.container
                 raise err

@@ -338,3 +338,4 @@ def test_a_delete_refused_for_lack_of_permission_says_to_use_the_rotation_creden
     assert ("Could not delete 2 objects (backups/x/manifest.json first): access denied by s3://bucket/pre"
             in str(e.value))
     assert "run rotation with credentials that may delete" in e.value.hint
+    assert e.value.details["reason"] == s3_module.DELETE_DENIED  # what tidy-up deletes may carry on after
