@@ -184,7 +184,7 @@ def test_every_storage_option_a_role_documents_reaches_drkit(role):
     passed to the module the role runs, or the whole dict templated."""
     from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import AZURE, STORAGE_OPTION_NAMES
 
-    documented = set(name for path, name, _ in spec_options(role)
+    documented = set(name for path, name, _opt in spec_options(role)
                      if path.startswith("main:%s_storage_options." % role))
     assert documented, role
     assert documented <= set(STORAGE_OPTION_NAMES) - set(o.name for o in AZURE), documented

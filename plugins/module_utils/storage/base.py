@@ -173,6 +173,12 @@ class Storage(object):
         """Fail early, with a clear message, when the root cannot be written."""
         raise NotImplementedError
 
+    def versioning(self):
+        """What keeps deleted data (S3 versioning, Object Lock, the lifecycle
+        rule that expires old versions) as a dict, for rotation's report;
+        None where a delete frees the space (file://) or nothing is known."""
+        return None
+
     def probe(self, user=None):
         """Write a create-only probe object as the real run would write (see
         the module doc) and return its key; StorageError naming the storage,

@@ -377,6 +377,42 @@ class S3Storage(Storage):
             if code != "NoSuchUpload":
                 raise self._error("abort the upload of %s" % upload.key, e)
 
+    def versioning(self):
+        """{"status": Enabled|Suspended|Off, "object_lock": {"mode", "days",
+        "years"} or None, "noncurrent_expiration_days": the smallest of the
+        enabled lifecycle rules covering the prefix, or None} from boto3;
+        {"status": "unknown", "error": ...} when these credentials may not
+        read the bucket's configuration (s3:GetBucketVersioning,
+        s3:GetLifecycleConfiguration, s3:GetBucketObjectLockConfiguration)."""
+        client = self.client
+        try:
+            status = client.get_bucket_versioning(Bucket=self.bucket).get("Status") or "Off"
+        except Exception as e:  # pylint: disable=broad-except
+            return {"status": "unknown", "error": _brief(e)}
+        info = {"status": status, "object_lock": None, "noncurrent_expiration_days": None}
+        if status == "Off":
+            return info
+        try:
+            cfg = client.get_object_lock_configuration(Bucket=self.bucket).get("ObjectLockConfiguration") or {}
+            retention = (cfg.get("Rule") or {}).get("DefaultRetention") or {}
+            if cfg.get("ObjectLockEnabled") == "Enabled":
+                info["object_lock"] = {"mode": retention.get("Mode"), "days": retention.get("Days"),
+                                       "years": retention.get("Years")}
+        except Exception as e:  # pylint: disable=broad-except
+            if "ObjectLockConfigurationNotFound" not in str(e):
+                info["object_lock_error"] = _brief(e)
+        try:
+            rules = client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules") or []
+        except Exception as e:  # pylint: disable=broad-except
+            if "NoSuchLifecycleConfiguration" not in str(e):
+                info["lifecycle_error"] = _brief(e)
+            rules = []
+        days = [r["NoncurrentVersionExpiration"].get("NoncurrentDays") for r in rules
+                if r.get("Status") == "Enabled" and (r.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays")
+                and self._list_prefix("").startswith(_rule_prefix(r))]
+        info["noncurrent_expiration_days"] = min(days) if days else None
+        return info
+
     def check_writable(self):
         try:
             self.obstore.list_with_delimiter(self.store, self.prefix or None)
@@ -408,6 +444,12 @@ class S3Storage(Storage):
                 "included (the storage contract, docs/storage-layout.md)" % (
                     (e.hint or "Check the storage options").rstrip("."), where, PROBE_PREFIX))
         return key
+
+
+def _rule_prefix(rule):
+    """The key prefix a lifecycle rule applies to ('' for the whole bucket)."""
+    flt = rule.get("Filter") or {}
+    return flt.get("Prefix") or (flt.get("And") or {}).get("Prefix") or rule.get("Prefix") or ""
 
 
 def _kind(exc):

@@ -199,8 +199,8 @@ def test_the_store_is_built_without_aws_variables_and_they_come_back(clean_env):
     ("AES256", None, {"server_side_encryption": "AES256"}),
     ("aws:kms", None, {"server_side_encryption": "aws:kms"}),
     (None, "alias/backups", {"server_side_encryption": "aws:kms", "sse_kms_key_id": "alias/backups"}),
-    ("aws:kms:dsse", "arn:aws:kms:eu-west-1:1:key/k", {"server_side_encryption": "aws:kms:dsse",
-                                                        "sse_kms_key_id": "arn:aws:kms:eu-west-1:1:key/k"}),
+    ("aws:kms:dsse", "arn:aws:kms:eu-west-1:1:key/k",
+     {"server_side_encryption": "aws:kms:dsse", "sse_kms_key_id": "arn:aws:kms:eu-west-1:1:key/k"}),
 ])
 def test_server_side_encryption_settings_reach_the_s3_config(mode, key, expected):
     from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import (
