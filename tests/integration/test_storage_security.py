@@ -353,8 +353,8 @@ def test_rotation_on_a_locked_versioned_bucket_reclaims_nothing_and_says_so(s3, 
     assert not storage.exists(mf.manifest_key(old))
     c = s3.client()
     versions = c.list_object_versions(Bucket=locked_bucket, Prefix="pg/" + mf.backup_prefix(old))["Versions"]
-    assert sorted(v["Key"] for v in versions) == sorted("pg/" + mf.backup_prefix(old) + k
-                                                       for k in ("dump", "manifest.json"))
+    prefix = "pg/" + mf.backup_prefix(old)
+    assert sorted(v["Key"] for v in versions) == [prefix + "dump", prefix + "manifest.json"]
     with pytest.raises(ClientError) as e:
         c.delete_object(Bucket=locked_bucket, Key=versions[0]["Key"], VersionId=versions[0]["VersionId"])
     assert "AccessDenied" in str(e.value)

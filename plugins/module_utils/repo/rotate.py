@@ -579,14 +579,15 @@ def report_space(result, versioning):
     result["bytes_reclaimed"] = deleted if status == "Off" else 0 if status in ("Enabled", "Suspended") else None
     if status in ("Enabled", "Suspended") and deleted:
         lock = versioning.get("object_lock")
-        kept = "; Object Lock (%s, %s) keeps each version at least that long" % (
-            lock.get("mode"), "%s days" % lock["days"] if lock.get("days") else "%s years" % lock.get("years")) \
-            if lock else ""
-        if versioning.get("noncurrent_expiration_days"):
+        kept = ""
+        if lock:
+            period = "%s days" % lock["days"] if lock.get("days") else "%s years" % lock.get("years")
+            kept = "; Object Lock (%s, %s) keeps each version at least that long" % (lock.get("mode"), period)
+        expire = versioning.get("noncurrent_expiration_days")
+        if expire:
             result["warnings"].append(
                 "%s has versioning %s: the %d bytes deleted stay as noncurrent versions until the lifecycle rule "
-                "expires them after %d days%s" % (result["storage"], status.lower(), deleted,
-                                                   versioning["noncurrent_expiration_days"], kept))
+                "expires them after %d days%s" % (result["storage"], status.lower(), deleted, expire, kept))
         else:
             result["warnings"].append(
                 "%s has versioning %s and no lifecycle rule expires noncurrent versions: the %d bytes deleted are "
