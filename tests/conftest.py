@@ -20,6 +20,11 @@ session  pg_newer      started ScratchPostgres of the newer PostgreSQL that
                        (for what only 16+ has: pg_dump's zstd); .bin_dir
 session  s3            started SeaweedS3: .endpoint_url .access_key
                        .secret_key .region .client() .create_bucket() .env()
+                       .backup_access_key/.backup_secret_key (no delete),
+                       .readonly_access_key/.readonly_secret_key
+session  s3_secure     a second SeaweedS3 also serving HTTPS: .https_endpoint_url,
+                       .tls.ca_file (a CA made by the test, support/tls.py),
+                       with SeaweedFS's local KMS (key support.seaweedfs.KMS_KEY_ALIAS)
 session  azurite       started Azurite (npm azurite, blob service only): .account
                        .account_key .endpoint .connection_string .options()
                        .env() .create_container() .sas_token(container)
@@ -62,8 +67,8 @@ REPO_ROOT = TESTS_DIR.parent
 BUILD_COLLECTIONS = REPO_ROOT / "build" / "collections"
 COLLECTION_LINK = BUILD_COLLECTIONS / "ansible_collections" / "drkit" / "backup"
 
-SERVICE_FIXTURES = {"pg", "s3", "redis_server", "bucket", "pg_database", "docker_engine", "pg_redis_image",
-                    "azurite", "container"}
+SERVICE_FIXTURES = {"pg", "s3", "s3_secure", "redis_server", "bucket", "pg_database", "docker_engine",
+                    "pg_redis_image", "azurite", "container"}
 
 
 def _ensure_collection_link():
@@ -237,6 +242,22 @@ def restored(pg):
 @pytest.fixture(scope="session")
 def s3(scratch_root):
     server = SeaweedS3(str(scratch_root / "s3"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def s3_secure(scratch_root):
+    """A second SeaweedFS whose S3 gateway also serves HTTPS
+    (.https_endpoint_url) with a certificate for 127.0.0.1/localhost signed
+    by a CA made here (.tls: support.tls.TestCA, .tls.ca_file), and has a
+    KMS (SeaweedFS's local one) for SSE-KMS."""
+    from support.tls import TestCA
+
+    server = SeaweedS3(str(scratch_root / "s3-secure"), tls=TestCA(str(scratch_root / "s3-secure-ca")), kms=True)
     try:
         server.start()
         yield server

@@ -63,6 +63,19 @@ options:
       - Whether to validate the S3 or Azure endpoint's TLS certificate. Only turn this off for tests.
     type: bool
     default: true
+  server_side_encryption:
+    description:
+      - S3 server-side encryption of every object drkit writes (the C(x-amz-server-side-encryption) header on each
+        PUT and multipart upload) - V(AES256) for SSE-S3, V(aws:kms) or V(aws:kms:dsse) for SSE-KMS.
+      - Unset, the bucket's default encryption applies. Not for C(az://) (set an encryption scope on the
+        container). See C(docs/storage-security.md).
+    type: str
+    choices: [AES256, "aws:kms", "aws:kms:dsse"]
+  sse_kms_key_id:
+    description:
+      - The KMS key (id, ARN or alias) for O(server_side_encryption=aws:kms); given alone it implies V(aws:kms).
+        Unset with V(aws:kms), S3 uses the account's AWS managed key.
+    type: str
   azure_account_name:
     description:
       - Azure storage account of an C(az://) O(storage_url). Falls back to E(AZURE_STORAGE_ACCOUNT_NAME), then

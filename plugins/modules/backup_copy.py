@@ -82,6 +82,15 @@ options:
       - Whether to validate the destination's TLS certificate. Only turn this off for tests.
     type: bool
     default: true
+  to_server_side_encryption:
+    description:
+      - S3 server-side encryption of the copies (see O(server_side_encryption)).
+    type: str
+    choices: [AES256, "aws:kms", "aws:kms:dsse"]
+  to_sse_kms_key_id:
+    description:
+      - The KMS key for the copies with O(to_server_side_encryption=aws:kms).
+    type: str
   to_azure_account_name:
     description:
       - The destination's Azure storage account (C(az://) destinations).

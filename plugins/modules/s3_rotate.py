@@ -241,9 +241,28 @@ policy:
   description: The policy applied.
   returned: always
   type: dict
+bytes_deleted:
+  description: Bytes of the backups, incomplete leftovers and WAL deleted (in check mode, to delete).
+  returned: always
+  type: int
+bytes_reclaimed:
+  description:
+    - Of RV(bytes_deleted), what the storage frees now. V(0) on a versioned S3 bucket (a delete adds a delete
+      marker; the data stays as a noncurrent version until a lifecycle rule expires it, and at least as long as
+      an Object Lock retention); V(null) when the bucket's versioning could not be read.
+  returned: always
+  type: int
+versioning:
+  description:
+    - The S3 bucket's C(status) (V(Enabled), V(Suspended), V(Off) or V(unknown) with an C(error)),
+      C(object_lock) (C(mode), C(days), C(years) of the default retention) and C(noncurrent_expiration_days)
+      (the lifecycle rule that expires old versions under the prefix). V(null) for file:// and az://, and
+      when nothing was deleted.
+  returned: always
+  type: dict
 warnings:
   description: Things left alone on purpose (an empty policy, directories that are not backups, backups that
-    do not count).
+    do not count), and deleted data a versioned bucket keeps.
   returned: always
   type: list
   elements: str

@@ -49,6 +49,7 @@ except ImportError:  # the benchmarks load the engine as drkit_engine (scripts/_
     from drkit_engine.core.scratch import ScratchServer, kill_group, tail_file
 
 REGION = "us-east-1"
+KMS_KEY_ALIAS = "alias/seaweedfs-default"  # the key SeaweedFS's local KMS makes at start
 DEFAULT_ACCESS_KEY = "drkit-test-access"
 DEFAULT_SECRET_KEY = "drkit-test-secret-0123456789abcdef"
 
@@ -108,6 +109,16 @@ def _free_ports(count, host="127.0.0.1", avoid=()):
             s.close()
 
 
+# What docs/storage-security.md asks of a backup host's credentials, as an
+# IAM policy (SeaweedFS 4.48 evaluates it for identities that name it).
+BACKUP_POLICY = {"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow",
+    "Action": ["s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:ListBucketMultipartUploads",
+               "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload", "s3:GetBucketLocation"],
+    "Resource": ["arn:aws:s3:::*"],
+}]}
+
+
 PORT_FLAGS = (
     "master.port", "master.port.grpc",
     "volume.port", "volume.port.grpc",
@@ -132,8 +143,17 @@ class SeaweedS3(ScratchServer):
     what = "weed mini S3"
     stop_timeout = 15
 
-    def __init__(self, base_dir, access_key=DEFAULT_ACCESS_KEY, secret_key=DEFAULT_SECRET_KEY, weed=None):
+    def __init__(self, base_dir, access_key=DEFAULT_ACCESS_KEY, secret_key=DEFAULT_SECRET_KEY, weed=None, tls=None,
+                 kms=False):
         super(SeaweedS3, self).__init__(base_dir)
+        # tls: a support.tls.TestCA; the gateway then serves HTTPS with its
+        # server certificate on a port of its own (https_endpoint_url), HTTP
+        # on endpoint_url as before (the readiness check and bucket set-up)
+        self.tls = tls
+        self.https_endpoint_url = None
+        # kms: SeaweedFS's local in-memory KMS (for tests only: its keys die
+        # with the process), default key alias KMS_KEY_ALIAS
+        self.kms = kms
         self.data_dir = os.path.join(self.base_dir, "data")
         self.log_dir = os.path.join(self.base_dir, "logs")
         self.log_file = os.path.join(self.base_dir, "weed.log")
@@ -143,6 +163,10 @@ class SeaweedS3(ScratchServer):
         # credentials that may read and list but not write (a restore host's)
         self.readonly_access_key = "drkit-test-readonly"
         self.readonly_secret_key = "drkit-test-readonly-secret-%s" % uuid.uuid4().hex[:8]
+        # a backup host's credentials: put, get, list, multipart, but no delete
+        # (the storage contract; see BACKUP_POLICY)
+        self.backup_access_key = "drkit-test-backup"
+        self.backup_secret_key = "drkit-test-backup-secret-%s" % uuid.uuid4().hex[:8]
         self.region = REGION
         self.weed = weed or find_weed()
         self.ports = {}
@@ -165,7 +189,15 @@ class SeaweedS3(ScratchServer):
             "name": "drkit-test-readonly",
             "credentials": [{"accessKey": self.readonly_access_key, "secretKey": self.readonly_secret_key}],
             "actions": ["Read", "List"],
-        }]}
+        }, {
+            # SeaweedFS's legacy action "Write" includes every delete, so
+            # this identity has no actions, only an IAM policy
+            "name": "drkit-test-backup",
+            "credentials": [{"accessKey": self.backup_access_key, "secretKey": self.backup_secret_key}],
+            "policyNames": ["drkit-backup-host"],
+        }], "policies": [{"name": "drkit-backup-host", "content": json.dumps(BACKUP_POLICY)}]}
+        if self.kms:
+            conf["kms"] = {"default_provider": "local", "providers": {"local": {"type": "local"}}}
         fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(conf, f)
@@ -185,6 +217,8 @@ class SeaweedS3(ScratchServer):
                 # no grace period before the volume server stops (mini default: 1 s)
                 "-volume.preStopSeconds=0"]
         argv += ["-%s=%d" % (flag, port) for flag, port in sorted(self.ports.items())]
+        if self.tls is not None:
+            argv += ["-s3.cert.file=%s" % self.tls.cert_file, "-s3.key.file=%s" % self.tls.key_file]
         return argv
 
     # -- the lifecycle (ScratchServer) ----------------------------------
@@ -195,11 +229,14 @@ class SeaweedS3(ScratchServer):
         self._write_identities()
 
     def _pick_port(self):
-        ports, admin = _free_ports(len(PORT_FLAGS))
-        self.ports = dict(zip(PORT_FLAGS, ports))
+        flags = PORT_FLAGS + (("s3.port.https",) if self.tls is not None else ())
+        ports, admin = _free_ports(len(flags))
+        self.ports = dict(zip(flags, ports))
         self.ports["admin.port"] = admin
         self.port = self.ports["s3.port"]
         self.endpoint_url = "http://127.0.0.1:%d" % self.port
+        if self.tls is not None:
+            self.https_endpoint_url = "https://127.0.0.1:%d" % self.ports["s3.port.https"]
         self._client = None
 
     def _command(self):

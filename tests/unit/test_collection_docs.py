@@ -174,3 +174,30 @@ def test_dict_defaults_in_the_specs_are_the_role_defaults():
         for path, name, opt in spec_options(role):
             if path.startswith("main:") and "." not in path and "default" in opt and name in defaults:
                 assert opt["default"] == defaults[name], path
+
+
+@pytest.mark.parametrize("role", ["postgresql_backup", "redis_backup", "postgresql_wal_archive",
+                                  "postgresql_wal_stream"])
+def test_every_storage_option_a_role_documents_reaches_drkit(role):
+    """Each key of the role's storage_options (the drkit storage options, no
+    more) gets to the engine: listed in the keys copied into job configs, or
+    passed to the module the role runs, or the whole dict templated."""
+    from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import AZURE, STORAGE_OPTION_NAMES
+
+    documented = set(name for path, name, _opt in spec_options(role)
+                     if path.startswith("main:%s_storage_options." % role))
+    assert documented, role
+    assert documented <= set(STORAGE_OPTION_NAMES) - set(o.name for o in AZURE), documented
+    var = "%s_storage_options" % role
+    tasks = "".join(read(p) for p in glob.glob(os.path.join(ROOT, "roles", role, "tasks", "*.yml")))
+    templated = any("(%s | dictsort)" % var in read(p)
+                    for p in glob.glob(os.path.join(ROOT, "roles", role, "templates", "*")))
+    keys_file = os.path.join(ROOT, "roles", role, "vars", "main.yml")
+    keys = (yaml.safe_load(read(keys_file)) or {}).get("_%s_storage_keys" % role, []) if os.path.exists(
+        keys_file) else []
+    for name in documented:
+        passed = "%s.%s | default(omit)" % (var, name) in tasks
+        assert templated or name in keys or passed, "%s: %s is documented but never reaches drkit" % (role, name)
+        if "%s_test_result" % role in tasks or "drkit.backup.pg_wal_archive:" in tasks:
+            # the module call that proves archiving works gets every one of them
+            assert passed, "%s: the module call does not pass %s" % (role, name)

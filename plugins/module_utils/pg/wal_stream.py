@@ -53,7 +53,7 @@ import threading
 import time
 
 from ..core import crypto, metrics
-from ..core.errors import ConfigError, DrkitError, Terminated, ToolError
+from ..core.errors import ConfigError, DrkitError, StorageError, Terminated, ToolError
 from ..core.options import Option, Options, resolve
 from ..core.stream import COMPRESSION_LEVEL
 from ..repo.wal_layout import (
@@ -65,6 +65,7 @@ from ..repo.wal_layout import (
     stream_name,
     timeline_of,
 )
+from ..storage.base import DELETE_DENIED
 from ..storage.factory import STORAGE, open_storage, storage_options
 from .client import (CONNECTION, MAINTENANCE_DB, STREAM_APP_NAME, ToolEnv, conn_params, connect, describe, find_tool,
                      server_facts)
@@ -203,6 +204,7 @@ class Streamer(object):
         self.pushed = 0
         self.reported = 0  # of pushed, how many the metrics counted
         self.partials = 0
+        self.prune_refused = False
         self.last_segment = None
         self.last_segment_time = None
         self.last_partial = None  # (segment, end)
@@ -235,6 +237,22 @@ class Streamer(object):
                           "recycled WAL nobody received (the replication slot was new). Take a new base backup: "
                           "recovery cannot cross the gap" % (self.storage.describe(), newest, first))
 
+    def prune(self, segment, keep_end=None):
+        """prune_partials, unless the credentials may not delete (a backup
+        host's, the storage contract): then said once and not tried again;
+        the superseded partials stay, ignored by wal-fetch once a newer one
+        or the full segment is stored, until rotation prunes the WAL."""
+        if self.prune_refused:
+            return
+        try:
+            prune_partials(self.storage, segment, keep_end=keep_end)
+        except StorageError as e:
+            if (e.details or {}).get("reason") != DELETE_DENIED:
+                raise
+            self.prune_refused = True
+            self.progress("WARNING: %s; superseded streamed partials stay in the archive until rotation prunes the "
+                          "WAL (give wal-stream credentials that may delete under wal/ to remove them now)" % e.message)
+
     def push_completed(self):
         for name in self.completed():
             path = os.path.join(self.spool, name)
@@ -242,7 +260,7 @@ class Streamer(object):
                 self.check_gap(name)
             result = push_file(self.storage, path, name, self.level, recipients=self.recipients)
             if classify(name) == "segment":
-                prune_partials(self.storage, name)
+                self.prune(name)
                 self.last_segment, self.last_segment_time = name, time.time()
                 self.rpo.segment_stored(name)
             os.unlink(path)
@@ -267,7 +285,7 @@ class Streamer(object):
             stored = push_partial(self.storage, segment, data, self.level, self.recipients)
             if stored is None:
                 continue
-            prune_partials(self.storage, segment, keep_end=stored)
+            self.prune(segment, keep_end=stored)
             self.last_partial, self.last_partial_time = (segment, stored), time.time()
             self.partials += 1
             self.rpo.partial_covered(segment)

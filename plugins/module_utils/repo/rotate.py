@@ -568,9 +568,45 @@ def rotate(params, check_mode=False, diff=False, progress=None, now=None, storag
         _record(metrics_dir, job, ok=False)
         raise
     result = build_result(plan, done, check_mode=check_mode, diff=diff)
+    report_space(result, storage.versioning() if result["changed"] else None)
     _record(metrics_dir, job, ok=True, kept=len(result["kept"]), deleted=len(result["deleted"]),
             not_counted=len(result["not_counted"]))
     return result["changed"], result
+
+
+def report_space(result, versioning):
+    """``bytes_deleted`` (of the backups, leftovers and WAL deleted),
+    ``bytes_reclaimed`` (none of it on a versioned bucket: a delete there only
+    adds a delete marker, the data stays as a noncurrent version until a
+    lifecycle rule expires it, and Object Lock keeps it at least the
+    retention) and ``versioning`` (storage.versioning()), with a warning
+    where versions are kept and no rule expires them."""
+    deleted = (sum(i.get("size") or 0 for i in result["deleted"])
+               + sum(i.get("bytes") or 0 for i in result["incomplete_removed"])
+               + (result["wal_deleted"].get("bytes") or 0 if result["wal_deleted"].get("count") else 0))
+    result["bytes_deleted"] = deleted
+    result["versioning"] = versioning
+    status = (versioning or {}).get("status", "Off")
+    result["bytes_reclaimed"] = deleted if status == "Off" else 0 if status in ("Enabled", "Suspended") else None
+    if status in ("Enabled", "Suspended") and deleted:
+        lock = versioning.get("object_lock")
+        kept = ""
+        if lock:
+            period = "%s days" % lock["days"] if lock.get("days") else "%s years" % lock.get("years")
+            kept = "; Object Lock (%s, %s) keeps each version at least that long" % (lock.get("mode"), period)
+        expire = versioning.get("noncurrent_expiration_days")
+        if expire:
+            result["warnings"].append(
+                "%s has versioning %s: the %d bytes deleted stay as noncurrent versions until the lifecycle rule "
+                "expires them after %d days%s" % (result["storage"], status.lower(), deleted, expire, kept))
+        else:
+            result["warnings"].append(
+                "%s has versioning %s and no lifecycle rule expires noncurrent versions: the %d bytes deleted are "
+                "kept as old versions for ever%s. Add a NoncurrentVersionExpiration rule "
+                "(docs/storage-security.md)" % (result["storage"], status.lower(), deleted, kept))
+    elif status == "unknown" and deleted:
+        result["warnings"].append("Could not read whether %s keeps old versions (%s): bytes_reclaimed is unknown" % (
+            result["storage"], versioning.get("error")))
 
 
 def _record(directory, job, ok, kept=None, deleted=None, not_counted=None):
@@ -610,6 +646,11 @@ def format_report(result):
             verb, pruned["count"], pruned["first"], pruned["last"], pruned.get("reason")))
     for s in result["skipped"]:
         lines.append("skipped %-44s %s" % (s["backup_id"], s["reason"]))
+    if result.get("bytes_deleted"):
+        reclaimed = result.get("bytes_reclaimed")
+        lines.append("space   %d bytes %s, %s reclaimed" % (
+            result["bytes_deleted"], "to delete" if result["check_mode"] else "deleted",
+            "unknown bytes" if reclaimed is None else "%d bytes" % reclaimed))
     for w in result["warnings"]:
         lines.append("warning: %s" % w)
     return "\n".join(lines) + ("\n" if lines else "")

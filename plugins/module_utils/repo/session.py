@@ -197,8 +197,17 @@ class BackupSession(object):
         if not self.committed:
             try:
                 self.storage.delete(list(self._written))
-            except (DrkitError, StorageError, OSError):
-                pass  # Without a manifest they are ignored and rotation removes them later.
+            except (DrkitError, StorageError, OSError) as e:
+                # Without a manifest they are ignored and rotation removes them
+                # later; the backup's own error stays the error (backup
+                # credentials may well not delete: the storage contract).
+                note = ("could not remove the %d objects this failed backup wrote (%s); without a manifest they "
+                        "are ignored, and rotation removes them after its grace period" % (
+                            len(self._written), getattr(e, "message", None) or e))
+                self.progress(note)
+                if isinstance(exc, DrkitError):
+                    exc.details = dict(exc.details or {})
+                    exc.details["cleanup"] = note
             try:
                 self._record(False)
                 self.failure_recorded = True

@@ -83,6 +83,11 @@ class AzureStorage(S3Storage):
             url += " (endpoint %s)" % self.endpoint_url
         return url
 
+    def versioning(self):
+        """Blob versioning and immutability policies are not read (obstore
+        has no call for them, Azurite implements neither)."""
+        return None
+
     def list_incomplete(self, prefix=""):
         """Nothing to list (module doc): uncommitted blocks are invisible
         and Azure discards them after 7 days."""

@@ -67,6 +67,12 @@ PROBE_PREFIX = "probe/"
 PROBE_ATTEMPTS = 3
 
 
+# StorageError.details["reason"] of a delete the credentials may not do (a
+# backup host's, by the storage contract): callers that delete only to tidy
+# up carry on, rotation fails.
+DELETE_DENIED = "delete denied"
+
+
 def check_key(key):
     if not key or key.startswith("/") or "\\" in key:
         raise ConfigError("Invalid storage key %r" % (key,),
@@ -166,6 +172,12 @@ class Storage(object):
     def check_writable(self):
         """Fail early, with a clear message, when the root cannot be written."""
         raise NotImplementedError
+
+    def versioning(self):
+        """What keeps deleted data (S3 versioning, Object Lock, the lifecycle
+        rule that expires old versions) as a dict, for rotation's report;
+        None where a delete frees the space (file://) or nothing is known."""
+        return None
 
     def probe(self, user=None):
         """Write a create-only probe object as the real run would write (see

@@ -41,6 +41,16 @@ REGION = Option("region", "str", env=("AWS_REGION", "AWS_DEFAULT_REGION"), flags
 PROFILE = Option("profile", "str", env=("AWS_PROFILE",), flags=("--profile",), help="AWS profile name")
 CA_BUNDLE = Option("ca_bundle", "path", env=("AWS_CA_BUNDLE",), flags=("--ca-bundle",),
                    help="CA bundle for the S3 or Azure endpoint")
+# S3 server-side encryption: obstore sends the headers on every PUT and
+# CreateMultipartUpload. Azure has no per-request setting in obstore (its
+# encryption scopes are set on the container).
+SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
+SERVER_SIDE_ENCRYPTION = Option("server_side_encryption", "str", choices=SSE_MODES,
+                                flags=("--server-side-encryption",),
+                                help="S3 server-side encryption of every object written: AES256 (SSE-S3), aws:kms "
+                                     "or aws:kms:dsse (SSE-KMS)")
+SSE_KMS_KEY_ID = Option("sse_kms_key_id", "str", flags=("--sse-kms-key-id",),
+                        help="KMS key id or ARN for aws:kms (implies it when server_side_encryption is unset)")
 # Azure Blob (az://). The secrets have no flag (core.options) and are in cli.SECRET_KEYS.
 AZURE_ACCOUNT_NAME = Option("azure_account_name", "str", env=("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT"),
                             flags=("--azure-account-name",), help="Azure storage account (az://)")
@@ -69,6 +79,8 @@ STORAGE = (
     CA_BUNDLE,
     Option("validate_certs", "bool", default=True, off_flags=("--no-validate-certs",),
            help="do not validate the S3 or Azure endpoint's TLS certificate (tests only)"),
+    SERVER_SIDE_ENCRYPTION,
+    SSE_KMS_KEY_ID,
 ) + AZURE
 STORAGE_OPTION_NAMES = tuple(o.name for o in STORAGE if o is not STORAGE_URL)
 
@@ -79,7 +91,8 @@ STORAGE_OPTION_NAMES = tuple(o.name for o in STORAGE if o is not STORAGE_URL)
 def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_key=None,
                  session_token=None, profile=None, ca_bundle=None, validate_certs=True,
                  azure_account_name=None, azure_account_key=None, azure_sas_token=None,
-                 azure_connection_string=None, azure_endpoint=None, must_exist=False, **_ignored):
+                 azure_connection_string=None, azure_endpoint=None, server_side_encryption=None,
+                 sse_kms_key_id=None, must_exist=False, **_ignored):
     """Storage for a storage_url. S3 options fall back to the AWS variables
     their options name (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION,
     AWS_ACCESS_KEY_ID, ...); no other AWS_* variable reaches the S3 client
@@ -123,8 +136,14 @@ def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_ke
         return S3Storage(parts.netloc, unquote(parts.path), endpoint_url=endpoint_url, region=region,
                          access_key=access_key, secret_key=secret_key, session_token=session_token,
                          profile=profile or from_environment(PROFILE), ca_bundle=ca_bundle,
-                         validate_certs=validate_certs)
+                         validate_certs=validate_certs,
+                         sse=server_side_encryption_settings(server_side_encryption, sse_kms_key_id))
     if parts.scheme in ("az", "azure"):
+        if server_side_encryption or sse_kms_key_id:
+            raise ConfigError("server_side_encryption and sse_kms_key_id are S3 settings; az:// storage_url %r "
+                              "cannot take them" % url,
+                              "Azure encrypts every blob at rest; for your own key set a default encryption scope "
+                              "on the container (docs/storage-security.md) and remove these options")
         if "@" in parts.netloc:
             raise ConfigError("az:// storage_url must not contain credentials",
                               "Use azure_account_key, azure_sas_token or azure_connection_string (config file "
@@ -142,6 +161,26 @@ def open_storage(url, endpoint_url=None, region=None, access_key=None, secret_ke
                             ca_bundle=ca_bundle or from_environment(CA_BUNDLE), validate_certs=validate_certs)
     raise ConfigError("Unsupported storage_url %r" % url,
                       "Use file:///absolute/path, s3://bucket/prefix or az://container/prefix")
+
+
+def server_side_encryption_settings(mode=None, kms_key_id=None):
+    """obstore's S3 settings for SSE-S3 / SSE-KMS (a dict, empty for none),
+    or ConfigError for a combination S3 would refuse."""
+    if kms_key_id and not mode:
+        mode = "aws:kms"
+    if not mode:
+        return {}
+    if mode not in SSE_MODES:
+        raise ConfigError("server_side_encryption %r is not one of %s" % (mode, ", ".join(SSE_MODES)),
+                          "Use AES256 for SSE-S3, aws:kms (with sse_kms_key_id for your own key) for SSE-KMS")
+    settings = {"server_side_encryption": mode}
+    if kms_key_id:
+        if not mode.startswith("aws:kms"):
+            raise ConfigError("sse_kms_key_id is set but server_side_encryption is %s" % mode,
+                              "A KMS key goes with server_side_encryption aws:kms or aws:kms:dsse; remove "
+                              "sse_kms_key_id for SSE-S3 (AES256)")
+        settings["sse_kms_key_id"] = kms_key_id
+    return settings
 
 
 # An S3 general purpose bucket name, as AWS allows it today: 3-63 lower-case

@@ -35,6 +35,7 @@ import time
 from ..core.errors import ConfigError, DrkitError, NotFoundError, StorageError
 from ..core.osutil import current_user
 from .base import (
+    DELETE_DENIED,
     PROBE_PREFIX,
     READ_CHUNK,
     IncompleteUpload,
@@ -56,6 +57,8 @@ MAX_INFLIGHT = 3
 DELETE_BATCH = 1000
 DOWNLOAD_RETRIES = 5
 BACKOFF = 0.2
+TLS_HINT = ("Set ca_bundle (or AWS_CA_BUNDLE) to a PEM file with the CA that signed the endpoint's certificate; "
+            "validate_certs: false (--no-validate-certs) turns the check off, for tests only")
 
 
 class _S3Writer(ObjectWriter):
@@ -138,7 +141,7 @@ class S3Storage(Storage):
 
     def __init__(self, bucket, prefix, endpoint_url=None, region=None, access_key=None,
                  secret_key=None, session_token=None, profile=None, ca_bundle=None,
-                 validate_certs=True, store=None):
+                 validate_certs=True, sse=None, store=None):
         if not bucket:
             raise ConfigError("s3:// storage_url has no bucket name",
                               "Write it as s3://bucket/optional/prefix")
@@ -148,11 +151,13 @@ class S3Storage(Storage):
         self._opts = dict(endpoint_url=self.endpoint_url, region=region, access_key=access_key,
                           secret_key=secret_key, session_token=session_token, profile=profile,
                           ca_bundle=ca_bundle, validate_certs=validate_certs)
+        # server-side encryption (storage.factory.server_side_encryption_settings): obstore only
+        self.sse = dict(sse or {})
         self._admin = None
         self._lock = threading.Lock()
         self._sleep = time.sleep
         self.obstore = obstore_module()[0]
-        self.store = store if store is not None else make_store(bucket, **self._opts)
+        self.store = store if store is not None else make_store(bucket, sse=self.sse, **self._opts)
 
     @property
     def client(self):
@@ -206,8 +211,18 @@ class S3Storage(Storage):
             return NotFoundError("Could not %s: it does not exist in %s" % (action, where),
                                  "Check the backup id and storage_url")
         if kind == "tls":
-            return StorageError("Could not %s: TLS error talking to %s (%s)" % (action, where, _brief(exc)),
-                                "Set ca_bundle to the CA that signed the endpoint's certificate")
+            reason = _certificate_problem(exc)
+            if reason:
+                return StorageError("Could not %s: certificate verification failed for %s: %s" % (
+                    action, where, reason), TLS_HINT)
+            return StorageError("Could not %s: the TLS handshake with %s failed (%s)" % (action, where, _brief(exc)),
+                                "Check that the endpoint serves HTTPS on that port (write %s as http:// for a "
+                                "plain-HTTP server); for a certificate problem: %s" % (
+                                    self.endpoint_option, TLS_HINT[0].lower() + TLS_HINT[1:]))
+        if kind == "plainhttp":
+            return StorageError("Could not %s: %s answers HTTPS, not plain HTTP" % (action, where),
+                                "Write %s with https://, and set ca_bundle if a private CA signed its "
+                                "certificate" % self.endpoint_option)
         if kind == "connect":
             return StorageError("Could not %s: cannot connect to %s (%s)" % (action, where, _brief(exc)),
                                 "Check %s, the network and that the %s service is up" % (
@@ -325,8 +340,16 @@ class S3Storage(Storage):
             except Exception as e:  # pylint: disable=broad-except
                 if _kind(e) == "notfound":
                     continue  # a missing key is fine
-                err = self._error("delete %d objects" % len(batch), e)
-                err.hint = "Check that the credentials may delete objects in this bucket"
+                what = "%d objects (%s first)" % (len(batch), batch[0]) if len(batch) > 1 else batch[0]
+                if _kind(e) == "denied":
+                    # The storage contract: backup credentials may not delete.
+                    raise StorageError("Could not delete %s: access denied by %s (%s)" % (
+                        what, self.describe(), _brief(e)),
+                        "These credentials may not delete objects (a backup host's should not): run rotation "
+                        "with credentials that may delete, e.g. the rotation job's",
+                        details={"reason": DELETE_DENIED})
+                err = self._error("delete %s" % what, e)
+                err.hint = err.hint or "Check that the credentials may delete objects in this %s" % self.container
                 raise err
         return keys
 
@@ -341,7 +364,7 @@ class S3Storage(Storage):
         except DrkitError:
             raise
         except Exception as e:  # pylint: disable=broad-except
-            raise StorageError("Could not list incomplete uploads at %s: %s" % (self.describe(), _brief(e)))
+            raise self._error("list incomplete uploads", e)
 
     def abort_incomplete(self, upload):
         try:
@@ -352,8 +375,43 @@ class S3Storage(Storage):
         except Exception as e:  # pylint: disable=broad-except
             code = str((getattr(e, "response", None) or {}).get("Error", {}).get("Code", ""))
             if code != "NoSuchUpload":
-                raise StorageError("Could not abort upload of %s at %s: %s" % (
-                    upload.key, self.describe(), _brief(e)))
+                raise self._error("abort the upload of %s" % upload.key, e)
+
+    def versioning(self):
+        """{"status": Enabled|Suspended|Off, "object_lock": {"mode", "days",
+        "years"} or None, "noncurrent_expiration_days": the smallest of the
+        enabled lifecycle rules covering the prefix, or None} from boto3;
+        {"status": "unknown", "error": ...} when these credentials may not
+        read the bucket's configuration (s3:GetBucketVersioning,
+        s3:GetLifecycleConfiguration, s3:GetBucketObjectLockConfiguration)."""
+        client = self.client
+        try:
+            status = client.get_bucket_versioning(Bucket=self.bucket).get("Status") or "Off"
+        except Exception as e:  # pylint: disable=broad-except
+            return {"status": "unknown", "error": _brief(e)}
+        info = {"status": status, "object_lock": None, "noncurrent_expiration_days": None}
+        if status == "Off":
+            return info
+        try:
+            cfg = client.get_object_lock_configuration(Bucket=self.bucket).get("ObjectLockConfiguration") or {}
+            retention = (cfg.get("Rule") or {}).get("DefaultRetention") or {}
+            if cfg.get("ObjectLockEnabled") == "Enabled":
+                info["object_lock"] = {"mode": retention.get("Mode"), "days": retention.get("Days"),
+                                       "years": retention.get("Years")}
+        except Exception as e:  # pylint: disable=broad-except
+            if "ObjectLockConfigurationNotFound" not in str(e):
+                info["object_lock_error"] = _brief(e)
+        try:
+            rules = client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules") or []
+        except Exception as e:  # pylint: disable=broad-except
+            if "NoSuchLifecycleConfiguration" not in str(e):
+                info["lifecycle_error"] = _brief(e)
+            rules = []
+        days = [r["NoncurrentVersionExpiration"].get("NoncurrentDays") for r in rules
+                if r.get("Status") == "Enabled" and (r.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays")
+                and self._list_prefix("").startswith(_rule_prefix(r))]
+        info["noncurrent_expiration_days"] = min(days) if days else None
+        return info
 
     def check_writable(self):
         try:
@@ -388,6 +446,12 @@ class S3Storage(Storage):
         return key
 
 
+def _rule_prefix(rule):
+    """The key prefix a lifecycle rule applies to ('' for the whole bucket)."""
+    flt = rule.get("Filter") or {}
+    return flt.get("Prefix") or (flt.get("And") or {}).get("Prefix") or rule.get("Prefix") or ""
+
+
 def _kind(exc):
     """What an obstore exception means for drkit: exists, conflict,
     precondition, notfound, nobucket, denied, tls, connect (nothing got
@@ -410,8 +474,10 @@ def _kind(exc):
                                 "AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch")):
         return "denied"
     low = text.lower()
-    if "certificate" in low or "invalidcertificate" in low or "tls handshake" in low:
+    if name == "SSLError" or "certificate" in low or any(s in low for s in _TLS_WORDS):
         return "tls"
+    if "http request to an https server" in low:
+        return "plainhttp"
     if any(s in low for s in ("connection refused", "tcp connect error", "dns error", "failed to lookup",
                               "error trying to connect", "client error (connect)")):
         return "connect"
@@ -420,6 +486,39 @@ def _kind(exc):
                               "incompletemessage", "end of file before message length")):
         return "transfer"
     return "other"
+
+
+# a TLS failure that is not about the certificate: rustls' words (obstore)
+# and OpenSSL's (boto3), e.g. https:// to a plain-HTTP port
+_TLS_WORDS = ("tls handshake", "invalidcontenttype", "invalidmessage", "corruptmessage", "wrong version number",
+              "ssl routines", "record layer failure")
+
+# What a refused certificate means, in words: rustls' error names (in
+# obstore's "Debug source" dump) and OpenSSL's messages (boto3).
+_CERTIFICATE_PROBLEMS = (
+    (("UnknownIssuer", "unable to get local issuer certificate", "self-signed certificate",
+      "self signed certificate"),
+     "it is signed by a CA that is not trusted here (neither in ca_bundle nor in the system's CAs)"),
+    (("NotValidForName", "Hostname mismatch", "doesn't match", "not valid for name"),
+     "it is not valid for the endpoint's host name"),
+    (("Expired", "certificate has expired"), "it has expired"),
+    (("NotValidYet", "certificate is not yet valid"), "it is not valid yet (check the clock)"),
+    (("Revoked", "certificate revoked"), "it was revoked"),
+    (("BadSignature", "certificate signature failure"), "its signature is wrong"),
+)
+
+
+def _certificate_problem(exc):
+    """'<what is wrong> (<the library's word>)' when ``exc`` is a refused
+    server certificate, else None."""
+    text = str(exc)
+    for words, meaning in _CERTIFICATE_PROBLEMS:
+        for word in words:
+            if word in text:
+                return "%s (%s)" % (meaning, word)
+    if "InvalidCertificate" in text or "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return "the certificate was refused (%s)" % _brief(exc)
+    return None
 
 
 def _brief(exc):

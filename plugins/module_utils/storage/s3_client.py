@@ -115,9 +115,11 @@ def resolve_credentials(access_key=None, secret_key=None, session_token=None, en
 
 
 def store_settings(bucket, endpoint_url=None, region=None, access_key=None, secret_key=None,
-                   session_token=None, ca_bundle=None, validate_certs=True):
+                   session_token=None, ca_bundle=None, validate_certs=True, sse=None):
     """(config, client_options, retry_config) for obstore's S3Store: every
-    setting explicit, none left to the environment."""
+    setting explicit, none left to the environment. ``sse``: the
+    server-side encryption settings (server_side_encryption,
+    sse_kms_key_id), sent with every PUT and CreateMultipartUpload."""
     config = {
         "bucket": bucket,
         "region": region or DEFAULT_REGION,
@@ -135,6 +137,7 @@ def store_settings(bucket, endpoint_url=None, region=None, access_key=None, secr
         config["secret_access_key"] = secret_key
         if session_token:
             config["token"] = session_token
+    config.update(sse or {})
     return config, client_options(endpoint_url, ca_bundle, validate_certs), {"max_retries": MAX_RETRIES}
 
 
@@ -151,6 +154,10 @@ def client_options(endpoint_url=None, ca_bundle=None, validate_certs=True):
         except OSError as e:
             raise ConfigError("ca_bundle %s cannot be read: %s" % (ca_bundle, e.strerror or e),
                               "Point ca_bundle (or AWS_CA_BUNDLE) at a PEM file with the endpoint's CA")
+        if b"-----BEGIN CERTIFICATE-----" not in client["root_certificate"]:
+            raise ConfigError("ca_bundle %s holds no PEM certificate" % ca_bundle,
+                              "Point ca_bundle (or AWS_CA_BUNDLE) at a PEM file with the endpoint's CA "
+                              "certificate(s) (-----BEGIN CERTIFICATE-----), not a key or a DER file")
     return client
 
 
@@ -176,7 +183,7 @@ def without_environment(prefixes):
 
 
 def make_store(bucket, endpoint_url=None, region=None, access_key=None, secret_key=None, session_token=None,
-               profile=None, ca_bundle=None, validate_certs=True):
+               profile=None, ca_bundle=None, validate_certs=True, sse=None):
     """obstore's S3Store for these storage options. Static keys (options
     or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) sign directly; without
     them boto3's credential chain (the named profile, SSO, an assumed or
@@ -192,7 +199,7 @@ def make_store(bucket, endpoint_url=None, region=None, access_key=None, secret_k
         region = region or provider.config.get("region")
     config, client, retry = store_settings(bucket, endpoint_url=endpoint_url, region=region, access_key=access_key,
                                            secret_key=secret_key, session_token=session_token, ca_bundle=ca_bundle,
-                                           validate_certs=validate_certs)
+                                           validate_certs=validate_certs, sse=sse)
     try:
         with without_aws_environment():
             return s3store(config=config, client_options=client, retry_config=retry, credential_provider=provider)

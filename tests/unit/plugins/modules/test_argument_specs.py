@@ -93,6 +93,12 @@ NEW_OPTIONS.update(((module, name), None) for module in BEFORE["modules"]
                    if "storage_url" in BEFORE["modules"][module]["argument_spec"] for name in AZURE_OPTIONS)
 NEW_FLAGS.update((command, flag) for command in BEFORE["cli"] if "--storage-url" in BEFORE["cli"][command]["flags"]
                  for flag in ("--azure-account-name", "--azure-endpoint"))
+# S3 server-side encryption (issue 15): every module and command with storage options
+SSE_OPTIONS = ("server_side_encryption", "sse_kms_key_id")
+NEW_OPTIONS.update(((module, name), None) for module in BEFORE["modules"]
+                   if "storage_url" in BEFORE["modules"][module]["argument_spec"] for name in SSE_OPTIONS)
+NEW_FLAGS.update((command, flag) for command in BEFORE["cli"] if "--storage-url" in BEFORE["cli"][command]["flags"]
+                 for flag in ("--server-side-encryption", "--sse-kms-key-id"))
 
 # One spec function per doc fragment.
 FRAGMENTS = {

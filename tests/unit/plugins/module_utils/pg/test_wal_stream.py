@@ -167,3 +167,34 @@ def test_a_sigterm_while_writing_metrics_is_not_a_metrics_warning(monkeypatch, t
         wal_stream.write_metrics({"metrics_dir": str(tmp_path), "job_name": None, "slot_name": "s"}, streamer,
                                  True, None)
     assert said == []
+
+
+def test_a_streamer_whose_credentials_may_not_delete_says_so_once_and_streams_on(store, tmp_path):
+    """Backup credentials may not delete (the storage contract): superseded
+    partials stay for rotation; any other storage error still stops it."""
+    from ansible_collections.drkit.backup.plugins.module_utils.core.errors import StorageError
+    from ansible_collections.drkit.backup.plugins.module_utils.storage.base import DELETE_DENIED
+
+    calls = []
+
+    def denied(keys):
+        calls.append(list(keys))
+        raise StorageError("Could not delete %s: access denied" % keys[0], details={"reason": DELETE_DENIED})
+
+    said = []
+    streamer = wal_stream.Streamer(store, str(tmp_path), 1, said.append)
+    wal_stream.push_partial(store, NAME, segment_bytes(100000), 1)
+    second = wal_stream.push_partial(store, NAME, segment_bytes(300000), 1)
+    store.delete = denied
+    streamer.prune(NAME, keep_end=second)
+    streamer.prune(NAME, keep_end=second)
+    assert len(calls) == 1 and [m for m in said if m.startswith("WARNING: Could not delete")] == said[:1]
+    assert "until rotation prunes the WAL" in said[0]
+    assert sorted(stream_partials(store, NAME)) == [100000, 300000]
+
+    def broken(keys):
+        raise StorageError("Could not delete: connection reset")
+
+    store.delete = broken
+    with pytest.raises(StorageError):
+        wal_stream.Streamer(store, str(tmp_path), 1, said.append).prune(NAME, keep_end=second)

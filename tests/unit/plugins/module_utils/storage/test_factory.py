@@ -188,3 +188,52 @@ def test_the_store_is_built_without_aws_variables_and_they_come_back(clean_env):
     assert seen["kw"]["credential_provider"] is None
     import os
     assert os.environ["AWS_SESSION_TOKEN"] == "leftover" and os.environ["AWS_SKIP_SIGNATURE"] == "true"
+
+
+# --------------------------------------------------------------------------
+# server-side encryption and the CA bundle
+
+
+@pytest.mark.parametrize("mode,key,expected", [
+    (None, None, {}),
+    ("AES256", None, {"server_side_encryption": "AES256"}),
+    ("aws:kms", None, {"server_side_encryption": "aws:kms"}),
+    (None, "alias/backups", {"server_side_encryption": "aws:kms", "sse_kms_key_id": "alias/backups"}),
+    ("aws:kms:dsse", "arn:aws:kms:eu-west-1:1:key/k",
+     {"server_side_encryption": "aws:kms:dsse", "sse_kms_key_id": "arn:aws:kms:eu-west-1:1:key/k"}),
+])
+def test_server_side_encryption_settings_reach_the_s3_config(mode, key, expected):
+    from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import (
+        server_side_encryption_settings)
+    sse = server_side_encryption_settings(mode, key)
+    assert sse == expected
+    config = s3_client.store_settings("b", access_key="a", secret_key="s", sse=sse)[0]
+    assert dict((k, config[k]) for k in expected) == expected
+    assert not set(("server_side_encryption", "sse_kms_key_id")) - set(expected) & set(config)
+
+
+@pytest.mark.parametrize("opts,fragment", [
+    ({"server_side_encryption": "AES256", "sse_kms_key_id": "k"}, "sse_kms_key_id is set but"),
+    ({"server_side_encryption": "aes256"}, "is not one of AES256"),
+])
+def test_server_side_encryption_combinations_s3_would_refuse(opts, fragment):
+    with pytest.raises(ConfigError) as e:
+        open_storage("s3://bucket/x", endpoint_url="http://127.0.0.1:1", access_key="a", secret_key="s", **opts)
+    assert fragment in str(e.value)
+
+
+def test_server_side_encryption_is_refused_for_azure():
+    with pytest.raises(ConfigError) as e:
+        open_storage("az://backups/x", azure_account_name="acct", azure_account_key="a2V5",
+                     server_side_encryption="AES256")
+    assert "S3 settings" in str(e.value) and "encryption scope" in str(e.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage\n",
+                                     b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"])
+def test_a_ca_bundle_without_a_certificate_is_refused_naming_the_file(tmp_path, content):
+    path = tmp_path / "ca.pem"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as e:
+        s3_client.client_options("https://127.0.0.1:1", str(path))
+    assert "ca_bundle %s holds no PEM certificate" % path in str(e.value)

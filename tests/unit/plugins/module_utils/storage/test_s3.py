@@ -300,7 +300,23 @@ def test_s3_delete_is_batched_by_1000(fake):
     (GenericError("Generic S3 error: error sending request for url (http://127.0.0.1:1/b/k): client error "
                   "(Connect): tcp connect error: Connection refused (os error 111)"), "cannot connect",
      "endpoint_url"),
-    (GenericError("error sending request: invalid peer certificate: UnknownIssuer"), "TLS error", "ca_bundle"),
+    (GenericError("error sending request: invalid peer certificate: UnknownIssuer"),
+     "certificate verification failed for s3://bucket/pre: it is signed by a CA that is not trusted", "ca_bundle"),
+    # obstore's own text hides the cause in its Rust "Debug source" dump
+    (GenericError("Generic S3 error: Error performing PUT https://127.0.0.1:1/b/k - HTTP error: error sending "
+                  "request\n\nDebug source:\nGeneric {\n error: InvalidCertificate(\n NotValidForName,\n ),\n}"),
+     "certificate verification failed for s3://bucket/pre: it is not valid for the endpoint's host name "
+     "(NotValidForName)", "validate_certs: false"),
+    (GenericError("... InvalidCertificate(\n Expired,\n) ..."), "it has expired (Expired)", "ca_bundle"),
+    # boto3 (rotation's stale uploads): botocore's SSLError, OpenSSL's words
+    (type("SSLError", (Exception,), {})("SSL validation failed for https://127.0.0.1:1/b [SSL: "
+                                        "CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local "
+                                        "issuer certificate (_ssl.c:992)"),
+     "certificate verification failed for s3://bucket/pre: it is signed by a CA that is not trusted", "ca_bundle"),
+    (GenericError("Server returned non-2xx status code: 400 Bad Request: Client sent an HTTP request to an HTTPS "
+                  "server."), "answers HTTPS, not plain HTTP", "https://"),
+    (GenericError("HTTP error: error sending request ... InvalidContentType ..."), "TLS handshake with s3://bucket/pre "
+     "failed", "serves HTTPS"),
 ])
 def test_s3_error_messages_name_the_cause(fake, exc, fragment, hint):
     e = s3_with(fake)._error("upload k", exc)
@@ -311,3 +327,15 @@ def test_a_missing_key_is_not_found():
     s = s3_with(FakeObstore())
     e = s._error("read k", type("NotFoundError", (Exception,), {})("Object at location k not found"))
     assert isinstance(e, NotFoundError)
+
+
+def test_a_delete_refused_for_lack_of_permission_says_to_use_the_rotation_credentials(fake):
+    def denied(store, paths):
+        raise PermissionDeniedError("Generic S3 error: AccessDenied: Access Denied.")
+    fake.delete = denied
+    with pytest.raises(StorageError) as e:
+        s3_with(fake).delete(["backups/x/manifest.json", "backups/x/db.zst"])
+    assert ("Could not delete 2 objects (backups/x/manifest.json first): access denied by s3://bucket/pre"
+            in str(e.value))
+    assert "run rotation with credentials that may delete" in e.value.hint
+    assert e.value.details["reason"] == s3_module.DELETE_DENIED  # what tidy-up deletes may carry on after
