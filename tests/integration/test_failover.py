@@ -148,3 +148,145 @@ def test_standby_from_repository_catches_up_and_streams(pair):
 def pwd_uid(name):
     import pwd
     return pwd.getpwnam(name).pw_uid
+
+
+# --------------------------------------------------------------------------
+# failover
+
+
+class Writer(threading.Thread):
+    """A client inserting one row per transaction into the primary, logging
+    each id once its COMMIT returned, with the time: the oracle."""
+
+    def __init__(self, pair, first_id=100000):
+        super(Writer, self).__init__(daemon=True)
+        self.pair, self.next_id = pair, first_id
+        self.acked = []  # (id, time the commit returned)
+        self.stop_flag = threading.Event()
+        self.error = None
+
+    def run(self):
+        import psycopg
+        try:
+            with psycopg.connect(host="127.0.0.1", port=self.pair.pg.port, user="postgres",
+                                 password=self.pair.password, dbname="postgres", autocommit=True) as conn:
+                while not self.stop_flag.is_set():
+                    conn.execute("INSERT INTO t VALUES (%s, 'writer')", (self.next_id,))
+                    self.acked.append((self.next_id, time.time()))
+                    self.next_id += 1
+                    time.sleep(0.002)
+        except psycopg.Error as e:
+            self.error = str(e)
+
+    def finish(self):
+        self.stop_flag.set()
+        self.join(30)
+        return self.acked
+
+
+def children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], stdout=subprocess.PIPE, check=False)
+    return [int(x) for x in out.stdout.split()]
+
+
+def new_primary_ids(pair):
+    return set(int(x) for x in pair.standby_psql("SELECT id FROM t WHERE id >= 100000").split())
+
+
+def assert_fenced(pair):
+    """Started again, the old primary is a standby: no write, no archiving."""
+    old = pair.pg.data_dir
+    assert (Path(old) / "standby.signal").exists()
+    port = free_port()
+    log = pair.root / "fenced.log"
+    subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pair.pg.bin_dir, "pg_ctl"), "start", "-D", old,
+                    "-l", "/tmp/drkit-fenced-%d.log" % port, "-w", "-o",
+                    "-c port=%d -c listen_addresses=127.0.0.1 -c unix_socket_directories=%s" % (
+                        port, pair.pg.socket_dir)], check=True, stdout=subprocess.DEVNULL)
+    try:
+        env = dict(os.environ, PGPASSWORD=pair.password)
+        psql = [os.path.join(pair.pg.bin_dir, "psql"), "-X", "-qAt", "-h", "127.0.0.1", "-p", str(port), "-U",
+                "postgres", "-d", "postgres", "-c"]
+        out = subprocess.run(psql + ["SELECT pg_is_in_recovery(), current_setting('archive_mode')"],
+                             stdout=subprocess.PIPE, env=env, check=True).stdout.decode().strip()
+        assert out == "t|off", out
+        res = subprocess.run(psql + ["INSERT INTO t VALUES (-1, 'split brain')"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env, check=False)
+        assert res.returncode != 0 and b"read-only" in res.stderr, res.stderr
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pair.pg.bin_dir, "pg_ctl"), "stop", "-D",
+                        old, "-m", "fast", "-w"], check=False, stdout=subprocess.DEVNULL)
+        del log
+
+
+def test_planned_failover_loses_nothing(pair):
+    from ansible_collections.drkit.backup.plugins.module_utils.pg.failover import pg_failover
+    pg_standby(pair.params())
+    fparams = {"login_host": "127.0.0.1", "port": pair.pg.port, "login_password": pair.password,
+               "standby_port": pair.standby_port, "primary_data_directory": pair.pg.data_dir, "mode": "planned",
+               "timeout": 60}
+    changed, plan = pg_failover(fparams, check_mode=True)
+    assert changed and "Would stop the primary" in plan["msg"] and pair.pg.is_running()
+
+    writer = Writer(pair)
+    writer.start()
+    wait_for(lambda: len(writer.acked) > 50, what="writer")
+    changed, result = pg_failover(fparams)
+    acked = writer.finish()
+    print("planned failover: RTO %.3f s, %d rows written before the switch" % (result["rto_seconds"], len(acked)))
+    assert result["new_timeline"] == 2 and result["rpo"]["lost_transactions"] == 0, result
+    assert result["write_served_by_port"] == pair.standby_port
+    # the client's log: every committed row is on the new primary
+    assert set(i for i, _t in acked) <= new_primary_ids(pair)
+    assert pair.standby_psql("SELECT count(*) FROM t WHERE id < 100000") == str(ROWS_BEFORE_BACKUP +
+                                                                                ROWS_AFTER_BACKUP)
+    assert pair.standby_psql("SELECT pg_is_in_recovery()") == "f"
+    # archiving continues from the new primary on its timeline
+    wait_for(lambda: os.path.exists(pair.source.wal_url[len("file://"):] + "/00000002.history") or
+             any("00000002.history" in f for _r, _d, fs in os.walk(pair.source.wal_url[len("file://"):])
+                 for f in fs), what="new timeline archived")
+    pair.pg._proc = None  # stopped by the failover, fenced
+    assert_fenced(pair)
+
+
+def test_unplanned_failover_loss_bound_holds(pair):
+    from ansible_collections.drkit.backup.plugins.module_utils.pg.failover import pg_failover
+    pg_standby(pair.params())
+    writer = Writer(pair)
+    writer.start()
+    wait_for(lambda: len(writer.acked) > 50, what="writer")
+    # the network to the standby stalls: the walsender stops, the primary goes on committing
+    walsender = int(pair.pg.psql("SELECT pid FROM pg_stat_replication WHERE application_name = 'drkit_standby'"))
+    os.kill(walsender, signal.SIGSTOP)
+    n_stalled = len(writer.acked)
+    wait_for(lambda: len(writer.acked) > n_stalled + 50, what="commits after the stall")
+    # then the primary dies with everything it had
+    postmaster = pair.pg._proc.pid
+    for pid in [postmaster] + children(postmaster):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    acked = writer.finish()
+    pair.pg._proc.wait(10)
+    pair.pg._proc = None
+
+    fparams = {"login_host": "127.0.0.1", "port": pair.pg.port, "login_password": pair.password,
+               "standby_port": pair.standby_port, "primary_data_directory": pair.pg.data_dir, "mode": "unplanned",
+               "timeout": 60}
+    changed, result = pg_failover(fparams)
+    rpo = result["rpo"]
+    present = new_primary_ids(pair)
+    missing = [(i, t) for i, t in acked if i not in present]
+    print("unplanned failover: RTO %.3f s, %d of %d committed rows lost, bound %s s, exact %s" % (
+        result["rto_seconds"], len(missing), len(acked), rpo["rpo_bound_seconds"], rpo.get("lost_transactions")))
+    assert missing, "the stalled walsender should have cost commits"
+    # the bound: nothing the client saw committed before safe_before is lost
+    from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+    safe = mf.parse_time(rpo["safe_before"]).timestamp()
+    assert all(t >= safe for _i, t in missing), (rpo, missing[:3])
+    assert rpo["rpo_bound_seconds"] >= max(t for _i, t in missing) - min(t for _i, t in missing)
+    # exact from the old primary's WAL: every lost commit counted (at most one more, never acknowledged)
+    assert rpo["exact"] and len(missing) <= rpo["lost_transactions"] <= len(missing) + 1, rpo
+    assert result["new_timeline"] == 2
+    assert_fenced(pair)
