@@ -8,6 +8,7 @@ first, then streaming from a slot), and ``drkit failover`` planned and
 unplanned with a writer whose own log of committed ids is the oracle.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import ansible_environment
 from pitr_source import DRKIT_CMD, ArchivingSource
 
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
@@ -26,6 +28,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.pg.standby import pg_
 
 ROWS_BEFORE_BACKUP = 1000
 ROWS_AFTER_BACKUP = 500
+FAILOVER_COMMAND = 'ansible-playbook drkit.backup.failover -e @"$FAILOVER_VARS"'
 
 
 class Pair(object):
@@ -105,46 +108,6 @@ def wait_for(predicate, timeout=30, what="condition"):
     raise AssertionError("timed out waiting for %s" % what)
 
 
-def test_standby_from_repository_catches_up_and_streams(pair):
-    changed, plan = pg_standby(pair.params(), check_mode=True)
-    assert changed and "Would restore" in plan["msg"]
-    assert not pair.standby_dir.exists()
-
-    changed, result = pg_standby(pair.params())
-    assert changed and result["status"] == "streaming", result
-    assert result["archive_segments_replayed"] >= 1, result
-    assert pair.standby_psql("SELECT pg_is_in_recovery()") == "t"
-    assert pair.standby_psql("SELECT status FROM pg_stat_wal_receiver") == "streaming"
-    assert pair.standby_psql("SELECT count(*) FROM t") == str(ROWS_BEFORE_BACKUP + ROWS_AFTER_BACKUP)
-    # the password is in the passfile only: 0600, the server's user, outside the data directory
-    passfile = Path(result["passfile"])
-    st = passfile.stat()
-    assert oct(st.st_mode & 0o777) == "0o600" and st.st_uid == pwd_uid("postgres")
-    assert pair.password in passfile.read_text()
-    auto = (pair.standby_dir / "postgresql.auto.conf").read_text()
-    assert pair.password not in auto and "passfile=" in auto and "primary_slot_name = 'drkit_standby'" in auto
-    # the slot on the primary is the standby's, active
-    assert pair.pg.psql("SELECT active FROM pg_replication_slots WHERE slot_name = 'drkit_standby'") == "t"
-
-    # streaming: new rows show up without any archiving
-    pair.insert(5001, 5010)
-    wait_for(lambda: pair.standby_psql("SELECT count(*) FROM t WHERE id > 5000") == "10", what="streamed rows")
-
-    # a rerun changes nothing and reports the lag
-    changed, again = pg_standby(pair.params())
-    assert not changed and again["existing"] and again["lag"]["replay_lag_bytes"] is not None, again
-
-    # an occupied directory that is not drkit's standby is refused
-    other = pair.root / "other"
-    other.mkdir()
-    (other / "PG_VERSION").write_text("15\n")
-    with pytest.raises(Exception) as exc:
-        pg_standby(pair.params(data_directory=str(other), standby_port=free_port()))
-    assert "refusing" in str(exc.value)
-    with pytest.raises(ConfigError):
-        pg_standby(pair.params(passfile=str(pair.standby_dir / "pw")))
-
-
 def pwd_uid(name):
     import pwd
     return pwd.getpwnam(name).pw_uid
@@ -198,7 +161,6 @@ def assert_fenced(pair):
     old = pair.pg.data_dir
     assert (Path(old) / "standby.signal").exists()
     port = free_port()
-    log = pair.root / "fenced.log"
     subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pair.pg.bin_dir, "pg_ctl"), "start", "-D", old,
                     "-l", "/tmp/drkit-fenced-%d.log" % port, "-w", "-o",
                     "-c port=%d -c listen_addresses=127.0.0.1 -c unix_socket_directories=%s" % (
@@ -216,30 +178,81 @@ def assert_fenced(pair):
     finally:
         subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pair.pg.bin_dir, "pg_ctl"), "stop", "-D",
                         old, "-m", "fast", "-w"], check=False, stdout=subprocess.DEVNULL)
-        del log
 
 
-def test_planned_failover_loses_nothing(pair):
-    from ansible_collections.drkit.backup.plugins.module_utils.pg.failover import pg_failover
-    pg_standby(pair.params())
-    fparams = {"login_host": "127.0.0.1", "port": pair.pg.port, "login_password": pair.password,
-               "standby_port": pair.standby_port, "primary_data_directory": pair.pg.data_dir, "mode": "planned",
-               "timeout": 60}
-    changed, plan = pg_failover(fparams, check_mode=True)
-    assert changed and "Would stop the primary" in plan["msg"] and pair.pg.is_running()
+def check_standby_from_repository(pair):
+    """Restored from the repository, replays from the archive, streams."""
+    changed, plan = pg_standby(pair.params(), check_mode=True)
+    assert changed and "Would restore" in plan["msg"]
+    assert not pair.standby_dir.exists()
 
+    changed, result = pg_standby(pair.params())
+    assert changed and result["status"] == "streaming", result
+    assert result["archive_segments_replayed"] >= 1, result
+    assert pair.standby_psql("SELECT pg_is_in_recovery()") == "t"
+    assert pair.standby_psql("SELECT status FROM pg_stat_wal_receiver") == "streaming"
+    assert pair.standby_psql("SELECT count(*) FROM t") == str(ROWS_BEFORE_BACKUP + ROWS_AFTER_BACKUP)
+    # the password is in the passfile only: 0600, the server's user, outside the data directory
+    passfile = Path(result["passfile"])
+    st = passfile.stat()
+    assert oct(st.st_mode & 0o777) == "0o600" and st.st_uid == pwd_uid("postgres")
+    assert pair.password in passfile.read_text()
+    auto = (pair.standby_dir / "postgresql.auto.conf").read_text()
+    assert pair.password not in auto and "passfile=" in auto and "primary_slot_name = 'drkit_standby'" in auto
+    # the slot on the primary is the standby's, active
+    assert pair.pg.psql("SELECT active FROM pg_replication_slots WHERE slot_name = 'drkit_standby'") == "t"
+
+    # streaming: new rows show up without any archiving
+    pair.insert(5001, 5010)
+    wait_for(lambda: pair.standby_psql("SELECT count(*) FROM t WHERE id > 5000") == "10", what="streamed rows")
+
+    # a rerun changes nothing and reports the lag
+    changed, again = pg_standby(pair.params())
+    assert not changed and again["existing"] and again["lag"]["replay_lag_bytes"] is not None, again
+
+    # an occupied directory that is not drkit's standby is refused
+    other = pair.root / "other"
+    other.mkdir()
+    (other / "PG_VERSION").write_text("15\n")
+    with pytest.raises(Exception) as exc:
+        pg_standby(pair.params(data_directory=str(other), standby_port=free_port()))
+    assert "refusing" in str(exc.value)
+    with pytest.raises(ConfigError):
+        pg_standby(pair.params(passfile=str(pair.standby_dir / "pw")))
+
+
+def test_standby_from_repository_then_planned_failover_loses_nothing(pair):
+    check_standby_from_repository(pair)
+    # through the playbook, as the runbook runs it: check mode first, then the failover, then the report
     writer = Writer(pair)
     writer.start()
     wait_for(lambda: len(writer.acked) > 50, what="writer")
-    changed, result = pg_failover(fparams)
+    report_dir = pair.root / "report"
+    fvars = pair.root / "failover.json"
+    fvars.write_text(json.dumps({
+        "failover_mode": "planned", "failover_login_port": pair.pg.port, "failover_login_password": pair.password,
+        "failover_standby_port": pair.standby_port, "failover_primary_data_directory": pair.pg.data_dir,
+        "failover_timeout": 60, "failover_report_dir": str(report_dir)}))
+    os.chmod(str(fvars), 0o600)
+    env = ansible_environment(str(pair.root))
+    env.update({"FAILOVER_VARS": str(fvars), "ANSIBLE_STDOUT_CALLBACK": "default"})
+    proc = subprocess.run(["bash", "-c", FAILOVER_COMMAND], env=env, cwd=str(pair.root), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=300, check=False)
     acked = writer.finish()
-    print("planned failover: RTO %.3f s, %d rows written before the switch" % (result["rto_seconds"], len(acked)))
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert pair.password not in proc.stdout
+    result = json.loads((report_dir / "failover.json").read_text())
+    assert "RTO" in (report_dir / "failover.md").read_text()
+    assert pair.password not in (report_dir / "failover.json").read_text()
+    print("planned failover: RTO %.3f s (promotion %.3f s), %d rows written before the switch" % (
+        result["rto_seconds"], result["promote_seconds"], len(acked)))
     assert result["new_timeline"] == 2 and result["rpo"]["lost_transactions"] == 0, result
     assert result["write_served_by_port"] == pair.standby_port
     # the client's log: every committed row is on the new primary
     assert set(i for i, _t in acked) <= new_primary_ids(pair)
+    # and the rows from before (those of the backup, the archive and the stream)
     assert pair.standby_psql("SELECT count(*) FROM t WHERE id < 100000") == str(ROWS_BEFORE_BACKUP +
-                                                                                ROWS_AFTER_BACKUP)
+                                                                                ROWS_AFTER_BACKUP + 10)
     assert pair.standby_psql("SELECT pg_is_in_recovery()") == "f"
     # archiving continues from the new primary on its timeline
     wait_for(lambda: os.path.exists(pair.source.wal_url[len("file://"):] + "/00000002.history") or
