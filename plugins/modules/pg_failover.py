@@ -15,7 +15,7 @@ version_added: 0.1.0
 description:
   - Promotes the standby on O(standby_host) and O(standby_port) (one M(drkit.backup.pg_standby) built) and times
     it from the call (the decision) to the first write committed through the clients' endpoint, a libpq
-    multi-host connection (O(endpoint)) with C(target_session_attrs=read-write): RV(rto_seconds).
+    multi-host connection (O(endpoint)) with C(target_session_attrs=read-write), as RV(rto_seconds).
   - O(mode=planned) stops the primary (fast; O(primary_data_directory) on this host), waits until the standby
     replayed past the primary's shutdown checkpoint, fences the old primary and promotes. Nothing is lost,
     and that is checked.
@@ -24,7 +24,7 @@ description:
     answers SQL but cannot be fenced from here is refused (two primaries). With the old primary's WAL
     readable here the loss is also counted exactly (pg_waldump after the new timeline's switch point).
   - Fencing writes C(standby.signal), C(archive_mode = off) and empty C(primary_conninfo)/C(restore_command)
-    into the old primary's data directory and a C(drkit-fenced) note: started again (systemd, a reboot), it
+    into the old primary's data directory and a C(drkit-fenced) note; started again (systemd, a reboot), it
     is a read-only standby that takes no writes and archives nothing.
   - This is a manual (operator-decided) failover. Automatic failover is a cluster manager's job (Patroni).
 author:

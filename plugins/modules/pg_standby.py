@@ -45,8 +45,8 @@ options:
     type: str
   data_directory:
     description:
-      - The new data directory of the standby. It must not exist or be empty (or be a standby drkit built:
-        then nothing is restored).
+      - The new data directory of the standby. It must not exist or be empty, or be a standby drkit built
+        (then nothing is restored).
     type: path
     required: true
   standby_port:

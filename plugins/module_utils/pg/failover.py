@@ -238,7 +238,7 @@ def loss_bound(snapshot, until):
            "last_replayed_xact_time": snapshot.get("last_replayed_xact_time")}
     if behind is not None and behind <= 0 and snapshot.get("latest_end_time"):
         safe = mf.parse_time(snapshot["latest_end_time"])
-        out["safe_before"] = mf.isoformat(safe)
+        out["safe_before"] = snapshot["latest_end_time"]
         out["rpo_bound_seconds"] = round(max(0.0, until - safe.timestamp()), 3)
     else:
         # the standby had not even received what the primary last reported:
