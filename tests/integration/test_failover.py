@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,7 +29,8 @@ from ansible_collections.drkit.backup.plugins.module_utils.pg.standby import pg_
 
 ROWS_BEFORE_BACKUP = 1000
 ROWS_AFTER_BACKUP = 500
-FAILOVER_COMMAND = 'ansible-playbook drkit.backup.failover -e @"$FAILOVER_VARS"'
+# the runbook's region-loss command, word for word (test_runbook.PLAYBOOK_COMMANDS)
+FAILOVER_COMMAND = 'ansible-playbook -i "$INVENTORY" drkit.backup.failover -e @"$FAILOVER_VARS"'
 
 
 class Pair(object):
@@ -232,10 +234,12 @@ def test_standby_from_repository_then_planned_failover_loses_nothing(pair):
     fvars.write_text(json.dumps({
         "failover_mode": "planned", "failover_login_port": pair.pg.port, "failover_login_password": pair.password,
         "failover_standby_port": pair.standby_port, "failover_primary_data_directory": pair.pg.data_dir,
-        "failover_timeout": 60, "failover_report_dir": str(report_dir)}))
+        "failover_timeout": 60, "failover_report_dir": str(report_dir), "failover_hosts": "standby_host"}))
     os.chmod(str(fvars), 0o600)
+    inventory = pair.root / "inventory"
+    inventory.write_text("standby_host ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
     env = ansible_environment(str(pair.root))
-    env.update({"FAILOVER_VARS": str(fvars), "ANSIBLE_STDOUT_CALLBACK": "default"})
+    env.update({"FAILOVER_VARS": str(fvars), "INVENTORY": str(inventory), "ANSIBLE_STDOUT_CALLBACK": "default"})
     proc = subprocess.run(["bash", "-c", FAILOVER_COMMAND], env=env, cwd=str(pair.root), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=300, check=False)
     acked = writer.finish()
