@@ -150,8 +150,8 @@ def fence(data_dir, bin_dir, ids, reason, progress):
 
 
 def endpoint_hosts(params, cp):
-    text = params["endpoint"] or "%s:%d,%s:%d" % (cp["login_host"], cp["port"], params["standby_host"],
-                                                   params["standby_port"])
+    default = "%s:%d,%s:%d" % (cp["login_host"], cp["port"], params["standby_host"], params["standby_port"])
+    text = params["endpoint"] or default
     hosts = []
     for item in [x.strip() for x in text.split(",") if x.strip()]:
         host, _sep, port = item.rpartition(":")
@@ -327,8 +327,8 @@ def pg_failover(params, check_mode=False, runner=None, progress=None):
                 break
             if time.time() > deadline:
                 raise WaitTimeout("The standby did not replay up to the primary's shutdown checkpoint %s within "
-                                  "%s s (replayed %s); nothing promoted" % (checkpoint, timeout,
-                                                                             now.get("replay_lsn")),
+                                  "%s s (replayed %s); nothing promoted" % (
+                                      checkpoint, timeout, now.get("replay_lsn")),
                                   "Start the primary again (it is not fenced yet) and check replication")
             time.sleep(0.1)
         result.update(primary_shutdown_checkpoint=checkpoint, standby_replayed=now.get("replay_lsn"))
@@ -377,4 +377,3 @@ def pg_failover(params, check_mode=False, runner=None, progress=None):
 def _pg_version(data_dir):
     with open(os.path.join(data_dir, "PG_VERSION")) as fh:
         return fh.read().strip()
-

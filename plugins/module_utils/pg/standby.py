@@ -37,14 +37,14 @@ import re
 import shutil
 import time
 
-from ..core.errors import ConfigError, SafetyError, SourceError, ToolError, WaitTimeout
+from ..core.errors import ConfigError, DrkitError, SafetyError, SourceError, ToolError, WaitTimeout
 from ..core.options import Option, Options, resolve
 from ..core.osutil import atomic_write, check_traversable
 from ..repo import manifest as mf
 from ..repo.wal_layout import parse_lsn
 from ..storage.factory import STORAGE, open_storage, storage_options
 from .base_restore import empty_dir, restore_base_backup
-from .client import CONNECTION, conn_params, connect, pgpass_escape
+from .client import CONNECTION, _psycopg, conn_params, connect, pgpass_escape
 from .cluster import (
     RECOVERY_PARAMS,
     default_os_user,
@@ -154,6 +154,16 @@ def ensure_slot(cp, slot, create):
             # reserved now: the archive serves what the primary no longer holds
             cur.execute("SELECT lsn::text FROM pg_create_physical_replication_slot(%s, true)", (slot,))
             return True, {"slot": slot, "restart_lsn": cur.fetchone()[0], "wal_status": "reserved"}
+
+
+def drop_slot(cp, slot):
+    """Best effort: the slot this run created, when the standby did not come up."""
+    try:
+        with connect(cp, "postgres", autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE slot_name = %s AND NOT active", (slot,))
+    except (DrkitError, _psycopg().Error):
+        pass  # the original error is what the caller must see
 
 
 def primary_position(cp, application_name=None):
@@ -397,6 +407,8 @@ def pg_standby(params, check_mode=False, runner=None, progress=None):
         elif pidfile_live(data_dir):
             # leave the files for a look, but never a half-made standby running
             stop_server(bin_dir, data_dir, ids, mode="fast", timeout=60)
+        if slot_created:
+            drop_slot(cp, params["slot_name"])  # an unused slot would hold the primary's WAL forever
         raise
 
 
