@@ -165,7 +165,7 @@ def one_run(mode, args, root, run_no):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, default=4)

@@ -352,7 +352,9 @@ def pg_failover(params, check_mode=False, runner=None, progress=None):
         result["rpo"] = {"lost_transactions": 0, "lost_bytes": 0, "exact": True,
                          "how": "the standby replayed past the primary's shutdown checkpoint"}
     else:
-        rpo = loss_bound(snapshot if snapshot else before, bound_until)
+        # the later view when the WAL receiver still has one (a dead primary's
+        # receiver may be gone by then): it can only have received more
+        rpo = loss_bound(snapshot if snapshot and snapshot.get("latest_end_lsn") else before, bound_until)
         rpo["exact"] = False
         if old_dir and switch is not None:
             try:
