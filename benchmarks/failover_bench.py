@@ -121,7 +121,8 @@ def one_run(mode, args, root, run_no):
         subprocess.run([os.path.join(BIN, "pgbench"), "-i", "-q", "-s", "5", "-h", "127.0.0.1", "-p",
                         str(pg.port), "-U", "postgres", "postgres"], check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, env=dict(os.environ, PGPASSWORD=PASSWORD))
-        subprocess.run("runuser -u postgres -- %s pg-backup -q --config %s" % (DRKIT, cfg), shell=True, check=True)
+        subprocess.run("runuser -u postgres -- %s pg-backup -q --config %s" % (DRKIT, cfg), shell=True, check=True,
+                       stdout=subprocess.DEVNULL)
         params = {"storage_url": url, "login_host": "127.0.0.1", "port": pg.port, "login_password": PASSWORD,
                   "data_directory": standby_dir, "standby_port": standby_port, "drkit_command": DRKIT}
         _c, built = pg_standby(params)
