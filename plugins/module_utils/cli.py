@@ -284,6 +284,33 @@ def cmd_pitr(args, params):
     return pg_pitr(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 
+def _standby():
+    from .pg import standby  # pylint: disable=import-outside-toplevel
+    return standby.OPTIONS
+
+
+def cmd_standby(args, params):
+    from .pg.standby import pg_standby  # pylint: disable=import-outside-toplevel
+    settings = dict(params.get("settings") or {})
+    for item in params.pop("settings_list", None) or []:
+        if "=" not in item:
+            raise ConfigError("--set needs NAME=VALUE, got %r" % item)
+        k, v = item.split("=", 1)
+        settings[k.strip()] = v
+    params["settings"] = settings
+    return pg_standby(params, check_mode=bool(params.get("check")), progress=args.progress)
+
+
+def _failover():
+    from .pg import failover  # pylint: disable=import-outside-toplevel
+    return failover.OPTIONS
+
+
+def cmd_failover(args, params):
+    from .pg.failover import pg_failover  # pylint: disable=import-outside-toplevel
+    return pg_failover(params, check_mode=bool(params.get("check")), progress=args.progress)
+
+
 def _verify():
     from .pg import verify  # pylint: disable=import-outside-toplevel
     return verify.OPTIONS
@@ -412,6 +439,10 @@ COMMANDS = (
      "(runs until SIGTERM)", _wal_stream, None, cmd_wal_stream),
     ("pitr", "point-in-time recovery: restore a physical backup into a new data directory", _pitr, _pitr_extras,
      cmd_pitr),
+    ("standby", "build a hot standby from the repository's newest base backup and wait until it streams",
+     _standby, _pitr_extras, cmd_standby),
+    ("failover", "promote a standby (planned or unplanned), fence the old primary, measure RTO and RPO",
+     _failover, _check("say what would be done, change nothing"), cmd_failover),
     ("probe", "check that this user can write to the storage (a probe object under probe/, removed again on "
      "file://)", _probe, None, cmd_probe),
     ("redis-snapshot", "back up Redis (BGSAVE rdb, remote RDB over SYNC, or AOF)", _redis_snapshot,

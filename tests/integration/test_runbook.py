@@ -25,6 +25,7 @@ import yaml
 from helpers import REPO_ROOT, table_row_counts
 from pitr_source import DRKIT_CMD, ArchivingSource, write_0600
 from test_dr_rebuild import RUNBOOK_COMMAND as DR_REBUILD_COMMAND
+from test_failover import FAILOVER_COMMAND
 
 from ansible_collections.drkit.backup.plugins.module_utils import cli
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
@@ -34,7 +35,8 @@ RUNBOOK = REPO_ROOT / "docs" / "DISASTER-RECOVERY-RUNBOOK.md"
 SECTIONS = ["Contacts and roles", "Complete infrastructure loss", "Database corruption", "Accidental deletion",
             "Multi-service failure", "Redis loss", "Recovery verification checklist", "Post-incident review template"]
 # ansible-playbook commands of the runbook -> the test that runs them
-PLAYBOOK_COMMANDS = {DR_REBUILD_COMMAND: "tests/integration/test_dr_rebuild.py"}
+PLAYBOOK_COMMANDS = {DR_REBUILD_COMMAND: "tests/integration/test_dr_rebuild.py",
+                     FAILOVER_COMMAND: "tests/integration/test_failover.py"}
 
 
 def runbook_commands():

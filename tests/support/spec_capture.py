@@ -24,7 +24,7 @@ ENGINE_PACKAGE = "ansible_collections.drkit.backup.plugins.module_utils"
 # the engine file holding each module's OPTIONS
 ENGINE = {"backup_copy": "repo.copy", "backup_info": "repo.listing", "container_drill": "drill.container",
           "dr_report": "repo.report",
-          "pg_backup": "pg.backup",
+          "pg_backup": "pg.backup", "pg_failover": "pg.failover", "pg_standby": "pg.standby",
           "pg_pitr": "pg.pitr", "pg_restore": "pg.restore", "pg_sandbox": "demo.sandbox", "pg_verify": "pg.verify",
           "pg_wal_archive": "pg.archiving", "redis_persistence": "redis.settings",
           "redis_restore": "redis.restore", "redis_snapshot": "redis.snapshot", "redis_verify": "redis.verify",

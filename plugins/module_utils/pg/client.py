@@ -220,7 +220,7 @@ def tool_major(version_text):
     return int(m.group(1)) if m else 0
 
 
-def _pgpass_escape(value):
+def pgpass_escape(value):
     return str(value).replace("\\", "\\\\").replace(":", "\\:")
 
 
@@ -254,7 +254,7 @@ class ToolEnv(object):
         if password and not self.local:
             self.env["PGPASSWORD"] = str(password)
         elif password:
-            self._fd = memory_file(("*:*:*:*:%s\n" % _pgpass_escape(password)).encode("utf-8"), "drkit-pgpass")
+            self._fd = memory_file(("*:*:*:*:%s\n" % pgpass_escape(password)).encode("utf-8"), "drkit-pgpass")
             if self._fd is None:
                 self.env["PGPASSWORD"] = str(password)
             else:

@@ -264,6 +264,8 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
+# commands that read no repository (failover promotes a standby)
+NO_STORAGE = ("failover",)
 POSITIONALS = {"wal-push": ["pg_wal/X", "000000010000000000000001"], "wal-fetch": ["000000010000000000000001", "X"]}
 
 
@@ -320,7 +322,7 @@ def test_environment_fallbacks_are_those_of_the_command(tmp_path, clean_env):
         assert _merged([command], tmp_path)["login_password"] == "pg-secret"
     for command in ("redis-snapshot", "redis-restore"):
         assert _merged([command], tmp_path)["login_password"] == "redis-secret"
-    for command in [c[0] for c in cli.COMMANDS]:
+    for command in [c[0] for c in cli.COMMANDS if c[0] not in NO_STORAGE]:
         tail = POSITIONALS.get(command, [])
         p = _merged([command] + tail, tmp_path)
         assert (p["secret_key"], p["region"], p["endpoint_url"]) == ("aws-secret", "eu-central-1", "http://s3.local")

@@ -31,7 +31,7 @@ from support.unit_helpers import REPO
 
 MODULES = spec_capture.module_names()
 # modules added since the snapshot of the front doors
-NEW_MODULES = ("backup_copy", "container_drill")
+NEW_MODULES = ("backup_copy", "container_drill", "pg_failover", "pg_standby")
 BEFORE = json.loads(open(os.path.join(os.path.dirname(__file__), "front_doors.before.json")).read())
 
 # What the option registry changed on purpose (everything else is as before).
@@ -201,7 +201,8 @@ def test_every_secret_is_no_log_and_every_fallback_is_env():
 
 
 REQUIRED_SAMPLES = {"storage_url": "file:///b", "to_storage_url": "file:///c", "target_database": "t",
-                    "data_directory": "/d", "components": [{"name": "c"}], "report_dir": "/r", "base_dir": "/s"}
+                    "data_directory": "/d", "components": [{"name": "c"}], "report_dir": "/r", "base_dir": "/s",
+                    "standby_port": 5433}
 
 
 @pytest.fixture
@@ -275,7 +276,7 @@ def _flag(info):
 
 
 # commands added after the registry (their flags are new, nothing to keep working)
-NEW_COMMANDS = ("wal-stream", "copy", "probe")
+NEW_COMMANDS = ("wal-stream", "copy", "probe", "standby", "failover")
 
 
 def test_every_drkit_flag_from_before_the_registry_still_works():

@@ -1,0 +1,309 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A standby built from the repository, and failovers measured, for real:
+a PostgreSQL 15 primary archiving with ``drkit wal-push`` into a file://
+repository, a physical base backup taken as postgres, ``drkit standby``
+restoring it into a new data directory on another loopback port (archive
+first, then streaming from a slot), and ``drkit failover`` planned and
+unplanned with a writer whose own log of committed ids is the oracle.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from helpers import ansible_environment
+from pitr_source import DRKIT_CMD, ArchivingSource
+
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port, make_scratch_dir
+from ansible_collections.drkit.backup.plugins.module_utils.pg.standby import pg_standby
+
+ROWS_BEFORE_BACKUP = 1000
+ROWS_AFTER_BACKUP = 500
+# the runbook's region-loss command, word for word (test_runbook.PLAYBOOK_COMMANDS)
+FAILOVER_COMMAND = 'ansible-playbook -i "$INVENTORY" drkit.backup.failover -e @"$FAILOVER_VARS"'
+
+
+class Pair(object):
+    """A primary with rows before and after its base backup, and a standby
+    built by drkit from the repository."""
+
+    def __init__(self, root, settings=None):
+        self.root = Path(root)
+        self.password = uuid.uuid4().hex
+        (self.root / "primary").mkdir(mode=0o755)
+        self.source = ArchivingSource(self.root / "primary", self.password)
+        self.source.pg.settings.update(settings or {})
+        self.pg = self.source.pg
+        self.standby_parent = self.root / "standby"
+        self.standby_parent.mkdir(mode=0o755)
+        self.standby_dir = self.standby_parent / "data"
+        self.standby_port = free_port()
+
+    def start(self):
+        self.pg.start()
+        self.pg.psql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")
+        self.insert(1, ROWS_BEFORE_BACKUP)
+        self.source.base_backup()
+        self.insert(ROWS_BEFORE_BACKUP + 1, ROWS_BEFORE_BACKUP + ROWS_AFTER_BACKUP)
+        self.source.switch_wal_and_wait()
+        return self
+
+    def insert(self, first, last):
+        self.pg.psql("INSERT INTO t SELECT g, 'row ' || g FROM generate_series(%d, %d) g" % (first, last))
+
+    def params(self, **extra):
+        out = {"storage_url": self.source.wal_url, "login_host": "127.0.0.1", "port": self.pg.port,
+               "login_user": "postgres", "login_password": self.password,
+               "data_directory": str(self.standby_dir), "standby_port": self.standby_port,
+               "drkit_command": DRKIT_CMD, "timeout": 120}
+        out.update(extra)
+        return out
+
+    def standby_psql(self, sql):
+        env = dict(os.environ, PGPASSWORD=self.password, PGCONNECT_TIMEOUT="10")
+        res = subprocess.run([os.path.join(self.pg.bin_dir, "psql"), "-X", "-qAt", "-h", "127.0.0.1", "-p",
+                              str(self.standby_port), "-U", "postgres", "-d", "postgres", "-c", sql],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False)
+        assert res.returncode == 0, res.stderr
+        return res.stdout.decode().strip()
+
+    def stop_standby(self):
+        pid_file = self.standby_dir / "postmaster.pid"
+        if pid_file.exists():
+            subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(self.pg.bin_dir, "pg_ctl"), "stop",
+                            "-D", str(self.standby_dir), "-m", "immediate", "-w"], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def destroy(self):
+        self.stop_standby()
+        self.pg.destroy()
+
+
+@pytest.fixture
+def pair():
+    root = make_scratch_dir(prefix="drkit-failover-")
+    os.chmod(root, 0o755)
+    p = Pair(root, settings={"autovacuum": "off"})
+    try:
+        yield p.start()
+    finally:
+        p.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_for(predicate, timeout=30, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def pwd_uid(name):
+    import pwd
+    return pwd.getpwnam(name).pw_uid
+
+
+# --------------------------------------------------------------------------
+# failover
+
+
+class Writer(threading.Thread):
+    """A client inserting one row per transaction into the primary, logging
+    each id once its COMMIT returned, with the time: the oracle."""
+
+    def __init__(self, pair, first_id=100000):
+        super(Writer, self).__init__(daemon=True)
+        self.pair, self.next_id = pair, first_id
+        self.acked = []  # (id, time the commit returned)
+        self.stop_flag = threading.Event()
+        self.error = None
+
+    def run(self):
+        import psycopg
+        try:
+            with psycopg.connect(host="127.0.0.1", port=self.pair.pg.port, user="postgres",
+                                 password=self.pair.password, dbname="postgres", autocommit=True) as conn:
+                while not self.stop_flag.is_set():
+                    conn.execute("INSERT INTO t VALUES (%s, 'writer')", (self.next_id,))
+                    self.acked.append((self.next_id, time.time()))
+                    self.next_id += 1
+                    time.sleep(0.002)
+        except psycopg.Error as e:
+            self.error = str(e)
+
+    def finish(self):
+        self.stop_flag.set()
+        self.join(30)
+        return self.acked
+
+
+def children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], stdout=subprocess.PIPE, check=False)
+    return [int(x) for x in out.stdout.split()]
+
+
+def new_primary_ids(pair):
+    return set(int(x) for x in pair.standby_psql("SELECT id FROM t WHERE id >= 100000").split())
+
+
+def assert_fenced(pair):
+    """Started again, the old primary is a standby: no write, no archiving."""
+    old = pair.pg.data_dir
+    assert (Path(old) / "standby.signal").exists()
+    port = free_port()
+    subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pair.pg.bin_dir, "pg_ctl"), "start", "-D", old,
+                    "-l", "/tmp/drkit-fenced-%d.log" % port, "-w", "-o",
+                    "-c port=%d -c listen_addresses=127.0.0.1 -c unix_socket_directories=%s" % (
+                        port, pair.pg.socket_dir)], check=True, stdout=subprocess.DEVNULL)
+    try:
+        env = dict(os.environ, PGPASSWORD=pair.password)
+        psql = [os.path.join(pair.pg.bin_dir, "psql"), "-X", "-qAt", "-h", "127.0.0.1", "-p", str(port), "-U",
+                "postgres", "-d", "postgres", "-c"]
+        out = subprocess.run(psql + ["SELECT pg_is_in_recovery(), current_setting('archive_mode')"],
+                             stdout=subprocess.PIPE, env=env, check=True).stdout.decode().strip()
+        assert out == "t|off", out
+        res = subprocess.run(psql + ["INSERT INTO t VALUES (-1, 'split brain')"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env, check=False)
+        assert res.returncode != 0 and b"read-only" in res.stderr, res.stderr
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pair.pg.bin_dir, "pg_ctl"), "stop", "-D",
+                        old, "-m", "fast", "-w"], check=False, stdout=subprocess.DEVNULL)
+
+
+def check_standby_from_repository(pair):
+    """Restored from the repository, replays from the archive, streams."""
+    changed, plan = pg_standby(pair.params(), check_mode=True)
+    assert changed and "Would restore" in plan["msg"]
+    assert not pair.standby_dir.exists()
+
+    changed, result = pg_standby(pair.params())
+    assert changed and result["status"] == "streaming", result
+    assert result["archive_segments_replayed"] >= 1, result
+    assert pair.standby_psql("SELECT pg_is_in_recovery()") == "t"
+    assert pair.standby_psql("SELECT status FROM pg_stat_wal_receiver") == "streaming"
+    assert pair.standby_psql("SELECT count(*) FROM t") == str(ROWS_BEFORE_BACKUP + ROWS_AFTER_BACKUP)
+    # the password is in the passfile only: 0600, the server's user, outside the data directory
+    passfile = Path(result["passfile"])
+    st = passfile.stat()
+    assert oct(st.st_mode & 0o777) == "0o600" and st.st_uid == pwd_uid("postgres")
+    assert pair.password in passfile.read_text()
+    auto = (pair.standby_dir / "postgresql.auto.conf").read_text()
+    assert pair.password not in auto and "passfile=" in auto and "primary_slot_name = 'drkit_standby'" in auto
+    # the slot on the primary is the standby's, active
+    assert pair.pg.psql("SELECT active FROM pg_replication_slots WHERE slot_name = 'drkit_standby'") == "t"
+
+    # streaming: new rows show up without any archiving
+    pair.insert(5001, 5010)
+    wait_for(lambda: pair.standby_psql("SELECT count(*) FROM t WHERE id > 5000") == "10", what="streamed rows")
+
+    # a rerun changes nothing and reports the lag
+    changed, again = pg_standby(pair.params())
+    assert not changed and again["existing"] and again["lag"]["replay_lag_bytes"] is not None, again
+
+    # an occupied directory that is not drkit's standby is refused
+    other = pair.root / "other"
+    other.mkdir()
+    (other / "PG_VERSION").write_text("15\n")
+    with pytest.raises(Exception) as exc:
+        pg_standby(pair.params(data_directory=str(other), standby_port=free_port()))
+    assert "refusing" in str(exc.value)
+    with pytest.raises(ConfigError):
+        pg_standby(pair.params(passfile=str(pair.standby_dir / "pw")))
+
+
+def test_standby_from_repository_then_planned_failover_loses_nothing(pair):
+    check_standby_from_repository(pair)
+    # through the playbook, as the runbook runs it: check mode first, then the failover, then the report
+    writer = Writer(pair)
+    writer.start()
+    wait_for(lambda: len(writer.acked) > 50, what="writer")
+    report_dir = pair.root / "report"
+    fvars = pair.root / "failover.json"
+    fvars.write_text(json.dumps({
+        "failover_mode": "planned", "failover_login_port": pair.pg.port, "failover_login_password": pair.password,
+        "failover_standby_port": pair.standby_port, "failover_primary_data_directory": pair.pg.data_dir,
+        "failover_timeout": 60, "failover_report_dir": str(report_dir), "failover_hosts": "standby_host"}))
+    os.chmod(str(fvars), 0o600)
+    inventory = pair.root / "inventory"
+    inventory.write_text("standby_host ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
+    env = ansible_environment(str(pair.root))
+    env.update({"FAILOVER_VARS": str(fvars), "INVENTORY": str(inventory), "ANSIBLE_STDOUT_CALLBACK": "default"})
+    proc = subprocess.run(["bash", "-c", FAILOVER_COMMAND], env=env, cwd=str(pair.root), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=300, check=False)
+    acked = writer.finish()
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert pair.password not in proc.stdout
+    result = json.loads((report_dir / "failover.json").read_text())
+    assert "RTO" in (report_dir / "failover.md").read_text()
+    assert pair.password not in (report_dir / "failover.json").read_text()
+    print("planned failover: RTO %.3f s (promotion %.3f s), %d rows written before the switch" % (
+        result["rto_seconds"], result["promote_seconds"], len(acked)))
+    assert result["new_timeline"] == 2 and result["rpo"]["lost_transactions"] == 0, result
+    assert result["write_served_by_port"] == pair.standby_port
+    # the client's log: every committed row is on the new primary
+    assert set(i for i, _t in acked) <= new_primary_ids(pair)
+    # and the rows from before (those of the backup, the archive and the stream)
+    assert pair.standby_psql("SELECT count(*) FROM t WHERE id < 100000") == str(ROWS_BEFORE_BACKUP +
+                                                                                ROWS_AFTER_BACKUP + 10)
+    assert pair.standby_psql("SELECT pg_is_in_recovery()") == "f"
+    # archiving continues from the new primary on its timeline
+    wait_for(lambda: os.path.exists(pair.source.wal_url[len("file://"):] + "/00000002.history") or
+             any("00000002.history" in f for _r, _d, fs in os.walk(pair.source.wal_url[len("file://"):])
+                 for f in fs), what="new timeline archived")
+    pair.pg._proc = None  # stopped by the failover, fenced
+    assert_fenced(pair)
+
+
+def test_unplanned_failover_loss_bound_holds(pair):
+    from ansible_collections.drkit.backup.plugins.module_utils.pg.failover import pg_failover
+    pg_standby(pair.params())
+    writer = Writer(pair)
+    writer.start()
+    wait_for(lambda: len(writer.acked) > 50, what="writer")
+    # the network to the standby stalls: the walsender stops, the primary goes on committing
+    walsender = int(pair.pg.psql("SELECT pid FROM pg_stat_replication WHERE application_name = 'drkit_standby'"))
+    os.kill(walsender, signal.SIGSTOP)
+    n_stalled = len(writer.acked)
+    wait_for(lambda: len(writer.acked) > n_stalled + 50, what="commits after the stall")
+    # then the primary dies with everything it had
+    postmaster = pair.pg._proc.pid
+    for pid in [postmaster] + children(postmaster):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    acked = writer.finish()
+    pair.pg._proc.wait(10)
+    pair.pg._proc = None
+
+    fparams = {"login_host": "127.0.0.1", "port": pair.pg.port, "login_password": pair.password,
+               "standby_port": pair.standby_port, "primary_data_directory": pair.pg.data_dir, "mode": "unplanned",
+               "timeout": 60}
+    changed, result = pg_failover(fparams)
+    rpo = result["rpo"]
+    present = new_primary_ids(pair)
+    missing = [(i, t) for i, t in acked if i not in present]
+    print("unplanned failover: RTO %.3f s, %d of %d committed rows lost, bound %s s, exact %s" % (
+        result["rto_seconds"], len(missing), len(acked), rpo["rpo_bound_seconds"], rpo.get("lost_transactions")))
+    assert missing, "the stalled walsender should have cost commits"
+    # the bound: nothing the client saw committed before safe_before is lost
+    from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+    safe = mf.parse_time(rpo["safe_before"]).timestamp()
+    assert all(t >= safe for _i, t in missing), (rpo, missing[:3])
+    assert rpo["rpo_bound_seconds"] >= max(t for _i, t in missing) - min(t for _i, t in missing)
+    # exact from the old primary's WAL: every lost commit counted (at most one more, never acknowledged)
+    assert rpo["exact"] and len(missing) <= rpo["lost_transactions"] <= len(missing) + 1, rpo
+    assert result["new_timeline"] == 2
+    assert_fenced(pair)
