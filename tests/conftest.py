@@ -119,6 +119,11 @@ SERIAL_FILES = {"test_molecule", "test_roles", "test_runtime_package", "test_wal
                 "test_collection_build", "test_role_docs", "test_alert_rules"}
 
 
+# Files that share another file's xdist group, so that they share its
+# session fixtures on one worker (the tests' dockerd and its imported image).
+SHARED_GROUPS = {"test_containers_redis": "test_containers"}
+
+
 def pytest_collection_modifyitems(config, items):
     integration_dir = TESTS_DIR / "integration"
     grouped = config.pluginmanager.hasplugin("xdist")
@@ -127,7 +132,8 @@ def pytest_collection_modifyitems(config, items):
         if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())) or integration_dir in path.parents:
             item.add_marker(pytest.mark.integration)
         if grouped:
-            item.add_marker(pytest.mark.xdist_group("serial" if path.stem in SERIAL_FILES else str(path)))
+            stem = SHARED_GROUPS.get(path.stem, path.stem)
+            item.add_marker(pytest.mark.xdist_group("serial" if stem in SERIAL_FILES else str(path.with_name(stem + ".py"))))
 
 
 # Each xdist worker gets a temp directory of its own (inherited by the drkit

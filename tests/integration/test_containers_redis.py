@@ -1,0 +1,106 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Redis in Docker containers (issue 16), on the tests' real Docker Engine
+(tests/support/docker_engine.py), with redis-server 7 from Debian running in
+containers of the test image on host networking.
+
+* aof mode out of a container: the multi-part AOF read through the Engine's
+  archive API, checked by the container's redis-check-aof; a stopped
+  container and one without the AOF directory named.
+"""
+
+import secrets
+
+import pytest
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, SourceError
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
+from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot import redis_snapshot
+from redis_support import fill
+from test_containers import SECOND, _name, create_container, no_local_tools, wait_health  # noqa: F401
+
+SCRIPT = ('printf \'requirepass "%s"\\n\' "$DRKIT_REDIS_PASSWORD" | exec redis-server - --bind 127.0.0.1 '
+          '--port "$DRKIT_REDIS_PORT" --dir /data --dbfilename dump.rdb --save "" --appendonly {aof}')
+
+
+class RedisContainer(object):
+    """redis-server in a container of the test image, host networking, /data
+    on an anonymous volume; the password reaches it on stdin (a config read
+    from ``-``), not in argv."""
+
+    def __init__(self, engine, image, appendonly=False, start=True):
+        self.engine = engine
+        self.name = _name("redis")
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(16)
+        check = ["CMD", "sh", "-c", 'REDISCLI_AUTH="$DRKIT_REDIS_PASSWORD" redis-cli -p "$DRKIT_REDIS_PORT" ping '
+                 '| grep -q PONG']
+        self.id = create_container(
+            engine, image, self.name, ["sh", "-c", SCRIPT.format(aof="yes" if appendonly else "no")],
+            user="redis", volumes=["/data"],
+            environment={"DRKIT_REDIS_PASSWORD": self.password, "DRKIT_REDIS_PORT": str(self.port)},
+            healthcheck={"test": check, "interval": SECOND, "timeout": 5 * SECOND, "retries": 60})
+        if start:
+            self.start()
+
+    def start(self):
+        self.engine.client().start(self.id)
+        wait_health(self.engine, self.name, "healthy")
+
+    def client(self, **kwargs):
+        import redis  # pylint: disable=import-outside-toplevel
+        kw = dict(host=self.host, port=self.port, password=self.password, socket_timeout=30)
+        kw.update(kwargs)
+        return redis.Redis(**kw)
+
+    def args(self, **more):
+        out = {"login_host": self.host, "login_port": self.port, "login_password": self.password,
+               "container": self.name, "docker_host": self.engine.url}
+        out.update(more)
+        return out
+
+
+@pytest.fixture(scope="module")
+def aof_source(docker_engine, pg_redis_image):
+    server = RedisContainer(docker_engine, pg_redis_image, appendonly=True)
+    fill(server, 2000, db=0)
+    fill(server, 300, db=2, prefix="other")
+    server.client().bgrewriteaof()  # a base file with an RDB preamble, then an incr file written after it
+    fill(server, 100, db=0, prefix="late")
+    return server
+
+
+def test_aof_snapshot_out_of_a_container(aof_source, tmp_storage_url, no_local_tools, tmp_path):
+    changed, result = redis_snapshot(aof_source.args(mode="aof", storage_url=tmp_storage_url,
+                                                     state_dir=str(tmp_path / "state")))
+    assert changed and result["key_counts_exact"], result
+    manifest = result["manifest"]
+    assert manifest["kind"] == "redis_aof"
+    assert manifest["source"]["container"]["name"] == aof_source.name
+    aof = manifest["data"]["aof"]
+    assert [f["type"] for f in aof["files"]][-1] == "i" and aof["files"][0]["type"] == "b", aof
+    assert aof["container"] == aof_source.name
+    assert aof["base_check"]["keys"] == 2300  # the container's redis-check-aof read the base file's RDB part
+    assert {db: v["keys"] for db, v in result["key_counts"].items()} == {"db0": 2100, "db2": 300}
+    # automatic rewrites are back on (the server's default, 100)
+    assert aof_source.client().config_get("auto-aof-rewrite-percentage") == {"auto-aof-rewrite-percentage": "100"}
+
+
+def test_aof_mode_names_a_container_without_the_aof(docker_engine, pg_redis_image, aof_source, tmp_storage_url,
+                                                    tmp_path):
+    other = _name("noaof")
+    api = docker_engine.client()
+    api.start(create_container(docker_engine, pg_redis_image, other, ["sleep", "infinity"]))
+    with pytest.raises(ConfigError) as err:
+        redis_snapshot(aof_source.args(mode="aof", container=other, storage_url=tmp_storage_url,
+                                       state_dir=str(tmp_path / "state")))
+    assert "does not exist in container %s" % other in str(err.value), err.value
+    assert "appendonlydir" in str(err.value)
+
+
+def test_aof_mode_names_a_stopped_container(docker_engine, pg_redis_image, aof_source, tmp_storage_url):
+    other = _name("stopped")
+    create_container(docker_engine, pg_redis_image, other, ["sleep", "infinity"])
+    with pytest.raises(SourceError) as err:
+        redis_snapshot(aof_source.args(mode="aof", container=other, storage_url=tmp_storage_url))
+    assert "Container %s is not running (status created" % other in str(err.value), err.value
