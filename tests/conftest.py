@@ -133,7 +133,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
         if grouped:
             stem = SHARED_GROUPS.get(path.stem, path.stem)
-            item.add_marker(pytest.mark.xdist_group("serial" if stem in SERIAL_FILES else str(path.with_name(stem + ".py"))))
+            group = "serial" if stem in SERIAL_FILES else str(path.with_name(stem + ".py"))
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 # Each xdist worker gets a temp directory of its own (inherited by the drkit

@@ -7,15 +7,20 @@ containers of the test image on host networking.
 * aof mode out of a container: the multi-part AOF read through the Engine's
   archive API, checked by the container's redis-check-aof; a stopped
   container and one without the AOF directory named.
+* redis_restore into another container (running, holding other data: moved
+  aside): an AOF backup into an AOF container, and an RDB backup into an
+  AOF container (the AOF-wins trap: converted in a scratch container of the
+  image); key counts and a DUMP of sampled keys equal; no container left.
 """
 
 import secrets
 
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, SourceError
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, SafetyError, SourceError
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
+from ansible_collections.drkit.backup.plugins.module_utils.redis.restore import redis_restore
 from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot import redis_snapshot
-from redis_support import fill
+from redis_support import dump_values, fill, sample_keys
 from test_containers import SECOND, _name, create_container, no_local_tools, wait_health  # noqa: F401
 
 SCRIPT = ('printf \'requirepass "%s"\\n\' "$DRKIT_REDIS_PASSWORD" | exec redis-server - --bind 127.0.0.1 '
@@ -70,7 +75,8 @@ def aof_source(docker_engine, pg_redis_image):
     return server
 
 
-def test_aof_snapshot_out_of_a_container(aof_source, tmp_storage_url, no_local_tools, tmp_path):
+@pytest.mark.usefixtures("no_local_tools")
+def test_aof_snapshot_out_of_a_container(aof_source, tmp_storage_url, tmp_path):
     changed, result = redis_snapshot(aof_source.args(mode="aof", storage_url=tmp_storage_url,
                                                      state_dir=str(tmp_path / "state")))
     assert changed and result["key_counts_exact"], result
@@ -104,3 +110,56 @@ def test_aof_mode_names_a_stopped_container(docker_engine, pg_redis_image, aof_s
     with pytest.raises(SourceError) as err:
         redis_snapshot(aof_source.args(mode="aof", container=other, storage_url=tmp_storage_url))
     assert "Container %s is not running (status created" % other in str(err.value), err.value
+
+
+@pytest.fixture(scope="module")
+def aof_backup(aof_source, tmp_path_factory):
+    url = "file://%s" % tmp_path_factory.mktemp("aof-store")
+    _changed, result = redis_snapshot(aof_source.args(mode="aof", storage_url=url,
+                                                      state_dir=str(tmp_path_factory.mktemp("state"))))
+    return url, result
+
+
+def _same_data(source, target):
+    for db, prefix, n in ((0, "k", 2000), (0, "late", 100), (2, "other", 300)):
+        keys = sample_keys(n, count=100, prefix=prefix)
+        assert dump_values(target, keys, db=db) == dump_values(source, keys, db=db)
+    assert target.client(db=0).dbsize() == 2100 and target.client(db=2).dbsize() == 300
+
+
+def _containers(engine):
+    return sorted(c["Names"][0] for c in engine.client().containers(all=True))
+
+
+def test_aof_backup_restored_into_another_container(docker_engine, pg_redis_image, aof_source, aof_backup):
+    url, backup = aof_backup
+    target = RedisContainer(docker_engine, pg_redis_image, appendonly=True)
+    fill(target, 50, prefix="old")
+    before = _containers(docker_engine)
+    args = target.args(storage_url=url, backup_id=backup["backup_id"])
+    with pytest.raises(SafetyError) as err:
+        redis_restore(args)
+    assert "Container %s is running" % target.name in str(err.value)
+
+    changed, result = redis_restore(dict(args, force=True))
+    assert changed and result["started"] and result["stopped"], result
+    assert result["conversion"] is None and result["placed"] == ["/data/appendonlydir"], result
+    assert any(m.startswith("/data/appendonlydir.drkit-") for m in result["moved_aside"]), result
+    _same_data(aof_source, target)
+    assert target.client().get("old:0") is None
+    assert _containers(docker_engine) == before  # the helper is gone
+
+
+def test_rdb_backup_into_an_aof_container_is_converted(docker_engine, pg_redis_image, aof_source,
+                                                       tmp_storage_url, tmp_path):
+    _changed, backup = redis_snapshot(aof_source.args(storage_url=tmp_storage_url))
+    assert backup["manifest"]["kind"] == "redis_rdb"
+    target = RedisContainer(docker_engine, pg_redis_image, appendonly=True, start=False)
+    before = _containers(docker_engine)
+    # a never-started container: where it keeps the AOF is read from its command line
+    changed, result = redis_restore(target.args(storage_url=tmp_storage_url))
+    assert result["conversion"] == "rdb->aof" and result["appendonly"] is True, result
+    assert "the container's command line" in result["msg"], result
+    assert result["placed"] == ["/data/dump.rdb", "/data/appendonlydir"], result
+    _same_data(aof_source, target)
+    assert _containers(docker_engine) == before  # helper and scratch container removed

@@ -17,7 +17,7 @@ import shutil
 import time
 
 from ..core import metrics
-from ..core.errors import SourceError, ToolError, WaitTimeout
+from ..core.errors import ToolError, WaitTimeout
 from ..core.janitor import private_dir
 from ..core.options import Option, Options, resolve
 from ..core.process import LocalRunner
@@ -34,6 +34,7 @@ from .artifacts import (
 )
 from .client import RedisClient, keyspace
 from .scratch import ScratchRedis
+from .server import wait_loaded
 from .tools import REDIS_BIN_DIR, RdbChecker, find_redis_tool
 
 # drkit.backup.redis_verify / drkit redis-verify
@@ -79,20 +80,6 @@ def compare_keyspace(data, actual):
         return rows, problems, "total from redis-check-rdb"
     rows.append({"db": "all", "expected": data.get("keys_total"), "actual": total, "ok": None})
     return rows, problems, "not compared (the manifest's counts are approximate)"
-
-
-def wait_loaded(client, deadline):
-    while True:
-        try:
-            info = client.info("persistence")
-            if not info.get("loading") and not info.get("async_loading"):
-                return
-        except SourceError as e:
-            if "LOADING" not in str(e):
-                raise
-        if time.time() > deadline:
-            raise WaitTimeout("Redis at %s was still loading its data" % client.where, "Raise timeout")
-        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------
@@ -159,11 +146,21 @@ class Loaded(object):
         return False
 
 
-def rdb_to_aof(rdb_path, work_dir, appendfilename, timeout):
+def _scratch(scratch, base, layout, path, timeout, appendfilename=None):
+    """A local Loaded in ``base``, or (``scratch``: a factory of
+    scratch_container.LoadedInContainer) one in a container, ``base`` then
+    only where its output is fetched to."""
+    if scratch is None:
+        return Loaded(base, layout, path, timeout, appendfilename=appendfilename)
+    os.makedirs(base, 0o700)
+    return scratch(layout, path, timeout, appendfilename=appendfilename)
+
+
+def rdb_to_aof(rdb_path, work_dir, appendfilename, timeout, scratch=None):
     """Load the RDB into a scratch server, switch AOF on (it writes a fresh
     multi-part AOF) and return (AOF directory, keyspace)."""
     base = os.path.join(work_dir, "to-aof")
-    with Loaded(base, "rdb", rdb_path, timeout, appendfilename=appendfilename) as srv:
+    with _scratch(scratch, base, "rdb", rdb_path, timeout, appendfilename=appendfilename) as srv:
         ks = srv.keyspace()
         srv.client.call("CONFIG", "SET", "appendonly", "yes")
         deadline = time.time() + timeout
@@ -176,16 +173,20 @@ def rdb_to_aof(rdb_path, work_dir, appendfilename, timeout):
             if time.time() > deadline:
                 raise WaitTimeout("Writing the AOF from the RDB took longer than %ss" % timeout, "Raise timeout")
             time.sleep(0.05)
+        if scratch is not None:
+            srv.fetch("appendonlydir", base)
     return os.path.join(base, "appendonlydir"), ks
 
 
-def aof_to_rdb(aofdir, work_dir, timeout):
+def aof_to_rdb(aofdir, work_dir, timeout, scratch=None):
     """Load the AOF into a scratch server and SAVE it as an RDB; returns
     (path of dump.rdb, keyspace)."""
     base = os.path.join(work_dir, "to-rdb")
-    with Loaded(base, "aof", aofdir, timeout) as srv:
+    with _scratch(scratch, base, "aof", aofdir, timeout) as srv:
         ks = srv.keyspace()
         srv.client.call("SAVE")
+        if scratch is not None:
+            srv.fetch("dump.rdb", base)
     return os.path.join(base, "dump.rdb"), ks
 
 

@@ -61,7 +61,8 @@ NEW_FLAGS = {("pg-backup", "--encryption-recipient"), ("restore", "--encryption-
              ("pg-backup", "--login-port"), ("verify", "--login-port"), ("restore", "--login-port"),
              ("redis-snapshot", "--state-dir"), ("pitr", "--recovery-target-timeline")}
 # databases in containers (issue 16)
-NEW_FLAGS.update((command, flag) for command in ("pg-backup", "restore", "redis-snapshot") for flag in DOCKER_FLAGS)
+NEW_FLAGS.update((command, flag) for command in ("pg-backup", "restore", "redis-snapshot", "redis-restore")
+                 for flag in DOCKER_FLAGS)
 # options added since the snapshot, on purpose: (module, option) -> its argument_spec entry (None: not compared)
 NEW_OPTIONS = {
     # the ledger of a setting changed for a moment (issue 13, hole 12)
@@ -74,7 +75,7 @@ NEW_OPTIONS[("pg_backup", "encryption_recipients")] = {"type": "list", "elements
 NEW_OPTIONS.update(((module, "encryption_identity_file"), None)
                    for module in ("pg_restore", "pg_verify"))
 # databases in containers (issue 16): the Docker options of community.docker
-NEW_OPTIONS.update(((module, name), None) for module in ("pg_backup", "pg_restore", "redis_snapshot")
+NEW_OPTIONS.update(((module, name), None) for module in ("pg_backup", "pg_restore", "redis_snapshot", "redis_restore")
                    for name in ("container", "docker_host", "docker_tls", "docker_tls_verify", "ca_path",
                                 "client_cert", "client_key"))
 # Azure Blob storage (issue 15): every module and command with storage options gains the Azure ones
