@@ -11,15 +11,24 @@ containers of the test image on host networking.
   aside): an AOF backup into an AOF container, and an RDB backup into an
   AOF container (the AOF-wins trap: converted in a scratch container of the
   image); key counts and a DUMP of sampled keys equal; no container left.
+* redis_verify: in a scratch container of the image (nothing left, the
+  production container untouched), and, asked, inside the container (no
+  process and no file left there).
 """
 
 import secrets
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, SafetyError, SourceError
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
 from ansible_collections.drkit.backup.plugins.module_utils.redis.restore import redis_restore
 from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot import redis_snapshot
+from ansible_collections.drkit.backup.plugins.module_utils.redis.verify import redis_verify
+from helpers import DRKIT
 from redis_support import dump_values, fill, sample_keys
 from test_containers import SECOND, _name, create_container, no_local_tools, wait_health  # noqa: F401
 
@@ -163,3 +172,68 @@ def test_rdb_backup_into_an_aof_container_is_converted(docker_engine, pg_redis_i
     assert result["placed"] == ["/data/dump.rdb", "/data/appendonlydir"], result
     _same_data(aof_source, target)
     assert _containers(docker_engine) == before  # helper and scratch container removed
+
+
+def _redis_processes(engine, name):
+    top = engine.client().top(name, ps_args="-eo pid,args")
+    return [p[-1] for p in top["Processes"] if "redis-server" in p[-1]]
+
+
+def test_verify_in_a_scratch_container_leaves_nothing(docker_engine, aof_source, aof_backup):
+    url, backup = aof_backup
+    before = _containers(docker_engine)
+    started = docker_engine.client().inspect_container(aof_source.name)["State"]["StartedAt"]
+    procs = _redis_processes(docker_engine, aof_source.name)
+    _changed, result = redis_verify({"storage_url": url, "backup_id": backup["backup_id"], "level": "restore",
+                                     "container": aof_source.name, "docker_host": docker_engine.url})
+    assert result["passed"], result
+    assert result["verified_in"].startswith("scratch container of image sha256:"), result
+    assert {r["db"]: r["actual"] for r in result["keyspace"]} == {"db0": 2100, "db2": 300}, result
+    assert result["key_counts_compared"] == "exact per database"
+    assert result["structure"]["keys"] == 2300  # the base file's RDB part, read by the image's redis-check-aof
+    assert _containers(docker_engine) == before
+    assert docker_engine.client().inspect_container(aof_source.name)["State"]["StartedAt"] == started
+    assert _redis_processes(docker_engine, aof_source.name) == procs  # nothing ran in the production container
+
+
+def test_verify_inside_the_container_when_asked(docker_engine, aof_source, aof_backup):
+    url, backup = aof_backup
+    before = _containers(docker_engine)
+    procs = _redis_processes(docker_engine, aof_source.name)
+    said = []
+    _changed, result = redis_verify({"storage_url": url, "backup_id": backup["backup_id"], "level": "restore",
+                                     "container": aof_source.name, "docker_host": docker_engine.url,
+                                     "verify_in": "container"}, progress=said.append)
+    assert result["passed"], result
+    assert result["verified_in"] == "container %s" % aof_source.name, result
+    assert any("second redis-server inside container %s" % aof_source.name in m for m in said), said
+    assert {r["db"]: r["actual"] for r in result["keyspace"]} == {"db0": 2100, "db2": 300}, result
+    assert _containers(docker_engine) == before
+    assert _redis_processes(docker_engine, aof_source.name) == procs
+    api = docker_engine.client()
+    left = api.exec_start(api.exec_create(aof_source.name, ["sh", "-c", "ls -d /tmp/drkit-* 2>/dev/null; true"]))
+    assert left == b"", left  # its temp directory is gone
+
+
+def test_a_sigterm_removes_the_scratch_container(docker_engine, aof_source, aof_backup):
+    url, backup = aof_backup
+    api = docker_engine.client()
+    proc = subprocess.Popen([sys.executable, str(DRKIT), "redis-verify", "--storage-url", url, "--backup-id",
+                             backup["backup_id"], "--level", "restore", "--container", aof_source.name,
+                             "--docker-host", docker_engine.url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not api.containers(all=True, filters={"label": "io.drkit.scratch"}):
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "no scratch container appeared"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "Interrupted by signal" in err, err
+    assert api.containers(all=True, filters={"label": "io.drkit.scratch"}) == []

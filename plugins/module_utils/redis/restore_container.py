@@ -36,7 +36,7 @@ import shlex
 import shutil
 import time
 
-from ..container.client import docker_settings, open_client
+from ..container.client import docker_settings, inspect_any, open_client
 from ..container.scratch import ScratchContainer, TarBuilder, put_tar
 from ..core.errors import ConfigError, IntegrityError, SafetyError, SourceError, WaitTimeout
 from ..core.janitor import private_dir
@@ -49,19 +49,6 @@ from .server import wait_loaded
 from .verify import aof_to_rdb, compare_keyspace, rdb_to_aof
 
 DIRECTIVES = ("dir", "dbfilename", "appendonly", "appenddirname", "appendfilename")
-
-
-def inspect_any(api, name, docker_host):
-    """docker inspect of a container in any state (a restore target may be
-    stopped or never started); SourceError naming it when it is missing."""
-    from docker.errors import DockerException, NotFound  # pylint: disable=import-outside-toplevel
-    try:
-        return api.inspect_container(name)
-    except NotFound:
-        raise SourceError("Container %s does not exist on the Docker Engine at %s" % (name, docker_host),
-                          "Check the container option (docker ps -a lists names and ids) and docker_host")
-    except DockerException as e:
-        raise SourceError("Cannot inspect container %s at %s: %s" % (name, docker_host, str(e)[:300]))
 
 
 def command_line_settings(info):
