@@ -32,8 +32,10 @@ from helpers import DRKIT
 from redis_support import dump_values, fill, sample_keys
 from test_containers import SECOND, _name, create_container, no_local_tools, wait_health  # noqa: F401
 
-SCRIPT = ('printf \'requirepass "%s"\\n\' "$DRKIT_REDIS_PASSWORD" | exec redis-server - --bind 127.0.0.1 '
-          '--port "$DRKIT_REDIS_PORT" --dir /data --dbfilename dump.rdb --save "" --appendonly {aof}')
+# redis-server replaces the shell (PID 1, so docker stop's SIGTERM reaches it);
+# its password comes on stdin, from a here-document, not in argv
+SCRIPT = ('exec redis-server - --bind 127.0.0.1 --port "$DRKIT_REDIS_PORT" --dir /data --dbfilename dump.rdb '
+          '--save "" --appendonly {aof} <<EOF\nrequirepass "$DRKIT_REDIS_PASSWORD"\nEOF\n')
 
 
 class RedisContainer(object):
@@ -237,3 +239,15 @@ def test_a_sigterm_removes_the_scratch_container(docker_engine, aof_source, aof_
     assert proc.returncode == 143, err
     assert "Interrupted by signal" in err, err
     assert api.containers(all=True, filters={"label": "io.drkit.scratch"}) == []
+
+
+def test_restore_names_a_missing_container_and_one_without_a_volume(docker_engine, pg_redis_image, aof_backup):
+    url, backup = aof_backup
+    with pytest.raises(SourceError) as err:
+        redis_restore({"storage_url": url, "container": "drkit-nowhere", "docker_host": docker_engine.url})
+    assert "Container drkit-nowhere does not exist" in str(err.value)
+    name = _name("novolume")
+    create_container(docker_engine, pg_redis_image, name, ["redis-server", "--dir", "/srv/redis"])
+    with pytest.raises(ConfigError) as err:
+        redis_restore({"storage_url": url, "container": name, "docker_host": docker_engine.url})
+    assert "/srv/redis of container %s is not on a volume" % name in str(err.value), err.value

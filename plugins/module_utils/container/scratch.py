@@ -126,11 +126,13 @@ class ScratchContainer(object):
         self.user = user
         self.name = "drkit-%s-%s" % (what, uuid.uuid4().hex[:12])
         self.id = None
+        self._asked = False
 
     def create(self):
         from docker.errors import DockerException  # pylint: disable=import-outside-toplevel
         host_config = self.client.create_host_config(network_mode=self.network_mode,
                                                      volumes_from=self.volumes_from or None)
+        self._asked = True  # from here a SIGTERM may leave it created without our knowing its id
         try:
             self.id = self.client.create_container(
                 self.image, command=self.command, entrypoint=self.entrypoint, name=self.name,
@@ -164,11 +166,12 @@ class ScratchContainer(object):
             return ""
 
     def remove(self):
-        if self.id is None:
+        if self.id is None and not self._asked:
             return
         from docker.errors import DockerException, NotFound  # pylint: disable=import-outside-toplevel
         try:
-            self.client.remove_container(self.id, force=True, v=not self.volumes_from)
+            # by its name when the create call was cut short (a signal) before it answered with the id
+            self.client.remove_container(self.id or self.name, force=True, v=not self.volumes_from)
         except NotFound:
             pass
         except DockerException:
@@ -176,9 +179,14 @@ class ScratchContainer(object):
             raise ToolError("Could not remove scratch container %s" % self.name,
                             "Remove it by hand: docker rm -f %s" % self.name)
         self.id = None
+        self._asked = False
 
     def __enter__(self):
-        return self.create()
+        try:
+            return self.create()
+        except BaseException:
+            self.remove()  # __exit__ does not run when __enter__ fails
+            raise
 
     def __exit__(self, *exc):
         self.remove()
