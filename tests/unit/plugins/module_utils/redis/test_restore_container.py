@@ -29,3 +29,19 @@ def test_the_mount_that_holds_the_data_directory():
     assert data_mount(info, "/data/sub/x")["Type"] == "bind"
     assert data_mount(info, "/datab") is None
     assert data_mount({"Mounts": []}, "/data") is None
+
+
+def test_the_plan_places_dump_rdb_beside_the_aof_only_when_there_is_one():
+    from ansible_collections.drkit.backup.plugins.module_utils.redis.restore import plan_for
+
+    target = {"data_dir": "/data", "dbfilename": "dump.rdb", "appenddirname": "appendonlydir",
+              "appendfilename": "appendonly.aof", "appendonly": True, "appendonly_from": "appendonly option"}
+    aof = {"kind": "redis_aof", "data": {"aof": {"appendfilename": "appendonly.aof"}}}
+    conversion, layout, plan, why = plan_for(aof, target, [], "T")
+    assert (conversion, layout, plan) == (None, "aof", ["place /data/appendonlydir"])
+    rdb = {"kind": "redis_rdb", "data": {}}
+    conversion, layout, plan, why = plan_for(rdb, target, ["/data/dump.rdb"], "T")
+    assert conversion == "rdb->aof" and plan == [
+        "move /data/dump.rdb aside to /data/dump.rdb.drkit-T", "place /data/appendonlydir",
+        "place /data/dump.rdb too (loaded only if AOF is turned off)"]
+    assert why == "the target has appendonly yes (appendonly option)"
