@@ -29,7 +29,7 @@ options:
         copied) and checks the copy with the container's C(redis-check-aof), in a temp directory there
         that is removed afterwards. C(mode=remote) takes no container.
       - M(drkit.backup.redis_restore) places the backup into the container's data volume (the container is
-        stopped first, with O(redis_restore#module:force=true) only), honouring the AOF-wins trap, starts it
+        stopped first, only with its C(force=true)), honouring the AOF-wins trap, starts it
         again and compares the key counts; M(drkit.backup.redis_verify) loads the backup into a scratch
         container of the same image (see those modules).
       - A container that is missing, not running, paused, restarting or unhealthy (its healthcheck failing), or

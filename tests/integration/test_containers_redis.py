@@ -30,7 +30,9 @@ from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot import
 from ansible_collections.drkit.backup.plugins.module_utils.redis.verify import redis_verify
 from helpers import DRKIT
 from redis_support import dump_values, fill, sample_keys
-from test_containers import SECOND, _name, create_container, no_local_tools, wait_health  # noqa: F401
+from test_containers import SECOND, _name, create_container, wait_health
+# a fixture, used by name
+from test_containers import no_local_tools  # noqa: F401  # pylint: disable=unused-import
 
 # redis-server replaces the shell (PID 1, so docker stop's SIGTERM reaches it);
 # its password comes on stdin, from a here-document, not in argv

@@ -247,9 +247,9 @@ def _restore(api, docker_host, p, storage, entry, t, name, cid, image, running, 
         aof_target = posixpath.join(t["data_dir"], t["appenddirname"])
         existing = [x for x in (rdb_target, aof_target) if files.exists(x)]
         if existing and not p["force"]:
-            raise SafetyError("%s of container %s already holds data (%s)" % (t["data_dir"], name,
-                                                                           ", ".join(existing)),
-                              "Set force: true to move it aside (it is kept as <name>.drkit-<time>) and restore")
+            raise SafetyError("%s of container %s already holds data (%s)" % (
+                t["data_dir"], name, ", ".join(existing)),
+                "Set force: true to move it aside (it is kept as <name>.drkit-<time>) and restore")
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         conversion, layout, plan, why = plan_for(manifest, t, existing, stamp)
         rdb_file, aof_dir, conv_ks = None, None, None

@@ -251,8 +251,8 @@ def _copy_from_container(runner, path, dst_path, size):
         os.fchmod(out.fileno(), 0o600)
         if fh.size < size:
             raise SourceError("%s in container %s shrank from %d to %d bytes while being copied" % (
-                path, runner.container, size, fh.size), "Redis only appends to AOF files; something else "
-                                                         "modified it")
+                path, runner.container, size, fh.size),
+                "Redis only appends to AOF files; something else modified it")
         left = size
         while left:
             data = fh.read(min(1 << 20, left))
