@@ -124,6 +124,11 @@ SERIAL_FILES = {"test_molecule", "test_roles", "test_runtime_package", "test_wal
                 "test_collection_build", "test_role_docs", "test_alert_rules"}
 
 
+# Files that share another file's xdist group, so that they share its
+# session fixtures on one worker (the tests' dockerd and its imported image).
+SHARED_GROUPS = {"test_containers_redis": "test_containers"}
+
+
 def pytest_collection_modifyitems(config, items):
     integration_dir = TESTS_DIR / "integration"
     grouped = config.pluginmanager.hasplugin("xdist")
@@ -132,7 +137,9 @@ def pytest_collection_modifyitems(config, items):
         if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())) or integration_dir in path.parents:
             item.add_marker(pytest.mark.integration)
         if grouped:
-            item.add_marker(pytest.mark.xdist_group("serial" if path.stem in SERIAL_FILES else str(path)))
+            stem = SHARED_GROUPS.get(path.stem, path.stem)
+            group = "serial" if stem in SERIAL_FILES else str(path.with_name(stem + ".py"))
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 # Each xdist worker gets a temp directory of its own (inherited by the drkit

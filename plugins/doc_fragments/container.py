@@ -22,9 +22,16 @@ options:
         connect to the same login host and port as drkit, which fits a container on the host network or one
         whose port is published under the same number. The password reaches them in the exec's environment
         (E(PGPASSWORD)), never a command line.
-      - M(drkit.backup.redis_snapshot) (C(mode=rdb) only) runs its BGSAVE over its own connection, then
+      - M(drkit.backup.redis_snapshot) (C(mode=rdb)) runs its BGSAVE over its own connection, then
         streams the saved RDB out of the container through the Engine's archive API, checked by the
-        container's C(redis-check-rdb) on the way.
+        container's C(redis-check-rdb) on the way. With C(mode=aof) it reads the multi-part AOF's files
+        through the same API (sizes taken while writes are paused, automatic rewrites off until they are
+        copied) and checks the copy with the container's C(redis-check-aof), in a temp directory there
+        that is removed afterwards. C(mode=remote) takes no container.
+      - M(drkit.backup.redis_restore) places the backup into the container's data volume (the container is
+        stopped first, only with its C(force=true)), honouring the AOF-wins trap, starts it
+        again and compares the key counts; M(drkit.backup.redis_verify) loads the backup into a scratch
+        container of the same image (see those modules).
       - A container that is missing, not running, paused, restarting or unhealthy (its healthcheck failing), or
         that lacks the tool, fails the task with a message naming it; nothing is written.
       - See C(docs/containers.md).

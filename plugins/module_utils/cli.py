@@ -449,8 +449,8 @@ COMMANDS = (
      _check("say what would be done, write nothing"), cmd_redis_snapshot),
     ("redis-verify", "verify a Redis backup (checksum, structure or load into a scratch server)", _redis_verify,
      _check("say what would be done, write nothing"), cmd_redis_verify),
-    ("redis-restore", "place a Redis backup into a stopped instance's data directory", _redis_restore,
-     _check("say what would be done, write nothing"), cmd_redis_restore),
+    ("redis-restore", "place a Redis backup into a stopped instance's data directory or a container's volume",
+     _redis_restore, _check("say what would be done, write nothing"), cmd_redis_restore),
 )
 
 

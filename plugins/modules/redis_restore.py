@@ -27,10 +27,23 @@ description:
   - With O(start_command), starts the instance, waits until it has loaded the data and compares its
     key counts per database with the manifest (through the C(login_*) options). Otherwise the result
     says what to start.
+  - With O(container), restores into a Docker container through the Docker Engine API. O(data_dir) and
+    the file names are paths inside the container; unset, they come from O(redis_conf) (a path inside the
+    container), else from redis-server's C(--dir), C(--appendonly) ... arguments on the container's
+    command line, else Redis's defaults (C(dir) the container's working directory; O(appendonly) V(true)
+    when the AOF directory exists). The data directory must be on a volume or bind mount. A running
+    container is stopped first, only with O(force=true). A helper container of the same image that
+    shares the target's volumes (C(volumes_from), no network, removed afterwards) moves the old files
+    aside, checks the backup with the image's C(redis-check-rdb) / C(redis-check-aof) and receives the
+    files (owned by the data directory's owner, or the numeric O(owner) / O(group)); conversions
+    between RDB and AOF run in a scratch container of the same image on 127.0.0.1. Then the container
+    is started, and drkit waits until the server answers at O(login_host) / O(login_port) and compares
+    its key counts with the manifest. O(start_command) does not go with O(container).
 author:
   - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.redis
+  - drkit.backup.container
   - drkit.backup.storage
   - drkit.backup.backup_selector
   - drkit.backup.signing.verify
@@ -79,11 +92,11 @@ options:
     default: false
   owner:
     description:
-      - Owner of the placed files. Default - the owner of O(data_dir).
+      - Owner of the placed files. Default - the owner of O(data_dir). With O(container), a numeric uid.
     type: str
   group:
     description:
-      - Group of the placed files. Default - the group of O(data_dir).
+      - Group of the placed files. Default - the group of O(data_dir). With O(container), a numeric gid.
     type: str
   start_command:
     description:
@@ -103,7 +116,8 @@ options:
     type: path
 requirements:
   - zstandard (Python library on the managed host)
-  - redis-server and redis-tools on the host (checks, and the scratch server for conversions)
+  - redis-server and redis-tools on the host (checks, and the scratch server for conversions); with
+    O(container) the image's own instead, and the Python library docker
 seealso:
   - module: drkit.backup.redis_snapshot
   - module: drkit.backup.redis_verify
@@ -123,9 +137,26 @@ EXAMPLES = r"""
     start_command: [systemctl, start, redis-server]
     login_password: "{{ vault_redis_password }}"
   become: true
+
+- name: Restore the newest Redis backup into the agentic-redis container (stopped, restored, started)
+  drkit.backup.redis_restore:
+    storage_url: s3://prod-backups/redis
+    container: agentic-redis
+    force: true
+    login_host: 127.0.0.1
+    login_port: 6379
+    login_password: "{{ vault_redis_password }}"
 """
 
 RETURN = r"""
+container:
+  description: The container restored into (with O(container)).
+  returned: with container
+  type: str
+stopped:
+  description: Whether drkit stopped the running container before placing the files (with O(container)).
+  returned: with container, not in check mode
+  type: bool
 backup_id:
   description: The backup restored.
   returned: always

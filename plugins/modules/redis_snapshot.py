@@ -30,6 +30,9 @@ description:
   - O(mode=aof) backs up the Redis 7 multi-part AOF directory by the documented procedure -
     C(auto-aof-rewrite-percentage 0), wait until no rewrite runs, pin the files listed in the AOF
     manifest, put the setting back whatever happens, copy, check with C(redis-check-aof), store as one tar.
+  - With O(container), O(mode=rdb) and O(mode=aof) read the server's files out of its Docker container
+    through the Engine's archive API and check them with the container's own tools (see
+    C(docs/containers.md)).
   - O(mode=remote) and O(mode=aof) pause client writes for a few milliseconds
     (C(CLIENT PAUSE WRITE), never longer than O(pause_timeout)) while the fork starts or the AOF file
     sizes are taken, so the manifest's key counts are exact. Without it they are marked approximate.

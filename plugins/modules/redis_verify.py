@@ -22,11 +22,20 @@ description:
     directory and a random password (stopped and removed afterwards, also on failure or SIGTERM), and
     compares the key counts per database with the manifest. A database must hold between
     C(keys - expires) and C(keys) keys (keys with a TTL may expire before loading).
+  - With O(container) (or O(image)), the checks and the load use the Redis of the container's image,
+    never the production container itself. By default (O(verify_in=scratch)) a scratch container is
+    started from that image (host network, C(redis-server) bound to 127.0.0.1 on a free port, a random
+    password in a configuration placed through the Engine's archive API, the backup likewise), and removed
+    afterwards, also on failure or SIGTERM; the container may be stopped, only its image is used. With
+    O(verify_in=container), asked for, a second C(redis-server) runs inside the running container itself
+    (through C(docker exec), in a private temp directory, listening only on a Unix socket there, read with
+    the container's C(redis-cli)); it is shut down and its directory removed afterwards.
   - Each run writes a verification record next to the manifest (C(backups/<id>/verify-<time>.json))
     and, with O(metrics_dir), updates the job's metrics. A failed verification fails the task.
 author:
   - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - drkit.backup.container
   - drkit.backup.storage
   - drkit.backup.storage.metrics
   - drkit.backup.backup_selector
@@ -62,10 +71,25 @@ options:
   redis_bin_dir:
     description:
       - Directory holding C(redis-check-rdb) / C(redis-check-aof). See M(drkit.backup.redis_snapshot).
+        With O(container), a directory inside the image.
     type: path
+  verify_in:
+    description:
+      - With O(container), where the test-restore runs. V(scratch) - a scratch container of the container's
+        image, removed afterwards. V(container) - inside the running container itself, which then bears the
+        load of the backup (memory and CPU); only when asked.
+    type: str
+    default: scratch
+    choices: [scratch, container]
+  image:
+    description:
+      - Image of the scratch container. Default - the image of O(container). Set it when the container is gone
+        (a rebuild) or to prove the backup loads with another Redis version.
+    type: str
 requirements:
   - zstandard (Python library on the managed host)
-  - redis-server and redis-tools (C(redis-cli), C(redis-check-rdb), C(redis-check-aof)) on the host for V(restore)
+  - redis-server and redis-tools (C(redis-cli), C(redis-check-rdb), C(redis-check-aof)) on the host for V(restore);
+    with O(container) the image's own instead, and the Python library docker
 seealso:
   - module: drkit.backup.redis_snapshot
   - module: drkit.backup.redis_restore
@@ -109,6 +133,11 @@ keyspace:
   type: list
   elements: dict
   sample: [{"db": "db0", "expected": 1000, "expires": 0, "actual": 1000, "ok": true}]
+verified_in:
+  description: With O(container) or O(image), where the checks ran (C(scratch container of image <id>) or
+    C(container <name>)).
+  returned: with container or image, level structure or restore
+  type: str
 key_counts_compared:
   description: How counts were compared (C(exact per database), C(total from redis-check-rdb), or not).
   returned: success

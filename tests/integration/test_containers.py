@@ -381,8 +381,8 @@ def test_redis_rdb_snapshot_out_of_a_container(docker_engine, pg_redis_image, tm
         loaded.destroy()
 
 
-def test_redis_in_a_container_is_rdb_mode_only(docker_engine, tmp_storage_url):
+def test_redis_remote_mode_refuses_a_container(docker_engine, tmp_storage_url):
     with pytest.raises(ConfigError) as err:
-        redis_snapshot({"mode": "aof", "container": "agentic-redis", "docker_host": docker_engine.url,
+        redis_snapshot({"mode": "remote", "container": "agentic-redis", "docker_host": docker_engine.url,
                         "storage_url": tmp_storage_url})
-    assert "container is for mode: rdb" in str(err.value)
+    assert "container is for modes rdb and aof" in str(err.value)

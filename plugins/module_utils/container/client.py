@@ -134,18 +134,25 @@ def container_problem(name, info):
     return None
 
 
-def inspect_container(client, name, docker_host):
-    """docker inspect of ``name``, checked by container_problem; SourceError
-    naming the container (and the Engine) otherwise."""
+def inspect_any(client, name, docker_host):
+    """docker inspect of ``name`` in any state (a restore target may be
+    stopped or never started); SourceError naming the container (and the
+    Engine) when it is missing."""
     docker = _docker()
     try:
-        info = client.inspect_container(name)
+        return client.inspect_container(name)
     except docker.errors.NotFound:
         raise SourceError("Container %s does not exist on the Docker Engine at %s" % (name, docker_host),
                           "Check the container option (docker ps -a lists names and ids) and docker_host")
     except docker.errors.DockerException as e:
         raise SourceError("Cannot inspect container %s at %s: %s" % (name, docker_host, _first_line(e)),
                           "Check docker_host and that this user may use the Docker Engine")
+
+
+def inspect_container(client, name, docker_host):
+    """docker inspect of ``name``, checked by container_problem; SourceError
+    naming the container (and the Engine) otherwise."""
+    info = inspect_any(client, name, docker_host)
     problem = container_problem(name, info)
     if problem:
         raise SourceError(*problem)

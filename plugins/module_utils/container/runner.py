@@ -40,6 +40,10 @@ NOT_STARTED = (126, 127)
 EXIT_POLL = 0.05
 
 
+class PathMissing(SourceError):
+    """A path that does not exist in the container (the Engine's 404)."""
+
+
 class _ExecStdin(object):
     """The exec's stdin: writes go into the socket, close() half-closes it,
     which the Engine passes on to the tool as end of input."""
@@ -318,7 +322,7 @@ class ContainerRunner(object):
         try:
             chunks, stat = self.client.get_archive(self.container, path, chunk_size=CHUNK)
         except NotFound:
-            raise SourceError("%s does not exist in container %s" % (path, self.container),
+            raise PathMissing("%s does not exist in container %s" % (path, self.container),
                               "Check that the container is the server's own (its data directory is there)")
         except DockerException as e:
             raise SourceError("Cannot read %s from %s: %s" % (path, self.description, str(e).strip()[:300]),
@@ -332,14 +336,15 @@ class ContainerRunner(object):
                 "Point the server's dir/dbfilename at a regular file")
         return ContainerFile(chunks, tar, member)
 
-    def locate(self, name, candidates):
+    def locate(self, name, candidates, runs=None):
         """The first of ``candidates`` (paths or names, in the container) that
-        runs ``--version`` successfully: (path, version text). ToolError
-        naming the container and the tool when none does."""
+        runs ``--version`` successfully, or for which ``runs(rc)`` is true (a
+        tool without --version): (path, version text). ToolError naming the
+        container and the tool when none does."""
         tried = []
         for path in candidates:
             rc, out, err = self.run([path, "--version"], timeout=60)
-            if rc == 0:
+            if rc == 0 or (runs is not None and runs(rc)):
                 return path, out.decode("utf-8", "replace").strip()
             said = (err.strip() or out.decode("utf-8", "replace").strip()).splitlines()
             tried.append("%s (%s)" % (path, said[-1][:200] if said else "exit code %s" % rc))

@@ -18,7 +18,15 @@ from ..core.signing import VERIFYING, Trust
 from ..core.stream import decompressor_for, read_stored
 from ..core.tar import TarStreamExtractor
 from ..repo import manifest as mf
-from .tools import AOF_PREFIX, check_aof_dir, check_rdb_file, find_redis_tool
+from .tools import (
+    AOF_PREFIX,
+    RdbChecker,
+    check_aof_copy,
+    check_aof_dir,
+    check_rdb_file,
+    find_redis_tool,
+    locate_redis_tool,
+)
 
 REDIS_KINDS = ("redis_rdb", "redis_aof")
 # Which Redis backup redis_verify and redis_restore read.
@@ -120,6 +128,33 @@ def check_structure(runner, layout, path, bin_dir=None):
     if layout == "rdb":
         return check_rdb_file(runner, find_redis_tool("redis-check-rdb", bin_dir), path)
     ok, facts, text = check_aof_dir(runner, find_redis_tool("redis-check-aof", bin_dir), aof_manifest_path(path))
+    if not ok:
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        raise IntegrityError("redis-check-aof rejected the AOF of this backup: %s" % " | ".join(lines[-3:]),
+                             "The backup is damaged; use another backup")
+    facts.pop("files", None)
+    return facts
+
+
+def check_structure_with(runner, layout, path, bin_dir=None):
+    """check_structure with the tools where ``runner`` runs them: inside a
+    container too (the local files streamed in: the RDB on the tool's
+    stdin, the AOF as a tar into a temp directory there)."""
+    if layout == "rdb":
+        tool = locate_redis_tool(runner, "redis-check-rdb", bin_dir)[0]
+        checker = RdbChecker(runner, tool, "the backup's RDB")
+        try:
+            with open(path, "rb") as f:
+                while True:
+                    data = f.read(1 << 20)
+                    if not data:
+                        break
+                    checker.feed(data)
+            return checker.finish()
+        finally:
+            checker.close()
+    tool = locate_redis_tool(runner, "redis-check-aof", bin_dir)[0]
+    ok, facts, text = check_aof_copy(runner, tool, path, os.path.basename(aof_manifest_path(path)))
     if not ok:
         lines = [ln for ln in text.splitlines() if ln.strip()]
         raise IntegrityError("redis-check-aof rejected the AOF of this backup: %s" % " | ".join(lines[-3:]),

@@ -20,11 +20,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import posixpath
 import shlex
 import shutil
 import tempfile
 import time
 
+from ..container.client import DOCKER
 from ..core.errors import ConfigError, IntegrityError, SafetyError, SourceError, ToolError, WaitTimeout
 from ..core.janitor import dir_prefix, sweep_dirs
 from ..core.options import Option, Options, resolve
@@ -36,11 +38,13 @@ from .artifacts import SELECTOR, check_structure, fetch_backup, resolve_redis
 from .client import CONNECTION, RedisClient, conn_params, describe, keyspace
 from .conf import read_conf
 from .tools import REDIS_BIN_DIR
-from .verify import aof_to_rdb, compare_keyspace, rdb_to_aof, wait_loaded
+from .restore_container import restore_into_container
+from .server import wait_loaded
+from .verify import aof_to_rdb, compare_keyspace, rdb_to_aof
 
 # drkit.backup.redis_restore / drkit redis-restore
 OPTIONS = Options(
-    CONNECTION, STORAGE, SELECTOR,
+    CONNECTION, STORAGE, SELECTOR, DOCKER,
     Option("data_dir", "path", flags=("--data-dir",), help="the stopped instance's data directory"),
     Option("redis_conf", "path", flags=("--redis-conf",), help="read dir, dbfilename, appendonly... from it"),
     Option("appendonly", "bool", flags=("--appendonly",), off_flags=("--no-appendonly",)),
@@ -125,6 +129,29 @@ def _target(p):
     return t
 
 
+def plan_for(manifest, t, existing, stamp):
+    """What a restore of ``manifest`` into the target ``t`` does, honouring
+    the AOF-wins trap: (conversion, layout placed, plan lines, why)."""
+    kind = manifest["kind"]
+    layout = "aof" if t["appendonly"] else "rdb"
+    conversion = None
+    if kind == "redis_rdb" and t["appendonly"]:
+        conversion = "rdb->aof"
+    elif kind == "redis_aof" and not t["appendonly"]:
+        conversion = "aof->rdb"
+    elif kind == "redis_aof" and manifest["data"].get("aof", {}).get("appendfilename", "appendonly.aof") \
+            != t["appendfilename"]:
+        conversion = "aof->rdb->aof"
+    rdb_target = posixpath.join(t["data_dir"], t["dbfilename"])
+    aof_target = posixpath.join(t["data_dir"], t["appenddirname"])
+    plan = ["move %s aside to %s.drkit-%s" % (x, x, stamp) for x in existing]
+    plan.append("place %s" % (aof_target if layout == "aof" else rdb_target))
+    if conversion in ("rdb->aof", "aof->rdb->aof"):
+        plan.append("place %s too (loaded only if AOF is turned off)" % rdb_target)
+    why = "the target has appendonly %s (%s)" % ("yes" if t["appendonly"] else "no", t["appendonly_from"])
+    return conversion, layout, plan, why
+
+
 def redis_restore(params, check_mode=False, runner=None, progress=None):
     runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
@@ -132,6 +159,11 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
     storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
     entry = resolve_redis(storage, p)
     manifest = entry.manifest
+    if p["container"]:
+        if p["start_command"]:
+            raise ConfigError("start_command does not go with container: drkit starts the container itself",
+                              "Drop start_command")
+        return restore_into_container(p, storage, entry, plan_for, progress, check_mode)
     t = _target(p)
     timeout = p["timeout"]
     force = p["force"]
@@ -150,21 +182,8 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
         raise SafetyError("%s already holds data (%s)" % (t["data_dir"], ", ".join(existing)),
                           "Set force: true to move it aside (it is kept as <name>.drkit-<time>) and restore")
     kind = manifest["kind"]
-    layout = "aof" if t["appendonly"] else "rdb"
-    conversion = None
-    if kind == "redis_rdb" and t["appendonly"]:
-        conversion = "rdb->aof"
-    elif kind == "redis_aof" and not t["appendonly"]:
-        conversion = "aof->rdb"
-    elif kind == "redis_aof" and manifest["data"].get("aof", {}).get("appendfilename", "appendonly.aof") \
-            != t["appendfilename"]:
-        conversion = "aof->rdb->aof"
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    plan = ["move %s aside to %s.drkit-%s" % (p, p, stamp) for p in existing]
-    plan.append("place %s" % (aof_target if layout == "aof" else rdb_target))
-    if layout == "aof":
-        plan.append("place %s too (loaded only if AOF is turned off)" % rdb_target)
-    why = "the target has appendonly %s (%s)" % ("yes" if t["appendonly"] else "no", t["appendonly_from"])
+    conversion, layout, plan, why = plan_for(manifest, t, existing, stamp)
     base = {"backup_id": entry.backup_id, "kind": kind, "data_dir": t["data_dir"], "appendonly": t["appendonly"],
             "conversion": conversion, "plan": plan}
     if check_mode:

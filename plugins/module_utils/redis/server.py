@@ -59,6 +59,20 @@ def wait_for(client, what, deadline, test, section="persistence", interval=POLL,
         time.sleep(interval)
 
 
+def wait_loaded(client, deadline):
+    while True:
+        try:
+            info = client.info("persistence")
+            if not info.get("loading") and not info.get("async_loading"):
+                return
+        except SourceError as e:
+            if "LOADING" not in str(e):
+                raise
+        if time.time() > deadline:
+            raise WaitTimeout("Redis at %s was still loading its data" % client.where, "Raise timeout")
+        time.sleep(0.1)
+
+
 def total_keys(ks):
     return sum(v["keys"] for v in ks.values())
 

@@ -83,10 +83,10 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
     progress = progress or (lambda msg: None)
     p = resolve(OPTIONS, params)
     mode, timeout, pause_ms = p["mode"], p["timeout"], p["pause_timeout"]
-    if p["container"] and mode != "rdb":
-        raise ConfigError("container is for mode: rdb (mode %s does not run inside the container)" % mode,
-                          "Use mode: rdb with container; mode: remote reads the RDB from outside over the "
-                          "replication protocol and needs no container option")
+    if p["container"] and mode == "remote":
+        raise ConfigError("container is for modes rdb and aof (mode remote reads over the replication protocol "
+                          "from outside and reads no file of the container)",
+                          "Drop container for mode: remote, or use mode: rdb or aof with it")
     runner = runner or open_runner(p)
     cp = conn_params(p)
     kind = KIND[mode]
@@ -161,6 +161,8 @@ def _check_plan(client, mode, cp, runner):
             raise ConfigError("The server's data directory %s is not on this host" % d,
                               "Run the task on the Redis host, or use mode: remote")
         return "BGSAVE, then read %s" % os.path.join(d, name)
+    if mode == "aof" and not shares_files(runner):
+        return "read the files of %s from %s" % (aof_paths(client, runner)[1], runner.description)
     if mode == "aof":
         return "pin the files of %s" % aof_paths(client)[1]
     return "fetch an RDB over the replication protocol from %s" % describe(cp)

@@ -15,7 +15,9 @@ import posixpath
 import re
 import shlex
 import shutil
+import tarfile
 
+from ..container.runner import NOT_STARTED
 from ..core.errors import IntegrityError, ToolError
 from ..core.janitor import private_dir
 from ..core.options import Option
@@ -114,7 +116,12 @@ def locate_redis_tool(runner, name, bin_dir=None):
         path = find_redis_tool(name, bin_dir)
         return path, tool_version(runner, path, VERSION_PATTERNS, strict=False)
     candidates = [posixpath.join(bin_dir, name)] if bin_dir else [name, "/usr/local/bin/" + name, "/usr/bin/" + name]
-    path, text = runner.locate(name, candidates)
+    # redis-check-aof has no --version (it says it cannot open a file of that
+    # name): that it ran is all it can say
+    runs = (lambda rc: rc not in NOT_STARTED) if name == "redis-check-aof" else None
+    path, text = runner.locate(name, candidates, runs=runs)
+    if runs is not None:
+        return path, None
     for pattern in VERSION_PATTERNS:
         m = re.search(pattern, text)
         if m:
@@ -165,11 +172,51 @@ def check_rdb_file(runner, tool, path, what=None):
 _AOF_ANALYZED = re.compile(r"AOF analyzed: filename=(.+?), size=(\d+), ok_up_to=(\d+), ok_up_to_line=\d+, diff=(\d+)")
 
 
+# A tool in a container cannot see drkit's copy of the AOF: the copy goes in
+# as a tar on the exec's stdin, is unpacked into a private temp directory of
+# the container (mktemp -d), checked there and removed on every exit of the
+# shell (redis-check-aof needs the files of a multi-part AOF side by side;
+# it does not read a stream).
+_CHECK_IN_CONTAINER = """set -e
+d=$(mktemp -d)
+trap 'rm -rf "$d"' EXIT
+tar -x -C "$d" -f -
+"$0" "$d/$1"
+"""
+
+
+def check_aof_copy(runner, tool, copy_dir, manifest_name):
+    """check_aof_dir on drkit's copy of a multi-part AOF in ``copy_dir``,
+    with the tool where ``runner`` runs it: on this machine, or inside the
+    container (the copy streamed in as a tar, unpacked in a temp directory
+    that the shell removes)."""
+    if shares_files(runner):
+        return check_aof_dir(runner, tool, os.path.join(copy_dir, manifest_name))
+    handle = runner.spawn(["sh", "-c", _CHECK_IN_CONTAINER, tool, manifest_name], stdin=True)
+    with handle:
+        reader = BackgroundReader(handle.stdout)
+        reader.start()
+        try:
+            with tarfile.open(fileobj=handle.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for name in sorted(os.listdir(copy_dir)):
+                    tar.add(os.path.join(copy_dir, name), arcname=name, recursive=False)
+        except OSError:
+            pass  # the shell stopped reading (no tar, no space): its exit code and stderr say why
+        handle.stdin.close()
+        rc = handle.wait(3600)
+        reader.join()
+        text = bytes(reader.data).decode("utf-8", "replace") + handle.stderr_text()
+    return _aof_verdict(rc, text)
+
+
 def check_aof_dir(runner, tool, manifest_path, what=None):
     """redis-check-aof on a multi-part AOF manifest. Returns (ok, facts,
     text); facts has 'files' {name: (size, ok_up_to)} and the base RDB facts."""
     rc, out, err = runner.run([tool, manifest_path], timeout=3600)
-    text = out.decode("utf-8", "replace") + err
+    return _aof_verdict(rc, out.decode("utf-8", "replace") + err)
+
+
+def _aof_verdict(rc, text):
     files = {}
     for m in _AOF_ANALYZED.finditer(text):
         files[m.group(1)] = (int(m.group(2)), int(m.group(3)))

@@ -16,8 +16,10 @@ import secrets
 import shutil
 import time
 
+from ..container.client import DOCKER, docker_settings, inspect_any, open_client
+from ..container.scratch import ScratchContainer
 from ..core import metrics
-from ..core.errors import SourceError, ToolError, WaitTimeout
+from ..core.errors import ConfigError, ToolError, WaitTimeout
 from ..core.janitor import private_dir
 from ..core.options import Option, Options, resolve
 from ..core.process import LocalRunner
@@ -27,6 +29,7 @@ from .artifacts import (
     SELECTOR,
     aof_manifest_path,
     check_structure,
+    check_structure_with,
     fetch_backup,
     main_artifact,
     read_artifact,
@@ -34,11 +37,21 @@ from .artifacts import (
 )
 from .client import RedisClient, keyspace
 from .scratch import ScratchRedis
+from .scratch_container import LoadedInContainer
+from .server import wait_loaded
 from .tools import REDIS_BIN_DIR, RdbChecker, find_redis_tool
+from .verify_in_container import load_in_container
+
+VERIFY_IN = ("scratch", "container")
 
 # drkit.backup.redis_verify / drkit redis-verify
 OPTIONS = Options(
-    STORAGE, metrics.METRICS, SELECTOR, LEVEL,
+    STORAGE, metrics.METRICS, SELECTOR, LEVEL, DOCKER,
+    Option("verify_in", "str", default="scratch", choices=VERIFY_IN, flags=("--verify-in",),
+           help="with container: test-restore in a scratch container of its image (default), or inside "
+                "the container itself"),
+    Option("image", "str", flags=("--image",),
+           help="with container: image of the scratch container (default: the container's own)"),
     Option("timeout", "float", default=600, above=0, flags=("--timeout",),
            help="seconds the scratch server may take to start and load the data (default 600)"),
     Option("work_dir", "path", flags=("--work-dir",), help="where the backup is fetched for structure/restore"),
@@ -79,20 +92,6 @@ def compare_keyspace(data, actual):
         return rows, problems, "total from redis-check-rdb"
     rows.append({"db": "all", "expected": data.get("keys_total"), "actual": total, "ok": None})
     return rows, problems, "not compared (the manifest's counts are approximate)"
-
-
-def wait_loaded(client, deadline):
-    while True:
-        try:
-            info = client.info("persistence")
-            if not info.get("loading") and not info.get("async_loading"):
-                return
-        except SourceError as e:
-            if "LOADING" not in str(e):
-                raise
-        if time.time() > deadline:
-            raise WaitTimeout("Redis at %s was still loading its data" % client.where, "Raise timeout")
-        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------
@@ -159,11 +158,21 @@ class Loaded(object):
         return False
 
 
-def rdb_to_aof(rdb_path, work_dir, appendfilename, timeout):
+def _scratch(scratch, base, layout, path, timeout, appendfilename=None):
+    """A local Loaded in ``base``, or (``scratch``: a factory of
+    scratch_container.LoadedInContainer) one in a container, ``base`` then
+    only where its output is fetched to."""
+    if scratch is None:
+        return Loaded(base, layout, path, timeout, appendfilename=appendfilename)
+    os.makedirs(base, 0o700)
+    return scratch(layout, path, timeout, appendfilename=appendfilename)
+
+
+def rdb_to_aof(rdb_path, work_dir, appendfilename, timeout, scratch=None):
     """Load the RDB into a scratch server, switch AOF on (it writes a fresh
     multi-part AOF) and return (AOF directory, keyspace)."""
     base = os.path.join(work_dir, "to-aof")
-    with Loaded(base, "rdb", rdb_path, timeout, appendfilename=appendfilename) as srv:
+    with _scratch(scratch, base, "rdb", rdb_path, timeout, appendfilename=appendfilename) as srv:
         ks = srv.keyspace()
         srv.client.call("CONFIG", "SET", "appendonly", "yes")
         deadline = time.time() + timeout
@@ -176,16 +185,20 @@ def rdb_to_aof(rdb_path, work_dir, appendfilename, timeout):
             if time.time() > deadline:
                 raise WaitTimeout("Writing the AOF from the RDB took longer than %ss" % timeout, "Raise timeout")
             time.sleep(0.05)
+        if scratch is not None:
+            srv.fetch("appendonlydir", base)
     return os.path.join(base, "appendonlydir"), ks
 
 
-def aof_to_rdb(aofdir, work_dir, timeout):
+def aof_to_rdb(aofdir, work_dir, timeout, scratch=None):
     """Load the AOF into a scratch server and SAVE it as an RDB; returns
     (path of dump.rdb, keyspace)."""
     base = os.path.join(work_dir, "to-rdb")
-    with Loaded(base, "aof", aofdir, timeout) as srv:
+    with _scratch(scratch, base, "aof", aofdir, timeout) as srv:
         ks = srv.keyspace()
         srv.client.call("SAVE")
+        if scratch is not None:
+            srv.fetch("dump.rdb", base)
     return os.path.join(base, "dump.rdb"), ks
 
 
@@ -203,10 +216,13 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
     manifest = entry.manifest
     if check_mode:
         return planned(entry, level)
+    if p["verify_in"] == "container" and not p["container"]:
+        raise ConfigError("verify_in: container needs container", "Name the container, or use verify_in: scratch")
     timeout = p["timeout"]
     bin_dir = p["redis_bin_dir"]
     job = p["job_name"] or "redis_%s" % manifest["source"].get("port", "unknown")
     rows, facts, how = [], {}, None
+    docker = _docker_target(p) if p["container"] or p["image"] else None
     v = Verification(storage, p, entry, level, job, progress)
     with v:
         art = main_artifact(manifest)
@@ -215,7 +231,7 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
         if level == "checksum":
             progress("checking size and sha256 of %s" % art["name"])
             read_artifact(storage, manifest, art, progress=progress, step="verify")
-        elif level == "structure" and manifest["kind"] == "redis_rdb":
+        elif level == "structure" and manifest["kind"] == "redis_rdb" and docker is None:
             progress("checking %s with redis-check-rdb while reading it back" % art["name"])
             checker = RdbChecker(runner, find_redis_tool("redis-check-rdb", bin_dir), art["name"])
             try:
@@ -229,14 +245,18 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
             progress("fetching %s" % art["name"])
             layout, path = fetch_backup(storage, manifest, tmp, progress=progress)
             v.timings["download_seconds"] = round(time.time() - t1, 3)
-            progress("checking its structure")
-            facts = check_structure(runner, layout, path, bin_dir)
-            if level == "restore":
+            if docker is not None:
+                facts, actual = _in_containers(docker, p, layout, path, level, v, progress)
+            else:
+                progress("checking its structure")
+                facts = check_structure(runner, layout, path, bin_dir)
+            if level == "restore" and docker is None:
                 progress("loading it into a scratch redis-server on loopback")
                 t2 = time.time()
                 with Loaded(os.path.join(tmp, "scratch"), layout, path, timeout) as srv:
                     v.timings["restore_seconds"] = round(time.time() - t2, 3)
                     actual = srv.keyspace()
+            if level == "restore":
                 rows, problems, how = compare_keyspace(manifest["data"], actual)
                 for problem in problems:
                     v.finding(problem)
@@ -245,4 +265,51 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
         if facts and manifest["kind"] == "redis_rdb" and expected_keys is not None \
                 and facts.get("keys") != expected_keys:
             v.finding("redis-check-rdb reads %s keys, %d at backup time" % (facts.get("keys"), expected_keys))
-    return v.finish(keyspace=rows, key_counts_compared=how, structure=facts)
+    extra = {}
+    if docker is not None and level != "checksum":
+        extra["verified_in"] = "container %s" % docker[3] if p["verify_in"] == "container" else \
+            "scratch container of image %s" % docker[2]
+    return v.finish(keyspace=rows, key_counts_compared=how, structure=facts, **extra)
+
+
+# --------------------------------------------------------------------------
+# with container: the image's own Redis, never the production container
+# unless verify_in: container
+
+
+def _docker_target(p):
+    """(client, docker host, image, container name) for a verification
+    through the Docker Engine; the image is the container's own (it may be
+    stopped: only its image is used) unless ``image`` names one."""
+    s = docker_settings(p)
+    api = open_client(s)
+    image = p["image"]
+    if not image:
+        image = inspect_any(api, s["container"], s["docker_host"]).get("Image")
+    return api, s["docker_host"], image, s["container"]
+
+
+def _in_containers(docker, p, layout, path, level, v, progress):
+    """Structure (and for level restore the load and key counts) with the
+    image's Redis: (structure facts, keyspace loaded or None)."""
+    api, docker_host, image, name = docker
+    if p["verify_in"] == "container":
+        return load_in_container(api, docker_host, name, layout, path, level, p, v, progress)
+    if level != "restore":
+        progress("checking its structure with the tools of image %s" % image)
+        box = ScratchContainer(api, docker_host, image, ["86400"], entrypoint=["sleep"], network_mode="none",
+                               user="0:0", what="redis-check")
+        v.cleanup(box.remove)
+        box.create().start()
+        return check_structure_with(box.runner(), layout, path, p["redis_bin_dir"]), None
+    progress("loading it into a scratch container of image %s on loopback" % image)
+    t2 = time.time()
+    srv = LoadedInContainer(api, docker_host, image, layout, path, p["timeout"])
+    v.cleanup(srv.close)
+    srv.start()
+    v.timings["restore_seconds"] = round(time.time() - t2, 3)
+    actual = srv.keyspace()
+    progress("checking its structure with the tools of image %s" % image)
+    facts = check_structure_with(srv.box.runner(), layout, path, p["redis_bin_dir"])
+    srv.close()
+    return facts, actual

@@ -61,7 +61,9 @@ NEW_FLAGS = {("pg-backup", "--encryption-recipient"), ("restore", "--encryption-
              ("pg-backup", "--login-port"), ("verify", "--login-port"), ("restore", "--login-port"),
              ("redis-snapshot", "--state-dir"), ("pitr", "--recovery-target-timeline")}
 # databases in containers (issue 16)
-NEW_FLAGS.update((command, flag) for command in ("pg-backup", "restore", "redis-snapshot") for flag in DOCKER_FLAGS)
+NEW_FLAGS.update((command, flag) for command in ("pg-backup", "restore", "redis-snapshot", "redis-restore",
+                                                 "redis-verify") for flag in DOCKER_FLAGS + ("--verify-in", "--image")
+                 if flag in DOCKER_FLAGS or command == "redis-verify")
 # options added since the snapshot, on purpose: (module, option) -> its argument_spec entry (None: not compared)
 NEW_OPTIONS = {
     # the ledger of a setting changed for a moment (issue 13, hole 12)
@@ -74,7 +76,8 @@ NEW_OPTIONS[("pg_backup", "encryption_recipients")] = {"type": "list", "elements
 NEW_OPTIONS.update(((module, "encryption_identity_file"), None)
                    for module in ("pg_restore", "pg_verify"))
 # databases in containers (issue 16): the Docker options of community.docker
-NEW_OPTIONS.update(((module, name), None) for module in ("pg_backup", "pg_restore", "redis_snapshot")
+NEW_OPTIONS.update(((module, name), None)
+                   for module in ("pg_backup", "pg_restore", "redis_snapshot", "redis_restore", "redis_verify")
                    for name in ("container", "docker_host", "docker_tls", "docker_tls_verify", "ca_path",
                                 "client_cert", "client_key"))
 # signed manifests (issue 15): the signing key where backups are written, the public keys where they are read
@@ -86,6 +89,8 @@ NEW_OPTIONS.update(((module, "verify_keys"), None) for module in VERIFY_MODULES)
 NEW_FLAGS.update((command, "--signing-key-file") for command in ("pg-backup", "redis-snapshot"))
 NEW_FLAGS.update((command, "--verify-key") for command in ("list", "copy", "rotate", "verify", "restore", "pitr",
                                                            "redis-verify", "redis-restore"))
+NEW_OPTIONS[("redis_verify", "verify_in")] = None
+NEW_OPTIONS[("redis_verify", "image")] = None
 # Azure Blob storage (issue 15): every module and command with storage options gains the Azure ones
 AZURE_OPTIONS = ("azure_account_name", "azure_account_key", "azure_sas_token", "azure_connection_string",
                  "azure_endpoint")
