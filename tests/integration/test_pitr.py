@@ -411,7 +411,7 @@ params = json.loads(sys.argv[2])
 storage = open_storage(params["storage_url"], **storage_options(params))
 try:
     vp.verify_physical(resolve(OPTIONS, params), mf.resolve(storage, params["backup_id"]))
-except Exception as e:
+except BaseException as e:  # Terminated is an interrupt (BaseException), as KeyboardInterrupt
     print("%s %s" % (type(e).__name__, getattr(e, "exit_code", "")))
     sys.exit(getattr(e, "exit_code", 1))
 """
