@@ -24,6 +24,7 @@ import uuid
 
 from ..core import janitor
 from ..core.errors import SourceError, ToolError
+from ..core.signals import signals_deferred
 from .runner import ContainerRunner, _ChunkReader
 
 LABEL = "io.drkit.scratch"
@@ -132,12 +133,15 @@ class ScratchContainer(object):
         from docker.errors import DockerException  # pylint: disable=import-outside-toplevel
         host_config = self.client.create_host_config(network_mode=self.network_mode,
                                                      volumes_from=self.volumes_from or None)
-        self._asked = True  # from here a SIGTERM may leave it created without our knowing its id
+        self._asked = True  # from here a failed call may leave it created without our knowing its id
         try:
-            self.id = self.client.create_container(
-                self.image, command=self.command, entrypoint=self.entrypoint, name=self.name,
-                host_config=host_config, user=self.user, labels={LABEL: janitor.owner_tag()},
-                network_disabled=self.network_mode == "none")["Id"]
+            # A signal during the call waits for its answer: cut short, the Engine still creates the
+            # container after our removal by name found nothing (seen in CI).
+            with signals_deferred():
+                self.id = self.client.create_container(
+                    self.image, command=self.command, entrypoint=self.entrypoint, name=self.name,
+                    host_config=host_config, user=self.user, labels={LABEL: janitor.owner_tag()},
+                    network_disabled=self.network_mode == "none")["Id"]
         except DockerException as e:
             raise ToolError("Cannot create a scratch container from image %s: %s" % (self.image, str(e)[:300]),
                             "Check that the image is on the Docker Engine at %s (docker images)" % self.docker_host)

@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import signal
 from contextlib import contextmanager
 
@@ -36,3 +37,29 @@ def signals_raise(hint="Scratch objects were cleaned up"):
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+
+
+@contextmanager
+def signals_deferred():
+    """Hold SIGTERM/SIGHUP until the block ends, then deliver the first one
+    to whatever handles it outside. For a short call whose answer must not
+    be lost: a container the Docker Engine creates after the client was
+    interrupted would be left behind, its id never known."""
+    got = []
+
+    def handler(signum, _frame):
+        got.append(signum)
+
+    old = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            old[sig] = signal.signal(sig, handler)
+    except ValueError:  # not in the main thread: leave signals alone
+        old = {}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        if got:
+            os.kill(os.getpid(), got[0])

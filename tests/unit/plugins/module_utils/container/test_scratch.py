@@ -3,9 +3,14 @@
 """Scratch containers are removed on every way out, a signal in the middle
 of their creation included."""
 
+import os
+import signal
+import time
+
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.container.scratch import LABEL, ScratchContainer
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import Terminated
+from ansible_collections.drkit.backup.plugins.module_utils.core.signals import signals_raise
 
 
 class FakeClient(object):
@@ -48,3 +53,34 @@ def test_never_created_nothing_removed():
     client = FakeClient()
     ScratchContainer(client, "unix:///x", "img", ["x"]).remove()
     assert client.removed == []
+
+
+class SlowEngine(FakeClient):
+    """The Engine goes on creating after the client is interrupted: a
+    removal by name before the create has finished finds nothing."""
+
+    def __init__(self):
+        super(SlowEngine, self).__init__()
+        self.exists, self.removed_ok = set(), []
+
+    def create_container(self, image, **kwargs):
+        self.created.append((image, kwargs))
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the Engine is still at work
+        time.sleep(0.05)
+        self.exists.update(("c0ffee", kwargs["name"]))
+        return {"Id": "c0ffee"}
+
+    def remove_container(self, cid, force=False, v=False):
+        from docker.errors import NotFound  # pylint: disable=import-outside-toplevel
+        if cid not in self.exists:
+            raise NotFound("no such container")
+        self.removed_ok.append(cid)
+
+
+def test_a_sigterm_during_create_waits_for_the_id_and_removes_it():
+    client = SlowEngine()
+    with pytest.raises(Terminated):
+        with signals_raise():
+            with ScratchContainer(client, "unix:///x", "img", ["86400"]):
+                pass
+    assert client.removed_ok == ["c0ffee"]
