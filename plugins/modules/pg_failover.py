@@ -160,7 +160,7 @@ from ..module_utils.pg.failover import OPTIONS, pg_failover
 def main():
     module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True,
                            required_if=[("mode", "planned", ["primary_data_directory"])])
-    check_libraries(module, [("psycopg", "psycopg[binary]")])
+    check_libraries(module, [("psycopg", "psycopg")])
     run_engine(module, pg_failover, module.params, check_mode=module.check_mode, metered=True)
 
 

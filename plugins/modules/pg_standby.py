@@ -195,7 +195,7 @@ from ..module_utils.pg.standby import OPTIONS, pg_standby
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True)
-    check_libraries(module, [("zstandard", "zstandard"), ("psycopg", "psycopg[binary]")])
+    check_libraries(module, [("zstandard", "zstandard"), ("psycopg", "psycopg")])
     run_engine(module, pg_standby, module.params, check_mode=module.check_mode, metered=True)
 
 
