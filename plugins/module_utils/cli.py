@@ -272,15 +272,16 @@ def _pitr_extras(p):
     _check("say what would be done, change nothing")(p)
 
 
+def _merge_set_flags(params):
+    """``--set NAME=VALUE`` flags over the config file's ``settings``."""
+    settings = dict(params.get("settings") or {})
+    settings.update(name_values("--set", params.pop("settings_list", None) or []))
+    params["settings"] = settings
+
+
 def cmd_pitr(args, params):
     from .pg.pitr import pg_pitr  # pylint: disable=import-outside-toplevel
-    settings = dict(params.get("settings") or {})
-    for item in params.pop("settings_list", None) or []:
-        if "=" not in item:
-            raise ConfigError("--set needs NAME=VALUE, got %r" % item)
-        k, v = item.split("=", 1)
-        settings[k.strip()] = v
-    params["settings"] = settings
+    _merge_set_flags(params)
     return pg_pitr(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 
@@ -291,13 +292,7 @@ def _standby():
 
 def cmd_standby(args, params):
     from .pg.standby import pg_standby  # pylint: disable=import-outside-toplevel
-    settings = dict(params.get("settings") or {})
-    for item in params.pop("settings_list", None) or []:
-        if "=" not in item:
-            raise ConfigError("--set needs NAME=VALUE, got %r" % item)
-        k, v = item.split("=", 1)
-        settings[k.strip()] = v
-    params["settings"] = settings
+    _merge_set_flags(params)
     return pg_standby(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 

@@ -3,6 +3,7 @@
 """cli.py: the drkit CLI (config file, arguments and their precedence, exit
 codes), bin/drkit as a process, and the --restore-setting flags."""
 
+import argparse
 import json
 import os
 import signal
@@ -220,6 +221,22 @@ def test_cli_restore_setting_flags_become_a_mapping(tmp_path):
     with pytest.raises(ConfigError) as ei:
         params("--restore-setting", "maintenance_work_mem")
     assert "--restore-setting 'maintenance_work_mem' is not NAME=VALUE" in str(ei.value)
+
+
+@pytest.mark.parametrize("command", ["pitr", "standby"])
+def test_cli_set_flags_go_over_the_config_files_settings(command, monkeypatch):
+    seen = {}
+    target = {"pitr": "pg.pitr.pg_pitr", "standby": "pg.standby.pg_standby"}[command]
+    module, func = target.rsplit(".", 1)
+    monkeypatch.setattr("ansible_collections.drkit.backup.plugins.module_utils.%s.%s" % (module, func),
+                        lambda params, **_kw: seen.update(params) or (False, {}))
+    run = getattr(cli, "cmd_" + command)
+    run(argparse.Namespace(progress=None),
+        {"settings": {"a": "1", "b": "2"}, "settings_list": ["b = 3", "c="]})
+    assert seen["settings"] == {"a": "1", "b": "3", "c": ""} and "settings_list" not in seen
+    with pytest.raises(ConfigError) as ei:
+        run(argparse.Namespace(progress=None), {"settings_list": ["work_mem"]})
+    assert "--set 'work_mem' is not NAME=VALUE" in str(ei.value)
 
 
 # --------------------------------------------------------------------------
