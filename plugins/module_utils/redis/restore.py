@@ -27,7 +27,7 @@ import tempfile
 import time
 
 from ..container.client import DOCKER
-from ..core.errors import ConfigError, IntegrityError, SafetyError, SourceError, ToolError, WaitTimeout
+from ..core.errors import ConfigError, IntegrityError, SafetyError, ToolError
 from ..core.janitor import dir_prefix, sweep_dirs
 from ..core.options import Option, Options, resolve
 from ..core.osutil import fsync_dir, gid_of, set_owner, uid_of
@@ -35,11 +35,11 @@ from ..core.process import LocalRunner
 from ..core.signals import signals_raise
 from ..storage.factory import STORAGE, open_storage, storage_options
 from .artifacts import SELECTOR, check_structure, fetch_backup, resolve_redis
-from .client import CONNECTION, RedisClient, conn_params, describe, keyspace
+from .client import CONNECTION, conn_params, describe
 from .conf import read_conf
 from .tools import REDIS_BIN_DIR
 from .restore_container import restore_into_container
-from .server import wait_loaded
+from .server import wait_restored
 from .verify import aof_to_rdb, compare_keyspace, rdb_to_aof
 
 # drkit.backup.redis_restore / drkit redis-restore
@@ -270,7 +270,9 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
     if rc != 0:
         raise ToolError("start_command exited %d: %s" % (rc, (err or out.decode("utf-8", "replace")).strip()[-500:]),
                         "The data is in place in %s; start the instance by hand" % t["data_dir"])
-    actual = _wait_started(cp, t["data_dir"], time.time() + timeout)
+    restored = os.path.realpath(t["data_dir"])
+    actual = wait_restored(cp, time.time() + timeout, lambda d: os.path.realpath(d) == restored,
+                           "the restored instance", "Look at its log")
     rows, problems, how = compare_keyspace(manifest["data"], actual)
     result.update(started=True, keyspace=rows, key_counts_compared=how, actual_keyspace=actual)
     if problems:
@@ -281,29 +283,3 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
     result["msg"] = "Restored %s into %s, started it; key counts match (%s)" % (
         entry.backup_id, t["data_dir"], how)
     return True, result
-
-
-def _wait_started(cp, data_dir, deadline):
-    last = None
-    while time.time() < deadline:
-        client = RedisClient(cp)
-        try:
-            client.connect()
-            wait_loaded(client, deadline)
-            try:
-                d = client.config_get("dir")
-            except SourceError:
-                d = None  # no +config|get for this user: cannot tell, compare the counts anyway
-            if d and os.path.realpath(d) != os.path.realpath(data_dir):
-                raise SafetyError("Redis at %s serves %s, not %s" % (describe(cp), d, data_dir),
-                                  "Point login_host/login_port at the restored instance")
-            return keyspace(client.info("keyspace"))
-        except SourceError as e:
-            if not (e.details.get("retryable") or "LOADING" in str(e)):
-                raise  # wrong password, no permission...: waiting will not help
-            last = e
-            time.sleep(0.1)
-        finally:
-            client.close()
-    raise WaitTimeout("The restored instance did not answer at %s (%s)" % (describe(cp), last),
-                      "Look at its log; the data is in place")

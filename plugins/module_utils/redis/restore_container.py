@@ -38,14 +38,14 @@ import time
 
 from ..container.client import docker_settings, inspect_any, open_client
 from ..container.scratch import ScratchContainer, TarBuilder, put_tar
-from ..core.errors import ConfigError, IntegrityError, SafetyError, SourceError, WaitTimeout
+from ..core.errors import ConfigError, IntegrityError, SafetyError, SourceError
 from ..core.janitor import private_dir
 from ..core.signals import signals_raise
 from .artifacts import check_structure_with, fetch_backup
-from .client import RedisClient, conn_params, describe, keyspace
+from .client import conn_params
 from .conf import read_conf
 from .scratch_container import LoadedInContainer
-from .server import wait_loaded
+from .server import wait_restored
 from .verify import aof_to_rdb, compare_keyspace, rdb_to_aof
 
 DIRECTIVES = ("dir", "dbfilename", "appendonly", "appenddirname", "appendfilename")
@@ -122,32 +122,6 @@ def data_mount(info, data_dir):
             if best is None or len(dest) > len(best.get("Destination", "")):
                 best = m
     return best
-
-
-def _wait_answers(cp, data_dir, deadline):
-    last = None
-    while time.time() < deadline:
-        client = RedisClient(cp)
-        try:
-            client.connect()
-            wait_loaded(client, deadline)
-            try:
-                d = client.config_get("dir")
-            except SourceError:
-                d = None  # no +config|get for this user: cannot tell, compare the counts anyway
-            if d and posixpath.normpath(d) != data_dir:
-                raise SafetyError("Redis at %s serves %s, not %s" % (describe(cp), d, data_dir),
-                                  "Point login_host/login_port at the restored container's server")
-            return keyspace(client.info("keyspace"))
-        except SourceError as e:
-            if not (e.details.get("retryable") or "LOADING" in str(e)):
-                raise
-            last = e
-            time.sleep(0.1)
-        finally:
-            client.close()
-    raise WaitTimeout("The restored container's server did not answer at %s (%s)" % (describe(cp), last),
-                      "Look at its log (docker logs); the data is in place")
 
 
 class _Helper(object):
@@ -317,7 +291,8 @@ def _restore(api, docker_host, p, storage, entry, t, name, cid, image, running, 
               "restore_seconds": round(time.time() - t0, 3)}
     progress("starting container %s" % name)
     api.start(cid)
-    actual = _wait_answers(cp, t["data_dir"], time.time() + timeout)
+    actual = wait_restored(cp, time.time() + timeout, lambda d: posixpath.normpath(d) == t["data_dir"],
+                           "the restored container's server", "Look at its log (docker logs)")
     rows, problems, how = compare_keyspace(manifest["data"], actual)
     result.update(started=True, keyspace=rows, key_counts_compared=how, actual_keyspace=actual,
                   seconds=round(time.time() - t0, 3))

@@ -15,10 +15,10 @@ import os
 import time
 
 from ..core import janitor
-from ..core.errors import ConfigError, DrkitError, SourceError, WaitTimeout
+from ..core.errors import ConfigError, DrkitError, SafetyError, SourceError, WaitTimeout
 from ..core.options import Option
 from ..core.osutil import atomic_write
-from .client import ReplyError
+from .client import RedisClient, ReplyError, describe, keyspace
 
 RDB_ARTIFACT = "dump.rdb"
 AOF_ARTIFACT = "appendonly.tar"
@@ -71,6 +71,36 @@ def wait_loaded(client, deadline):
         if time.time() > deadline:
             raise WaitTimeout("Redis at %s was still loading its data" % client.where, "Raise timeout")
         time.sleep(0.1)
+
+
+def wait_restored(cp, deadline, serves_dir, where, log_hint):
+    """The keyspace of a just-restored server once it answers and has
+    loaded. ``serves_dir(d)`` says whether the ``dir`` it reports is the
+    restored one (a host path compared resolved, a container's as posix);
+    another dir is a SafetyError: the connection reaches another server."""
+    last = None
+    while time.time() < deadline:
+        client = RedisClient(cp)
+        try:
+            client.connect()
+            wait_loaded(client, deadline)
+            try:
+                d = client.config_get("dir")
+            except SourceError:
+                d = None  # no +config|get for this user: cannot tell, compare the counts anyway
+            if d and not serves_dir(d):
+                raise SafetyError("Redis at %s serves %s, not the restored data" % (describe(cp), d),
+                                  "Point login_host/login_port at %s" % where)
+            return keyspace(client.info("keyspace"))
+        except SourceError as e:
+            if not (e.details.get("retryable") or "LOADING" in str(e)):
+                raise  # wrong password, no permission...: waiting will not help
+            last = e
+            time.sleep(0.1)
+        finally:
+            client.close()
+    raise WaitTimeout("%s did not answer at %s (%s)" % (where[0].upper() + where[1:], describe(cp), last),
+                      "%s; the data is in place" % log_hint)
 
 
 def total_keys(ks):
