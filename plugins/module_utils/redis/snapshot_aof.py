@@ -110,6 +110,17 @@ def _wait_no_rewrite(client, deadline):
              hint="Raise timeout, or run the backup when no BGREWRITEAOF is running")
 
 
+def _taken_paused(client, pause, pause_ms, deadline, notes, take):
+    """``take()`` between two key counts while writes are paused: its
+    result, the keys, and whether they are exact (the AOF drained, the
+    pause still held and the counts agree)."""
+    drained = _quiet_aof(client, pause, pause_ms, deadline, notes)
+    ks = keyspace(client.info("keyspace"))
+    taken = take()
+    ks2 = keyspace(client.info("keyspace"))
+    return taken, ks, drained and pause.still_paused(margin=1.0) and ks == ks2
+
+
 def snapshot_aof(client, session, runner, tool, timeout, pause_ms, pause_writes, work_dir, progress,
                  ledger_dir):
     if not shares_files(runner):
@@ -126,13 +137,10 @@ def snapshot_aof(client, session, runner, tool, timeout, pause_ms, pause_writes,
             old = rewrites.original
             _wait_no_rewrite(client, deadline)
             with Pause(client, pause_ms, pause_writes, notes) as pause:
-                drained = _quiet_aof(client, pause, pause_ms, deadline, notes)
-                ks = keyspace(client.info("keyspace"))
-                mtext, pinned = _pin_aof(aofdir, manifest_path)
-                ks2 = keyspace(client.info("keyspace"))
+                (mtext, pinned), ks, exact = _taken_paused(client, pause, pause_ms, deadline, notes,
+                                                           lambda: _pin_aof(aofdir, manifest_path))
                 sizes2 = [os.fstat(fh.fileno()).st_size for _e, fh, _s in pinned]
-                exact = (drained and pause.still_paused(margin=1.0) and ks == ks2
-                         and sizes2 == [s for _e, _fh, s in pinned])
+                exact = exact and sizes2 == [s for _e, _fh, s in pinned]
             if pause_writes and pause.t0 is not None and not exact:
                 notes.append("the files changed or the pause ran out while they were pinned; "
                              "key counts are approximate")
@@ -275,11 +283,9 @@ def snapshot_aof_in_container(client, session, runner, tool, timeout, pause_ms, 
             old = rewrites.original
             _wait_no_rewrite(client, deadline)
             with Pause(client, pause_ms, pause_writes, notes) as pause:
-                drained = _quiet_aof(client, pause, pause_ms, deadline, notes)
-                ks = keyspace(client.info("keyspace"))
-                mtext, sized = _sizes_in_container(runner, client, aofdir, manifest_path)
-                ks2 = keyspace(client.info("keyspace"))
-                exact = drained and pause.still_paused(margin=1.0) and ks == ks2
+                (mtext, sized), ks, exact = _taken_paused(
+                    client, pause, pause_ms, deadline, notes,
+                    lambda: _sizes_in_container(runner, client, aofdir, manifest_path))
             if pause_writes and pause.t0 is not None and not exact:
                 notes.append("the pause ran out while the file sizes were taken; key counts are approximate")
             tmp = private_dir("aof", work_dir)
