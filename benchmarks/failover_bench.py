@@ -31,14 +31,12 @@ Not a test: numbers only, no assertions.
 
 import argparse
 import os
-import pwd
 import shlex
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,52 +47,15 @@ DRKIT = "%s %s" % (shlex.quote(sys.executable), shlex.quote(os.path.join(ROOT, "
 from _engine import load_engine  # noqa: E402
 
 load_engine()
+from _pgload import Committer, pg_dir, write_secret  # noqa: E402
 from drkit_engine.core.scratch import free_port, make_scratch_dir  # noqa: E402
 from drkit_engine.pg import cluster  # noqa: E402
 from drkit_engine.pg.failover import pg_failover  # noqa: E402
 from drkit_engine.pg.scratch import ScratchPostgres  # noqa: E402
 from drkit_engine.pg.standby import pg_standby  # noqa: E402
 
-PG = pwd.getpwnam("postgres")
 BIN = cluster.find_pg_bindir("15")
 PASSWORD = "bench-pw"
-
-
-def pg_dir(path):
-    os.makedirs(path, 0o755, exist_ok=True)
-    os.chown(path, PG.pw_uid, PG.pw_gid)
-    return path
-
-
-def write_secret(path, text):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chown(path, PG.pw_uid, PG.pw_gid)
-
-
-class Committer(threading.Thread):
-    """Commits numbered rows, one per tick, and logs each once COMMIT returned."""
-
-    def __init__(self, port, tick):
-        super(Committer, self).__init__(daemon=True)
-        self.port, self.tick = port, tick
-        self.acked = []
-        self.stop = threading.Event()
-
-    def run(self):
-        import psycopg
-        try:
-            with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", password=PASSWORD,
-                                 dbname="postgres", autocommit=True, connect_timeout=5) as conn:
-                n = 0
-                while not self.stop.is_set():
-                    n += 1
-                    conn.execute("INSERT INTO acks (id) VALUES (%s)", (n,))
-                    self.acked.append((n, time.time()))
-                    time.sleep(self.tick)
-        except psycopg.Error:
-            pass
 
 
 def psql(port, sql):
@@ -104,8 +65,8 @@ def psql(port, sql):
 
 
 def one_run(mode, args, root, run_no):
-    base = pg_dir(os.path.join(root, "%s-%d" % (mode, run_no)))
-    repo = pg_dir(os.path.join(base, "repo"))
+    base = pg_dir(os.path.join(root, "%s-%d" % (mode, run_no)), 0o755)
+    repo = pg_dir(os.path.join(base, "repo"), 0o755)
     url = "file://" + repo
     cfg = os.path.join(base, "drkit.yml")
     pg = ScratchPostgres(os.path.join(base, "primary"), password=PASSWORD, bin_dir=BIN, settings={
@@ -114,7 +75,7 @@ def one_run(mode, args, root, run_no):
     pg.start()
     write_secret(cfg, "storage_url: %s\nlogin_host: 127.0.0.1\nport: %d\nlogin_user: postgres\n"
                       "login_password: %s\nmode: physical\n" % (url, pg.port, PASSWORD))
-    standby_dir = os.path.join(pg_dir(os.path.join(base, "standby")), "data")
+    standby_dir = os.path.join(pg_dir(os.path.join(base, "standby"), 0o755), "data")
     standby_port = free_port()
     try:
         pg.psql("CREATE TABLE acks (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
@@ -130,7 +91,7 @@ def one_run(mode, args, root, run_no):
                                   "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "postgres"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  env=dict(os.environ, PGPASSWORD=PASSWORD))
-        client = Committer(pg.port, args.tick)
+        client = Committer(pg.port, PASSWORD, args.tick)
         client.start()
         time.sleep(args.seconds)
         fparams = {"login_host": "127.0.0.1", "port": pg.port, "login_password": PASSWORD,

@@ -32,14 +32,12 @@ Not a test: numbers only, no assertions.
 
 import argparse
 import os
-import pwd
 import shlex
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,50 +49,13 @@ DRKIT = "%s %s" % (shlex.quote(sys.executable), shlex.quote(os.path.join(ROOT, "
 from _engine import load_engine  # noqa: E402
 
 load_engine()
+from _pgload import PG, Committer, pg_dir, write_secret  # noqa: E402
 from drkit_engine.core.scratch import free_port, make_scratch_dir  # noqa: E402
 from drkit_engine.pg import cluster  # noqa: E402
 from drkit_engine.pg.scratch import ScratchPostgres  # noqa: E402
 from support.seaweedfs import SeaweedS3  # noqa: E402
 
-PG = pwd.getpwnam("postgres")
 BIN = cluster.find_pg_bindir("15")
-
-
-def write_secret(path, text):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chown(path, PG.pw_uid, PG.pw_gid)
-
-
-def pg_dir(path):
-    os.makedirs(path, 0o700, exist_ok=True)
-    os.chown(path, PG.pw_uid, PG.pw_gid)
-    return path
-
-
-class Committer(threading.Thread):
-    """Commits numbered rows, one per tick, and logs each once COMMIT returned."""
-
-    def __init__(self, pg, tick):
-        super(Committer, self).__init__(daemon=True)
-        self.pg, self.tick = pg, tick
-        self.acked = []  # (id, time the commit returned)
-        self.stop = threading.Event()
-
-    def run(self):
-        import psycopg
-        try:
-            with psycopg.connect(host="127.0.0.1", port=self.pg.port, user="postgres", password=self.pg.password,
-                                 dbname="postgres", autocommit=True, connect_timeout=5) as conn:
-                n = 0
-                while not self.stop.is_set():
-                    n += 1
-                    conn.execute("INSERT INTO acks (id) VALUES (%s)", (n,))
-                    self.acked.append((n, time.time()))
-                    time.sleep(self.tick)
-        except psycopg.Error:
-            pass  # the server was lost: what was acknowledged is logged
 
 
 def server_pids(pg):
@@ -159,7 +120,7 @@ def one_run(method, args, s3, root, run_no):
         subprocess.run(["runuser", "-u", "postgres", "--"] + shlex.split(DRKIT) + [
             "pg-backup", "--config", cfg, "--mode", "physical", "--wal-wait-timeout", "300"],
             env=env, check=True, stdout=subprocess.DEVNULL)
-        client = Committer(pg, args.tick)
+        client = Committer(pg.port, pg.password, args.tick)
         load = None if args.load == "light" else subprocess.Popen(
             [os.path.join(BIN, "pgbench"), "-c", "2", "-j", "2", "-T", str(args.seconds + 30), "-n", "-h",
              "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "postgres"],
