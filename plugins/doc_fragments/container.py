@@ -17,8 +17,9 @@ options:
         version, then run inside that container through the Docker Engine API (C(docker exec) with the Docker
         SDK for Python), their output streamed out of the exec's socket into the same pipeline; nothing is
         written inside the container and nothing is copied with C(docker cp).
-      - M(drkit.backup.pg_backup) (C(mode=logical)) runs C(pg_dump) there and M(drkit.backup.pg_restore) runs
-        C(pg_restore) there, fed through the exec's standard input; custom format and one job only. The tools
+      - M(drkit.backup.pg_backup) (C(mode=logical)) runs C(pg_dump) there; M(drkit.backup.pg_restore) and
+        M(drkit.backup.pg_verify) (C(level=structure) or C(restore), logical backups) run C(pg_restore) there,
+        fed through the exec's standard input; custom format and one job only. The tools
         connect to the same login host and port as drkit, which fits a container on the host network or one
         whose port is published under the same number. The password reaches them in the exec's environment
         (E(PGPASSWORD)), never a command line.

@@ -29,6 +29,7 @@ author:
 extends_documentation_fragment:
   - drkit.backup.postgres
   - drkit.backup.postgres.restore_settings
+  - drkit.backup.container
   - drkit.backup.storage
   - drkit.backup.storage.metrics
   - drkit.backup.backup_selector

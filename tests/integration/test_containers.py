@@ -33,6 +33,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.core.errors import Co
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.restore import pg_restore_backup
+from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import pg_verify
 from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot import redis_snapshot
 from helpers import decompress_to, fetch_artifact, list_keys, run_drkit, run_playbook, s3_module_args, task
 from redis_support import dump_values, fill, sample_keys, start_redis
@@ -209,6 +210,26 @@ def test_a_parallel_restore_through_a_container_is_refused_before_anything(
     with psycopg.connect(**pg_target.conninfo()) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'app_jobs%'")
         assert cur.fetchone()[0] == 0
+
+
+def test_verify_restores_through_the_containers_pg_restore(
+        docker_engine, pg_source, pg_target, app_database, s3, bucket, no_local_tools):
+    storage = storage_args(s3, bucket, "verify")
+    _c, backup = pg_backup(pg_source.args(database=app_database, **storage))
+    _c, listed = pg_verify(pg_target.args(level="structure", backup_id=backup["backup_id"], **storage))
+    assert listed["passed"] is True, listed
+    _c, res = pg_verify(pg_target.args(level="restore", backup_id=backup["backup_id"], **storage))
+    assert res["passed"] is True, res
+    counted = dict((t["name"], t["actual"]) for t in res["tables"])
+    assert counted["agents.events"] == 50000 and counted["agents.agents"] == 20000, res["tables"]
+    # the scratch database is gone again
+    with psycopg.connect(**pg_target.conninfo()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (res["scratch_database"],))
+        assert cur.fetchone()[0] == 0
+    # parallel restore needs the dump as a file: refused through a container, before anything is made
+    with pytest.raises(ConfigError) as err:
+        pg_verify(pg_target.args(level="restore", backup_id=backup["backup_id"], jobs=2, **storage))
+    assert "jobs > 1 cannot run through a container" in str(err.value)
 
 
 def test_drkit_restore_into_a_container(docker_engine, pg_source, pg_target, app_database, s3, bucket, tmp_path):

@@ -11,6 +11,9 @@
   every table's row count with the counts recorded from pg_dump's snapshot,
   plus optional SQL checks.
 
+With ``container`` the structure and restore levels run the container's own
+``pg_restore`` (custom format, one job), as pg_restore does.
+
 Each run writes a verification record next to the manifest (never rewriting
 it): ``backups/<id>/verify-<UTC time>-<rand>.json``, see
 docs/verification-records.md, and updates the job's metrics.
@@ -20,6 +23,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ..container.client import DOCKER
+from ..container.runner import open_runner
 from ..core import metrics
 from ..core.crypto import DECRYPTION, Keyring
 from ..core.errors import ConfigError, IntegrityError
@@ -37,10 +42,19 @@ from .client import (
     connect,
     create_database,
     drop_database,
-    find_tool,
+    locate_tool,
     server_facts,
 )
-from .dump import JOBS, NO_OWNER, NO_PRIVILEGES, SESSION_SETTINGS, list_archive, run_pg_restore
+from .dump import (
+    JOBS,
+    NO_OWNER,
+    NO_PRIVILEGES,
+    SESSION_SETTINGS,
+    check_in_container,
+    dump_format,
+    list_archive,
+    run_pg_restore,
+)
 from .dump_fetch import ArtifactFetch
 from .janitor import SCRATCH, sweep_databases, unique_name
 from .rowcounts import compare_counts, count_rows, expected_counts
@@ -48,7 +62,7 @@ from .verify_physical import PHYSICAL_OPTIONS, verify_physical
 
 # drkit.backup.pg_verify / drkit verify
 OPTIONS = Options(
-    CONNECTION, STORAGE, metrics.METRICS, mf.BACKUP_SELECTOR,
+    CONNECTION, STORAGE, metrics.METRICS, mf.BACKUP_SELECTOR, DOCKER,
     Option("source_database", "str", flags=("--source-database",), help="latest backup of this database"),
     LEVEL,
     JOBS,
@@ -65,7 +79,6 @@ OPTIONS = Options(
 
 
 def pg_verify(params, check_mode=False, runner=None, progress=None):
-    runner = runner or LocalRunner()
     progress = progress or (lambda msg: None)
     p = resolve(OPTIONS, params)
     level = p["level"]
@@ -76,10 +89,18 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
     manifest = entry.manifest
     kind = manifest["kind"]
     if kind == "pg_physical":
-        return verify_physical(p, entry, check_mode=check_mode, runner=runner, progress=progress)
+        if p["container"]:
+            raise ConfigError("container is for logical backups: a physical backup is verified by a scratch "
+                              "server that drkit starts on this host (%s is physical)" % entry.backup_id,
+                              "Leave container unset; the host needs the server binaries (pg_bin_dir)")
+        return verify_physical(p, entry, check_mode=check_mode, runner=runner or LocalRunner(),
+                               progress=progress)
     if kind != "pg_logical":
         raise ConfigError("Backup %s is a %s backup" % (entry.backup_id, kind),
                           "Use drkit.backup.redis_verify for Redis backups")
+    if level != "checksum":
+        runner = runner or open_runner(p)
+        check_in_container(runner, dump_format(manifest), p["jobs"], restore=True)
     if check_mode:
         return planned(entry, level)
 
@@ -95,7 +116,8 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
             fetch.check_only(step="verify")
             v.timings["download_seconds"] = round(fetch.seconds, 3)
         elif level == "structure":
-            pg_restore = find_tool("pg_restore", manifest["source"].get("server_version_num"), p["pg_bin_dir"])
+            pg_restore = locate_tool(runner, "pg_restore", manifest["source"].get("server_version_num"),
+                                     p["pg_bin_dir"])[0]
             fetch.require_reader(runner, pg_restore)
             progress("checking %s and listing it with pg_restore --list" % fetch.artifact["name"])
             with v.timed("download_seconds"):
@@ -111,7 +133,7 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
             v.cleanup(conn.close)
             facts = server_facts(conn)
             sweep_databases(conn, progress)
-            pg_restore = find_tool("pg_restore", facts["server_version_num"], p["pg_bin_dir"])
+            pg_restore = locate_tool(runner, "pg_restore", facts["server_version_num"], p["pg_bin_dir"])[0]
             fetch.require_reader(runner, pg_restore)
             scratch = unique_name("", SCRATCH)
             progress("restoring %s into scratch database %s" % (entry.backup_id, scratch))

@@ -61,8 +61,8 @@ NEW_FLAGS = {("pg-backup", "--encryption-recipient"), ("restore", "--encryption-
              ("pg-backup", "--login-port"), ("verify", "--login-port"), ("restore", "--login-port"),
              ("redis-snapshot", "--state-dir"), ("pitr", "--recovery-target-timeline")}
 # databases in containers (issue 16)
-NEW_FLAGS.update((command, flag) for command in ("pg-backup", "restore", "redis-snapshot", "redis-restore",
-                                                 "redis-verify") for flag in DOCKER_FLAGS + ("--verify-in", "--image")
+NEW_FLAGS.update((command, flag) for command in ("pg-backup", "restore", "verify", "redis-snapshot",
+                                                 "redis-restore", "redis-verify") for flag in DOCKER_FLAGS + ("--verify-in", "--image")
                  if flag in DOCKER_FLAGS or command == "redis-verify")
 # options added since the snapshot, on purpose: (module, option) -> its argument_spec entry (None: not compared)
 NEW_OPTIONS = {
@@ -77,7 +77,8 @@ NEW_OPTIONS.update(((module, "encryption_identity_file"), None)
                    for module in ("pg_restore", "pg_verify"))
 # databases in containers (issue 16): the Docker options of community.docker
 NEW_OPTIONS.update(((module, name), None)
-                   for module in ("pg_backup", "pg_restore", "redis_snapshot", "redis_restore", "redis_verify")
+                   for module in ("pg_backup", "pg_restore", "pg_verify", "redis_snapshot", "redis_restore",
+                                  "redis_verify")
                    for name in ("container", "docker_host", "docker_tls", "docker_tls_verify", "ca_path",
                                 "client_cert", "client_key"))
 # signed manifests (issue 15): the signing key where backups are written, the public keys where they are read
