@@ -61,8 +61,9 @@ NEW_FLAGS = {("pg-backup", "--encryption-recipient"), ("restore", "--encryption-
              ("pg-backup", "--login-port"), ("verify", "--login-port"), ("restore", "--login-port"),
              ("redis-snapshot", "--state-dir"), ("pitr", "--recovery-target-timeline")}
 # databases in containers (issue 16)
-NEW_FLAGS.update((command, flag) for command in ("pg-backup", "restore", "verify", "redis-snapshot",
-                                                 "redis-restore", "redis-verify") for flag in DOCKER_FLAGS + ("--verify-in", "--image")
+NEW_FLAGS.update((command, flag)
+                 for command in ("pg-backup", "restore", "verify", "redis-snapshot", "redis-restore", "redis-verify")
+                 for flag in DOCKER_FLAGS + ("--verify-in", "--image")
                  if flag in DOCKER_FLAGS or command == "redis-verify")
 # options added since the snapshot, on purpose: (module, option) -> its argument_spec entry (None: not compared)
 NEW_OPTIONS = {
