@@ -281,8 +281,8 @@ def test_a_dependent_reconnects_after_a_crash_a_cascade_and_a_cold_start(docker_
         changed, res = container_drill(args)
         assert changed and res["passed"], res["findings"]
         for s in res["scenarios"]:  # the figures of docs/containers.md (pytest -s)
-            print("drill %s %s %s: RTO %s s, dependents %s" % (s["kind"], s["container"], s["scenario"],
-                                                              s["rto_seconds"], s["dependents"]))
+            print("drill %s %s %s: RTO %s s, dependents %s" % (
+                s["kind"], s["container"], s["scenario"], s["rto_seconds"], s["dependents"]))
         rows = dict(((s["container"], s["scenario"]), s) for s in res["scenarios"])
         assert sorted(rows) == sorted((c, s) for c in (drill_pg.name, gateway.name)
                                       for s in ("crash", "cascade", "cold_start"))

@@ -313,7 +313,7 @@ def _docker_time(text):
     """Epoch seconds of a Docker timestamp (RFC 3339, nanoseconds), or None."""
     if not text or text.startswith("0001-"):
         return None
-    main, _, rest = text.partition(".")
+    main, _dot, rest = text.partition(".")
     frac, zone = "", "Z"
     if rest:
         digits = len(rest) - len(rest.lstrip("0123456789"))
