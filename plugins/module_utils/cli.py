@@ -52,8 +52,8 @@ SECRET_KEYS = ("login_password", "secret_key", "aws_secret_key", "session_token"
 # argparse destinations that are not options
 INTERNAL = ("config", "func", "json", "quiet", "options")
 # PostgreSQL runs these once per WAL file and they create no directories:
-# no janitor in the archiving path
-NO_JANITOR = ("wal-push", "wal-fetch")
+# no janitor in the archiving path, nor in the minutely standby check (it creates nothing)
+NO_JANITOR = ("wal-push", "wal-fetch", "standby-check")
 # commands that move no data through a progress meter: no ``steps`` in their result
 NO_STEPS = ("list", "wal-fetch")
 
@@ -296,6 +296,16 @@ def cmd_standby(args, params):
     return pg_standby(params, check_mode=bool(params.get("check")), progress=args.progress)
 
 
+def _standby_check():
+    from .pg import standby_check  # pylint: disable=import-outside-toplevel
+    return standby_check.OPTIONS
+
+
+def cmd_standby_check(_args, params):
+    from .pg.standby_check import standby_check  # pylint: disable=import-outside-toplevel
+    return standby_check(params)
+
+
 def _failover():
     from .pg import failover  # pylint: disable=import-outside-toplevel
     return failover.OPTIONS
@@ -436,6 +446,8 @@ COMMANDS = (
      cmd_pitr),
     ("standby", "build a hot standby from the repository's newest base backup and wait until it streams",
      _standby, _pitr_extras, cmd_standby),
+    ("standby-check", "how far a standby is behind its primary (replay lag in seconds and bytes), as metrics",
+     _standby_check, None, cmd_standby_check),
     ("failover", "promote a standby (planned or unplanned), fence the old primary, measure RTO and RPO",
      _failover, _check("say what would be done, change nothing"), cmd_failover),
     ("probe", "check that this user can write to the storage (a probe object under probe/, removed again on "

@@ -20,12 +20,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import ansible_environment
+from helpers import ansible_environment, run_drkit
 from pitr_source import DRKIT_CMD, ArchivingSource
 
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port, make_scratch_dir
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import SourceError
+from ansible_collections.drkit.backup.plugins.module_utils.core.metrics import read_textfile
 from ansible_collections.drkit.backup.plugins.module_utils.pg.standby import pg_standby
+from ansible_collections.drkit.backup.plugins.module_utils.pg.standby_check import standby_check
 
 ROWS_BEFORE_BACKUP = 1000
 ROWS_AFTER_BACKUP = 500
@@ -212,6 +215,8 @@ def check_standby_from_repository(pair):
     changed, again = pg_standby(pair.params())
     assert not changed and again["existing"] and again["lag"]["replay_lag_bytes"] is not None, again
 
+    check_the_lag_metrics(pair)
+
     # an occupied directory that is not drkit's standby is refused
     other = pair.root / "other"
     other.mkdir()
@@ -221,6 +226,55 @@ def check_standby_from_repository(pair):
     assert "refusing" in str(exc.value)
     with pytest.raises(ConfigError):
         pg_standby(pair.params(passfile=str(pair.standby_dir / "pw")))
+
+
+def check_the_lag_metrics(pair):
+    """drkit standby-check: measured lag, a stuck replay, the primary or the standby gone."""
+    metrics_dir = pair.root / "metrics"
+    params = {"login_host": "127.0.0.1", "port": pair.pg.port, "login_user": "postgres",
+              "login_password": pair.password, "standby_port": pair.standby_port, "metrics_dir": str(metrics_dir),
+              "job_name": "standby_t"}
+    prom = metrics_dir / "drkit_standby_t.prom"
+
+    def metric(name):
+        return read_textfile(str(prom))[(name, '{drkit_job="standby_t"}')]
+
+    changed, ok = standby_check(params)
+    assert not changed and ok["streaming"] and ok["caught_up"] and ok["replay_lag_bytes"] == 0, ok
+    assert ok["replay_lag_seconds"] < 5, ok
+    assert metric("drkit_standby_streaming") == 1 and metric("drkit_standby_up") == 1
+    assert metric("drkit_standby_replay_lag_seconds") == ok["replay_lag_seconds"]
+
+    # replay stuck: the lag is at least the wait, and the bytes show what is not replayed
+    pair.standby_psql("SELECT pg_wal_replay_pause()")
+    try:
+        pair.insert(6001, 6100)
+        _c, stuck = standby_check(dict(params, lag_wait=1.0))
+    finally:
+        pair.standby_psql("SELECT pg_wal_replay_resume()")
+    assert stuck["streaming"] and not stuck["caught_up"], stuck
+    assert stuck["replay_lag_seconds"] >= 1.0 and stuck["replay_lag_bytes"] > 0, stuck
+    assert metric("drkit_standby_replay_lag_bytes") == stuck["replay_lag_bytes"]
+    _c, resumed = standby_check(params)
+    assert resumed["caught_up"] and resumed["replay_lag_bytes"] == 0, resumed
+
+    # the primary does not answer (its region lost): the lag is unknown, written as NaN, not an old value
+    _c, alone = standby_check(dict(params, port=free_port()))
+    assert alone["streaming"] is True and alone["primary_reachable"] is False, alone
+    lag = metric("drkit_standby_replay_lag_seconds")
+    assert lag != lag and metric("drkit_standby_primary_reachable") == 0
+
+    # the standby down: the command fails (exit 7) and its metrics say so; drkit standby starts it again
+    pair.stop_standby()
+    with pytest.raises(SourceError):
+        standby_check(params)
+    assert metric("drkit_standby_up") == 0 and metric("drkit_standby_streaming") == 0
+    cli = run_drkit(["standby-check", "--host", "127.0.0.1", "--port", str(pair.pg.port), "--standby-port",
+                     str(pair.standby_port)], config={"login_password": pair.password}, tmp_dir=str(pair.root))
+    assert cli.returncode == 7 and "does not answer" in cli.stderr, cli.stderr
+    assert pair.password not in cli.stdout + cli.stderr
+    changed, again = pg_standby(pair.params())
+    assert changed and again["existing"] and again["status"] == "streaming", again
 
 
 def test_standby_from_repository_then_planned_failover_loses_nothing(pair):

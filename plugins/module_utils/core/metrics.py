@@ -72,6 +72,18 @@ HELP = {
                                             "server: the RPO if the server were lost now."),
     "drkit_wal_stream_updated_timestamp_seconds": ("gauge", "Unix time the streaming archiver last wrote its "
                                                    "metrics (every 5 s while it runs)."),
+    "drkit_standby_last_check_timestamp_seconds": ("gauge", "Unix time drkit standby-check last ran."),
+    "drkit_standby_up": ("gauge", "1 if the standby answered the last check."),
+    "drkit_standby_in_recovery": ("gauge", "1 while the server is a standby (0 once promoted)."),
+    "drkit_standby_streaming": ("gauge", "1 if the standby's WAL receiver was streaming from the primary."),
+    "drkit_standby_primary_reachable": ("gauge", "1 if the check reached the primary too."),
+    "drkit_standby_replay_lag_seconds": ("gauge", "Seconds the standby took to replay what the primary had flushed "
+                                                  "when the check began (NaN: the primary did not answer)."),
+    "drkit_standby_replay_lag_bytes": ("gauge", "WAL the primary has flushed that the standby has not replayed."),
+    "drkit_standby_last_replay_timestamp_seconds": ("gauge", "Commit time of the last transaction the standby "
+                                                             "replayed."),
+    "drkit_standby_last_message_timestamp_seconds": ("gauge", "Unix time the standby's WAL receiver last heard "
+                                                              "from the primary."),
 }
 
 JOB_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -154,6 +166,8 @@ def update_textfile(directory, job, values, labels=None):
 
 
 def _fmt(v):
+    if v != v:  # NaN: a value that is not known now, rather than an old one
+        return "NaN"
     if v == int(v) and abs(v) < 1e15:
         return str(int(v))
     return repr(v)

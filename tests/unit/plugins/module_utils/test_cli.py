@@ -282,7 +282,7 @@ def clean_env(monkeypatch):
 
 
 # commands that read no repository (failover promotes a standby)
-NO_STORAGE = ("failover",)
+NO_STORAGE = ("failover", "standby-check")
 POSITIONALS = {"wal-push": ["pg_wal/X", "000000010000000000000001"], "wal-fetch": ["000000010000000000000001", "X"]}
 
 

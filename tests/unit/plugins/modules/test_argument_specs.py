@@ -283,7 +283,7 @@ def _flag(info):
 
 
 # commands added after the registry (their flags are new, nothing to keep working)
-NEW_COMMANDS = ("wal-stream", "copy", "probe", "standby", "failover")
+NEW_COMMANDS = ("wal-stream", "copy", "probe", "standby", "standby-check", "failover")
 
 
 def test_every_drkit_flag_from_before_the_registry_still_works():

@@ -66,6 +66,15 @@ def test_float_values_and_none_skipped(tmp_path):
     assert not any(ln.startswith("drkit_backup_size_bytes") for ln in lines(path))
 
 
+def test_an_unknown_value_is_nan_and_replaces_an_old_one(tmp_path):
+    update_textfile(str(tmp_path), "j", {"drkit_standby_replay_lag_seconds": 0.004})
+    path = update_textfile(str(tmp_path), "j", {"drkit_standby_replay_lag_seconds": float("nan")})
+    assert 'drkit_standby_replay_lag_seconds{drkit_job="j"} NaN' in lines(path)
+    # and a later known value replaces it again
+    path = update_textfile(str(tmp_path), "j", {"drkit_standby_replay_lag_seconds": 2})
+    assert value(path, "drkit_standby_replay_lag_seconds") == 2
+
+
 @pytest.mark.parametrize("label", ['say "hi"', "back\\slash", "two\nlines", "brace}s {x}", "comma,=eq"])
 def test_label_values_are_escaped_and_survive_a_merge(tmp_path, label):
     d = str(tmp_path)
