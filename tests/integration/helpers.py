@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -483,3 +484,56 @@ def temp_upload_over(root, size):
     root = Path(root)
     return root.exists() and any(p.name.startswith(".drkit-tmp-") and p.stat().st_size > size
                                  for p in root.rglob("*") if p.is_file())
+
+# --------------------------------------------------------------------------
+# the roles on this machine, every path they write below a scratch root
+
+
+def role(name):
+    return {"name": name, "ansible.builtin.include_role": {"name": name}}
+
+
+def fresh_paths(root):
+    """Every path the roles write, moved below ``root`` (which does not exist)."""
+    return {
+        "drkit_runtime_prefix": "%s/opt/drkit" % root,
+        "drkit_runtime_command": "%s/bin/drkit" % root,
+        "drkit_runtime_config_dir": "%s/etc/drkit" % root,
+        "drkit_runtime_log_dir": "%s/log" % root,
+        "drkit_runtime_lock_dir": "%s/lock" % root,
+        "drkit_runtime_logrotate_dir": "%s/logrotate.d" % root,
+        "drkit_runtime_install_packages": False,
+        "postgresql_backup_metrics_dir": "%s/metrics" % root,
+        "postgresql_backup_cron_file": "%s/cron.d/drkit-postgresql" % root,
+        "postgresql_backup_install_cron": False,
+        "postgresql_backup_databases": ["app", {"name": "other", "schedule": "0 */6 * * *"}],
+        "postgresql_backup_storage_url": "s3://bucket/pg",
+        "postgresql_backup_storage_options": {"access_key": "AKIAEXAMPLE", "secret_key": "very-secret-key-123"},
+        "redis_backup_metrics_dir": "%s/metrics" % root,
+        "redis_backup_cron_file": "%s/cron.d/drkit-redis" % root,
+        "redis_backup_install_cron": False,
+        "redis_backup_manage_persistence": False,
+        "redis_backup_storage_url": "file:///srv/backups/redis",
+        "redis_backup_login_password": "redis-secret-456",
+    }
+
+
+def role_results(run, name):
+    """Results of a task of an included role (Ansible prefixes the role name)."""
+    return [r for r in run.results if r["task"].split(" : ", 1)[-1] == name]
+
+
+def job_host_paths(scratch_dir):
+    """(root, wrapper) of a host where the runtime is in place: the
+    checkout's drkit behind a wrapper (the runtime install itself is
+    skipped, see test_runtime_package.py and the molecule scenarios for it),
+    all of it below a directory the postgres OS user can enter."""
+    root = scratch_dir / "host"
+    for d in ("etc/drkit", "log", "lock", "metrics", "cron.d"):
+        (root / d).mkdir(parents=True)
+        os.chmod(str(root / d), 0o755)
+    os.chmod(str(root), 0o755)
+    wrapper = scratch_dir / "drkit"
+    wrapper.write_text("#!/bin/sh\nexec %s %s \"$@\"\n" % (shlex.quote(sys.executable), shlex.quote(str(DRKIT))))
+    wrapper.chmod(0o755)
+    return root, str(wrapper)

@@ -1,8 +1,7 @@
 # Copyright: drkit.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Role behaviour that the molecule scenarios (test_molecule.py) do not
-cover: check mode on a host where nothing is installed yet, preflight
-failures that say what to fix (and change nothing), a file:// storage
+cover: check mode on a host where nothing is installed yet, a file:// storage
 root that the job user could not write (issue 14): the role creates a
 missing one for the job user (0750), and its check of each job as its user
 fails the play with drkit's message when the user cannot write there; and
@@ -10,42 +9,11 @@ check mode on a converged runtime reports no change."""
 
 import os
 import pwd
-import shlex
 import shutil
 import stat
-import sys
 
 import pytest
-from helpers import DRKIT, run_playbook
-
-
-def role(name):
-    return {"name": name, "ansible.builtin.include_role": {"name": name}}
-
-
-def fresh_paths(root):
-    """Every path the roles write, moved below ``root`` (which does not exist)."""
-    return {
-        "drkit_runtime_prefix": "%s/opt/drkit" % root,
-        "drkit_runtime_command": "%s/bin/drkit" % root,
-        "drkit_runtime_config_dir": "%s/etc/drkit" % root,
-        "drkit_runtime_log_dir": "%s/log" % root,
-        "drkit_runtime_lock_dir": "%s/lock" % root,
-        "drkit_runtime_logrotate_dir": "%s/logrotate.d" % root,
-        "drkit_runtime_install_packages": False,
-        "postgresql_backup_metrics_dir": "%s/metrics" % root,
-        "postgresql_backup_cron_file": "%s/cron.d/drkit-postgresql" % root,
-        "postgresql_backup_install_cron": False,
-        "postgresql_backup_databases": ["app", {"name": "other", "schedule": "0 */6 * * *"}],
-        "postgresql_backup_storage_url": "s3://bucket/pg",
-        "postgresql_backup_storage_options": {"access_key": "AKIAEXAMPLE", "secret_key": "very-secret-key-123"},
-        "redis_backup_metrics_dir": "%s/metrics" % root,
-        "redis_backup_cron_file": "%s/cron.d/drkit-redis" % root,
-        "redis_backup_install_cron": False,
-        "redis_backup_manage_persistence": False,
-        "redis_backup_storage_url": "file:///srv/backups/redis",
-        "redis_backup_login_password": "redis-secret-456",
-    }
+from helpers import fresh_paths, job_host_paths, role, role_results, run_playbook
 
 
 def test_check_mode_on_a_fresh_host_reports_and_writes_nothing(tmp_path):
@@ -57,69 +25,6 @@ def test_check_mode_on_a_fresh_host_reports_and_writes_nothing(tmp_path):
     assert not root.exists()
     for secret in ("very-secret-key-123", "redis-secret-456"):
         assert secret not in run.text
-
-
-@pytest.mark.parametrize("override,message", [
-    ({"postgresql_backup_storage_url": "/srv/backups"}, "a storage_url of file:///abs/path or s3://bucket/prefix"),
-    ({"postgresql_backup_schedule": "0 25 * * *"}, "hour 25 is outside 0-23"),
-    ({"postgresql_backup_os_user": "no_such_user_drkit"}, "OS user no_such_user_drkit does not exist"),
-    ({"postgresql_backup_scheduler": "systemd", "postgresql_backup_schedule": "0 0 13 * 5"},
-     "cron runs when EITHER matches"),
-    ({"postgresql_backup_databases": []}, "Set postgresql_backup_databases to a list of database names"),
-    ({"drkit_runtime_prefix": "/root/drkit"}, "must not be under /root"),
-])
-def test_preflight_says_what_to_fix_and_changes_nothing(tmp_path, override, message):
-    root = tmp_path / "fresh"
-    variables = fresh_paths(root)
-    variables.update(override)
-    run = run_playbook([role("drkit.backup.postgresql_backup")], extra_vars=variables, tmp_dir=tmp_path)
-    assert run.rc != 0
-    assert message in run.text, run.describe()
-    assert not root.exists()
-    assert "very-secret-key-123" not in run.text
-
-
-# --------------------------------------------------------------------------
-# typos and bad values inside list items and dicts: refused before anything
-# runs, naming the key (they used to pass: the default schedule ran, rotation
-# warned of an empty policy later, a port "abc" became 0)
-
-
-@pytest.mark.parametrize("role_name,override,messages", [
-    ("postgresql_backup", {"postgresql_backup_databases": ["app", {"name": "other", "shedule": "0 3 * * *"}]},
-     ["postgresql_backup_databases[1]: unknown key 'shedule' (did you mean schedule?)"]),
-    ("postgresql_backup", {"postgresql_backup_databases": [{"name": "app", "retention": {"keep_dayly": 7}}]},
-     ["postgresql_backup_databases[0].retention: unknown key 'keep_dayly' (did you mean keep_daily?)"]),
-    ("postgresql_backup", {"postgresql_backup_databases": [{"name": "app", "login_port": "abc"}]},
-     ["postgresql_backup_databases[0]:", "login_port", "int"]),
-    ("postgresql_backup", {"postgresql_backup_databases": [{"name": "app", "format": "tar"}]},
-     ["postgresql_backup_databases[0]:", "format", "custom, directory"]),
-    ("postgresql_backup", {"postgresql_backup_databases": [{"shedule": "0 3 * * *"}]},
-     ["postgresql_backup_databases[0]:", "name"]),
-    ("postgresql_backup", {"postgresql_backup_retention": {"keep_dayly": 7}},
-     ["postgresql_backup_retention.keep_dayly"]),
-    ("postgresql_backup", {"postgresql_backup_storage_options": {"secret_kay": "x"}},
-     ["postgresql_backup_storage_options.secret_kay"]),
-    ("redis_backup", {"redis_backup_instances": [{"login_port": "abc"}]},
-     ["login_port", "redis_backup_instances", "int"]),
-    ("redis_backup", {"redis_backup_instances": [{"login_port": 6380, "shedule": "0 3 * * *"}]},
-     ["redis_backup_instances.shedule"]),
-    ("redis_backup", {"redis_backup_instances": [{"login_port": 6380, "retention": {"keep_dayly": 7}}]},
-     ["keep_dayly"]),
-    ("redis_backup", {"redis_backup_persistence": {"apendonly": True}}, ["redis_backup_persistence.apendonly"]),
-])
-def test_a_bad_key_or_value_in_an_item_is_refused_naming_it(tmp_path, role_name, override, messages):
-    root = tmp_path / "fresh"
-    variables = fresh_paths(root)
-    variables.update(override)
-    run = run_playbook([role("drkit.backup." + role_name)], extra_vars=variables, tmp_dir=tmp_path)
-    assert run.rc != 0
-    failed = [r for r in run.results if r["status"] == "failed"]
-    assert len(failed) == 1, run.describe()
-    for message in messages:
-        assert message in failed[0]["result"]["msg"], run.describe()
-    assert not root.exists()
-    assert "very-secret-key-123" not in run.text and "redis-secret-456" not in run.text
 
 
 # --------------------------------------------------------------------------
@@ -208,28 +113,12 @@ def test_redis_persistence_with_only_persist_false_converges(tmp_path, scratch_r
 # file:// storage roots and the job check as the job user
 
 
-def role_results(run, name):
-    """Results of a task of an included role (Ansible prefixes the role name)."""
-    return [r for r in run.results if r["task"].split(" : ", 1)[-1] == name]
-
-
 @pytest.fixture
 def job_host(scratch_dir):
-    """The paths of a host where the runtime is in place: the checkout's
-    drkit behind a wrapper (the runtime install itself is skipped, see
-    test_runtime_package.py and the molecule scenarios for it), all of it
-    below a directory the postgres OS user can enter."""
+    """The paths of a host where the runtime is in place (helpers.job_host_paths)."""
     if os.geteuid() != 0:
         pytest.fail("the job check runs as the postgres OS user: run the tests as root (CI does)")
-    root = scratch_dir / "host"
-    for d in ("etc/drkit", "log", "lock", "metrics", "cron.d"):
-        (root / d).mkdir(parents=True)
-        os.chmod(str(root / d), 0o755)
-    os.chmod(str(root), 0o755)
-    wrapper = scratch_dir / "drkit"
-    wrapper.write_text("#!/bin/sh\nexec %s %s \"$@\"\n" % (shlex.quote(sys.executable), shlex.quote(str(DRKIT))))
-    wrapper.chmod(0o755)
-    return root, str(wrapper)
+    return job_host_paths(scratch_dir)
 
 
 def file_job_vars(root, wrapper, pg, storage_url):

@@ -1,0 +1,87 @@
+# Copyright: drkit.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The roles' preflight: bad variables, and bad keys or values inside list
+items and dicts, fail the run before anything changes, with a message that
+says what to fix. Nothing is installed, so unlike test_roles.py these run
+beside the other files (not in the serial group of tests/conftest.py)."""
+
+import pytest
+from helpers import fresh_paths, role, run_playbook
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"postgresql_backup_storage_url": "/srv/backups"}, "a storage_url of file:///abs/path or s3://bucket/prefix"),
+    ({"postgresql_backup_schedule": "0 25 * * *"}, "hour 25 is outside 0-23"),
+    ({"postgresql_backup_os_user": "no_such_user_drkit"}, "OS user no_such_user_drkit does not exist"),
+    ({"postgresql_backup_scheduler": "systemd", "postgresql_backup_schedule": "0 0 13 * 5"},
+     "cron runs when EITHER matches"),
+    ({"postgresql_backup_databases": []}, "Set postgresql_backup_databases to a list of database names"),
+    ({"drkit_runtime_prefix": "/root/drkit"}, "must not be under /root"),
+    # a database in a container: pg_dump runs there and connects over TCP (issue 16)
+    ({"postgresql_backup_container": "agentic-postgres"}, "not the socket directory /var/run/postgresql"),
+    ({"postgresql_backup_databases": [{"name": "app", "container": "agentic-postgres", "login_host": "127.0.0.1",
+                                       "format": "directory"}]}, "format custom (got directory)"),
+])
+def test_preflight_says_what_to_fix_and_changes_nothing(tmp_path, override, message):
+    root = tmp_path / "fresh"
+    variables = fresh_paths(root)
+    variables.update(override)
+    run = run_playbook([role("drkit.backup.postgresql_backup")], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc != 0
+    assert message in run.text, run.describe()
+    assert not root.exists()
+    assert "very-secret-key-123" not in run.text
+
+
+def test_redis_remote_mode_with_a_container_is_refused(tmp_path):
+    root = tmp_path / "fresh"
+    variables = fresh_paths(root)
+    variables.update({"redis_backup_instances": [{"login_port": 6380, "container": "agentic-redis",
+                                                  "mode": "remote"}]})
+    run = run_playbook([role("drkit.backup.redis_backup")], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc != 0
+    assert "names container agentic-redis with mode remote" in run.text, run.describe()
+    assert not root.exists()
+
+
+# --------------------------------------------------------------------------
+# typos and bad values inside list items and dicts: refused before anything
+# runs, naming the key (they used to pass: the default schedule ran, rotation
+# warned of an empty policy later, a port "abc" became 0)
+
+
+@pytest.mark.parametrize("role_name,override,messages", [
+    ("postgresql_backup", {"postgresql_backup_databases": ["app", {"name": "other", "shedule": "0 3 * * *"}]},
+     ["postgresql_backup_databases[1]: unknown key 'shedule' (did you mean schedule?)"]),
+    ("postgresql_backup", {"postgresql_backup_databases": [{"name": "app", "retention": {"keep_dayly": 7}}]},
+     ["postgresql_backup_databases[0].retention: unknown key 'keep_dayly' (did you mean keep_daily?)"]),
+    ("postgresql_backup", {"postgresql_backup_databases": [{"name": "app", "login_port": "abc"}]},
+     ["postgresql_backup_databases[0]:", "login_port", "int"]),
+    ("postgresql_backup", {"postgresql_backup_databases": [{"name": "app", "format": "tar"}]},
+     ["postgresql_backup_databases[0]:", "format", "custom, directory"]),
+    ("postgresql_backup", {"postgresql_backup_databases": [{"shedule": "0 3 * * *"}]},
+     ["postgresql_backup_databases[0]:", "name"]),
+    ("postgresql_backup", {"postgresql_backup_retention": {"keep_dayly": 7}},
+     ["postgresql_backup_retention.keep_dayly"]),
+    ("postgresql_backup", {"postgresql_backup_storage_options": {"secret_kay": "x"}},
+     ["postgresql_backup_storage_options.secret_kay"]),
+    ("redis_backup", {"redis_backup_instances": [{"login_port": "abc"}]},
+     ["login_port", "redis_backup_instances", "int"]),
+    ("redis_backup", {"redis_backup_instances": [{"login_port": 6380, "shedule": "0 3 * * *"}]},
+     ["redis_backup_instances.shedule"]),
+    ("redis_backup", {"redis_backup_instances": [{"login_port": 6380, "retention": {"keep_dayly": 7}}]},
+     ["keep_dayly"]),
+    ("redis_backup", {"redis_backup_persistence": {"apendonly": True}}, ["redis_backup_persistence.apendonly"]),
+])
+def test_a_bad_key_or_value_in_an_item_is_refused_naming_it(tmp_path, role_name, override, messages):
+    root = tmp_path / "fresh"
+    variables = fresh_paths(root)
+    variables.update(override)
+    run = run_playbook([role("drkit.backup." + role_name)], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc != 0
+    failed = [r for r in run.results if r["status"] == "failed"]
+    assert len(failed) == 1, run.describe()
+    for message in messages:
+        assert message in failed[0]["result"]["msg"], run.describe()
+    assert not root.exists()
+    assert "very-secret-key-123" not in run.text and "redis-secret-456" not in run.text
