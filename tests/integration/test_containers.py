@@ -35,7 +35,19 @@ from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_b
 from ansible_collections.drkit.backup.plugins.module_utils.pg.restore import pg_restore_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import pg_verify
 from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot import redis_snapshot
-from helpers import decompress_to, fetch_artifact, list_keys, run_drkit, run_playbook, s3_module_args, task
+from helpers import (
+    decompress_to,
+    fetch_artifact,
+    fresh_paths,
+    job_host_paths,
+    list_keys,
+    role,
+    role_results,
+    run_drkit,
+    run_playbook,
+    s3_module_args,
+    task,
+)
 from redis_support import dump_values, fill, sample_keys, start_redis
 from psycopg import sql
 from support.docker_engine import DockerEngine, mounts_below
@@ -249,6 +261,43 @@ def test_drkit_restore_into_a_container(docker_engine, pg_source, pg_target, app
     assert json.loads(res.stdout)["verified"] is True
     assert pg_target.password not in res.stdout + res.stderr
     assert table_facts(pg_target.conninfo("app_cli")) == table_facts(pg_source.conninfo(app_database))
+
+
+def test_the_role_schedules_jobs_that_run_in_the_container(docker_engine, pg_source, app_database, scratch_dir,
+                                                           tmp_path):
+    root, wrapper = job_host_paths(scratch_dir)
+    storage = scratch_dir / "backups"
+    variables = fresh_paths(root)
+    variables.update({
+        "_drkit_runtime_installed": True,  # the wrapper runs the checkout's drkit
+        "drkit_runtime_command": wrapper,
+        "drkit_runtime_group": "postgres",  # creates no group on this machine
+        "postgresql_backup_databases": [app_database],
+        "postgresql_backup_storage_url": "file://%s" % storage,
+        "postgresql_backup_storage_options": {},
+        "postgresql_backup_os_user": "root",  # may use the Engine
+        "postgresql_backup_login_host": pg_source.host,
+        "postgresql_backup_login_port": pg_source.port,
+        "postgresql_backup_login_password": pg_source.password,
+        "postgresql_backup_container": pg_source.name,
+        "postgresql_backup_docker_host": docker_engine.url,
+    })
+    run = run_playbook([role("drkit.backup.postgresql_backup")], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc == 0, run.describe()
+    checks = role_results(run, "Jobs | Check each job once as its user (connects, finds the tools, proves the "
+                               "storage writable)")
+    assert [r["result"]["results"][0]["rc"] for r in checks] == [0], run.describe()
+    config = root / "etc" / "drkit" / ("pg_%s.yml" % app_database)
+    assert pg_source.password not in run.text
+    # the scheduled commands, as cron would run them: the backup, then the weekly verification, both in the container
+    cron = (root / "cron.d" / "drkit-postgresql").read_text()
+    assert "pg-backup --config %s" % config in cron and "verify --config %s --level restore" % config in cron
+    backup = run_drkit(["pg-backup", "--config", str(config), "--json"], tmp_dir=tmp_path)
+    assert backup.returncode == 0, backup.stderr
+    assert json.loads(backup.stdout)["manifest"]["source"]["container"]["name"] == pg_source.name
+    verify = run_drkit(["verify", "--config", str(config), "--level", "restore", "--json"], tmp_dir=tmp_path)
+    assert verify.returncode == 0, verify.stderr
+    assert json.loads(verify.stdout)["passed"] is True
 
 
 def test_the_module_takes_a_container_in_check_mode(pg_source, app_database, s3, bucket, tmp_path):
