@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import os
 import re
 
@@ -166,7 +167,7 @@ def update_textfile(directory, job, values, labels=None):
 
 
 def _fmt(v):
-    if v != v:  # NaN: a value that is not known now, rather than an old one
+    if math.isnan(v):  # a value that is not known now, rather than an old one
         return "NaN"
     if v == int(v) and abs(v) < 1e15:
         return str(int(v))
