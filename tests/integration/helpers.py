@@ -537,3 +537,21 @@ def job_host_paths(scratch_dir):
     wrapper.write_text("#!/bin/sh\nexec %s %s \"$@\"\n" % (shlex.quote(sys.executable), shlex.quote(str(DRKIT))))
     wrapper.chmod(0o755)
     return root, str(wrapper)
+
+
+def key_files(tmp_path, name):
+    """(private key path, public key path, key id) of a new Ed25519 key, as openssl would write them."""
+    from cryptography.hazmat.primitives import serialization  # pylint: disable=import-outside-toplevel
+    from cryptography.hazmat.primitives.asymmetric import ed25519  # pylint: disable=import-outside-toplevel
+    from ansible_collections.drkit.backup.plugins.module_utils.core import signing  # pylint: disable=import-outside-toplevel
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    priv = tmp_path / ("%s.key" % name)
+    fd = os.open(str(priv), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    pub = tmp_path / ("%s.pub" % name)
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    return str(priv), str(pub), signing.key_id(key.public_key())

@@ -35,7 +35,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_segments impor
 from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import parse_lsn, segment_number, wal_key
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (ConfigError, IntegrityError, SafetyError,
                                                                                WaitTimeout)
-from helpers import DRKIT, run_playbook, task
+from helpers import DRKIT, key_files, run_playbook, task
 
 SCALE = 0.003
 
@@ -513,6 +513,27 @@ def test_pitr_restore_playbook_recovers_to_the_noted_time(cluster, scenario, tmp
             assert cur.fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def test_pitr_restore_playbook_with_verify_keys_refuses_an_unsigned_backup(cluster, scenario, tmp_path,
+                                                                          restore_dirs):
+    """pitr_verify_keys reaches pg_pitr: a base backup no trusted key signed is refused in the plan, before
+    anything is written (issue 15)."""
+    c = cluster
+    data_dir = restore_dirs()
+    _key, pub, _key_id = key_files(tmp_path, "dr-site")
+    run = run_collection_playbook("pitr_restore", {
+        "pitr_storage_url": c.url,
+        "pitr_storage_options": {"endpoint_url": c.s3.endpoint_url, "access_key": c.s3.access_key,
+                                 "secret_key": c.s3.secret_key, "region": c.s3.region},
+        "pitr_backup_id": scenario["backup"]["backup_id"], "pitr_verify_keys": [pub],
+        "pitr_data_directory": data_dir, "pitr_port": free_port(), "pitr_drkit_command": drkit_command(),
+    }, tmp_path)
+    assert run.rc != 0
+    msg = run.result("Plan the recovery (check mode)")["msg"]
+    assert "is not signed" in msg and scenario["backup"]["backup_id"] in msg, msg
+    assert not run.entries("Restore and recover")
+    assert not os.path.exists(data_dir)
 
 
 def test_pg_verify_dispatches_physical_backups(cluster, scenario):

@@ -17,7 +17,6 @@ backups, signatures included. The CLI takes --verify-key and
 
 import datetime
 import json
-import os
 import uuid
 
 import pytest
@@ -32,9 +31,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.repo.copy import back
 from ansible_collections.drkit.backup.plugins.module_utils.repo.listing import backup_info
 from ansible_collections.drkit.backup.plugins.module_utils.repo.rotate import rotate
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage, storage_options
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-from helpers import drop_database, pg_module_args, run_drkit, s3_module_args, table_row_counts
+from helpers import drop_database, key_files, pg_module_args, run_drkit, s3_module_args, table_row_counts
 
 
 def params_for(pg, url, s3, **extra):
@@ -45,20 +42,6 @@ def params_for(pg, url, s3, **extra):
         params.update(s3_module_args(s3))
     params.update(extra)
     return params
-
-
-def key_files(tmp_path, name):
-    """(private key path, public key path, key id) of a new Ed25519 key, as openssl would write them."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    priv = tmp_path / ("%s.key" % name)
-    fd = os.open(str(priv), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    pub = tmp_path / ("%s.pub" % name)
-    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
-    return str(priv), str(pub), signing.key_id(key.public_key())
 
 
 def forge(storage, genuine_id, suffix, minutes, mutate):
