@@ -515,8 +515,8 @@ def test_pitr_restore_playbook_recovers_to_the_noted_time(cluster, scenario, tmp
         conn.close()
 
 
-def test_pitr_restore_playbook_with_verify_keys_refuses_an_unsigned_backup(cluster, scenario, tmp_path,
-                                                                          restore_dirs):
+def test_pitr_restore_playbook_with_verify_keys_refuses_an_unsigned_backup(
+        cluster, scenario, tmp_path, restore_dirs):
     """pitr_verify_keys reaches pg_pitr: a base backup no trusted key signed is refused in the plan, before
     anything is written (issue 15)."""
     c = cluster
