@@ -243,6 +243,8 @@ def check_the_lag_metrics(pair):
     changed, ok = standby_check(params)
     assert not changed and ok["streaming"] and ok["caught_up"] and ok["replay_lag_bytes"] == 0, ok
     assert ok["replay_lag_seconds"] < 5, ok
+    print("standby-check on a healthy pair: replay lag %.3f s, %d bytes" % (
+        ok["replay_lag_seconds"], ok["replay_lag_bytes"]))
     assert metric("drkit_standby_streaming") == 1 and metric("drkit_standby_up") == 1
     assert metric("drkit_standby_replay_lag_seconds") == ok["replay_lag_seconds"]
 
