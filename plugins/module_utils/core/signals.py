@@ -18,14 +18,9 @@ from .errors import Terminated
 
 
 @contextmanager
-def signals_raise(hint="Scratch objects were cleaned up"):
-    """Turn SIGTERM/SIGHUP into Terminated (exit 143) inside the block: the
-    CLI around a whole command, the verifiers and restores again around
-    their scratch objects (``hint`` says what the unwinding took care of)."""
-    def handler(signum, _frame):
-        # Raising from the handler unwinds through every finally/with block.
-        raise Terminated("Interrupted by signal %d" % signum, hint)
-
+def _handled_by(handler):
+    """SIGTERM and SIGHUP go to ``handler`` inside the block; the previous
+    handlers come back on the way out."""
     old = {}
     try:
         for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -40,6 +35,19 @@ def signals_raise(hint="Scratch objects were cleaned up"):
 
 
 @contextmanager
+def signals_raise(hint="Scratch objects were cleaned up"):
+    """Turn SIGTERM/SIGHUP into Terminated (exit 143) inside the block: the
+    CLI around a whole command, the verifiers and restores again around
+    their scratch objects (``hint`` says what the unwinding took care of)."""
+    def handler(signum, _frame):
+        # Raising from the handler unwinds through every finally/with block.
+        raise Terminated("Interrupted by signal %d" % signum, hint)
+
+    with _handled_by(handler):
+        yield
+
+
+@contextmanager
 def signals_deferred():
     """Hold SIGTERM/SIGHUP until the block ends, then deliver the first one
     to whatever handles it outside. For a short call whose answer must not
@@ -50,16 +58,9 @@ def signals_deferred():
     def handler(signum, _frame):
         got.append(signum)
 
-    old = {}
     try:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            old[sig] = signal.signal(sig, handler)
-    except ValueError:  # not in the main thread: leave signals alone
-        old = {}
-    try:
-        yield
+        with _handled_by(handler):
+            yield
     finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-        if got:
+        if got:  # the outer handlers are back: theirs to act on
             os.kill(os.getpid(), got[0])
