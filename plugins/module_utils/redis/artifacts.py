@@ -124,16 +124,22 @@ def aof_manifest_path(aofdir):
     return os.path.join(aofdir, found[0])
 
 
-def check_structure(runner, layout, path, bin_dir=None):
-    if layout == "rdb":
-        return check_rdb_file(runner, find_redis_tool("redis-check-rdb", bin_dir), path)
-    ok, facts, text = check_aof_dir(runner, find_redis_tool("redis-check-aof", bin_dir), aof_manifest_path(path))
+def _aof_facts(ok, facts, text):
+    """redis-check-aof's verdict on a backup's AOF: its facts, or
+    IntegrityError with the tool's last lines."""
     if not ok:
         lines = [ln for ln in text.splitlines() if ln.strip()]
         raise IntegrityError("redis-check-aof rejected the AOF of this backup: %s" % " | ".join(lines[-3:]),
                              "The backup is damaged; use another backup")
     facts.pop("files", None)
     return facts
+
+
+def check_structure(runner, layout, path, bin_dir=None):
+    if layout == "rdb":
+        return check_rdb_file(runner, find_redis_tool("redis-check-rdb", bin_dir), path)
+    ok, facts, text = check_aof_dir(runner, find_redis_tool("redis-check-aof", bin_dir), aof_manifest_path(path))
+    return _aof_facts(ok, facts, text)
 
 
 def check_structure_with(runner, layout, path, bin_dir=None):
@@ -155,9 +161,4 @@ def check_structure_with(runner, layout, path, bin_dir=None):
             checker.close()
     tool = locate_redis_tool(runner, "redis-check-aof", bin_dir)[0]
     ok, facts, text = check_aof_copy(runner, tool, path, os.path.basename(aof_manifest_path(path)))
-    if not ok:
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        raise IntegrityError("redis-check-aof rejected the AOF of this backup: %s" % " | ".join(lines[-3:]),
-                             "The backup is damaged; use another backup")
-    facts.pop("files", None)
-    return facts
+    return _aof_facts(ok, facts, text)

@@ -40,7 +40,7 @@ from .conf import read_conf
 from .tools import REDIS_BIN_DIR
 from .restore_container import restore_into_container
 from .server import wait_restored
-from .verify import aof_to_rdb, compare_keyspace, rdb_to_aof
+from .verify import compare_keyspace, convert_for_target
 
 # drkit.backup.redis_restore / drkit redis-restore
 OPTIONS = Options(
@@ -207,25 +207,8 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
             got_layout, path = fetch_backup(storage, manifest, staging, aof_dirname="fetched-aof",
                                             progress=progress)
             facts = check_structure(runner, got_layout, path, p["redis_bin_dir"])
-            conv_ks = None
-            rdb_file, aof_dir = None, None
-            if got_layout == "rdb":
-                rdb_file = path
-                if layout == "aof":
-                    progress("turning the RDB into an AOF for an instance with appendonly yes")
-                    aof_dir, conv_ks = rdb_to_aof(path, staging, t["appendfilename"], timeout)
-            else:
-                if layout == "rdb" or conversion == "aof->rdb->aof":
-                    progress("turning the AOF into an RDB")
-                    rdb_file, conv_ks = aof_to_rdb(path, staging, timeout)
-                    if layout == "aof":
-                        aof_dir, conv_ks = rdb_to_aof(rdb_file, staging, t["appendfilename"], timeout)
-                else:
-                    aof_dir = path
-            if conv_ks is not None:
-                _rows, problems, _how = compare_keyspace(manifest["data"], conv_ks)
-                if problems:
-                    raise IntegrityError("Converting the backup lost keys: %s" % "; ".join(problems))
+            rdb_file, aof_dir = convert_for_target(manifest, got_layout, path, layout, conversion, staging,
+                                                   t["appendfilename"], timeout, progress)
             # place: move old files aside, then rename the new ones in
             for p in existing:
                 aside = "%s.drkit-%s" % (p, stamp)

@@ -46,7 +46,7 @@ from .client import conn_params
 from .conf import read_conf
 from .scratch_container import LoadedInContainer
 from .server import wait_restored
-from .verify import aof_to_rdb, compare_keyspace, rdb_to_aof
+from .verify import compare_keyspace, convert_for_target
 
 DIRECTIVES = ("dir", "dbfilename", "appendonly", "appenddirname", "appendfilename")
 
@@ -226,24 +226,9 @@ def _restore(api, docker_host, p, storage, entry, t, name, cid, image, running, 
                 "Set force: true to move it aside (it is kept as <name>.drkit-<time>) and restore")
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         conversion, layout, plan, why = plan_for(manifest, t, existing, stamp)
-        rdb_file, aof_dir, conv_ks = None, None, None
-        if got_layout == "rdb":
-            rdb_file = path
-            if layout == "aof":
-                progress("turning the RDB into an AOF in a scratch container of %s (the target has appendonly yes)"
-                         % image)
-                aof_dir, conv_ks = rdb_to_aof(path, tmp, t["appendfilename"], timeout, scratch=scratch)
-        elif layout == "rdb" or conversion == "aof->rdb->aof":
-            progress("turning the AOF into an RDB in a scratch container of %s" % image)
-            rdb_file, conv_ks = aof_to_rdb(path, tmp, timeout, scratch=scratch)
-            if layout == "aof":
-                aof_dir, conv_ks = rdb_to_aof(rdb_file, tmp, t["appendfilename"], timeout, scratch=scratch)
-        else:
-            aof_dir = path
-        if conv_ks is not None:
-            _rows, problems, _how = compare_keyspace(manifest["data"], conv_ks)
-            if problems:
-                raise IntegrityError("Converting the backup lost keys: %s" % "; ".join(problems))
+        rdb_file, aof_dir = convert_for_target(manifest, got_layout, path, layout, conversion, tmp,
+                                               t["appendfilename"], timeout, progress, scratch=scratch,
+                                               where=" in a scratch container of %s" % image)
         if p["owner"] or p["group"]:
             uid, gid = _numeric(p["owner"], "owner"), _numeric(p["group"], "group")
             duid, dgid = files.owner(t["data_dir"])

@@ -19,7 +19,7 @@ import time
 from ..container.client import DOCKER, docker_settings, inspect_any, open_client
 from ..container.scratch import ScratchContainer
 from ..core import metrics
-from ..core.errors import ConfigError, ToolError, WaitTimeout
+from ..core.errors import ConfigError, IntegrityError, ToolError, WaitTimeout
 from ..core.janitor import private_dir
 from ..core.options import Option, Options, resolve
 from ..core.process import LocalRunner
@@ -200,6 +200,32 @@ def aof_to_rdb(aofdir, work_dir, timeout, scratch=None):
         if scratch is not None:
             srv.fetch("dump.rdb", base)
     return os.path.join(base, "dump.rdb"), ks
+
+
+def convert_for_target(manifest, got_layout, path, layout, conversion, work_dir, appendfilename, timeout,
+                       progress, scratch=None, where=""):
+    """A fetched backup (``got_layout`` at ``path``) in the layout the
+    target loads: (RDB file or None, AOF directory or None). A conversion
+    goes through a scratch server (``scratch``: a container's, ``where``
+    says so) and must keep every key the manifest counted."""
+    rdb_file, aof_dir, conv_ks = None, None, None
+    if got_layout == "rdb":
+        rdb_file = path
+        if layout == "aof":
+            progress("turning the RDB into an AOF%s (the target has appendonly yes)" % where)
+            aof_dir, conv_ks = rdb_to_aof(path, work_dir, appendfilename, timeout, scratch=scratch)
+    elif layout == "rdb" or conversion == "aof->rdb->aof":
+        progress("turning the AOF into an RDB%s" % where)
+        rdb_file, conv_ks = aof_to_rdb(path, work_dir, timeout, scratch=scratch)
+        if layout == "aof":
+            aof_dir, conv_ks = rdb_to_aof(rdb_file, work_dir, appendfilename, timeout, scratch=scratch)
+    else:
+        aof_dir = path
+    if conv_ks is not None:
+        _rows, problems, _how = compare_keyspace(manifest["data"], conv_ks)
+        if problems:
+            raise IntegrityError("Converting the backup lost keys: %s" % "; ".join(problems))
+    return rdb_file, aof_dir
 
 
 # --------------------------------------------------------------------------
