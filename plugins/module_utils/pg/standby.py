@@ -199,9 +199,14 @@ def standby_status(cp):
     """The standby's own view: receive/replay positions and its WAL receiver.
     Times as ISO 8601 (UTC); None where there is nothing yet."""
     with connect(cp, "postgres", autocommit=True) as conn:
-        with conn.cursor() as cur:
-            cur.execute(STANDBY_SQL)
-            row = cur.fetchone()
+        return standby_status_on(conn)
+
+
+def standby_status_on(conn):
+    """standby_status over an open connection (to poll without reconnecting)."""
+    with conn.cursor() as cur:
+        cur.execute(STANDBY_SQL)
+        row = cur.fetchone()
     keys = ("in_recovery", "receive_lsn", "replay_lsn", "last_replayed_xact_time", "receiver_status",
             "receiver_flushed_lsn", "latest_end_lsn", "latest_end_time", "last_msg_send_time",
             "last_msg_receipt_time", "received_timeline")

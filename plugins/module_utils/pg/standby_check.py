@@ -25,14 +25,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
 import time
 
 from ..core import metrics
 from ..core.errors import DrkitError, SourceError
 from ..core.options import Option, Options, resolve
-from .client import CONNECTION, _psycopg, conn_params
-from .standby import DEFAULT_APP_NAME, lsn_diff, primary_position, standby_status
+from ..repo.manifest import parse_time
+from .client import CONNECTION, _psycopg, conn_params, connect
+from .standby import DEFAULT_APP_NAME, lsn_diff, primary_position, standby_status, standby_status_on
 
 NAN = float("nan")
 
@@ -51,24 +51,22 @@ OPTIONS = Options(
 
 
 def _epoch(iso):
-    if not iso:
-        return None
-    from ..repo.manifest import parse_time  # pylint: disable=import-outside-toplevel
-    return (parse_time(iso) - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)).total_seconds()
+    return parse_time(iso).timestamp() if iso else None
 
 
 def _replayed_past(scp, goal, wait):
     """Seconds until the standby's replay passed ``goal`` (an LSN text), or
     None if it had not after ``wait`` seconds; and its last status."""
     t0 = time.time()
-    while True:
-        now = standby_status(scp)
-        behind = lsn_diff(goal, now.get("replay_lsn"))
-        if behind is not None and behind <= 0:
-            return time.time() - t0, now
-        if time.time() - t0 >= wait:
-            return None, now
-        time.sleep(0.05)
+    with connect(scp, "postgres", autocommit=True) as conn:
+        while True:
+            now = standby_status_on(conn)
+            behind = lsn_diff(goal, now.get("replay_lsn"))
+            if behind is not None and behind <= 0:
+                return time.time() - t0, now
+            if time.time() - t0 >= wait:
+                return None, now
+            time.sleep(0.05)
 
 
 def standby_check(params):
