@@ -226,6 +226,18 @@ def s3_module_args(s3):
             "secret_key": s3.secret_key, "region": s3.region}
 
 
+def engine_params(pg, url, s3=None, **extra):
+    """Engine params (the module option names) for the ``pg`` fixture and a
+    storage_url (the S3 options when it is s3://), no database."""
+    params = pg_module_args(pg, None)
+    params.pop("database")
+    params["storage_url"] = url
+    if url.startswith("s3://"):
+        params.update(s3_module_args(s3))
+    params.update(extra)
+    return params
+
+
 # --------------------------------------------------------------------------
 # looking at storage by hand
 

@@ -24,7 +24,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest 
 from ansible_collections.drkit.backup.plugins.module_utils.repo.copy import backup_copy
 from ansible_collections.drkit.backup.plugins.module_utils.repo.listing import backup_info
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage, storage_options
-from helpers import drop_database, pg_module_args, s3_module_args, table_row_counts
+from helpers import drop_database, engine_params, table_row_counts
 
 SQL = """
 CREATE TABLE public.secret_rows (id int PRIMARY KEY, what text);
@@ -32,16 +32,6 @@ INSERT INTO public.secret_rows SELECT g, 'confidential-' || g FROM generate_seri
 CREATE TABLE public.other (id serial PRIMARY KEY, v text);
 INSERT INTO public.other (v) SELECT 'v' || g FROM generate_series(1, 123) g;
 """
-
-
-def engine_params(pg, url, s3=None, **extra):
-    params = pg_module_args(pg, None)
-    params.pop("database")
-    params["storage_url"] = url
-    if url.startswith("s3://"):
-        params.update(s3_module_args(s3))
-    params.update(extra)
-    return params
 
 
 def storage_url(kind, tmp_path, bucket):

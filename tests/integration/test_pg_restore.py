@@ -24,8 +24,19 @@ from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (C
                                                                                NotFoundError, SafetyError, ToolError)
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.restore import pg_restore_backup
-from helpers import (SmallTmpfs, drop_database, file_root, make_blob_database, make_sample_database, pg_module_args,
-                     recorded_counts, run_playbook, s3_module_args, set_recorded_count, table_row_counts, task)
+from helpers import (
+    SmallTmpfs,
+    drop_database,
+    engine_params,
+    file_root,
+    make_blob_database,
+    make_sample_database,
+    recorded_counts,
+    run_playbook,
+    set_recorded_count,
+    table_row_counts,
+    task,
+)
 
 PG_RESTORE = "drkit.backup.pg_restore"
 
@@ -43,16 +54,6 @@ INSERT INTO public."a.b" SELECT g FROM generate_series(1, 5) g;
 INSERT INTO "dot.schema".t SELECT g FROM generate_series(1, 3) g;
 INSERT INTO public.plain (v) SELECT 'v' || g FROM generate_series(1, %d) g;
 """
-
-
-def engine_params(pg, url, s3=None, **extra):
-    params = pg_module_args(pg, None)
-    params.pop("database")
-    params["storage_url"] = url
-    if url.startswith("s3://"):
-        params.update(s3_module_args(s3))
-    params.update(extra)
-    return params
 
 
 def take_backup(pg, db, url, s3=None, **extra):

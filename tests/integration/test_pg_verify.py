@@ -24,8 +24,20 @@ from ansible_collections.drkit.backup.plugins.module_utils.core.errors import In
 from ansible_collections.drkit.backup.plugins.module_utils.pg.backup import pg_backup
 from ansible_collections.drkit.backup.plugins.module_utils.pg.verify import pg_verify
 from support.barrier_drkit import race
-from helpers import (DRKIT, SmallTmpfs, drop_database, find_children, list_keys, make_blob_database,
-                     make_sample_database, pg_module_args, run_playbook, s3_module_args, set_recorded_count, task)
+from helpers import (
+    DRKIT,
+    SmallTmpfs,
+    drop_database,
+    engine_params,
+    find_children,
+    list_keys,
+    make_blob_database,
+    make_sample_database,
+    run_playbook,
+    s3_module_args,
+    set_recorded_count,
+    task,
+)
 
 PG_VERIFY = "drkit.backup.pg_verify"
 ARTIFACT = "database.pgdump.zst"
@@ -50,17 +62,6 @@ def storage_url_for(kind, tmp_path, bucket):
     if kind == "file":
         return "file://%s/store" % tmp_path
     return "s3://%s/pg" % bucket
-
-
-def engine_params(pg, url, s3, **extra):
-    """Engine params (the module option names) for the ``pg`` fixture."""
-    params = pg_module_args(pg, None)
-    params.pop("database")
-    params["storage_url"] = url
-    if url.startswith("s3://"):
-        params.update(s3_module_args(s3))
-    params.update(extra)
-    return params
 
 
 def take_backup(pg, s3, db, url, **extra):

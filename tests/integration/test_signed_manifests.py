@@ -31,17 +31,7 @@ from ansible_collections.drkit.backup.plugins.module_utils.repo.copy import back
 from ansible_collections.drkit.backup.plugins.module_utils.repo.listing import backup_info
 from ansible_collections.drkit.backup.plugins.module_utils.repo.rotate import rotate
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage, storage_options
-from helpers import drop_database, key_files, pg_module_args, run_drkit, s3_module_args, table_row_counts
-
-
-def params_for(pg, url, s3, **extra):
-    params = pg_module_args(pg, None)
-    params.pop("database")
-    params["storage_url"] = url
-    if url.startswith("s3://"):
-        params.update(s3_module_args(s3))
-    params.update(extra)
-    return params
+from helpers import drop_database, engine_params, key_files, run_drkit, table_row_counts
 
 
 def forge(storage, genuine_id, suffix, minutes, mutate):
@@ -79,14 +69,14 @@ def test_forged_manifests_are_refused_and_not_counted(pg, s3, bucket, small_db, 
     new_key, new_pub, new_id = key_files(tmp_path, "host-new")
     attacker_key = key_files(tmp_path, "attacker")[0]
     # two genuine backups, before and after the backup host's key was rotated
-    _c, first = pg_backup(params_for(pg, url, s3, database=small_db, signing_key_file=old_key))
-    _c, second = pg_backup(params_for(pg, url, s3, database=small_db, signing_key_file=new_key))
+    _c, first = pg_backup(engine_params(pg, url, s3, database=small_db, signing_key_file=old_key))
+    _c, second = pg_backup(engine_params(pg, url, s3, database=small_db, signing_key_file=new_key))
     assert first["signed_by"] == old_id and second["signed_by"] == new_id
     assert second["manifest"]["signature"]["key_id"] == new_id
     assert open(new_key).read().strip().splitlines()[1] not in json.dumps(second)
     genuine = [first["backup_id"], second["backup_id"]]
 
-    params = params_for(pg, url, s3)
+    params = engine_params(pg, url, s3)
     storage = open_storage(url, **storage_options(params))
     attacker = signing.Signer.from_file(attacker_key)
 
