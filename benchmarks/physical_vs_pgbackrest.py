@@ -49,6 +49,7 @@ from drkit_engine.demo import sample_data  # noqa: E402
 from drkit_engine.core.scratch import free_port, make_scratch_dir  # noqa: E402
 from drkit_engine.pg.scratch import ScratchPostgres  # noqa: E402
 from support.seaweedfs import SeaweedS3  # noqa: E402
+from support.tls import TestCA  # noqa: E402
 
 PG = pwd.getpwnam("postgres")
 
@@ -88,30 +89,25 @@ def write(path, text, mode=0o600, owner_pg=True):
 
 
 class TlsSeaweed(SeaweedS3):
-    """SeaweedFS with an HTTPS S3 port as well (self-signed, loopback)."""
+    """SeaweedFS with an HTTPS S3 port as well, its certificate signed by a
+    CA made here (a self-signed server certificate is refused by rustls, the
+    TLS stack of obstore: a CA certificate is no end-entity certificate)."""
 
     def __init__(self, base_dir):
-        super(TlsSeaweed, self).__init__(base_dir)
-        self.cert = os.path.join(self.base_dir, "s3.crt")
-        self.key = os.path.join(self.base_dir, "s3.key")
-        self.https_port = free_port()
+        super(TlsSeaweed, self).__init__(base_dir, tls=TestCA(base_dir + "-ca"))
+        os.chmod(base_dir + "-ca", 0o755)  # the CA file is read by the postgres OS user
 
-    def start(self, timeout=60):
-        os.makedirs(self.base_dir, 0o755, exist_ok=True)
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", self.key, "-out", self.cert], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.chmod(self.cert, 0o644)
-        return super(TlsSeaweed, self).start(timeout)
+    @property
+    def cert(self):
+        return self.tls.ca_file
 
-    def _argv(self):
-        return super(TlsSeaweed, self)._argv() + [
-            "-s3.cert.file=%s" % self.cert, "-s3.key.file=%s" % self.key, "-s3.port.https=%d" % self.https_port]
+    @property
+    def https_port(self):
+        return self.ports["s3.port.https"]
 
     @property
     def https_url(self):
-        return "https://127.0.0.1:%d" % self.https_port
+        return self.https_endpoint_url
 
 
 def wait_archived(pg, segment, timeout=600):

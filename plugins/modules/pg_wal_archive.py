@@ -56,7 +56,7 @@ options:
   archive_command:
     description:
       - The full archive_command. Default is built from O(drkit_command), O(wal_config), O(storage_url),
-        O(spool_dir), O(metrics_dir) and O(compression_level).
+        O(spool_dir), O(read_ahead), O(archive_async), O(metrics_dir) and O(compression_level).
     type: str
   drkit_command:
     description: How the server's OS user runs drkit (the wrapper the drkit_runtime role installs).
@@ -75,8 +75,17 @@ options:
   read_ahead:
     description:
       - How many further ready segments one C(wal-push) may push in parallel (with O(spool_dir)); V(0) or more.
+      - With O(archive_async), the background pusher's parallel uploads (V(1) or more).
     type: int
     default: 4
+  archive_async:
+    description:
+      - C(wal-push --async) (needs O(spool_dir)) a background pusher, started by the first call and kept
+        running while there is work, uploads the ready segments O(read_ahead) at a time; each archive_command
+        call waits for its own segment only and still exits 0 only once that exact content is in the archive.
+      - For servers that write WAL faster than one C(wal-push) per segment stores it (see docs/pitr.md).
+    type: bool
+    default: false
   metrics_dir:
     description: node_exporter textfile directory for the wal-push metrics.
     type: path

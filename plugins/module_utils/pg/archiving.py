@@ -28,7 +28,7 @@ from .wal_archive import READ_AHEAD
 # setting -> does a change need a restart (context postmaster)?
 ARCHIVE_SETTINGS = ("wal_level", "archive_mode", "archive_command", "archive_timeout")
 
-# drkit.backup.pg_wal_archive. spool_dir, read_ahead, metrics_dir and
+# drkit.backup.pg_wal_archive. spool_dir, read_ahead, archive_async, metrics_dir and
 # compression_level go into the archive_command (drkit wal-push's options);
 # compression_level unset leaves wal-push's default out of the command.
 OPTIONS = Options(
@@ -42,6 +42,7 @@ OPTIONS = Options(
     Option("wal_config", "path"),
     Option("spool_dir", "path"),
     READ_AHEAD.but(default=4),
+    Option("archive_async", "bool", default=False),
     METRICS_DIR,
     COMPRESSION_LEVEL.but(default=None),
     Option("test_archive", "bool", default=False),
@@ -62,6 +63,11 @@ def archive_command_for(params):
     parts += ["--storage-url", shlex.quote(url)]
     if p["spool_dir"]:
         parts += ["--spool-dir", shlex.quote(p["spool_dir"]), "--read-ahead", str(p["read_ahead"])]
+        if p["archive_async"]:
+            parts.append("--async")
+    elif p["archive_async"]:
+        raise ConfigError("archive_async needs spool_dir (the background pusher's markers live there)",
+                          "Give spool_dir, a directory owned by the server's OS user (the role creates it)")
     if p["metrics_dir"]:
         parts += ["--metrics-dir", shlex.quote(p["metrics_dir"])]
     if p["compression_level"] is not None:

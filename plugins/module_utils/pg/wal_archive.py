@@ -92,16 +92,23 @@ from ..repo.wal_layout import (
 )
 from ..storage.base import ObjectExists, create_or_match
 from ..storage.factory import STORAGE, open_storage, storage_options
+from . import wal_pusher
 from .wal_segments import ARCHIVE_HINT, LONG_HEADER, read_long_header, stream_partials
 
 # drkit wal-push (archive_command; pg_wal_archive builds it from the same options)
 READ_AHEAD = Option("read_ahead", "int", default=0, min=0, flags=("--read-ahead",),
-                    help="also push up to N further .ready segments in parallel (needs --spool-dir)")
+                    help="also push up to N further .ready segments in parallel (needs --spool-dir); "
+                         "with --async: the background pusher's parallel uploads")
+ARCHIVE_ASYNC = Option("archive_async", "bool", default=False, flags=("--async",),
+                       help="push .ready segments from a background process kept running between calls "
+                            "(needs --spool-dir and --read-ahead N); each call waits for its own segment only")
+ASYNC_IDLE = Option("async_idle", "float", default=60.0, min=1.0, flags=("--async-idle",), metavar="SECONDS",
+                    help="the background pusher exits after this long with nothing to push")
 WAL_PUSH_OPTIONS = Options(
     STORAGE, COMPRESSION_LEVEL, crypto.ENCRYPTION,
     Option("spool_dir", "path", flags=("--spool-dir",),
            help="enables read-ahead: markers of WAL files pushed ahead are kept here"),
-    READ_AHEAD,
+    READ_AHEAD, ARCHIVE_ASYNC, ASYNC_IDLE,
     metrics.METRICS,
 )
 # drkit wal-fetch (restore_command)
@@ -293,6 +300,8 @@ def _prune_markers(spool_dir, max_age=86400.0):
     except OSError:
         return
     for n in names:
+        if not n.endswith((".pushed", wal_pusher.FAILED_SUFFIX)):
+            continue  # the pusher's lock file stays
         p = os.path.join(spool_dir, n)
         try:
             if now - os.path.getmtime(p) > max_age:
@@ -322,11 +331,27 @@ def ready_files(wal_dir, exclude, limit):
     return out
 
 
+def _pushed_ahead(spool_dir, path, name, t0, how):
+    """The result of a push done ahead (read-ahead or the async pusher) when
+    its marker names the local file's sha256; None otherwise (the marker is
+    consumed either way: a different content goes through the full contract)."""
+    sha = _read_marker(spool_dir, name)
+    if sha is None:
+        return None
+    local_sha, _size = file_digest(path)
+    _remove(_marker_path(spool_dir, name))
+    if local_sha != sha:
+        return None
+    return {"name": name, "key": wal_key(name), "status": "pushed-ahead", "raw_sha256": sha,
+            "seconds": round(time.time() - t0, 3),
+            "msg": "%s was archived ahead by %s (same sha256)" % (name, how)}
+
+
 def wal_push(params, path, name, progress=None, storage=None):
     """Engine entry point of ``drkit wal-push %p %f``. Returns (changed, result)."""
     progress = progress or (lambda msg: None)
     t0 = time.time()
-    classify(name)
+    kind = classify(name)
     # the metrics first: a bad value of any other option counts as a failed push
     m = resolve(metrics.METRICS, params)
     metrics_dir, job = m["metrics_dir"], m["job_name"] or "wal_push"
@@ -334,22 +359,31 @@ def wal_push(params, path, name, progress=None, storage=None):
         p = resolve(WAL_PUSH_OPTIONS, params)
         spool_dir, read_ahead, level = p["spool_dir"], p["read_ahead"], p["compression_level"]
         recipients = crypto.load_recipients(p["encryption_recipients"])
+        asynchronous = p["archive_async"]
+        if asynchronous:
+            wal_pusher.check_spool(spool_dir)
+            if read_ahead < 1:
+                raise ConfigError("--async needs --read-ahead N of 1 or more (the background pusher's parallel "
+                                  "uploads; config file key read_ahead)", "4 suits most servers")
         if spool_dir:
-            sha = _read_marker(spool_dir, name)
-            if sha is not None:
-                local_sha, _size = file_digest(path)
-                _remove(_marker_path(spool_dir, name))
-                if local_sha == sha:
-                    result = {"name": name, "key": wal_key(name), "status": "pushed-ahead", "raw_sha256": sha,
-                              "seconds": round(time.time() - t0, 3),
-                              "msg": "%s was archived ahead by an earlier wal-push (same sha256)" % name}
-                    _push_metrics(metrics_dir, job, True)
-                    return False, result
-                # Different content than what we pushed ahead: go through the full contract.
+            how = "the background pusher" if asynchronous else "an earlier wal-push"
+            result = _pushed_ahead(spool_dir, path, name, t0, how)
+            wal_dir = os.path.dirname(os.path.abspath(path))
+            if result is None and asynchronous and storage is None and kind in ("segment", "partial") and \
+                    wal_pusher.serving(spool_dir) in (None, wal_dir):
+                # forked before this process opens a storage client or a thread
+                wal_pusher.start_pusher(p, wal_dir, spool_dir, _pusher_main)
+                verdict = wal_pusher.wait_for(spool_dir, name, _marker_path(spool_dir, name))
+                if verdict == "pushed":
+                    result = _pushed_ahead(spool_dir, path, name, t0, how)
+                # otherwise (failed, no pusher, timeout) this call pushes the file itself
+            if result is not None:
+                _push_metrics(metrics_dir, job, True)
+                return False, result
         if storage is None:
             storage = open_storage(p["storage_url"], **storage_options(p))
         ahead = []
-        if spool_dir and read_ahead > 0:
+        if spool_dir and read_ahead > 0 and not asynchronous:
             wal_dir = os.path.dirname(os.path.abspath(path))
             ahead = [n for n in ready_files(wal_dir, name, read_ahead) if _read_marker(spool_dir, n) is None]
             ahead = [(n, os.path.join(wal_dir, n)) for n in ahead]
@@ -371,6 +405,16 @@ def wal_push(params, path, name, progress=None, storage=None):
     except DrkitError:
         _push_metrics(metrics_dir, job, False)
         raise
+
+
+def _pusher_main(p, wal_dir, spool_dir):
+    """The body of the background pusher (pg/wal_pusher.py), in the daemon."""
+    def push(storage, path, name, recipients):
+        return push_file(storage, path, name, compression_level=p["compression_level"],
+                         recipients=recipients)["raw_sha256"]
+    wal_pusher.run_pusher(p, wal_dir, spool_dir, push, lambda d: ready_files(d, None, 100000),
+                          _write_marker, _read_marker)
+    return 0
 
 
 class _AheadPush(threading.Thread):
