@@ -143,6 +143,14 @@ options:
         negative values are refused.
     type: int
     default: 4
+  fetch_async:
+    description:
+      - With O(prefetch) above V(0), C(restore_command) is C(drkit wal-fetch --async), and a background fetcher,
+        started by the first call and kept running while replay asks, keeps the O(prefetch) segments after
+        the one asked for downloaded and verified, so that each call only moves its own file into place.
+        A segment the fetcher lacks is fetched by the call itself. V(false) prefetches within each call.
+    type: bool
+    default: true
   wal_config:
     description:
       - An existing drkit config file (0600, readable by the server's OS user) with the storage options

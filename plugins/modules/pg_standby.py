@@ -98,6 +98,12 @@ options:
       - WAL segments C(restore_command) downloads ahead.
     type: int
     default: 4
+  fetch_async:
+    description:
+      - C(restore_command) is C(drkit wal-fetch --async) (a background fetcher keeps the O(prefetch) next
+        segments ready; see M(drkit.backup.pg_pitr)).
+    type: bool
+    default: true
   wal_config:
     description:
       - A drkit config file (0600, readable by the server's OS user) with the storage options for

@@ -226,6 +226,59 @@ def test_fetch_writes_atomically_and_checks_what_it_reads(pg, archive, tmp_path)
     assert sorted(os.listdir(str(out_dir))) == ["RECOVERYXLOG"]
 
 
+def test_async_fetch_serves_replay_from_the_background_fetcher(pg, tmp_path):
+    """wal-fetch --async as restore_command runs it: the first call starts
+    the fetcher, which downloads the segments after it; the next calls are
+    answered from its directory without touching the storage (whose URL
+    is wrong for them); the end of the archive is still the call's answer."""
+    import fcntl
+    import json
+    import time
+
+    from ansible_collections.drkit.backup.plugins.module_utils.pg import wal_fetcher
+
+    url = "file://%s/archive" % tmp_path
+    segs = segments_of(pg, tmp_path, 3, tag="fetcher")
+    for name, path in segs:
+        assert run_drkit(["wal-push", "--storage-url", url, path, name]).returncode == 0
+    pg_wal = tmp_path / "restored" / "pg_wal"
+    pg_wal.mkdir(parents=True)
+    spool = str(pg_wal / ".drkit-prefetch")
+    flags = ["wal-fetch", "--async", "--prefetch", "3", "--async-idle", "5", "--json"]
+    r = run_drkit(flags + ["--storage-url", url, segs[0][0], str(pg_wal / "RECOVERYXLOG")])
+    assert r.returncode == 0, r.stderr
+    assert wal_fetcher.worker(spool).running()
+    deadline = time.time() + 60
+    while not all(os.path.exists(os.path.join(spool, n)) for n, _p in segs[1:]) and time.time() < deadline:
+        time.sleep(0.05)
+    for name, path in segs[1:]:
+        r = run_drkit(flags + ["--storage-url", "file://%s/nowhere" % tmp_path, name, str(pg_wal / "RECOVERYXLOG")])
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["status"] == "prefetched"
+        with open(path, "rb") as fh:
+            assert sha((pg_wal / "RECOVERYXLOG").read_bytes()) == sha(fh.read())
+    after = wal.segment_name(1, wal.segment_number(segs[-1][0]) + 1)
+    r = run_drkit(flags + ["--storage-url", url, after, str(pg_wal / "RECOVERYXLOG")])
+    assert r.returncode == 1, r.stderr
+    # the recovery is over: its directory goes (as pg_pitr removes it), and the fetcher with it
+    lock = os.open(os.path.join(spool, wal_fetcher.LOCK_NAME), os.O_RDONLY)
+    try:
+        wal_fetcher.remove(spool)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the fetcher did not leave with its directory")
+    finally:
+        os.close(lock)
+    assert not os.path.exists(spool), "the fetcher never recreates its directory"
+    assert [n for n in os.listdir(str(pg_wal)) if n != "RECOVERYXLOG"] == []
+
+
 # --------------------------------------------------------------------------
 # read-ahead (spool): parallel pushes, same contract
 

@@ -104,6 +104,7 @@ from .recovery_target import (
     resolve_timeline,
     timeline_choice,
 )
+from . import wal_fetcher
 from .wal_archive import PREFETCH_DIR
 from .wal_segments import list_history, missing_segments, recovery_chain
 
@@ -234,6 +235,9 @@ OPTIONS = Options(
            help="drkit config file (0600, readable by the server's OS user) for restore_command"),
     Option("prefetch", "int", default=DEFAULT_PREFETCH, min=0,
            help="WAL segments restore_command downloads ahead (drkit wal-fetch --prefetch)"),
+    Option("fetch_async", "bool", default=True,
+           help="a background fetcher keeps the prefetched segments ready between restore_command calls "
+                "(drkit wal-fetch --async)"),
     VERIFYING,
 )
 
@@ -258,9 +262,11 @@ def restore_command(params, storage_url, config_path):
     parts = [drkit_command(params), "wal-fetch"]
     if config_path:
         parts += ["--config", shlex.quote(config_path)]
-    prefetch = resolve(OPTIONS, params)["prefetch"]
-    if prefetch > 0:
-        parts += ["--prefetch", str(prefetch)]
+    p = resolve(OPTIONS, params)
+    if p["prefetch"] > 0:
+        parts += ["--prefetch", str(p["prefetch"])]
+        if p["fetch_async"]:
+            parts.append("--async")
     parts += ["--storage-url", shlex.quote(storage_url), "%f", "%p"]
     return " ".join(parts)
 
@@ -739,7 +745,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
         result["recovery_seconds"] = round(time.time() - t_rec, 3)
         result.update(dict((k, v) for k, v in facts.items() if k not in ("fatal", "shutdown_at_target")))
         tidy_postmaster_opts(data_dir, ids)
-        shutil.rmtree(os.path.join(data_dir, "pg_wal", PREFETCH_DIR), ignore_errors=True)
+        wal_fetcher.remove(os.path.join(data_dir, "pg_wal", PREFETCH_DIR))
         remove_marker(data_dir)
         result.update(changed=True, started=True, status="promoted", duration=round(time.time() - t_all, 3))
         point = stopped_at

@@ -98,6 +98,7 @@ OPTIONS = Options(
     PITR_OPTIONS["wal_config"].but(help="drkit config file (0600, readable by the server's OS user) for "
                                         "restore_command; required with storage options (S3, Azure)"),
     PITR_OPTIONS["prefetch"],
+    PITR_OPTIONS["fetch_async"],
     Option("timeout", "float", default=900, above=0, flags=("--timeout",),
            help="seconds to wait until the standby streams and has caught up (default 900)"),
 )

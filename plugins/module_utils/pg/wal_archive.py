@@ -92,7 +92,7 @@ from ..repo.wal_layout import (
 )
 from ..storage.base import ObjectExists, create_or_match
 from ..storage.factory import STORAGE, open_storage, storage_options
-from . import wal_pusher
+from . import wal_fetcher, wal_pusher
 from .wal_segments import ARCHIVE_HINT, LONG_HEADER, read_long_header, stream_partials
 
 # drkit wal-push (archive_command; pg_wal_archive builds it from the same options)
@@ -116,6 +116,10 @@ WAL_FETCH_OPTIONS = Options(
     STORAGE, crypto.DECRYPTION,
     Option("prefetch", "int", default=0, min=0, flags=("--prefetch",), metavar="N",
            help="also download the next N segments in parallel into pg_wal/.drkit-prefetch"),
+    Option("fetch_async", "bool", default=False, flags=("--async",),
+           help="keep the next --prefetch N segments downloaded by a background fetcher kept running between "
+                "calls; each call only moves its own segment into place"),
+    ASYNC_IDLE.but(help="the background fetcher exits after this long without a request"),
     # initdb --wal-segsize: a power of two from 1 MiB to 1 GiB; a config-file key only
     Option("wal_segment_size", "int", default=DEFAULT_SEGMENT_SIZE, choices=tuple(1 << n for n in range(20, 31)),
            allowed="a power of two from 1048576 (1 MiB) to 1073741824 (1 GiB), in bytes"),
@@ -547,12 +551,26 @@ def wal_fetch(params, name, path, storage=None):
     keyring = crypto.Keyring(p["encryption_identity_file"])
     prefetch = p["prefetch"] if kind == "segment" else 0
     spool = prefetch_dir_for(path)
+    asynchronous = p["fetch_async"]
+    if asynchronous and p["prefetch"] < 1:
+        raise ConfigError("--async needs --prefetch N of 1 or more (the segments the background fetcher keeps "
+                          "ready; config file key prefetch)", "4 suits most recoveries")
     if kind == "segment":
-        ready = os.path.join(spool, name)
-        if os.path.isfile(ready):
-            os.rename(ready, path)  # same file system: atomic
-            return True, {"name": name, "status": "prefetched", "seconds": round(time.time() - t0, 3),
-                          "msg": "restored %s (prefetched)" % name}
+        if asynchronous:
+            _ensure_dir(spool)
+            wal_fetcher.ask(spool, name)
+        done = _take_prefetched(spool, name, path, t0)
+        if done is None and asynchronous and storage is None and \
+                wal_fetcher.worker(spool).serving() in (None, spool):
+            # forked before this process opens a storage client or a thread
+            wal_fetcher.worker(spool).start(spool, lambda: _fetcher_main(p, spool, keyring))
+            if wal_fetcher.wait_for(spool, name) == "ready":
+                done = _take_prefetched(spool, name, path, t0)
+            # otherwise (missing, failed, no fetcher, timeout) this call fetches the file itself
+        if done is not None:
+            return True, done
+        if asynchronous:
+            prefetch = 0  # the fetcher reads ahead; this call fetches its own file only
     if storage is None:
         storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
     threads = []
@@ -585,6 +603,33 @@ def wal_fetch(params, name, path, storage=None):
     result["seconds"] = round(time.time() - t0, 3)
     result["msg"] = "restored %s from %s" % (name, storage.describe())
     return True, result
+
+
+def _ensure_dir(spool):
+    try:
+        os.mkdir(spool, 0o700)
+    except OSError:
+        pass  # there already, or cannot be: the call then fetches its file itself
+
+
+def _take_prefetched(spool, name, path, t0):
+    ready = os.path.join(spool, name)
+    try:
+        os.rename(ready, path)  # same file system: atomic
+    except OSError:
+        return None
+    return {"name": name, "status": "prefetched", "seconds": round(time.time() - t0, 3),
+            "msg": "restored %s (prefetched)" % name}
+
+
+def _fetcher_main(p, spool, keyring):
+    """The body of the background fetcher (pg/wal_fetcher.py), in the daemon."""
+    storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
+
+    def fetch(name, target):
+        fetch_file(storage, name, target, partial_ok=False, keyring=keyring)
+    wal_fetcher.run_fetcher(spool, p["prefetch"], p["async_idle"], p["wal_segment_size"], fetch)
+    return 0
 
 
 class _Prefetch(threading.Thread):

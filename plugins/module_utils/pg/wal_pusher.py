@@ -33,13 +33,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import errno
-import fcntl
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-from ..core import crypto
+from ..core import background, crypto
 from ..core.errors import ConfigError
 from ..core.osutil import atomic_write
 from ..storage.factory import open_storage, storage_options
@@ -70,94 +68,27 @@ def check_spool(spool_dir):
                           "role does)")
 
 
-def _open_lock(spool_dir):
-    return os.open(os.path.join(spool_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
-
-
-def _try_lock(fd, mode=fcntl.LOCK_EX):
-    try:
-        fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        return True
-    except (IOError, OSError) as e:
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return False
-        raise
+def worker(spool_dir):
+    return background.Worker(spool_dir, LOCK_NAME)
 
 
 def pusher_running(spool_dir):
     """True while a pusher holds the spool's lock."""
-    try:
-        fd = _open_lock(spool_dir)
-    except OSError:
-        return False
-    try:
-        # A shared probe: it does not keep a starting pusher from its
-        # exclusive lock for more than this instant (the pusher retries).
-        if _try_lock(fd, fcntl.LOCK_SH):
-            return False
-        return True
-    finally:
-        os.close(fd)
+    return worker(spool_dir).running()
 
 
 def serving(spool_dir):
     """The pg_wal directory the running pusher serves (None if none runs).
     A spool shared by two clusters by mistake must not make one cluster's
     calls wait for markers that the other's pusher never writes."""
-    if not pusher_running(spool_dir):
-        return None
-    try:
-        with open(os.path.join(spool_dir, LOCK_NAME)) as fh:
-            return fh.read().strip() or None
-    except (IOError, OSError):
-        return None
+    return worker(spool_dir).serving()
 
 
 def start_pusher(params, wal_dir, spool_dir, run):
-    """Fork the background pusher unless one is running. ``run(params,
-    wal_dir, spool_dir)`` is the pusher's body. The lock is taken here,
-    before the fork, and the pusher inherits it: there is no moment in which
-    a starting pusher looks absent. The caller must not have opened a
-    storage client or started a thread yet (only the forking thread survives
-    a fork). Returns True when a pusher was started."""
-    try:
-        fd = _open_lock(spool_dir)
-    except OSError:
-        return False  # a full or read-only spool: this call pushes its file itself
-    try:
-        if not _try_lock(fd):
-            return False  # one is running
-        os.ftruncate(fd, 0)
-        os.write(fd, (wal_dir + "\n").encode("utf-8"))
-        pid = os.fork()
-    except BaseException:
-        os.close(fd)
-        raise
-    if pid:
-        os.close(fd)  # the pusher's copy keeps the lock
-        os.waitpid(pid, 0)  # the intermediate child exits at once
-        return True
-    # Intermediate child: a session of its own, then the daemon's fork, so
-    # that the pusher is no child of the archiver (nobody waits for it).
-    code = 1
-    try:
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        _detach()
-        code = run(params, wal_dir, spool_dir)
-    finally:
-        os._exit(code or 0)
-
-
-def _detach():
-    os.chdir("/")
-    os.umask(0o077)
-    null = os.open(os.devnull, os.O_RDWR)
-    # The archiver's stdout/stderr (the server log's pipe) are not held open.
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
+    """Fork the background pusher (core/background.py) unless one is
+    running; ``run(params, wal_dir, spool_dir)`` is its body. Returns True
+    when a pusher was started."""
+    return worker(spool_dir).start(wal_dir, lambda: run(params, wal_dir, spool_dir))
 
 
 def wait_for(spool_dir, name, marker_path, timeout=ASYNC_WAIT, clock=time.monotonic, sleep=time.sleep):
