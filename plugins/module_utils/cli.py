@@ -478,6 +478,11 @@ def _print_result(args, result):
         for b in rows:
             if b.get("doubts"):
                 sys.stderr.write("warning: %s does not count: %s\n" % (b["backup_id"], "; ".join(b["doubts"])))
+        if "wal_archive" in result:
+            newest = result["wal_archive"]["newest"]
+            sys.stdout.write("WAL archive: %s\n" % (
+                "no WAL" if newest is None else "newest %s, stored %s (%s): the RPO of a point-in-time recovery "
+                "now" % (newest["name"], human_age(newest["age_seconds"]), newest["stored_at"])))
         return
     sys.stdout.write("%s\n" % result.get("msg", "done"))
 

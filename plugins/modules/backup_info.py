@@ -56,6 +56,13 @@ options:
     description:
       - At most this many backups (V(1) or more), the newest. Unset lists them all.
     type: int
+  wal:
+    description:
+      - Also report the WAL archive under O(storage_url) (RV(wal_archive)), its newest file and how long ago
+        it was stored, which is the RPO a point-in-time recovery achieves at this moment. The DR rehearsal
+        puts it in its report.
+    type: bool
+    default: false
 seealso:
   - module: drkit.backup.pg_backup
 """
@@ -163,6 +170,20 @@ storage:
   description: The storage, as a URL without secrets.
   returned: always
   type: str
+wal_archive:
+  description: With O(wal), the WAL archive under O(storage_url).
+  returned: when O(wal) is true
+  type: dict
+  contains:
+    system_identifier:
+      description: The cluster the archive belongs to (null when nothing was archived yet).
+      type: str
+    newest:
+      description:
+        - The segment or partial of the newest timeline stored last (null when the archive holds no WAL) with
+          its C(key), C(name), C(timeline), C(stored_at) (ISO 8601, UTC) and C(age_seconds) at the time of
+          the listing.
+      type: dict
 verify_keys:
   description: The key ids of O(verify_keys) the signatures were checked against (empty when unset).
   returned: always

@@ -58,6 +58,13 @@ options:
     description:
       - Storage URL shown in the report (no secrets).
     type: str
+  wal_archive:
+    description:
+      - The RV(drkit.backup.backup_info#module:wal_archive) of M(drkit.backup.backup_info) with O(drkit.backup.backup_info#module:wal=true)
+        for the WAL archive of the rehearsed cluster. The report then also gives the RPO a point-in-time
+        recovery achieves (the age of the newest archived WAL file) and the metric
+        C(drkit_dr_rehearsal_wal_rpo_seconds).
+    type: dict
 seealso:
   - module: drkit.backup.pg_verify
 """
@@ -85,6 +92,12 @@ rto_seconds:
   type: float
 rpo_seconds:
   description: Achieved RPO (the oldest backup's age at restore time).
+  returned: always
+  type: float
+wal_rpo_seconds:
+  description:
+    - With O(wal_archive), the RPO of a point-in-time recovery (the age of the newest archived WAL file when
+      it was listed); null without a WAL archive or when it holds no WAL.
   returned: always
   type: float
 summary:

@@ -11,6 +11,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from helpers import (PlaybookRun, _ansible_bin, ansible_environment, drop_database, list_keys,
-                     make_sample_database)
+                     make_sample_database, run_drkit)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -202,9 +203,16 @@ def test_rehearsal_against_inventory_hosts_then_corrupted_latest(pg, s3, bucket,
                         'drkit_verify_last_status{kind="pg_logical"} 1\n' % status)
         nightly[path] = path.read_bytes()
     reports = {"dbhost1": tmp_path / "report-1", "dbhost2": tmp_path / "report-2"}
+    # host 1's cluster archives its WAL (one segment here): its report gives the RPO of a PITR too
+    wal_url = "file://%s" % (tmp_path / "wal-archive")
+    pg.psql("SELECT pg_logical_emit_message(false, 'drkit-test', 'x')")
+    segment = pg.psql("SELECT pg_walfile_name(pg_switch_wal())")
+    shutil.copyfile(os.path.join(pg.data_dir, "pg_wal", segment), str(tmp_path / segment))
+    assert run_drkit(["wal-push", "--storage-url", wal_url, str(tmp_path / segment), segment]).returncode == 0
     inventory = tmp_path / "inventory.json"
     inventory.write_text(json.dumps({"databases": {
-        "hosts": {"dbhost1": {"dr_rehearsal_database": db1, "dr_rehearsal_report_dir": str(reports["dbhost1"])},
+        "hosts": {"dbhost1": {"dr_rehearsal_database": db1, "dr_rehearsal_report_dir": str(reports["dbhost1"]),
+                              "dr_rehearsal_wal_storage_url": wal_url},
                   "dbhost2": {"dr_rehearsal_database": db2, "dr_rehearsal_report_dir": str(reports["dbhost2"])}},
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                  "dr_rehearsal_sandbox": False, "dr_rehearsal_storage_url": storage_url,
@@ -235,11 +243,18 @@ def test_rehearsal_against_inventory_hosts_then_corrupted_latest(pg, s3, bucket,
         # directory format with two jobs: downloaded and unpacked, then restored in parallel
         assert comp["timings"]["streamed"] is False and comp["timings"]["download_seconds"] > 0
         bids[host] = comp["backup_id"]
+        if host == "dbhost1":
+            assert report["wal_newest"]["name"] == segment and report["wal_rpo_seconds"] >= 0
+            assert "Achieved RPO with PITR" in md and segment in md
+        else:  # its storage holds no WAL: no such line
+            assert report["wal_rpo_seconds"] is None and "with PITR" not in md
     assert counts1 != counts2 and bids["dbhost1"] != bids["dbhost2"]
     assert scratch_left(pg) == []
     prom = read_metrics(metrics_dir)
     for host in ("dbhost1", "dbhost2"):
         assert metric_value(prom["drkit_dr_rehearsal_%s.prom" % host], "drkit_dr_rehearsal_last_status") == 1
+    assert metric_value(prom["drkit_dr_rehearsal_dbhost1.prom"], "drkit_dr_rehearsal_wal_rpo_seconds") >= 0
+    assert "drkit_dr_rehearsal_wal_rpo_seconds" not in prom["drkit_dr_rehearsal_dbhost2.prom"]
 
     # corrupt host 2's latest backup and rehearse without fresh backups
     bid = bids["dbhost2"]

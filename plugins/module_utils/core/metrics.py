@@ -52,6 +52,8 @@ HELP = {
     "drkit_dr_rehearsal_last_status": ("gauge", "1 if the last DR rehearsal passed, 0 if it failed."),
     "drkit_dr_rehearsal_rto_seconds": ("gauge", "Measured RTO of the last DR rehearsal."),
     "drkit_dr_rehearsal_rpo_seconds": ("gauge", "Achieved RPO (backup age at restore) of the last DR rehearsal."),
+    "drkit_dr_rehearsal_wal_rpo_seconds": ("gauge", "Age of the newest archived WAL file at the last DR rehearsal: "
+                                           "the RPO of a point-in-time recovery then."),
     "drkit_wal_push_last_success_timestamp_seconds": ("gauge", "Unix time a WAL file was last archived."),
     "drkit_wal_push_failures_total": ("counter", "WAL archive attempts that failed."),
     "drkit_copy_last_status": ("gauge", "1 if the last repository copy succeeded, 0 if it failed."),

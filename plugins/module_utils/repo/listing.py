@@ -7,17 +7,21 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 
 from ..core.options import Option, Options, resolve
 from ..core.signing import VERIFYING, Trust
 from ..storage.factory import STORAGE, open_storage, storage_options
 from . import manifest as mf
+from . import wal_layout
 
 # drkit.backup.backup_info / drkit list
 OPTIONS = Options(
     STORAGE, mf.BACKUP_FILTERS,
     Option("backup_id", "str"),
     Option("limit", "int", min=1, hint="Use 1 or more, or leave limit unset for every backup"),
+    Option("wal", "bool", default=False, flags=("--wal",),
+           help="also report the WAL archive's newest file and its age (the RPO of a point-in-time recovery now)"),
     VERIFYING,
 )
 
@@ -42,7 +46,19 @@ def backup_info(params):
         item["manifest"] = dict(e.manifest)
         backups.append(item)
     counted = [b for b in backups if b["counted"]]
-    return False, {"changed": False, "storage": storage.describe(), "backups": backups,
-                   "count": len(backups), "latest": counted[0] if counted else None,
-                   "not_counted": len(backups) - len(counted), "problems": problems,
-                   "verify_keys": trust.ids() if trust else []}
+    result = {"changed": False, "storage": storage.describe(), "backups": backups,
+              "count": len(backups), "latest": counted[0] if counted else None,
+              "not_counted": len(backups) - len(counted), "problems": problems,
+              "verify_keys": trust.ids() if trust else []}
+    if p["wal"]:
+        result["wal_archive"] = wal_archive_facts(storage)
+    return False, result
+
+
+def wal_archive_facts(storage):
+    """The WAL archive under this storage: its cluster and newest file."""
+    newest = wal_layout.newest_archived(storage)
+    if newest is not None:
+        stored = datetime.datetime.fromtimestamp(newest["stored_at"], datetime.timezone.utc)
+        newest = dict(newest, stored_at=mf.isoformat(stored))
+    return {"system_identifier": wal_layout.archive_system_identifier(storage), "newest": newest}

@@ -10,7 +10,12 @@ and their Redis twins), so the numbers are the ones measured by those steps:
 
 * measured RTO of a component: download + restore + checks of its
   restore-level verification (what it takes to get a usable copy back);
-* achieved RPO: how old the backup was when the restore started.
+* achieved RPO: how old the backup was when the restore started;
+* with a WAL archive (``wal_archive``: backup_info's ``wal_archive``), the
+  RPO a point-in-time recovery achieves: how long ago the archive's newest
+  WAL file was stored when the rehearsal looked. On a server that wrote
+  nothing since, that age overstates what could be lost (there was nothing
+  to archive); it is what a PITR could recover to, measured.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -37,6 +42,7 @@ OPTIONS = Options(
     Option("title", "str", default="DR rehearsal"),
     Option("started_at", "str"),
     Option("storage", "str"),
+    Option("wal_archive", "dict"),
 )
 
 COLORS = {"backup": "#4e79a7", "download": "#f28e2b", "restore": "#59a14f", "verify": "#b07aa1"}
@@ -141,7 +147,16 @@ def _iso(epoch):
     return mf.isoformat(datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc))
 
 
-def build_report(components, title=None, started_at=None, storage=None, host=None):
+def wal_rpo(wal_archive):
+    """(seconds, newest file's facts) of a backup_info ``wal_archive``;
+    (None, None) without one or when it holds no WAL."""
+    newest = (wal_archive or {}).get("newest")
+    if not newest:
+        return None, None
+    return round(_num(newest.get("age_seconds")), 3), newest
+
+
+def build_report(components, title=None, started_at=None, storage=None, host=None, wal_archive=None):
     comps = [component_summary(c) for c in components]
     if not comps:
         raise ConfigError("The report needs at least one component")
@@ -160,7 +175,15 @@ def build_report(components, title=None, started_at=None, storage=None, host=Non
         "rpo_seconds": round(max(c["rpo_seconds"] for c in comps), 3),
         "components": comps,
     }
+    report["wal_rpo_seconds"], report["wal_newest"] = wal_rpo(wal_archive)
     return report
+
+
+def _wal_line(report):
+    newest = report.get("wal_newest")
+    if not newest:
+        return None
+    return "%s (%s, stored %s)" % (_fmt_s(report["wal_rpo_seconds"]), newest.get("name"), newest.get("stored_at"))
 
 
 def _fmt_bytes(n):
@@ -241,6 +264,8 @@ def markdown(report):
              "| Finished | %s |" % report["finished_at"],
              "| **Measured RTO** (download + restore + checks) | **%s** |" % _fmt_s(report["rto_seconds"]),
              "| **Achieved RPO** (backup age at restore) | **%s** |" % _fmt_s(report["rpo_seconds"]),
+             ] + (["| **Achieved RPO with PITR** (age of the newest archived WAL) | **%s** |" % _md(_wal_line(report))]
+                  if report.get("wal_newest") else []) + [
              "", "![timeline](timeline.svg)", ""]
     for c in report["components"]:
         lines += ["## %s (%s): %s" % (_md(c["name"]), _md(c["kind"] or "?"), "passed" if c["passed"] else "FAILED"),
@@ -280,8 +305,9 @@ def html(report, svg):
             "<h1>%s: <span class='%s'>%s</span></h1>" % (
                 _esc(report["title"]), "pass" if report["passed"] else "fail",
                 "PASSED" if report["passed"] else "FAILED"),
-            "<p class='big'>Measured RTO <b>%s</b> &middot; achieved RPO <b>%s</b></p>" % (
-                _fmt_s(report["rto_seconds"]), _fmt_s(report["rpo_seconds"])),
+            "<p class='big'>Measured RTO <b>%s</b> &middot; achieved RPO <b>%s</b>%s</p>" % (
+                _fmt_s(report["rto_seconds"]), _fmt_s(report["rpo_seconds"]),
+                " &middot; with PITR <b>%s</b>" % _esc(_wal_line(report)) if report.get("wal_newest") else ""),
             "<p>%s &middot; %s &middot; %s to %s</p>" % (
                 _esc(report["host"]), _esc(report.get("storage") or ""), _esc(report["started_at"]),
                 _esc(report["finished_at"])),
@@ -321,8 +347,10 @@ def html(report, svg):
 
 
 def summary_lines(report):
-    out = ["DR rehearsal %s: RTO %s, RPO %s" % ("PASSED" if report["passed"] else "FAILED",
-                                                _fmt_s(report["rto_seconds"]), _fmt_s(report["rpo_seconds"]))]
+    out = ["DR rehearsal %s: RTO %s, RPO %s%s" % ("PASSED" if report["passed"] else "FAILED",
+                                                  _fmt_s(report["rto_seconds"]), _fmt_s(report["rpo_seconds"]),
+                                                  ", RPO with PITR %s" % _wal_line(report)
+                                                  if report.get("wal_newest") else "")]
     for c in report["components"]:
         unit = "databases' key counts" if (c["kind"] or "").startswith("redis") else "tables"
         out.append("  %-10s %-6s backup %s (%s) restore %s, %d/%d %s match%s" % (
@@ -335,7 +363,8 @@ def summary_lines(report):
 def write_report(params, check_mode=False):
     """Engine entry point for the dr_report module. Returns (changed, result)."""
     p = resolve(OPTIONS, params)
-    report = build_report(p["components"] or [], title=p["title"], started_at=p["started_at"], storage=p["storage"])
+    report = build_report(p["components"] or [], title=p["title"], started_at=p["started_at"], storage=p["storage"],
+                          wal_archive=p["wal_archive"])
     out_dir = p["report_dir"]
     if not out_dir:
         raise ConfigError("report_dir is required", "Name the directory to write the report into")
@@ -358,9 +387,12 @@ def write_report(params, check_mode=False):
                       "drkit_dr_rehearsal_last_status": 1 if report["passed"] else 0,
                       "drkit_dr_rehearsal_rto_seconds": report["rto_seconds"],
                       "drkit_dr_rehearsal_rpo_seconds": report["rpo_seconds"]}
+            if report["wal_rpo_seconds"] is not None:
+                values["drkit_dr_rehearsal_wal_rpo_seconds"] = report["wal_rpo_seconds"]
             if report["passed"]:
                 values["drkit_dr_rehearsal_last_success_timestamp_seconds"] = now
             metrics.update_textfile(p["metrics_dir"], p["job_name"] or "dr_rehearsal", values)
     return not check_mode, {"report": report, "paths": paths, "passed": report["passed"],
                             "summary": summary_lines(report),
-                            "rto_seconds": report["rto_seconds"], "rpo_seconds": report["rpo_seconds"]}
+                            "rto_seconds": report["rto_seconds"], "rpo_seconds": report["rpo_seconds"],
+                            "wal_rpo_seconds": report["wal_rpo_seconds"]}

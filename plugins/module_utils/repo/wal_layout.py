@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+import time
 
 from ..core.errors import ConfigError, ConflictError, IntegrityError, NotFoundError
 from ..storage.base import put_new
@@ -150,6 +151,29 @@ def archive_system_identifier(storage):
         raise IntegrityError("%s in %s holds %r, not a system identifier" % (SYSID_KEY, storage.describe(), text),
                              "Fix or remove it by hand: it names the cluster this archive belongs to")
     return text
+
+
+def newest_archived(storage, now=None):
+    """What the archive holds last, for the RPO a point-in-time recovery
+    achieves now: the WAL segment, promotion partial or streamed partial of
+    the newest timeline stored last (its key, name, timeline, mtime and age
+    in seconds), or None when the archive has no WAL. Only the newest
+    timeline's directory is listed."""
+    timelines = sorted(t for t in storage.list_dirs(WAL + "/") if re.match(r"^[0-9A-F]{8}$", t))
+    for tli in reversed(timelines):
+        newest = None
+        for info in storage.list("%s/%s/" % (WAL, tli)):
+            name = name_of_key(info.key)
+            if name is None or classify(name) == "backup":
+                continue
+            if newest is None or (info.mtime, info.key) > (newest[0].mtime, newest[0].key):
+                newest = (info, name)
+        if newest is not None:
+            info, name = newest
+            now = time.time() if now is None else now
+            return {"key": info.key, "name": name, "timeline": tli, "stored_at": info.mtime,
+                    "age_seconds": round(max(0.0, now - info.mtime), 3)}
+    return None
 
 
 def claim_archive(storage, system_identifier, what):
