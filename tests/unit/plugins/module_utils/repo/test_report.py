@@ -243,3 +243,24 @@ def test_tables_are_shown_by_their_qualified_name():
     assert '| "a.b".c | 10 | 10 | yes |' in md and '| a."b.c" | 20 | 20 | yes |' in md, md
     page = dr.html(rep, dr.timeline_svg(rep))
     assert "<td>&quot;a.b&quot;.c</td><td>10</td>" in page and "<td>a.&quot;b.c&quot;</td><td>20</td>" in page
+
+
+def test_the_rpo_with_pitr_is_the_age_of_the_newest_archived_wal(tmp_path):
+    wal = {"system_identifier": "7300000000000000001",
+           "newest": {"name": "000000020000000000000007", "key": "wal/00000002/000000020000000000000007.zst",
+                      "timeline": "00000002", "stored_at": "2026-11-25T22:00:30.000000Z", "age_seconds": 42.5}}
+    comps = [{"name": "postgresql", "verification": verification(True), "backup": backup()}]
+    report = dr.build_report(comps, wal_archive=wal)
+    assert report["wal_rpo_seconds"] == 42.5 and report["rpo_seconds"] == 3600.0
+    assert "RPO with PITR 42.5 s (000000020000000000000007" in dr.summary_lines(report)[0]
+    assert "| **Achieved RPO with PITR** (age of the newest archived WAL) | **42.5 s" in dr.markdown(report)
+    assert "with PITR <b>42.5 s" in dr.html(report, "")
+    # no archive, or one without WAL: nothing claimed
+    for empty in (None, {"system_identifier": None, "newest": None}):
+        bare = dr.build_report(comps, wal_archive=empty)
+        assert bare["wal_rpo_seconds"] is None and "PITR" not in dr.markdown(bare) + dr.summary_lines(bare)[0]
+    _changed, res = dr.write_report({"components": comps, "report_dir": str(tmp_path / "r"), "wal_archive": wal,
+                                     "metrics_dir": str(tmp_path)})
+    assert res["wal_rpo_seconds"] == 42.5
+    prom = (tmp_path / "drkit_dr_rehearsal.prom").read_text()
+    assert 'drkit_dr_rehearsal_wal_rpo_seconds{drkit_job="dr_rehearsal"} 42.5' in prom

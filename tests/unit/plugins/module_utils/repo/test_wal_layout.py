@@ -4,6 +4,8 @@
 arithmetic, and the one rule for the WAL a physical base backup needs (its
 integration side: tests/integration/test_pitr_timeline_switch.py)."""
 
+import os
+
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, IntegrityError
 from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import (
@@ -143,3 +145,24 @@ def test_without_ranges_across_timelines_needs_the_history_file():
 def test_backup_timelines_names_the_history_files_replay_needs():
     assert backup_timelines(backup_segments(REAL)) == [2]
     assert backup_timelines([seg(1, 5), seg(1, 6)]) == []
+
+
+def test_the_newest_archived_file_is_the_last_stored_of_the_newest_timeline(tmp_path):
+    import time
+
+    from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import newest_archived
+    from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage
+
+    st = open_storage("file://%s" % tmp_path)
+    assert newest_archived(st) is None
+    now = time.time()
+    for key, age in (("wal/00000001/000000010000000000000009.zst", 50),
+                     ("wal/00000002/000000020000000000000009.zst", 40),
+                     ("wal/00000002/000000020000000000000008.zst", 30),   # stored later than 09
+                     ("wal/00000002/00000002000000000000000A.00000028.backup.zst", 1),  # not WAL to replay
+                     ("wal/history/00000002.history.zst", 1)):
+        st.put_bytes(key, b"x")
+        os.utime(os.path.join(str(tmp_path), key), (now - age, now - age))
+    newest = newest_archived(st, now=now)
+    assert newest["name"] == "000000020000000000000008" and newest["timeline"] == "00000002"
+    assert 29 <= newest["age_seconds"] <= 31
