@@ -197,7 +197,9 @@ def main():
             "[global]", "repo1-type=s3", "repo1-s3-endpoint=127.0.0.1", "repo1-storage-port=%d" % s3.https_port,
             "repo1-s3-bucket=bench", "repo1-s3-key=%s" % s3.access_key, "repo1-s3-key-secret=%s" % s3.secret_key,
             "repo1-s3-region=us-east-1", "repo1-s3-uri-style=path", "repo1-storage-verify-tls=n",
-            "repo1-path=/pgbackrest", "compress-type=zst", "compress-level=3", "process-max=1", "start-fast=y",
+            "repo1-path=/pgbackrest", "compress-type=zst", "compress-level=3",
+            # as its users configure it for speed: one process per core
+            "process-max=%d" % os.cpu_count(), "start-fast=y",
             "log-path=%s/pgbr-log" % root, "lock-path=%s/pgbr-lock" % root, "spool-path=%s/pgbr-spool" % root,
             "log-level-console=warn", "repo1-retention-full=9",
             "[bench]", "pg1-path=%s" % pg.data_dir, "pg1-port=%d" % pg.port, "pg1-socket-path=%s" % pg.socket_dir,
@@ -347,7 +349,8 @@ def main():
         mib = 1024.0 * 1024.0
         print()
         print("drkit physical vs %s -- sample dataset scale %s: database %.0f MiB, cluster %.0f MiB "
-              "(generated in %.0f s); SeaweedFS over HTTPS on loopback; zstd level 3, 1 process; %d cores" % (
+              "(generated in %.0f s); SeaweedFS over HTTPS on loopback; zstd level 3; pgBackRest "
+              "process-max = the %d cores" % (
                   pgbr_version, args.scale, db_size / mib, cluster_size / mib, gen, os.cpu_count()))
         print()
         print("| step | pgBackRest | drkit | drkit / pgBackRest |")
