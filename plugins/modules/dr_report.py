@@ -60,10 +60,10 @@ options:
     type: str
   wal_archive:
     description:
-      - The RV(drkit.backup.backup_info#module:wal_archive) of M(drkit.backup.backup_info) with O(drkit.backup.backup_info#module:wal=true)
-        for the WAL archive of the rehearsed cluster. The report then also gives the RPO a point-in-time
-        recovery achieves (the age of the newest archived WAL file) and the metric
-        C(drkit_dr_rehearsal_wal_rpo_seconds).
+      - The RV(drkit.backup.backup_info#module:wal_archive) of M(drkit.backup.backup_info) with
+        O(drkit.backup.backup_info#module:wal=true) for the WAL archive of the rehearsed cluster.
+      - The report then also gives the RPO a point-in-time recovery achieves (the age of the newest archived
+        WAL file) and the metric C(drkit_dr_rehearsal_wal_rpo_seconds).
     type: dict
 seealso:
   - module: drkit.backup.pg_verify

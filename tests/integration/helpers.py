@@ -475,7 +475,13 @@ def step_until(pid, reached, timeout=60, run=0.03, drain=0.05):
         time.sleep(run)
         os.kill(pid, signal.SIGSTOP)
         time.sleep(drain)
+    # SIGSTOP is delivered asynchronously: when the point was reached at the
+    # first look, the state read right after kill() may still be R
+    settle = time.time() + 5
     state = read_proc(pid, "stat").rsplit(b")", 1)[1].split()[0]
+    while state != b"T" and time.time() < settle:
+        time.sleep(0.01)
+        state = read_proc(pid, "stat").rsplit(b")", 1)[1].split()[0]
     assert state == b"T", "process %d is not stopped at the kill point (state %r)" % (pid, state)
 
 

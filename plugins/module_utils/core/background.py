@@ -73,10 +73,16 @@ class Worker(object):
             return False  # a full or read-only directory: the command works alone
         try:
             if not _try_lock(fd, fcntl.LOCK_EX):
+                os.close(fd)
                 return False  # one is running
             os.ftruncate(fd, 0)
             os.write(fd, (serves + "\n").encode("utf-8"))
             pid = os.fork()
+        except OSError:
+            # a full disk (the lock file cannot say what it serves) or no
+            # process left to fork: the command works alone
+            os.close(fd)
+            return False
         except BaseException:
             os.close(fd)
             raise

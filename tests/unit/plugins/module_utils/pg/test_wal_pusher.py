@@ -215,3 +215,16 @@ def test_pg_wal_archive_writes_async_into_the_command_only_with_a_spool():
     assert "--async" not in archive_command_for(dict(base, spool_dir="/var/spool/drkit"))
     with pytest.raises(ConfigError, match="archive_async needs spool_dir"):
         archive_command_for(dict(base, archive_async=True))
+
+
+def test_a_lock_file_that_cannot_be_written_leaves_the_call_alone(spool, monkeypatch):
+    """A full spool: the empty lock file is created (an inode, no block) but
+    cannot name what it serves. No pusher, no traceback: the call pushes its
+    file itself (it once failed with an OSError, and PostgreSQL retried forever)."""
+    from ansible_collections.drkit.backup.plugins.module_utils.core import background
+
+    def no_room(fd, data):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(background.os, "write", no_room)
+    assert wal_pusher.start_pusher({}, "/srv/pg/pg_wal", str(spool), run=None) is False
+    assert not wal_pusher.pusher_running(str(spool)), "the lock is released"
