@@ -20,9 +20,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pyrage
 import pytest
 from helpers import (PlaybookRun, _ansible_bin, ansible_environment, drop_database, list_keys,
-                     make_sample_database, run_drkit)
+                     key_files, make_sample_database, run_drkit)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -209,10 +210,18 @@ def test_rehearsal_against_inventory_hosts_then_corrupted_latest(pg, s3, bucket,
     segment = pg.psql("SELECT pg_walfile_name(pg_switch_wal())")
     shutil.copyfile(os.path.join(pg.data_dir, "pg_wal", segment), str(tmp_path / segment))
     assert run_drkit(["wal-push", "--storage-url", wal_url, str(tmp_path / segment), segment]).returncode == 0
+    # host 1 rehearses as its jobs back up: signed, and encrypted to an age key the host does not hold
+    signing_key, verify_key, key_id = key_files(tmp_path, "rehearsal-signing")
+    ident = pyrage.x25519.Identity.generate()
+    (tmp_path / "age.key").write_text("%s\n" % ident)
+    os.chmod(str(tmp_path / "age.key"), 0o600)
+    protected = {"dr_rehearsal_signing_key_file": signing_key, "dr_rehearsal_verify_keys": [verify_key],
+                 "dr_rehearsal_encryption_recipients": [str(ident.to_public())],
+                 "dr_rehearsal_encryption_identity_file": str(tmp_path / "age.key")}
     inventory = tmp_path / "inventory.json"
     inventory.write_text(json.dumps({"databases": {
-        "hosts": {"dbhost1": {"dr_rehearsal_database": db1, "dr_rehearsal_report_dir": str(reports["dbhost1"]),
-                              "dr_rehearsal_wal_storage_url": wal_url},
+        "hosts": {"dbhost1": dict({"dr_rehearsal_database": db1, "dr_rehearsal_report_dir": str(reports["dbhost1"]),
+                                   "dr_rehearsal_wal_storage_url": wal_url}, **protected),
                   "dbhost2": {"dr_rehearsal_database": db2, "dr_rehearsal_report_dir": str(reports["dbhost2"])}},
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                  "dr_rehearsal_sandbox": False, "dr_rehearsal_storage_url": storage_url,
@@ -244,6 +253,8 @@ def test_rehearsal_against_inventory_hosts_then_corrupted_latest(pg, s3, bucket,
         assert comp["timings"]["streamed"] is False and comp["timings"]["download_seconds"] > 0
         bids[host] = comp["backup_id"]
         if host == "dbhost1":
+            assert taken["manifest"]["signature"]["key_id"] == key_id
+            assert taken["manifest"]["encryption"]["recipients"], taken["manifest"]
             assert report["wal_newest"]["name"] == segment and report["wal_rpo_seconds"] >= 0
             assert "Achieved RPO with PITR" in md and segment in md
         else:  # its storage holds no WAL: no such line

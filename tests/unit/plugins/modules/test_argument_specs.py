@@ -75,11 +75,12 @@ NEW_OPTIONS = {
     # the recovery timeline (issue 13, hole 11)
     ("pg_pitr", "recovery_target_timeline"): None,
 }
-# client-side encryption (issue 15): recipients where backups are written, the identity where they are read
+# WAL at the speed of the database (issue 17): the background pusher and fetcher, the WAL RPO
 NEW_OPTIONS[("pg_wal_archive", "archive_async")] = {"type": "bool", "default": False}
 NEW_OPTIONS[("pg_pitr", "fetch_async")] = {"type": "bool", "default": True}
 NEW_OPTIONS[("backup_info", "wal")] = {"type": "bool", "default": False}
 NEW_OPTIONS[("dr_report", "wal_archive")] = {"type": "dict"}
+# client-side encryption (issue 15): recipients where backups are written, the identity where they are read
 NEW_OPTIONS[("pg_backup", "encryption_recipients")] = {"type": "list", "elements": "str"}
 NEW_OPTIONS.update(((module, "encryption_identity_file"), None)
                    for module in ("pg_restore", "pg_verify"))
