@@ -556,10 +556,10 @@ def wal_fetch(params, name, path, storage=None):
         raise ConfigError("--async needs --prefetch N of 1 or more (the segments the background fetcher keeps "
                           "ready; config file key prefetch)", "4 suits most recoveries")
     if kind == "segment":
+        done = _take_prefetched(spool, name, path, t0)
         if asynchronous:
             _ensure_dir(spool)
-            wal_fetcher.ask(spool, name)
-        done = _take_prefetched(spool, name, path, t0)
+            wal_fetcher.ask(spool, name, took=done is not None)
         if done is None and asynchronous and storage is None and \
                 wal_fetcher.worker(spool).serving() in (None, spool):
             # forked before this process opens a storage client or a thread

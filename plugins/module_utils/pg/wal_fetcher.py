@@ -8,8 +8,9 @@ each. ``--prefetch N`` alone downloads the next N segments in parallel, but
 inside the call, which waits for all of them before it exits. With
 ``--async`` the first call forks a fetcher (core/background.py) that keeps
 the prefetch directory (pg_wal/.drkit-prefetch) filled with the N segments
-after the one PostgreSQL asked for last (the call writes its name into
-``fetcher.want``), ``PARALLEL`` downloads at a time, each verified exactly
+after the one PostgreSQL asked for last (each call writes into
+``fetcher.want`` whether it took its segment ready or needs it),
+``PARALLEL`` downloads at a time, each verified exactly
 like a normal fetch (zstd checksum, page header, size; age authentication
 when encrypted) and renamed into the directory only when complete. A call
 then finds its segment there and renames it into place, which is what
@@ -53,21 +54,29 @@ def worker(spool):
     return background.Worker(spool, LOCK_NAME)
 
 
-def ask(spool, name):
-    """Tell the fetcher which segment PostgreSQL wants now."""
+def ask(spool, name, took=False):
+    """Tell the fetcher where replay is: ``name`` is needed (the call did not
+    find it ready: fetch it, even if it was fetched and taken before, as when
+    pg_pitr replays a second time from the restartpoint), or was just taken
+    (``took``: keep the segments after it ready). Each request is told apart
+    from the one before by a token of its own."""
+    line = "%s %s %d-%d\n" % (name, "took" if took else "need", os.getpid(), time.monotonic_ns())
     try:
-        atomic_write(os.path.join(spool, WANT_NAME), name + "\n", sync=False, sync_dir=False)
+        atomic_write(os.path.join(spool, WANT_NAME), line, sync=False, sync_dir=False)
     except Exception:  # pylint: disable=broad-except
         pass  # a full disk: the fetcher does not move ahead, every call fetches itself
 
 
 def _wanted(spool):
+    """(name, 'need' | 'took', token) of the last request, or None."""
     try:
         with open(os.path.join(spool, WANT_NAME)) as fh:
-            name = fh.read().strip()
+            parts = fh.read().split()
     except (IOError, OSError):
         return None
-    return name if SEGMENT_RE.match(name) else None
+    if len(parts) != 3 or not SEGMENT_RE.match(parts[0]) or parts[1] not in ("need", "took"):
+        return None
+    return tuple(parts)
 
 
 def _unlink(path):
@@ -132,9 +141,16 @@ def run_fetcher(spool, ahead, idle, seg_size, fetch, clock=time.monotonic, sleep
                     _mark(spool, name, FAILED)
             now = clock()
             want = _wanted(spool)
+            names = []
+            if want is not None:
+                name, what, _token = want
+                if want != last_want and what == "need":
+                    done.discard(name)  # asked for again: the call does not have it
+                names = window(name, ahead, seg_size)
+                if what == "took":
+                    names = names[1:]  # the call has it; the next ones matter
             if want != last_want:
                 last_want, last_change = want, now
-            names = window(want, ahead, seg_size) if want else []
             _prune(spool, set(names) | set(inflight))
             done.intersection_update(names)
             for name in names:

@@ -109,3 +109,37 @@ def test_a_call_without_a_fetcher_fetches_itself(spool):
 def test_async_fetch_needs_a_prefetch_window(tmp_path):
     with pytest.raises(ConfigError, match="needs --prefetch"):
         wal_fetch({"storage_url": "file://%s" % tmp_path, "fetch_async": True}, seg(1), str(tmp_path / "x"))
+
+
+def test_a_segment_taken_then_needed_again_is_fetched_again(spool):
+    """pg_pitr replays twice: the second replay asks again for segments the
+    first one took. The fetcher once skipped them as done, and every such
+    call waited its full 60 s before fetching itself."""
+    archive = Archive(last=10)
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (wal_fetcher.run_fetcher(str(spool), 2, 1.0, SEG, archive), done.set()))
+    wal_fetcher.ask(str(spool), seg(1))
+    t.start()
+    try:
+        target = spool / seg(1)
+        assert _wait(target.exists), "the first request is answered"
+        target.rename(spool.parent / "RECOVERYXLOG")  # the call takes it
+        wal_fetcher.ask(str(spool), seg(1), took=True)
+        assert _wait(lambda: (spool / seg(3)).exists()), "taking it moves the window on"
+        wal_fetcher.ask(str(spool), seg(1))  # replay starts over
+        assert _wait(target.exists), "needed again: fetched again"
+        assert archive.calls.count(seg(1)) == 2
+    finally:
+        t.join(10)
+    assert done.is_set()
+
+
+def _wait(cond, timeout=5.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
