@@ -110,6 +110,45 @@ class TlsSeaweed(SeaweedS3):
         return self.https_endpoint_url
 
 
+def require_pgbackrest():
+    """Root and the Debian package pgbackrest, or exit; its version string."""
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (servers and tools run as the postgres OS user)")
+    if not shutil.which("pgbackrest"):
+        raise SystemExit("pgbackrest is not installed: apt-get install pgbackrest")
+    return subprocess.run(["pgbackrest", "version"], check=False, stdout=subprocess.PIPE).stdout.decode().strip()
+
+
+def write_drkit_config(path, s3):
+    """drkit's config for the HTTPS SeaweedFS (0600, owned by postgres)."""
+    write(path, "endpoint_url: %s\naccess_key: %s\nsecret_key: %s\nregion: us-east-1\nca_bundle: %s\n" % (
+        s3.https_url, s3.access_key, s3.secret_key, s3.cert))
+    return path
+
+
+def pgbackrest_repo_lines(s3, repo_path, asynchronous=False):
+    """pgBackRest's [global] repository lines for the same SeaweedFS, as its
+    users configure it for speed: zstd 3, one process per core."""
+    return ["[global]", "repo1-type=s3", "repo1-s3-endpoint=127.0.0.1", "repo1-storage-port=%d" % s3.https_port,
+            "repo1-s3-bucket=bench", "repo1-s3-key=%s" % s3.access_key, "repo1-s3-key-secret=%s" % s3.secret_key,
+            "repo1-s3-region=us-east-1", "repo1-s3-uri-style=path", "repo1-storage-verify-tls=n",
+            "repo1-path=%s" % repo_path, "compress-type=zst", "compress-level=3", "process-max=%d" % os.cpu_count(),
+            "archive-async=%s" % ("y" if asynchronous else "n")]
+
+
+def tear_down(servers, s3, root, keep):
+    for s in servers:
+        try:
+            s.stop(mode="immediate")
+        except Exception:  # noqa: BLE001
+            pass
+    s3.destroy()
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        print("kept", root)
+
+
 def wait_archived(pg, segment, timeout=600):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -160,12 +199,7 @@ def main():
     ap.add_argument("--segments", type=int, default=24, help="WAL segments for the push-rate test")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root (servers and tools run as the postgres OS user)")
-    if not shutil.which("pgbackrest"):
-        raise SystemExit("pgbackrest is not installed: apt-get install pgbackrest")
-    pgbr_version = subprocess.run(["pgbackrest", "version"], check=False,
-                                  stdout=subprocess.PIPE).stdout.decode().strip()
+    pgbr_version = require_pgbackrest()
 
     root = make_scratch_dir(prefix="drkit-bench-phys-")
     os.chmod(root, 0o755)
@@ -175,8 +209,7 @@ def main():
         s3.start()
         s3.create_bucket("bench")
         drkit_cfg = os.path.join(root, "drkit.yml")
-        write(drkit_cfg, "endpoint_url: %s\naccess_key: %s\nsecret_key: %s\nregion: us-east-1\nca_bundle: %s\n" % (
-            s3.https_url, s3.access_key, s3.secret_key, s3.cert))
+        write_drkit_config(drkit_cfg, s3)
         drkit_url = "s3://bench/drkit"
         for d in ("pgbr-log", "pgbr-lock", "pgbr-spool", "spool"):
             os.mkdir(os.path.join(root, d), 0o700)
@@ -193,13 +226,8 @@ def main():
         pgpass = os.path.join(root, "pgpass")
         write(pgpass, "*:*:*:*:%s\n" % pg.password)
         PGPASSFILE["PGPASSFILE"] = pgpass
-        write(pgbr_conf, "\n".join([
-            "[global]", "repo1-type=s3", "repo1-s3-endpoint=127.0.0.1", "repo1-storage-port=%d" % s3.https_port,
-            "repo1-s3-bucket=bench", "repo1-s3-key=%s" % s3.access_key, "repo1-s3-key-secret=%s" % s3.secret_key,
-            "repo1-s3-region=us-east-1", "repo1-s3-uri-style=path", "repo1-storage-verify-tls=n",
-            "repo1-path=/pgbackrest", "compress-type=zst", "compress-level=3",
-            # as its users configure it for speed: one process per core
-            "process-max=%d" % os.cpu_count(), "start-fast=y",
+        write(pgbr_conf, "\n".join(pgbackrest_repo_lines(s3, "/pgbackrest") + [
+            "start-fast=y",
             "log-path=%s/pgbr-log" % root, "lock-path=%s/pgbr-lock" % root, "spool-path=%s/pgbr-spool" % root,
             "log-level-console=warn", "repo1-retention-full=9",
             "[bench]", "pg1-path=%s" % pg.data_dir, "pg1-port=%d" % pg.port, "pg1-socket-path=%s" % pg.socket_dir,
@@ -367,16 +395,7 @@ def main():
             print("| %s | %.2f |" % (k, v))
         print()
     finally:
-        for s in servers:
-            try:
-                s.stop(mode="immediate")
-            except Exception:  # noqa: BLE001
-                pass
-        s3.destroy()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print("kept", root)
+        tear_down(servers, s3, root, args.keep)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,11 @@ from physical_vs_pgbackrest import (  # noqa: E402
     as_pg,
     chown_pg,
     make_scratch_dir,
+    pgbackrest_repo_lines,
+    require_pgbackrest,
+    tear_down,
     write,
+    write_drkit_config,
 )
 
 
@@ -94,10 +98,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root (the commands run as the postgres OS user)")
-    if not shutil.which("pgbackrest"):
-        raise SystemExit("pgbackrest is not installed: apt-get install pgbackrest")
+    pgbr_version = require_pgbackrest()
     cores = os.cpu_count()
     root = make_scratch_dir(prefix="drkit-bench-walrate-")
     os.chmod(root, 0o755)
@@ -107,20 +108,14 @@ def main():
         s3.create_bucket("bench")
         pg, src, names = make_segments(root, args.segments)
         drkit_cfg = os.path.join(root, "drkit.yml")
-        write(drkit_cfg, "endpoint_url: %s\naccess_key: %s\nsecret_key: %s\nregion: us-east-1\nca_bundle: %s\n" % (
-            s3.https_url, s3.access_key, s3.secret_key, s3.cert))
+        write_drkit_config(drkit_cfg, s3)
 
         def pgbr_conf(label, asynchronous):
             for d in ("log", "lock", "spool"):
                 os.makedirs(os.path.join(root, "pgbr-%s-%s" % (label, d)), 0o700, exist_ok=True)
                 chown_pg(os.path.join(root, "pgbr-%s-%s" % (label, d)))
             path = os.path.join(root, "pgbackrest-%s.conf" % label)
-            write(path, "\n".join([
-                "[global]", "repo1-type=s3", "repo1-s3-endpoint=127.0.0.1", "repo1-storage-port=%d" % s3.https_port,
-                "repo1-s3-bucket=bench", "repo1-s3-key=%s" % s3.access_key,
-                "repo1-s3-key-secret=%s" % s3.secret_key, "repo1-s3-region=us-east-1", "repo1-s3-uri-style=path",
-                "repo1-storage-verify-tls=n", "repo1-path=/pgbr-%s" % label, "compress-type=zst",
-                "compress-level=3", "process-max=%d" % cores, "archive-async=%s" % ("y" if asynchronous else "n"),
+            write(path, "\n".join(pgbackrest_repo_lines(s3, "/pgbr-%s" % label, asynchronous) + [
                 "log-path=%s/pgbr-%s-log" % (root, label), "lock-path=%s/pgbr-%s-lock" % (root, label),
                 "spool-path=%s/pgbr-%s-spool" % (root, label), "log-level-console=warn", "log-level-file=warn",
                 "[bench]", "pg1-path=%s" % data_dir_for(root, label), ""]))
@@ -165,8 +160,7 @@ def main():
         print()
         print("WAL archive rate: %d real 16 MiB segments, archiver loop (one call at a time, in order), "
               "SeaweedFS over HTTPS on loopback, zstd -3, %d cores; %s; medians of %d runs" % (
-                  len(names), cores, subprocess.run(["pgbackrest", "version"], stdout=subprocess.PIPE,
-                                                    check=False).stdout.decode().strip(), args.runs))
+                  len(names), cores, pgbr_version, args.runs))
         print()
         print("| archive_command | segments/s (median) | runs | MiB/s of WAL |")
         print("|---|---:|---|---:|")
@@ -176,11 +170,7 @@ def main():
                                                   med * 16))
         print()
     finally:
-        s3.destroy()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print("kept", root)
+        tear_down([], s3, root, args.keep)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,13 @@ from physical_vs_pgbackrest import (  # noqa: E402
     chown_pg,
     free_port,
     make_scratch_dir,
+    pgbackrest_repo_lines,
+    require_pgbackrest,
+    tear_down,
     wait_archived,
     wait_promoted,
     write,
+    write_drkit_config,
 )
 
 
@@ -51,10 +55,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root (servers and tools run as the postgres OS user)")
-    if not shutil.which("pgbackrest"):
-        raise SystemExit("pgbackrest is not installed: apt-get install pgbackrest")
+    pgbr_version = require_pgbackrest()
     cores = os.cpu_count()
     root = make_scratch_dir(prefix="drkit-bench-replay-")
     os.chmod(root, 0o755)
@@ -64,8 +65,7 @@ def main():
         s3.start()
         s3.create_bucket("bench")
         drkit_cfg = os.path.join(root, "drkit.yml")
-        write(drkit_cfg, "endpoint_url: %s\naccess_key: %s\nsecret_key: %s\nregion: us-east-1\nca_bundle: %s\n" % (
-            s3.https_url, s3.access_key, s3.secret_key, s3.cert))
+        write_drkit_config(drkit_cfg, s3)
         drkit_url = "s3://bench/drkit"
         for d in ("log", "lock", "spool"):
             os.mkdir(os.path.join(root, "pgbr-" + d), 0o700)
@@ -73,12 +73,8 @@ def main():
 
         def pgbr_conf(name, data_dir, asynchronous, extra=()):
             path = os.path.join(root, name)
-            write(path, "\n".join([
-                "[global]", "repo1-type=s3", "repo1-s3-endpoint=127.0.0.1", "repo1-storage-port=%d" % s3.https_port,
-                "repo1-s3-bucket=bench", "repo1-s3-key=%s" % s3.access_key,
-                "repo1-s3-key-secret=%s" % s3.secret_key, "repo1-s3-region=us-east-1", "repo1-s3-uri-style=path",
-                "repo1-storage-verify-tls=n", "repo1-path=/pgbackrest", "compress-type=zst", "compress-level=3",
-                "process-max=%d" % cores, "archive-async=%s" % ("y" if asynchronous else "n"), "start-fast=y",
+            write(path, "\n".join(pgbackrest_repo_lines(s3, "/pgbackrest", asynchronous) + [
+                "start-fast=y",
                 "log-path=%s/pgbr-log" % root, "lock-path=%s/pgbr-lock" % root,
                 "spool-path=%s/pgbr-spool" % root, "log-level-console=warn", "repo1-retention-full=9",
                 "[bench]", "pg1-path=%s" % data_dir, "pg1-user=postgres"] + list(extra) + [""]))
@@ -159,8 +155,7 @@ def main():
         print()
         print("Replay to the end of the archive + promote: pgbench -i -s %d after the base backup (%.0f MiB of WAL "
               "in %.0f s), SeaweedFS over HTTPS on loopback, %d cores, %s; medians of %d runs" % (
-                  args.scale, wal_bytes / mib, gen, cores, subprocess.run(
-                      ["pgbackrest", "version"], stdout=subprocess.PIPE, check=False).stdout.decode().strip(),
+                  args.scale, wal_bytes / mib, gen, cores, pgbr_version,
                   args.runs))
         print()
         print("| restore_command | replay s (median) | runs | MiB/s |")
@@ -171,16 +166,7 @@ def main():
                                                  wal_bytes / mib / med))
         print()
     finally:
-        for s in servers:
-            try:
-                s.stop(mode="immediate")
-            except Exception:  # noqa: BLE001
-                pass
-        s3.destroy()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print("kept", root)
+        tear_down(servers, s3, root, args.keep)
 
 
 if __name__ == "__main__":
