@@ -166,8 +166,8 @@ def main():
         print("|---|---:|---|---:|")
         for label, _m in methods:
             med = statistics.median(rates[label])
-            print("| %s | %.2f | %s | %.0f |" % (label, med, " / ".join("%.2f" % r for r in rates[label]),
-                                                  med * 16))
+            runs = " / ".join("%.2f" % r for r in rates[label])
+            print("| %s | %.2f | %s | %.0f |" % (label, med, runs, med * 16))
         print()
     finally:
         tear_down([], s3, root, args.keep)

@@ -263,10 +263,11 @@ def markdown(report):
              "| Started | %s |" % _md(report["started_at"]),
              "| Finished | %s |" % report["finished_at"],
              "| **Measured RTO** (download + restore + checks) | **%s** |" % _fmt_s(report["rto_seconds"]),
-             "| **Achieved RPO** (backup age at restore) | **%s** |" % _fmt_s(report["rpo_seconds"]),
-             ] + (["| **Achieved RPO with PITR** (age of the newest archived WAL) | **%s** |" % _md(_wal_line(report))]
-                  if report.get("wal_newest") else []) + [
-             "", "![timeline](timeline.svg)", ""]
+             "| **Achieved RPO** (backup age at restore) | **%s** |" % _fmt_s(report["rpo_seconds"])]
+    if report.get("wal_newest"):
+        lines.append("| **Achieved RPO with PITR** (age of the newest archived WAL) | **%s** |"
+                     % _md(_wal_line(report)))
+    lines += ["", "![timeline](timeline.svg)", ""]
     for c in report["components"]:
         lines += ["## %s (%s): %s" % (_md(c["name"]), _md(c["kind"] or "?"), "passed" if c["passed"] else "FAILED"),
                   "", "| | |", "|---|---|",

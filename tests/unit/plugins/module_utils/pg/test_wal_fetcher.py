@@ -117,7 +117,11 @@ def test_a_segment_taken_then_needed_again_is_fetched_again(spool):
     call waited its full 60 s before fetching itself."""
     archive = Archive(last=10)
     done = threading.Event()
-    t = threading.Thread(target=lambda: (wal_fetcher.run_fetcher(str(spool), 2, 1.0, SEG, archive), done.set()))
+
+    def fetcher():
+        wal_fetcher.run_fetcher(str(spool), 2, 1.0, SEG, archive)
+        done.set()
+    t = threading.Thread(target=fetcher)
     wal_fetcher.ask(str(spool), seg(1))
     t.start()
     try:
