@@ -129,7 +129,7 @@ def test_a_segment_taken_then_needed_again_is_fetched_again(spool):
         assert _wait(target.exists), "the first request is answered"
         target.rename(spool.parent / "RECOVERYXLOG")  # the call takes it
         wal_fetcher.ask(str(spool), seg(1), took=True)
-        assert _wait(lambda: (spool / seg(3)).exists()), "taking it moves the window on"
+        assert _wait((spool / seg(3)).exists), "taking it moves the window on"
         wal_fetcher.ask(str(spool), seg(1))  # replay starts over
         assert _wait(target.exists), "needed again: fetched again"
         assert archive.calls.count(seg(1)) == 2
