@@ -101,7 +101,7 @@ def cluster(scratch_root, s3):
         finally:
             c.pg.destroy()
             deadline = time.time() + 30  # the pusher leaves with its pg_wal
-            while wal_pusher.pusher_running(spool) and time.time() < deadline:
+            while wal_pusher.worker(spool).running() and time.time() < deadline:
                 time.sleep(0.1)
             shutil.rmtree(base, ignore_errors=True)
             s3.delete_bucket(bucket)
@@ -111,7 +111,7 @@ def test_async_push_stores_ahead_and_survives_an_outage(cluster):
     first = cluster.segments(6)
     cluster.wait(lambda: cluster.archiver()[2] >= first[-1][0])
     cluster.assert_stored(first)
-    assert wal_pusher.pusher_running(cluster.spool), "the pusher is kept warm between calls"
+    assert wal_pusher.worker(cluster.spool).running(), "the pusher is kept warm between calls"
     with open(cluster.pg.log_file) as fh:
         log = fh.read()
     ahead = [n for n, _d in first if "%s was archived ahead by the background pusher" % n in log]
@@ -138,11 +138,11 @@ def test_async_push_stores_ahead_and_survives_an_outage(cluster):
     assert not [n for n in os.listdir(cluster.spool) if n.endswith(".failed")]
 
     # Idle: the pusher leaves (async_idle = 8 s here).
-    cluster.wait(lambda: not wal_pusher.pusher_running(cluster.spool), timeout=60)
+    cluster.wait(lambda: not wal_pusher.worker(cluster.spool).running(), timeout=60)
 
 
 def test_a_full_spool_falls_back_to_pushing_in_the_call(cluster):
-    assert not wal_pusher.pusher_running(cluster.spool)
+    assert not wal_pusher.worker(cluster.spool).running()
     failed_before = cluster.archiver()[1]
     for n in os.listdir(cluster.spool):
         os.unlink(os.path.join(cluster.spool, n))

@@ -20,6 +20,13 @@ __metaclass__ = type
 import errno
 import fcntl
 import os
+import time
+
+from .osutil import unlink_quietly
+
+# How often a waiting command looks for its answer, and every how many looks
+# whether the worker is still there.
+POLL, LIVENESS_EVERY = 0.01, 10
 
 
 def _try_lock(fd, mode):
@@ -61,6 +68,27 @@ class Worker(object):
                 return fh.read().strip() or None
         except (IOError, OSError):
             return None
+
+    def wait(self, ready_path, notes, timeout, clock=time.monotonic, sleep=time.sleep):
+        """What a command waiting for the worker's answer about one file
+        learns: 'ready' (``ready_path`` exists), the verdict of the first of
+        ``notes`` ({path: verdict}, a note the worker left; consumed here),
+        'gone' (no worker holds the lock) or 'timeout'."""
+        deadline = clock() + timeout
+        looks = 0
+        while True:
+            if os.path.exists(ready_path):
+                return "ready"
+            for path, verdict in notes.items():
+                if unlink_quietly(path):
+                    return verdict
+            if clock() >= deadline:
+                return "timeout"
+            if looks % LIVENESS_EVERY == 0 and not self.running():
+                # the answer may have come just before the worker left
+                return "ready" if os.path.exists(ready_path) else "gone"
+            looks += 1
+            sleep(POLL)
 
     def start(self, serves, run):
         """Fork the worker, serving ``serves``, unless one runs; ``run()``

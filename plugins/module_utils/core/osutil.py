@@ -141,6 +141,15 @@ def atomic_write(path, data, mode=0o600, owner=None, sync=True, sync_dir=True):
 FD_PATH = "/proc/%d/fd/%d"
 
 
+def unlink_quietly(path):
+    """Remove a file if it is there; True when this call removed it."""
+    try:
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+
+
 def memory_file_path(fd):
     """The path under which processes of this user (our children, and theirs:
     a wrapper script around pg_dump that closes its descriptors) open the

@@ -76,7 +76,7 @@ import time
 from ..core import crypto, metrics
 from ..core.errors import ConfigError, ConflictError, DrkitError, IntegrityError, NotFoundError, StorageError
 from ..core.options import Option, Options, resolve
-from ..core.osutil import atomic_write, atomic_writer
+from ..core.osutil import atomic_write, atomic_writer, unlink_quietly
 from ..core.stream import (CHUNK, COMPRESSION_LEVEL, Digest, PipelineSink, TeeReader, ZstdCompress, ZstdDecompress,
                            pump, read_stored, read_zstd)
 from ..repo.wal_layout import (
@@ -290,13 +290,6 @@ def _write_marker(spool_dir, name, sha):
     atomic_write(_marker_path(spool_dir, name), sha + "\n", sync=False, sync_dir=False)
 
 
-def _remove(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def _prune_markers(spool_dir, max_age=86400.0):
     now = time.time()
     try:
@@ -343,7 +336,7 @@ def _pushed_ahead(spool_dir, path, name, t0, how):
     if sha is None:
         return None
     local_sha, _size = file_digest(path)
-    _remove(_marker_path(spool_dir, name))
+    unlink_quietly(_marker_path(spool_dir, name))
     if local_sha != sha:
         return None
     return {"name": name, "key": wal_key(name), "status": "pushed-ahead", "raw_sha256": sha,
@@ -369,18 +362,18 @@ def wal_push(params, path, name, progress=None, storage=None):
             if read_ahead < 1:
                 raise ConfigError("--async needs --read-ahead N of 1 or more (the background pusher's parallel "
                                   "uploads; config file key read_ahead)", "4 suits most servers")
+        wal_dir = os.path.dirname(os.path.abspath(path))
         if spool_dir:
             how = "the background pusher" if asynchronous else "an earlier wal-push"
             result = _pushed_ahead(spool_dir, path, name, t0, how)
-            wal_dir = os.path.dirname(os.path.abspath(path))
+            pusher = wal_pusher.worker(spool_dir)
             if result is None and asynchronous and storage is None and kind in ("segment", "partial") and \
-                    wal_pusher.serving(spool_dir) in (None, wal_dir):
+                    pusher.serving() in (None, wal_dir):
                 # forked before this process opens a storage client or a thread
-                wal_pusher.start_pusher(p, wal_dir, spool_dir, _pusher_main)
-                verdict = wal_pusher.wait_for(spool_dir, name, _marker_path(spool_dir, name))
-                if verdict == "pushed":
+                pusher.start(wal_dir, lambda: _pusher_main(p, wal_dir, spool_dir))
+                if wal_pusher.wait_for(spool_dir, name, _marker_path(spool_dir, name)) == "ready":
                     result = _pushed_ahead(spool_dir, path, name, t0, how)
-                # otherwise (failed, no pusher, timeout) this call pushes the file itself
+                # otherwise (failed, gone, timeout) this call pushes the file itself
             if result is not None:
                 _push_metrics(metrics_dir, job, True)
                 return False, result
@@ -388,7 +381,6 @@ def wal_push(params, path, name, progress=None, storage=None):
             storage = open_storage(p["storage_url"], **storage_options(p))
         ahead = []
         if spool_dir and read_ahead > 0 and not asynchronous:
-            wal_dir = os.path.dirname(os.path.abspath(path))
             ahead = [n for n in ready_files(wal_dir, name, read_ahead) if _read_marker(spool_dir, n) is None]
             ahead = [(n, os.path.join(wal_dir, n)) for n in ahead]
         threads = [_AheadPush(storage, p, n, level, spool_dir, recipients) for n, p in ahead]
@@ -560,13 +552,13 @@ def wal_fetch(params, name, path, storage=None):
         if asynchronous:
             _ensure_dir(spool)
             wal_fetcher.ask(spool, name, took=done is not None)
-        if done is None and asynchronous and storage is None and \
-                wal_fetcher.worker(spool).serving() in (None, spool):
+        fetcher = wal_fetcher.worker(spool)
+        if done is None and asynchronous and storage is None and fetcher.serving() in (None, spool):
             # forked before this process opens a storage client or a thread
-            wal_fetcher.worker(spool).start(spool, lambda: _fetcher_main(p, spool, keyring))
+            fetcher.start(spool, lambda: _fetcher_main(p, spool, keyring))
             if wal_fetcher.wait_for(spool, name) == "ready":
                 done = _take_prefetched(spool, name, path, t0)
-            # otherwise (missing, failed, no fetcher, timeout) this call fetches the file itself
+            # otherwise (missing, failed, gone, timeout) this call fetches the file itself
         if done is not None:
             return True, done
         if asynchronous:
@@ -578,9 +570,8 @@ def wal_fetch(params, name, path, storage=None):
         seg_size = p["wal_segment_size"]
         tli = int(name[:8], 16)
         number = segment_number(name, seg_size)
+        _ensure_dir(spool)
         try:
-            if not os.path.isdir(spool):
-                os.mkdir(spool, 0o700)
             present = set(os.listdir(spool))
         except OSError:
             present = None  # cannot prefetch here: plain fetch

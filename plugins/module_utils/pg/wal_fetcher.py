@@ -38,7 +38,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from ..core import background
 from ..core.errors import NotFoundError
-from ..core.osutil import atomic_write
+from ..core.osutil import atomic_write, unlink_quietly
 from ..repo.wal_layout import SEGMENT_RE, segment_name, segment_number
 
 LOCK_NAME = "fetcher.lock"
@@ -46,7 +46,6 @@ WANT_NAME = "fetcher.want"
 MISSING, FAILED = ".missing", ".failed"
 PARALLEL = 4
 FETCH_WAIT = 60.0
-POLL = 0.005
 RETRY_MISSING = 1.0
 
 
@@ -79,32 +78,11 @@ def _wanted(spool):
     return tuple(parts)
 
 
-def _unlink(path):
-    try:
-        os.unlink(path)
-        return True
-    except OSError:
-        return False
-
-
 def wait_for(spool, name, timeout=FETCH_WAIT, clock=time.monotonic, sleep=time.sleep):
-    """'ready' (spool/name is there), 'missing', 'failed' (each consumed),
-    'no-fetcher' or 'timeout'."""
-    deadline = clock() + timeout
+    """The fetcher's answer on ``name`` (background.Worker.wait): 'ready',
+    'missing', 'failed', 'gone' or 'timeout'."""
     path = os.path.join(spool, name)
-    n = 0
-    while True:
-        if os.path.exists(path):
-            return "ready"
-        for suffix, verdict in ((MISSING, "missing"), (FAILED, "failed")):
-            if _unlink(path + suffix):
-                return verdict
-        if clock() >= deadline:
-            return "timeout"
-        if n % 20 == 0 and not worker(spool).running():
-            return "ready" if os.path.exists(path) else "no-fetcher"
-        n += 1
-        sleep(POLL)
+    return worker(spool).wait(path, {path + MISSING: "missing", path + FAILED: "failed"}, timeout, clock, sleep)
 
 
 def window(want, ahead, seg_size):
@@ -202,4 +180,4 @@ def _prune(spool, keep):
             if entry.endswith(suffix):
                 base = entry[:-len(suffix)]
         if SEGMENT_RE.match(base) and base not in keep:
-            _unlink(os.path.join(spool, entry))
+            unlink_quietly(os.path.join(spool, entry))

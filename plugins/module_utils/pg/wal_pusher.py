@@ -39,7 +39,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from ..core import background, crypto
 from ..core.errors import ConfigError
-from ..core.osutil import atomic_write
+from ..core.osutil import atomic_write, unlink_quietly
 from ..storage.factory import open_storage, storage_options
 
 LOCK_NAME = "pusher.lock"
@@ -47,7 +47,6 @@ FAILED_SUFFIX = ".failed"
 # How long one archive_command call waits for the pusher before it pushes
 # its file itself (pgBackRest's archive-timeout default is the same).
 ASYNC_WAIT = 60.0
-POLL = 0.01
 # A failed file is retried by the pusher after this long, doubling up to
 # RETRY_MAX (the archive_command call of that file pushes it itself anyway).
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
@@ -69,48 +68,18 @@ def check_spool(spool_dir):
 
 
 def worker(spool_dir):
+    """The spool's pusher (core/background.py): running(), serving() (the
+    pg_wal it pushes from: a spool shared by two clusters by mistake must
+    not make one cluster's calls wait for markers the other's pusher never
+    writes), start()."""
     return background.Worker(spool_dir, LOCK_NAME)
 
 
-def pusher_running(spool_dir):
-    """True while a pusher holds the spool's lock."""
-    return worker(spool_dir).running()
-
-
-def serving(spool_dir):
-    """The pg_wal directory the running pusher serves (None if none runs).
-    A spool shared by two clusters by mistake must not make one cluster's
-    calls wait for markers that the other's pusher never writes."""
-    return worker(spool_dir).serving()
-
-
-def start_pusher(params, wal_dir, spool_dir, run):
-    """Fork the background pusher (core/background.py) unless one is
-    running; ``run(params, wal_dir, spool_dir)`` is its body. Returns True
-    when a pusher was started."""
-    return worker(spool_dir).start(wal_dir, lambda: run(params, wal_dir, spool_dir))
-
-
 def wait_for(spool_dir, name, marker_path, timeout=ASYNC_WAIT, clock=time.monotonic, sleep=time.sleep):
-    """Wait for the pusher's verdict on ``name``: 'pushed' (its marker is
-    there), 'failed' (its .failed file, which is removed), 'no-pusher' or
-    'timeout'. The caller checks the marker's content."""
-    deadline = clock() + timeout
-    n = 0
-    while True:
-        if os.path.exists(marker_path):
-            return "pushed"
-        fp = failed_path(spool_dir, name)
-        if os.path.exists(fp):
-            _unlink(fp)
-            return "failed"
-        if clock() >= deadline:
-            return "timeout"
-        if n % 10 == 0 and not pusher_running(spool_dir):
-            # the marker may have been written just before the pusher left
-            return "pushed" if os.path.exists(marker_path) else "no-pusher"
-        n += 1
-        sleep(POLL)
+    """The pusher's answer on ``name`` (background.Worker.wait): 'ready'
+    (its marker is there: the caller checks its content), 'failed', 'gone'
+    or 'timeout'."""
+    return worker(spool_dir).wait(marker_path, {failed_path(spool_dir, name): "failed"}, timeout, clock, sleep)
 
 
 def run_pusher(params, wal_dir, spool_dir, push, ready, write_marker, read_marker, clock=time.monotonic,
@@ -119,7 +88,7 @@ def run_pusher(params, wal_dir, spool_dir, push, ready, write_marker, read_marke
     recipients)`` stores one file under the full contract and returns its
     sha256; ``ready(wal_dir)`` lists the .ready names oldest first;
     ``write_marker``/``read_marker`` are the spool's markers. Returns the
-    number of files stored. It runs under the lock start_pusher took; it
+    number of files stored. It runs under the lock Worker.start took; it
     stops when the spool cannot take a marker (full disk: every call then
     pushes its own file) and ``async_idle`` seconds after the last work."""
     # a full spool is found before anything is uploaded
@@ -152,7 +121,7 @@ def run_pusher(params, wal_dir, spool_dir, push, ready, write_marker, read_marke
                 done.add(name)
                 stored += 1
                 backoff.pop(name, None)
-                _unlink(failed_path(spool_dir, name))
+                unlink_quietly(failed_path(spool_dir, name))
             now = clock()
             if len(inflight) < uploads:
                 names = ready(wal_dir)
@@ -179,10 +148,3 @@ def _note_failure(spool_dir, name, err):
     # real error; nothing of the message outlives the pusher. A spool that
     # cannot take this ends the pusher (OSError), as for markers.
     atomic_write(failed_path(spool_dir, name), "%s\n" % type(err).__name__, sync=False, sync_dir=False)
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

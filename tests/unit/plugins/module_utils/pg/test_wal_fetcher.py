@@ -101,7 +101,7 @@ def test_the_fetcher_leaves_when_its_directory_goes(spool, tmp_path):
 
 
 def test_a_call_without_a_fetcher_fetches_itself(spool):
-    assert wal_fetcher.wait_for(str(spool), seg(1)) == "no-fetcher"
+    assert wal_fetcher.wait_for(str(spool), seg(1)) == "gone"
     (spool / seg(1)).write_text("x")
     assert wal_fetcher.wait_for(str(spool), seg(1)) == "ready"
 

@@ -147,13 +147,13 @@ def test_a_call_sees_its_marker_its_failure_or_no_pusher(spool):
     marker = os.path.join(str(spool), NAMES[0] + ".pushed")
     with open(marker, "w") as fh:
         fh.write("x\n")
-    assert wal_pusher.wait_for(str(spool), NAMES[0], marker) == "pushed"
+    assert wal_pusher.wait_for(str(spool), NAMES[0], marker) == "ready"
     os.unlink(marker)
     with open(wal_pusher.failed_path(str(spool), NAMES[0]), "w") as fh:
         fh.write("StorageError\n")
     assert wal_pusher.wait_for(str(spool), NAMES[0], marker) == "failed"
     assert not os.path.exists(wal_pusher.failed_path(str(spool), NAMES[0])), "consumed by the call"
-    assert wal_pusher.wait_for(str(spool), NAMES[0], marker) == "no-pusher"
+    assert wal_pusher.wait_for(str(spool), NAMES[0], marker) == "gone"
 
 
 def test_a_call_waits_while_a_pusher_holds_the_lock_then_gives_up(spool):
@@ -162,15 +162,15 @@ def test_a_call_waits_while_a_pusher_holds_the_lock_then_gives_up(spool):
     fd = os.open(os.path.join(str(spool), wal_pusher.LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        assert wal_pusher.pusher_running(str(spool))
+        assert wal_pusher.worker(str(spool)).running()
         ticks = iter(range(1000))
         verdict = wal_pusher.wait_for(str(spool), NAMES[0], os.path.join(str(spool), "none"), timeout=50,
                                       clock=lambda: next(ticks), sleep=lambda s: None)
         assert verdict == "timeout"
-        assert not wal_pusher.start_pusher({}, "/nonexistent", str(spool), run=None), "one pusher at a time"
+        assert not wal_pusher.worker(str(spool)).start("/nonexistent", run=None), "one pusher at a time"
     finally:
         os.close(fd)
-    assert not wal_pusher.pusher_running(str(spool))
+    assert not wal_pusher.worker(str(spool)).running()
 
 
 # -- wal-push --async refuses what cannot work, before anything
@@ -194,16 +194,16 @@ def test_a_spool_serving_another_pg_wal_is_told_apart(spool):
     import fcntl
 
     path = os.path.join(str(spool), wal_pusher.LOCK_NAME)
-    assert wal_pusher.serving(str(spool)) is None
+    assert wal_pusher.worker(str(spool)).serving() is None
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, b"/srv/other-cluster/pg_wal\n")
         # wal-push then pushes its own file rather than wait for markers that never come
-        assert wal_pusher.serving(str(spool)) == "/srv/other-cluster/pg_wal"
+        assert wal_pusher.worker(str(spool)).serving() == "/srv/other-cluster/pg_wal"
     finally:
         os.close(fd)
-    assert wal_pusher.serving(str(spool)) is None
+    assert wal_pusher.worker(str(spool)).serving() is None
 
 
 def test_pg_wal_archive_writes_async_into_the_command_only_with_a_spool():
@@ -226,5 +226,5 @@ def test_a_lock_file_that_cannot_be_written_leaves_the_call_alone(spool, monkeyp
     def no_room(fd, data):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(background.os, "write", no_room)
-    assert wal_pusher.start_pusher({}, "/srv/pg/pg_wal", str(spool), run=None) is False
-    assert not wal_pusher.pusher_running(str(spool)), "the lock is released"
+    assert wal_pusher.worker(str(spool)).start("/srv/pg/pg_wal", run=None) is False
+    assert not wal_pusher.worker(str(spool)).running(), "the lock is released"
