@@ -161,10 +161,11 @@ def remove(spool):
 
 
 def _mark(spool, name, suffix):
-    try:
-        atomic_write(os.path.join(spool, name + suffix), "", sync=False, sync_dir=False)
-    except Exception:  # pylint: disable=broad-except
-        pass  # the call waits for FETCH_WAIT at most, then fetches itself
+    # A directory that cannot take the note (a full disk) ends the fetcher,
+    # as it ends the pusher: the call then finds no fetcher and fetches its
+    # file itself at once, instead of waiting FETCH_WAIT for a note that
+    # never comes.
+    atomic_write(os.path.join(spool, name + suffix), "", sync=False, sync_dir=False)
 
 
 def _prune(spool, keep):

@@ -147,3 +147,19 @@ def _wait(cond, timeout=5.0):
             return True
         time.sleep(0.01)
     return False
+
+
+def test_a_directory_that_cannot_take_a_note_ends_the_fetcher(spool, monkeypatch):
+    """The note for a missing segment cannot be written (a full disk): the
+    fetcher leaves, so that the call finds no fetcher and fetches itself at
+    once. It once went on without the note, and the call waited 60 s."""
+    real = wal_fetcher.atomic_write
+
+    def full(path, data, **kw):
+        if path.endswith(wal_fetcher.MISSING):
+            raise OSError(28, "No space left on device")
+        return real(path, data, **kw)
+    monkeypatch.setattr(wal_fetcher, "atomic_write", full)
+    wal_fetcher.ask(str(spool), seg(1))
+    with pytest.raises(OSError):
+        wal_fetcher.run_fetcher(str(spool), 2, 1.0, SEG, Archive(last=0))
