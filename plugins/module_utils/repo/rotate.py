@@ -51,7 +51,7 @@ from ..storage.factory import STORAGE, open_storage, storage_options
 from . import manifest as mf
 from .retention import RETENTION, Duration, Policy, apply_policy, check_group_by, group_key
 from .verification import newest_verified
-from .wal_layout import WAL, classify, name_of_key
+from .wal_layout import WAL, classify, name_of_key, timeline_dirs
 
 DEFAULT_GRACE = "1d"
 MIN_GRACE_SECONDS = 3600
@@ -71,7 +71,6 @@ HOUSEKEEPING_PREFIXES = (mf.BACKUPS + "/", WAL_PREFIX)
 
 
 _SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
-_TIMELINE_RE = re.compile(r"^[0-9A-F]{8}$")
 
 
 # --------------------------------------------------------------------------
@@ -144,9 +143,7 @@ def list_wal_below(storage, number):
     and the file backend both sort), and WAL names sort by segment number,
     so the rest of the archive, which is still needed, is not listed at all.
     Were a listing not sorted, this would only prune less, never more."""
-    for tli in storage.list_dirs(WAL_PREFIX):
-        if not _TIMELINE_RE.match(tli):
-            continue  # wal/history/ and anything else
+    for tli in timeline_dirs(storage):
         for info in storage.list("%s%s/" % (WAL_PREFIX, tli)):
             pos = wal_position(info.key)
             if pos is None:

@@ -153,14 +153,22 @@ def archive_system_identifier(storage):
     return text
 
 
+TIMELINE_RE = re.compile(r"^[0-9A-F]{8}$")
+
+
+def timeline_dirs(storage):
+    """The archive's timeline directories (wal/00000001/ ...), in order;
+    not wal/history/ nor anything else under wal/."""
+    return sorted(t for t in storage.list_dirs(WAL + "/") if TIMELINE_RE.match(t))
+
+
 def newest_archived(storage, now=None):
     """What the archive holds last, for the RPO a point-in-time recovery
     achieves now: the WAL segment, promotion partial or streamed partial of
     the newest timeline stored last (its key, name, timeline, mtime and age
     in seconds), or None when the archive has no WAL. Only the newest
     timeline's directory is listed."""
-    timelines = sorted(t for t in storage.list_dirs(WAL + "/") if re.match(r"^[0-9A-F]{8}$", t))
-    for tli in reversed(timelines):
+    for tli in reversed(timeline_dirs(storage)):
         newest = None
         for info in storage.list("%s/%s/" % (WAL, tli)):
             name = name_of_key(info.key)
