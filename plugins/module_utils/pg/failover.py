@@ -44,7 +44,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
 import os
 import stat
 import subprocess
@@ -347,7 +346,7 @@ def pg_failover(params, check_mode=False, runner=None, progress=None):
                   promote_seconds=round(time.time() - t_promote, 3))
     t_write, served_by, attempts = write_check(params, cp, hosts, time.time() + timeout)
     result.update(rto_seconds=round(t_write - t0, 3), write_served_by_port=served_by, write_attempts=attempts,
-                  first_write_at=mf.isoformat(datetime.datetime.fromtimestamp(t_write, datetime.timezone.utc)))
+                  first_write_at=mf.iso_from_epoch(t_write))
     if mode == "planned":
         result["rpo"] = {"lost_transactions": 0, "lost_bytes": 0, "exact": True,
                          "how": "the standby replayed past the primary's shutdown checkpoint"}

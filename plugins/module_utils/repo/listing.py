@@ -7,7 +7,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
 
 from ..core.options import Option, Options, resolve
 from ..core.signing import VERIFYING, Trust
@@ -59,6 +58,5 @@ def wal_archive_facts(storage):
     """The WAL archive under this storage: its cluster and newest file."""
     newest = wal_layout.newest_archived(storage)
     if newest is not None:
-        stored = datetime.datetime.fromtimestamp(newest["stored_at"], datetime.timezone.utc)
-        newest = dict(newest, stored_at=mf.isoformat(stored))
+        newest = dict(newest, stored_at=mf.iso_from_epoch(newest["stored_at"]))
     return {"system_identifier": wal_layout.archive_system_identifier(storage), "newest": newest}

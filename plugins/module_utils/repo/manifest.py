@@ -80,6 +80,11 @@ def isoformat(dt):
     return dt.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def iso_from_epoch(epoch):
+    """isoformat() of a Unix time."""
+    return isoformat(datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc))
+
+
 def parse_time(value):
     """Parse an ISO 8601 timestamp (Z or offset; naive means UTC)."""
     if isinstance(value, datetime.datetime):
@@ -353,7 +358,7 @@ class BackupEntry(object):
         self.future = None
         if self.finished.timestamp() > limit + tolerance:
             self.future = "finished_at %s is later than %s %s plus %d s: dated in the future" % (
-                self.manifest["finished_at"], what, isoformat(_from_epoch(limit)), tolerance)
+                self.manifest["finished_at"], what, iso_from_epoch(limit), tolerance)
         return self
 
     @property
@@ -381,15 +386,11 @@ class BackupEntry(object):
             "artifacts": [a["name"] for a in m["artifacts"]],
             "source_key": source_key(m["source"]),
             "pinned": self.pinned, "verifications": len(self.verification_keys),
-            "stored_at": isoformat(_from_epoch(self.stored)) if self.stored is not None else None,
+            "stored_at": iso_from_epoch(self.stored) if self.stored is not None else None,
             "digest": m.sealed, "counted": self.counts, "doubts": self.doubts,
             "artifacts_missing": list(self.missing), "future_dated": bool(self.future),
             "signed_by": m.signed_by, "signature_verified": self.signature_verified,
         }
-
-
-def _from_epoch(epoch):
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
 
 
 def source_key(source):

@@ -22,7 +22,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
 import json
 import os
 import socket
@@ -44,6 +43,8 @@ OPTIONS = Options(
     Option("storage", "str"),
     Option("wal_archive", "dict"),
 )
+
+_iso = mf.iso_from_epoch
 
 COLORS = {"backup": "#4e79a7", "download": "#f28e2b", "restore": "#59a14f", "verify": "#b07aa1"}
 
@@ -141,10 +142,6 @@ def _label(row):
     """A per-table row's name for people: PostgreSQL's rows carry schema and
     table apart and both together as ``name``; Redis's the db number."""
     return row.get("name") or row.get("table")
-
-
-def _iso(epoch):
-    return mf.isoformat(datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc))
 
 
 def wal_rpo(wal_archive):

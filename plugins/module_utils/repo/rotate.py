@@ -357,7 +357,7 @@ def _backup_id_of(key):
 def _iso(epoch):
     if epoch in (None, float("inf"), float("-inf")):
         return None
-    return mf.isoformat(datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc))
+    return mf.iso_from_epoch(epoch)
 
 
 def check_plan(plan):
