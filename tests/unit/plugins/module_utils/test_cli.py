@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils import cli
@@ -145,6 +146,22 @@ def test_main_list_empty_and_json(capsys, tmp_path):
     assert cli.main(["list", "--storage-url", url, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["backups"] == [] and result["count"] == 0 and result["storage"] == url
+
+
+def test_main_list_wal_says_how_old_the_newest_archived_wal_is(capsys, tmp_path):
+    url = "file://" + str(tmp_path)
+    assert cli.main(["list", "--storage-url", url, "--wal"]) == 0
+    assert capsys.readouterr().out.endswith("WAL archive: no WAL\n")
+    seg = tmp_path / "wal" / "00000001" / "000000010000000000000005.zst"
+    seg.parent.mkdir(parents=True)
+    seg.write_bytes(b"x")
+    os.utime(str(seg), (time.time() - 7200, time.time() - 7200))
+    assert cli.main(["list", "--storage-url", url, "--wal"]) == 0
+    out = capsys.readouterr().out
+    assert "WAL archive: newest 000000010000000000000005, stored 2 h ago (" in out, out
+    assert cli.main(["list", "--storage-url", url, "--wal", "--json"]) == 0
+    newest = json.loads(capsys.readouterr().out)["wal_archive"]["newest"]
+    assert newest["name"] == "000000010000000000000005" and 7190 < newest["age_seconds"] < 7300
 
 
 def test_main_runs_the_janitor_first_except_for_wal_commands_and_check_mode(capsys, tmp_path, monkeypatch):
