@@ -469,7 +469,9 @@ def _print_result(args, result):
         return
     if args.command == "list":
         rows = result.get("backups", [])
-        if not rows:
+        if getattr(args, "backups", None) is False:
+            pass  # --no-backups: the WAL archive alone
+        elif not rows:
             sys.stdout.write("no complete backups in %s\n" % result.get("storage"))
         else:
             sys.stdout.write(list_table(rows, time.time()))

@@ -63,6 +63,12 @@ options:
         puts it in its report.
     type: bool
     default: false
+  backups:
+    description:
+      - List the backups (RV(backups)). V(false) with O(wal) reports only the WAL archive and reads no manifest
+        (RV(backups) is then empty), as the DR rehearsal does for its RPO with PITR.
+    type: bool
+    default: true
 seealso:
   - module: drkit.backup.pg_backup
 """

@@ -65,6 +65,12 @@ options:
       - The report then also gives the RPO a point-in-time recovery achieves (the age of the newest archived
         WAL file) and the metric C(drkit_dr_rehearsal_wal_rpo_seconds).
     type: dict
+  wal_error:
+    description:
+      - Why the WAL archive could not be read (the message of the M(drkit.backup.backup_info) task that failed).
+        The report then fails with that finding (a point-in-time recovery would fail the same way), O(wal_archive)
+        is ignored and C(drkit_dr_rehearsal_wal_rpo_seconds) is NaN.
+    type: str
 seealso:
   - module: drkit.backup.pg_verify
 """

@@ -276,6 +276,10 @@ def test_rehearsal_against_inventory_hosts_then_corrupted_latest(pg, s3, bucket,
     i = len(data) // 3
     client.put_object(Bucket=bucket, Key="%s/%s" % (prefix, art),
                       Body=data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+    # and host 2's WAL archive is now one that cannot be read: said in its report, not left out
+    hosts = json.loads(inventory.read_text())
+    hosts["databases"]["hosts"]["dbhost2"]["dr_rehearsal_wal_storage_url"] = "file://%s" % (tmp_path / "gone")
+    inventory.write_text(json.dumps(hosts))
     run = run_rehearsal(tmp_path, dict(extra, dr_rehearsal_take_backup=False), inventory=inventory, env=env)
     assert run.rc != 0, run.describe()
     assert set(e["status"] for e in run.entries("Take a fresh backup")) == {"skipped"}
@@ -296,6 +300,9 @@ def test_rehearsal_against_inventory_hosts_then_corrupted_latest(pg, s3, bucket,
     assert comp["backup_id"] == bid and comp["fresh_backup"] is False and comp["passed"] is False
     assert any("Stored object %s" % art in f and "does not match its manifest" in f for f in comp["findings"])
     assert md.splitlines()[0].endswith(": FAILED") and "does not match its manifest" in md
+    assert len(report["findings"]) == 1 and report["findings"][0].startswith(
+        "The WAL archive could not be read, so a point-in-time recovery would fail now: "), report["findings"]
+    assert str(tmp_path / "gone") in report["findings"][0] and "The WAL archive could not be read" in md
     assert "FAILED" in page
     # the failed verification is recorded next to the manifest
     recs = [k for k in list_keys(storage_url, s3) if k.startswith("backups/%s/verify-" % bid)]

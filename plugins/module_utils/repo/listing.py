@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
+from ..core.errors import ConfigError
 from ..core.options import Option, Options, resolve
 from ..core.signing import VERIFYING, Trust
 from ..storage.factory import STORAGE, open_storage, storage_options
@@ -21,6 +22,8 @@ OPTIONS = Options(
     Option("limit", "int", min=1, hint="Use 1 or more, or leave limit unset for every backup"),
     Option("wal", "bool", default=False, flags=("--wal",),
            help="also report the WAL archive's newest file and its age (the RPO of a point-in-time recovery now)"),
+    Option("backups", "bool", default=True, off_flags=("--no-backups",),
+           help="with --wal, report only the WAL archive: no manifest is read"),
     VERIFYING,
 )
 
@@ -28,8 +31,16 @@ OPTIONS = Options(
 def backup_info(params):
     """Returns (False, result): listing never changes anything."""
     p = resolve(OPTIONS, params)
+    if not p["backups"] and not p["wal"]:
+        raise ConfigError("backups: false with wal: false would report nothing",
+                          "Set wal: true (--wal) to report only the WAL archive, or leave backups at true")
     trust = Trust.from_params(p)
     storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
+    if not p["backups"]:
+        # the WAL archive alone: a rehearsal's RPO without reading every manifest
+        return False, {"changed": False, "storage": storage.describe(), "backups": [], "count": 0, "latest": None,
+                       "not_counted": 0, "problems": [], "verify_keys": trust.ids() if trust else [],
+                       "wal_archive": wal_archive_facts(storage)}
     # Backups that do not count (artifacts missing, dated in the future, not
     # signed by a key of verify_keys) are listed too, marked: counted false
     # and their doubts.

@@ -15,7 +15,9 @@ and their Redis twins), so the numbers are the ones measured by those steps:
   RPO a point-in-time recovery achieves: how long ago the archive's newest
   WAL file was stored when the rehearsal looked. On a server that wrote
   nothing since, that age overstates what could be lost (there was nothing
-  to archive); it is what a PITR could recover to, measured.
+  to archive); it is what a PITR could recover to, measured. A WAL archive
+  that could not be read (``wal_error``) fails the report: a
+  point-in-time recovery would fail the same way.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -42,6 +44,7 @@ OPTIONS = Options(
     Option("started_at", "str"),
     Option("storage", "str"),
     Option("wal_archive", "dict"),
+    Option("wal_error", "str"),
 )
 
 _iso = mf.iso_from_epoch
@@ -153,7 +156,8 @@ def wal_rpo(wal_archive):
     return round(_num(newest.get("age_seconds")), 3), newest
 
 
-def build_report(components, title=None, started_at=None, storage=None, host=None, wal_archive=None):
+def build_report(components, title=None, started_at=None, storage=None, host=None, wal_archive=None,
+                 wal_error=None):
     comps = [component_summary(c) for c in components]
     if not comps:
         raise ConfigError("The report needs at least one component")
@@ -172,7 +176,13 @@ def build_report(components, title=None, started_at=None, storage=None, host=Non
         "rpo_seconds": round(max(c["rpo_seconds"] for c in comps), 3),
         "components": comps,
     }
-    report["wal_rpo_seconds"], report["wal_newest"] = wal_rpo(wal_archive)
+    report["wal_rpo_seconds"], report["wal_newest"] = wal_rpo(None if wal_error else wal_archive)
+    # findings of the platform as a whole, beside each component's own
+    report["findings"] = []
+    if wal_error:
+        report["findings"].append("The WAL archive could not be read, so a point-in-time recovery would fail now: %s"
+                                  % wal_error)
+        report["passed"] = False
     return report
 
 
@@ -264,6 +274,8 @@ def markdown(report):
     if report.get("wal_newest"):
         lines.append("| **Achieved RPO with PITR** (age of the newest archived WAL) | **%s** |"
                      % _md(_wal_line(report)))
+    if report.get("findings"):
+        lines += ["", "**Findings**", ""] + ["- %s" % _md(f) for f in report["findings"]]
     lines += ["", "![timeline](timeline.svg)", ""]
     for c in report["components"]:
         lines += ["## %s (%s): %s" % (_md(c["name"]), _md(c["kind"] or "?"), "passed" if c["passed"] else "FAILED"),
@@ -308,8 +320,9 @@ def html(report, svg):
                 " &middot; with PITR <b>%s</b>" % _esc(_wal_line(report)) if report.get("wal_newest") else ""),
             "<p>%s &middot; %s &middot; %s to %s</p>" % (
                 _esc(report["host"]), _esc(report.get("storage") or ""), _esc(report["started_at"]),
-                _esc(report["finished_at"])),
-            svg]
+                _esc(report["finished_at"]))]
+    body += ["<p class='fail'>%s</p>" % _esc(f) for f in report.get("findings") or []]
+    body += [svg]
     for c in report["components"]:
         body.append("<h2>%s (%s): <span class='%s'>%s</span></h2>" % (
             _esc(c["name"]), _esc(c["kind"]), "pass" if c["passed"] else "fail",
@@ -349,6 +362,7 @@ def summary_lines(report):
                                                   _fmt_s(report["rto_seconds"]), _fmt_s(report["rpo_seconds"]),
                                                   ", RPO with PITR %s" % _wal_line(report)
                                                   if report.get("wal_newest") else "")]
+    out += ["  %s" % f for f in report.get("findings") or []]
     for c in report["components"]:
         unit = "databases' key counts" if (c["kind"] or "").startswith("redis") else "tables"
         out.append("  %-10s %-6s backup %s (%s) restore %s, %d/%d %s match%s" % (
@@ -362,7 +376,7 @@ def write_report(params, check_mode=False):
     """Engine entry point for the dr_report module. Returns (changed, result)."""
     p = resolve(OPTIONS, params)
     report = build_report(p["components"] or [], title=p["title"], started_at=p["started_at"], storage=p["storage"],
-                          wal_archive=p["wal_archive"])
+                          wal_archive=p["wal_archive"], wal_error=p["wal_error"])
     out_dir = p["report_dir"]
     if not out_dir:
         raise ConfigError("report_dir is required", "Name the directory to write the report into")
@@ -387,6 +401,8 @@ def write_report(params, check_mode=False):
                       "drkit_dr_rehearsal_rpo_seconds": report["rpo_seconds"]}
             if report["wal_rpo_seconds"] is not None:
                 values["drkit_dr_rehearsal_wal_rpo_seconds"] = report["wal_rpo_seconds"]
+            elif p["wal_error"]:
+                values["drkit_dr_rehearsal_wal_rpo_seconds"] = float("nan")  # not known now, not an old value
             if report["passed"]:
                 values["drkit_dr_rehearsal_last_success_timestamp_seconds"] = now
             metrics.update_textfile(p["metrics_dir"], p["job_name"] or "dr_rehearsal", values)

@@ -164,6 +164,30 @@ def test_main_list_wal_says_how_old_the_newest_archived_wal_is(capsys, tmp_path)
     assert newest["name"] == "000000010000000000000005" and 7190 < newest["age_seconds"] < 7300
 
 
+def test_main_list_wal_without_backups_reads_no_manifest(capsys, tmp_path, monkeypatch):
+    """The rehearsal's RPO with PITR needs the WAL archive only: reading
+    every manifest of a large repository for it was wasted work."""
+    from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+
+    url = "file://" + str(tmp_path)
+    seg = tmp_path / "wal" / "00000001" / "000000010000000000000005.zst"
+    seg.parent.mkdir(parents=True)
+    seg.write_bytes(b"x")
+
+    def no_listing(*_args, **_kwargs):
+        raise AssertionError("a manifest was read")
+    monkeypatch.setattr(mf, "list_backups", no_listing)
+    assert cli.main(["list", "--storage-url", url, "--wal", "--no-backups"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("WAL archive: newest 000000010000000000000005, stored "), out
+    assert cli.main(["list", "--storage-url", url, "--wal", "--no-backups", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["backups"] == [] and result["wal_archive"]["newest"]["name"] == "000000010000000000000005"
+    # nothing to report at all is refused, naming the way out
+    assert cli.main(["list", "--storage-url", url, "--no-backups"]) == 2
+    assert "Set wal: true (--wal)" in capsys.readouterr().err
+
+
 def test_main_runs_the_janitor_first_except_for_wal_commands_and_check_mode(capsys, tmp_path, monkeypatch):
     """Every command but wal-push/wal-fetch (per WAL file, run by the server)
     removes dead drkit processes' temp directories before it runs; a check

@@ -67,7 +67,7 @@ NEW_FLAGS.update((command, flag)
                  if flag in DOCKER_FLAGS or command == "redis-verify")
 # the asynchronous pusher (issue 17)
 NEW_FLAGS.update((("wal-push", "--async"), ("wal-push", "--async-idle"), ("wal-fetch", "--async"),
-                  ("wal-fetch", "--async-idle"), ("list", "--wal")))
+                  ("wal-fetch", "--async-idle"), ("list", "--wal"), ("list", "--no-backups")))
 # options added since the snapshot, on purpose: (module, option) -> its argument_spec entry (None: not compared)
 NEW_OPTIONS = {
     # the ledger of a setting changed for a moment (issue 13, hole 12)
@@ -80,6 +80,8 @@ NEW_OPTIONS[("pg_wal_archive", "archive_async")] = {"type": "bool", "default": F
 NEW_OPTIONS[("pg_pitr", "fetch_async")] = {"type": "bool", "default": True}
 NEW_OPTIONS[("backup_info", "wal")] = {"type": "bool", "default": False}
 NEW_OPTIONS[("dr_report", "wal_archive")] = {"type": "dict"}
+NEW_OPTIONS[("backup_info", "backups")] = {"type": "bool", "default": True}
+NEW_OPTIONS[("dr_report", "wal_error")] = {"type": "str"}
 # client-side encryption (issue 15): recipients where backups are written, the identity where they are read
 NEW_OPTIONS[("pg_backup", "encryption_recipients")] = {"type": "list", "elements": "str"}
 NEW_OPTIONS.update(((module, "encryption_identity_file"), None)

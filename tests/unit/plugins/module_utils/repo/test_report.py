@@ -264,3 +264,26 @@ def test_the_rpo_with_pitr_is_the_age_of_the_newest_archived_wal(tmp_path):
     assert res["wal_rpo_seconds"] == 42.5
     prom = (tmp_path / "drkit_dr_rehearsal.prom").read_text()
     assert 'drkit_dr_rehearsal_wal_rpo_seconds{drkit_job="dr_rehearsal"} 42.5' in prom
+
+
+def test_an_unreadable_wal_archive_fails_the_report_and_says_why(tmp_path):
+    """The rehearsal's WAL lookup used to be ignore_errors with the line
+    simply left out: an archive PITR could not read looked like no archive."""
+    comps = [{"name": "postgresql", "verification": verification(True), "backup": backup()}]
+    why = "Access denied to s3://wal-archive/pg-main (check the credentials)"
+    report = dr.build_report(comps, wal_error=why)
+    assert report["passed"] is False and report["wal_rpo_seconds"] is None
+    assert report["findings"] == ["The WAL archive could not be read, so a point-in-time recovery would fail now: "
+                                  + why]
+    assert "- The WAL archive could not be read" in dr.markdown(report)
+    assert "<p class='fail'>The WAL archive could not be read" in dr.html(report, "")
+    assert dr.summary_lines(report)[0].startswith("DR rehearsal FAILED")
+    assert "The WAL archive could not be read" in dr.summary_lines(report)[1]
+    _changed, res = dr.write_report({"components": comps, "report_dir": str(tmp_path / "r"), "wal_error": why,
+                                     "metrics_dir": str(tmp_path)})
+    assert res["passed"] is False
+    prom = (tmp_path / "drkit_dr_rehearsal.prom").read_text()
+    assert 'drkit_dr_rehearsal_wal_rpo_seconds{drkit_job="dr_rehearsal"} NaN' in prom
+    assert 'drkit_dr_rehearsal_last_status{drkit_job="dr_rehearsal"} 0' in prom
+    # a readable one passes as before, without findings
+    assert dr.build_report(comps)["findings"] == [] and dr.build_report(comps)["passed"] is True
