@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import ansible_environment, run_drkit
+from helpers import ansible_environment, role, role_results, run_drkit, run_playbook
 from pitr_source import DRKIT_CMD, ArchivingSource
 
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
@@ -323,9 +324,51 @@ def test_standby_from_repository_then_planned_failover_loses_nothing(pair):
     assert_fenced(pair)
 
 
-def test_unplanned_failover_loss_bound_holds(pair):
+def build_standby_with_the_role(pair, tmp_path):
+    """Role postgresql_standby: the standby built from the repository, its
+    lag check scheduled and run once as postgres (metrics written)."""
+    root = pair.root / "host"
+    for d in ("etc", "log", "lock", "metrics", "cron.d"):
+        (root / d).mkdir(parents=True)
+    for d in ("lock", "metrics"):  # the runtime (not installed here) makes them writable for the job users
+        os.chmod(str(root / d), 0o1777)
+    variables = {"_drkit_runtime_installed": True, "postgresql_standby_install_runtime": False,
+                 "postgresql_standby_storage_url": pair.source.wal_url,
+                 "postgresql_standby_primary_host": "127.0.0.1", "postgresql_standby_primary_port": pair.pg.port,
+                 "postgresql_standby_replication_user": "postgres",
+                 "postgresql_standby_replication_password": pair.password,
+                 "postgresql_standby_data_directory": str(pair.standby_dir),
+                 "postgresql_standby_port": pair.standby_port, "postgresql_standby_pg_bin_dir": pair.pg.bin_dir,
+                 "postgresql_standby_timeout": 120, "postgresql_standby_drkit_command": DRKIT_CMD,
+                 "postgresql_standby_config_dir": str(root / "etc"),
+                 "postgresql_standby_metrics_dir": str(root / "metrics"),
+                 "postgresql_standby_cron_file": str(root / "cron.d" / "drkit-standby"),
+                 "postgresql_standby_log_file": str(root / "log" / "standby.log"),
+                 "postgresql_standby_lock_file": str(root / "lock" / "standby.lock"),
+                 "postgresql_standby_install_cron": False}
+    run = run_playbook([role("drkit.backup.postgresql_standby")], extra_vars=variables, tmp_dir=str(tmp_path))
+    assert run.rc == 0, run.describe()
+    assert pair.password not in run.text
+    (built,) = role_results(run, "Build the standby from the repository and wait until it streams")
+    assert built["result"]["changed"] and built["result"]["status"] == "streaming", built["result"]
+    cron = (root / "cron.d" / "drkit-standby").read_text()
+    assert "* * * * * postgres /usr/bin/flock -n %s " % (root / "lock" / "standby.lock") in cron
+    assert "standby-check --quiet --config %s" % (root / "etc" / "standby-main.yml") in cron
+    assert pair.password not in cron
+    for config in ("standby-main.yml", "standby-main-wal.yml"):
+        info = os.stat(str(root / "etc" / config))
+        assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == pwd_uid("postgres"), config
+    # the check ran once as postgres: the standby streams, its metrics say so
+    prom = read_textfile(str(root / "metrics" / "drkit_standby_main.prom"))
+    assert prom[("drkit_standby_streaming", '{drkit_job="standby_main"}')] == 1
+    assert prom[("drkit_standby_up", '{drkit_job="standby_main"}')] == 1
+
+
+def test_unplanned_failover_loss_bound_holds(pair, tmp_path):
+    """The standby comes from role postgresql_standby here (the planned
+    failover's from the module in-process)."""
     from ansible_collections.drkit.backup.plugins.module_utils.pg.failover import pg_failover
-    pg_standby(pair.params())
+    build_standby_with_the_role(pair, tmp_path)
     writer = Writer(pair)
     writer.start()
     wait_for(lambda: len(writer.acked) > 50, what="writer")

@@ -142,7 +142,7 @@ def test_monitoring_handlers_are_prefixed_and_notified_by_their_topics():
 # Dicts whose keys are free-form on purpose (engine options passed through,
 # CONFIG GET names, alert labels, the job config the calling role built).
 FREE_FORM = {"options", "settings", "config", "persistence", "postgresql_backup_options", "redis_backup_options",
-             "backup_monitoring_alert_labels"}
+             "backup_monitoring_alert_labels", "postgresql_standby_settings"}
 
 
 def spec_options(role):
@@ -177,7 +177,7 @@ def test_dict_defaults_in_the_specs_are_the_role_defaults():
 
 
 @pytest.mark.parametrize("role", ["postgresql_backup", "redis_backup", "postgresql_wal_archive",
-                                  "postgresql_wal_stream"])
+                                  "postgresql_wal_stream", "postgresql_standby"])
 def test_every_storage_option_a_role_documents_reaches_drkit(role):
     """Each key of the role's storage_options (the drkit storage options, no
     more) gets to the engine: listed in the keys copied into job configs, or
@@ -187,7 +187,8 @@ def test_every_storage_option_a_role_documents_reaches_drkit(role):
     documented = set(name for path, name, _opt in spec_options(role)
                      if path.startswith("main:%s_storage_options." % role))
     assert documented, role
-    assert documented <= set(STORAGE_OPTION_NAMES) - set(o.name for o in AZURE), documented
+    assert documented <= set(STORAGE_OPTION_NAMES), documented
+    assert set(o.name for o in AZURE) <= documented, "%s: az:// storage without the Azure options" % role
     var = "%s_storage_options" % role
     tasks = "".join(read(p) for p in glob.glob(os.path.join(ROOT, "roles", role, "tasks", "*.yml")))
     templated = any("(%s | dictsort)" % var in read(p)
