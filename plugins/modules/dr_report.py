@@ -71,6 +71,13 @@ options:
         The report then fails with that finding (a point-in-time recovery would fail the same way), O(wal_archive)
         is ignored and C(drkit_dr_rehearsal_wal_rpo_seconds) is NaN.
     type: str
+  notes:
+    description:
+      - Lines on what the numbers mean in this rehearsal, shown under the header of the Markdown and HTML reports
+        and kept in RV(report) (the region-loss scenario of C(playbooks/dr_rehearsal.yml) says where it restored
+        from and what its RPO includes).
+    type: list
+    elements: str
 seealso:
   - module: drkit.backup.pg_verify
 """

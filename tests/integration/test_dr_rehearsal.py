@@ -25,6 +25,8 @@ import pytest
 from helpers import (PlaybookRun, _ansible_bin, ansible_environment, drop_database, list_keys,
                      key_files, make_sample_database, run_drkit)
 
+from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -184,7 +186,8 @@ def scratch_left(pg):
     return [d for d in pg.psql("SELECT datname FROM pg_database").splitlines() if d.startswith("drkit_verify")]
 
 
-def test_rehearsal_against_inventory_hosts_then_corrupted_latest(pg, s3, bucket, rehearsal_dbs, tmp_path):
+def test_rehearsal_against_inventory_hosts_then_corrupted_latest_then_region_loss(pg, s3, bucket, rehearsal_dbs,
+                                                                                   tmp_path):
     """Two inventory hosts (both the ``pg`` fixture, one database each, set
     as host vars in the inventory) rehearse in one run; S3 options come
     from the AWS environment, as documented. Then host 2's latest backup is
@@ -321,3 +324,30 @@ def test_rehearsal_against_inventory_hosts_then_corrupted_latest(pg, s3, bucket,
     for path, data in nightly.items():
         assert path.read_bytes() == data, "the rehearsal rewrote the scheduled job's %s" % path.name
     assert scratch_left(pg) == []
+
+    # the first region is lost: host 1 restores from the copy in a second repository alone, the first one's
+    # endpoint down; its signed and encrypted backup was copied verbatim and verifies with the public key and
+    # the identity only
+    secondary = "file://%s" % (tmp_path / "region-b")
+    copied = run_drkit(["copy", "--storage-url", storage_url, "--to-storage-url", secondary, "--database", db1,
+                        "--no-wal"], env=env)
+    assert copied.returncode == 0, copied.stderr
+    down = dict(env, AWS_ENDPOINT_URL="http://127.0.0.1:%d" % free_port())
+    run = run_rehearsal(tmp_path, dict(extra, dr_rehearsal_hosts="dbhost1", dr_rehearsal_scenario="region_loss",
+                                       dr_rehearsal_secondary_storage_url=secondary), inventory=inventory, env=down)
+    assert run.rc == 0, run.describe()
+    assert set(e["status"] for e in run.entries("Take a fresh backup")) == {"skipped"}
+    report, md, page, _svg = check_report_files(reports["dbhost1"])
+    assert report["passed"] is True and report["title"] == "Region-loss rehearsal of dbhost1"
+    assert report["storage"] == secondary and md.startswith("# Region-loss rehearsal of dbhost1: PASSED")
+    (comp,) = report["components"]
+    assert comp["backup_id"] == bids["dbhost1"] and comp["fresh_backup"] is False
+    assert dict((t["name"], t["actual"]) for t in comp["tables"]) == counts1
+    assert secondary in report["notes"][0] and "copy lag" in report["notes"][1] and "**Notes**" in md
+    # no rehearsal of the corrupted host 2 ran
+    assert [e["host"] for e in run.entries("Restore into a scratch database and verify every table")] == ["dbhost1"]
+    # an unknown scenario, or region_loss without a second repository, is refused before anything runs
+    run = run_rehearsal(tmp_path, dict(extra, dr_rehearsal_hosts="dbhost1", dr_rehearsal_scenario="region_loss"),
+                        inventory=inventory, env=down)
+    assert run.rc != 0 and "set dr_rehearsal_secondary_storage_url" in run.text, run.describe()
+    assert not run.entries("Restore into a scratch database and verify every table")

@@ -45,6 +45,7 @@ OPTIONS = Options(
     Option("storage", "str"),
     Option("wal_archive", "dict"),
     Option("wal_error", "str"),
+    Option("notes", "list", elements="str"),
 )
 
 _iso = mf.iso_from_epoch
@@ -157,7 +158,7 @@ def wal_rpo(wal_archive):
 
 
 def build_report(components, title=None, started_at=None, storage=None, host=None, wal_archive=None,
-                 wal_error=None):
+                 wal_error=None, notes=None):
     comps = [component_summary(c) for c in components]
     if not comps:
         raise ConfigError("The report needs at least one component")
@@ -175,6 +176,8 @@ def build_report(components, title=None, started_at=None, storage=None, host=Non
         "rto_seconds": round(sum(c["rto_seconds"] for c in comps), 3),
         "rpo_seconds": round(max(c["rpo_seconds"] for c in comps), 3),
         "components": comps,
+        # what the numbers mean in this scenario (a region loss: restored from the copy alone)
+        "notes": list(notes or []),
     }
     report["wal_rpo_seconds"], report["wal_newest"] = wal_rpo(None if wal_error else wal_archive)
     # findings of the platform as a whole, beside each component's own
@@ -276,6 +279,8 @@ def markdown(report):
                      % _md(_wal_line(report)))
     if report.get("findings"):
         lines += ["", "**Findings**", ""] + ["- %s" % _md(f) for f in report["findings"]]
+    if report.get("notes"):
+        lines += ["", "**Notes**", ""] + ["- %s" % _md(n) for n in report["notes"]]
     lines += ["", "![timeline](timeline.svg)", ""]
     for c in report["components"]:
         lines += ["## %s (%s): %s" % (_md(c["name"]), _md(c["kind"] or "?"), "passed" if c["passed"] else "FAILED"),
@@ -322,6 +327,7 @@ def html(report, svg):
                 _esc(report["host"]), _esc(report.get("storage") or ""), _esc(report["started_at"]),
                 _esc(report["finished_at"]))]
     body += ["<p class='fail'>%s</p>" % _esc(f) for f in report.get("findings") or []]
+    body += ["<p>%s</p>" % _esc(n) for n in report.get("notes") or []]
     body += [svg]
     for c in report["components"]:
         body.append("<h2>%s (%s): <span class='%s'>%s</span></h2>" % (
@@ -376,7 +382,7 @@ def write_report(params, check_mode=False):
     """Engine entry point for the dr_report module. Returns (changed, result)."""
     p = resolve(OPTIONS, params)
     report = build_report(p["components"] or [], title=p["title"], started_at=p["started_at"], storage=p["storage"],
-                          wal_archive=p["wal_archive"], wal_error=p["wal_error"])
+                          wal_archive=p["wal_archive"], wal_error=p["wal_error"], notes=p["notes"])
     out_dir = p["report_dir"]
     if not out_dir:
         raise ConfigError("report_dir is required", "Name the directory to write the report into")

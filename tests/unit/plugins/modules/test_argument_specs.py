@@ -82,6 +82,7 @@ NEW_OPTIONS[("backup_info", "wal")] = {"type": "bool", "default": False}
 NEW_OPTIONS[("dr_report", "wal_archive")] = {"type": "dict"}
 NEW_OPTIONS[("backup_info", "backups")] = {"type": "bool", "default": True}
 NEW_OPTIONS[("dr_report", "wal_error")] = {"type": "str"}
+NEW_OPTIONS[("dr_report", "notes")] = {"type": "list", "elements": "str"}
 # client-side encryption (issue 15): recipients where backups are written, the identity where they are read
 NEW_OPTIONS[("pg_backup", "encryption_recipients")] = {"type": "list", "elements": "str"}
 NEW_OPTIONS.update(((module, "encryption_identity_file"), None)

@@ -287,3 +287,14 @@ def test_an_unreadable_wal_archive_fails_the_report_and_says_why(tmp_path):
     assert 'drkit_dr_rehearsal_last_status{drkit_job="dr_rehearsal"} 0' in prom
     # a readable one passes as before, without findings
     assert dr.build_report(comps)["findings"] == [] and dr.build_report(comps)["passed"] is True
+
+
+def test_notes_say_what_the_numbers_mean():
+    comps = [{"name": "postgresql", "verification": verification(True), "backup": backup()}]
+    notes = ["Region loss: restored from the second repository alone.", "RPO <includes> the copy lag | here."]
+    report = dr.build_report(comps, notes=notes)
+    assert report["notes"] == notes and report["passed"] is True
+    md = dr.markdown(report)
+    assert "**Notes**" in md and "- RPO &lt;includes&gt; the copy lag \\| here." in md, md
+    assert "<p>RPO &lt;includes&gt; the copy lag | here.</p>" in dr.html(report, "")
+    assert "**Notes**" not in dr.markdown(dr.build_report(comps))
