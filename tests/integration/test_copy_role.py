@@ -112,13 +112,3 @@ def test_backup_runs_copy_each_backup_before_rotation_and_on_their_own_schedule(
 
     assert pg.password not in run.text and azurite.account_key not in run.text
 
-
-def test_a_copy_into_the_repository_itself_is_refused_before_anything_changes(pg, scratch_dir, tmp_path):
-    root, wrapper = job_host_paths(scratch_dir)
-    storage = "file://%s" % (scratch_dir / "backups")
-    variables = file_job_vars(root, wrapper, pg, storage)
-    variables.update({"postgresql_backup_copy_to_storage_url": storage})
-    run = run_playbook([role("drkit.backup.postgresql_backup")], extra_vars=variables, tmp_dir=tmp_path)
-    assert run.rc != 0
-    assert "a copy_to_storage_url of the same kinds, another repository than storage_url" in run.text, run.describe()
-    assert not (root / "etc/drkit/pg_postgres.yml").exists()

@@ -10,7 +10,12 @@ from helpers import fresh_paths, role, run_playbook
 
 
 @pytest.mark.parametrize("override,message", [
-    ({"postgresql_backup_storage_url": "/srv/backups"}, "a storage_url of file:///abs/path or s3://bucket/prefix"),
+    ({"postgresql_backup_storage_url": "/srv/backups"},
+     "a storage_url of file:///abs/path, s3://bucket/prefix or az://container/prefix"),
+    # a copy into the repository itself, or to something that is no storage URL (issue 18)
+    ({"postgresql_backup_copy_to_storage_url": "s3://bucket/pg"},
+     "a copy_to_storage_url of the same kinds, another repository than storage_url"),
+    ({"postgresql_backup_copy_to_storage_url": "/srv/copy"}, "(got '/srv/copy')"),
     ({"postgresql_backup_schedule": "0 25 * * *"}, "hour 25 is outside 0-23"),
     ({"postgresql_backup_os_user": "no_such_user_drkit"}, "OS user no_such_user_drkit does not exist"),
     ({"postgresql_backup_scheduler": "systemd", "postgresql_backup_schedule": "0 0 13 * 5"},

@@ -118,7 +118,7 @@ def test_role_preflight_refuses_a_bad_storage_url(plain_cluster, s3, bucket, tmp
     variables["postgresql_wal_archive_storage_url"] = "ftp://nowhere"
     run = run_playbook([ROLE_TASK], extra_vars=variables, tmp_dir=tmp_path)
     assert run.rc != 0
-    assert "must be s3://bucket/prefix or file:///absolute/path" in run.text
+    assert "must be s3://bucket/prefix, az://container/prefix or file:///absolute/path" in run.text
     assert plain_cluster.psql("SHOW archive_mode") == "off"
 
 
