@@ -12,7 +12,10 @@ and given to every method in a fresh pg_wal of its own.
 Methods: drkit wal-push one process per segment; with --read-ahead; with
 --async (the background pusher); pgBackRest archive-push synchronous and
 with archive-async=y, process-max = the cores (as its users configure it for
-speed). Needs root and the Debian package pgbackrest. Usage:
+speed). And drkit wal-stream, which is no archive_command: the same number of
+segments written while it was stopped (its slot retains them), then the
+time from its start until every one is stored (its sustained rate, process
+start and connection included). Needs root and the Debian package pgbackrest. Usage:
   .venv/bin/python benchmarks/wal_archive_rate.py [--segments 64] [--runs 3] [--keep]
 Prints a table; not a test.
 """
@@ -92,6 +95,50 @@ def archiver(wal_dir, names, argv_for):
     return len(names) / (time.time() - t0)
 
 
+def stream_catch_up(root, pg, s3, drkit_cfg, count, tag):
+    """drkit wal-stream draining ``count`` segments its slot retained (written
+    while it was stopped): the streamer's sustained rate, process start and
+    connection included. Returns segments/s."""
+    import signal
+
+    slot = "bench_%s" % tag.replace("-", "_")
+    pg.psql("SELECT pg_create_physical_replication_slot('%s', true)" % slot)
+    names = []
+    for _i in range(count):
+        pg.psql("SELECT pg_logical_emit_message(false, 'bench', repeat(md5(random()::text), 400000))")
+        names.append(pg.psql("SELECT pg_walfile_name(pg_switch_wal())"))
+    spool = os.path.join(root, "stream-spool-" + tag)
+    os.makedirs(spool, 0o700)
+    chown_pg(spool)
+    prefix = "stream-%s" % tag
+    cfg = os.path.join(root, "stream-%s.yml" % tag)
+    with open(drkit_cfg) as fh:
+        base = fh.read()
+    write(cfg, base + "login_host: 127.0.0.1\nport: %d\nlogin_user: postgres\nlogin_password: bench-pw\n"
+          "slot_name: %s\nspool_dir: %s\nstorage_url: s3://bench/%s\n" % (pg.port, slot, spool, prefix))
+    client = s3.client()
+    wanted = set("%s/wal/%s/%s.zst" % (prefix, n[:8], n) for n in names)
+    t0 = time.time()
+    proc = subprocess.Popen(["runuser", "-u", "postgres", "--"] + DRKIT.split() + ["wal-stream", "--config", cfg],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while True:
+            keys = set()
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix=prefix + "/wal/"):
+                keys.update(o["Key"] for o in page.get("Contents", []))
+            if wanted <= keys:
+                break
+            if proc.poll() is not None:
+                raise SystemExit("drkit wal-stream exited: %s" % proc.stderr.read().decode()[-2000:])
+            time.sleep(0.05)
+        secs = time.time() - t0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        pg.psql("SELECT pg_drop_replication_slot('%s')" % slot)
+    return count / secs
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--segments", type=int, default=64)
@@ -149,7 +196,9 @@ def main():
             ("pgbackrest archive-push (sync, process-max=%d)" % cores, pgbackrest(False)),
             ("pgbackrest archive-push (archive-async=y, process-max=%d)" % cores, pgbackrest(True)),
         ]
+        stream_label = "drkit wal-stream (draining its slot; not an archive_command)"
         rates = dict((m[0], []) for m in methods)
+        rates[stream_label] = []
         for run in range(args.runs):
             for i, (label, make) in enumerate(methods):
                 tag = "%d-%d" % (run, i)
@@ -157,6 +206,11 @@ def main():
                 rates[label].append(archiver(wal_dir, names, make(tag)))
                 # an async pusher leaves with its pg_wal
                 shutil.rmtree(data_dir_for(root, tag), ignore_errors=True)
+            pg.start()
+            try:
+                rates[stream_label].append(stream_catch_up(root, pg, s3, drkit_cfg, len(names), "%d-s" % run))
+            finally:
+                pg.stop(mode="fast")
         print()
         print("WAL archive rate: %d real 16 MiB segments, archiver loop (one call at a time, in order), "
               "SeaweedFS over HTTPS on loopback, zstd -3, %d cores; %s; medians of %d runs" % (
@@ -164,7 +218,7 @@ def main():
         print()
         print("| archive_command | segments/s (median) | runs | MiB/s of WAL |")
         print("|---|---:|---|---:|")
-        for label, _m in methods:
+        for label in [m[0] for m in methods] + [stream_label]:
             med = statistics.median(rates[label])
             runs = " / ".join("%.2f" % r for r in rates[label])
             print("| %s | %.2f | %s | %.0f |" % (label, med, runs, med * 16))
