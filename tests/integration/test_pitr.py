@@ -401,13 +401,13 @@ from ansible_collections.drkit.backup.plugins.module_utils.storage.factory impor
 def stopped_here(server, timeout):
     with open(os.path.join(server.data_dir, "postmaster.pid")) as fh:
         pid = int(fh.readline())
-    with open(sys.argv[3], "w") as fh:
+    with open(sys.argv[2], "w") as fh:
         json.dump({"pid": pid, "data_dir": server.data_dir}, fh)
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(30)
 
 vp.wait_promoted = stopped_here
-params = json.loads(sys.argv[2])
+params = json.load(sys.stdin)  # on stdin: the S3 secret in argv would show in every process listing
 storage = open_storage(params["storage_url"], **storage_options(params))
 try:
     vp.verify_physical(resolve(OPTIONS, params), mf.resolve(storage, params["backup_id"]))
@@ -425,9 +425,9 @@ def test_sigterm_during_physical_verify_stops_the_scratch_server(cluster, scenar
     params.update(level="restore", backup_id=scenario["backup"]["backup_id"])
     before = [o.key for o in cluster.storage().list(mf.backup_prefix(params["backup_id"]))]
     seen = tmp_path / "seen.json"
-    proc = subprocess.run([sys.executable, "-c", _SIGTERM_DURING_REPLAY, str(BUILD_COLLECTIONS), json.dumps(params),
-                           str(seen)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          timeout=300, check=False)
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_DURING_REPLAY, str(BUILD_COLLECTIONS), str(seen)],
+                          input=json.dumps(params), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=300, check=False)
     assert proc.returncode == 143, proc.stdout  # without signal handling: killed by SIGTERM (-15)
     assert "Terminated 143" in proc.stdout
     info = json.loads(seen.read_text())

@@ -51,8 +51,13 @@ from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import f
 from ansible_collections.drkit.backup.plugins.module_utils.pg import backup as pg_physical
 from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import find_pg_bindir
 from ansible_collections.drkit.backup.plugins.module_utils.pg.pitr import pg_pitr
-from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_segments import list_timeline
-from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import segment_number, wal_key
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import IntegrityError
+from ansible_collections.drkit.backup.plugins.module_utils.core.stream import ZstdDecompress
+from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_archive import fetch_file
+from ansible_collections.drkit.backup.plugins.module_utils.pg.wal_segments import list_history, list_timeline
+from ansible_collections.drkit.backup.plugins.module_utils.repo.wal_layout import (format_lsn, lsn_segment,
+                                                                                   parse_history, segment_number,
+                                                                                   wal_key)
 
 MARKER = "drkit-pitr.incomplete"
 PHASES_ALL = {"tl1-base": 5, "tl1-a": 5, "tl2-a": 5, "tl2-b": 5, "tl2-c": 10}
@@ -380,6 +385,23 @@ def test_start_false_pauses_at_the_target_until_promoted(lineage, new_dir):
 # (b) a flipped byte in an archived segment
 
 
+def flip_a_byte_that_matters(stored):
+    """``stored`` (a zstd frame) with one bit flipped, from the middle on, at
+    the first place where the flip changes the content. Some bits of a frame
+    do not: a flip there decodes to the same segment, and replay rightly
+    succeeds (seen in CI with the middle byte)."""
+    for pos in range(len(stored) // 2, len(stored)):
+        raw = bytearray(stored)
+        raw[pos] ^= 0x01
+        d = ZstdDecompress()
+        try:
+            d.update(bytes(raw))
+            d.finish()
+        except IntegrityError:
+            return raw
+    raise AssertionError("no single flipped bit from the middle on is detected")
+
+
 @pytest.fixture(scope="module")
 def flipped(lineage):
     """URL of a copy of the repository with one byte flipped in a timeline 1
@@ -390,9 +412,18 @@ def flipped(lineage):
     manifest = json.loads(c.storage().get_bytes(b1[0].key))
     stop = segment_number(manifest["data"]["wal_stop_segment"])
     seg = [n for n in list_timeline(dst, 1) if segment_number(n) == stop + 1][0]
-    raw = bytearray(dst.get_bytes(wal_key(seg)))
-    raw[len(raw) // 2] ^= 0x01
+    # replay from B1 reads it from timeline 1 only if timeline 2 branches later
+    ((parent, switch),) = parse_history(list_history(dst)[2])
+    assert parent == 1 and segment_number(lsn_segment(format_lsn(switch), 1)) > segment_number(seg), (seg, switch)
+    original = dst.get_bytes(wal_key(seg))
+    raw = flip_a_byte_that_matters(original)
     dst.put_bytes(wal_key(seg), bytes(raw))
+    # the stored object now reads back flipped, and a fetch refuses it
+    assert dst.get_bytes(wal_key(seg)) == bytes(raw) != original
+    probe = os.path.join(make_scratch_dir(prefix="flip-", parent=lineage["root"]), seg)
+    with pytest.raises(IntegrityError):
+        fetch_file(dst, seg, probe)
+    assert not os.path.exists(probe)
     return {"url": c.url.rsplit("/", 1)[0] + "/flipped", "segment": seg}
 
 
@@ -529,7 +560,7 @@ _STOPS_SHORT = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.drkit.backup.plugins.module_utils.pg import pitr
-params, y = json.loads(sys.argv[2]), sys.argv[3]
+params, y = json.load(sys.stdin), sys.argv[2]  # params on stdin: they hold the S3 secret
 original = pitr.recovery_settings
 
 def recovery_settings(*args, **kwargs):
@@ -553,9 +584,9 @@ def test_a_stop_inside_the_last_segment_short_of_the_end_is_caught(lineage, new_
     c = lineage["cluster"]
     params = pitr_params(c, data_dir, target="latest", backup_id=lineage["b1"])
     params["settings"]["unix_socket_directories"] = run_dir
-    proc = subprocess.run([sys.executable, "-c", _STOPS_SHORT, str(BUILD_COLLECTIONS), json.dumps(params),
-                           lineage["y"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          timeout=600, check=False)
+    proc = subprocess.run([sys.executable, "-c", _STOPS_SHORT, str(BUILD_COLLECTIONS), lineage["y"]],
+                          input=json.dumps(params), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=600, check=False)
     assert proc.returncode == 8, said(proc)
     assert "short of" in proc.stdout and lineage["y"].split("/")[0] in proc.stdout, said(proc)
     assert not postmaster_pid(data_dir)

@@ -151,6 +151,26 @@ def test_redis_persistence_applied(host):
 
 # ---------------------------------------------------------------- the cron jobs, for real
 
+def process_tree(root):
+    """root and the processes below it, from /proc/*/stat's parent pids."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as fh:
+                    # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
 def test_postgresql_backup_entry_backs_up_rotates_and_writes_metrics(host):
     schedule, user, command = entry(host, PG_CRON, "molecule_app", "backup")
     assert (schedule, user) == ("0 2 * * *", "postgres")
@@ -158,19 +178,19 @@ def test_postgresql_backup_entry_backs_up_rotates_and_writes_metrics(host):
     before = drkit_json(host, user, "list", "--config", config)["backups"]
     start = time.time()
 
-    # Watch the process list while the job runs: no secret in any argv.
+    # Watch the job's processes while it runs: no secret in any argv. Only its
+    # own tree: other processes on a shared test machine are not the job's.
     proc = host.backend.run("runuser -u %s -- %s /bin/sh -c %s >/dev/null 2>&1 & echo $!"
                             % (user, CRON_ENV, shlex.quote(command)))
     pid = int(proc.stdout.split()[-1])
     seen = ""
     while os.path.exists("/proc/%d" % pid):
-        for p in os.listdir("/proc"):
-            if p.isdigit():
-                try:
-                    with open("/proc/%s/cmdline" % p, "rb") as fh:
-                        seen += fh.read().decode("utf-8", "replace") + "\n"
-                except OSError:
-                    pass
+        for p in process_tree(pid):
+            try:
+                with open("/proc/%d/cmdline" % p, "rb") as fh:
+                    seen += fh.read().decode("utf-8", "replace") + "\n"
+            except OSError:
+                pass
         time.sleep(0.05)
     assert "pg-backup" in seen, "never saw the job running"
     for secret in SECRETS:
