@@ -42,8 +42,8 @@ def copies(azurite, url):
     return [e.backup_id for e in mf.list_backups(store)[0]]
 
 
-def test_backup_runs_copy_each_backup_before_rotation_and_on_their_own_schedule(pg, app_db, azurite, container,
-                                                                                 scratch_dir, tmp_path):
+def test_backup_runs_copy_each_backup_before_rotation_and_on_their_own_schedule(
+        pg, app_db, azurite, container, scratch_dir, tmp_path):
     """The second repository is Azure Blob (Azurite), its account key in
     the storage options: the role's Azure keys reach the job config."""
     root, wrapper = job_host_paths(scratch_dir)
@@ -74,7 +74,7 @@ def test_backup_runs_copy_each_backup_before_rotation_and_on_their_own_schedule(
     assert steps[1].startswith("/usr/bin/flock %s/lock/pg_copy_role-copy.lock " % root)
     assert "--job-name pg_copy_role_copy" in steps[1]
 
-    for _ in range(2):
+    for _attempt in range(2):
         done = subprocess.run(["runuser", "-u", "postgres", "--", "/bin/sh", "-c", chain], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, universal_newlines=True, timeout=300, check=False)
         assert done.returncode == 0, done.stdout
@@ -84,8 +84,8 @@ def test_backup_runs_copy_each_backup_before_rotation_and_on_their_own_schedule(
     assert 'drkit_copy_last_status{drkit_job="pg_copy_role_copy",kind="copy"} 1' in prom, prom
     assert 'drkit_copy_backups_total{drkit_job="pg_copy_role_copy",kind="copy"} 2' in prom, prom
     # the scheduled copy between backups finds nothing new and says so
-    scheduled = subprocess.run(["runuser", "-u", "postgres", "--"] + shlex.split(copy_line.split(" postgres ", 1)[1]
-                                                                                .split(" >>")[0]) + ["--json"],
+    copy_argv = shlex.split(copy_line.split(" postgres ", 1)[1].split(" >>")[0])
+    scheduled = subprocess.run(["runuser", "-u", "postgres", "--"] + copy_argv + ["--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120,
                                check=False)
     assert scheduled.returncode == 0, scheduled.stderr
@@ -100,8 +100,8 @@ def test_backup_runs_copy_each_backup_before_rotation_and_on_their_own_schedule(
     assert run.rc == 0, run.describe()
     assert not (root / "cron.d/drkit-postgresql").exists()
     assert sorted(p.name for p in units.iterdir()) == sorted(
-        "drkit-pg_copy_role-%s" % u for u in ("backup.service", "backup.timer", "verify.service", "verify.timer",
-                                             "copy.service", "copy.timer"))
+        "drkit-pg_copy_role-%s" % u
+        for u in ("backup.service", "backup.timer", "verify.service", "verify.timer", "copy.service", "copy.timer"))
     service = (units / "drkit-pg_copy_role-backup.service").read_text()
     execs = re.findall(r"^ExecStart=(.*)$", service, re.M)
     assert len(execs) == 3 and " pg-backup --config " in execs[0] and " rotate --config " in execs[2], service
@@ -111,4 +111,3 @@ def test_backup_runs_copy_each_backup_before_rotation_and_on_their_own_schedule(
     assert "OnCalendar=*-*-* *:00,05,10,15,20,25,30,35,40,45,50,55:00" in timer
 
     assert pg.password not in run.text and azurite.account_key not in run.text
-

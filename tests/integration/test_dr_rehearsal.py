@@ -186,8 +186,8 @@ def scratch_left(pg):
     return [d for d in pg.psql("SELECT datname FROM pg_database").splitlines() if d.startswith("drkit_verify")]
 
 
-def test_rehearsal_against_inventory_hosts_then_corrupted_latest_then_region_loss(pg, s3, bucket, rehearsal_dbs,
-                                                                                   tmp_path):
+def test_rehearsal_against_inventory_hosts_then_corrupted_latest_then_region_loss(
+        pg, s3, bucket, rehearsal_dbs, tmp_path):
     """Two inventory hosts (both the ``pg`` fixture, one database each, set
     as host vars in the inventory) rehearse in one run; S3 options come
     from the AWS environment, as documented. Then host 2's latest backup is
