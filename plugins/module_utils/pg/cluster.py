@@ -284,19 +284,31 @@ def promote_server(bin_dir, data_dir, ids, timeout=60):
             res.returncode, (res.stderr or res.stdout).decode("utf-8", "replace").strip()[-2000:]))
 
 
+def control_facts(bin_dir, data_dir):
+    """pg_controldata's lines as a dict (ToolError when it cannot read them)."""
+    try:
+        res = subprocess.run([os.path.join(bin_dir, "pg_controldata"), data_dir], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=server_env(), timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ToolError("Could not run pg_controldata: %s" % e)
+    if res.returncode != 0:
+        raise ToolError("pg_controldata %s failed: %s" % (data_dir, res.stderr.decode("utf-8", "replace").strip()))
+    out = {}
+    for line in res.stdout.decode("utf-8", "replace").splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
 def control_state(bin_dir, data_dir):
     """pg_control's "Database cluster state" (in production, shut down, shut
     down in recovery, in archive recovery...), or None when pg_controldata
     cannot read it."""
     try:
-        res = subprocess.run([os.path.join(bin_dir, "pg_controldata"), data_dir], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=server_env(), timeout=60, check=False)
-    except (OSError, subprocess.SubprocessError):
+        return control_facts(bin_dir, data_dir).get("Database cluster state")
+    except ToolError:
         return None
-    for line in res.stdout.decode("utf-8", "replace").splitlines():
-        if line.startswith("Database cluster state:"):
-            return line.split(":", 1)[1].strip()
-    return None
 
 
 def read_log(path, offset=0):

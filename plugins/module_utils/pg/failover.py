@@ -45,31 +45,25 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import stat
-import subprocess
 import time
 
 from ..core.errors import ConfigError, IntegrityError, SafetyError, SourceError, ToolError, WaitTimeout
 from ..core.options import Option, Options, resolve
-from ..core.osutil import atomic_write
 from ..repo import manifest as mf
 from ..repo.wal_layout import format_lsn, parse_history
 from .client import CONNECTION, _psycopg, conn_params, connect
 from .cluster import (
+    control_facts,
     default_os_user,
     find_pg_bindir,
     os_user_ids,
-    pidfile_live,
-    server_env,
     stop_server,
-    strip_recovery_settings,
 )
+from .fencing import fence
 from .standby import lsn_diff, primary_position, standby_status
 from .waldump import run_waldump
 
 MODES = ("planned", "unplanned")
-FENCE_MARKER = "drkit-fenced"
-_FENCE_MARK = "# --- drkit failover: fenced"
 
 OPTIONS = Options(
     CONNECTION,
@@ -89,59 +83,6 @@ OPTIONS = Options(
            help="seconds for each wait: catch-up, promotion, the first write (default 300)"),
     Option("os_user", "str", flags=("--os-user",), help="owner of the clusters (default: postgres as root)"),
 )
-
-
-# --------------------------------------------------------------------------
-# fencing the old primary
-
-
-def control_facts(bin_dir, data_dir):
-    """pg_controldata's lines as a dict."""
-    res = subprocess.run([os.path.join(bin_dir, "pg_controldata"), data_dir], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=server_env(), timeout=60, check=False)
-    if res.returncode != 0:
-        raise ToolError("pg_controldata %s failed: %s" % (data_dir, res.stderr.decode("utf-8", "replace").strip()))
-    out = {}
-    for line in res.stdout.decode("utf-8", "replace").splitlines():
-        if ":" in line:
-            k, v = line.split(":", 1)
-            out[k.strip()] = v.strip()
-    return out
-
-
-def fence(data_dir, bin_dir, ids, reason, progress):
-    """Stop the old primary and make sure that, started again, it is a
-    read-only standby that archives nothing. Returns what was done."""
-    done = []
-    if pidfile_live(data_dir):
-        progress("stopping the old primary in %s" % data_dir)
-        if stop_server(bin_dir, data_dir, ids, mode="fast", timeout=30):
-            done.append("stopped (fast)")
-        elif stop_server(bin_dir, data_dir, ids, mode="immediate", timeout=30):
-            done.append("stopped (immediate)")
-        if pidfile_live(data_dir):
-            raise SafetyError("The old primary in %s does not stop: not fenced, nothing promoted" % data_dir,
-                              "Stop it (kill the postmaster) and run the failover again")
-    owner = ids and (ids[0], ids[1])
-    atomic_write(os.path.join(data_dir, "standby.signal"), "", owner=owner)
-    auto = os.path.join(data_dir, "postgresql.auto.conf")
-    try:
-        with open(auto) as fh:
-            text = fh.read()
-            mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
-    except FileNotFoundError:
-        text, mode = "", 0o600
-    kept, _removed = strip_recovery_settings(text)
-    kept = kept.split(_FENCE_MARK, 1)[0]
-    lines = ["%s %s (%s) ---" % (_FENCE_MARK, mf.isoformat(mf.utcnow()), reason),
-             "# started again it is a read-only standby of nothing that archives nothing;",
-             "# rebuild it as a standby of the new primary (drkit standby) instead of removing this",
-             "archive_mode = off", "primary_conninfo = ''", "restore_command = ''"]
-    atomic_write(auto, kept.rstrip("\n") + "\n" + "\n".join(lines) + "\n", mode=mode, owner=owner)
-    atomic_write(os.path.join(data_dir, FENCE_MARKER), "fenced by drkit failover at %s: %s\n" % (
-        mf.isoformat(mf.utcnow()), reason), owner=owner)
-    done += ["standby.signal", "archive_mode = off"]
-    return done
 
 
 # --------------------------------------------------------------------------

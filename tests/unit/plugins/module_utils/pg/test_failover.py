@@ -5,7 +5,7 @@ the fence written into an old primary's data directory, the refusals."""
 
 import pytest
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
-from ansible_collections.drkit.backup.plugins.module_utils.pg import failover
+from ansible_collections.drkit.backup.plugins.module_utils.pg import failover, fencing
 from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
 
 T = mf.parse_time("2026-12-03T10:00:00Z").timestamp()
@@ -36,15 +36,25 @@ def test_endpoint_default_and_bad_entries():
 
 def test_fence_makes_a_restart_a_standby_that_archives_nothing(tmp_path):
     (tmp_path / "postgresql.auto.conf").write_text("work_mem = '8MB'\nprimary_conninfo = 'host=x'\n")
-    done = failover.fence(str(tmp_path), "/nonexistent", None, "test", lambda m: None)
+    done = fencing.fence(str(tmp_path), "/nonexistent", None, "test", lambda m: None)
     assert "standby.signal" in done and (tmp_path / "standby.signal").exists()
     text = (tmp_path / "postgresql.auto.conf").read_text()
     assert "work_mem = '8MB'" in text and "host=x" not in text
     assert text.strip().endswith("restore_command = ''") and "archive_mode = off" in text
     # fencing twice keeps one fence block
-    failover.fence(str(tmp_path), "/nonexistent", None, "again", lambda m: None)
+    fencing.fence(str(tmp_path), "/nonexistent", None, "again", lambda m: None)
     assert (tmp_path / "postgresql.auto.conf").read_text().count("archive_mode = off") == 1
-    assert (tmp_path / failover.FENCE_MARKER).exists()
+    assert (tmp_path / fencing.FENCE_MARKER).exists() and fencing.is_fenced(str(tmp_path))
+
+
+def test_unfence_removes_the_block_and_the_file_and_keeps_the_rest(tmp_path):
+    (tmp_path / "postgresql.auto.conf").write_text("work_mem = '8MB'\n")
+    assert not fencing.is_fenced(str(tmp_path)) and not fencing.unfence(str(tmp_path), None)
+    fencing.fence(str(tmp_path), "/nonexistent", None, "test", lambda m: None)
+    assert fencing.unfence(str(tmp_path), None)
+    assert (tmp_path / "postgresql.auto.conf").read_text() == "work_mem = '8MB'\n"
+    assert not (tmp_path / fencing.FENCE_MARKER).exists() and not fencing.is_fenced(str(tmp_path))
+    assert (tmp_path / "standby.signal").exists()  # the caller decides what the server becomes
 
 
 def test_planned_needs_the_primary_data_directory():
