@@ -26,6 +26,12 @@ description:
   - Creates the physical replication slot O(slot_name) on the primary when it is missing (O(create_slot)).
   - Run again against a running standby drkit built, it changes nothing and reports the replication lag; a
     stopped one is started.
+  - With O(rewind), O(data_directory) is the old primary after a failover (stopped; the fence of
+    M(drkit.backup.pg_failover) is removed). drkit runs C(CHECKPOINT) on the new primary, then C(pg_rewind
+    --restore-target-wal), which copies only what changed since the timelines diverged, and the directory becomes
+    a standby as above. Commits only the old primary had are discarded. Needs C(wal_log_hints=on) or data
+    checksums on the old primary, and a superuser (or a role granted C(pg_checkpoint) and the C(pg_rewind)
+    functions) as O(login_user).
 author:
   - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -80,6 +86,14 @@ options:
       - Seconds (more than 0) to wait until the standby streams and has caught up.
     type: float
     default: 900
+  rewind:
+    description:
+      - O(data_directory) holds the old primary (stopped, fenced by M(drkit.backup.pg_failover)); rejoin it as a
+        standby with C(pg_rewind) instead of restoring a base backup.
+      - Refused when the old primary runs, when it ran with neither C(wal_log_hints) nor data checksums, or when
+        an interrupted drkit run left the directory; build the standby from the repository then.
+    type: bool
+    default: false
   settings:
     description:
       - Extra settings for the standby, written to C(postgresql.auto.conf), e.g. C(listen_addresses),
@@ -138,6 +152,17 @@ EXAMPLES = r"""
     data_directory: /var/lib/postgresql/15/standby
     standby_port: 5432
   register: standby
+
+- name: After a failover, the old primary (fenced) rejoins as a standby of the new one
+  drkit.backup.pg_standby:
+    rewind: true
+    storage_url: s3://dr-backups/pg-main
+    wal_config: /etc/drkit/wal-archive.yml
+    login_host: db2.example.internal
+    login_user: postgres
+    login_password: "{{ vault_postgres_password }}"
+    data_directory: /var/lib/postgresql/15/main
+    standby_port: 5432
 """
 
 RETURN = r"""
@@ -187,6 +212,20 @@ log_file:
   description: The standby's log.
   returned: when restored
   type: str
+rewound:
+  description: With O(rewind), whether C(pg_rewind) had to rewind (false when the old primary stopped before the
+    timelines diverged, as after a planned failover).
+  returned: when O(rewind) rejoined the old primary
+  type: bool
+diverged_at:
+  description: The LSN where the old primary's timeline and the new primary's diverged (C(pg_rewind)).
+  returned: when O(rewind) rewound
+  type: str
+  sample: 0/4002B18
+rewind_seconds:
+  description: Seconds C(CHECKPOINT) on the new primary and C(pg_rewind) took.
+  returned: when O(rewind) rejoined the old primary
+  type: float
 msg:
   description: What was done (or would be done in check mode).
   returned: always

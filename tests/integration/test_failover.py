@@ -74,10 +74,10 @@ class Pair(object):
         out.update(extra)
         return out
 
-    def standby_psql(self, sql):
+    def standby_psql(self, sql, port=None):
         env = dict(os.environ, PGPASSWORD=self.password, PGCONNECT_TIMEOUT="10")
         res = subprocess.run([os.path.join(self.pg.bin_dir, "psql"), "-X", "-qAt", "-h", "127.0.0.1", "-p",
-                              str(self.standby_port), "-U", "postgres", "-d", "postgres", "-c", sql],
+                              str(port or self.standby_port), "-U", "postgres", "-d", "postgres", "-c", sql],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False)
         assert res.returncode == 0, res.stderr
         return res.stdout.decode().strip()
@@ -98,7 +98,8 @@ class Pair(object):
 def pair():
     root = make_scratch_dir(prefix="drkit-failover-")
     os.chmod(root, 0o755)
-    p = Pair(root, settings={"autovacuum": "off"})
+    # wal_log_hints: what pg_rewind needs to rejoin the old primary as a standby
+    p = Pair(root, settings={"autovacuum": "off", "wal_log_hints": "on"})
     try:
         yield p.start()
     finally:
@@ -407,3 +408,37 @@ def test_unplanned_failover_loss_bound_holds(pair, tmp_path):
     assert rpo["exact"] and len(missing) <= rpo["lost_transactions"] <= len(missing) + 1, rpo
     assert result["new_timeline"] == 2
     assert_fenced(pair)
+    rejoin_the_old_primary(pair, [i for i, _t in missing])
+
+
+def rejoin_the_old_primary(pair, lost_ids):
+    """drkit standby --rewind: the fenced old primary, rewound with pg_rewind,
+    becomes a standby of the new primary; what it alone had is gone."""
+    old_dir, port = pair.pg.data_dir, free_port()
+    params = pair.params(data_directory=old_dir, port=pair.standby_port, standby_port=port, rewind=True,
+                         slot_name="drkit_old_primary", application_name="drkit_old_primary")
+    changed, plan = pg_standby(params, check_mode=True)
+    assert changed and "Would rewind" in plan["msg"] and plan["fenced"] and plan["wal_log_hints"], plan
+    try:
+        changed, result = pg_standby(params)
+        print("old primary rejoined: pg_rewind %.3f s, catch-up %.3f s, diverged at %s" % (
+            result["rewind_seconds"], result["catch_up_seconds"], result.get("diverged_at")))
+        assert changed and result["status"] == "streaming" and result["rewound"], result
+        assert result["diverged_timeline"] == 1 and result["unfenced"], result
+        assert pair.standby_psql("SELECT pg_is_in_recovery()", port=port) == "t"
+        # the commits only the old primary had are rewound away; the new primary's rows stream in
+        lost = ",".join(str(i) for i in lost_ids)
+        assert pair.standby_psql("SELECT count(*) FROM t WHERE id IN (%s)" % lost, port=port) == "0"
+        pair.standby_psql("INSERT INTO t SELECT g, 'after rejoin' FROM generate_series(900001, 900010) g")
+        wait_for(lambda: pair.standby_psql("SELECT count(*) FROM t WHERE id > 900000", port=port) == "10",
+                 what="rows streamed to the rejoined old primary")
+        auto = (Path(old_dir) / "postgresql.auto.conf").read_text()
+        assert "fenced" not in auto and "drkit_old_primary" in auto and pair.password not in auto
+        assert not (Path(old_dir) / "drkit-fenced").exists()
+        # a rerun finds the standby it made and changes nothing
+        changed, again = pg_standby(params)
+        assert not changed and again["existing"], again
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pair.pg.bin_dir, "pg_ctl"), "stop", "-D",
+                        old_dir, "-m", "immediate", "-w"], check=False, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)

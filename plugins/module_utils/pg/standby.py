@@ -47,6 +47,7 @@ from .base_restore import empty_dir, restore_base_backup
 from .client import CONNECTION, _psycopg, conn_params, connect, pgpass_escape
 from .cluster import (
     RECOVERY_PARAMS,
+    control_facts,
     default_os_user,
     os_user_ids,
     pidfile_live,
@@ -54,6 +55,7 @@ from .cluster import (
     start_server,
     stop_server,
 )
+from .fencing import is_fenced, unfence
 from .pitr import (
     OPTIONS as PITR_OPTIONS,
     _bin_dir_of,
@@ -66,6 +68,7 @@ from .pitr import (
 )
 from .pitr_guard import MARKER, new_marker, remove_marker, write_marker
 from .recovery_target import newest_archive_timeline
+from .rewind import check_rewindable, checkpoint_source, run_pg_rewind
 from .wal_segments import list_history
 
 LOG_NAME = "drkit-standby.log"
@@ -101,16 +104,26 @@ OPTIONS = Options(
     PITR_OPTIONS["fetch_async"],
     Option("timeout", "float", default=900, above=0, flags=("--timeout",),
            help="seconds to wait until the standby streams and has caught up (default 900)"),
+    Option("rewind", "bool", default=False, flags=("--rewind",),
+           help="data_directory holds the old primary (stopped, fenced by drkit failover): rejoin it as a "
+                "standby with pg_rewind (needs wal_log_hints or data checksums) instead of restoring a backup"),
 )
 
 
-def standby_settings(params, passfile, restore_cmd):
-    """What keeps the server a standby of this primary, in the order written."""
+def standby_conninfo(params, passfile, dbname=None):
+    """libpq's connection string to the primary: the password only through
+    ``passfile``."""
     cp = conn_params(params)
     conninfo = "host=%s port=%d user=%s passfile=%s application_name=%s sslmode=%s connect_timeout=%d" % (
         _conninfo_quote(cp["login_host"]), cp["port"], _conninfo_quote(cp["login_user"]),
         _conninfo_quote(passfile), _conninfo_quote(params["application_name"]), cp["ssl_mode"],
         cp["connect_timeout"])
+    return conninfo + (" dbname=%s" % _conninfo_quote(dbname) if dbname else "")
+
+
+def standby_settings(params, passfile, restore_cmd):
+    """What keeps the server a standby of this primary, in the order written."""
+    conninfo = standby_conninfo(params, passfile)
     return {"primary_conninfo": conninfo, "primary_slot_name": params["slot_name"],
             "restore_command": restore_cmd, "recovery_target_timeline": "latest", "hot_standby": True}
 
@@ -335,6 +348,8 @@ def pg_standby(params, check_mode=False, runner=None, progress=None):
 
     if is_drkit_standby(data_dir):
         return _existing(params, data_dir, check_mode, progress, t_all)
+    if params["rewind"]:
+        return _rejoin(params, data_dir, passfile, settings, check_mode, progress, t_all)
 
     storage = open_storage(params["storage_url"], **storage_options(params))
     state, found, old_marker = inspect_directory(data_dir)
@@ -377,31 +392,12 @@ def pg_standby(params, check_mode=False, runner=None, progress=None):
         restored = True
         result.update(restore_seconds=facts["seconds"], restored_bytes=facts["bytes"])
         write_passfile(passfile, cp, ids)
-        standby = standby_settings(params, passfile, restore_command(params, params["storage_url"],
-                                                                     params["wal_config"]))
-        server = {"port": port}
-        server.update(settings)
-        configure_recovery(data_dir, server, ids, header="%s %s, %s" % (
-            STANDBY_MARK, entry.backup_id, mf.isoformat(mf.utcnow())), recovery=standby)
-        # a standby, not a one-off recovery
-        os.unlink(os.path.join(data_dir, "recovery.signal"))
-        atomic_write(os.path.join(data_dir, "standby.signal"), "", owner=ids and (ids[0], ids[1]))
-        shown = dict(standby)
-        result.update(settings=server, standby_settings=shown)
-        remove_marker(data_dir)
-        log_file = _log_file(data_dir, ids)
-        result["log_file"] = log_file
-        progress("starting the standby on port %d (log %s)" % (port, log_file))
-        t_start = time.time()
-        start_server(bin_dir, data_dir, log_file, ids)
-        standby_now, primary = wait_streaming(params, time.time() + params["timeout"], progress, log_file)
-        restored_wal = sorted(set(_RESTORED.findall(_read(log_file))))
-        result.update(changed=True, started=True, status="streaming", catch_up_seconds=round(time.time() - t_start, 3),
-                      archive_segments_replayed=len(restored_wal), lag=lag_report(primary, standby_now),
-                      duration=round(time.time() - t_all, 3))
+        result.update(become_standby(params, data_dir, passfile, settings, ids, bin_dir, "%s %s, %s" % (
+            STANDBY_MARK, entry.backup_id, mf.isoformat(mf.utcnow())), progress))
+        result.update(duration=round(time.time() - t_all, 3))
         result["msg"] = ("Standby of %s on port %d from %s: replayed %d WAL file(s) from the archive, streaming; "
                          "replay lag %s bytes (restore %.1f s, catch-up %.1f s)" % (
-                             plan["primary"], port, entry.backup_id, len(restored_wal),
+                             plan["primary"], port, entry.backup_id, result["archive_segments_replayed"],
                              result["lag"].get("replay_lag_bytes"), result["restore_seconds"],
                              result["catch_up_seconds"]))
         return True, result
@@ -416,6 +412,109 @@ def pg_standby(params, check_mode=False, runner=None, progress=None):
         if slot_created:
             drop_slot(cp, params["slot_name"])  # an unused slot would hold the primary's WAL forever
         raise
+
+
+def standby_config(params, data_dir, passfile, settings, ids, header):
+    """The standby's settings in a drkit block of postgresql.auto.conf (the
+    recovery settings it carried removed) and standby.signal. Returns the
+    server settings and the standby settings written."""
+    standby = standby_settings(params, passfile, restore_command(params, params["storage_url"],
+                                                                 params["wal_config"]))
+    server = {"port": params["standby_port"]}
+    server.update(settings)
+    configure_recovery(data_dir, server, ids, header=header, recovery=standby)
+    # a standby, not a one-off recovery
+    os.unlink(os.path.join(data_dir, "recovery.signal"))
+    atomic_write(os.path.join(data_dir, "standby.signal"), "", owner=ids and (ids[0], ids[1]))
+    return server, standby
+
+
+def become_standby(params, data_dir, passfile, settings, ids, bin_dir, header, progress):
+    """Configure ``data_dir`` as a standby of the primary, remove the
+    interrupted-run marker, start it and wait until it streams and caught
+    up. Returns the facts for the result."""
+    server, standby = standby_config(params, data_dir, passfile, settings, ids, header)
+    remove_marker(data_dir)
+    log_file = _log_file(data_dir, ids)
+    progress("starting the standby on port %d (log %s)" % (params["standby_port"], log_file))
+    t_start = time.time()
+    start_server(bin_dir, data_dir, log_file, ids)
+    standby_now, primary = wait_streaming(params, time.time() + params["timeout"], progress, log_file)
+    restored_wal = sorted(set(_RESTORED.findall(_read(log_file))))
+    return {"settings": server, "standby_settings": dict(standby), "log_file": log_file, "changed": True,
+            "started": True, "status": "streaming", "catch_up_seconds": round(time.time() - t_start, 3),
+            "archive_segments_replayed": len(restored_wal), "lag": lag_report(primary, standby_now)}
+
+
+def _rejoin(params, data_dir, passfile, settings, check_mode, progress, t_all):
+    """The old primary in ``data_dir`` rewound with pg_rewind to the new
+    primary's timeline and started as its standby (``rewind: true``)."""
+    port = params["standby_port"]
+    cp = conn_params(params)
+    if not os.path.isfile(os.path.join(data_dir, "PG_VERSION")):
+        raise ConfigError("%s holds no PostgreSQL data directory: there is no old primary to rewind" % data_dir,
+                          "Build the standby from the repository (without rewind)")
+    if os.path.exists(os.path.join(data_dir, MARKER)):
+        raise SafetyError("%s was left by an interrupted or failed drkit run (%s): pg_rewind cannot be trusted "
+                          "on it" % (data_dir, MARKER),
+                          "Build the standby from the repository without rewind (it takes the directory over), "
+                          "or into a new directory")
+    if pidfile_live(data_dir):
+        raise SafetyError("The old primary in %s is running: pg_rewind needs it stopped" % data_dir,
+                          "Fail over first (drkit failover fences and stops it), or stop it yourself")
+    bin_dir = _bin_dir_of(params, data_dir, None)
+    facts = control_facts(bin_dir, data_dir)
+    prerequisite = check_rewindable(facts, data_dir)
+    primary = primary_position(cp)  # a primary, not a standby, answers there
+    plan = {"data_directory": data_dir, "standby_port": port, "primary": "%s:%s" % (cp["login_host"], cp["port"]),
+            "slot_name": params["slot_name"], "passfile": passfile, "rewind": True,
+            "old_timeline": int(facts.get("Latest checkpoint's TimeLineID") or 0),
+            "old_state": facts.get("Database cluster state"), "fenced": is_fenced(data_dir)}
+    plan.update(prerequisite)
+    if check_mode:
+        plan.update(changed=True, msg="Would rewind the old primary in %s with pg_rewind from %s (primary flush "
+                    "%s), make it a standby (slot %s, passfile %s), start it on port %d and wait until it "
+                    "streams" % (data_dir, plan["primary"], primary["flush_lsn"], params["slot_name"], passfile,
+                                 port))
+        return True, plan
+
+    _check_port(port)
+    ids = os_user_ids(default_os_user(params))
+    slot_created, slot = ensure_slot(cp, params["slot_name"], params["create_slot"])
+    result = dict(plan, slot_created=slot_created, slot=slot)
+    header = "%s rewind of the old primary, %s" % (STANDBY_MARK, mf.isoformat(mf.utcnow()))
+    try:
+        write_marker(data_dir, new_marker(tool="drkit standby --rewind", target="standby"), ids)
+        write_passfile(passfile, cp, ids)
+        result["unfenced"] = unfence(data_dir, ids)
+        # restore_command (drkit wal-fetch) for --restore-target-wal; pg_rewind
+        # itself may run crash recovery in single-user mode: no signal file then
+        standby_config(params, data_dir, passfile, settings, ids, header)
+        os.unlink(os.path.join(data_dir, "standby.signal"))
+        progress("rewinding %s from %s with pg_rewind" % (data_dir, plan["primary"]))
+        t0 = time.time()
+        checkpoint_source(cp)
+        result.update(run_pg_rewind(bin_dir, data_dir, standby_conninfo(params, passfile, "postgres"), ids,
+                                    params["timeout"]))
+        result["rewind_seconds"] = round(time.time() - t0, 3)
+        # pg_rewind copied the new primary's configuration files over ours
+        result.update(become_standby(params, data_dir, passfile, settings, ids, bin_dir, header, progress))
+    except BaseException:
+        if pidfile_live(data_dir):
+            stop_server(bin_dir, data_dir, ids, mode="fast", timeout=60)
+        if slot_created:
+            drop_slot(cp, params["slot_name"])
+        raise
+    result.update(duration=round(time.time() - t_all, 3))
+    result["msg"] = ("Old primary in %s rejoined as a standby of %s on port %d: %s, replayed %d WAL file(s) from the "
+                     "archive, streaming; replay lag %s bytes (pg_rewind %.1f s, catch-up %.1f s)" % (
+                         data_dir, plan["primary"], port,
+                         ("rewound from %s (diverged at %s)" % (result.get("rewound_from_checkpoint"),
+                                                                result.get("diverged_at")))
+                         if result["rewound"] else "no rewind was needed",
+                         result["archive_segments_replayed"], result["lag"].get("replay_lag_bytes"),
+                         result["rewind_seconds"], result["catch_up_seconds"]))
+    return True, result
 
 
 def _existing(params, data_dir, check_mode, progress, t_all):
