@@ -53,6 +53,12 @@ options:
         of an idle server is then unbounded).
     type: int
     default: 60
+  wal_log_hints:
+    description:
+      - Set C(wal_log_hints) (a restart). C(pg_rewind) needs it to make an old primary a standby after a
+        failover (O(drkit.backup.pg_standby#module:rewind)), unless the cluster has data checksums.
+      - Unset, it is left as it is.
+    type: bool
   archive_command:
     description:
       - The full archive_command. Default is built from O(drkit_command), O(wal_config), O(storage_url),

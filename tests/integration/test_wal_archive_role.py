@@ -74,7 +74,7 @@ def test_role_configures_restarts_once_and_proves_archiving(plain_cluster, s3, b
     os.mkdir(metrics_dir, 0o755)
     shutil.chown(metrics_dir, "postgres", "postgres")  # archive_command writes the metrics as postgres
     variables["postgresql_wal_archive_metrics_dir"] = metrics_dir
-    assert pg.psql("SHOW archive_mode") == "off"
+    assert pg.psql("SHOW archive_mode") == "off" and pg.psql("SHOW wal_log_hints") == "off"
 
     run = run_playbook([ROLE_TASK], extra_vars=variables, check=True, tmp_dir=tmp_path)
     assert run.rc == 0, run.describe()
@@ -85,7 +85,8 @@ def test_role_configures_restarts_once_and_proves_archiving(plain_cluster, s3, b
     assert run.rc == 0, run.describe()
     assert s3.secret_key not in run.stdout and pg.password not in run.stdout
     configured = entries(run, "Configure archiving with ALTER SYSTEM")[-1]["result"]
-    assert set(configured["changes"]) == {"archive_mode", "archive_command", "archive_timeout"}
+    # wal_log_hints: pg_rewind's prerequisite, in the same single restart
+    assert set(configured["changes"]) == {"archive_mode", "archive_command", "archive_timeout", "wal_log_hints"}
     assert configured["restart_required"] is True
     assert configured["changed"] is True
     assert entries(run, "Restart PostgreSQL for WAL archiving (custom command)")[-1]["result"]["changed"] is True
@@ -96,6 +97,7 @@ def test_role_configures_restarts_once_and_proves_archiving(plain_cluster, s3, b
                               **variables["postgresql_wal_archive_storage_options"])
     assert st.stat(wal.wal_key(segment)) is not None
     assert pg.psql("SHOW archive_mode") == "on" and pg.psql("SHOW archive_timeout") == "30s"
+    assert pg.psql("SHOW wal_log_hints") == "on"
     assert "wal-push --config" in pg.psql("SHOW archive_command")
     assert variables["postgresql_wal_archive_storage_options"]["secret_key"] not in pg.psql("SHOW archive_command")
     st_cfg = os.stat(variables["postgresql_wal_archive_config_file"])

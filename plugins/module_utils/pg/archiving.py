@@ -26,7 +26,7 @@ from .wal_archive import READ_AHEAD
 # configuring archiving on a server (module pg_wal_archive, role postgresql_wal_archive)
 
 # setting -> does a change need a restart (context postmaster)?
-ARCHIVE_SETTINGS = ("wal_level", "archive_mode", "archive_command", "archive_timeout")
+ARCHIVE_SETTINGS = ("wal_level", "archive_mode", "archive_command", "archive_timeout", "wal_log_hints")
 
 # drkit.backup.pg_wal_archive. spool_dir, read_ahead, archive_async, metrics_dir and
 # compression_level go into the archive_command (drkit wal-push's options);
@@ -37,6 +37,8 @@ OPTIONS = Options(
     Option("archive_mode", "str", default="on", choices=("on", "always")),
     # PostgreSQL's range; 0 turns the forced segment switch off.
     Option("archive_timeout", "int", default=60, min=0, max=1073741823),
+    # pg_rewind's prerequisite (an old primary rejoins as a standby); unset: left as it is
+    Option("wal_log_hints", "bool"),
     Option("archive_command", "str"),
     Option("drkit_command", "str", default="/usr/local/bin/drkit"),
     Option("wal_config", "path"),
@@ -90,6 +92,8 @@ def configure_archiving(params, check_mode=False):
         "archive_command": p["archive_command"] or archive_command_for(p),
         "archive_timeout": str(p["archive_timeout"]),
     }
+    if p["wal_log_hints"] is not None:
+        wanted["wal_log_hints"] = "on" if p["wal_log_hints"] else "off"
     conn = connect(cp, p["maintenance_db"], autocommit=True)
     try:
         facts = server_facts(conn)

@@ -77,6 +77,8 @@ NEW_OPTIONS = {
 }
 # WAL at the speed of the database (issue 17): the background pusher and fetcher, the WAL RPO
 NEW_OPTIONS[("pg_wal_archive", "archive_async")] = {"type": "bool", "default": False}
+# a second region (issue 18): pg_rewind's prerequisite for the old primary's rejoin
+NEW_OPTIONS[("pg_wal_archive", "wal_log_hints")] = {"type": "bool"}
 NEW_OPTIONS[("pg_pitr", "fetch_async")] = {"type": "bool", "default": True}
 NEW_OPTIONS[("backup_info", "wal")] = {"type": "bool", "default": False}
 NEW_OPTIONS[("dr_report", "wal_archive")] = {"type": "dict"}
