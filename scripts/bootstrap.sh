@@ -23,7 +23,9 @@ set -euo pipefail
 # faketime: libfaketime, a clock ahead or behind for one drkit process (tests/integration/test_clock_trouble.py).
 # docker.io: dockerd for the container tests, which start their own daemon (tests/support/docker_engine.py;
 # the package's own service is never started); mmdebstrap: builds their images from Debian packages.
-APT_PACKAGES="postgresql postgresql-client redis-server redis-tools zstd python3 python3-venv shellcheck prometheus cron logrotate faketime docker.io mmdebstrap"
+# etcd-server: the DCS of the Patroni test (tests/integration/test_patroni.py starts its own etcd on loopback;
+# the package's service is never started).
+APT_PACKAGES="postgresql postgresql-client redis-server redis-tools zstd python3 python3-venv shellcheck prometheus cron logrotate faketime docker.io mmdebstrap etcd-server"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -91,7 +93,7 @@ ensure_venv() {
     want="$(cat "$ROOT/requirements/runtime.txt" "$ROOT/requirements/test.txt" | sha256sum | cut -d' ' -f1)"
     [ -f "$stamp" ] && have="$(cat "$stamp")"
     if [ "$want" = "$have" ] && [ -x "$VENV/bin/weed" ] && [ -x "$VENV/bin/ruff" ] &&
-        "$VENV/bin/python" -c 'import boto3, obstore, zstandard, psycopg, yaml, pyrage, docker, ansible, pytest, hypothesis, redis' \
+        "$VENV/bin/python" -c 'import boto3, obstore, zstandard, psycopg, yaml, pyrage, docker, ansible, pytest, hypothesis, redis, patroni' \
             >/dev/null 2>&1; then
         log "Python requirements up to date"
         return
