@@ -198,3 +198,65 @@ def test_a_streamer_whose_credentials_may_not_delete_says_so_once_and_streams_on
     store.delete = broken
     with pytest.raises(StorageError):
         wal_stream.Streamer(store, str(tmp_path), 1, said.append).prune(NAME, keep_end=second)
+
+
+def spool_of_segments(spool, first, count):
+    names = []
+    for segno in range(first, first + count):
+        name = "0000000100000000%08X" % segno
+        with open(os.path.join(str(spool), name), "wb") as fh:
+            fh.write(segment_bytes(SEG, segno=segno))
+        names.append(name)
+    return names
+
+
+def test_a_backlog_is_pushed_n_at_a_time_in_order(store, tmp_path, monkeypatch):
+    import threading
+    import time as _time
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    names = spool_of_segments(spool, 3, 7)
+    running, peak, lock = [0], [0], threading.Lock()
+    real = wal_stream.push_file
+
+    def counted(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            _time.sleep(0.05)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+    monkeypatch.setattr(wal_stream, "push_file", counted)
+    said = []
+    streamer = wal_stream.Streamer(store, str(spool), 1, said.append, parallel=3)
+    streamer.push_completed()
+    assert peak[0] == 3
+    assert list_timeline(store, 1) == names and os.listdir(str(spool)) == []
+    assert [m.split()[1] for m in said] == names  # said (and counted) in order
+    assert streamer.pushed == 7 and streamer.last_segment == names[-1]
+
+
+def test_a_failed_upload_stops_the_round_where_it_failed(store, tmp_path, monkeypatch):
+    from ansible_collections.drkit.backup.plugins.module_utils.core.errors import StorageError
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    names = spool_of_segments(spool, 3, 5)
+    real = wal_stream.push_file
+
+    def failing(storage, path, name, *args, **kwargs):
+        if name == names[1]:
+            raise StorageError("upload of %s failed: connection reset" % name)
+        return real(storage, path, name, *args, **kwargs)
+    monkeypatch.setattr(wal_stream, "push_file", failing)
+    streamer = wal_stream.Streamer(store, str(spool), 1, lambda m: None, parallel=4)
+    with pytest.raises(StorageError):
+        streamer.push_completed()
+    # the position moved past the first only; what follows the failure stays in the spool for the next round
+    assert streamer.last_segment == names[0] and streamer.pushed == 1
+    assert sorted(os.listdir(str(spool))) == names[1:]
+    monkeypatch.setattr(wal_stream, "push_file", real)
+    streamer.push_completed()  # the next round: those stored meanwhile are found identical
+    assert list_timeline(store, 1) == names and os.listdir(str(spool)) == []
