@@ -13,9 +13,14 @@ import json
 import os
 import re
 import shlex
+import sys
 import time
 
 import testinfra.utils.ansible_runner
+
+# the repository's test support: the job's own process tree, read from /proc
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests"))
+from support.netcheck import process_tree  # noqa: E402
 
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
     os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
@@ -150,26 +155,6 @@ def test_redis_persistence_applied(host):
 
 
 # ---------------------------------------------------------------- the cron jobs, for real
-
-def process_tree(root):
-    """root and the processes below it, from /proc/*/stat's parent pids."""
-    children = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open("/proc/%s/stat" % name) as fh:
-                    # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
 
 def test_postgresql_backup_entry_backs_up_rotates_and_writes_metrics(host):
     schedule, user, command = entry(host, PG_CRON, "molecule_app", "backup")
