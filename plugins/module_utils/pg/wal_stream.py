@@ -51,7 +51,6 @@ import os
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from ..core import crypto, metrics
 from ..core.errors import ConfigError, DrkitError, StorageError, Terminated, ToolError
@@ -88,8 +87,6 @@ OPTIONS = Options(
            help="seconds between uploads of the segment in progress (default 10): the RPO"),
     Option("synchronous", "bool", default=False, flags=("--synchronous",),
            help="pg_receivewal --synchronous: flush and confirm every write (for synchronous_standby_names)"),
-    Option("upload_parallel", "int", default=4, min=1, max=32, flags=("--upload-parallel",),
-           help="completed segments uploaded at once while the archiver is behind (default 4; 1: one at a time)"),
     Option("stop_after", "float", min=0, flags=("--stop-after",), module=False,
            help="stop (as on SIGTERM) after this many seconds; for tests and one-off catch-ups"),
 )
@@ -200,9 +197,8 @@ class Receiver(object):
 
 
 class Streamer(object):
-    def __init__(self, storage, spool, level, progress, rpo=None, recipients=None, parallel=1):
+    def __init__(self, storage, spool, level, progress, rpo=None, recipients=None):
         self.storage, self.spool, self.level, self.progress = storage, spool, level, progress
-        self.parallel = max(1, int(parallel))
         self.recipients = recipients  # age (core.crypto): segments and partials encrypted as wal-push does
         self.rpo = rpo or RpoWatch()
         self.pushed = 0
@@ -258,42 +254,18 @@ class Streamer(object):
                           "WAL (give wal-stream credentials that may delete under wal/ to remove them now)" % e.message)
 
     def push_completed(self):
-        """Every completed file, oldest first; segments ``parallel`` at a time
-        (a backlog drains at the speed of the storage, not of one upload's
-        round trips), each through push_file. The results are taken in
-        order and stop at the first failure, so the archive's position (and
-        the spool) only moves past segments stored along with all before."""
-        names = self.completed()
-        while names and not SEGMENT_RE.match(names[0]):  # history files: one at a time, first
-            self._stored(names.pop(0))
-        if not names:
-            return
-        if self.check_gap_next:
-            self.check_gap(names[0])
-        if self.parallel == 1 or len(names) == 1:
-            for name in names:
-                self._stored(name)
-            return
-        with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="wal-stream-push") as pool:
-            for i in range(0, len(names), self.parallel):
-                batch = names[i:i + self.parallel]
-                futures = [pool.submit(self._push, name) for name in batch]
-                for name, future in zip(batch, futures):
-                    self._stored(name, future.result())  # the first error ends the round
-
-    def _push(self, name):
-        return push_file(self.storage, os.path.join(self.spool, name), name, self.level, recipients=self.recipients)
-
-    def _stored(self, name, result=None):
-        """Push ``name`` (unless ``result`` says it is stored), then advance."""
-        result = result or self._push(name)
-        if classify(name) == "segment":
-            self.prune(name)
-            self.last_segment, self.last_segment_time = name, time.time()
-            self.rpo.segment_stored(name)
-        os.unlink(os.path.join(self.spool, name))
-        self.pushed += 1
-        self.progress("archived %s (%s)" % (name, result["status"]))
+        for name in self.completed():
+            path = os.path.join(self.spool, name)
+            if self.check_gap_next and classify(name) == "segment":
+                self.check_gap(name)
+            result = push_file(self.storage, path, name, self.level, recipients=self.recipients)
+            if classify(name) == "segment":
+                self.prune(name)
+                self.last_segment, self.last_segment_time = name, time.time()
+                self.rpo.segment_stored(name)
+            os.unlink(path)
+            self.pushed += 1
+            self.progress("archived %s (%s)" % (name, result["status"]))
 
     def upload_partial(self):
         partial = [n for n in os.listdir(self.spool) if n.endswith(PARTIAL_SUFFIX)]
@@ -451,8 +423,7 @@ def wal_stream(params, progress=None):
     if not existed:
         receiver.create_slot()
         progress("created the replication slot %s on %s" % (p["slot_name"], describe(cp)))
-    streamer = Streamer(storage, spool, p["compression_level"], progress, recipients=recipients,
-                        parallel=p["upload_parallel"])
+    streamer = Streamer(storage, spool, p["compression_level"], progress, recipients=recipients)
 
     def observe():
         """Read the slot and the server's positions; returns the retained bytes."""

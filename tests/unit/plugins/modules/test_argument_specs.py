@@ -67,8 +67,7 @@ NEW_FLAGS.update((command, flag)
                  if flag in DOCKER_FLAGS or command == "redis-verify")
 # the asynchronous pusher (issue 17)
 NEW_FLAGS.update((("wal-push", "--async"), ("wal-push", "--async-idle"), ("wal-fetch", "--async"),
-                  ("wal-fetch", "--async-idle"), ("list", "--wal"), ("list", "--no-backups"),
-                  ("wal-stream", "--upload-parallel")))
+                  ("wal-fetch", "--async-idle"), ("list", "--wal"), ("list", "--no-backups")))
 # options added since the snapshot, on purpose: (module, option) -> its argument_spec entry (None: not compared)
 NEW_OPTIONS = {
     # the ledger of a setting changed for a moment (issue 13, hole 12)
