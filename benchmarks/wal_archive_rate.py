@@ -15,8 +15,7 @@ with archive-async=y, process-max = the cores (as its users configure it for
 speed). And drkit wal-stream, which is no archive_command: the same number of
 segments written while it was stopped (its slot retains them), then the
 time from its start until every one is stored (its sustained rate, process
-start and connection included), uploading one segment at a time and
---upload-parallel 4 (its default). Needs root and the Debian package pgbackrest. Usage:
+start and connection included). Needs root and the Debian package pgbackrest. Usage:
   .venv/bin/python benchmarks/wal_archive_rate.py [--segments 64] [--runs 3] [--keep]
 Prints a table; not a test.
 """
@@ -96,7 +95,7 @@ def archiver(wal_dir, names, argv_for):
     return len(names) / (time.time() - t0)
 
 
-def stream_catch_up(root, pg, s3, drkit_cfg, count, tag, upload_parallel):
+def stream_catch_up(root, pg, s3, drkit_cfg, count, tag):
     """drkit wal-stream draining ``count`` segments its slot retained (written
     while it was stopped): the streamer's sustained rate, process start and
     connection included. Returns segments/s."""
@@ -116,8 +115,7 @@ def stream_catch_up(root, pg, s3, drkit_cfg, count, tag, upload_parallel):
     with open(drkit_cfg) as fh:
         base = fh.read()
     write(cfg, base + "login_host: 127.0.0.1\nport: %d\nlogin_user: postgres\nlogin_password: bench-pw\n"
-          "slot_name: %s\nspool_dir: %s\nstorage_url: s3://bench/%s\nupload_parallel: %d\n" % (
-              pg.port, slot, spool, prefix, upload_parallel))
+          "slot_name: %s\nspool_dir: %s\nstorage_url: s3://bench/%s\n" % (pg.port, slot, spool, prefix))
     client = s3.client()
     wanted = set("%s/wal/%s/%s.zst" % (prefix, n[:8], n) for n in names)
     t0 = time.time()
@@ -198,10 +196,9 @@ def main():
             ("pgbackrest archive-push (sync, process-max=%d)" % cores, pgbackrest(False)),
             ("pgbackrest archive-push (archive-async=y, process-max=%d)" % cores, pgbackrest(True)),
         ]
-        streams = [("drkit wal-stream --upload-parallel 1 (draining its slot; not an archive_command)", 1),
-                   ("drkit wal-stream, default --upload-parallel 4 (draining its slot)", 4)]
+        stream_label = "drkit wal-stream (draining its slot; not an archive_command)"
         rates = dict((m[0], []) for m in methods)
-        rates.update((label, []) for label, _n in streams)
+        rates[stream_label] = []
         for run in range(args.runs):
             for i, (label, make) in enumerate(methods):
                 tag = "%d-%d" % (run, i)
@@ -211,9 +208,7 @@ def main():
                 shutil.rmtree(data_dir_for(root, tag), ignore_errors=True)
             pg.start()
             try:
-                for j, (label, parallel) in enumerate(streams):
-                    rates[label].append(stream_catch_up(root, pg, s3, drkit_cfg, len(names), "%d-s%d" % (run, j),
-                                                        parallel))
+                rates[stream_label].append(stream_catch_up(root, pg, s3, drkit_cfg, len(names), "%d-s" % run))
             finally:
                 pg.stop(mode="fast")
         print()
@@ -223,7 +218,7 @@ def main():
         print()
         print("| archive_command | segments/s (median) | runs | MiB/s of WAL |")
         print("|---|---:|---|---:|")
-        for label in [m[0] for m in methods] + [label for label, _n in streams]:
+        for label in [m[0] for m in methods] + [stream_label]:
             med = statistics.median(rates[label])
             runs = " / ".join("%.2f" % r for r in rates[label])
             print("| %s | %.2f | %s | %.0f |" % (label, med, runs, med * 16))
