@@ -325,14 +325,21 @@ def test_standby_from_repository_then_planned_failover_loses_nothing(pair):
     assert_fenced(pair)
 
 
-def build_standby_with_the_role(pair, tmp_path):
-    """Role postgresql_standby: the standby built from the repository, its
-    lag check scheduled and run once as postgres (metrics written)."""
-    root = pair.root / "host"
-    for d in ("etc", "log", "lock", "metrics", "cron.d"):
+BUILD_TASK = "Build the standby (from the repository, or the old primary with pg_rewind) and wait until it streams"
+
+
+def role_host_dirs(root):
+    for d in ("etc", "log", "lock", "metrics", "cron.d", "systemd"):
         (root / d).mkdir(parents=True)
     for d in ("lock", "metrics"):  # the runtime (not installed here) makes them writable for the job users
         os.chmod(str(root / d), 0o1777)
+    return root
+
+
+def build_standby_with_the_role(pair, tmp_path):
+    """Role postgresql_standby: the standby built from the repository, its
+    lag check scheduled and run once as postgres (metrics written)."""
+    root = role_host_dirs(pair.root / "host")
     variables = {"_drkit_runtime_installed": True, "postgresql_standby_install_runtime": False,
                  "postgresql_standby_storage_url": pair.source.wal_url,
                  "postgresql_standby_primary_host": "127.0.0.1", "postgresql_standby_primary_port": pair.pg.port,
@@ -350,7 +357,7 @@ def build_standby_with_the_role(pair, tmp_path):
     run = run_playbook([role("drkit.backup.postgresql_standby")], extra_vars=variables, tmp_dir=str(tmp_path))
     assert run.rc == 0, run.describe()
     assert pair.password not in run.text
-    (built,) = role_results(run, "Build the standby from the repository and wait until it streams")
+    (built,) = role_results(run, BUILD_TASK)
     assert built["result"]["changed"] and built["result"]["status"] == "streaming", built["result"]
     cron = (root / "cron.d" / "drkit-standby").read_text()
     assert "* * * * * postgres /usr/bin/flock -n %s " % (root / "lock" / "standby.lock") in cron
@@ -408,22 +415,42 @@ def test_unplanned_failover_loss_bound_holds(pair, tmp_path):
     assert rpo["exact"] and len(missing) <= rpo["lost_transactions"] <= len(missing) + 1, rpo
     assert result["new_timeline"] == 2
     assert_fenced(pair)
-    rejoin_the_old_primary(pair, [i for i, _t in missing])
+    rejoin_the_old_primary(pair, [i for i, _t in missing], tmp_path)
 
 
-def rejoin_the_old_primary(pair, lost_ids):
-    """drkit standby --rewind: the fenced old primary, rewound with pg_rewind,
-    becomes a standby of the new primary; what it alone had is gone."""
+def rejoin_the_old_primary(pair, lost_ids, tmp_path):
+    """The fenced old primary, rewound with pg_rewind, becomes a standby of
+    the new primary (role postgresql_standby with rewind, its lag check on a
+    systemd timer); what only it had is gone."""
     old_dir, port = pair.pg.data_dir, free_port()
     params = pair.params(data_directory=old_dir, port=pair.standby_port, standby_port=port, rewind=True,
                          slot_name="drkit_old_primary", application_name="drkit_old_primary")
     changed, plan = pg_standby(params, check_mode=True)
     assert changed and "Would rewind" in plan["msg"] and plan["fenced"] and plan["wal_log_hints"], plan
+    root = role_host_dirs(pair.root / "old-host")
+    variables = {"_drkit_runtime_installed": True, "postgresql_standby_install_runtime": False,
+                 "postgresql_standby_name": "old", "postgresql_standby_rewind": True,
+                 "postgresql_standby_storage_url": pair.source.wal_url,
+                 "postgresql_standby_primary_host": "127.0.0.1", "postgresql_standby_primary_port": pair.standby_port,
+                 "postgresql_standby_replication_user": "postgres",
+                 "postgresql_standby_replication_password": pair.password,
+                 "postgresql_standby_data_directory": old_dir, "postgresql_standby_port": port,
+                 "postgresql_standby_slot_name": "drkit_old_primary",
+                 "postgresql_standby_application_name": "drkit_old_primary",
+                 "postgresql_standby_pg_bin_dir": pair.pg.bin_dir, "postgresql_standby_timeout": 120,
+                 "postgresql_standby_drkit_command": DRKIT_CMD, "postgresql_standby_config_dir": str(root / "etc"),
+                 "postgresql_standby_metrics_dir": str(root / "metrics"), "postgresql_standby_scheduler": "systemd",
+                 "postgresql_standby_systemd_unit_dir": str(root / "systemd"),
+                 "postgresql_standby_cron_file": str(root / "cron.d" / "drkit-standby-old")}
     try:
-        changed, result = pg_standby(params)
+        run = run_playbook([role("drkit.backup.postgresql_standby")], extra_vars=variables, tmp_dir=str(tmp_path))
+        assert run.rc == 0, run.describe()
+        assert pair.password not in run.text
+        (built,) = role_results(run, BUILD_TASK)
+        result = built["result"]
         print("old primary rejoined: pg_rewind %.3f s, catch-up %.3f s, diverged at %s" % (
             result["rewind_seconds"], result["catch_up_seconds"], result.get("diverged_at")))
-        assert changed and result["status"] == "streaming" and result["rewound"], result
+        assert result["changed"] and result["status"] == "streaming" and result["rewound"], result
         assert result["diverged_timeline"] == 1 and result["unfenced"], result
         assert pair.standby_psql("SELECT pg_is_in_recovery()", port=port) == "t"
         # the commits only the old primary had are rewound away; the new primary's rows stream in
@@ -435,9 +462,18 @@ def rejoin_the_old_primary(pair, lost_ids):
         auto = (Path(old_dir) / "postgresql.auto.conf").read_text()
         assert "fenced" not in auto and "drkit_old_primary" in auto and pair.password not in auto
         assert not (Path(old_dir) / "drkit-fenced").exists()
+        # the lag check on a systemd timer (no systemd runs here: written and verified, not enabled), run once
+        units = sorted(p.name for p in (root / "systemd").iterdir())
+        assert units == ["drkit-standby-old-check.service", "drkit-standby-old-check.timer"], units
+        service = (root / "systemd" / "drkit-standby-old-check.service").read_text()
+        assert "User=postgres" in service and "standby-check" in service and pair.password not in service
+        assert "OnCalendar=*-*-* *:*:00" in (root / "systemd" / "drkit-standby-old-check.timer").read_text()
+        assert not (root / "cron.d" / "drkit-standby-old").exists()
+        prom = read_textfile(str(root / "metrics" / "drkit_standby_old.prom"))
+        assert prom[("drkit_standby_streaming", '{drkit_job="standby_old"}')] == 1
         # a rerun finds the standby it made and changes nothing
-        changed, again = pg_standby(params)
-        assert not changed and again["existing"], again
+        again = run_playbook([role("drkit.backup.postgresql_standby")], extra_vars=variables, tmp_dir=str(tmp_path))
+        assert again.rc == 0 and again.stats["localhost"]["changed"] == 0, again.describe()
     finally:
         subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pair.pg.bin_dir, "pg_ctl"), "stop", "-D",
                         old_dir, "-m", "immediate", "-w"], check=False, stdout=subprocess.DEVNULL,
