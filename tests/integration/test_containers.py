@@ -51,6 +51,7 @@ from helpers import (
 from redis_support import dump_values, fill, sample_keys, start_redis
 from psycopg import sql
 from support.docker_engine import DockerEngine, mounts_below
+from test_wal_stream import new_data_dir, recover  # noqa: F401  # pylint: disable=unused-import
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 # The server in the container: data directory on an anonymous volume (so
@@ -456,3 +457,73 @@ def test_redis_remote_mode_refuses_a_container(docker_engine, tmp_storage_url):
         redis_snapshot({"mode": "remote", "container": "agentic-redis", "docker_host": docker_engine.url,
                         "storage_url": tmp_storage_url})
     assert "container is for modes rdb and aof" in str(err.value)
+
+
+# --------------------------------------------------------------------------
+# WAL of a server in a container, archived from outside (issue 17)
+
+
+def test_a_server_in_a_container_archived_from_outside_with_wal_stream(
+        docker_engine, pg_redis_image, scratch_dir, new_data_dir):  # noqa: F811 (new_data_dir: the fixture)
+    """drkit wal-stream runs on the host and receives the WAL of a PostgreSQL
+    in a container over the replication protocol (the container needs no
+    drkit and no archive_command); the physical base backup also connects
+    from outside. The container and its volume are then lost: a point-in-time
+    recovery on the host holds every committed row, the last ones from the
+    streamed partial the archiver stored when it was stopped."""
+    import signal
+    import shutil
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+    from helpers import DRKIT
+    from pitr_source import write_0600
+
+    c = PgContainer(docker_engine, pg_redis_image)
+    archive = scratch_dir / "archive"
+    archive.mkdir(mode=0o700)
+    shutil.chown(str(archive), "postgres", "postgres")  # restore_command runs as postgres
+    url = "file://%s" % archive
+    login = {"login_host": c.host, "port": c.port, "login_user": "postgres", "login_password": c.password}
+    c.execute("postgres", "CREATE TABLE marks (id serial PRIMARY KEY, phase text NOT NULL)",
+              "INSERT INTO marks (phase) SELECT 'before' FROM generate_series(1, 100)")
+
+    def server(query):
+        with psycopg.connect(autocommit=True, **c.conninfo()) as conn:
+            return conn.execute(query).fetchone()[0]
+
+    cfg = write_0600(scratch_dir / "stream.yml", dict(login, storage_url=url, spool_dir=str(scratch_dir / "spool"),
+                                                      partial_interval=0.5))
+    env = dict(os.environ)
+    env.pop("PGPASSWORD", None)
+    proc = subprocess.Popen([sys.executable, str(DRKIT), "wal-stream", "--config", cfg], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        deadline = time.time() + 60
+        while server("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") != 1:
+            assert proc.poll() is None and time.time() < deadline, proc.communicate() if proc.poll() else "slow"
+            time.sleep(0.1)
+        base = write_0600(scratch_dir / "base.yml", dict(login, storage_url=url, mode="physical",
+                                                         wal_wait_timeout=120))
+        backup = run_drkit(["pg-backup", "--json", "--config", base], tmp_dir=str(scratch_dir))
+        assert backup.returncode == 0, backup.stderr
+        c.execute("postgres", "INSERT INTO marks (phase) SELECT 'after' FROM generate_series(1, 50)")
+        # synchronous_commit is off in the container: the commit may still be in WAL buffers
+        lsn = server("SELECT pg_current_wal_insert_lsn()::text")
+        deadline = time.time() + 60  # the archiver has received every committed row (written to its spool)
+        while server("SELECT coalesce(bool_and(write_lsn >= '%s'), false) FROM pg_stat_replication" % lsn) is not True:
+            assert proc.poll() is None and time.time() < deadline, "the archiver fell behind"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    assert c.password not in err
+
+    docker_engine.client().remove_container(c.id, force=True, v=True)  # the container and its volume lost
+    port, res = recover(SimpleNamespace(url=url), new_data_dir, target="latest")
+    assert res["status"] == "promoted", res
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=c.password, dbname="postgres",
+                         autocommit=True) as conn:
+        phases = dict(conn.execute("SELECT phase, count(*) FROM marks GROUP BY 1").fetchall())
+    assert phases == {"before": 100, "after": 50}, phases
