@@ -60,7 +60,7 @@ def test_rules_pass_promtool_check(rendered):
     proc = subprocess.run([promtool(), "check", "rules", str(rendered)], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     assert proc.returncode == 0, proc.stdout
-    assert "SUCCESS: 22 rules found" in proc.stdout
+    assert "SUCCESS: 24 rules found" in proc.stdout
 
 
 @pytest.mark.parametrize("test_file", PROMTOOL_TESTS, ids=lambda p: p.name)

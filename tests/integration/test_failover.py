@@ -197,6 +197,8 @@ def check_standby_from_repository(pair):
     changed, result = pg_standby(pair.params())
     assert changed and result["status"] == "streaming", result
     assert result["archive_segments_replayed"] >= 1, result
+    # the primary's max_slot_wal_keep_size is -1 (the default): said, with what to do
+    assert any("max_slot_wal_keep_size is -1" in w for w in result["warnings"]), result["warnings"]
     assert pair.standby_psql("SELECT pg_is_in_recovery()") == "t"
     assert pair.standby_psql("SELECT status FROM pg_stat_wal_receiver") == "streaming"
     assert pair.standby_psql("SELECT count(*) FROM t") == str(ROWS_BEFORE_BACKUP + ROWS_AFTER_BACKUP)
@@ -249,6 +251,19 @@ def check_the_lag_metrics(pair):
         ok["replay_lag_seconds"], ok["replay_lag_bytes"]))
     assert metric("drkit_standby_streaming") == 1 and metric("drkit_standby_up") == 1
     assert metric("drkit_standby_replay_lag_seconds") == ok["replay_lag_seconds"]
+    # the slot: what it makes the primary keep, unbounded (NaN) until max_slot_wal_keep_size is set
+    assert ok["slot"]["wal_status"] == "reserved" and ok["slot"]["bounded"] is False, ok["slot"]
+    assert metric("drkit_standby_slot_retained_bytes") >= 0 and metric("drkit_standby_slot_lost") == 0
+    assert math.isnan(metric("drkit_standby_slot_safe_wal_bytes"))
+    pair.pg.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'")
+    pair.pg.psql("SELECT pg_reload_conf()")
+    try:
+        _c, bounded = standby_check(params)
+    finally:
+        pair.pg.psql("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        pair.pg.psql("SELECT pg_reload_conf()")
+    # about the bound (PostgreSQL counts from the segment boundary: a little more)
+    assert bounded["slot"]["bounded"] and 0 < metric("drkit_standby_slot_safe_wal_bytes") < 2 << 30, bounded
 
     # replay stuck: the lag is at least the wait, and the bytes show what is not replayed
     pair.standby_psql("SELECT pg_wal_replay_pause()")

@@ -87,6 +87,12 @@ HELP = {
                                                              "replayed."),
     "drkit_standby_last_message_timestamp_seconds": ("gauge", "Unix time the standby's WAL receiver last heard "
                                                               "from the primary."),
+    "drkit_standby_slot_retained_bytes": ("gauge", "WAL the primary keeps for the standby's replication slot "
+                                                   "(current position minus the slot's restart_lsn)."),
+    "drkit_standby_slot_safe_wal_bytes": ("gauge", "WAL the primary may still write before the slot loses what the "
+                                                   "standby needs (max_slot_wal_keep_size); NaN when unbounded."),
+    "drkit_standby_slot_lost": ("gauge", "1 if the primary removed WAL the standby's slot needed (wal_status "
+                                         "lost): the standby can no longer stream."),
 }
 
 JOB_RE = re.compile(r"^[A-Za-z0-9_.-]+$")

@@ -170,6 +170,21 @@ def ensure_slot(cp, slot, create):
             return True, {"slot": slot, "restart_lsn": cur.fetchone()[0], "wal_status": "reserved"}
 
 
+def slot_facts(cp, slot):
+    """The slot on the primary as standby-check watches it: wal_status,
+    retained bytes, safe_wal_size (None when max_slot_wal_keep_size = -1,
+    the default: unbounded); None when there is no such slot."""
+    with connect(cp, "postgres", autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT wal_status, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, safe_wal_size, "
+            "current_setting('max_slot_wal_keep_size') FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,)).fetchone()
+    if row is None:
+        return None
+    return {"slot": slot, "wal_status": row[0], "retained_bytes": max(0, row[1] or 0), "safe_wal_bytes": row[2],
+            "max_slot_wal_keep_size": row[3], "bounded": row[3] != "-1"}
+
+
 def drop_slot(cp, slot):
     """Best effort: the slot this run created, when the standby did not come up."""
     try:
@@ -443,7 +458,18 @@ def become_standby(params, data_dir, passfile, settings, ids, bin_dir, header, p
     restored_wal = sorted(set(_RESTORED.findall(_read(log_file))))
     return {"settings": server, "standby_settings": dict(standby), "log_file": log_file, "changed": True,
             "started": True, "status": "streaming", "catch_up_seconds": round(time.time() - t_start, 3),
-            "archive_segments_replayed": len(restored_wal), "lag": lag_report(primary, standby_now)}
+            "archive_segments_replayed": len(restored_wal), "lag": lag_report(primary, standby_now),
+            "warnings": slot_warnings(slot_facts(conn_params(params), params["slot_name"]))}
+
+
+def slot_warnings(facts):
+    """What to say about the standby's slot on the primary."""
+    if facts is None or facts["bounded"]:
+        return []
+    return ["max_slot_wal_keep_size is -1 on the primary: if the standby stops, its slot %s makes the primary keep "
+            "WAL without limit until its disk is full; bound it (ALTER SYSTEM SET max_slot_wal_keep_size = '50GB', "
+            "a reload) and watch drkit_standby_slot_retained_bytes (alert DrkitStandbySlotRetentionHigh)" %
+            facts["slot"]]
 
 
 def _rejoin(params, data_dir, passfile, settings, check_mode, progress, t_all):

@@ -32,7 +32,8 @@ from ..core.errors import DrkitError, SourceError
 from ..core.options import Option, Options, resolve
 from ..repo.manifest import parse_time
 from .client import CONNECTION, _psycopg, conn_params, connect
-from .standby import DEFAULT_APP_NAME, lsn_diff, primary_position, standby_status, standby_status_on
+from .standby import (DEFAULT_APP_NAME, DEFAULT_SLOT, lsn_diff, primary_position, slot_facts, standby_status,
+                      standby_status_on)
 
 NAN = float("nan")
 
@@ -44,6 +45,8 @@ OPTIONS = Options(
            help="port of the standby"),
     Option("application_name", "str", default=DEFAULT_APP_NAME, flags=("--application-name",),
            help="the standby's name in the primary's pg_stat_replication"),
+    Option("slot_name", "str", default=DEFAULT_SLOT, flags=("--slot-name",),
+           help="the standby's replication slot on the primary (default drkit_standby): what it retains"),
     Option("lag_wait", "float", default=5.0, above=0, flags=("--lag-wait",),
            help="seconds to wait for the standby to replay what the primary has flushed (default 5)"),
     metrics.METRICS,
@@ -117,12 +120,30 @@ def standby_check(params):
             result.update(primary_reachable=True, caught_up=caught_up, replay_lag_seconds=round(seconds, 3),
                           replay_lag_bytes=behind, primary_flush_lsn=primary["flush_lsn"],
                           replay_lsn=standby.get("replay_lsn"))
+            _watch_slot(pcp, p["slot_name"], result, values)
         elif primary is not None:
             result.update(primary_reachable=True)  # promoted: no longer a standby, nothing to lag behind
         result["msg"] = _describe(result)
         return False, result
     finally:
         metrics.update_textfile(p["metrics_dir"], job, values)
+
+
+def _watch_slot(pcp, slot, result, values):
+    """What the standby's slot makes the primary keep, and whether it has
+    lost WAL already; a standby without that slot (streaming without one)
+    writes no slot metrics."""
+    try:
+        facts = slot_facts(pcp, slot)
+    except (DrkitError, _psycopg().Error) as e:
+        result["slot_error"] = str(e)
+        return
+    result["slot"] = facts
+    if facts is None:
+        return
+    values["drkit_standby_slot_retained_bytes"] = facts["retained_bytes"]
+    values["drkit_standby_slot_safe_wal_bytes"] = NAN if facts["safe_wal_bytes"] is None else facts["safe_wal_bytes"]
+    values["drkit_standby_slot_lost"] = 1 if facts["wal_status"] == "lost" else 0
 
 
 def _describe(r):
