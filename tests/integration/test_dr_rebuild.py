@@ -95,7 +95,23 @@ def source_redis(scratch_dir):
         server.destroy()
 
 
-def test_dr_rebuild_onto_a_fresh_cluster(pg, source_redis, scratch_dir, tmp_path, new_cluster):
+@pytest.mark.parametrize("protected", [False, True], ids=["plain", "signed-and-encrypted"])
+def test_dr_rebuild_onto_a_fresh_cluster(pg, source_redis, scratch_dir, tmp_path, new_cluster, protected):
+    """protected: the backups as jobs with keys take them (issue 15): logical
+    ones encrypted to an age recipient and every manifest signed; the rebuild
+    gets only the public verification key and the identity."""
+    keys, rebuild_keys = {}, {}
+    if protected:
+        import pyrage
+        from helpers import key_files
+        signing_key, public_key, _key_id = key_files(tmp_path, "backup-host")
+        ident = pyrage.x25519.Identity.generate()
+        identity_file = tmp_path / "restore.age"
+        identity_file.write_text("# age identity (restore side only)\n%s\n" % ident)
+        os.chmod(str(identity_file), 0o600)
+        keys = {"signing_key_file": signing_key}
+        rebuild_keys = {"dr_rebuild_verify_keys": [public_key],
+                        "dr_rebuild_encryption_identity_file": str(identity_file)}
     # --- the lost host's backups (file storage), taken with the CLI as the roles would
     storage = Path(scratch_dir) / "backups"
     storage.mkdir()
@@ -106,9 +122,12 @@ def test_dr_rebuild_onto_a_fresh_cluster(pg, source_redis, scratch_dir, tmp_path
     pg.psql("CREATE TABLE notes AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 321) g", dbname=db2)
     try:
         for db in (db1, db2):
-            cfg = write_0600(tmp_path / ("%s.yml" % db), {
-                "storage_url": url, "login_host": pg.host, "port": pg.port, "login_user": pg.superuser,
-                "login_password": pg.password, "database": db})
+            values = {"storage_url": url, "login_host": pg.host, "port": pg.port, "login_user": pg.superuser,
+                      "login_password": pg.password, "database": db}
+            values.update(keys)
+            if protected:
+                values["encryption_recipients"] = [str(ident.to_public())]
+            cfg = write_0600(tmp_path / ("%s.yml" % db), values)
             drkit(["pg-backup", "-q"], cfg)
         expected = dict((db, table_row_counts(pg, db)) for db in (db1, db2))
     finally:
@@ -117,10 +136,15 @@ def test_dr_rebuild_onto_a_fresh_cluster(pg, source_redis, scratch_dir, tmp_path
     client = source_redis.client()
     for i in range(500):
         client.set("session:%d" % i, "v%d" % i)
-    rcfg = write_0600(tmp_path / "redis.yml", {
+    rcfg = write_0600(tmp_path / "redis.yml", dict(keys, **{
         "storage_url": url, "login_host": "127.0.0.1", "login_port": source_redis.port,
-        "login_password": source_redis.password})
+        "login_password": source_redis.password}))
     drkit(["redis-snapshot", "-q"], rcfg)
+    manifests = [json.loads(m.read_text()) for m in storage.rglob("manifest.json")]
+    assert len(manifests) == 3 and all(("signature" in m) == protected for m in manifests)
+    dumps = [p for p in storage.rglob("*") if p.is_file() and p.name.startswith("database.")]
+    # age ciphertext when protected (the recipients' stanzas in its header)
+    assert len(dumps) == 2 and all((b"age-encryption.org/v1" in p.read_bytes()[:4096]) == protected for p in dumps)
 
     # --- the "fresh host": an empty, stopped Redis data directory owned by redis
     rdir = Path(scratch_dir) / "redis-new"
@@ -136,7 +160,7 @@ def test_dr_rebuild_onto_a_fresh_cluster(pg, source_redis, scratch_dir, tmp_path
     inventory.write_text("newhost ansible_connection=local ansible_python_interpreter=%s\n"
                          % (Path(DRKIT).parent.parent / ".venv" / "bin" / "python"))
     report_dir = tmp_path / "report"
-    dr_vars = write_0600(tmp_path / "dr.yml", {
+    dr_vars = write_0600(tmp_path / "dr.yml", dict(rebuild_keys, **{
         "dr_rebuild_storage_url": url,
         "dr_rebuild_install_packages": False,
         "dr_rebuild_pg_version": PG_VERSION,
@@ -149,7 +173,7 @@ def test_dr_rebuild_onto_a_fresh_cluster(pg, source_redis, scratch_dir, tmp_path
         "dr_rebuild_redis_login_port": rport,
         "dr_rebuild_redis_login_password": rpass,
         "dr_rebuild_report_dir": str(report_dir),
-    })
+    }))
     env = ansible_environment(str(tmp_path))
     env.update({"INVENTORY": str(inventory), "NEW_HOST": "newhost", "DR_VARS": str(dr_vars),
                 "ANSIBLE_STDOUT_CALLBACK": "default"})
