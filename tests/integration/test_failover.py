@@ -169,8 +169,11 @@ def assert_fenced(pair):
     old = pair.pg.data_dir
     assert (Path(old) / "standby.signal").exists()
     port = free_port()
+    log = pair.root / ("fenced-%d.log" % port)  # in the test's own directory, gone with it
+    log.touch()
+    shutil.chown(str(log), "postgres", "postgres")
     subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pair.pg.bin_dir, "pg_ctl"), "start", "-D", old,
-                    "-l", "/tmp/drkit-fenced-%d.log" % port, "-w", "-o",
+                    "-l", str(log), "-w", "-o",
                     "-c port=%d -c listen_addresses=127.0.0.1 -c unix_socket_directories=%s" % (
                         port, pair.pg.socket_dir)], check=True, stdout=subprocess.DEVNULL)
     try:
