@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import DRKIT, ansible_environment, drop_database, make_sample_database, table_row_counts
+from helpers import DRKIT, ansible_environment, drop_database, key_files, make_sample_database, table_row_counts
 
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
 from support.redis_server import ScratchRedis
@@ -103,7 +103,6 @@ def test_dr_rebuild_onto_a_fresh_cluster(pg, source_redis, scratch_dir, tmp_path
     keys, rebuild_keys = {}, {}
     if protected:
         import pyrage
-        from helpers import key_files
         signing_key, public_key, _key_id = key_files(tmp_path, "backup-host")
         ident = pyrage.x25519.Identity.generate()
         identity_file = tmp_path / "restore.age"
@@ -178,6 +177,17 @@ def test_dr_rebuild_onto_a_fresh_cluster(pg, source_redis, scratch_dir, tmp_path
     env.update({"INVENTORY": str(inventory), "NEW_HOST": "newhost", "DR_VARS": str(dr_vars),
                 "ANSIBLE_STDOUT_CALLBACK": "default"})
     try:
+        if protected:
+            # someone else's public key: the signatures do not verify, nothing is restored
+            _other_key, other_public, _other_id = key_files(tmp_path, "someone-else")
+            wrong = write_0600(tmp_path / "dr-wrong-key.yml", dict(yaml.safe_load(Path(dr_vars).read_text()),
+                                                                  dr_rebuild_verify_keys=[other_public]))
+            refused = run(["bash", "-c", RUNBOOK_COMMAND], env=dict(env, DR_VARS=wrong), cwd=str(tmp_path),
+                          timeout=900)
+            assert refused.returncode != 0 and "which is not one of the trusted keys" in refused.stdout, \
+                refused.stdout[-8000:]
+            assert all(new_cluster.psql("SELECT count(*) FROM pg_database WHERE datname = '%s'" % db) == "0"
+                       for db in expected)
         proc = run(["bash", "-c", RUNBOOK_COMMAND], env=env, cwd=str(tmp_path), timeout=900)
         assert proc.returncode == 0, proc.stdout[-8000:]
         assert rpass not in proc.stdout and pg.password not in proc.stdout
