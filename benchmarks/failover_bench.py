@@ -23,6 +23,9 @@ Columns:
   lost        acknowledged rows of the client missing on the new primary
   exact       lost transactions drkit counted in the old WAL (all of pgbench's too)
   bound s     unplanned: the loss window drkit stated (safe_before .. fence)
+  rejoin s    then the old primary made a standby of the new one with `drkit standby --rewind`
+              (CHECKPOINT + pg_rewind s / until it streams and caught up s; after a planned
+              failover there is nothing to rewind)
 
 Needs root (servers run as the postgres OS user). Usage:
   .venv/bin/python benchmarks/failover_bench.py [--runs 3] [--seconds 20] [--clients 4] [--tick 0.01]
@@ -71,12 +74,14 @@ def one_run(mode, args, root, run_no):
     cfg = os.path.join(base, "drkit.yml")
     pg = ScratchPostgres(os.path.join(base, "primary"), password=PASSWORD, bin_dir=BIN, settings={
         "wal_level": "replica", "archive_mode": "on", "archive_timeout": 60, "autovacuum": "off",
+        "wal_log_hints": "on",
         "archive_command": "%s wal-push --config %s %%p %%f" % (DRKIT, cfg)})
     pg.start()
     write_secret(cfg, "storage_url: %s\nlogin_host: 127.0.0.1\nport: %d\nlogin_user: postgres\n"
                       "login_password: %s\nmode: physical\n" % (url, pg.port, PASSWORD))
     standby_dir = os.path.join(pg_dir(os.path.join(base, "standby"), 0o755), "data")
     standby_port = free_port()
+    rejoined_port = free_port()
     try:
         pg.psql("CREATE TABLE acks (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
         subprocess.run([os.path.join(BIN, "pgbench"), "-i", "-q", "-s", "5", "-h", "127.0.0.1", "-p",
@@ -116,13 +121,19 @@ def one_run(mode, args, root, run_no):
         present = set(int(x) for x in psql(standby_port, "SELECT id FROM acks").split())
         lost = [i for i, _t in client.acked if i not in present]
         rpo = result["rpo"]
-        return {"rto": result["rto_seconds"], "promote": result["promote_seconds"], "lost": len(lost),
+        _c, rejoin = pg_standby(dict(params, data_directory=pg.data_dir, port=standby_port, rewind=True,
+                                     standby_port=rejoined_port, slot_name="old_primary",
+                                     application_name="old_primary"))
+        return {"rewind": rejoin["rewind_seconds"], "rejoin_catch_up": rejoin["catch_up_seconds"],
+                "rewound": rejoin["rewound"],
+                "rto": result["rto_seconds"], "promote": result["promote_seconds"], "lost": len(lost),
                 "acked": len(client.acked), "exact": rpo.get("lost_transactions"),
                 "bound": rpo.get("rpo_bound_seconds"), "archive_files": built["archive_segments_replayed"],
                 "catch_up": built["catch_up_seconds"]}
     finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(BIN, "pg_ctl"), "stop", "-D", standby_dir,
-                        "-m", "immediate"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for data_dir in (standby_dir, pg.data_dir):  # the new primary; the old one rejoined as its standby
+            subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(BIN, "pg_ctl"), "stop", "-D", data_dir,
+                            "-m", "immediate"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         pg.destroy()
 
 
@@ -136,18 +147,19 @@ def main():
     root = make_scratch_dir(prefix="drkit-failover-bench-")
     os.chmod(root, 0o755)
     try:
-        print("| mode | run | RTO s | promote s | acked | lost | exact | bound s | standby catch-up s |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| mode | run | RTO s | promote s | acked | lost | exact | bound s | standby catch-up s | rejoin s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for mode in ("planned", "unplanned"):
             rtos = []
             for n in range(1, args.runs + 1):
                 r = one_run(mode, args, root, n)
                 rtos.append(r["rto"])
-                print("| %s | %d | %.2f | %.2f | %d | %d | %s | %s | %.1f |" % (
+                print("| %s | %d | %.2f | %.2f | %d | %d | %s | %s | %.1f | %.2f / %.2f%s |" % (
                     mode, n, r["rto"], r["promote"], r["acked"], r["lost"], r["exact"],
-                    "-" if r["bound"] is None else "%.2f" % r["bound"], r["catch_up"]))
+                    "-" if r["bound"] is None else "%.2f" % r["bound"], r["catch_up"], r["rewind"],
+                    r["rejoin_catch_up"], "" if r["rewound"] else " (no rewind needed)"))
                 sys.stdout.flush()
-            print("| %s | median | %.2f | | | | | | |" % (mode, statistics.median(rtos)))
+            print("| %s | median | %.2f | | | | | | | |" % (mode, statistics.median(rtos)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
