@@ -180,8 +180,8 @@ def test_dr_rebuild_onto_a_fresh_cluster(pg, source_redis, scratch_dir, tmp_path
         if protected:
             # someone else's public key: the signatures do not verify, nothing is restored
             _other_key, other_public, _other_id = key_files(tmp_path, "someone-else")
-            wrong = write_0600(tmp_path / "dr-wrong-key.yml", dict(yaml.safe_load(Path(dr_vars).read_text()),
-                                                                  dr_rebuild_verify_keys=[other_public]))
+            wrong_vars = dict(yaml.safe_load(Path(dr_vars).read_text()), dr_rebuild_verify_keys=[other_public])
+            wrong = write_0600(tmp_path / "dr-wrong-key.yml", wrong_vars)
             refused = run(["bash", "-c", RUNBOOK_COMMAND], env=dict(env, DR_VARS=wrong), cwd=str(tmp_path),
                           timeout=900)
             assert refused.returncode != 0 and "which is not one of the trusted keys" in refused.stdout, \
