@@ -42,6 +42,7 @@ author:
 extends_documentation_fragment:
   - drkit.backup.storage
   - drkit.backup.signing.verify
+  - drkit.backup.encryption.decryption
 attributes:
   check_mode:
     support: full

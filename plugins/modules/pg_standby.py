@@ -37,6 +37,7 @@ author:
 extends_documentation_fragment:
   - drkit.backup.storage
   - drkit.backup.postgres
+  - drkit.backup.encryption.decryption
 attributes:
   check_mode:
     support: full

@@ -32,15 +32,19 @@ def write_0600(path, data, owner=None):
 
 
 class ArchivingSource(object):
-    def __init__(self, root, password):
+    def __init__(self, root, password, recipients=None):
+        """``recipients``: age public keys the base backup and WAL are
+        encrypted to (the hosts' configs hold only those)."""
         self.root = Path(root)
         self.password = password
+        self.recipients = list(recipients or [])
+        encryption = {"encryption_recipients": self.recipients} if self.recipients else {}
         archive = self.root / "wal"
         archive.mkdir(mode=0o700)
         shutil.chown(str(archive), "postgres", "postgres")
         self.wal_url = "file://%s" % archive
-        self.wal_config = write_0600(self.root / "wal.yml",
-                                     {"storage_url": self.wal_url, "drkit_command": DRKIT_CMD}, owner="postgres")
+        self.wal_config = write_0600(self.root / "wal.yml", dict(
+            encryption, storage_url=self.wal_url, drkit_command=DRKIT_CMD), owner="postgres")
         command = "%s wal-push --config %s %%p %%f" % (DRKIT_CMD, shlex.quote(self.wal_config))
         self.pg = sandbox.ScratchPostgres(str(self.root / "pg-data"), password=password, settings={
             "wal_level": "replica", "archive_mode": "on", "archive_command": command, "archive_timeout": 60})
@@ -54,7 +58,7 @@ class ArchivingSource(object):
         config = write_0600(self.root / "base.yml", {
             "storage_url": self.wal_url, "login_host": self.pg.host, "port": self.pg.port,
             "login_user": "postgres", "login_password": self.password, "mode": "physical",
-            "wal_wait_timeout": 120}, owner="postgres")
+            "wal_wait_timeout": 120, "encryption_recipients": self.recipients}, owner="postgres")
         proc = subprocess.run("runuser -u postgres -- %s pg-backup -q --config %s" % (DRKIT_CMD, config),
                               shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               universal_newlines=True, check=False)

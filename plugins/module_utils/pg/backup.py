@@ -66,10 +66,5 @@ def pg_backup(params, check_mode=False, runner=None, progress=None):
                               "outside its container, over the replication protocol",
                               "Leave container unset and point login_host and port at the server's published "
                               "port")
-        if p["encryption_recipients"]:
-            raise ConfigError("encryption_recipients is not supported with mode: physical yet (base backups and "
-                              "their WAL are stored unencrypted)",
-                              "Leave encryption_recipients unset for physical backups, or use mode: logical "
-                              "(docs/encryption.md)")
         return pg_backup_physical(p, check_mode=check_mode, runner=runner, progress=progress)
     return pg_backup_logical(p, check_mode=check_mode, runner=runner, progress=progress)

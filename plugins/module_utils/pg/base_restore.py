@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 
+from ..core.crypto import Keyring
 from ..core.errors import ConfigError, IntegrityError, SafetyError
 from ..core.progress import meter
 from ..core.stream import decompressor_for, read_stored
@@ -74,13 +75,34 @@ def check_can_create(path):
                           "yourself, empty, owned by the server's OS user, mode 0700" % path)
 
 
-def restore_base_backup(storage, entry, data_dir, ids=None, progress=None, skip=()):
-    """Stream base.tar.zst from storage (checking size and sha256) into
-    data_dir, leaving out the files named in ``skip``. Returns facts about
-    it (``skipped``: those of them the backup held)."""
+def require_base_key(entry, keyring):
+    """ConfigError naming the recipients' fingerprints when the base backup
+    is encrypted and ``keyring`` holds none of their identities: called
+    before anything is created (and in check mode)."""
+    if entry.manifest.artifact(ARTIFACT).get("encrypted"):
+        keyring.check(entry.manifest.get("encryption") or {}, _what(entry))
+
+
+def _what(entry):
+    return "Artifact %s of backup %s" % (ARTIFACT, entry.backup_id)
+
+
+def restore_base_backup(storage, entry, data_dir, ids=None, progress=None, skip=(), keyring=None):
+    """Stream base.tar.zst from storage (checking size and sha256; an
+    encrypted one decrypted with ``keyring``) into data_dir, leaving out the
+    files named in ``skip``. Returns facts about it (``skipped``: those of
+    them the backup held). age authenticates chunk by chunk: a damaged
+    chunk fails the call after earlier chunks were extracted, as a sha256
+    mismatch does; callers remove what was extracted."""
     progress = progress or (lambda msg: None)
     manifest = entry.manifest
     art = manifest.artifact(ARTIFACT)
+    keyring = keyring or Keyring()
+    require_base_key(entry, keyring)  # before the directory is touched
+    # stored = encrypt(compress(tar)): decrypt first, then decompress
+    transforms = [keyring.decryptor(manifest.get("encryption"), _what(entry))] if art.get("encrypted") else []
+    if art.get("compressed", True):
+        transforms.append(decompressor_for(manifest.get("compression")))
     key = mf.artifact_key(entry.backup_id, ARTIFACT)
     uid, gid = (ids[0], ids[1]) if ids else (None, None)
     if not os.path.isdir(data_dir):
@@ -93,9 +115,8 @@ def restore_base_backup(storage, entry, data_dir, ids=None, progress=None, skip=
     progress("restoring %s (%d bytes stored) into %s" % (entry.backup_id, art["size"], data_dir))
     try:
         with meter(progress, "restore", ARTIFACT, art["size"]) as m:
-            read_stored(storage, key, art["size"], art["sha256"],
-                        transforms=[decompressor_for(manifest.get("compression"))] if art.get("compressed", True)
-                        else [], consumer=extractor.feed, meter=m)
+            read_stored(storage, key, art["size"], art["sha256"], transforms=transforms,
+                        consumer=extractor.feed, meter=m)
     finally:
         extractor.close()
     if not extractor.ended:

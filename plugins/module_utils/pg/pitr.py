@@ -57,16 +57,17 @@ import stat
 import sys
 import time
 
+from ..core.crypto import DECRYPTION, Keyring
 from ..core.errors import ConfigError, DrkitError, IntegrityError, NotFoundError, SafetyError, Terminated, WaitTimeout
 from ..core.options import Option, Options, resolve
-from ..core.osutil import atomic_write, check_traversable
+from ..core.osutil import atomic_write, check_traversable, owner_and_mode
 from ..core.scratch import port_is_free
 from ..core.signing import VERIFYING, Trust
 from ..repo import manifest as mf
 from ..repo.wal_layout import DEFAULT_SEGMENT_SIZE, backup_segments, format_lsn, parse_lsn
 from ..storage.factory import STORAGE, STORAGE_OPTION_NAMES, open_storage, storage_options
 from .backup_physical import KIND
-from .base_restore import check_data_directory, empty_dir, restore_base_backup
+from .base_restore import check_data_directory, empty_dir, require_base_key, restore_base_backup
 from .client import PG_BIN_DIR, find_tool
 from .cluster import (
     RECOVERY_PARAMS,
@@ -239,6 +240,7 @@ OPTIONS = Options(
            help="a background fetcher keeps the prefetched segments ready between restore_command calls "
                 "(drkit wal-fetch --async)"),
     VERIFYING,
+    DECRYPTION,
 )
 
 
@@ -263,6 +265,9 @@ def restore_command(params, storage_url, config_path):
     if config_path:
         parts += ["--config", shlex.quote(config_path)]
     p = resolve(OPTIONS, params)
+    if p["encryption_identity_file"]:
+        # the path only: the server's OS user reads the key from it
+        parts += ["--encryption-identity-file", shlex.quote(p["encryption_identity_file"])]
     if p["prefetch"] > 0:
         parts += ["--prefetch", str(p["prefetch"])]
         if p["fetch_async"]:
@@ -295,6 +300,26 @@ def recovery_settings(target, value, inclusive=True, timeline="latest", end_lsn=
         setting = ("recovery_target_name", value)
     out.update(neutral_recovery_settings(*setting))  # the target itself last
     return out
+
+
+def check_identity_readable(path, ids, os_user):
+    """restore_command runs as the server's OS user and reads the identity
+    file itself: say so before anything is restored when it cannot (the
+    classic permission bits; ACLs are not looked at)."""
+    if not path or not ids or ids[0] == os.geteuid():
+        return
+    hint = ("Give the identity file to %s (chown %s %s, mode 0600) in a directory it can enter; it needs "
+            "it as long as the server fetches WAL" % (os_user, os_user, path))
+    try:
+        check_traversable(path, ids[0], set([ids[1]]))
+        st = os.stat(path)
+    except (ConfigError, OSError):
+        raise ConfigError("encryption_identity_file %s is not reachable for the server's OS user %s, who runs "
+                          "restore_command" % (path, os_user), hint)
+    bit = stat.S_IRUSR if st.st_uid == ids[0] else stat.S_IRGRP if st.st_gid == ids[1] else stat.S_IROTH
+    if not st.st_mode & bit:
+        raise ConfigError("encryption_identity_file %s (%s) cannot be read by the server's OS user %s, who runs "
+                          "restore_command" % (path, owner_and_mode(path), os_user), hint)
 
 
 def write_wal_config(path, params, ids):
@@ -554,6 +579,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
     timeout = params["timeout"]
     storage_url = params["storage_url"]
     trust = Trust.from_params(params)
+    keyring = Keyring(params["encryption_identity_file"])
     storage = open_storage(storage_url, **storage_options(params))
     if not start and storage_options(params) and not params["wal_config"]:
         raise ConfigError("With start: false, restore_command needs a lasting config file for the storage options",
@@ -567,6 +593,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
     histories = list_history(storage)
     wanted = newest_archive_timeline(histories) if tl_choice == "latest" else tl_choice
     entry = choose_backup(storage, params["backup_id"], target, value, wanted, histories, trust)
+    require_base_key(entry, keyring)  # an encrypted base backup without its identity: before anything is done
     manifest = entry.manifest
     data = manifest["data"]
     seg_size = int(data.get("wal_segment_size") or DEFAULT_SEGMENT_SIZE)
@@ -599,7 +626,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
         path = chain["path"]
         ends_on = [t for t, _s in path].index(backup_end(data)[0])
         conflict = branch_conflict(storage, _waldump(params, version_num), path[ends_on:], target, value,
-                                   inclusive, seg_size)
+                                   inclusive, seg_size, keyring)
         if conflict:
             raise ConfigError(
                 "The %s target %s lies on timeline %d's branch: timeline %d left it at %s, and %s. "
@@ -612,7 +639,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
                     chain["timeline"]))
     end_lsn = None
     if target == "latest":
-        end_lsn = end_of_archive(storage, _waldump(params, version_num), chain, seg_size)
+        end_lsn = end_of_archive(storage, _waldump(params, version_num), chain, seg_size, keyring=keyring)
         if end_lsn is not None and end_lsn < parse_lsn(data["stop_lsn"]):
             end_lsn = None  # the archive ends with the backup: consistency is the end
 
@@ -637,6 +664,7 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
     ids = os_user_ids(os_user)
     if ids and ids[0] != os.geteuid():
         check_traversable(data_dir, ids[0], set([ids[1]]))
+    check_identity_readable(params["encryption_identity_file"], ids, os_user)
     bin_dir = _bin_dir_of(params, data_dir, version_num)
     if found:
         progress("found %s in %s: stopping and removing it" % (found, data_dir))
@@ -655,7 +683,8 @@ def pg_pitr(params, check_mode=False, runner=None, progress=None):
     planned_warnings = len(warnings)
     result = dict(plan)
     try:
-        restore_facts = restore_base_backup(storage, entry, data_dir, ids, progress, skip=[MARKER])
+        restore_facts = restore_base_backup(storage, entry, data_dir, ids, progress, skip=[MARKER],
+                                            keyring=keyring)
         restored = True
         result["restore_seconds"] = restore_facts["seconds"]
         result["restored_bytes"] = restore_facts["bytes"]

@@ -81,12 +81,13 @@ def resolve_timeline(choice, data, histories):
     return choice
 
 
-def end_of_archive(storage, tool, chain, seg_size, floor_lsn=0):
+def end_of_archive(storage, tool, chain, seg_size, floor_lsn=0, keyring=None):
     """Start LSN of the last complete record of the archive on the chain's
-    final timeline; None when that timeline has no segment archived."""
+    final timeline; None when that timeline has no segment archived.
+    ``keyring`` (core.crypto.Keyring): for an encrypted archive."""
     if not chain["last"]:
         return None
-    with ArchiveReader(storage, tool, chain["timeline"], seg_size) as reader:
+    with ArchiveReader(storage, tool, chain["timeline"], seg_size, keyring) as reader:
         record = reader.last_record(segment_number(chain["last"], seg_size), floor_lsn=floor_lsn)
     if record is None:
         raise IntegrityError("No complete WAL record found at the end of the archive (%s and before)" % (
@@ -98,26 +99,26 @@ def end_of_archive(storage, tool, chain, seg_size, floor_lsn=0):
 # a target on an older timeline's branch
 
 
-def _first_after(storage, tool, tli, start, seg_size, predicate):
+def _first_after(storage, tool, tli, start, seg_size, predicate, keyring=None):
     numbers = [segment_number(n, seg_size) for n in list_timeline(storage, tli, streamed=True)]
     numbers = [n for n in numbers if n >= start // seg_size]
     if not numbers:
         return None
-    with ArchiveReader(storage, tool, tli, seg_size) as reader:
+    with ArchiveReader(storage, tool, tli, seg_size, keyring) as reader:
         return reader.find(start, predicate, max(numbers))
 
 
-def _new_timeline_start(storage, tool, tli, switch, seg_size):
+def _new_timeline_start(storage, tool, tli, switch, seg_size, keyring):
     """When timeline ``tli`` began: the time of its END_OF_RECOVERY record
     (pg_ctl promote) or else of its first commit; None if unknown."""
     first = _first_after(storage, tool, tli, switch, seg_size,
-                         lambda r: r.end_of_recovery_time is not None or r.xact_time is not None)
+                         lambda r: r.end_of_recovery_time is not None or r.xact_time is not None, keyring)
     if first is None:
         return None
     return first.end_of_recovery_time or first.xact_time
 
 
-def branch_conflict(storage, tool, path, target, value, inclusive, seg_size):
+def branch_conflict(storage, tool, path, target, value, inclusive, seg_size, keyring=None):
     """For a ``time``, ``xid``, ``lsn`` or ``name`` target and the timeline
     path recovery follows ([(tli, switch LSN or None)], as recovery_chain
     returns it): the first older timeline on which the target lies past the
@@ -127,10 +128,11 @@ def branch_conflict(storage, tool, path, target, value, inclusive, seg_size):
     for i, (tli, switch) in enumerate(path[:-1]):
         nxt = path[i + 1][0]
         if target == "time":
-            first = _first_after(storage, tool, tli, switch, seg_size, lambda r: r.is_commit and r.xact_time)
+            first = _first_after(storage, tool, tli, switch, seg_size, lambda r: r.is_commit and r.xact_time,
+                                 keyring)
             if first is None or not (first.xact_time <= value if inclusive else first.xact_time < value):
                 continue
-            began = _new_timeline_start(storage, tool, nxt, switch, seg_size)
+            began = _new_timeline_start(storage, tool, nxt, switch, seg_size, keyring)
             if began is not None and value >= began:
                 continue  # the target is a time when the new timeline was the live one
             evidence = "timeline %d has a commit at %s (transaction %d) past that point%s" % (
@@ -138,14 +140,14 @@ def branch_conflict(storage, tool, path, target, value, inclusive, seg_size):
                 "; timeline %d began only at %s" % (nxt, mf.isoformat(began)) if began else "")
         elif target == "xid":
             first = _first_after(storage, tool, tli, switch, seg_size,
-                                 lambda r: r.xid == xid and r.xact_time is not None)
+                                 lambda r: r.xid == xid and r.xact_time is not None, keyring)
             if first is None:
                 continue
             evidence = "transaction %d ended on timeline %d past that point (%s)" % (xid, tli, first.kind)
         elif target == "name":
             first = _first_after(storage, tool, tli, switch, seg_size,
                                  lambda r: r.rmgr == "XLOG" and r.kind == "RESTORE_POINT"
-                                 and r.desc.split(" ", 1)[-1].strip() == value)
+                                 and r.desc.split(" ", 1)[-1].strip() == value, keyring)
             if first is None:
                 continue
             evidence = "restore point %r is on timeline %d past that point, at %s" % (
@@ -153,7 +155,7 @@ def branch_conflict(storage, tool, path, target, value, inclusive, seg_size):
         elif target == "lsn":
             if value <= switch:
                 continue
-            first = _first_after(storage, tool, tli, switch, seg_size, lambda r: True)
+            first = _first_after(storage, tool, tli, switch, seg_size, lambda r: True, keyring)
             if first is None or first.lsn >= value:
                 continue
             evidence = "timeline %d holds WAL from %s on that timeline %d does not" % (tli, format_lsn(first.lsn), nxt)

@@ -37,13 +37,14 @@ import re
 import shutil
 import time
 
+from ..core.crypto import Keyring
 from ..core.errors import ConfigError, DrkitError, SafetyError, SourceError, ToolError, WaitTimeout
 from ..core.options import Option, Options, resolve
 from ..core.osutil import atomic_write, check_traversable
 from ..repo import manifest as mf
 from ..repo.wal_layout import parse_lsn
 from ..storage.factory import STORAGE, open_storage, storage_options
-from .base_restore import empty_dir, restore_base_backup
+from .base_restore import empty_dir, require_base_key, restore_base_backup
 from .client import CONNECTION, _psycopg, conn_params, connect, pgpass_escape
 from .cluster import (
     RECOVERY_PARAMS,
@@ -60,6 +61,7 @@ from .pitr import (
     OPTIONS as PITR_OPTIONS,
     _bin_dir_of,
     _check_port,
+    check_identity_readable,
     choose_backup,
     configure_recovery,
     inspect_directory,
@@ -102,6 +104,7 @@ OPTIONS = Options(
                                         "restore_command; required with storage options (S3, Azure)"),
     PITR_OPTIONS["prefetch"],
     PITR_OPTIONS["fetch_async"],
+    PITR_OPTIONS["encryption_identity_file"],
     Option("timeout", "float", default=900, above=0, flags=("--timeout",),
            help="seconds to wait until the standby streams and has caught up (default 900)"),
     Option("rewind", "bool", default=False, flags=("--rewind",),
@@ -371,6 +374,8 @@ def pg_standby(params, check_mode=False, runner=None, progress=None):
     histories = list_history(storage)
     entry = choose_backup(storage, params["backup_id"], "latest", None, newest_archive_timeline(histories),
                           histories)
+    keyring = Keyring(params["encryption_identity_file"])
+    require_base_key(entry, keyring)  # an encrypted base backup without its identity: before anything is done
     data = entry.manifest["data"]
     version_num = data.get("server_version_num") or entry.manifest["source"].get("server_version_num")
     plan = {"backup_id": entry.backup_id, "data_directory": data_dir, "standby_port": port,
@@ -385,9 +390,11 @@ def pg_standby(params, check_mode=False, runner=None, progress=None):
         return True, plan
 
     _check_port(port)
-    ids = os_user_ids(default_os_user(params))
+    os_user = default_os_user(params)
+    ids = os_user_ids(os_user)
     if ids and ids[0] != os.geteuid():
         check_traversable(data_dir, ids[0], set([ids[1]]))
+    check_identity_readable(params["encryption_identity_file"], ids, os_user)
     bin_dir = _bin_dir_of(params, data_dir, version_num)
     slot_created, slot = ensure_slot(cp, params["slot_name"], params["create_slot"])
     if found:
@@ -403,7 +410,7 @@ def pg_standby(params, check_mode=False, runner=None, progress=None):
     result = dict(plan, slot_created=slot_created, slot=slot)
     restored = False
     try:
-        facts = restore_base_backup(storage, entry, data_dir, ids, progress, skip=[MARKER])
+        facts = restore_base_backup(storage, entry, data_dir, ids, progress, skip=[MARKER], keyring=keyring)
         restored = True
         result.update(restore_seconds=facts["seconds"], restored_bytes=facts["bytes"])
         write_passfile(passfile, cp, ids)
@@ -505,7 +512,9 @@ def _rejoin(params, data_dir, passfile, settings, check_mode, progress, t_all):
         return True, plan
 
     _check_port(port)
-    ids = os_user_ids(default_os_user(params))
+    os_user = default_os_user(params)
+    ids = os_user_ids(os_user)
+    check_identity_readable(params["encryption_identity_file"], ids, os_user)  # an encrypted archive's WAL
     slot_created, slot = ensure_slot(cp, params["slot_name"], params["create_slot"])
     result = dict(plan, slot_created=slot_created, slot=slot)
     header = "%s rewind of the old primary, %s" % (STANDBY_MARK, mf.isoformat(mf.utcnow()))

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import time
 
+from ..core.crypto import Keyring
 from ..core.errors import DrkitError, IntegrityError, WaitTimeout
 from ..core.options import Option
 from ..core.osutil import atomic_write
@@ -27,7 +28,7 @@ from ..repo.verification import Verification, planned
 from ..repo.wal_layout import backup_segments, backup_timelines
 from ..storage.factory import open_storage, storage_options
 from .backup_physical import ARTIFACT
-from .base_restore import restore_base_backup
+from .base_restore import require_base_key, restore_base_backup
 from .checks import failed_checks, normalise_checks, run_checks
 from .client import find_tool
 from .cluster import neutral_recovery_settings
@@ -61,6 +62,10 @@ def verify_physical(p, entry, check_mode=False, runner=None, progress=None):
     storage = open_storage(p["storage_url"], **storage_options(p))
     manifest = entry.manifest
     data = manifest["data"]
+    keyring = Keyring(p["encryption_identity_file"])
+    if level != "checksum":
+        # an encrypted backup without its identity: before any scratch directory (check mode too)
+        require_base_key(entry, keyring)
     if check_mode:
         return planned(entry, level, "physical backup")
     job = p["job_name"] or "pg_physical_%s" % manifest["source"].get("port", "unknown")
@@ -75,11 +80,11 @@ def verify_physical(p, entry, check_mode=False, runner=None, progress=None):
             if missing:
                 raise IntegrityError("WAL needed by the backup is missing from the archive: %s" % ", ".join(missing))
         if level != "checksum":
-            check_results = _in_scratch(v, runner, needed, checks, facts)
+            check_results = _in_scratch(v, runner, needed, checks, facts, keyring)
     return v.finish(tables=[], checks=check_results, physical=facts)
 
 
-def _in_scratch(v, runner, needed, checks, facts):
+def _in_scratch(v, runner, needed, checks, facts, keyring):
     """structure and restore: extract into a scratch directory, pg_verifybackup
     against the archived WAL, then (restore) replay to consistency in a scratch
     server and run the checks there. Returns the check results."""
@@ -95,10 +100,10 @@ def _in_scratch(v, runner, needed, checks, facts):
     os.mkdir(wal_dir, 0o755)
     with v.timed("restore_seconds"):
         progress("extracting %s into scratch %s" % (entry.backup_id, data_dir))
-        restore_base_backup(storage, entry, data_dir, None, progress)
+        restore_base_backup(storage, entry, data_dir, None, progress, keyring=keyring)
         # plus the history files of the timelines the backup switched to (replay follows them)
         for name in needed + ["%08X.history" % t for t in backup_timelines(needed)]:
-            fetch_file(storage, name, os.path.join(wal_dir, name))
+            fetch_file(storage, name, os.path.join(wal_dir, name), keyring=keyring)
     bin_dir = p["pg_bin_dir"] or os.path.dirname(
         find_tool("pg_verifybackup", data.get("server_version_num")))
     progress("pg_verifybackup against PostgreSQL's backup_manifest and the archived WAL")

@@ -104,10 +104,12 @@ def run_waldump(tool, wal_dir, timeline, start, end=None):
 class ArchiveReader(object):
     """Segments of one timeline fetched from the archive into a private
     scratch directory as they are needed (a context manager: the directory
-    goes on exit)."""
+    goes on exit). ``keyring`` (core.crypto.Keyring): for an encrypted
+    archive."""
 
-    def __init__(self, storage, tool, timeline, seg_size):
+    def __init__(self, storage, tool, timeline, seg_size, keyring=None):
         self.storage, self.tool, self.timeline, self.seg_size = storage, tool, int(timeline), seg_size
+        self.keyring = keyring
         self.dir = None
 
     def __enter__(self):
@@ -128,7 +130,7 @@ class ArchiveReader(object):
             path = os.path.join(self.dir, name)
             if not os.path.exists(path):
                 try:
-                    fetch_file(self.storage, name, path)
+                    fetch_file(self.storage, name, path, keyring=self.keyring)
                 except NotFoundError:
                     return False
         return True

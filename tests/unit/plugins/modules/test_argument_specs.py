@@ -88,7 +88,8 @@ NEW_OPTIONS[("dr_report", "notes")] = {"type": "list", "elements": "str"}
 # client-side encryption (issue 15): recipients where backups are written, the identity where they are read
 NEW_OPTIONS[("pg_backup", "encryption_recipients")] = {"type": "list", "elements": "str"}
 NEW_OPTIONS.update(((module, "encryption_identity_file"), None)
-                   for module in ("pg_restore", "pg_verify"))
+                   for module in ("pg_restore", "pg_verify", "pg_pitr"))
+NEW_FLAGS.add(("pitr", "--encryption-identity-file"))  # encrypted base backups (issue 15)
 # databases in containers (issue 16): the Docker options of community.docker
 NEW_OPTIONS.update(((module, name), None)
                    for module in ("pg_backup", "pg_restore", "pg_verify", "redis_snapshot", "redis_restore",

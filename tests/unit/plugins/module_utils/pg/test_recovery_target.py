@@ -61,7 +61,7 @@ def archive(monkeypatch):
     """{timeline: [records past the branch]} stands in for the archive."""
     wal = {}
 
-    def first_after(storage, tool, tli, start, seg_size, predicate):
+    def first_after(storage, tool, tli, start, seg_size, predicate, keyring=None):
         return next((r for r in wal.get(tli, []) if r.lsn >= start and predicate(r)), None)
     monkeypatch.setattr(rt, "_first_after", first_after)
     return wal
