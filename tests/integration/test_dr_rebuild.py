@@ -222,11 +222,19 @@ def test_dr_rebuild_onto_a_fresh_cluster(pg, source_redis, scratch_dir, tmp_path
 def test_dr_rebuild_with_point_in_time_recovery(scratch_dir, tmp_path, new_cluster):
     """The audit's scenario 3 on a lost host: base backup, an accidental
     TRUNCATE, then the host is lost; the rebuild recovers to the time before
-    the mistake into a new Debian cluster, managed by pg_ctlcluster."""
+    the mistake into a new Debian cluster, managed by pg_ctlcluster. The
+    base backup and the WAL were encrypted on the lost host (it held only the
+    public key): the rebuild decrypts them with the identity."""
+    import pyrage
     from pitr_source import ArchivingSource
 
+    ident = pyrage.x25519.Identity.generate()
+    identity_file = scratch_dir / "age.key"
+    identity_file.write_text("%s\n" % ident)
+    os.chmod(str(identity_file), 0o600)
+    shutil.chown(str(identity_file), "postgres", "postgres")  # restore_command reads it as the cluster's owner
     password = uuid.uuid4().hex
-    source = ArchivingSource(scratch_dir, password)
+    source = ArchivingSource(scratch_dir, password, recipients=[str(ident.to_public())])
     try:
         source.start()
         source.base_backup()
@@ -234,6 +242,9 @@ def test_dr_rebuild_with_point_in_time_recovery(scratch_dir, tmp_path, new_clust
         wal_url = source.wal_url
     finally:
         source.destroy()  # the host is gone
+    wal_dir = Path(wal_url[len("file://"):]) / "wal"
+    some_segment = next(p for p in wal_dir.rglob("*") if p.is_file() and len(p.name.split(".")[0]) == 24)
+    assert some_segment.read_bytes().startswith(b"drkit-age1 "), some_segment
 
     inventory = tmp_path / "inventory.ini"
     inventory.write_text("newhost ansible_connection=local ansible_python_interpreter=%s\n"
@@ -244,6 +255,7 @@ def test_dr_rebuild_with_point_in_time_recovery(scratch_dir, tmp_path, new_clust
         "dr_rebuild_pg_method": "pitr",
         "dr_rebuild_pitr_target": "time",
         "dr_rebuild_pitr_target_value": before,
+        "dr_rebuild_encryption_identity_file": str(identity_file),
         "dr_rebuild_install_packages": False,
         "dr_rebuild_pg_version": PG_VERSION,
         "dr_rebuild_pg_cluster": new_cluster.name,
