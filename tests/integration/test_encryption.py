@@ -257,8 +257,8 @@ def test_encrypted_base_backup_and_wal_recover_only_with_the_identity(scratch_di
 
         # without the identity, or with another one: refused before the directory is touched
         data_dir = str(restored / "data")
-        for extra, wanted in (({}, "no encryption_identity_file"),
-                              ({"encryption_identity_file": wrong_key}, hashlib.sha256(wrong_pub.encode()).hexdigest())):
+        wrong_fp = hashlib.sha256(wrong_pub.encode()).hexdigest()
+        for extra, wanted in (({}, "no encryption_identity_file"), ({"encryption_identity_file": wrong_key}, wrong_fp)):
             for check_mode in (True, False):
                 with pytest.raises(ConfigError) as e:
                     pg_pitr(pitr_into(source, data_dir, **extra), check_mode=check_mode)
