@@ -121,3 +121,23 @@ options:
 requirements:
   - docker (the Docker SDK for Python) on the host that runs drkit
 """
+
+    # where a test-restore of a database in a container runs (pg_verify, redis_verify)
+    SCRATCH_VERIFY = r"""
+options:
+  verify_in:
+    description:
+      - With O(container), where the test-restore of O(level=restore) runs. V(scratch) - a scratch container of
+        the container's image (its own server version), on the host network bound to 127.0.0.1 on a free port
+        with a random password, removed afterwards, also on failure or SIGTERM; the container may be stopped,
+        only its image is used. V(container) - inside the running container itself, which then bears the load
+        of the backup (memory and CPU); only when asked.
+    type: str
+    default: scratch
+    choices: [scratch, container]
+  image:
+    description:
+      - Image of the scratch container. Default - the image of O(container). Set it when the container is gone
+        (a rebuild) or to prove the backup restores with another server version.
+    type: str
+"""

@@ -20,7 +20,8 @@ description:
   - V(restore) also restores into a scratch database on the server given by the C(login_*) options
     (a unique C(drkit_verify_*) name, always dropped afterwards, also on failure or SIGTERM), compares
     every table's row count with the counts recorded from C(pg_dump)'s own snapshot, and runs the
-    optional O(checks).
+    optional O(checks). With O(container) the test-restore runs by default in a scratch PostgreSQL started
+    from the container's image (O(verify_in)); the C(login_*) options are not used then.
   - Each run writes a verification record next to the manifest (C(backups/<id>/verify-<time>.json);
     the manifest itself is never rewritten) and, with O(metrics_dir), updates the job's metrics.
   - A failed verification fails the task with a message naming the artifact and what differed.
@@ -30,6 +31,7 @@ extends_documentation_fragment:
   - drkit.backup.postgres
   - drkit.backup.postgres.restore_settings
   - drkit.backup.container
+  - drkit.backup.container.scratch_verify
   - drkit.backup.storage
   - drkit.backup.storage.metrics
   - drkit.backup.backup_selector

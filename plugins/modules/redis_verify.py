@@ -36,6 +36,7 @@ author:
   - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:
   - drkit.backup.container
+  - drkit.backup.container.scratch_verify
   - drkit.backup.storage
   - drkit.backup.storage.metrics
   - drkit.backup.backup_selector
@@ -73,19 +74,6 @@ options:
       - Directory holding C(redis-check-rdb) / C(redis-check-aof). See M(drkit.backup.redis_snapshot).
         With O(container), a directory inside the image.
     type: path
-  verify_in:
-    description:
-      - With O(container), where the test-restore runs. V(scratch) - a scratch container of the container's
-        image, removed afterwards. V(container) - inside the running container itself, which then bears the
-        load of the backup (memory and CPU); only when asked.
-    type: str
-    default: scratch
-    choices: [scratch, container]
-  image:
-    description:
-      - Image of the scratch container. Default - the image of O(container). Set it when the container is gone
-        (a rebuild) or to prove the backup loads with another Redis version.
-    type: str
 requirements:
   - zstandard (Python library on the managed host)
   - redis-server and redis-tools (C(redis-cli), C(redis-check-rdb), C(redis-check-aof)) on the host for V(restore);

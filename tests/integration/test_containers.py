@@ -225,24 +225,61 @@ def test_a_parallel_restore_through_a_container_is_refused_before_anything(
         assert cur.fetchone()[0] == 0
 
 
-def test_verify_restores_through_the_containers_pg_restore(
+def wal_bytes(pg):
+    with psycopg.connect(**pg.conninfo()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT wal_bytes FROM pg_stat_wal")
+        return int(cur.fetchone()[0])
+
+
+def scratch_containers(engine):
+    return engine.client().containers(all=True, filters={"label": "io.drkit.scratch"})
+
+
+def test_verify_restores_in_a_scratch_container_of_the_image(
         docker_engine, pg_source, pg_target, app_database, s3, bucket, no_local_tools):
+    """The test-restore of a backup of a database in a container runs in a
+    scratch PostgreSQL started from the container's image (the production
+    server writes no WAL for it), and the scratch container is gone after."""
     storage = storage_args(s3, bucket, "verify")
     _c, backup = pg_backup(pg_source.args(database=app_database, **storage))
     _c, listed = pg_verify(pg_target.args(level="structure", backup_id=backup["backup_id"], **storage))
     assert listed["passed"] is True, listed
+    before = wal_bytes(pg_target)
     _c, res = pg_verify(pg_target.args(level="restore", backup_id=backup["backup_id"], **storage))
     assert res["passed"] is True, res
     counted = dict((t["name"], t["actual"]) for t in res["tables"])
     assert counted["agents.events"] == 50000 and counted["agents.agents"] == 20000, res["tables"]
+    assert res["verified_in"].startswith("scratch container of image sha256:"), res["verified_in"]
+    assert "PostgreSQL) 15." in res["verified_in"], res["verified_in"]
+    assert float(res["timings"]["scratch_start_seconds"]) > 0, res["timings"]
+    # 70,000 rows restored elsewhere: the production server wrote only its own background WAL
+    assert wal_bytes(pg_target) - before < 1 << 20
+    assert scratch_containers(docker_engine) == []
+
+
+def test_verify_in_the_container_itself_when_asked(
+        docker_engine, pg_source, pg_target, app_database, s3, bucket, no_local_tools):
+    storage = storage_args(s3, bucket, "verify-in")
+    _c, backup = pg_backup(pg_source.args(database=app_database, **storage))
+    before = wal_bytes(pg_target)
+    _c, res = pg_verify(pg_target.args(level="restore", backup_id=backup["backup_id"], verify_in="container",
+                                       **storage))
+    assert res["passed"] is True and res["verified_in"] == "container %s" % pg_target.name, res
+    assert wal_bytes(pg_target) - before > 1 << 20  # the restore ran in the production server
     # the scratch database is gone again
     with psycopg.connect(**pg_target.conninfo()) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (res["scratch_database"],))
         assert cur.fetchone()[0] == 0
     # parallel restore needs the dump as a file: refused through a container, before anything is made
+    for verify_in in ("scratch", "container"):
+        with pytest.raises(ConfigError) as err:
+            pg_verify(pg_target.args(level="restore", backup_id=backup["backup_id"], jobs=2, verify_in=verify_in,
+                                     **storage))
+        assert "jobs > 1 cannot run through a container" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        pg_verify(pg_target.args(level="restore", backup_id=backup["backup_id"], jobs=2, **storage))
-    assert "jobs > 1 cannot run through a container" in str(err.value)
+        pg_verify(dict(storage, level="restore", backup_id=backup["backup_id"], verify_in="container"))
+    assert "verify_in: container needs container" in str(err.value)
+    assert scratch_containers(docker_engine) == []
 
 
 def test_drkit_restore_into_a_container(docker_engine, pg_source, pg_target, app_database, s3, bucket, tmp_path):

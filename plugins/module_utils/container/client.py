@@ -45,6 +45,15 @@ DOCKER = (
            flags=("--docker-client-key",), help="key of client_cert"),
 )
 DOCKER_KEYS = tuple(o.name for o in DOCKER)
+# Where a test-restore of a database in a container runs (pg_verify, redis_verify).
+VERIFY_IN = ("scratch", "container")
+SCRATCH_VERIFY = (
+    Option("verify_in", "str", default="scratch", choices=VERIFY_IN, flags=("--verify-in",),
+           help="with container: test-restore in a scratch container of its image (default), or inside "
+                "the container itself"),
+    Option("image", "str", flags=("--image",),
+           help="with container: image of the scratch container (default: the container's own)"),
+)
 # the Engine connection alone, for commands that take many containers (container_drill)
 DOCKER_ENGINE = DOCKER[1:]
 

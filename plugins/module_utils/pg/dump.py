@@ -83,8 +83,9 @@ def dump_format(manifest):
 def check_in_container(runner, fmt, jobs, restore=False):
     """A tool in a container reads and writes only the exec's stdin and
     stdout (nothing is written inside the container, no docker cp): so the
-    custom format, one job. ConfigError otherwise (before anything runs)."""
-    if shares_files(runner):
+    custom format, one job. ConfigError otherwise (before anything runs).
+    ``runner`` None: a container that is not started yet (a scratch one)."""
+    if runner is not None and shares_files(runner):
         return
     if fmt != "custom":
         raise ConfigError("A %s in the directory format cannot run through a container: pg_%s -Fd needs "

@@ -11,8 +11,11 @@
   every table's row count with the counts recorded from pg_dump's snapshot,
   plus optional SQL checks.
 
-With ``container`` the structure and restore levels run the container's own
-``pg_restore`` (custom format, one job), as pg_restore does.
+With ``container`` the structure level runs the container's own
+``pg_restore --list`` (custom format, one job), as pg_restore does; the
+restore level runs in a scratch container of the container's image
+(pg/scratch_container.py: its own PostgreSQL, started for the test and
+removed), or with ``verify_in: container`` in the production server itself.
 
 Each run writes a verification record next to the manifest (never rewriting
 it): ``backups/<id>/verify-<UTC time>-<rand>.json``, see
@@ -23,7 +26,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ..container.client import DOCKER
+from ..container.client import DOCKER, SCRATCH_VERIFY, docker_settings, inspect_any, open_client
 from ..container.runner import open_runner
 from ..core import metrics
 from ..core.crypto import DECRYPTION, Keyring
@@ -58,11 +61,12 @@ from .dump import (
 from .dump_fetch import ArtifactFetch
 from .janitor import SCRATCH, sweep_databases, unique_name
 from .rowcounts import compare_counts, count_rows, expected_counts
+from .scratch_container import PostgresInContainer
 from .verify_physical import PHYSICAL_OPTIONS, verify_physical
 
 # drkit.backup.pg_verify / drkit verify
 OPTIONS = Options(
-    CONNECTION, STORAGE, metrics.METRICS, mf.BACKUP_SELECTOR, DOCKER,
+    CONNECTION, STORAGE, metrics.METRICS, mf.BACKUP_SELECTOR, DOCKER, SCRATCH_VERIFY,
     Option("source_database", "str", flags=("--source-database",), help="latest backup of this database"),
     LEVEL,
     JOBS,
@@ -98,14 +102,21 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
     if kind != "pg_logical":
         raise ConfigError("Backup %s is a %s backup" % (entry.backup_id, kind),
                           "Use drkit.backup.redis_verify for Redis backups")
-    if level != "checksum":
+    if p["verify_in"] == "container" and not p["container"]:
+        raise ConfigError("verify_in: container needs container", "Name the container, or leave verify_in unset")
+    in_scratch = bool(p["container"]) and level == "restore" and p["verify_in"] == "scratch"
+    if in_scratch:
+        # only the image is used: the production container may even be stopped
+        check_in_container(None, dump_format(manifest), p["jobs"], restore=True)
+        docker = _scratch_image(p)
+    elif level != "checksum":
         runner = runner or open_runner(p)
         check_in_container(runner, dump_format(manifest), p["jobs"], restore=True)
     if check_mode:
         return planned(entry, level)
 
     job = p["job_name"] or "pg_%s" % manifest["source"].get("database", "unknown")
-    tables, check_results, scratch = [], [], None
+    tables, check_results, scratch, verified_in = [], [], None, None
     v = Verification(storage, p, entry, level, job, progress)
     with v:
         fetch = ArtifactFetch(storage, manifest, p["work_dir"], progress, Keyring(p["encryption_identity_file"]))
@@ -129,6 +140,18 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
                     toc, expected_toc))
         else:
             cp = conn_params(p)
+            if in_scratch:
+                api, docker_host, image = docker
+                progress("starting a scratch PostgreSQL in a container of image %s" % image)
+                srv = PostgresInContainer(api, docker_host, image, manifest["source"].get("server_version_num"),
+                                          p["pg_bin_dir"], p["timeout"])
+                v.cleanup(srv.close)
+                with v.timed("scratch_start_seconds"):
+                    srv.start()
+                cp, runner = srv.cp, srv.runner
+                verified_in = "scratch container of image %s (PostgreSQL %s)" % (image, srv.version)
+            elif p["container"]:
+                verified_in = "container %s" % p["container"]
             conn = connect(cp, p["maintenance_db"], autocommit=True)
             v.cleanup(conn.close)
             facts = server_facts(conn)
@@ -158,7 +181,17 @@ def pg_verify(params, check_mode=False, runner=None, progress=None):
                     check_results = run_checks(cp, scratch, checks)
                     for problem in failed_checks(check_results):
                         v.finding(problem)
-    return v.finish(tables=tables, checks=check_results, scratch_database=scratch)
+    extra = {"verified_in": verified_in} if verified_in else {}
+    return v.finish(tables=tables, checks=check_results, scratch_database=scratch, **extra)
+
+
+def _scratch_image(p):
+    """(client, docker host, image) of the scratch server: ``image``, or the
+    container's own (it may be stopped)."""
+    s = docker_settings(p)
+    api = open_client(s)
+    image = p["image"] or inspect_any(api, s["container"], s["docker_host"]).get("Image")
+    return api, s["docker_host"], image
 
 
 def _drop_scratch(conn, name, progress):

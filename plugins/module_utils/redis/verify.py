@@ -16,7 +16,7 @@ import secrets
 import shutil
 import time
 
-from ..container.client import DOCKER, docker_settings, inspect_any, open_client
+from ..container.client import DOCKER, SCRATCH_VERIFY, docker_settings, inspect_any, open_client
 from ..container.scratch import ScratchContainer
 from ..core import metrics
 from ..core.errors import ConfigError, IntegrityError, ToolError, WaitTimeout
@@ -42,16 +42,10 @@ from .server import wait_loaded
 from .tools import REDIS_BIN_DIR, RdbChecker, find_redis_tool
 from .verify_in_container import load_in_container
 
-VERIFY_IN = ("scratch", "container")
-
 # drkit.backup.redis_verify / drkit redis-verify
 OPTIONS = Options(
     STORAGE, metrics.METRICS, SELECTOR, LEVEL, DOCKER,
-    Option("verify_in", "str", default="scratch", choices=VERIFY_IN, flags=("--verify-in",),
-           help="with container: test-restore in a scratch container of its image (default), or inside "
-                "the container itself"),
-    Option("image", "str", flags=("--image",),
-           help="with container: image of the scratch container (default: the container's own)"),
+    SCRATCH_VERIFY,
     Option("timeout", "float", default=600, above=0, flags=("--timeout",),
            help="seconds the scratch server may take to start and load the data (default 600)"),
     Option("work_dir", "path", flags=("--work-dir",), help="where the backup is fetched for structure/restore"),

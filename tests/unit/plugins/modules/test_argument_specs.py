@@ -90,6 +90,10 @@ NEW_OPTIONS[("pg_backup", "encryption_recipients")] = {"type": "list", "elements
 NEW_OPTIONS.update(((module, "encryption_identity_file"), None)
                    for module in ("pg_restore", "pg_verify", "pg_pitr"))
 NEW_FLAGS.add(("pitr", "--encryption-identity-file"))  # encrypted base backups (issue 15)
+# a test-restore of a database in a container runs in a scratch container of its image (issue 16)
+NEW_OPTIONS[("pg_verify", "verify_in")] = {"type": "str", "default": "scratch", "choices": ["scratch", "container"]}
+NEW_OPTIONS[("pg_verify", "image")] = {"type": "str"}
+NEW_FLAGS.update((("verify", "--verify-in"), ("verify", "--image")))
 # databases in containers (issue 16): the Docker options of community.docker
 NEW_OPTIONS.update(((module, name), None)
                    for module in ("pg_backup", "pg_restore", "pg_verify", "redis_snapshot", "redis_restore",
