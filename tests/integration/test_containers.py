@@ -327,7 +327,8 @@ def test_the_role_schedules_jobs_that_run_in_the_container(docker_engine, pg_sou
     assert [r["result"]["results"][0]["rc"] for r in checks] == [0], run.describe()
     config = root / "etc" / "drkit" / ("pg_%s.yml" % app_database)
     assert pg_source.password not in run.text
-    # the scheduled commands, as cron would run them: the backup, then the weekly verification, both in the container
+    # the scheduled commands, as cron would run them: the backup in the container, then the weekly verification in
+    # a scratch container of its image
     cron = (root / "cron.d" / "drkit-postgresql").read_text()
     assert "pg-backup --config %s" % config in cron and "verify --config %s --level restore" % config in cron
     backup = run_drkit(["pg-backup", "--config", str(config), "--json"], tmp_dir=tmp_path)
@@ -335,7 +336,9 @@ def test_the_role_schedules_jobs_that_run_in_the_container(docker_engine, pg_sou
     assert json.loads(backup.stdout)["manifest"]["source"]["container"]["name"] == pg_source.name
     verify = run_drkit(["verify", "--config", str(config), "--level", "restore", "--json"], tmp_dir=tmp_path)
     assert verify.returncode == 0, verify.stderr
-    assert json.loads(verify.stdout)["passed"] is True
+    verified = json.loads(verify.stdout)
+    assert verified["passed"] is True
+    assert verified["verified_in"].startswith("scratch container of image"), verified  # not the production server
 
 
 def test_the_module_takes_a_container_in_check_mode(pg_source, app_database, s3, bucket, tmp_path):
