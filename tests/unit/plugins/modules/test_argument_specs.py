@@ -89,6 +89,11 @@ NEW_OPTIONS[("dr_report", "notes")] = {"type": "list", "elements": "str"}
 NEW_OPTIONS[("pg_backup", "encryption_recipients")] = {"type": "list", "elements": "str"}
 NEW_OPTIONS.update(((module, "encryption_identity_file"), None)
                    for module in ("pg_restore", "pg_verify"))
+# encrypted Redis snapshots (issue 15)
+NEW_OPTIONS[("redis_snapshot", "encryption_recipients")] = {"type": "list", "elements": "str"}
+NEW_OPTIONS.update(((module, "encryption_identity_file"), None) for module in ("redis_restore", "redis_verify"))
+NEW_FLAGS.update((("redis-snapshot", "--encryption-recipient"), ("redis-restore", "--encryption-identity-file"),
+                  ("redis-verify", "--encryption-identity-file")))
 # databases in containers (issue 16): the Docker options of community.docker
 NEW_OPTIONS.update(((module, name), None)
                    for module in ("pg_backup", "pg_restore", "pg_verify", "redis_snapshot", "redis_restore",
