@@ -62,8 +62,8 @@ def server(tmp_path):
 @pytest.fixture
 def keys(tmp_path):
     ops_key, ops_pub, ops_secret = keypair(tmp_path, "ops")
-    escrow_key, escrow_pub, _ = keypair(tmp_path, "escrow")
-    wrong_key, wrong_pub, _ = keypair(tmp_path, "wrong")
+    escrow_key, escrow_pub, _escrow_secret = keypair(tmp_path, "escrow")
+    wrong_key, wrong_pub, _wrong_secret = keypair(tmp_path, "wrong")
     recipients_file = tmp_path / "recipients.txt"
     recipients_file.write_text("# escrow, offline\n%s\n" % escrow_pub)
     return {"ops": ops_key, "ops_pub": ops_pub, "ops_secret": ops_secret, "escrow": escrow_key,
@@ -144,8 +144,8 @@ def test_encrypted_snapshot_verify_restore_round_trip(server, tmp_storage_url, t
                             "encryption_identity_file": keys["ops"]})
     assert res["passed"] is True, res["findings"]
     assert res["key_counts_compared"] == "exact per database"
-    assert dict((r["db"], r["actual"]) for r in res["keyspace"]) == dict((db, v["keys"])
-                                                                          for db, v in expected.items())
+    actual = dict((r["db"], r["actual"]) for r in res["keyspace"])
+    assert actual == dict((db, v["keys"]) for db, v in expected.items())
 
     # a restore with the identity: the same keys and values as the source
     appendonly = mode == "aof"
