@@ -23,9 +23,13 @@ options:
         the recipients' fingerprints (SHA-256 of the recipient string), never a key; size and SHA-256 in the
         manifest are those of the stored, encrypted bytes, so listing, rotation, copies and checksum-level
         verification need no key.
-      - Without an identity the backup host cannot run C(pg_restore --list) on what it stored; an encrypted
-        backup's structure is checked by a later verification at level C(structure) or C(restore).
-      - Unset (the default), nothing is encrypted. Not supported yet with C(mode=physical) (the task fails).
+      - Without an identity the backup host cannot decode what it stored. M(drkit.backup.pg_backup) then skips
+        C(pg_restore --list) on the stored dump; an encrypted dump's structure is checked by a later verification
+        at level C(structure) or C(restore). M(drkit.backup.redis_snapshot) still checks the plaintext with
+        C(redis-check-rdb) / C(redis-check-aof) before it is encrypted; the stored bytes are re-read for size and
+        SHA-256 only.
+      - Unset (the default), nothing is encrypted. Not supported yet with M(drkit.backup.pg_backup)'s
+        C(mode=physical) (the task fails).
       - See docs/encryption.md for the threat model and key rotation.
     type: list
     elements: str
@@ -48,7 +52,8 @@ options:
         Keep it in Ansible Vault on the controller and copy it with mode C(0600) only where restores run
         (docs/encryption.md).
       - Decryption authenticates every 64 KiB chunk; a modified or truncated ciphertext fails the task with an
-        authentication error and nothing decoded from it is kept (a restore drops its staging database).
+        authentication error and nothing decoded from it is kept (a PostgreSQL restore drops its staging
+        database, a Redis restore removes its staging directory before anything is placed).
       - Falls back to the environment variable E(DRKIT_AGE_IDENTITY_FILE).
     type: path
 """

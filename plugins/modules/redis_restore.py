@@ -46,11 +46,14 @@ extends_documentation_fragment:
   - drkit.backup.container
   - drkit.backup.storage
   - drkit.backup.backup_selector
+  - drkit.backup.encryption.decryption
   - drkit.backup.signing.verify
 attributes:
   check_mode:
     support: full
-    description: Resolves the backup, checks the target and returns the plan; writes nothing.
+    description:
+      - Resolves the backup, checks the target (and, for an encrypted backup, that O(encryption_identity_file)
+        holds one of its recipients' identities) and returns the plan; writes nothing.
   diff_mode:
     support: none
     description: Returns no diff.

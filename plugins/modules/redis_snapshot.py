@@ -44,6 +44,7 @@ extends_documentation_fragment:
   - drkit.backup.storage
   - drkit.backup.storage.metrics
   - drkit.backup.compression
+  - drkit.backup.encryption
   - drkit.backup.signing
 attributes:
   check_mode:

@@ -40,11 +40,15 @@ extends_documentation_fragment:
   - drkit.backup.storage
   - drkit.backup.storage.metrics
   - drkit.backup.backup_selector
+  - drkit.backup.encryption.decryption
   - drkit.backup.signing.verify
 attributes:
   check_mode:
     support: full
-    description: Resolves the backup and reports what would be verified; reads no data, writes nothing.
+    description:
+      - Resolves the backup (and, for an encrypted backup at level V(structure) or V(restore), checks that
+        O(encryption_identity_file) holds one of its recipients' identities) and reports what would be verified;
+        reads no data, writes nothing.
   diff_mode:
     support: none
     description: Returns no diff.

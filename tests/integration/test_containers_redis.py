@@ -16,19 +16,28 @@ containers of the test image on host networking.
   process and no file left there).
 """
 
+import hashlib
+import json
 import secrets
 import signal
 import subprocess
 import sys
 import time
 
+import pyrage
 import pytest
-from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError, SafetyError, SourceError
+from ansible_collections.drkit.backup.plugins.module_utils.core.errors import (
+    ConfigError,
+    IntegrityError,
+    SafetyError,
+    SourceError,
+)
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
 from ansible_collections.drkit.backup.plugins.module_utils.redis.restore import redis_restore
 from ansible_collections.drkit.backup.plugins.module_utils.redis.snapshot import redis_snapshot
 from ansible_collections.drkit.backup.plugins.module_utils.redis.verify import redis_verify
-from helpers import DRKIT
+from ansible_collections.drkit.backup.plugins.module_utils.repo import manifest as mf
+from helpers import DRKIT, file_root
 from redis_support import dump_values, fill, sample_keys
 from test_containers import SECOND, _name, create_container, wait_health
 # a fixture, used by name
@@ -253,3 +262,69 @@ def test_restore_names_a_missing_container_and_one_without_a_volume(docker_engin
     with pytest.raises(ConfigError) as err:
         redis_restore({"storage_url": url, "container": name, "docker_host": docker_engine.url})
     assert "/srv/redis of container %s is not on a volume" % name in str(err.value), err.value
+
+
+# --------------------------------------------------------------------------
+# encrypted snapshots (issue 15): the container's redis-check-aof checks the plaintext at backup time; a
+# restore without the identity, or of a damaged ciphertext, neither stops the target nor touches its data
+
+
+def _age_key(tmp_path):
+    ident = pyrage.x25519.Identity.generate()
+    path = tmp_path / "age.key"
+    path.write_text("%s\n" % ident)
+    path.chmod(0o600)
+    return str(path), str(ident.to_public())
+
+
+def _reseal_damaged(url, backup):
+    """Flip a byte near the end of the stored object and re-seal the manifest
+    with its new sha256: only age's authentication can refuse it."""
+    bdir = file_root(url) / "backups" / backup["backup_id"]
+    art = bdir / backup["manifest"]["artifacts"][0]["name"]
+    data = bytearray(art.read_bytes())
+    data[len(data) - 50] ^= 0x01
+    art.write_bytes(bytes(data))
+    m = json.loads((bdir / "manifest.json").read_text())
+    m["artifacts"][0]["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    (bdir / "manifest.json").write_bytes(mf.Manifest(m).to_json())
+
+
+def test_encrypted_snapshot_restores_into_a_container_only_with_the_identity(docker_engine, pg_redis_image,
+                                                                            aof_source, tmp_storage_url, tmp_path):
+    key, pub = _age_key(tmp_path)
+    _changed, backup = redis_snapshot(aof_source.args(mode="aof", storage_url=tmp_storage_url,
+                                                      state_dir=str(tmp_path / "state"), encryption_recipients=[pub]))
+    manifest = backup["manifest"]
+    assert manifest["artifacts"][0]["encrypted"] is True and manifest["encryption"]["format"] == "age"
+    assert manifest["data"]["aof"]["base_check"]["keys"] == 2300  # the container's redis-check-aof, on the plaintext
+    _changed, damaged = redis_snapshot(aof_source.args(mode="rdb", storage_url=tmp_storage_url,
+                                                       encryption_recipients=[pub]))
+    _reseal_damaged(tmp_storage_url, damaged)
+
+    target = RedisContainer(docker_engine, pg_redis_image, appendonly=True)
+    fill(target, 50, prefix="old")
+    api = docker_engine.client()
+    started = api.inspect_container(target.name)["State"]["StartedAt"]
+    before = _containers(docker_engine)
+    args = target.args(storage_url=tmp_storage_url, backup_id=backup["backup_id"], force=True)
+    with pytest.raises(ConfigError) as err:
+        redis_restore(args)
+    assert manifest["encryption"]["recipients"][0] in str(err.value)
+    with pytest.raises(IntegrityError) as err:
+        redis_restore(dict(args, backup_id=damaged["backup_id"], encryption_identity_file=key))
+    assert "failed age authentication" in str(err.value), err.value
+    # neither stopped the container nor placed anything: its own data is served as before
+    assert api.inspect_container(target.name)["State"]["StartedAt"] == started
+    assert target.client().exists("old:0") == 1 and target.client().dbsize() == 50
+    assert _containers(docker_engine) == before
+
+    _changed, result = redis_restore(dict(args, encryption_identity_file=key))
+    assert result["started"] and result["stopped"], result
+    _same_data(aof_source, target)
+    assert target.client().get("old:0") is None
+    _changed, result = redis_verify({"storage_url": tmp_storage_url, "backup_id": backup["backup_id"],
+                                     "level": "restore", "container": aof_source.name,
+                                     "docker_host": docker_engine.url, "encryption_identity_file": key})
+    assert result["passed"] and {r["db"]: r["actual"] for r in result["keyspace"]} == {"db0": 2100, "db2": 300}
+    assert _containers(docker_engine) == before

@@ -6,7 +6,7 @@ says what to fix. Nothing is installed, so unlike test_roles.py these run
 beside the other files (not in the serial group of tests/conftest.py)."""
 
 import pytest
-from helpers import fresh_paths, role, run_playbook
+from helpers import fresh_paths, role, role_results, run_playbook
 
 
 @pytest.mark.parametrize("override,message", [
@@ -46,6 +46,45 @@ def test_redis_remote_mode_with_a_container_is_refused(tmp_path):
     run = run_playbook([role("drkit.backup.redis_backup")], extra_vars=variables, tmp_dir=tmp_path)
     assert run.rc != 0
     assert "names container agentic-redis with mode remote" in run.text, run.describe()
+    assert not root.exists()
+
+
+AGE_RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+ENCRYPTED_CHECK = "Preflight | Check that encrypted jobs can be verified"
+
+
+def test_redis_encrypted_jobs_verifying_without_an_identity_are_refused(tmp_path):
+    root = tmp_path / "fresh"
+    variables = fresh_paths(root)
+    variables.update({"redis_backup_instances": [{"login_port": 6380}],
+                      "redis_backup_encryption_recipients": [AGE_RECIPIENT]})
+    run = run_playbook([role("drkit.backup.redis_backup")], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc != 0
+    assert "Job redis_6380 (Redis 127.0.0.1:6380) encrypts its snapshots (encryption_recipients) and verifies " \
+           "them at level restore" in run.text, run.describe()
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("override", [{"redis_backup_encryption_identity_file": "/etc/drkit/age.key"},
+                                      {"redis_backup_verify_level": "checksum"}])
+def test_redis_encrypted_jobs_with_an_identity_or_checksum_verification_pass(tmp_path, override):
+    root = tmp_path / "fresh"
+    variables = fresh_paths(root)
+    variables.update({"redis_backup_instances": [{"login_port": 6380}],
+                      "redis_backup_encryption_recipients": [AGE_RECIPIENT]})
+    variables.update(override)
+    # public: the job configs the role rendered are looked at after it
+    config_check = {"name": "job config", "ansible.builtin.assert": {"that": [
+        "_redis_backup_jobs[0].config.encryption_recipients == ['%s']" % AGE_RECIPIENT,
+        "_redis_backup_jobs[0].config.encryption_identity_file | default('') == '%s'"
+        % override.get("redis_backup_encryption_identity_file", "")]}}
+    run = run_playbook([{"name": "drkit.backup.redis_backup",
+                         "ansible.builtin.include_role": {"name": "drkit.backup.redis_backup", "public": True}},
+                        config_check], extra_vars=variables, check=True, tmp_dir=tmp_path)
+    checked = role_results(run, ENCRYPTED_CHECK)
+    assert [r["status"] for r in checked] == ["ok"], run.describe()
+    assert run.entry("job config")["status"] == "ok", run.describe()
+    assert run.rc == 0, run.describe()
     assert not root.exists()
 
 

@@ -11,6 +11,7 @@ __metaclass__ = type
 
 import os
 
+from ..core.crypto import Keyring
 from ..core.errors import ConfigError, IntegrityError, NotFoundError
 from ..core.options import Option, resolve
 from ..core.progress import meter
@@ -75,36 +76,64 @@ def main_artifact(manifest):
     return manifest["artifacts"][0]
 
 
-def _transforms(manifest, art):
-    return [decompressor_for(manifest.get("compression"))] if art.get("compressed") else []
+def _what(manifest, art):
+    return "Artifact %s of backup %s" % (art["name"], manifest.backup_id)
 
 
-def read_artifact(storage, manifest, art, consumer=None, progress=None, step="download"):
+def require_key(manifest, keyring):
+    """ConfigError naming the recipients' fingerprints when the backup is
+    encrypted and ``keyring`` (core.crypto.Keyring) holds none of their
+    identities: called before anything is fetched, stopped or created."""
+    art = main_artifact(manifest)
+    if art.get("encrypted"):
+        (keyring or Keyring()).check(manifest.get("encryption") or {}, _what(manifest, art))
+
+
+def _transforms(manifest, art, keyring):
+    # stored = encrypt(compress(data)): decrypt first, then decompress
+    out = []
+    if art.get("encrypted"):
+        out.append((keyring or Keyring()).decryptor(manifest.get("encryption"), _what(manifest, art)))
+    if art.get("compressed"):
+        out.append(decompressor_for(manifest.get("compression")))
+    return out
+
+
+def read_artifact(storage, manifest, art, consumer=None, progress=None, step="download", keyring=None):
+    """Read an artifact back, checking size and sha256 of the stored bytes;
+    with ``consumer`` the decoded content (decrypted with ``keyring``,
+    decompressed) goes to it. Decrypted bytes are provisional until this
+    returns: age authenticates chunk by chunk, and a damaged or truncated
+    ciphertext is only known at the damaged chunk or at the end."""
     key = mf.artifact_key(manifest.backup_id, art["name"])
     if storage.stat(key) is None:
         raise IntegrityError("Artifact %s of backup %s is missing from %s" % (
             art["name"], manifest.backup_id, storage.describe()), "The backup is damaged; use another backup")
     with meter(progress, step, art["name"], art["size"]) as m:
         return read_stored(storage, key, art["size"], art["sha256"],
-                           transforms=_transforms(manifest, art) if consumer else (), consumer=consumer, meter=m)
+                           transforms=_transforms(manifest, art, keyring) if consumer else (), consumer=consumer,
+                           meter=m)
 
 
-def fetch_backup(storage, manifest, dest_dir, aof_dirname="appendonlydir", progress=None):
-    """Download the backup into dest_dir, checking size and sha256 on the way.
-    Returns ('rdb', path of dump.rdb) or ('aof', path of the AOF directory)."""
+def fetch_backup(storage, manifest, dest_dir, aof_dirname="appendonlydir", progress=None, keyring=None):
+    """Download the backup into dest_dir, checking size and sha256 on the way
+    (and decrypting it with ``keyring`` when it is encrypted). Returns ('rdb',
+    path of dump.rdb) or ('aof', path of the AOF directory). When it raises,
+    what it wrote into dest_dir is unchecked: the caller removes dest_dir
+    (a staging directory, never the place Redis loads from)."""
     art = main_artifact(manifest)
     if manifest["kind"] == "redis_rdb":
         path = os.path.join(dest_dir, "dump.rdb")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
-            read_artifact(storage, manifest, art, consumer=out.write, progress=progress)
+            read_artifact(storage, manifest, art, consumer=out.write, progress=progress, keyring=keyring)
         return "rdb", path
     aofdir = os.path.join(dest_dir, aof_dirname)
     os.mkdir(aofdir, 0o700)
     ex = TarStreamExtractor(aofdir, AOF_PREFIX)
     ex.start()
     try:
-        read_artifact(storage, manifest, art, consumer=ex.feed, progress=progress)
+        read_artifact(storage, manifest, art, consumer=ex.feed, progress=progress, keyring=keyring)
     finally:
         ex.close()
         ex.join()

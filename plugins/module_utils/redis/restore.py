@@ -27,6 +27,7 @@ import tempfile
 import time
 
 from ..container.client import DOCKER
+from ..core.crypto import DECRYPTION, Keyring
 from ..core.errors import ConfigError, IntegrityError, SafetyError, ToolError
 from ..core.janitor import dir_prefix, sweep_dirs
 from ..core.options import Option, Options, resolve
@@ -34,7 +35,7 @@ from ..core.osutil import fsync_dir, gid_of, set_owner, uid_of
 from ..core.process import LocalRunner
 from ..core.signals import signals_raise
 from ..storage.factory import STORAGE, open_storage, storage_options
-from .artifacts import SELECTOR, check_structure, fetch_backup, resolve_redis
+from .artifacts import SELECTOR, check_structure, fetch_backup, require_key, resolve_redis
 from .client import CONNECTION, conn_params, describe
 from .conf import read_conf
 from .tools import REDIS_BIN_DIR
@@ -59,6 +60,7 @@ OPTIONS = Options(
     Option("timeout", "float", default=600, above=0, flags=("--timeout",),
            help="seconds for conversions and for the started instance to load its data (default 600)"),
     REDIS_BIN_DIR,
+    DECRYPTION,
 )
 
 # --------------------------------------------------------------------------
@@ -159,11 +161,15 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
     storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
     entry = resolve_redis(storage, p)
     manifest = entry.manifest
+    keyring = Keyring(p["encryption_identity_file"])
+    # an encrypted backup without one of its recipients' identities: refused before anything is
+    # moved, stopped or created (check mode too)
+    require_key(manifest, keyring)
     if p["container"]:
         if p["start_command"]:
             raise ConfigError("start_command does not go with container: drkit starts the container itself",
                               "Drop start_command")
-        return restore_into_container(p, storage, entry, plan_for, progress, check_mode)
+        return restore_into_container(p, storage, entry, plan_for, progress, check_mode, keyring)
     t = _target(p)
     timeout = p["timeout"]
     force = p["force"]
@@ -204,8 +210,10 @@ def redis_restore(params, check_mode=False, runner=None, progress=None):
     with signals_raise():
         try:
             progress("fetching %s into %s" % (entry.backup_id, staging))
+            # into the staging directory: decrypted bytes count only once the whole stream
+            # authenticated and matched the manifest; nothing is renamed into place before
             got_layout, path = fetch_backup(storage, manifest, staging, aof_dirname="fetched-aof",
-                                            progress=progress)
+                                            progress=progress, keyring=keyring)
             facts = check_structure(runner, got_layout, path, p["redis_bin_dir"])
             rdb_file, aof_dir = convert_for_target(manifest, got_layout, path, layout, conversion, staging,
                                                    t["appendfilename"], timeout, progress)

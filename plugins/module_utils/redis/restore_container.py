@@ -147,8 +147,9 @@ class _Helper(object):
         return int(uid), int(gid)
 
 
-def restore_into_container(p, storage, entry, plan_for, progress, check_mode):
-    """redis_restore with ``container`` (p: the resolved options)."""
+def restore_into_container(p, storage, entry, plan_for, progress, check_mode, keyring=None):
+    """redis_restore with ``container`` (p: the resolved options; ``keyring``:
+    core.crypto.Keyring for an encrypted backup, its key already checked)."""
     from ..container.runner import ContainerRunner  # pylint: disable=import-outside-toplevel
     manifest = entry.manifest
     s = docker_settings(p)
@@ -193,17 +194,19 @@ def restore_into_container(p, storage, entry, plan_for, progress, check_mode):
                               entry.backup_id, t["data_dir"], name, "; ".join(plan), why)}
         with signals_raise("The helper and scratch containers were removed"):
             return _restore(api, docker_host, p, storage, entry, t, name, cid, image, running, cp, tmp, timeout,
-                            plan_for, progress)
+                            plan_for, progress, keyring)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _restore(api, docker_host, p, storage, entry, t, name, cid, image, running, cp, tmp, timeout, plan_for,
-             progress):
+             progress, keyring=None):
     manifest = entry.manifest
     t0 = time.time()
     progress("fetching %s" % entry.backup_id)
-    got_layout, path = fetch_backup(storage, manifest, tmp, aof_dirname="fetched-aof", progress=progress)
+    # fetched (and decrypted) into a local temp directory in full, before the container is stopped
+    got_layout, path = fetch_backup(storage, manifest, tmp, aof_dirname="fetched-aof", progress=progress,
+                                    keyring=keyring)
     scratch = functools.partial(LoadedInContainer, api, docker_host, image)
     helper = ScratchContainer(api, docker_host, image, ["86400"], entrypoint=["sleep"], network_mode="none",
                               volumes_from=[cid], user="0:0", what="redis-restore")

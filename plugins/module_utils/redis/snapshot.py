@@ -38,6 +38,7 @@ import socket
 from ..container.client import DOCKER
 from ..container.runner import open_runner
 from ..core import metrics
+from ..core.crypto import ENCRYPTION, load_recipients
 from ..core.errors import ConfigError
 from ..core.options import Option, Options, resolve
 from ..core.process import shares_files
@@ -66,6 +67,7 @@ OPTIONS = Options(
     Option("pause_timeout", "int", default=2000, min=10, max=60000, flags=("--pause-timeout",),
            help="longest write pause, ms (default 2000)"),
     COMPRESSION,
+    ENCRYPTION,
     SIGNING,
     Option("work_dir", "path", flags=("--work-dir",), help="mode aof: where the AOF files are copied"),
     STATE_DIR,
@@ -97,6 +99,7 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
     pause_writes = p["pause_writes"]
     bin_dir = p["redis_bin_dir"]
     compression = compression_settings(p)
+    recipients = load_recipients(p["encryption_recipients"])  # a bad key fails check mode too
 
     if check_mode:
         with connect(cp) as client:
@@ -127,7 +130,10 @@ def redis_snapshot(params, check_mode=False, runner=None, progress=None):
         options = {"mode": mode}
         if mode != "rdb":
             options["pause_writes"] = pause_writes
-        session = job.session(source, tools=tools, compression=compression, options=options, labels=p["labels"])
+        # encrypted after compression; redis-check-rdb/-aof read the plaintext before that (the
+        # tee in front of the pipeline, the AOF copy), so they run as without encryption
+        session = job.session(source, tools=tools, compression=compression, options=options, labels=p["labels"],
+                              recipients=recipients)
         with session:
             if mode == "rdb":
                 data, notes = snapshot_rdb(client, session, runner, tool, timeout, progress)

@@ -19,6 +19,7 @@ import time
 from ..container.client import DOCKER, SCRATCH_VERIFY, docker_settings, inspect_any, open_client
 from ..container.scratch import ScratchContainer
 from ..core import metrics
+from ..core.crypto import DECRYPTION, Keyring
 from ..core.errors import ConfigError, IntegrityError, ToolError, WaitTimeout
 from ..core.janitor import private_dir
 from ..core.options import Option, Options, resolve
@@ -33,6 +34,7 @@ from .artifacts import (
     fetch_backup,
     main_artifact,
     read_artifact,
+    require_key,
     resolve_redis,
 )
 from .client import RedisClient, keyspace
@@ -50,6 +52,7 @@ OPTIONS = Options(
            help="seconds the scratch server may take to start and load the data (default 600)"),
     Option("work_dir", "path", flags=("--work-dir",), help="where the backup is fetched for structure/restore"),
     REDIS_BIN_DIR,
+    DECRYPTION,
 )
 
 # --------------------------------------------------------------------------
@@ -234,6 +237,11 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
     storage = open_storage(p["storage_url"], must_exist=True, **storage_options(p))
     entry = resolve_redis(storage, p)
     manifest = entry.manifest
+    keyring = Keyring(p["encryption_identity_file"])
+    if level != "checksum":
+        # decoding an encrypted backup needs one of its recipients' identities: say so before
+        # anything is read or started (check mode too); a checksum needs no key
+        require_key(manifest, keyring)
     if check_mode:
         return planned(entry, level)
     if p["verify_in"] == "container" and not p["container"]:
@@ -255,7 +263,8 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
             progress("checking %s with redis-check-rdb while reading it back" % art["name"])
             checker = RdbChecker(runner, find_redis_tool("redis-check-rdb", bin_dir), art["name"])
             try:
-                read_artifact(storage, manifest, art, consumer=checker.feed, progress=progress, step="verify")
+                read_artifact(storage, manifest, art, consumer=checker.feed, progress=progress, step="verify",
+                              keyring=keyring)
                 facts = checker.finish()
             finally:
                 checker.close()
@@ -263,7 +272,7 @@ def redis_verify(params, check_mode=False, runner=None, progress=None):
             tmp = private_dir("redis-verify", p["work_dir"])
             v.cleanup(shutil.rmtree, tmp, True)
             progress("fetching %s" % art["name"])
-            layout, path = fetch_backup(storage, manifest, tmp, progress=progress)
+            layout, path = fetch_backup(storage, manifest, tmp, progress=progress, keyring=keyring)
             v.timings["download_seconds"] = round(time.time() - t1, 3)
             if docker is not None:
                 facts, actual = _in_containers(docker, p, layout, path, level, v, progress)

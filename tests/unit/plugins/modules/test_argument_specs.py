@@ -94,6 +94,11 @@ NEW_FLAGS.add(("pitr", "--encryption-identity-file"))  # encrypted base backups 
 NEW_OPTIONS[("pg_verify", "verify_in")] = {"type": "str", "default": "scratch", "choices": ["scratch", "container"]}
 NEW_OPTIONS[("pg_verify", "image")] = {"type": "str"}
 NEW_FLAGS.update((("verify", "--verify-in"), ("verify", "--image")))
+# encrypted Redis snapshots (issue 15)
+NEW_OPTIONS[("redis_snapshot", "encryption_recipients")] = {"type": "list", "elements": "str"}
+NEW_OPTIONS.update(((module, "encryption_identity_file"), None) for module in ("redis_restore", "redis_verify"))
+NEW_FLAGS.update((("redis-snapshot", "--encryption-recipient"), ("redis-restore", "--encryption-identity-file"),
+                  ("redis-verify", "--encryption-identity-file")))
 # databases in containers (issue 16): the Docker options of community.docker
 NEW_OPTIONS.update(((module, name), None)
                    for module in ("pg_backup", "pg_restore", "pg_verify", "redis_snapshot", "redis_restore",
