@@ -510,6 +510,7 @@ def _rejoin(params, data_dir, passfile, settings, check_mode, progress, t_all):
     # fails here and leaves the old primary as it was (fenced)
     t0 = time.time()
     checkpoint_source(cp)
+    checkpoint_seconds = time.time() - t0
     slot_created, slot = ensure_slot(cp, params["slot_name"], params["create_slot"])
     result = dict(plan, slot_created=slot_created, slot=slot)
     header = "%s rewind of the old primary, %s" % (STANDBY_MARK, mf.isoformat(mf.utcnow()))
@@ -522,9 +523,10 @@ def _rejoin(params, data_dir, passfile, settings, check_mode, progress, t_all):
         standby_config(params, data_dir, passfile, settings, ids, header)
         os.unlink(os.path.join(data_dir, "standby.signal"))
         progress("rewinding %s from %s with pg_rewind" % (data_dir, plan["primary"]))
+        t0 = time.time()
         result.update(run_pg_rewind(bin_dir, data_dir, standby_conninfo(params, passfile, "postgres"), ids,
                                     params["timeout"]))
-        result["rewind_seconds"] = round(time.time() - t0, 3)
+        result["rewind_seconds"] = round(checkpoint_seconds + time.time() - t0, 3)
         # pg_rewind copied the new primary's configuration files over ours
         result.update(become_standby(params, data_dir, passfile, settings, ids, bin_dir, header, progress))
     except BaseException as e:
