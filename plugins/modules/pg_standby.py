@@ -31,7 +31,8 @@ description:
     --restore-target-wal), which copies only what changed since the timelines diverged, and the directory becomes
     a standby as above. Commits only the old primary had are discarded. Needs C(wal_log_hints=on) or data
     checksums on the old primary, and a superuser (or a role granted C(pg_checkpoint) and the C(pg_rewind)
-    functions) as O(login_user).
+    functions) as O(login_user). A rejoin that fails before the directory is a standby of the new primary (in
+    C(pg_rewind)) puts the fence back; one that fails later leaves a stopped standby of the new primary.
 author:
   - drkit.backup contributors (!UNKNOWN)
 extends_documentation_fragment:

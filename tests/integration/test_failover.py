@@ -299,31 +299,64 @@ def check_the_lag_metrics(pair):
     assert changed and again["existing"] and again["status"] == "streaming", again
 
 
+def run_failover_playbook(root, variables):
+    """The failover playbook as the runbook runs it (FAILOVER_COMMAND), on
+    this host through a one-host inventory. Returns the finished process."""
+    fvars = root / "failover.json"
+    fvars.write_text(json.dumps(dict(variables, failover_hosts="standby_host")))
+    os.chmod(str(fvars), 0o600)
+    inventory = root / "inventory"
+    inventory.write_text("standby_host ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
+    env = ansible_environment(str(root))
+    env.update({"FAILOVER_VARS": str(fvars), "INVENTORY": str(inventory), "ANSIBLE_STDOUT_CALLBACK": "default"})
+    return subprocess.run(["bash", "-c", FAILOVER_COMMAND], env=env, cwd=str(root), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=300, check=False)
+
+
+def rejoin_variables(pair, **extra):
+    """failover_rejoin_standby: the repository, and the role's host paths
+    below the test's directory (no runtime install, no cron package)."""
+    root = role_host_dirs(pair.root / "rejoin-host")
+    out = {"postgresql_standby_storage_url": pair.source.wal_url, "postgresql_standby_pg_bin_dir": pair.pg.bin_dir,
+           "postgresql_standby_drkit_command": DRKIT_CMD, "postgresql_standby_install_runtime": False,
+           "postgresql_standby_install_cron": False, "postgresql_standby_timeout": 120,
+           "postgresql_standby_config_dir": str(root / "etc"), "postgresql_standby_metrics_dir": str(root / "metrics"),
+           "postgresql_standby_cron_file": str(root / "cron.d" / "drkit-standby"),
+           "postgresql_standby_log_file": str(root / "log" / "standby.log"),
+           "postgresql_standby_lock_file": str(root / "lock" / "standby.lock")}
+    out.update(extra)
+    return root, out
+
+
+def planned_failover_variables(pair, report_dir):
+    return {"failover_mode": "planned", "failover_login_port": pair.pg.port, "failover_login_password": pair.password,
+            "failover_standby_port": pair.standby_port, "failover_primary_data_directory": pair.pg.data_dir,
+            "failover_timeout": 60, "failover_report_dir": str(report_dir)}
+
+
 def test_standby_from_repository_then_planned_failover_loses_nothing(pair):
     check_standby_from_repository(pair)
-    # through the playbook, as the runbook runs it: check mode first, then the failover, then the report
+    # through the playbook, as the runbook runs it: check mode first, then the failover, then the report,
+    # then the old primary rejoins as a standby of the new one (on its own port)
     writer = Writer(pair)
     writer.start()
     wait_for(lambda: len(writer.acked) > 50, what="writer")
     report_dir = pair.root / "report"
-    fvars = pair.root / "failover.json"
-    fvars.write_text(json.dumps({
-        "failover_mode": "planned", "failover_login_port": pair.pg.port, "failover_login_password": pair.password,
-        "failover_standby_port": pair.standby_port, "failover_primary_data_directory": pair.pg.data_dir,
-        "failover_timeout": 60, "failover_report_dir": str(report_dir), "failover_hosts": "standby_host"}))
-    os.chmod(str(fvars), 0o600)
-    inventory = pair.root / "inventory"
-    inventory.write_text("standby_host ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
-    env = ansible_environment(str(pair.root))
-    env.update({"FAILOVER_VARS": str(fvars), "INVENTORY": str(inventory), "ANSIBLE_STDOUT_CALLBACK": "default"})
-    proc = subprocess.run(["bash", "-c", FAILOVER_COMMAND], env=env, cwd=str(pair.root), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=300, check=False)
+    rejoin_root, rejoin = rejoin_variables(pair)
+    proc = run_failover_playbook(pair.root, dict(planned_failover_variables(pair, report_dir), failover_rejoin=True,
+                                                 failover_rejoin_standby=rejoin))
     acked = writer.finish()
+    old_port = pair.pg.port
+    pair.pg._proc = None  # stopped by the failover; the rejoin started it again as a standby
     assert proc.returncode == 0, proc.stdout[-6000:]
     assert pair.password not in proc.stdout
+    # check mode listed the rejoin as a step of the plan
+    assert "rejoin the old primary in %s as a hot standby of 127.0.0.1:%d with pg_rewind" % (
+        pair.pg.data_dir, pair.standby_port) in proc.stdout, proc.stdout[-6000:]
     result = json.loads((report_dir / "failover.json").read_text())
-    assert "RTO" in (report_dir / "failover.md").read_text()
-    assert pair.password not in (report_dir / "failover.json").read_text()
+    report_md = (report_dir / "failover.md").read_text()
+    assert "RTO" in report_md
+    assert pair.password not in (report_dir / "failover.json").read_text() + report_md
     print("planned failover: RTO %.3f s (promotion %.3f s), %d rows written before the switch" % (
         result["rto_seconds"], result["promote_seconds"], len(acked)))
     assert result["new_timeline"] == 2 and result["rpo"]["lost_transactions"] == 0, result
@@ -339,8 +372,46 @@ def test_standby_from_repository_then_planned_failover_loses_nothing(pair):
     wait_for(lambda: os.path.exists(pair.source.wal_url[len("file://"):] + "/00000002.history") or
              any("00000002.history" in f for _r, _d, fs in os.walk(pair.source.wal_url[len("file://"):])
                  for f in fs), what="new timeline archived")
-    pair.pg._proc = None  # stopped by the failover, fenced
-    assert_fenced(pair)
+    check_the_rejoin(pair, result, report_md, old_port, rejoin_root)
+
+
+def check_the_rejoin(pair, result, report_md, old_port, rejoin_root):
+    """After the planned failover the playbook's rejoin made the fenced old
+    primary a hot standby of the new one, on its old port, and reported it."""
+    try:
+        assert "standby.signal" in result["fenced"], result  # the failover fenced it; the rejoin removed the fence
+        rejoin = result["rejoin"]
+        print("playbook rejoin after the planned failover: CHECKPOINT + pg_rewind %.3f s, server start to "
+              "streaming %.3f s, rejoin start to streaming %.3f s, whole rejoin (role) %.3f s" % (
+                  rejoin["rewind_seconds"], rejoin["catch_up_seconds"], rejoin["streaming_after_seconds"],
+                  rejoin["rejoin_seconds"]))
+        assert rejoin["ok"] is True and rejoin["status"] == "streaming" and rejoin["unfenced"] is True, rejoin
+        # planned: the old primary stopped where the new timeline begins
+        assert rejoin["rewound"] is False and rejoin["standby_port"] == old_port, rejoin
+        assert rejoin["primary"] == "127.0.0.1:%d" % pair.standby_port, rejoin
+        assert 0 < rejoin["rewind_seconds"] < rejoin["streaming_after_seconds"] <= rejoin["rejoin_seconds"], rejoin
+        assert 0 < rejoin["catch_up_seconds"] < rejoin["streaming_after_seconds"], rejoin
+        assert "## The old primary rejoined as a standby" in report_md and "Rebuild the old primary" not in report_md
+        assert "| CHECKPOINT and pg_rewind | %s s |" % rejoin["rewind_seconds"] in report_md, report_md
+        # the new primary streams to it, and it is a standby
+        assert pair.standby_psql("SELECT state, sync_state FROM pg_stat_replication WHERE application_name = "
+                                 "'drkit_standby'") == "streaming|async"
+        assert pair.standby_psql("SELECT active FROM pg_replication_slots WHERE slot_name = 'drkit_standby'") == "t"
+        assert pair.standby_psql("SELECT pg_is_in_recovery()", port=old_port) == "t"
+        assert pair.standby_psql("SELECT status FROM pg_stat_wal_receiver", port=old_port) == "streaming"
+        assert not (Path(pair.pg.data_dir) / "drkit-fenced").exists()
+        # rows written on the new primary after the rejoin arrive on the old one
+        pair.standby_psql("INSERT INTO t SELECT g, 'after rejoin' FROM generate_series(800001, 800010) g")
+        wait_for(lambda: pair.standby_psql("SELECT count(*) FROM t WHERE id > 800000", port=old_port) == "10",
+                 what="rows streamed to the rejoined old primary")
+        # the role scheduled the lag check and ran it once: streaming
+        assert "standby-check" in (rejoin_root / "cron.d" / "drkit-standby").read_text()
+        prom = read_textfile(str(rejoin_root / "metrics" / "drkit_standby_main.prom"))
+        assert prom[("drkit_standby_streaming", '{drkit_job="standby_main"}')] == 1
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pair.pg.bin_dir, "pg_ctl"), "stop", "-D",
+                        pair.pg.data_dir, "-m", "immediate", "-w"], check=False, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
 
 
 BUILD_TASK = "Build the standby (from the repository, or the old primary with pg_rewind) and wait until it streams"
@@ -496,3 +567,84 @@ def rejoin_the_old_primary(pair, lost_ids, tmp_path):
         subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pair.pg.bin_dir, "pg_ctl"), "stop", "-D",
                         old_dir, "-m", "immediate", "-w"], check=False, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("variables, says", [
+    # unplanned without the old primary's data directory: nothing to rejoin on this host
+    ({"failover_mode": "unplanned", "failover_rejoin_standby": {"postgresql_standby_storage_url": "file:///srv/r"}},
+     "failover_rejoin: true rejoins the old primary from its data directory on this host: set "
+     "failover_primary_data_directory (an absolute path; got nothing)"),
+    ({"failover_primary_data_directory": "/srv/pg/old"},
+     "set failover_rejoin_standby.postgresql_standby_storage_url (s3://bucket/prefix, az://container/prefix or "
+     "file:///abs/path; got nothing)"),
+    ({"failover_primary_data_directory": "/srv/pg/old",
+      "failover_rejoin_standby": {"postgresql_standby_storage_url": "file:///srv/r",
+                                  "postgresql_standby_data_directory": "/srv/pg/other"}},
+     "got keys ['postgresql_standby_storage_url', 'postgresql_standby_data_directory']"),
+    ({"failover_primary_data_directory": "/srv/pg/old",
+      "failover_rejoin_standby": {"storage_url": "file:///srv/r"}}, "got keys ['storage_url']"),
+    ({"failover_primary_data_directory": "/srv/pg/old", "failover_rejoin_standby": "file:///srv/r"},
+     "must be a mapping of role postgresql_standby variables (postgresql_standby_*, e.g. "
+     "postgresql_standby_storage_url), without postgresql_standby_data_directory and postgresql_standby_rewind "
+     "(the playbook sets them: failover_primary_data_directory, true); got a str"),
+    ({"failover_primary_data_directory": "/srv/pg/old", "failover_login_port": 5433,
+      "failover_rejoin_standby": {"postgresql_standby_storage_url": "file:///srv/r"}},
+     "give it another port with failover_rejoin_standby.postgresql_standby_port (default failover_login_port, the "
+     "old primary's; got 5433)"),
+], ids=["no-data-directory", "no-repository", "data-directory-in-mapping", "not-role-variables", "not-a-mapping",
+        "same-port"])
+def test_rejoin_variables_are_checked_before_anything_happens(tmp_path, variables, says):
+    """No server: the playbook stops at its checks, before the plan, so
+    nothing is failed over with a rejoin that could not run."""
+    os.chmod(str(tmp_path), 0o755)
+    proc = run_failover_playbook(tmp_path, dict({"failover_mode": "planned", "failover_standby_port": 5433,
+                                                 "failover_rejoin": True, "failover_login_password": "pw-not-shown",
+                                                 "failover_report_dir": str(tmp_path / "report")}, **variables))
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode != 0, out[-3000:]
+    assert "TASK [Check " in out and "FAILED!" in out
+    assert says in out, out[-3000:]
+    assert "TASK [Plan the failover (check mode)]" not in out and not (tmp_path / "report").exists()
+    assert "pw-not-shown" not in out
+
+
+def test_a_failed_rejoin_keeps_the_failover_and_the_fence(pair):
+    """pg_rewind fails after the playbook's planned failover: the failover's
+    report stands, the rejoin's failure is added, the play fails saying the
+    failover succeeded, and the old primary is fenced again (started, it is
+    read-only and archives nothing); its slot on the new primary is gone."""
+    changed, built = pg_standby(pair.params())
+    assert changed and built["status"] == "streaming", built
+    # the server binaries, but a pg_rewind that fails the way a broken one would
+    bin_dir = pair.root / "bin"
+    bin_dir.mkdir()
+    for name in os.listdir(pair.pg.bin_dir):
+        if name != "pg_rewind":
+            os.symlink(os.path.join(pair.pg.bin_dir, name), str(bin_dir / name))
+    (bin_dir / "pg_rewind").write_text("#!/bin/sh\necho 'pg_rewind: error: simulated failure' >&2\nexit 1\n")
+    (bin_dir / "pg_rewind").chmod(0o755)
+    os.chmod(str(pair.root), 0o755)
+    report_dir = pair.root / "report"
+    _root, rejoin = rejoin_variables(pair, postgresql_standby_pg_bin_dir=str(bin_dir))
+    proc = run_failover_playbook(pair.root, dict(planned_failover_variables(pair, report_dir), failover_rejoin=True,
+                                                 failover_rejoin_standby=rejoin))
+    pair.pg._proc = None  # stopped and fenced by the failover
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode != 0, out[-6000:]
+    assert pair.password not in proc.stdout
+    assert "The failover succeeded: 127.0.0.1:%d is the new primary" % pair.standby_port in out, out[-6000:]
+    assert "simulated failure" in out and "The old primary is fenced." in out, out[-6000:]
+    assert "build the standby from the repository into a new directory" in out, out[-6000:]
+    result = json.loads((report_dir / "failover.json").read_text())
+    assert result["new_timeline"] == 2 and result["rpo"]["lost_transactions"] == 0 and result["rto_seconds"] > 0
+    rejoin_report = result["rejoin"]
+    print("failed playbook rejoin: reported after %.3f s" % rejoin_report["rejoin_seconds"])
+    assert rejoin_report["ok"] is False and rejoin_report["old_primary"] == "fenced", rejoin_report
+    assert rejoin_report["pg_rewind_began"] is True and "simulated failure" in rejoin_report["error"], rejoin_report
+    report_md = (report_dir / "failover.md").read_text()
+    assert "**RTO" in report_md and "**The rejoin failed; the failover above is done and stands.**" in report_md
+    assert pair.password not in report_md + (report_dir / "failover.json").read_text()
+    assert pair.standby_psql("SELECT pg_is_in_recovery()") == "f"
+    assert pair.standby_psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    assert (Path(pair.pg.data_dir) / "drkit-fenced").exists()
+    assert_fenced(pair)

@@ -56,7 +56,7 @@ from .cluster import (
     start_server,
     stop_server,
 )
-from .fencing import is_fenced, unfence
+from .fencing import fence, is_fenced, unfence
 from .pitr import (
     OPTIONS as PITR_OPTIONS,
     _bin_dir_of,
@@ -515,6 +515,11 @@ def _rejoin(params, data_dir, passfile, settings, check_mode, progress, t_all):
     os_user = default_os_user(params)
     ids = os_user_ids(os_user)
     check_identity_readable(params["encryption_identity_file"], ids, os_user)  # an encrypted archive's WAL
+    # before the data directory is touched: a role that may not CHECKPOINT
+    # fails here and leaves the old primary as it was (fenced)
+    t0 = time.time()
+    checkpoint_source(cp)
+    checkpoint_seconds = time.time() - t0
     slot_created, slot = ensure_slot(cp, params["slot_name"], params["create_slot"])
     result = dict(plan, slot_created=slot_created, slot=slot)
     header = "%s rewind of the old primary, %s" % (STANDBY_MARK, mf.isoformat(mf.utcnow()))
@@ -528,17 +533,17 @@ def _rejoin(params, data_dir, passfile, settings, check_mode, progress, t_all):
         os.unlink(os.path.join(data_dir, "standby.signal"))
         progress("rewinding %s from %s with pg_rewind" % (data_dir, plan["primary"]))
         t0 = time.time()
-        checkpoint_source(cp)
         result.update(run_pg_rewind(bin_dir, data_dir, standby_conninfo(params, passfile, "postgres"), ids,
                                     params["timeout"]))
-        result["rewind_seconds"] = round(time.time() - t0, 3)
+        result["rewind_seconds"] = round(checkpoint_seconds + time.time() - t0, 3)
         # pg_rewind copied the new primary's configuration files over ours
         result.update(become_standby(params, data_dir, passfile, settings, ids, bin_dir, header, progress))
-    except BaseException:
+    except BaseException as e:
         if pidfile_live(data_dir):
             stop_server(bin_dir, data_dir, ids, mode="fast", timeout=60)
         if slot_created:
             drop_slot(cp, params["slot_name"])
+        _refence_after_failed_rejoin(data_dir, bin_dir, ids, result.get("unfenced"), e, progress)
         raise
     result.update(duration=round(time.time() - t_all, 3))
     result["msg"] = ("Old primary in %s rejoined as a standby of %s on port %d: %s, replayed %d WAL file(s) from the "
@@ -550,6 +555,25 @@ def _rejoin(params, data_dir, passfile, settings, check_mode, progress, t_all):
                          result["archive_segments_replayed"], result["lag"].get("replay_lag_bytes"),
                          result["rewind_seconds"], result["catch_up_seconds"]))
     return True, result
+
+
+def _refence_after_failed_rejoin(data_dir, bin_dir, ids, unfenced, error, progress):
+    """A rejoin that failed before the directory became a standby of the new
+    primary (no standby.signal yet: during pg_rewind) would leave an old
+    primary that, started, is a second primary: the fence this run removed
+    goes back. The interrupted-run marker stays (pg_rewind may have begun
+    copying). Once standby.signal is written it is a stopped standby of the
+    new primary, which is safe to start."""
+    if not unfenced or os.path.exists(os.path.join(data_dir, "standby.signal")):
+        return
+    try:
+        fence(data_dir, bin_dir, ids, "drkit standby --rewind failed: %s" % str(error)[:200], progress)
+        refenced = True
+    except (DrkitError, OSError) as e:
+        progress("could not put the fence back on %s: %s" % (data_dir, e))
+        refenced = False
+    if isinstance(error, DrkitError):
+        error.details["fenced_again"] = refenced
 
 
 def _existing(params, data_dir, check_mode, progress, t_all):

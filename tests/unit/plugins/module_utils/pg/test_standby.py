@@ -54,3 +54,37 @@ def test_lag_report():
                               "last_replayed_xact_time": "2026-12-03T10:00:00Z"})
     assert lag["replay_lag_bytes"] == 0x100 and lag["replay_lag_seconds"] == 0.25
     assert standby.lsn_diff("0/3000000", None) is None
+
+
+def test_a_rejoin_failed_before_standby_signal_is_fenced_again(tmp_path):
+    """No server: the fence goes back only where this run removed it and the
+    directory is not yet a standby of the new primary."""
+    from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ToolError
+    from ansible_collections.drkit.backup.plugins.module_utils.pg import fencing
+
+    def old_primary(name):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "postgresql.auto.conf").write_text("primary_conninfo = 'host=new passfile=/p'\n")
+        return d
+
+    failed = old_primary("failed-in-pg-rewind")
+    error = ToolError("pg_rewind failed (exit 1)", "build the standby from the repository")
+    standby._refence_after_failed_rejoin(str(failed), "/nonexistent/bin", None, True, error, lambda m: None)
+    assert fencing.is_fenced(str(failed)) and (failed / "standby.signal").exists()
+    auto = (failed / "postgresql.auto.conf").read_text()
+    assert "archive_mode = off" in auto and "host=new" not in auto, auto
+    assert error.details["fenced_again"] is True
+
+    # a standby of the new primary already (standby.signal written): left as it is
+    configured = old_primary("failed-while-catching-up")
+    (configured / "standby.signal").write_text("")
+    standby._refence_after_failed_rejoin(str(configured), "/nonexistent/bin", None, True, ToolError("x"),
+                                         lambda m: None)
+    assert not fencing.is_fenced(str(configured)) and "host=new" in (configured / "postgresql.auto.conf").read_text()
+
+    # there was no fence to remove: none is made up
+    unfenced = old_primary("never-fenced")
+    standby._refence_after_failed_rejoin(str(unfenced), "/nonexistent/bin", None, False, ToolError("x"),
+                                         lambda m: None)
+    assert not fencing.is_fenced(str(unfenced)) and not (unfenced / "standby.signal").exists()
