@@ -126,7 +126,7 @@ SERIAL_FILES = {"test_molecule", "test_roles", "test_runtime_package", "test_wal
 
 # Files that share another file's xdist group, so that they share its
 # session fixtures on one worker (the tests' dockerd and its imported image).
-SHARED_GROUPS = {"test_containers_redis": "test_containers"}
+SHARED_GROUPS = {"test_containers_redis": "test_containers", "test_containers_rebuild": "test_containers"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -241,8 +241,9 @@ from ..module_utils.redis.restore import OPTIONS, redis_restore
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True,
-                           required_one_of=[("data_dir", "redis_conf")])
+    # data_dir or redis_conf is checked by the engine: with container neither is needed (the
+    # container's command line names its dir)
+    module = AnsibleModule(argument_spec=argument_spec(OPTIONS), supports_check_mode=True)
     check_libraries(module, [("zstandard", "zstandard")])
     run_engine(module, redis_restore, module.params, check_mode=module.check_mode, metered=True)
 

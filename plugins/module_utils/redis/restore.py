@@ -104,7 +104,8 @@ def _target(p):
     if not data_dir:
         data_dir = conf.get("dir")
     if not data_dir:
-        raise ConfigError("data_dir is required", "Name the stopped instance's data directory (its 'dir')")
+        raise ConfigError("data_dir or redis_conf is required (without container)",
+                          "Name the stopped instance's data directory (its 'dir'), or its redis.conf")
     data_dir = os.path.abspath(data_dir)
     if not os.path.isdir(data_dir):
         raise ConfigError("data_dir %s does not exist" % data_dir, "Create it (owned by the redis user) first")
