@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 import uuid
 
 import pyrage
@@ -294,6 +295,59 @@ def test_encrypted_base_backup_and_wal_recover_only_with_the_identity(scratch_di
         assert out == "321|after-99", out
     finally:
         stop_if_running(str(restored / "data"))
+        source.destroy()
+
+
+def test_standby_from_an_encrypted_repository(scratch_dir):
+    """A hot standby built from an encrypted base backup and encrypted WAL:
+    refused without the identity (nothing created, no slot left on the
+    primary), built with it, and it streams what the primary writes next."""
+    from ansible_collections.drkit.backup.plugins.module_utils.pg.standby import pg_standby
+    from pitr_source import DRKIT_CMD, ArchivingSource
+
+    key_file, pub = postgres_keypair(scratch_dir, "ops")
+    fp = hashlib.sha256(pub.encode()).hexdigest()
+    password = uuid.uuid4().hex
+    source = ArchivingSource(scratch_dir, password, recipients=[pub])
+    standby_parent = scratch_dir / "standby"
+    standby_parent.mkdir()
+    shutil.chown(str(standby_parent), "postgres", "postgres")
+    data_dir = str(standby_parent / "data")
+    params = {"storage_url": source.wal_url, "login_host": "127.0.0.1", "login_user": "postgres",
+              "login_password": password, "data_directory": data_dir, "standby_port": free_port(),
+              "drkit_command": DRKIT_CMD, "timeout": 120,
+              "settings": {"unix_socket_directories": str(standby_parent), "listen_addresses": "127.0.0.1"}}
+    try:
+        source.start(scale=0.001)
+        source.pg.psql("CREATE TABLE t (id int PRIMARY KEY)")
+        source.pg.psql("INSERT INTO t SELECT generate_series(1, 100)")
+        source.base_backup()
+        source.pg.psql("INSERT INTO t SELECT generate_series(101, 250)")
+        source.switch_wal_and_wait()
+        params["port"] = source.pg.port
+        with pytest.raises(ConfigError) as e:
+            pg_standby(params)
+        assert fp in e.value.message and "no encryption_identity_file" in e.value.message, e.value.message
+        assert not os.path.exists(data_dir)
+        assert source.pg.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+
+        _changed, res = pg_standby(dict(params, encryption_identity_file=key_file))
+        assert res["status"] == "streaming" and res["archive_segments_replayed"] >= 1, res
+        assert "--encryption-identity-file %s" % key_file in res["standby_settings"]["restore_command"]
+        source.pg.psql("INSERT INTO t SELECT generate_series(251, 300)")
+        lsn = source.pg.psql("SELECT pg_current_wal_lsn()")
+
+        def standby(sql):
+            return subprocess.run(["psql", "-XAt", "-h", "127.0.0.1", "-p", str(params["standby_port"]), "-U",
+                                   "postgres", "-d", "postgres", "-c", sql], env=dict(os.environ, PGPASSWORD=password),
+                                  stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout.strip()
+        deadline = time.time() + 30
+        while standby("SELECT pg_last_wal_replay_lsn() >= '%s'::pg_lsn" % lsn) != "t":
+            assert time.time() < deadline, "the standby did not replay %s" % lsn
+            time.sleep(0.2)
+        assert standby("SELECT count(*), pg_is_in_recovery() FROM t") == "300|t"
+    finally:
+        stop_if_running(data_dir)
         source.destroy()
 
 
