@@ -290,8 +290,8 @@ def _reseal_damaged(url, backup):
     (bdir / "manifest.json").write_bytes(mf.Manifest(m).to_json())
 
 
-def test_encrypted_snapshot_restores_into_a_container_only_with_the_identity(docker_engine, pg_redis_image,
-                                                                            aof_source, tmp_storage_url, tmp_path):
+def test_encrypted_snapshot_restores_into_a_container_only_with_the_identity(
+        docker_engine, pg_redis_image, aof_source, tmp_storage_url, tmp_path):
     key, pub = _age_key(tmp_path)
     _changed, backup = redis_snapshot(aof_source.args(mode="aof", storage_url=tmp_storage_url,
                                                       state_dir=str(tmp_path / "state"), encryption_recipients=[pub]))

@@ -28,8 +28,8 @@ from ansible_collections.drkit.backup.plugins.module_utils.repo.copy import back
 from ansible_collections.drkit.backup.plugins.module_utils.repo.listing import backup_info
 from ansible_collections.drkit.backup.plugins.module_utils.storage.factory import open_storage, storage_options
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
-from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import (default_os_user, find_pg_bindir,
-                                                                               os_user_ids, pidfile_live, stop_server)
+from ansible_collections.drkit.backup.plugins.module_utils.pg.cluster import (
+    default_os_user, find_pg_bindir, os_user_ids, pidfile_live, stop_server)
 from helpers import drop_database, engine_params, file_root, table_row_counts
 
 SQL = """

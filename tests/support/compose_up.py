@@ -18,7 +18,7 @@ import docker
 def up(spec):
     api = docker.APIClient(base_url=spec["docker_host"], version="auto", timeout=120)
     for c in spec["containers"]:
-        running = [x for x in api.containers(all=True, filters={"name": "^/%s$" % c["name"]})]
+        running = api.containers(all=True, filters={"name": "^/%s$" % c["name"]})
         if running and running[0]["State"] == "running":
             continue
         host_config = api.create_host_config(network_mode="host")
