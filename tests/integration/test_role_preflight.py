@@ -88,6 +88,39 @@ def test_redis_encrypted_jobs_with_an_identity_or_checksum_verification_pass(tmp
     assert not root.exists()
 
 
+def test_postgresql_encrypted_jobs_verifying_without_an_identity_are_refused(tmp_path):
+    root = tmp_path / "fresh"
+    variables = fresh_paths(root)
+    variables["postgresql_backup_encryption_recipients"] = [AGE_RECIPIENT]
+    run = run_playbook([role("drkit.backup.postgresql_backup")], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc != 0
+    assert "Job pg_app (database app) encrypts its backups (encryption_recipients) and verifies them at level " \
+           "restore" in run.text, run.describe()
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("override", [{"postgresql_backup_encryption_identity_file": "/etc/drkit/age.key"},
+                                      {"postgresql_backup_verify_level": "checksum"}])
+def test_postgresql_encrypted_jobs_with_an_identity_or_checksum_verification_pass(tmp_path, override):
+    root = tmp_path / "fresh"
+    variables = fresh_paths(root)
+    variables["postgresql_backup_encryption_recipients"] = [AGE_RECIPIENT]
+    variables.update(override)
+    config_check = {"name": "job config", "ansible.builtin.assert": {"that": [
+        "_postgresql_backup_jobs | map(attribute='config') | map(attribute='encryption_recipients') | list == "
+        "[['%s'], ['%s']]" % (AGE_RECIPIENT, AGE_RECIPIENT),
+        "_postgresql_backup_jobs[0].config.encryption_identity_file | default('') == '%s'"
+        % override.get("postgresql_backup_encryption_identity_file", "")]}}
+    run = run_playbook([{"name": "drkit.backup.postgresql_backup",
+                         "ansible.builtin.include_role": {"name": "drkit.backup.postgresql_backup", "public": True}},
+                        config_check], extra_vars=variables, check=True, tmp_dir=tmp_path)
+    checked = role_results(run, ENCRYPTED_CHECK)
+    assert [r["status"] for r in checked] == ["ok"], run.describe()
+    assert run.entry("job config")["status"] == "ok", run.describe()
+    assert run.rc == 0, run.describe()
+    assert not root.exists()
+
+
 # --------------------------------------------------------------------------
 # typos and bad values inside list items and dicts: refused before anything
 # runs, naming the key (they used to pass: the default schedule ran, rotation
