@@ -121,6 +121,20 @@ def test_postgresql_encrypted_jobs_with_an_identity_or_checksum_verification_pas
     assert not root.exists()
 
 
+@pytest.mark.parametrize("role_name", ["postgresql_wal_archive", "postgresql_wal_stream"])
+def test_wal_roles_refuse_a_bad_recipient_before_anything(tmp_path, role_name):
+    config = tmp_path / "etc" / "wal.yml"
+    variables = {"%s_storage_url" % role_name: "file:///srv/wal",
+                 "%s_encryption_recipients" % role_name: [AGE_RECIPIENT, "age1notakey", "relative/keys.txt"],
+                 "%s_config_file" % role_name: str(config), "%s_config_dir" % role_name: str(config.parent)}
+    run = run_playbook([role("drkit.backup.%s" % role_name)], extra_vars=variables, tmp_dir=tmp_path)
+    assert run.rc != 0
+    assert '%s_encryption_recipients must be a list of age public keys' % role_name in run.text, run.describe()
+    assert "these are not:" in run.text and "age1notakey" in run.text and "relative/keys.txt" in run.text
+    assert AGE_RECIPIENT not in run.text.split("these are not:", 1)[1].split("A bad key", 1)[0]
+    assert not config.parent.exists()
+
+
 # --------------------------------------------------------------------------
 # typos and bad values inside list items and dicts: refused before anything
 # runs, naming the key (they used to pass: the default schedule ran, rotation

@@ -74,6 +74,10 @@ def test_role_configures_restarts_once_and_proves_archiving(plain_cluster, s3, b
     os.mkdir(metrics_dir, 0o755)
     shutil.chown(metrics_dir, "postgres", "postgres")  # archive_command writes the metrics as postgres
     variables["postgresql_wal_archive_metrics_dir"] = metrics_dir
+    # the WAL encrypted on the host, which holds only the public key
+    import pyrage
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    variables["postgresql_wal_archive_encryption_recipients"] = [recipient]
     assert pg.psql("SHOW archive_mode") == "off" and pg.psql("SHOW wal_log_hints") == "off"
 
     run = run_playbook([ROLE_TASK], extra_vars=variables, check=True, tmp_dir=tmp_path)
@@ -96,6 +100,7 @@ def test_role_configures_restarts_once_and_proves_archiving(plain_cluster, s3, b
     st = storage.open_storage(variables["postgresql_wal_archive_storage_url"],
                               **variables["postgresql_wal_archive_storage_options"])
     assert st.stat(wal.wal_key(segment)) is not None
+    assert st.get_bytes(wal.wal_key(segment)).startswith(b"drkit-age1 ")  # encrypted (docs/encryption.md)
     assert pg.psql("SHOW archive_mode") == "on" and pg.psql("SHOW archive_timeout") == "30s"
     assert pg.psql("SHOW wal_log_hints") == "on"
     assert "wal-push --config" in pg.psql("SHOW archive_command")

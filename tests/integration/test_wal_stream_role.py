@@ -95,6 +95,9 @@ def wait_for(predicate, what, timeout=90):
 def test_role_supervises_the_archiver_with_cron(quiet_cluster, tmp_path):
     pg, base = quiet_cluster
     variables = role_vars(pg, base)
+    # the WAL encrypted on the host, which holds only the public key
+    import pyrage
+    variables["postgresql_wal_stream_encryption_recipients"] = [str(pyrage.x25519.Identity.generate().to_public())]
     cron_file = variables["postgresql_wal_stream_cron_file"]
 
     run = run_playbook([ROLE_TASK], extra_vars=variables, check=True, tmp_dir=tmp_path)
@@ -127,6 +130,10 @@ def test_role_supervises_the_archiver_with_cron(quiet_cluster, tmp_path):
     pg.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
     wait_for(lambda: any(".stream.zst" in k or k.endswith(".zst") for k in list_keys(
         variables["postgresql_wal_stream_storage_url"])), "nothing reached the archive")
+    stored = [k for k in list_keys(variables["postgresql_wal_stream_storage_url"]) if k.endswith(".zst")]
+    root = variables["postgresql_wal_stream_storage_url"][len("file://"):]
+    with open(os.path.join(root, stored[0]), "rb") as fh:
+        assert fh.read(11) == b"drkit-age1 ", stored[0]  # encrypted (docs/encryption.md)
 
     # the next minute's line finds it running and exits at once
     again = run_cron_line(cron_file)
