@@ -53,66 +53,47 @@ AGE_RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
 ENCRYPTED_CHECK = "Preflight | Check that encrypted jobs can be verified"
 
 
-def test_redis_encrypted_jobs_verifying_without_an_identity_are_refused(tmp_path):
+# the backup roles' encrypted jobs: (role, variable prefix, extra variables, the refusal, the rendered jobs)
+ENCRYPTING_ROLES = {
+    "redis": ("drkit.backup.redis_backup", "redis_backup", {"redis_backup_instances": [{"login_port": 6380}]},
+              "Job redis_6380 (Redis 127.0.0.1:6380) encrypts its snapshots (encryption_recipients) and verifies "
+              "them at level restore", "_redis_backup_jobs"),
+    "postgresql": ("drkit.backup.postgresql_backup", "postgresql_backup", {},
+                   "Job pg_app (database app) encrypts its backups (encryption_recipients) and verifies them at "
+                   "level restore", "_postgresql_backup_jobs"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ENCRYPTING_ROLES))
+def test_encrypted_jobs_verifying_without_an_identity_are_refused(tmp_path, kind):
+    role_name, prefix, extra, refusal, _jobs = ENCRYPTING_ROLES[kind]
     root = tmp_path / "fresh"
     variables = fresh_paths(root)
-    variables.update({"redis_backup_instances": [{"login_port": 6380}],
-                      "redis_backup_encryption_recipients": [AGE_RECIPIENT]})
-    run = run_playbook([role("drkit.backup.redis_backup")], extra_vars=variables, tmp_dir=tmp_path)
+    variables.update(extra)
+    variables[prefix + "_encryption_recipients"] = [AGE_RECIPIENT]
+    run = run_playbook([role(role_name)], extra_vars=variables, tmp_dir=tmp_path)
     assert run.rc != 0
-    assert "Job redis_6380 (Redis 127.0.0.1:6380) encrypts its snapshots (encryption_recipients) and verifies " \
-           "them at level restore" in run.text, run.describe()
+    assert refusal in run.text, run.describe()
     assert not root.exists()
 
 
-@pytest.mark.parametrize("override", [{"redis_backup_encryption_identity_file": "/etc/drkit/age.key"},
-                                      {"redis_backup_verify_level": "checksum"}])
-def test_redis_encrypted_jobs_with_an_identity_or_checksum_verification_pass(tmp_path, override):
+@pytest.mark.parametrize("kind", sorted(ENCRYPTING_ROLES))
+@pytest.mark.parametrize("how", ["identity", "checksum"])
+def test_encrypted_jobs_with_an_identity_or_checksum_verification_pass(tmp_path, kind, how):
+    role_name, prefix, extra, _refusal, jobs = ENCRYPTING_ROLES[kind]
     root = tmp_path / "fresh"
     variables = fresh_paths(root)
-    variables.update({"redis_backup_instances": [{"login_port": 6380}],
-                      "redis_backup_encryption_recipients": [AGE_RECIPIENT]})
-    variables.update(override)
-    # public: the job configs the role rendered are looked at after it
+    variables.update(extra)
+    variables[prefix + "_encryption_recipients"] = [AGE_RECIPIENT]
+    identity = "/etc/drkit/age.key" if how == "identity" else ""
+    variables.update({prefix + "_encryption_identity_file": identity} if identity else
+                     {prefix + "_verify_level": "checksum"})
+    # public: the job configs the role rendered are looked at after it (every job carries the recipients)
     config_check = {"name": "job config", "ansible.builtin.assert": {"that": [
-        "_redis_backup_jobs[0].config.encryption_recipients == ['%s']" % AGE_RECIPIENT,
-        "_redis_backup_jobs[0].config.encryption_identity_file | default('') == '%s'"
-        % override.get("redis_backup_encryption_identity_file", "")]}}
-    run = run_playbook([{"name": "drkit.backup.redis_backup",
-                         "ansible.builtin.include_role": {"name": "drkit.backup.redis_backup", "public": True}},
-                        config_check], extra_vars=variables, check=True, tmp_dir=tmp_path)
-    checked = role_results(run, ENCRYPTED_CHECK)
-    assert [r["status"] for r in checked] == ["ok"], run.describe()
-    assert run.entry("job config")["status"] == "ok", run.describe()
-    assert run.rc == 0, run.describe()
-    assert not root.exists()
-
-
-def test_postgresql_encrypted_jobs_verifying_without_an_identity_are_refused(tmp_path):
-    root = tmp_path / "fresh"
-    variables = fresh_paths(root)
-    variables["postgresql_backup_encryption_recipients"] = [AGE_RECIPIENT]
-    run = run_playbook([role("drkit.backup.postgresql_backup")], extra_vars=variables, tmp_dir=tmp_path)
-    assert run.rc != 0
-    assert "Job pg_app (database app) encrypts its backups (encryption_recipients) and verifies them at level " \
-           "restore" in run.text, run.describe()
-    assert not root.exists()
-
-
-@pytest.mark.parametrize("override", [{"postgresql_backup_encryption_identity_file": "/etc/drkit/age.key"},
-                                      {"postgresql_backup_verify_level": "checksum"}])
-def test_postgresql_encrypted_jobs_with_an_identity_or_checksum_verification_pass(tmp_path, override):
-    root = tmp_path / "fresh"
-    variables = fresh_paths(root)
-    variables["postgresql_backup_encryption_recipients"] = [AGE_RECIPIENT]
-    variables.update(override)
-    config_check = {"name": "job config", "ansible.builtin.assert": {"that": [
-        "_postgresql_backup_jobs | map(attribute='config') | map(attribute='encryption_recipients') | list == "
-        "[['%s'], ['%s']]" % (AGE_RECIPIENT, AGE_RECIPIENT),
-        "_postgresql_backup_jobs[0].config.encryption_identity_file | default('') == '%s'"
-        % override.get("postgresql_backup_encryption_identity_file", "")]}}
-    run = run_playbook([{"name": "drkit.backup.postgresql_backup",
-                         "ansible.builtin.include_role": {"name": "drkit.backup.postgresql_backup", "public": True}},
+        "%s | map(attribute='config') | map(attribute='encryption_recipients') | unique | list == [['%s']]"
+        % (jobs, AGE_RECIPIENT),
+        "%s[0].config.encryption_identity_file | default('') == '%s'" % (jobs, identity)]}}
+    run = run_playbook([{"name": role_name, "ansible.builtin.include_role": {"name": role_name, "public": True}},
                         config_check], extra_vars=variables, check=True, tmp_dir=tmp_path)
     checked = role_results(run, ENCRYPTED_CHECK)
     assert [r["status"] for r in checked] == ["ok"], run.describe()
