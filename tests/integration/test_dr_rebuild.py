@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import DRKIT, NewCluster, ansible_environment, drop_database, key_files, make_sample_database, table_row_counts
+from helpers import (DRKIT, NewCluster, ansible_environment, drop_database, key_files, make_sample_database,
+                     table_row_counts)
 
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
 from support.redis_server import ScratchRedis
