@@ -341,7 +341,8 @@ def test_role_builds_the_standby_as_a_debian_cluster(pair, debian_cluster, tmp_p
     c = debian_cluster
     assert c.listed() is None
     root = role_host_dirs(pair.root / "host")
-    variables = debian_standby_variables(pair, root, c)
+    variables = dict(debian_standby_variables(pair, root, c),
+                     postgresql_standby_settings={"listen_addresses": "127.0.0.1"})
     # check mode: says what it would do, creates nothing
     dry = run_playbook([role("drkit.backup.postgresql_standby")], extra_vars=variables, check=True,
                        tmp_dir=str(tmp_path))
@@ -365,6 +366,9 @@ def test_role_builds_the_standby_as_a_debian_cluster(pair, debian_cluster, tmp_p
     assert "config_file=/etc/postgresql/%s/%s/postgresql.conf" % (c.version, c.name) in opts, opts
     assert pair.standby_psql("SELECT pg_is_in_recovery()", port=c.port) == "t"
     assert pair.standby_psql("SELECT status FROM pg_stat_wal_receiver", port=c.port) == "streaming"
+    # the given settings (postgresql.auto.conf) win over Debian's postgresql.conf; pg_hba is the cluster's in /etc
+    assert pair.standby_psql("SHOW listen_addresses", port=c.port) == "127.0.0.1"
+    assert pair.standby_psql("SHOW hba_file", port=c.port) == "/etc/postgresql/%s/%s/pg_hba.conf" % (c.version, c.name)
     # rows written on the primary now arrive
     pair.insert(ROWS_BEFORE_BACKUP + ROWS_AFTER_BACKUP + 1, ROWS_BEFORE_BACKUP + ROWS_AFTER_BACKUP + 100)
     wait_for(lambda: pair.standby_psql("SELECT count(*) FROM t", port=c.port) ==
@@ -376,6 +380,18 @@ def test_role_builds_the_standby_as_a_debian_cluster(pair, debian_cluster, tmp_p
     assert again.rc == 0 and again.stats["localhost"]["changed"] == 0, again.describe()
     assert postmaster_pid(c.data_dir) == pid
     assert c.listed()[3].startswith("online")
+    # stopped (a host without systemd after a reboot): the role starts it as the cluster, not with drkit's pg_ctl
+    stopped = subprocess.run(["pg_ctlcluster", c.version, c.name, "stop"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    assert stopped.returncode == 0 and c.listed()[3].startswith("down"), stopped.stdout
+    started = run_playbook([role("drkit.backup.postgresql_standby")], extra_vars=variables, tmp_dir=str(tmp_path))
+    assert started.rc == 0, started.describe()
+    (start,) = role_results(started, "Debian cluster | Start the stopped standby as the Debian cluster")
+    assert start["status"] == "ok" and start["result"]["changed"], start
+    assert c.listed()[3].startswith("online")
+    opts = (Path(c.data_dir) / "postmaster.opts").read_text()
+    assert "config_file=/etc/postgresql/%s/%s/postgresql.conf" % (c.version, c.name) in opts, opts
+    assert pair.standby_psql("SELECT status FROM pg_stat_wal_receiver", port=c.port) == "streaming"
     print("debian cluster standby: first run %.1f s, second run %.1f s" % (first_seconds, second_seconds))
     print("\n".join("%6.2fs %s" % (r.get("seconds", 0), r["task"]) for r in run.results if r.get("seconds", 0) > 0.5))
 
