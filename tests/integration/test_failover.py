@@ -421,6 +421,21 @@ def test_role_refuses_a_debian_cluster_that_is_not_its_standby(pair, debian_clus
     assert (Path(c.data_dir) / "postgresql.auto.conf").read_text() == auto_conf
     assert not (Path(c.data_dir) / "standby.signal").exists()
     assert pair.pg.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    # no cluster of the name, but the given data directory holds files (pg_createcluster would adopt them)
+    other = NewCluster(pair.root / "debian", prefix="drkit_standby")
+    other.data_dir = str(pair.root / "debian" / "someones")
+    os.mkdir(other.data_dir, 0o755)
+    (Path(other.data_dir) / "PG_VERSION").write_text("15\n")
+    try:
+        run = run_playbook([role("drkit.backup.postgresql_standby")],
+                           extra_vars=debian_standby_variables(pair, root, other), tmp_dir=str(tmp_path))
+        assert run.rc != 0
+        assert "holds files" in run.text and "the role never overwrites one" in run.text, run.describe()
+        assert other.listed() is None
+        assert os.listdir(other.data_dir) == ["PG_VERSION"]
+        assert pair.pg.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    finally:
+        other.drop()
 
 
 def run_failover_playbook(root, variables):
