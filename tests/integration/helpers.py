@@ -42,6 +42,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -573,3 +574,44 @@ def key_files(tmp_path, name):
     pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
     return str(priv), str(pub), signing.key_id(key.public_key())
+
+
+PG_VERSION = os.environ.get("DRKIT_TEST_PG_VERSION", "15")
+
+
+class NewCluster(object):
+    """Name/port/data dir of a Debian cluster (postgresql-common) a test's
+    playbook creates, on a free port; ``drop()`` removes it (fixtures call it
+    in their cleanup)."""
+
+    def __init__(self, scratch, prefix="drkit_rebuild"):
+        self.name = "%s_%s" % (prefix, uuid.uuid4().hex[:8])
+        self.version = PG_VERSION
+        self.port = _free_port()
+        self.data_dir = str(Path(scratch) / "pgdata")
+
+    def psql(self, sql, dbname="postgres"):
+        proc = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-p", str(self.port),
+                               "-d", dbname, "-c", sql], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, check=False)
+        assert proc.returncode == 0, proc.stdout
+        return proc.stdout.strip()
+
+    def listed(self):
+        """Its pg_lsclusters line as fields, or None."""
+        out = subprocess.run(["pg_lsclusters", "--no-header"], stdout=subprocess.PIPE, universal_newlines=True,
+                             check=True).stdout
+        for line in out.splitlines():
+            fields = line.split()
+            if fields[:2] == [self.version, self.name]:
+                return fields
+        return None
+
+    def drop(self):
+        subprocess.run(["pg_dropcluster", "--stop", self.version, self.name], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, check=False)
+
+
+def _free_port():
+    from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
+    return free_port()

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import DRKIT, ansible_environment, drop_database, key_files, make_sample_database, table_row_counts
+from helpers import (DRKIT, NewCluster, ansible_environment, drop_database, key_files, make_sample_database,
+                     table_row_counts)
 
 from ansible_collections.drkit.backup.plugins.module_utils.core.scratch import free_port
 from support.redis_server import ScratchRedis
@@ -45,24 +46,6 @@ def write_0600(path, data):
     with os.fdopen(fd, "w") as fh:
         yaml.safe_dump(data, fh)
     return path
-
-
-class NewCluster(object):
-    """Name/port/data dir of the cluster the playbook creates; dropped after."""
-
-    def __init__(self, scratch):
-        self.name = "drkit_rebuild_%s" % uuid.uuid4().hex[:8]
-        self.port = free_port()
-        self.data_dir = str(Path(scratch) / "pgdata")
-
-    def psql(self, sql, dbname="postgres"):
-        proc = run(["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-p", str(self.port),
-                    "-d", dbname, "-c", sql])
-        assert proc.returncode == 0, proc.stdout
-        return proc.stdout.strip()
-
-    def drop(self):
-        run(["pg_dropcluster", "--stop", PG_VERSION, self.name])
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import ansible_environment, role, role_results, run_drkit, run_playbook
+from helpers import NewCluster, ansible_environment, role, role_results, run_drkit, run_playbook
 from pitr_source import DRKIT_CMD, ArchivingSource
 
 from ansible_collections.drkit.backup.plugins.module_utils.core.errors import ConfigError
@@ -297,6 +297,145 @@ def check_the_lag_metrics(pair):
     assert pair.password not in cli.stdout + cli.stderr
     changed, again = pg_standby(pair.params())
     assert changed and again["existing"] and again["status"] == "streaming", again
+
+
+@pytest.fixture
+def debian_cluster(pair):
+    """Name, free port and data directory for a Debian cluster of the test
+    (postgresql-common's tools, PostgreSQL 15); dropped afterwards."""
+    parent = pair.root / "debian"
+    parent.mkdir(mode=0o755)
+    cluster = NewCluster(parent, prefix="drkit_standby")
+    try:
+        yield cluster
+    finally:
+        cluster.drop()
+
+
+def debian_standby_variables(pair, root, cluster):
+    return {"_drkit_runtime_installed": True, "postgresql_standby_install_runtime": False,
+            "postgresql_standby_debian_cluster": cluster.name,
+            "postgresql_standby_storage_url": pair.source.wal_url,
+            "postgresql_standby_primary_host": "127.0.0.1", "postgresql_standby_primary_port": pair.pg.port,
+            "postgresql_standby_replication_user": "postgres",
+            "postgresql_standby_replication_password": pair.password,
+            "postgresql_standby_data_directory": cluster.data_dir,
+            "postgresql_standby_port": cluster.port, "postgresql_standby_pg_bin_dir": pair.pg.bin_dir,
+            "postgresql_standby_timeout": 120, "postgresql_standby_drkit_command": DRKIT_CMD,
+            "postgresql_standby_config_dir": str(root / "etc"),
+            "postgresql_standby_metrics_dir": str(root / "metrics"),
+            "postgresql_standby_cron_file": str(root / "cron.d" / "drkit-standby"),
+            "postgresql_standby_log_file": str(root / "log" / "standby.log"),
+            "postgresql_standby_lock_file": str(root / "lock" / "standby.lock"),
+            "postgresql_standby_install_cron": False}
+
+
+def postmaster_pid(data_dir):
+    return (Path(data_dir) / "postmaster.pid").read_text().splitlines()[0]
+
+
+def test_role_builds_the_standby_as_a_debian_cluster(pair, debian_cluster, tmp_path):
+    """postgresql_standby_debian_cluster: the standby is a Debian cluster run
+    by pg_ctlcluster (listed online by pg_lsclusters), streams from the
+    primary, and a second run changes nothing."""
+    c = debian_cluster
+    assert c.listed() is None
+    root = role_host_dirs(pair.root / "host")
+    variables = dict(debian_standby_variables(pair, root, c),
+                     postgresql_standby_settings={"listen_addresses": "127.0.0.1"})
+    # check mode: says what it would do, creates nothing
+    dry = run_playbook([role("drkit.backup.postgresql_standby")], extra_vars=variables, check=True,
+                       tmp_dir=str(tmp_path))
+    assert dry.rc == 0, dry.describe()
+    (would,) = role_results(dry, BUILD_TASK)
+    assert would["result"]["changed"] and "Would restore" in would["result"]["msg"], would["result"]
+    assert c.listed() is None and not os.path.exists(c.data_dir)
+    t0 = time.time()
+    run = run_playbook([role("drkit.backup.postgresql_standby")], extra_vars=variables, tmp_dir=str(tmp_path))
+    first_seconds = time.time() - t0
+    assert run.rc == 0, run.describe()
+    assert pair.password not in run.text
+    (built,) = role_results(run, BUILD_TASK)
+    assert built["result"]["changed"] and built["result"]["status"] == "streaming", built["result"]
+    assert built["result"]["data_directory"] == c.data_dir
+    listed = c.listed()
+    assert listed is not None and listed[2] == str(c.port) and listed[3].startswith("online"), listed
+    assert listed[5] == c.data_dir, listed
+    # the server pg_ctlcluster started (its command line names the cluster's config), not drkit's pg_ctl
+    opts = (Path(c.data_dir) / "postmaster.opts").read_text()
+    assert "config_file=/etc/postgresql/%s/%s/postgresql.conf" % (c.version, c.name) in opts, opts
+    assert pair.standby_psql("SELECT pg_is_in_recovery()", port=c.port) == "t"
+    assert pair.standby_psql("SELECT status FROM pg_stat_wal_receiver", port=c.port) == "streaming"
+    # the given settings (postgresql.auto.conf) win over Debian's postgresql.conf; pg_hba is the cluster's in /etc
+    assert pair.standby_psql("SHOW listen_addresses", port=c.port) == "127.0.0.1"
+    assert pair.standby_psql("SHOW hba_file", port=c.port) == "/etc/postgresql/%s/%s/pg_hba.conf" % (c.version, c.name)
+    # rows written on the primary now arrive
+    pair.insert(ROWS_BEFORE_BACKUP + ROWS_AFTER_BACKUP + 1, ROWS_BEFORE_BACKUP + ROWS_AFTER_BACKUP + 100)
+    wait_for(lambda: pair.standby_psql("SELECT count(*) FROM t", port=c.port) ==
+             str(ROWS_BEFORE_BACKUP + ROWS_AFTER_BACKUP + 100), what="the new rows on the standby")
+    pid = postmaster_pid(c.data_dir)
+    t0 = time.time()
+    again = run_playbook([role("drkit.backup.postgresql_standby")], extra_vars=variables, tmp_dir=str(tmp_path))
+    second_seconds = time.time() - t0
+    assert again.rc == 0 and again.stats["localhost"]["changed"] == 0, again.describe()
+    assert postmaster_pid(c.data_dir) == pid
+    assert c.listed()[3].startswith("online")
+    # stopped (a host without systemd after a reboot): the role starts it as the cluster, not with drkit's pg_ctl
+    stopped = subprocess.run(["pg_ctlcluster", c.version, c.name, "stop"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    assert stopped.returncode == 0 and c.listed()[3].startswith("down"), stopped.stdout
+    started = run_playbook([role("drkit.backup.postgresql_standby")], extra_vars=variables, tmp_dir=str(tmp_path))
+    assert started.rc == 0, started.describe()
+    (start,) = role_results(started, "Debian cluster | Start the stopped standby as the Debian cluster")
+    assert start["status"] == "ok" and start["result"]["changed"], start
+    assert c.listed()[3].startswith("online")
+    opts = (Path(c.data_dir) / "postmaster.opts").read_text()
+    assert "config_file=/etc/postgresql/%s/%s/postgresql.conf" % (c.version, c.name) in opts, opts
+    assert pair.standby_psql("SELECT status FROM pg_stat_wal_receiver", port=c.port) == "streaming"
+    print("debian cluster standby: first run %.1f s, second run %.1f s" % (first_seconds, second_seconds))
+    print("\n".join("%6.2fs %s" % (r.get("seconds", 0), r["task"]) for r in run.results if r.get("seconds", 0) > 0.5))
+
+
+def test_role_refuses_a_debian_cluster_that_is_not_its_standby(pair, debian_cluster, tmp_path):
+    """An existing cluster of that name holding other data: refused before
+    anything is done (no slot on the primary, the cluster as it was)."""
+    c = debian_cluster
+    made = subprocess.run(["pg_createcluster", c.version, c.name, "--port", str(c.port), "--datadir", c.data_dir,
+                           "--start"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          check=False)
+    assert made.returncode == 0, made.stdout
+    c.psql("CREATE TABLE precious (id int); INSERT INTO precious VALUES (42)")
+    pid = postmaster_pid(c.data_dir)
+    auto_conf = (Path(c.data_dir) / "postgresql.auto.conf").read_text()
+    root = role_host_dirs(pair.root / "host")
+    run = run_playbook([role("drkit.backup.postgresql_standby")],
+                       extra_vars=debian_standby_variables(pair, root, c), tmp_dir=str(tmp_path))
+    assert run.rc != 0
+    assert "Cluster %s/%s exists" % (c.version, c.name) in run.text and \
+        "is not a standby drkit built" in run.text, run.describe()
+    assert not role_results(run, BUILD_TASK)
+    assert pair.password not in run.text
+    assert c.psql("SELECT id FROM precious") == "42"
+    assert c.psql("SELECT pg_is_in_recovery()") == "f"
+    assert postmaster_pid(c.data_dir) == pid
+    assert (Path(c.data_dir) / "postgresql.auto.conf").read_text() == auto_conf
+    assert not (Path(c.data_dir) / "standby.signal").exists()
+    assert pair.pg.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    # no cluster of the name, but the given data directory holds files (pg_createcluster would adopt them)
+    other = NewCluster(pair.root / "debian", prefix="drkit_standby")
+    other.data_dir = str(pair.root / "debian" / "someones")
+    os.mkdir(other.data_dir, 0o755)
+    (Path(other.data_dir) / "PG_VERSION").write_text("15\n")
+    try:
+        run = run_playbook([role("drkit.backup.postgresql_standby")],
+                           extra_vars=debian_standby_variables(pair, root, other), tmp_dir=str(tmp_path))
+        assert run.rc != 0
+        assert "holds files" in run.text and "the role never overwrites one" in run.text, run.describe()
+        assert other.listed() is None
+        assert os.listdir(other.data_dir) == ["PG_VERSION"]
+        assert pair.pg.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    finally:
+        other.drop()
 
 
 def run_failover_playbook(root, variables):
