@@ -240,8 +240,8 @@ def physical(args):
         base_p = statistics.median(times["plain"]["pitr"])
         for case in ("plain", "age"):
             b, pt = statistics.median(times[case]["backup"]), statistics.median(times[case]["pitr"])
-            print("| %s | %.2f | %.2f | %.1f | %.3fx | %.3fx |" % (case, b, pt, stored[case] / 1e6, b / base_b,
-                                                                  pt / base_p))
+            row = (case, b, pt, stored[case] / 1e6, b / base_b, pt / base_p)
+            print("| %s | %.2f | %.2f | %.1f | %.3fx | %.3fx |" % row)
         print("runs: %s" % json.dumps(times))
     finally:
         server.destroy()
